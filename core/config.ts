@@ -1,0 +1,78 @@
+import { parseIpv4, prefixMask, type Ipv4Address, type MacAddress } from './wire/address';
+
+/** The virtual network weft presents to its guests (slirp's defaults, which users already know). */
+export interface NetworkConfig {
+  /** Network address, e.g. 10.0.2.0. */
+  network: Ipv4Address;
+  prefixLength: number;
+  /** The router address the guest uses; weft answers ARP and ping for it. */
+  gateway: Ipv4Address;
+  /** The DNS server address handed out by DHCP; weft answers ARP and ping for it too. */
+  dns: Ipv4Address;
+  /** First address leased by DHCP; later guests get the following ones. */
+  firstLease: Ipv4Address;
+  /** Number of addresses in the lease pool. */
+  leaseCount: number;
+  /** The MAC address weft uses for every address it owns. */
+  gatewayMac: MacAddress;
+  /** Link MTU (IP packet size), 576…65520. */
+  mtu: number;
+  leaseTimeSeconds: number;
+  domainName: string;
+  searchDomains: string[];
+}
+
+export const DEFAULT_NETWORK: NetworkConfig = {
+  network: parseIpv4('10.0.2.0'),
+  prefixLength: 24,
+  gateway: parseIpv4('10.0.2.2'),
+  dns: parseIpv4('10.0.2.3'),
+  firstLease: parseIpv4('10.0.2.15'),
+  leaseCount: 64,
+  // Locally administered, unicast; "52:55" as slirp uses, so captures look familiar.
+  gatewayMac: 0x5255_0a00_0202,
+  mtu: 1500,
+  leaseTimeSeconds: 86400,
+  domainName: 'weft.internal',
+  searchDomains: [],
+};
+
+/** Bounds on everything the stack keeps; every buffer has one. */
+export interface StackLimits {
+  arpCacheEntries: number;
+  /** Bytes of fragments held for reassembly, across all sources. */
+  reassemblyBytesTotal: number;
+  /** Bytes of fragments held for reassembly from one source address. */
+  reassemblyBytesPerSource: number;
+  /** Datagrams being reassembled at once from one source address. */
+  reassemblyDatagramsPerSource: number;
+  reassemblyTimeoutMs: number;
+  /** Frames waiting for an ARP answer before they can be sent. */
+  arpPendingFrames: number;
+}
+
+export const DEFAULT_LIMITS: StackLimits = {
+  arpCacheEntries: 256,
+  reassemblyBytesTotal: 4 * 1024 * 1024,
+  reassemblyBytesPerSource: 1024 * 1024,
+  reassemblyDatagramsPerSource: 64,
+  reassemblyTimeoutMs: 30_000,
+  arpPendingFrames: 64,
+};
+
+export function resolveNetworkConfig(partial: Partial<NetworkConfig> = {}): NetworkConfig {
+  const cfg: NetworkConfig = { ...DEFAULT_NETWORK, ...partial };
+  const mask = prefixMask(cfg.prefixLength);
+  cfg.network = (cfg.network & mask) >>> 0;
+  for (const [name, ip] of [['gateway', cfg.gateway], ['dns', cfg.dns], ['firstLease', cfg.firstLease]] as const) {
+    if (((ip & mask) >>> 0) !== cfg.network) throw new RangeError(`${name} is outside the network`);
+  }
+  if (!Number.isInteger(cfg.mtu) || cfg.mtu < 576 || cfg.mtu > 65520) {
+    throw new RangeError(`MTU must be an integer in 576…65520, got ${cfg.mtu}`);
+  }
+  const lastHost = (cfg.network | ~mask) >>> 0;
+  if (cfg.leaseCount < 1 || cfg.firstLease + cfg.leaseCount - 1 >= lastHost) {
+    throw new RangeError('the lease pool runs past the end of the network');
+  }
+  return cfg;
+}

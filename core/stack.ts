@@ -1,0 +1,401 @@
+// The stack: one virtual Ethernet link with weft's router on it. It is sans-I/O — frames come in
+// through input(), go out through the output callback, and time only moves when poll(now) is
+// called — so the same code runs in a Web Worker, in Node, and in deterministic tests.
+
+import { DEFAULT_LIMITS, resolveNetworkConfig, type NetworkConfig, type StackLimits } from './config';
+import { TypedEvents } from './events';
+import { Ipv4Reassembler } from './ip/ipv4-reassembly';
+import { NeighborCache } from './ip/neighbor-cache';
+import { DhcpServer } from './services/dhcp-server';
+import { BROADCAST_MAC, IPV4_BROADCAST, isGroupMac, prefixMask, type Ipv4Address, type MacAddress } from './wire/address';
+import { ARP_REPLY, ARP_REQUEST, emitArp, parseArp, type ArpPacket } from './wire/arp';
+import { parseDhcp } from './wire/dhcp';
+import { emitEthernetHeader, ETHERNET_HEADER_LENGTH, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, parseEthernet, type EthernetFrame } from './wire/ethernet';
+import { emitIcmp, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_UNREACH_PORT, parseIcmp } from './wire/icmpv4';
+import { emitIpv4Header, IPPROTO_ICMP, IPPROTO_UDP, IPV4_HEADER_LENGTH, parseIpv4Packet } from './wire/ipv4';
+import { isDrop, type DropReason } from './wire/parse-result';
+import { emitUdp, parseUdp, UDP_HEADER_LENGTH } from './wire/udp';
+
+export interface Clock {
+  now(): number;
+}
+/** Fills `out` with random bytes (crypto.getRandomValues in a page, crypto.randomFillSync in Node). */
+export type RandomSource = (out: Uint8Array) => void;
+
+export interface LeaseEvent {
+  mac: MacAddress;
+  ip: Ipv4Address;
+  hostname?: string;
+  expiresAt: number;
+}
+
+export interface DropEvent {
+  reason: DropReason;
+  count: number;
+}
+
+export interface StackEvents {
+  lease: LeaseEvent;
+  drop: DropEvent;
+}
+
+export interface StackOptions {
+  network?: Partial<NetworkConfig>;
+  limits?: Partial<StackLimits>;
+  clock: Clock;
+  random: RandomSource;
+  /** Called synchronously with every frame the stack sends; the stack never touches it again. */
+  output: (frame: Uint8Array) => void;
+  /** Sees every frame in both directions (for pcap): input as received, output as sent. */
+  capture?: (frame: Uint8Array, direction: 'in' | 'out', timeMs: number) => void;
+}
+
+export interface StackCounters {
+  framesIn: number;
+  framesOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** Frames (or fragments) dropped, keyed by reason. */
+  drops: Record<DropReason, number>;
+  datagramsReassembled: number;
+  fragmentsSent: number;
+  arpCacheEntries: number;
+  reassemblyBytesHeld: number;
+}
+
+/** Ethernet's minimum frame size without FCS: shorter frames are padded as a NIC would. */
+const MIN_FRAME = 60;
+const DHCP_SERVER_PORT = 67;
+const DHCP_CLIENT_PORT = 68;
+
+export class Stack {
+  readonly config: NetworkConfig;
+  readonly limits: StackLimits;
+  private readonly events = new TypedEvents<StackEvents>();
+  private readonly clock: Clock;
+  private readonly output: (frame: Uint8Array) => void;
+  private readonly capture?: StackOptions['capture'];
+  private readonly mask: number;
+  private readonly subnetBroadcast: Ipv4Address;
+  private readonly neighbors: NeighborCache;
+  private readonly reassembler: Ipv4Reassembler;
+  private readonly dhcp: DhcpServer;
+  private nextIpId: number;
+  private readonly stats = {
+    framesIn: 0,
+    framesOut: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    datagramsReassembled: 0,
+    fragmentsSent: 0,
+  };
+  private readonly drops = new Map<DropReason, number>();
+
+  constructor(opts: StackOptions) {
+    this.config = resolveNetworkConfig(opts.network);
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.clock = opts.clock;
+    this.output = opts.output;
+    this.capture = opts.capture;
+    this.mask = prefixMask(this.config.prefixLength);
+    this.subnetBroadcast = (this.config.network | ~this.mask) >>> 0;
+    const countDrop = (reason: DropReason, count = 1) => this.drop(reason, count);
+    this.neighbors = new NeighborCache(
+      {
+        maxEntries: this.limits.arpCacheEntries,
+        maxPendingFrames: this.limits.arpPendingFrames,
+        entryLifetimeMs: 20 * 60_000,
+        retryIntervalMs: 1000,
+        maxAttempts: 3,
+      },
+      countDrop,
+    );
+    this.reassembler = new Ipv4Reassembler(this.limits, countDrop);
+    this.dhcp = new DhcpServer(this.config, (lease) => {
+      this.flush(this.neighbors.learn(lease.ip, lease.mac, this.clock.now()), lease.mac);
+      this.events.emit('lease', lease);
+    });
+    const seed = new Uint8Array(2);
+    opts.random(seed);
+    this.nextIpId = (seed[0] << 8) | seed[1];
+  }
+
+  on<K extends keyof StackEvents>(name: K, listener: (e: StackEvents[K]) => void): () => void {
+    return this.events.on(name, listener);
+  }
+
+  /** Handles one frame from the guest. Never throws: anything wrong is dropped and counted. */
+  input(frame: Uint8Array): void {
+    const now = this.clock.now();
+    this.stats.framesIn++;
+    this.stats.bytesIn += frame.length;
+    if (this.capture) this.capture(frame, 'in', now);
+    try {
+      this.handleFrame(frame, now);
+    } catch {
+      // A bug must cost one frame, never the stack; the counter makes it visible.
+      this.drop('internal-error');
+    }
+  }
+
+  /** Fires the timers that are due at `now`. */
+  poll(now: number): void {
+    try {
+      this.reassembler.poll(now);
+      for (const ip of this.neighbors.poll(now)) this.sendArpRequest(ip);
+    } catch {
+      this.drop('internal-error');
+    }
+  }
+
+  /** When poll() should next be called (absolute ms), or undefined when nothing is scheduled. */
+  nextDeadline(): number | undefined {
+    const a = this.reassembler.nextDeadline();
+    const b = this.neighbors.nextDeadline();
+    if (a === undefined) return b;
+    if (b === undefined) return a;
+    return Math.min(a, b);
+  }
+
+  counters(): StackCounters {
+    return {
+      ...this.stats,
+      drops: Object.fromEntries(this.drops),
+      arpCacheEntries: this.neighbors.size,
+      reassemblyBytesHeld: this.reassembler.bytesHeld,
+    };
+  }
+
+  /** True when `ip` is one of the addresses weft itself answers for on the link. */
+  ownsAddress(ip: Ipv4Address): boolean {
+    return ip === this.config.gateway || ip === this.config.dns;
+  }
+
+  // ── input path ──────────────────────────────────────────────────────────────
+
+  private handleFrame(frame: Uint8Array, now: number): void {
+    const eth = parseEthernet(frame);
+    if (isDrop(eth)) return this.drop(eth);
+    if (eth.dst !== this.config.gatewayMac && !isGroupMac(eth.dst)) return this.drop('eth-not-for-us');
+    if (isGroupMac(eth.src) || eth.src === 0) return this.drop('eth-bad-source');
+    switch (eth.ethertype) {
+      case ETHERTYPE_ARP:
+        return this.handleArp(eth, now);
+      case ETHERTYPE_IPV4:
+        return this.handleIpv4(eth, now);
+      case ETHERTYPE_IPV6:
+        return this.drop('ipv6-unsupported');
+      default:
+        return this.drop('eth-unknown-ethertype');
+    }
+  }
+
+  private handleArp(eth: EthernetFrame, now: number): void {
+    const arp = parseArp(eth.payload);
+    if (isDrop(arp)) return this.drop(arp);
+    if (arp.senderMac !== eth.src) return this.drop('arp-sender-mismatch');
+    if (this.ownsAddress(arp.senderIp)) return this.drop('arp-address-conflict');
+    // Learn from requests, replies and gratuitous announcements alike (sender = target IP).
+    if (this.inSubnet(arp.senderIp) && arp.senderIp !== 0) {
+      this.flush(this.neighbors.learn(arp.senderIp, arp.senderMac, now), arp.senderMac);
+    }
+    if (arp.operation !== ARP_REQUEST) return;
+    if (!this.ownsAddress(arp.targetIp)) {
+      // Gratuitous ARP and requests for other guests are not ours to answer.
+      if (arp.senderIp !== arp.targetIp) this.drop('arp-not-for-us');
+      return;
+    }
+    this.sendArp(eth.src, {
+      operation: ARP_REPLY,
+      senderMac: this.config.gatewayMac,
+      senderIp: arp.targetIp,
+      targetMac: arp.senderMac,
+      targetIp: arp.senderIp,
+    });
+  }
+
+  private handleIpv4(eth: EthernetFrame, now: number): void {
+    const ip = parseIpv4Packet(eth.payload);
+    if (isDrop(ip)) return this.drop(ip);
+    if (ip.src !== 0 && this.inSubnet(ip.src) && !this.ownsAddress(ip.src) && ip.src !== this.subnetBroadcast) {
+      // The link is ours alone: a packet from a guest address confirms its MAC.
+      this.flush(this.neighbors.learn(ip.src, eth.src, now), eth.src);
+    }
+    let payload = ip.payload;
+    if (ip.moreFragments || ip.fragmentOffset !== 0) {
+      const whole = this.reassembler.add(ip, now);
+      if (!whole) return;
+      this.stats.datagramsReassembled++;
+      payload = whole.payload;
+    }
+    switch (ip.protocol) {
+      case IPPROTO_ICMP:
+        return this.handleIcmp(ip.src, ip.dst, payload, eth.src);
+      case IPPROTO_UDP:
+        return this.handleUdp(ip.src, ip.dst, payload, eth.src, now);
+      default:
+        return this.drop('ipv4-unsupported-protocol');
+    }
+  }
+
+  private handleIcmp(src: Ipv4Address, dst: Ipv4Address, payload: Uint8Array, srcMac: MacAddress): void {
+    const icmp = parseIcmp(payload);
+    if (isDrop(icmp)) return this.drop(icmp);
+    if (!this.ownsAddress(dst)) return this.drop('icmp-no-route');
+    if (icmp.type !== ICMP_ECHO_REQUEST) return this.drop('icmp-unhandled-type');
+    if (icmp.code !== 0) return this.drop('icmp-bad-code');
+    const reply = { type: ICMP_ECHO_REPLY, code: 0, restOfHeader: icmp.restOfHeader, data: icmp.data };
+    this.sendIpv4(dst, src, IPPROTO_ICMP, 8 + icmp.data.length, (buf, off) => emitIcmp(reply, buf, off), srcMac);
+  }
+
+  private handleUdp(src: Ipv4Address, dst: Ipv4Address, payload: Uint8Array, srcMac: MacAddress, now: number): void {
+    const udp = parseUdp(payload, src, dst);
+    if (isDrop(udp)) return this.drop(udp);
+    if (udp.dstPort === DHCP_SERVER_PORT && (dst === IPV4_BROADCAST || dst === this.config.gateway)) {
+      return this.handleDhcp(udp.payload, srcMac, now);
+    }
+    if (this.ownsAddress(dst)) {
+      // Nothing listens there (yet): say so, as a host would, so clients fail fast.
+      return this.sendIcmpError(ICMP_DEST_UNREACHABLE, ICMP_UNREACH_PORT, src, dst, IPPROTO_UDP, payload, srcMac);
+    }
+    if (dst === IPV4_BROADCAST || dst === this.subnetBroadcast) return this.drop('udp-broadcast-ignored');
+    this.drop('udp-no-upstream');
+  }
+
+  private handleDhcp(payload: Uint8Array, srcMac: MacAddress, now: number): void {
+    const msg = parseDhcp(payload);
+    if (isDrop(msg)) return this.drop(msg);
+    if (msg.chaddr !== srcMac) return this.drop('dhcp-chaddr-mismatch');
+    const reply = this.dhcp.handle(msg, now);
+    if (reply === null) return;
+    if (isDrop(reply)) return this.drop(reply);
+    const datagram = { srcPort: DHCP_SERVER_PORT, dstPort: DHCP_CLIENT_PORT, payload: reply.payload };
+    this.sendIpv4(
+      this.config.gateway,
+      reply.dstIp,
+      IPPROTO_UDP,
+      UDP_HEADER_LENGTH + reply.payload.length,
+      (buf, off) => emitUdp(datagram, this.config.gateway, reply.dstIp, buf, off),
+      reply.dstMac,
+    );
+  }
+
+  // ── output path ─────────────────────────────────────────────────────────────
+
+  /**
+   * Sends an IPv4 datagram whose payload `fill` writes. Fits in the MTU → built in place in the
+   * frame; larger → fragmented. Without `dstMac`, the destination is resolved with ARP.
+   */
+  private sendIpv4(
+    src: Ipv4Address,
+    dst: Ipv4Address,
+    protocol: number,
+    payloadLength: number,
+    fill: (buf: Uint8Array, off: number) => number,
+    dstMac?: MacAddress,
+  ): void {
+    const id = this.nextIpId;
+    this.nextIpId = (this.nextIpId + 1) & 0xffff;
+    const mtuPayload = this.config.mtu - IPV4_HEADER_LENGTH;
+    if (payloadLength <= mtuPayload) {
+      const frame = this.allocFrame(IPV4_HEADER_LENGTH + payloadLength);
+      const off = ETHERNET_HEADER_LENGTH;
+      emitIpv4Header({ src, dst, protocol, payloadLength, id }, frame, off);
+      fill(frame, off + IPV4_HEADER_LENGTH);
+      return this.sendFrame(frame, dst, dstMac);
+    }
+    if (payloadLength > 65535 - IPV4_HEADER_LENGTH) return this.drop('ipv4-too-large-to-send');
+    const whole = new Uint8Array(payloadLength);
+    fill(whole, 0);
+    const chunk = mtuPayload & ~7;
+    for (let offset = 0; offset < payloadLength; offset += chunk) {
+      const len = Math.min(chunk, payloadLength - offset);
+      const moreFragments = offset + len < payloadLength;
+      const frame = this.allocFrame(IPV4_HEADER_LENGTH + len);
+      const off = ETHERNET_HEADER_LENGTH;
+      emitIpv4Header({ src, dst, protocol, payloadLength: len, id, moreFragments, fragmentOffset: offset }, frame, off);
+      frame.set(whole.subarray(offset, offset + len), off + IPV4_HEADER_LENGTH);
+      this.stats.fragmentsSent++;
+      this.sendFrame(frame, dst, dstMac);
+    }
+  }
+
+  private sendIcmpError(
+    type: number,
+    code: number,
+    guest: Ipv4Address,
+    from: Ipv4Address,
+    protocol: number,
+    transportPayload: Uint8Array,
+    guestMac: MacAddress,
+  ): void {
+    // Quote the offending header and the first 8 bytes of its payload (RFC 792); the original
+    // header is rebuilt since reassembly may have consumed the fragments' own headers.
+    const quoted = new Uint8Array(IPV4_HEADER_LENGTH + Math.min(8, transportPayload.length));
+    emitIpv4Header({ src: guest, dst: from, protocol, payloadLength: transportPayload.length, id: 0 }, quoted, 0);
+    quoted.set(transportPayload.subarray(0, 8), IPV4_HEADER_LENGTH);
+    const msg = { type, code, restOfHeader: 0, data: quoted };
+    this.sendIpv4(from, guest, IPPROTO_ICMP, 8 + quoted.length, (buf, off) => emitIcmp(msg, buf, off), guestMac);
+  }
+
+  private sendArp(dstMac: MacAddress, arp: ArpPacket): void {
+    const frame = this.allocFrame(28);
+    emitEthernetHeader(frame, 0, dstMac, this.config.gatewayMac, ETHERTYPE_ARP);
+    emitArp(arp, frame, ETHERNET_HEADER_LENGTH);
+    this.emitFrame(frame);
+  }
+
+  private sendArpRequest(ip: Ipv4Address): void {
+    this.sendArp(BROADCAST_MAC, {
+      operation: ARP_REQUEST,
+      senderMac: this.config.gatewayMac,
+      senderIp: this.config.gateway,
+      targetMac: 0,
+      targetIp: ip,
+    });
+  }
+
+  /** A frame buffer with room for `l3Length` bytes after the Ethernet header, padded to the minimum. */
+  private allocFrame(l3Length: number): Uint8Array {
+    return new Uint8Array(Math.max(MIN_FRAME, ETHERNET_HEADER_LENGTH + l3Length));
+  }
+
+  private sendFrame(frame: Uint8Array, dstIp: Ipv4Address, dstMac: MacAddress | undefined): void {
+    const now = this.clock.now();
+    if (dstMac === undefined) {
+      if (dstIp === IPV4_BROADCAST || dstIp === this.subnetBroadcast) dstMac = BROADCAST_MAC;
+      else dstMac = this.neighbors.lookup(dstIp, now);
+    }
+    if (dstMac === undefined) {
+      emitEthernetHeader(frame, 0, 0, this.config.gatewayMac, ETHERTYPE_IPV4);
+      if (this.neighbors.enqueue(dstIp, frame, now)) this.sendArpRequest(dstIp);
+      return;
+    }
+    emitEthernetHeader(frame, 0, dstMac, this.config.gatewayMac, ETHERTYPE_IPV4);
+    this.emitFrame(frame);
+  }
+
+  /** Sends frames that waited for ARP, now that `mac` is known. */
+  private flush(frames: Uint8Array[], mac: MacAddress): void {
+    for (const frame of frames) {
+      emitEthernetHeader(frame, 0, mac, this.config.gatewayMac, ETHERTYPE_IPV4);
+      this.emitFrame(frame);
+    }
+  }
+
+  private emitFrame(frame: Uint8Array): void {
+    this.stats.framesOut++;
+    this.stats.bytesOut += frame.length;
+    if (this.capture) this.capture(frame, 'out', this.clock.now());
+    this.output(frame);
+  }
+
+  private inSubnet(ip: Ipv4Address): boolean {
+    return ((ip & this.mask) >>> 0) === this.config.network;
+  }
+
+  private drop(reason: DropReason, count = 1): void {
+    this.drops.set(reason, (this.drops.get(reason) ?? 0) + count);
+    this.events.emit('drop', { reason, count });
+  }
+}

@@ -1,0 +1,74 @@
+// `--dgram LPORT:RPORT`: one frame per UDP datagram on loopback, as QEMU's `-netdev dgram`
+// (local.port=RPORT, remote.port=LPORT). We bind 127.0.0.1:LPORT and send to 127.0.0.1:RPORT.
+// Datagrams from any other source are dropped: only the configured peer is the guest.
+
+import dgram from 'node:dgram';
+import { FrameLinkBase, type FrameLink } from './frame-link';
+import { LinkError } from './link-error';
+
+const LOOPBACK = '127.0.0.1';
+/** Datagrams queued in the socket before further frames are dropped. */
+const MAX_QUEUED_SENDS = 1024;
+
+export class DgramLink extends FrameLinkBase implements FrameLink {
+  private closing: Promise<void> | undefined;
+
+  private constructor(
+    private readonly socket: dgram.Socket,
+    private readonly localPort: number,
+    private readonly remotePort: number,
+  ) {
+    super();
+    socket.on('message', (msg, rinfo) => {
+      if (rinfo.port !== remotePort || rinfo.address !== LOOPBACK) {
+        this.drop('dgram-foreign-source');
+        return;
+      }
+      this.frameListener(msg);
+    });
+    socket.on('error', (e) => {
+      if (!this.closing) this.fail(new LinkError(`UDP socket failed: ${e.message}`));
+    });
+  }
+
+  /** Binds the local port; resolves once frames can flow. */
+  static async open(localPort: number, remotePort: number): Promise<DgramLink> {
+    const socket = dgram.createSocket({ type: 'udp4' });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', (e) => {
+        socket.close();
+        reject(new LinkError(`cannot bind ${LOOPBACK}:${localPort}: ${e.message}`));
+      });
+      socket.bind(localPort, LOOPBACK, () => {
+        socket.removeAllListeners('error');
+        resolve();
+      });
+    });
+    const bound = socket.address().port;
+    return new DgramLink(socket, bound, remotePort);
+  }
+
+  get description(): Record<string, unknown> {
+    return { link: 'dgram', local: `${LOOPBACK}:${this.localPort}`, remote: `${LOOPBACK}:${this.remotePort}` };
+  }
+
+  send(frame: Uint8Array): void {
+    if (this.closing) {
+      this.drop('link-closed');
+      return;
+    }
+    if (this.socket.getSendQueueCount() > MAX_QUEUED_SENDS) {
+      this.drop('dgram-backlog');
+      return;
+    }
+    // dgram may send after this call returns; the stack does not reuse a frame, so no copy is needed.
+    this.socket.send(frame, this.remotePort, LOOPBACK, (e) => {
+      if (e) this.drop(`dgram-send-${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+    });
+  }
+
+  close(): Promise<void> {
+    this.closing ??= new Promise<void>((resolve) => this.socket.close(() => resolve()));
+    return this.closing;
+  }
+}

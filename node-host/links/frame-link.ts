@@ -1,0 +1,56 @@
+// The one thing every transport gives `weft vm`: Ethernet frames in and out, and a way to stop.
+// A link owns its sockets and fds; close() releases every one of them, whatever state it is in.
+
+export interface FrameLinkEvents {
+  /** A one-line, structured note for the log (a client connected, a frame was malformed, …). */
+  log: (event: string, fields: Record<string, unknown>) => void;
+  /** The link cannot carry frames any more (the fd failed, the socket broke). `weft vm` then exits. */
+  fatal: (error: Error) => void;
+}
+
+export interface FrameLink {
+  /** What the link is, for the ready line: e.g. { link: 'tap-fd', fd: 3 }. */
+  readonly description: Record<string, unknown>;
+  /** Sends one frame. Never throws: a frame that cannot go out is counted as a drop. */
+  send(frame: Uint8Array): void;
+  /** Registers the receiver of every frame that arrives; the frame may be reused after the call. */
+  onFrame(cb: (frame: Uint8Array) => void): void;
+  on<K extends keyof FrameLinkEvents>(event: K, cb: FrameLinkEvents[K]): void;
+  /** Frames the link itself dropped, by reason (the stack counts its own separately). */
+  drops(): Record<string, number>;
+  /** Closes every socket and fd the link holds; resolves when they are closed. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Shared plumbing for the small event surface of a link. */
+export class FrameLinkBase {
+  protected frameListener: (frame: Uint8Array) => void = () => {};
+  protected logListeners: FrameLinkEvents['log'][] = [];
+  protected fatalListeners: FrameLinkEvents['fatal'][] = [];
+  protected readonly dropCounts: Record<string, number> = {};
+
+  onFrame(cb: (frame: Uint8Array) => void): void {
+    this.frameListener = cb;
+  }
+
+  on<K extends keyof FrameLinkEvents>(event: K, cb: FrameLinkEvents[K]): void {
+    if (event === 'log') this.logListeners.push(cb as FrameLinkEvents['log']);
+    else this.fatalListeners.push(cb as FrameLinkEvents['fatal']);
+  }
+
+  drops(): Record<string, number> {
+    return { ...this.dropCounts };
+  }
+
+  protected drop(reason: string): void {
+    this.dropCounts[reason] = (this.dropCounts[reason] ?? 0) + 1;
+  }
+
+  protected log(event: string, fields: Record<string, unknown> = {}): void {
+    for (const l of this.logListeners) l(event, fields);
+  }
+
+  protected fail(error: Error): void {
+    for (const l of this.fatalListeners) l(error);
+  }
+}

@@ -1,0 +1,153 @@
+// The command line of `weft vm`: its flags, their help text, and parsing into a checked value.
+
+import { parseArgs } from 'node:util';
+import { NotImplementedError, UsageError } from './cli-errors';
+import type { StreamEndpoint } from './links/qemu-stream-link';
+
+export type LinkChoice =
+  | { kind: 'qemu'; endpoint: StreamEndpoint }
+  | { kind: 'dgram'; localPort: number; remotePort: number }
+  | { kind: 'tap-fd'; fd: number };
+
+export interface VmOptions {
+  link: LinkChoice;
+  upstream: 'direct';
+  mtu: number | undefined;
+  pcap: string | undefined;
+  allowHostLoopback: boolean;
+}
+
+export const VM_HELP = `Usage: weft vm <link> [options]
+
+Runs the weft network stack in Node for one virtual machine: the guest gets DHCP (10.0.2.15 first),
+a gateway at 10.0.2.2 and a DNS server at 10.0.2.3 that answer ARP and ping.
+
+Link (exactly one):
+  --qemu unix:PATH        Listen on a unix socket for QEMU's "-netdev stream,server=off,addr.type=unix,
+                          addr.path=PATH". Frames are length-prefixed (4 bytes, big-endian). One client at a
+                          time; a stale socket file at PATH is replaced.
+  --qemu tcp:HOST:PORT    The same over TCP ("-netdev stream,server=off,addr.type=inet,addr.host=HOST,
+                          addr.port=PORT"). PORT 0 picks a free port (shown in the ready line).
+  --dgram LPORT:RPORT     One frame per UDP datagram: bind 127.0.0.1:LPORT, send to 127.0.0.1:RPORT
+                          (QEMU: "-netdev dgram,local.type=inet,local.host=127.0.0.1,local.port=RPORT,
+                          remote.type=inet,remote.host=127.0.0.1,remote.port=LPORT").
+  --tap-fd N              Use the Linux TAP device open on inherited file descriptor N (as QEMU's
+                          "-netdev tap,fd=N"; a launcher opens /dev/net/tun with IFF_TAP|IFF_NO_PI).
+
+Options:
+  --upstream direct       Where guest connections go: "direct" (this host's sockets; the default).
+                          "wisp://HOST:PORT/PATH/" (a weft relay) is not implemented yet.
+  --mtu N                 Link MTU handed out by DHCP, 576…65520 (default 1500).
+  --pcap FILE             Write every frame in and out to FILE (classic pcap, Ethernet).
+  --allow-host-loopback   Let the gateway address reach this host's loopback services. Accepted now; it has
+                          an effect once guest TCP/UDP forwarding exists.
+  --forward HOST:GUEST    Forward host TCP port HOST to guest port GUEST (repeatable). Not implemented yet.
+  -h, --help              Show this help.
+
+Logs go to stderr, one JSON object per line ({"event":"ready",…}, {"event":"lease",…}, …).
+SIGINT or SIGTERM stops weft: the link is closed, the pcap is flushed, final counters are logged,
+and weft exits with code 0.
+
+Exit codes: 0 stopped by a signal, 1 the link failed, 2 bad command line or not implemented.
+`;
+
+const FLAGS = {
+  qemu: { type: 'string', multiple: true },
+  dgram: { type: 'string', multiple: true },
+  'tap-fd': { type: 'string', multiple: true },
+  upstream: { type: 'string' },
+  mtu: { type: 'string' },
+  pcap: { type: 'string' },
+  'allow-host-loopback': { type: 'boolean' },
+  forward: { type: 'string', multiple: true },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** True when the arguments ask for help (checked before anything else is validated). */
+export function wantsHelp(argv: readonly string[]): boolean {
+  const end = argv.indexOf('--');
+  return (end < 0 ? argv : argv.slice(0, end)).some((a) => a === '--help' || a === '-h');
+}
+
+/** Turns node:util's parse errors into one short sentence. */
+export function parseArgsError(e: unknown): UsageError {
+  const message = (e as Error).message ?? String(e);
+  const code = (e as { code?: string }).code;
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    const m = /'([^']+)'/.exec(message);
+    return new UsageError(`unknown option ${m ? m[1] : message}`);
+  }
+  if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+    const m = /'([^']+)'/.exec(message);
+    return new UsageError(`unexpected argument ${m ? `'${m[1]}'` : message}`);
+  }
+  return new UsageError(message.split('. ')[0]);
+}
+
+export function parseVmOptions(argv: readonly string[]): VmOptions {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: [...argv], options: FLAGS, strict: true, allowPositionals: false }));
+  } catch (e) {
+    throw parseArgsError(e);
+  }
+  if (values.forward?.length) throw new NotImplementedError('--forward');
+  return {
+    link: parseLink(values),
+    upstream: parseUpstream(values.upstream),
+    mtu: values.mtu === undefined ? undefined : parseInteger('--mtu', values.mtu, 576, 65520),
+    pcap: values.pcap === '' ? badValue('--pcap', '', 'a file name') : values.pcap,
+    allowHostLoopback: values['allow-host-loopback'] ?? false,
+  };
+}
+
+function parseLink(values: { qemu?: string[]; dgram?: string[]; 'tap-fd'?: string[] }): LinkChoice {
+  const given = (['qemu', 'dgram', 'tap-fd'] as const).flatMap((k) => (values[k] ?? []).map((v) => [k, v] as const));
+  if (given.length !== 1) {
+    throw new UsageError(
+      given.length === 0
+        ? 'a link is required: --qemu unix:PATH|tcp:HOST:PORT, --dgram LPORT:RPORT or --tap-fd N'
+        : `exactly one link is allowed, got ${given.map(([k]) => `--${k}`).join(', ')}`,
+    );
+  }
+  const [flag, value] = given[0];
+  if (flag === 'tap-fd') return { kind: 'tap-fd', fd: parseInteger('--tap-fd', value, 0, 2 ** 31 - 1) };
+  if (flag === 'dgram') {
+    const m = /^(\d+):(\d+)$/.exec(value);
+    if (!m) badValue('--dgram', value, 'LPORT:RPORT, e.g. 5555:5556');
+    return { kind: 'dgram', localPort: parsePort('--dgram', m[1]), remotePort: parsePort('--dgram', m[2]) };
+  }
+  return { kind: 'qemu', endpoint: parseStreamEndpoint(value) };
+}
+
+export function parseStreamEndpoint(value: string): StreamEndpoint {
+  if (value.startsWith('unix:')) {
+    const path = value.slice('unix:'.length);
+    if (!path) badValue('--qemu', value, 'unix:PATH with a non-empty PATH');
+    return { kind: 'unix', path };
+  }
+  const m = /^tcp:(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(value);
+  if (m) return { kind: 'tcp', host: m[1] ?? m[2], port: parsePort('--qemu', m[3], 0) };
+  return badValue('--qemu', value, 'unix:PATH or tcp:HOST:PORT');
+}
+
+function parseUpstream(value: string | undefined): 'direct' {
+  if (value === undefined || value === 'direct') return 'direct';
+  if (/^wss?:\/\//.test(value) || value.startsWith('wisp://')) throw new NotImplementedError(`--upstream ${value} (Wisp)`);
+  return badValue('--upstream', value, '"direct"');
+}
+
+function parsePort(flag: string, text: string, min = 1): number {
+  return parseInteger(flag, text, min, 65535, 'port');
+}
+
+function parseInteger(flag: string, text: string, min: number, max: number, what = 'value'): number {
+  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
+    badValue(flag, text, `an integer ${what} in ${min}…${max}`);
+  }
+  return Number(text);
+}
+
+function badValue(flag: string, value: string, expected: string): never {
+  throw new UsageError(`bad value for ${flag}: ${JSON.stringify(value)} (expected ${expected})`);
+}

@@ -1,0 +1,75 @@
+// Builders for hand-made frames, for unit tests only (integration tests use real guests).
+import { emitArp, type ArpPacket } from '../../core/wire/arp';
+import { emitEthernetHeader, ETHERNET_HEADER_LENGTH, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from '../../core/wire/ethernet';
+import { emitIcmp, ICMP_ECHO_REQUEST } from '../../core/wire/icmpv4';
+import { emitIpv4Header, IPPROTO_ICMP, IPPROTO_UDP, IPV4_HEADER_LENGTH, type Ipv4HeaderRepr } from '../../core/wire/ipv4';
+import { emitUdp } from '../../core/wire/udp';
+import { parseIpv4, parseMac } from '../../core/wire/address';
+
+export const GUEST_MAC = parseMac('52:54:00:12:34:56');
+export const GATEWAY_MAC = parseMac('52:55:0a:00:02:02');
+export const GUEST_IP = parseIpv4('10.0.2.15');
+export const GATEWAY_IP = parseIpv4('10.0.2.2');
+export const DNS_IP = parseIpv4('10.0.2.3');
+
+export function arpFrame(arp: ArpPacket, dstMac = 0xffff_ffff_ffff, srcMac = arp.senderMac): Uint8Array {
+  const f = new Uint8Array(ETHERNET_HEADER_LENGTH + 28);
+  emitEthernetHeader(f, 0, dstMac, srcMac, ETHERTYPE_ARP);
+  emitArp(arp, f, ETHERNET_HEADER_LENGTH);
+  return f;
+}
+
+export function ipv4Frame(h: Omit<Ipv4HeaderRepr, 'payloadLength'>, payload: Uint8Array, srcMac = GUEST_MAC, dstMac = GATEWAY_MAC): Uint8Array {
+  const f = new Uint8Array(ETHERNET_HEADER_LENGTH + IPV4_HEADER_LENGTH + payload.length);
+  emitEthernetHeader(f, 0, dstMac, srcMac, ETHERTYPE_IPV4);
+  emitIpv4Header({ ...h, payloadLength: payload.length }, f, ETHERNET_HEADER_LENGTH);
+  f.set(payload, ETHERNET_HEADER_LENGTH + IPV4_HEADER_LENGTH);
+  return f;
+}
+
+export function icmpEcho(id: number, seq: number, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(8 + data.length);
+  emitIcmp({ type: ICMP_ECHO_REQUEST, code: 0, restOfHeader: ((id << 16) | seq) >>> 0, data }, out, 0);
+  return out;
+}
+
+export function pingFrame(dst: number, size: number, seq = 1, src = GUEST_IP): Uint8Array {
+  const data = new Uint8Array(size).map((_, i) => i & 0xff);
+  return ipv4Frame({ src, dst, protocol: IPPROTO_ICMP, id: seq }, icmpEcho(0x1234, seq, data));
+}
+
+/** Splits an IPv4 payload into fragment frames of at most `chunk` bytes (a multiple of 8). */
+export function fragmentFrames(h: Omit<Ipv4HeaderRepr, 'payloadLength'>, payload: Uint8Array, chunk: number): Uint8Array[] {
+  const frames: Uint8Array[] = [];
+  for (let off = 0; off < payload.length; off += chunk) {
+    const part = payload.subarray(off, Math.min(payload.length, off + chunk));
+    frames.push(ipv4Frame({ ...h, fragmentOffset: off, moreFragments: off + part.length < payload.length }, part));
+  }
+  return frames;
+}
+
+export function udpPayload(src: number, dst: number, srcPort: number, dstPort: number, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(8 + data.length);
+  emitUdp({ srcPort, dstPort, payload: data }, src, dst, out, 0);
+  return out;
+}
+
+export { IPPROTO_ICMP, IPPROTO_UDP };
+
+/** A deterministic PRNG (mulberry32) for tests: same seed, same bytes. */
+export function seededRandom(seed: number): { next(): number; fill(out: Uint8Array): void } {
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return {
+    next,
+    fill(out) {
+      for (let i = 0; i < out.length; i++) out[i] = (next() * 256) | 0;
+    },
+  };
+}
