@@ -73,3 +73,22 @@ export function seededRandom(seed: number): { next(): number; fill(out: Uint8Arr
     },
   };
 }
+
+/** A DHCP client message as busybox udhcpc builds it (BOOTREQUEST, magic cookie, options, END). */
+export function dhcpClientPayload(type: number, mac: number, xid: number, extraOptions: number[] = []): Uint8Array {
+  const out = new Uint8Array(300);
+  out[0] = 1; // BOOTREQUEST
+  out[1] = 1;
+  out[2] = 6;
+  new DataView(out.buffer).setUint32(4, xid);
+  for (let i = 0; i < 6; i++) out[28 + i] = Math.floor(mac / 2 ** (8 * (5 - i))) & 0xff;
+  out.set([0x63, 0x82, 0x53, 0x63], 236);
+  const opts = [53, 1, type, 55, 4, 1, 3, 6, 15, ...extraOptions, 255];
+  out.set(opts, 240);
+  return out;
+}
+
+export function dhcpFrame(type: number, mac = GUEST_MAC, xid = 0x1234, extraOptions: number[] = []): Uint8Array {
+  const udp = udpPayload(0, 0xffff_ffff, 68, 67, dhcpClientPayload(type, mac, xid, extraOptions));
+  return ipv4Frame({ src: 0, dst: 0xffff_ffff, protocol: IPPROTO_UDP, id: 1 }, udp, mac, 0xffff_ffff_ffff);
+}

@@ -5,7 +5,7 @@ import { ETHERTYPE_ARP, parseEthernet } from '../../core/wire/ethernet';
 import { ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_UNREACH_PORT, parseIcmp } from '../../core/wire/icmpv4';
 import { IPPROTO_ICMP, parseIpv4Packet } from '../../core/wire/ipv4';
 import { isDrop } from '../../core/wire/parse-result';
-import { parseIpv4 } from '../../core/wire/address';
+import { parseIpv4, readIpv4 } from '../../core/wire/address';
 import {
   arpFrame, DNS_IP, fragmentFrames, GATEWAY_IP, GATEWAY_MAC, GUEST_IP, GUEST_MAC, icmpEcho, ipv4Frame, pingFrame,
   seededRandom, udpPayload, IPPROTO_UDP,
@@ -124,8 +124,11 @@ describe('Stack: UDP to weft addresses', () => {
     const ip = ok(parseIpv4Packet(ok(parseEthernet(out[0])).payload));
     const icmp = ok(parseIcmp(ip.payload));
     expect([icmp.type, icmp.code]).toEqual([ICMP_DEST_UNREACHABLE, ICMP_UNREACH_PORT]);
-    const quoted = ok(parseIpv4Packet(icmp.data.slice()));
-    expect(quoted).toMatchObject({ src: GUEST_IP, dst: GATEWAY_IP, protocol: IPPROTO_UDP });
+    // The quote is the original header (its total length intact) plus the first 8 bytes of UDP.
+    const q = icmp.data;
+    expect(q.length).toBe(28);
+    expect([readIpv4(q, 12), readIpv4(q, 16), q[9], (q[2] << 8) | q[3]]).toEqual([GUEST_IP, GATEWAY_IP, IPPROTO_UDP, 20 + udp.length]);
+    expect(Array.from(q.subarray(20))).toEqual(Array.from(udp.subarray(0, 8)));
   });
 });
 
