@@ -2,10 +2,10 @@
 // authoritative: a client asking for an address it cannot have gets a NAK at once rather than
 // silence, which is what lets a guest moved from another network recover quickly.
 
-import { type NetworkConfig } from '../config';
+import type { NetworkConfig } from '../config';
 import { BROADCAST_MAC, IPV4_BROADCAST, prefixMask, type Ipv4Address, type MacAddress } from '../wire/address';
 import { BOOTREQUEST, DHCP_FLAG_BROADCAST, DhcpMessageType as T, emitDhcp, encodeDomainSearch, type DhcpMessage, type DhcpReplyRepr } from '../wire/dhcp';
-import { type DropReason } from '../wire/parse-result';
+import type { DropReason } from '../wire/parse-result';
 
 /** How long an OFFER holds its address for the client before others may take it. */
 const OFFER_HOLD_MS = 60_000;

@@ -3,7 +3,7 @@
 // emitter builds a BOOTREPLY from a plain value; the server decides which fields to fill.
 
 import { readIpv4, readMac, writeIpv4, writeMac, type Ipv4Address, type MacAddress } from './address';
-import { type Parsed } from './parse-result';
+import type { Parsed } from './parse-result';
 
 export const BOOTREQUEST = 1;
 export const BOOTREPLY = 2;

@@ -3,9 +3,9 @@
 // emitter writes into a caller's buffer. Window values are the raw 16-bit field: scaling is the
 // connection's business, not the codec's.
 
-import { type Ipv4Address } from './address';
+import type { Ipv4Address } from './address';
 import { finishChecksum, pseudoHeaderSum, sumBytes } from './checksum';
-import { type Parsed } from './parse-result';
+import type { Parsed } from './parse-result';
 
 export const FIN = 0x01;
 export const SYN = 0x02;
