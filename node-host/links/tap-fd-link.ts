@@ -62,7 +62,7 @@ export class TapFdLink extends FrameLinkBase implements FrameLink {
     }
     this.description = { link: 'tap-fd', fd };
     const handle = openPipeHandle(fd);
-    this.socket = new net.Socket({ handle, readable: true, writable: false } as net.SocketConstructorOpts);
+    this.socket = new net.Socket({ handle, readable: true, writable: false } as unknown as net.SocketConstructorOpts);
     this.socket.on('data', (frame: Buffer) => this.frameListener(frame));
     this.socket.on('error', (e) => {
       if (!this.closed) this.fail(new LinkError(`reading the TAP fd failed: ${e.message}`));

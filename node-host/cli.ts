@@ -1,0 +1,118 @@
+// The `weft` command: the entry point esbuild bundles into dist/weft.js. It runs main() on import.
+
+import fs from 'node:fs';
+import { NotImplementedError, UsageError } from './cli-errors';
+import { runVmCommand, VM_HELP } from './vm-command';
+import { wantsHelp } from './vm-options';
+
+const HELP = `Usage: weft <command> [options]
+
+weft is a user-mode network stack that gives virtual machines networking.
+
+Commands:
+  vm       Run the stack in Node for a QEMU guest or a Linux TAP (weft vm --help)
+  relay    A Wisp server for guests in web pages (not implemented yet; weft relay --help)
+  start    What "npm start" runs (today: tells you what works)
+
+Options:
+  -h, --help      Show this help; "weft <command> --help" shows a command's flags
+  -V, --version   Print weft's version
+`;
+
+const RELAY_HELP = `Usage: weft relay [--listen HOST:PORT] [--path /wisp/] [--demo] [policy flags]
+
+A Wisp server (v1 and v2) that lets guests in web pages open TCP and UDP connections through this host.
+Not implemented yet: "weft relay" currently exits with code 2.
+
+Options (planned):
+  --listen HOST:PORT   Address to listen on (default 127.0.0.1:8080)
+  --path /wisp/        URL path of the Wisp endpoint (default /wisp/)
+  --demo               Also serve the demo page at /
+  policy flags         By default the relay refuses loopback, private, link-local (169.254.169.254
+                       included), CGNAT, multicast and unspecified destinations, checked on the
+                       resolved address; flags will allow them explicitly.
+  -h, --help           Show this help
+`;
+
+const START_TEXT = `weft: the demo server behind "npm start" (weft relay --demo) is not implemented yet.
+
+What works today is "weft vm", the stack in Node for a QEMU guest or a Linux TAP:
+
+  weft vm --qemu unix:/tmp/weft.sock      then: qemu-system-x86_64 … -netdev stream,id=n0,server=off,
+                                                addr.type=unix,addr.path=/tmp/weft.sock -device virtio-net,netdev=n0
+  weft vm --dgram 5555:5556               then: -netdev dgram,id=n0,local.type=inet,local.host=127.0.0.1,
+                                                local.port=5556,remote.type=inet,remote.host=127.0.0.1,remote.port=5555
+  weft vm --tap-fd 3                      with a TAP opened by a launcher on fd 3
+
+Run "weft vm --help" for every flag.
+`;
+
+function version(): string {
+  // dist/weft.js and node-host/cli.ts both sit one level below the package root.
+  try {
+    const pkg = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Runs the command line; resolves with the process exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case undefined:
+        process.stderr.write(HELP);
+        return 2;
+      case '-h':
+      case '--help':
+      case 'help':
+        process.stdout.write(HELP);
+        return 0;
+      case '-V':
+      case '--version':
+        process.stdout.write(`weft ${version()}\n`);
+        return 0;
+      case 'vm':
+        if (wantsHelp(rest)) {
+          process.stdout.write(VM_HELP);
+          return 0;
+        }
+        return await runVmCommand(rest);
+      case 'relay':
+        if (wantsHelp(rest)) {
+          process.stdout.write(RELAY_HELP);
+          return 0;
+        }
+        process.stderr.write('weft relay is not implemented yet\n');
+        return 2;
+      case 'start':
+        process.stdout.write(START_TEXT);
+        return 0;
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(command)} (commands: vm, relay, start)`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      const sub = command === 'vm' || command === 'relay' ? ` ${command}` : '';
+      process.stderr.write(`weft${sub}: ${e.message}\nRun "weft${sub} --help" for usage.\n`);
+      return e.exitCode;
+    }
+    if (e instanceof NotImplementedError) {
+      process.stderr.write(`weft: ${e.message}\n`);
+      return e.exitCode;
+    }
+    throw e;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    process.stderr.write(`weft: unexpected error: ${(e as Error)?.stack ?? String(e)}\n`);
+    process.exitCode = 1;
+  },
+);

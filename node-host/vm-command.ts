@@ -1,0 +1,148 @@
+// `weft vm`: one Stack, one link to a guest, an optional pcap, and the timers that drive the stack.
+// It runs until SIGINT/SIGTERM (exit 0) or until the link fails (exit 1), and leaves nothing open.
+
+import { randomFillSync } from 'node:crypto';
+import { Stack } from '../core/stack';
+import { formatIpv4, formatMac } from '../core/wire/address';
+import { jsonLineLog, type EventLog } from './log';
+import { PcapFile } from './pcap-file';
+import { DgramLink } from './links/dgram-link';
+import type { FrameLink } from './links/frame-link';
+import { QemuStreamLink } from './links/qemu-stream-link';
+import { TapFdLink } from './links/tap-fd-link';
+import { parseVmOptions, type LinkChoice, type VmOptions } from './vm-options';
+
+export { VM_HELP } from './vm-options';
+
+/** setTimeout's largest delay; a later deadline is simply re-armed when the timer fires. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** After a clean shutdown nothing should hold the event loop; if something does, exit anyway. */
+const EXIT_GRACE_MS = 500;
+
+async function openLink(choice: LinkChoice): Promise<FrameLink> {
+  switch (choice.kind) {
+    case 'tap-fd':
+      return new TapFdLink(choice.fd);
+    case 'qemu':
+      return QemuStreamLink.listen(choice.endpoint);
+    case 'dgram':
+      return DgramLink.open(choice.localPort, choice.remotePort);
+  }
+}
+
+/** Keeps exactly one timer armed at the stack's next deadline. */
+class StackTimer {
+  private timer: NodeJS.Timeout | undefined;
+  private armedFor: number | undefined;
+  private stopped = false;
+
+  constructor(private readonly stack: Stack) {}
+
+  rearm(): void {
+    if (this.stopped) return;
+    const deadline = this.stack.nextDeadline();
+    if (deadline === this.armedFor && this.timer) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.armedFor = deadline;
+    if (deadline === undefined) return;
+    const delay = Math.min(MAX_TIMER_MS, Math.max(0, deadline - Date.now()));
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.armedFor = undefined;
+      this.stack.poll(Date.now());
+      this.rearm();
+    }, delay);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
+
+/** Parses the arguments and runs; resolves with the exit code. Throws UsageError for bad arguments. */
+export async function runVmCommand(argv: readonly string[], log: EventLog = jsonLineLog()): Promise<number> {
+  return runVm(parseVmOptions(argv), log);
+}
+
+export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
+  let pcap: PcapFile | undefined;
+  let link: FrameLink;
+  try {
+    if (opts.pcap) pcap = new PcapFile(opts.pcap, (e) => log('pcap-error', { message: e.message }));
+    link = await openLink(opts.link);
+  } catch (e) {
+    pcap?.close();
+    log('error', { message: (e as Error).message });
+    return 1;
+  }
+
+  const stack = new Stack({
+    network: opts.mtu === undefined ? {} : { mtu: opts.mtu },
+    clock: { now: Date.now },
+    random: (out) => randomFillSync(out),
+    output: (frame) => link.send(frame),
+    capture: pcap ? (frame, _direction, timeMs) => pcap.write(frame, timeMs) : undefined,
+  });
+  const timer = new StackTimer(stack);
+
+  stack.on('lease', (e) => {
+    log('lease', {
+      mac: formatMac(e.mac),
+      ip: formatIpv4(e.ip),
+      ...(e.hostname === undefined ? {} : { hostname: e.hostname }),
+      expiresAt: new Date(e.expiresAt).toISOString(),
+    });
+  });
+  link.on('log', (event, fields) => log(event, fields));
+  link.onFrame((frame) => {
+    stack.input(frame);
+    timer.rearm();
+  });
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = async (reason: Record<string, unknown>, code: number) => {
+      if (stopping) return;
+      stopping = true;
+      timer.stop();
+      await link.close();
+      pcap?.close();
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      log('stopped', {
+        ...reason,
+        counters: stack.counters(),
+        linkDrops: link.drops(),
+        ...(pcap ? { pcapFrames: pcap.framesWritten } : {}),
+      });
+      setTimeout(() => {
+        log('warning', { message: `handles still open ${EXIT_GRACE_MS} ms after shutdown; forcing exit` });
+        process.exit(code);
+      }, EXIT_GRACE_MS).unref();
+      resolve(code);
+    };
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) process.exit(130); // a second signal: the user does not want to wait
+      void stop({ signal }, 0);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    link.on('fatal', (e) => {
+      log('error', { message: e.message });
+      void stop({ error: e.message }, 1);
+    });
+
+    log('ready', {
+      ...link.description,
+      gateway: formatIpv4(stack.config.gateway),
+      dns: formatIpv4(stack.config.dns),
+      mtu: stack.config.mtu,
+      upstream: opts.upstream,
+      ...(opts.pcap ? { pcap: opts.pcap } : {}),
+    });
+    timer.rearm();
+  });
+}

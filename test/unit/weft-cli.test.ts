@@ -1,0 +1,57 @@
+// The `weft` command line contract: help, version, exit codes for bad flags and unimplemented parts.
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { REPO_ROOT, weftBundle } from '../harness/weft-bundle';
+
+function weft(...args: string[]) {
+  const r = spawnSync(process.execPath, [weftBundle(), ...args], { encoding: 'utf8', timeout: 10_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('weft CLI', () => {
+  it('prints its version', () => {
+    const { version } = JSON.parse(readFileSync(`${REPO_ROOT}package.json`, 'utf8')) as { version: string };
+    expect(weft('--version')).toMatchObject({ code: 0, stdout: `weft ${version}\n` });
+  });
+
+  it('documents every vm flag in weft vm --help', () => {
+    const r = weft('vm', '--help');
+    expect(r.code).toBe(0);
+    for (const flag of ['--qemu unix:PATH', '--qemu tcp:HOST:PORT', '--dgram LPORT:RPORT', '--tap-fd N', '--upstream',
+      '--mtu N', '--pcap FILE', '--allow-host-loopback', '--forward']) {
+      expect(r.stdout).toContain(flag);
+    }
+  });
+
+  it('has top-level and relay help', () => {
+    expect(weft('--help')).toMatchObject({ code: 0, stdout: expect.stringContaining('weft vm --help') });
+    expect(weft('relay', '--help')).toMatchObject({ code: 0, stdout: expect.stringContaining('--listen HOST:PORT') });
+    expect(weft('start')).toMatchObject({ code: 0, stdout: expect.stringContaining('weft vm') });
+  });
+
+  it.each([
+    [['vm', '--tap-fd', '3', '--bogus'], /unknown option --bogus/],
+    [['vm'], /a link is required/],
+    [['vm', '--tap-fd', '3', '--dgram', '1:2'], /exactly one link/],
+    [['vm', '--tap-fd', 'x'], /bad value for --tap-fd/],
+    [['vm', '--dgram', '5555'], /bad value for --dgram/],
+    [['vm', '--qemu', 'udp:1'], /bad value for --qemu/],
+    [['vm', '--tap-fd', '3', '--mtu', '9999999'], /bad value for --mtu/],
+    [['vm', '--tap-fd', '3', '--upstream', 'socks'], /bad value for --upstream/],
+    [['vm', '--tap-fd', '3', '--forward', '8080:80'], /--forward is not implemented yet/],
+    [['vm', '--tap-fd', '3', '--upstream', 'wisp://127.0.0.1:8080/wisp/'], /not implemented yet/],
+    [['relay'], /^weft relay is not implemented yet$/m],
+    [['frobnicate'], /unknown command "frobnicate"/],
+  ])('exits 2 for %j', (args, message) => {
+    const r = weft(...args);
+    expect(r.stderr).toMatch(message);
+    expect(r.code).toBe(2);
+  });
+
+  it('exits 1 with a clear error when --tap-fd is not a TAP', () => {
+    const r = weft('vm', '--tap-fd', '0');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('is not a character device');
+  });
+});
