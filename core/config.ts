@@ -76,3 +76,60 @@ export function resolveNetworkConfig(partial: Partial<NetworkConfig> = {}): Netw
   }
   return cfg;
 }
+
+/** TCP endpoint tuning; every per-connection buffer is bounded by these. */
+export interface TcpConfig {
+  /** Guest → upstream bytes held per connection (bounds the window weft advertises). */
+  receiveBufferBytes: number;
+  /** Upstream → guest bytes held per connection before the upstream is paused. */
+  sendBufferBytes: number;
+  /** An upstream connect that has not succeeded by then fails (the guest gets RST). */
+  connectTimeoutMs: number;
+  initialRtoMs: number;
+  minRtoMs: number;
+  maxRtoMs: number;
+  maxRetransmits: number;
+  delayedAckMs: number;
+  timeWaitMs: number;
+  keepaliveIdleMs: number;
+  keepaliveIntervalMs: number;
+  keepaliveProbes: number;
+  maxConnections: number;
+  /** Connections still opening (upstream connect or handshake pending); the oldest is dropped past this. */
+  maxHalfOpen: number;
+  maxTimeWait: number;
+  sack: boolean;
+  timestamps: boolean;
+  windowScaling: boolean;
+}
+
+export const DEFAULT_TCP: TcpConfig = {
+  receiveBufferBytes: 256 * 1024,
+  sendBufferBytes: 256 * 1024,
+  connectTimeoutMs: 20_000,
+  initialRtoMs: 1000,
+  minRtoMs: 200,
+  maxRtoMs: 60_000,
+  maxRetransmits: 12,
+  delayedAckMs: 40,
+  timeWaitMs: 30_000,
+  keepaliveIdleMs: 10 * 60_000,
+  keepaliveIntervalMs: 75_000,
+  keepaliveProbes: 9,
+  maxConnections: 8192,
+  maxHalfOpen: 512,
+  maxTimeWait: 4096,
+  sack: true,
+  timestamps: true,
+  windowScaling: true,
+};
+
+export interface UdpConfig {
+  idleTimeoutMs: number;
+  maxFlows: number;
+}
+
+export const DEFAULT_UDP: UdpConfig = {
+  idleTimeoutMs: 60_000,
+  maxFlows: 1024,
+};

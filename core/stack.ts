@@ -2,17 +2,22 @@
 // through input(), go out through the output callback, and time only moves when poll(now) is
 // called — so the same code runs in a Web Worker, in Node, and in deterministic tests.
 
-import { DEFAULT_LIMITS, resolveNetworkConfig, type NetworkConfig, type StackLimits } from './config';
+import { DEFAULT_LIMITS, DEFAULT_TCP, DEFAULT_UDP, resolveNetworkConfig, type NetworkConfig, type StackLimits, type TcpConfig, type UdpConfig } from './config';
 import { TypedEvents } from './events';
 import { Ipv4Reassembler } from './ip/ipv4-reassembly';
 import { NeighborCache } from './ip/neighbor-cache';
 import { DhcpServer } from './services/dhcp-server';
+import { TcpFlowTable, type TcpFlowEvent } from './tcp/tcp-flow-table';
+import { TimerQueue } from './timer-queue';
+import { UdpNat, type UdpFlowEvent } from './udp/udp-nat';
+import type { FlowEndpoint, Upstream, UpstreamError } from './upstream';
 import { BROADCAST_MAC, IPV4_BROADCAST, isGroupMac, prefixMask, type Ipv4Address, type MacAddress } from './wire/address';
 import { ARP_REPLY, ARP_REQUEST, emitArp, parseArp, type ArpPacket } from './wire/arp';
 import { parseDhcp } from './wire/dhcp';
 import { emitEthernetHeader, ETHERNET_HEADER_LENGTH, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, parseEthernet, type EthernetFrame } from './wire/ethernet';
-import { emitIcmp, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_UNREACH_PORT, parseIcmp } from './wire/icmpv4';
-import { emitIpv4Header, IPPROTO_ICMP, IPPROTO_UDP, IPV4_HEADER_LENGTH, parseIpv4Packet } from './wire/ipv4';
+import { emitIcmp, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_UNREACH_ADMIN, ICMP_UNREACH_HOST, ICMP_UNREACH_PORT, parseIcmp } from './wire/icmpv4';
+import { emitIpv4Header, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LENGTH, parseIpv4Packet } from './wire/ipv4';
+import { emitTcp, parseTcp, tcpHeaderLength, verifyTcpChecksum, type TcpRepr } from './wire/tcp';
 import { isDrop, type DropReason } from './wire/parse-result';
 import { emitUdp, parseUdp, UDP_HEADER_LENGTH } from './wire/udp';
 
@@ -34,14 +39,27 @@ export interface DropEvent {
   count: number;
 }
 
+export type FlowEvent = TcpFlowEvent | UdpFlowEvent;
+
 export interface StackEvents {
   lease: LeaseEvent;
   drop: DropEvent;
+  'flow-open': FlowEvent;
+  'flow-close': FlowEvent;
 }
 
 export interface StackOptions {
   network?: Partial<NetworkConfig>;
   limits?: Partial<StackLimits>;
+  tcp?: Partial<TcpConfig>;
+  udp?: Partial<UdpConfig>;
+  /** Where guest TCP and UDP flows go. Without one, TCP is refused and UDP dropped. */
+  upstream?: Upstream;
+  /**
+   * Called when nextDeadline() moved earlier outside input()/poll() — an upstream event armed a
+   * timer — so the driver re-arms its own timer.
+   */
+  wake?: (deadline: number) => void;
   clock: Clock;
   random: RandomSource;
   /** Called synchronously with every frame the stack sends; the stack never touches it again. */
@@ -61,6 +79,10 @@ export interface StackCounters {
   fragmentsSent: number;
   arpCacheEntries: number;
   reassemblyBytesHeld: number;
+  tcpConnections: Record<string, number>;
+  tcpConnectionsOpened: number;
+  tcpBufferedBytes: number;
+  udpFlows: number;
 }
 
 /** Ethernet's minimum frame size without FCS: shorter frames are padded as a NIC would. */
@@ -80,6 +102,9 @@ export class Stack {
   private readonly neighbors: NeighborCache;
   private readonly reassembler: Ipv4Reassembler;
   private readonly dhcp: DhcpServer;
+  private readonly timers: TimerQueue;
+  private readonly tcp: TcpFlowTable;
+  private readonly udp: UdpNat;
   private nextIpId: number;
   private readonly stats = {
     framesIn: 0,
@@ -118,6 +143,26 @@ export class Stack {
     const seed = new Uint8Array(2);
     opts.random(seed);
     this.nextIpId = (seed[0] << 8) | seed[1];
+    this.timers = new TimerQueue(opts.wake);
+    const now = () => this.clock.now();
+    const flowOpened = (e: FlowEvent) => this.events.emit('flow-open', e);
+    const flowClosed = (e: FlowEvent) => this.events.emit('flow-close', e);
+    this.tcp = new TcpFlowTable({ ...DEFAULT_TCP, ...opts.tcp }, this.config.mtu, opts.upstream, this.timers, {
+      now,
+      random: opts.random,
+      send: (src, dst, repr, len, copy) => this.sendTcp(src, dst, repr, len, copy),
+      drop: countDrop,
+      flowOpened,
+      flowClosed,
+    });
+    this.udp = new UdpNat({ ...DEFAULT_UDP, ...opts.udp }, opts.upstream, this.timers, {
+      now,
+      sendToGuest: (from, to, payload) => this.sendUdp(from, to, payload),
+      unreachable: (flow, error, header) => this.udpUnreachable(flow.guest, flow.target, error, header),
+      drop: countDrop,
+      flowOpened,
+      flowClosed,
+    });
   }
 
   on<K extends keyof StackEvents>(name: K, listener: (e: StackEvents[K]) => void): () => void {
@@ -143,6 +188,7 @@ export class Stack {
     try {
       this.reassembler.poll(now);
       for (const ip of this.neighbors.poll(now)) this.sendArpRequest(ip);
+      this.timers.run(now);
     } catch {
       this.drop('internal-error');
     }
@@ -150,11 +196,22 @@ export class Stack {
 
   /** When poll() should next be called (absolute ms), or undefined when nothing is scheduled. */
   nextDeadline(): number | undefined {
-    const a = this.reassembler.nextDeadline();
-    const b = this.neighbors.nextDeadline();
-    if (a === undefined) return b;
-    if (b === undefined) return a;
-    return Math.min(a, b);
+    let d: number | undefined;
+    for (const t of [this.reassembler.nextDeadline(), this.neighbors.nextDeadline(), this.timers.nextDeadline()]) {
+      if (t !== undefined && (d === undefined || t < d)) d = t;
+    }
+    return d;
+  }
+
+  /** Open flows, for the demo's flow table and for diagnostics. */
+  flows(): FlowEvent[] {
+    return [...this.tcp.flows(), ...this.udp.flowList()];
+  }
+
+  /** Resets every flow (the stack is going away); upstream streams are destroyed. */
+  shutdown(): void {
+    this.tcp.closeAll('shutdown');
+    this.udp.closeAll('shutdown');
   }
 
   counters(): StackCounters {
@@ -163,6 +220,10 @@ export class Stack {
       drops: Object.fromEntries(this.drops),
       arpCacheEntries: this.neighbors.size,
       reassemblyBytesHeld: this.reassembler.bytesHeld,
+      tcpConnections: this.tcp.countByState(),
+      tcpConnectionsOpened: this.tcp.connectionsOpened,
+      tcpBufferedBytes: this.tcp.bufferedBytes(),
+      udpFlows: this.udp.size,
     };
   }
 
@@ -233,6 +294,8 @@ export class Stack {
         return this.handleIcmp(ip.src, ip.dst, payload, eth.src);
       case IPPROTO_UDP:
         return this.handleUdp(ip.src, ip.dst, payload, eth.src, now);
+      case IPPROTO_TCP:
+        return this.handleTcp(ip.src, ip.dst, payload);
       default:
         return this.drop('ipv4-unsupported-protocol');
     }
@@ -254,12 +317,28 @@ export class Stack {
     if (udp.dstPort === DHCP_SERVER_PORT && (dst === IPV4_BROADCAST || dst === this.config.gateway)) {
       return this.handleDhcp(udp.payload, srcMac, now);
     }
-    if (this.ownsAddress(dst)) {
+    if (dst === IPV4_BROADCAST || dst === this.subnetBroadcast || dst >>> 28 === 0xe) return this.drop('udp-broadcast-ignored');
+    if (!this.isGuestSource(src)) return this.drop('udp-bad-source');
+    if (dst === this.config.dns || (this.inSubnet(dst) && dst !== this.config.gateway)) {
       // Nothing listens there (yet): say so, as a host would, so clients fail fast.
-      return this.sendIcmpError(ICMP_DEST_UNREACHABLE, ICMP_UNREACH_PORT, src, dst, IPPROTO_UDP, payload, srcMac);
+      return this.sendIcmpError(ICMP_DEST_UNREACHABLE, ICMP_UNREACH_PORT, src, dst, IPPROTO_UDP, payload.subarray(0, 8), payload.length, srcMac);
     }
-    if (dst === IPV4_BROADCAST || dst === this.subnetBroadcast) return this.drop('udp-broadcast-ignored');
-    this.drop('udp-no-upstream');
+    this.udp.input(src, udp.srcPort, dst, udp.dstPort, udp.payload, payload);
+  }
+
+  private handleTcp(src: Ipv4Address, dst: Ipv4Address, payload: Uint8Array): void {
+    const seg = parseTcp(payload);
+    if (isDrop(seg)) return this.drop(seg);
+    if (!verifyTcpChecksum(payload, src, dst)) return this.drop('tcp-bad-checksum');
+    if (dst === IPV4_BROADCAST || dst === this.subnetBroadcast || dst >>> 28 === 0xe) return this.drop('tcp-to-broadcast');
+    if (!this.isGuestSource(src)) return this.drop('tcp-bad-source');
+    if (seg.srcPort === 0 || seg.dstPort === 0) return this.drop('tcp-port-zero');
+    this.tcp.input(src, dst, seg);
+  }
+
+  /** Guest flows must come from a guest address on our link, never from ours or a broadcast. */
+  private isGuestSource(ip: Ipv4Address): boolean {
+    return this.inSubnet(ip) && !this.ownsAddress(ip) && ip !== this.subnetBroadcast && ip !== this.config.network;
   }
 
   private handleDhcp(payload: Uint8Array, srcMac: MacAddress, now: number): void {
@@ -326,16 +405,39 @@ export class Stack {
     guest: Ipv4Address,
     from: Ipv4Address,
     protocol: number,
-    transportPayload: Uint8Array,
-    guestMac: MacAddress,
+    transportHead: Uint8Array,
+    transportLength: number,
+    guestMac?: MacAddress,
   ): void {
     // Quote the offending header and the first 8 bytes of its payload (RFC 792); the original
     // header is rebuilt since reassembly may have consumed the fragments' own headers.
-    const quoted = new Uint8Array(IPV4_HEADER_LENGTH + Math.min(8, transportPayload.length));
-    emitIpv4Header({ src: guest, dst: from, protocol, payloadLength: transportPayload.length, id: 0 }, quoted, 0);
-    quoted.set(transportPayload.subarray(0, 8), IPV4_HEADER_LENGTH);
+    const head = transportHead.subarray(0, 8);
+    const quoted = new Uint8Array(IPV4_HEADER_LENGTH + head.length);
+    emitIpv4Header({ src: guest, dst: from, protocol, payloadLength: transportLength, id: 0 }, quoted, 0);
+    quoted.set(head, IPV4_HEADER_LENGTH);
     const msg = { type, code, restOfHeader: 0, data: quoted };
     this.sendIpv4(from, guest, IPPROTO_ICMP, 8 + quoted.length, (buf, off) => emitIcmp(msg, buf, off), guestMac);
+  }
+
+  private sendTcp(src: Ipv4Address, dst: Ipv4Address, repr: TcpRepr, payloadLength: number, copy?: (out: Uint8Array, off: number) => void): void {
+    const headerLength = tcpHeaderLength(repr.options);
+    this.sendIpv4(src, dst, IPPROTO_TCP, headerLength + payloadLength, (buf, off) => {
+      const dataAt = off + headerLength;
+      if (copy) copy(buf, dataAt);
+      return emitTcp({ ...repr, payload: buf.subarray(dataAt, dataAt + payloadLength) }, buf, off, src, dst);
+    });
+  }
+
+  private sendUdp(from: FlowEndpoint, to: FlowEndpoint, payload: Uint8Array): void {
+    if (payload.length > 65535 - IPV4_HEADER_LENGTH - UDP_HEADER_LENGTH) return this.drop('udp-too-large');
+    const d = { srcPort: from.port, dstPort: to.port, payload };
+    this.sendIpv4(from.ip, to.ip, IPPROTO_UDP, UDP_HEADER_LENGTH + payload.length, (buf, off) => emitUdp(d, from.ip, to.ip, buf, off));
+  }
+
+  private udpUnreachable(guest: FlowEndpoint, target: FlowEndpoint, error: UpstreamError, header: Uint8Array): void {
+    const code = error.kind === 'refused' ? ICMP_UNREACH_PORT : error.kind === 'blocked' ? ICMP_UNREACH_ADMIN : ICMP_UNREACH_HOST;
+    const length = (header[4] << 8) | header[5];
+    this.sendIcmpError(ICMP_DEST_UNREACHABLE, code, guest.ip, target.ip, IPPROTO_UDP, header, length);
   }
 
   private sendArp(dstMac: MacAddress, arp: ArpPacket): void {

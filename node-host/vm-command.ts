@@ -2,7 +2,8 @@
 // It runs until SIGINT/SIGTERM (exit 0) or until the link fails (exit 1), and leaves nothing open.
 
 import { randomFillSync } from 'node:crypto';
-import { Stack } from '../core/stack';
+import { Stack, type FlowEvent } from '../core/stack';
+import { DirectUpstream } from './direct-upstream';
 import { formatIpv4, formatMac } from '../core/wire/address';
 import { jsonLineLog, type EventLog } from './log';
 import { PcapFile } from './pcap-file';
@@ -79,14 +80,33 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
     return 1;
   }
 
+  const network = opts.mtu === undefined ? {} : { mtu: opts.mtu };
+  const upstream = new DirectUpstream({
+    gateway: 0x0a000202,
+    allowHostLoopback: opts.allowHostLoopback,
+    log: (fields) => log('upstream', fields as Record<string, unknown>),
+  });
+  let timer: StackTimer | undefined;
   const stack = new Stack({
-    network: opts.mtu === undefined ? {} : { mtu: opts.mtu },
+    network,
+    upstream,
+    wake: () => timer?.rearm(),
     clock: { now: Date.now },
     random: (out) => randomFillSync(out),
     output: (frame) => link.send(frame),
     capture: pcap ? (frame, _direction, timeMs) => pcap.write(frame, timeMs) : undefined,
   });
-  const timer = new StackTimer(stack);
+  timer = new StackTimer(stack);
+  const describeFlow = (e: FlowEvent) => ({
+    protocol: e.protocol,
+    guest: `${formatIpv4(e.guest.ip)}:${e.guest.port}`,
+    target: `${formatIpv4(e.target.ip)}:${e.target.port}`,
+    bytesFromGuest: e.bytesFromGuest,
+    bytesToGuest: e.bytesToGuest,
+    durationMs: Date.now() - e.openedAt,
+    ...(e.reason === undefined ? {} : { reason: e.reason }),
+  });
+  if (opts.logFlows) stack.on('flow-close', (e) => log('flow-close', describeFlow(e)));
 
   stack.on('lease', (e) => {
     log('lease', {
@@ -99,7 +119,7 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
   link.on('log', (event, fields) => log(event, fields));
   link.onFrame((frame) => {
     stack.input(frame);
-    timer.rearm();
+    timer?.rearm();
   });
 
   return new Promise<number>((resolve) => {
@@ -107,7 +127,8 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
     const stop = async (reason: Record<string, unknown>, code: number) => {
       if (stopping) return;
       stopping = true;
-      timer.stop();
+      timer?.stop();
+      stack.shutdown();
       await link.close();
       pcap?.close();
       process.off('SIGINT', onSignal);
@@ -143,6 +164,6 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
       upstream: opts.upstream,
       ...(opts.pcap ? { pcap: opts.pcap } : {}),
     });
-    timer.rearm();
+    timer?.rearm();
   });
 }

@@ -15,6 +15,7 @@ export interface VmOptions {
   mtu: number | undefined;
   pcap: string | undefined;
   allowHostLoopback: boolean;
+  logFlows: boolean;
 }
 
 export const VM_HELP = `Usage: weft vm <link> [options]
@@ -39,8 +40,9 @@ Options:
                           "wisp://HOST:PORT/PATH/" (a weft relay) is not implemented yet.
   --mtu N                 Link MTU handed out by DHCP, 576…65520 (default 1500).
   --pcap FILE             Write every frame in and out to FILE (classic pcap, Ethernet).
-  --allow-host-loopback   Let the gateway address reach this host's loopback services. Accepted now; it has
-                          an effect once guest TCP/UDP forwarding exists.
+  --allow-host-loopback   Let the gateway address 10.0.2.2 reach this host's loopback services (127.0.0.1).
+                          Off by default: without it, guest connections to 10.0.2.2 are refused.
+  --log-flows             Log one JSON line per closed TCP connection / UDP flow (bytes, duration, reason).
   --forward HOST:GUEST    Forward host TCP port HOST to guest port GUEST (repeatable). Not implemented yet.
   -h, --help              Show this help.
 
@@ -58,6 +60,7 @@ const FLAGS = {
   upstream: { type: 'string' },
   mtu: { type: 'string' },
   pcap: { type: 'string' },
+  'log-flows': { type: 'boolean' },
   'allow-host-loopback': { type: 'boolean' },
   forward: { type: 'string', multiple: true },
   help: { type: 'boolean', short: 'h' },
@@ -98,6 +101,7 @@ export function parseVmOptions(argv: readonly string[]): VmOptions {
     mtu: values.mtu === undefined ? undefined : parseInteger('--mtu', values.mtu, 576, 65520),
     pcap: values.pcap === '' ? badValue('--pcap', '', 'a file name') : values.pcap,
     allowHostLoopback: values['allow-host-loopback'] ?? false,
+    logFlows: values['log-flows'] ?? false,
   };
 }
 

@@ -12,6 +12,8 @@ export const ICMP_UNREACH_NET = 0;
 export const ICMP_UNREACH_HOST = 1;
 export const ICMP_UNREACH_PORT = 3;
 export const ICMP_UNREACH_NEEDFRAG = 4;
+/** Communication administratively prohibited (RFC 1812): a policy refused the destination. */
+export const ICMP_UNREACH_ADMIN = 13;
 
 export interface IcmpMessage {
   type: number;

@@ -118,8 +118,8 @@ describe('Stack: ICMP echo', () => {
 describe('Stack: UDP to weft addresses', () => {
   it('answers a closed port with ICMP port unreachable quoting the datagram', () => {
     const { stack, out } = makeStack();
-    const udp = udpPayload(GUEST_IP, GATEWAY_IP, 40000, 9999, new Uint8Array([1, 2, 3]));
-    stack.input(ipv4Frame({ src: GUEST_IP, dst: GATEWAY_IP, protocol: IPPROTO_UDP, id: 1 }, udp));
+    const udp = udpPayload(GUEST_IP, DNS_IP, 40000, 9999, new Uint8Array([1, 2, 3]));
+    stack.input(ipv4Frame({ src: GUEST_IP, dst: DNS_IP, protocol: IPPROTO_UDP, id: 1 }, udp));
     expect(out).toHaveLength(1);
     const ip = ok(parseIpv4Packet(ok(parseEthernet(out[0])).payload));
     const icmp = ok(parseIcmp(ip.payload));
@@ -127,7 +127,7 @@ describe('Stack: UDP to weft addresses', () => {
     // The quote is the original header (its total length intact) plus the first 8 bytes of UDP.
     const q = icmp.data;
     expect(q.length).toBe(28);
-    expect([readIpv4(q, 12), readIpv4(q, 16), q[9], (q[2] << 8) | q[3]]).toEqual([GUEST_IP, GATEWAY_IP, IPPROTO_UDP, 20 + udp.length]);
+    expect([readIpv4(q, 12), readIpv4(q, 16), q[9], (q[2] << 8) | q[3]]).toEqual([GUEST_IP, DNS_IP, IPPROTO_UDP, 20 + udp.length]);
     expect(Array.from(q.subarray(20))).toEqual(Array.from(udp.subarray(0, 8)));
   });
 });

@@ -1,0 +1,572 @@
+// One guest TCP connection, terminated by weft and spliced onto an upstream stream. The state
+// machine follows RFC 9293 with weft in the passive role, plus one state of its own, `connecting`:
+// the guest's SYN is held (retransmissions absorbed) until the upstream connect succeeds, so the
+// guest sees a refused or unreachable destination as an RST instead of an accept-then-reset.
+
+import type { TcpConfig } from '../config';
+import type { TimerOwner } from '../timer-queue';
+import type { FlowEndpoint, FlowMeta, TcpStream, Upstream, UpstreamError } from '../upstream';
+import { ACK, FIN, PSH, RST, SYN, type TcpOptions, type TcpRepr, type TcpSegment } from '../wire/tcp';
+import { TcpReceiver } from './tcp-receiver';
+import { TcpSender } from './tcp-sender';
+import { seqAdd, seqDiff, seqLe, seqLt } from './seq';
+
+export type TcpState =
+  | 'connecting'
+  | 'syn-received'
+  | 'established'
+  | 'close-wait'
+  | 'last-ack'
+  | 'fin-wait-1'
+  | 'fin-wait-2'
+  | 'closing'
+  | 'time-wait'
+  | 'closed';
+
+/** What a connection needs from its surroundings (the flow table provides it). */
+export interface TcpConnectionEnv {
+  readonly config: TcpConfig;
+  /** Our MSS towards the guest (link MTU − 40). */
+  readonly linkMss: number;
+  readonly upstream: Upstream;
+  now(): number;
+  /**
+   * Sends a segment to the guest from `local`. `payloadLength` bytes are written by `copyPayload`
+   * at the given offset of the frame buffer.
+   */
+  send(conn: TcpConnection, repr: TcpRepr, payloadLength: number, copyPayload?: (out: Uint8Array, offset: number) => void): void;
+  /** Timers changed: the connection's deadline must be (re)scheduled. */
+  reschedule(conn: TcpConnection): void;
+  stateChanged(conn: TcpConnection, from: TcpState): void;
+  closed(conn: TcpConnection, reason: string): void;
+}
+
+const MAX_SYNACK_RETRIES = 5;
+/** How long a closing connection waits for a blocked upstream to take the guest's last bytes. */
+const UPSTREAM_DRAIN_MS = 60_000;
+
+export class TcpConnection implements TimerOwner {
+  state: TcpState = 'connecting';
+  timerScheduledAt?: number;
+  readonly openedAt: number;
+  readonly iss: number;
+  readonly irs: number;
+  private readonly sender: TcpSender;
+  private readonly receiver: TcpReceiver;
+  private readonly sackOk: boolean;
+  private readonly tsOk: boolean;
+  private readonly scaling: boolean;
+  private readonly sndShift: number;
+  private readonly rcvShift: number;
+  private readonly tsOffset: number;
+  private tsRecent = 0;
+  private lastAckSent: number;
+
+  private stream: TcpStream | undefined;
+  private upstreamOpen = true;
+  private upstreamBlocked = false;
+  private upstreamPaused = false;
+  private upstreamEnded = false; // the upstream sent its FIN
+  private upstreamEndCalled = false; // we passed the guest's FIN on
+  private readonly backlog: Uint8Array[] = [];
+  private backlogBytes = 0;
+
+  private connectDeadline: number | undefined;
+  private synAckDeadline: number | undefined;
+  private synAckRetries = 0;
+  private timeWaitDeadline: number | undefined;
+  private drainDeadline: number | undefined;
+  private lastGuestActivity: number;
+  private keepaliveProbesSent = 0;
+  private closeWhenDrained: string | undefined;
+
+  bytesFromGuest = 0;
+  bytesToGuest = 0;
+  closeReason: string | undefined;
+
+  constructor(
+    private readonly env: TcpConnectionEnv,
+    readonly key: string,
+    readonly guest: FlowEndpoint,
+    readonly target: FlowEndpoint,
+    syn: TcpSegment,
+    iss: number,
+    tsOffset: number,
+  ) {
+    const cfg = env.config;
+    const now = env.now();
+    this.openedAt = now;
+    this.lastGuestActivity = now;
+    this.iss = iss;
+    this.irs = syn.seq;
+    const o = syn.options;
+    this.sackOk = cfg.sack && o.sackPermitted === true;
+    this.tsOk = cfg.timestamps && o.timestamp !== undefined;
+    this.tsOffset = tsOffset;
+    if (o.timestamp) this.tsRecent = o.timestamp.value;
+    const scaling = cfg.windowScaling && o.windowScale !== undefined;
+    this.scaling = scaling;
+    this.sndShift = scaling ? (o.windowScale as number) : 0;
+    let rcvBuffer = cfg.receiveBufferBytes;
+    let shift = 0;
+    if (scaling) while (shift < 14 && rcvBuffer >> shift > 0xffff) shift++;
+    else rcvBuffer = Math.min(rcvBuffer, 0xffff);
+    this.rcvShift = shift;
+    const optionBytes = this.tsOk ? 12 : 0;
+    const guestMss = o.mss ?? 536; // RFC 9293 default when the SYN carries none
+    const sendMss = Math.max(64, Math.min(guestMss, env.linkMss) - optionBytes);
+    this.receiver = new TcpReceiver(syn.seq, {
+      bufferBytes: rcvBuffer,
+      windowShift: shift,
+      mss: env.linkMss - optionBytes,
+      delayedAckMs: cfg.delayedAckMs,
+    });
+    this.lastAckSent = this.receiver.rcvNxt;
+    this.sender = new TcpSender(
+      iss,
+      {
+        mss: sendMss,
+        initialRtoMs: cfg.initialRtoMs,
+        minRtoMs: cfg.minRtoMs,
+        maxRtoMs: cfg.maxRtoMs,
+        sendBufferBytes: cfg.sendBufferBytes,
+        maxRetransmits: cfg.maxRetransmits,
+        sackPermitted: this.sackOk,
+      },
+      {
+        sendSegment: (seq, len, fin) => this.sendData(seq, len, fin),
+        sendProbe: () => this.sendControl(seqAdd(this.sender.sndUna, -1), ACK),
+      },
+    );
+    this.connectDeadline = now + cfg.connectTimeoutMs;
+  }
+
+  /** Opens the upstream stream; called by the table once the connection is registered. */
+  start(meta: FlowMeta): void {
+    this.stream = this.env.upstream.openTcp(this.target, meta, {
+      onConnect: () => this.upstreamEvent(() => this.onUpstreamConnect()),
+      onData: (data) => this.upstreamEvent(() => this.onUpstreamData(data)),
+      onEnd: () => this.upstreamEvent(() => this.onUpstreamEnd()),
+      onDrain: () => this.upstreamEvent(() => this.onUpstreamDrain()),
+      onClose: (error) => this.upstreamEvent(() => this.onUpstreamClose(error)),
+    });
+    this.env.reschedule(this);
+  }
+
+  get rcvNxt(): number {
+    return this.receiver.rcvNxt;
+  }
+
+  get halfOpen(): boolean {
+    return this.state === 'connecting' || this.state === 'syn-received';
+  }
+
+  /** Bytes this connection holds in its own buffers (for memory accounting). */
+  get bufferedBytes(): number {
+    return this.sender.buffered + this.backlogBytes + this.receiver.oooBytes;
+  }
+
+  get retransmissions(): number {
+    return this.sender.segmentsRetransmitted;
+  }
+
+  // ── guest segments ──────────────────────────────────────────────────────
+
+  onSegment(seg: TcpSegment): void {
+    const now = this.env.now();
+    this.lastGuestActivity = now;
+    this.keepaliveProbesSent = 0;
+    const flags = seg.flags;
+
+    if (this.state === 'connecting') {
+      if (flags & RST) this.abort('guest-reset', false);
+      // A retransmitted SYN is absorbed: the SYN-ACK follows once the upstream connects.
+      return;
+    }
+    if (this.state === 'time-wait') {
+      if (flags & RST) return this.finish('guest-reset');
+      if (flags & FIN) {
+        // Our ACK of the guest's FIN was lost: send it again and restart the 2MSL wait.
+        this.sendAck();
+        this.timeWaitDeadline = now + this.env.config.timeWaitMs;
+        this.env.reschedule(this);
+      }
+      return;
+    }
+    if (this.state === 'closed') return;
+
+    // PAWS (RFC 7323 §5.3): a segment whose timestamp is older than TS.Recent is a stale duplicate.
+    const ts = seg.options.timestamp;
+    if (this.tsOk && ts && !(flags & RST) && seqLt(ts.value, this.tsRecent)) {
+      this.sendAck();
+      return;
+    }
+
+    const segLen = seg.payload.length + (flags & SYN ? 1 : 0) + (flags & FIN ? 1 : 0);
+    if (!this.receiver.acceptable(seg.seq, segLen)) {
+      if (this.state === 'syn-received' && flags & SYN && seg.seq === this.irs) {
+        this.sendSynAck(); // the guest never got our SYN-ACK
+      } else if (!(flags & RST)) {
+        this.sendAck();
+      }
+      return;
+    }
+    if (flags & RST) {
+      // RFC 5961 §3: only an exact match resets; anything else in window gets a challenge ACK.
+      if (seg.seq === this.receiver.rcvNxt) this.abort('guest-reset', false);
+      else this.sendAck();
+      return;
+    }
+    if (flags & SYN) {
+      this.sendAck(); // RFC 5961 §4: challenge ACK for a SYN on a synchronized connection
+      return;
+    }
+    if (!(flags & ACK)) return;
+
+    if (this.tsOk && ts && seqLe(seg.seq, this.lastAckSent)) this.tsRecent = ts.value;
+
+    if (this.state === 'syn-received') {
+      if (seg.ack !== seqAdd(this.iss, 1)) {
+        this.sendControl(seg.ack, RST);
+        return;
+      }
+      this.synAckDeadline = undefined;
+      this.sender.initWindow(seg.window << this.sndShift, seg.seq, seg.ack);
+      this.setState('established');
+      if (this.upstreamEnded) this.closeSend();
+    }
+
+    const ok = this.sender.onAck(
+      {
+        seq: seg.seq,
+        ack: seg.ack,
+        window: seg.window << this.sndShift,
+        sack: seg.options.sack,
+        dupCandidate: seg.payload.length === 0 && !(flags & FIN),
+      },
+      now,
+      this.tsOk && ts ? (ts.echo - this.tsOffset) >>> 0 : undefined,
+    );
+    if (!ok) {
+      this.sendAck();
+      return;
+    }
+    if (this.sender.failed) return this.abort('retransmit-limit', true);
+    this.resumeUpstreamIfRoom();
+
+    if (this.sender.finAcked) {
+      if (this.state === 'fin-wait-1') this.setState('fin-wait-2');
+      else if (this.state === 'closing') this.enterTimeWait(now);
+      else if (this.state === 'last-ack') return this.finish('closed');
+    }
+
+    if (this.state === 'established' || this.state === 'fin-wait-1' || this.state === 'fin-wait-2') {
+      const delivered = this.receiver.accept(seg.seq, seg.payload, (flags & FIN) !== 0, now);
+      for (const chunk of delivered) this.deliverUpstream(chunk);
+      if ((this.state as TcpState) === 'closed') return;
+      if (this.receiver.finReceived) this.onGuestFin(now);
+    } else if (seg.payload.length > 0 || flags & FIN) {
+      // Text after the guest's FIN is a retransmission at best; acknowledge what we have.
+      this.receiver.ackNow = true;
+    }
+    if (this.receiver.ackNow) this.sendAck();
+    this.env.reschedule(this);
+  }
+
+  private onGuestFin(now: number): void {
+    if (this.state === 'established') this.setState('close-wait');
+    else if (this.state === 'fin-wait-1') {
+      if (this.sender.finAcked) this.enterTimeWait(now);
+      else this.setState('closing');
+    } else if (this.state === 'fin-wait-2') this.enterTimeWait(now);
+    this.endUpstreamIfFlushed();
+  }
+
+  // ── upstream events ─────────────────────────────────────────────────────
+
+  private upstreamEvent(fn: () => void): void {
+    if (this.state === 'closed' && !this.closeWhenDrained) return;
+    fn();
+    this.env.reschedule(this);
+  }
+
+  private onUpstreamConnect(): void {
+    if (this.state !== 'connecting') return;
+    this.connectDeadline = undefined;
+    this.setState('syn-received');
+    this.sendSynAck();
+  }
+
+  private onUpstreamData(data: Uint8Array): void {
+    if (this.state === 'closed' || this.state === 'time-wait') return;
+    this.bytesToGuest += data.length;
+    if (!this.sender.write(data)) return this.abort('send-buffer-overflow', true);
+    if (this.sender.full && !this.upstreamPaused) {
+      this.upstreamPaused = true;
+      this.stream?.pause();
+    }
+    if (!this.halfOpen) this.sender.output(this.env.now());
+  }
+
+  private onUpstreamEnd(): void {
+    this.upstreamEnded = true;
+    if (!this.halfOpen) this.closeSend();
+  }
+
+  private onUpstreamDrain(): void {
+    this.upstreamBlocked = false;
+    while (this.backlog.length > 0 && !this.upstreamBlocked && this.stream) {
+      const chunk = this.backlog.shift() as Uint8Array;
+      this.backlogBytes -= chunk.length;
+      if (!this.stream.write(chunk)) this.upstreamBlocked = true;
+    }
+    this.endUpstreamIfFlushed();
+    if (this.closeWhenDrained && this.backlog.length === 0) return this.finish(this.closeWhenDrained);
+    // The guest may be stalled on a closed window: tell it the window opened.
+    if (this.state !== 'closed' && this.receiver.windowGain(this.backlogBytes) >= Math.max(2 * this.sender.mss, this.env.config.receiveBufferBytes / 4)) {
+      this.sendAck();
+    }
+  }
+
+  private onUpstreamClose(error?: UpstreamError): void {
+    this.upstreamOpen = false;
+    this.stream = undefined;
+    if (this.closeWhenDrained) return this.finish(this.closeWhenDrained);
+    if (error) {
+      if (this.state === 'connecting') return this.refuse(error.kind);
+      return this.abort(`upstream-${error.kind}`, true);
+    }
+    if (this.halfOpen) return this.abort('upstream-closed', true);
+    // A clean close: the upstream ended its side (and took ours, if we sent one).
+    if (!this.upstreamEnded) this.onUpstreamEnd();
+    if (this.backlogBytes > 0) this.abort('upstream-closed', true);
+  }
+
+  // ── sending to the guest ─────────────────────────────────────────────────
+
+  private closeSend(): void {
+    this.sender.finish();
+    if (this.state === 'established') this.setState('fin-wait-1');
+    else if (this.state === 'close-wait') this.setState('last-ack');
+    this.sender.output(this.env.now());
+  }
+
+  private options(syn: boolean): TcpOptions {
+    const o: TcpOptions = {};
+    if (syn) {
+      o.mss = this.env.linkMss;
+      if (this.sackOk) o.sackPermitted = true;
+      if (this.scaling) o.windowScale = this.rcvShift;
+    }
+    if (this.tsOk) o.timestamp = { value: (this.env.now() + this.tsOffset) >>> 0, echo: this.tsRecent };
+    if (this.sackOk && !syn) {
+      const blocks = this.receiver.sackBlocks(this.tsOk ? 3 : 4);
+      if (blocks.length > 0) o.sack = blocks;
+    }
+    return o;
+  }
+
+  private sendSynAck(): void {
+    const now = this.env.now();
+    this.env.send(this, {
+      srcPort: this.target.port,
+      dstPort: this.guest.port,
+      seq: this.iss,
+      ack: this.receiver.rcvNxt,
+      flags: SYN | ACK,
+      window: this.receiver.synWindow,
+      options: this.options(true),
+    }, 0);
+    this.receiver.ackSent();
+    this.lastAckSent = this.receiver.rcvNxt;
+    const rto = this.env.config.initialRtoMs * 2 ** this.synAckRetries;
+    this.synAckDeadline = now + Math.min(rto, this.env.config.maxRtoMs);
+  }
+
+  private sendData(seq: number, len: number, fin: boolean): void {
+    const offset = seqDiff(seq, this.sender.sndUna);
+    const buffer = this.sender.buffer;
+    const copy = len > 0 ? (out: Uint8Array, off: number) => buffer.copy(offset, len, out, off) : undefined;
+    this.sendSegment(seq, ACK | (len > 0 ? PSH : 0) | (fin ? FIN : 0), len, copy);
+  }
+
+  private sendAck(): void {
+    const seq = this.state === 'syn-received' ? seqAdd(this.iss, 1) : this.sender.sndNxt;
+    this.sendSegment(seq, ACK, 0);
+  }
+
+  private sendSegment(seq: number, flags: number, len: number, copy?: (out: Uint8Array, off: number) => void): void {
+    this.env.send(this, {
+      srcPort: this.target.port,
+      dstPort: this.guest.port,
+      seq,
+      ack: this.receiver.rcvNxt,
+      flags,
+      window: this.receiver.windowField(this.backlogBytes),
+      options: this.options(false),
+    }, len, copy);
+    this.receiver.ackSent();
+    this.lastAckSent = this.receiver.rcvNxt;
+  }
+
+  private sendControl(seq: number, flags: number): void {
+    if (flags & RST) {
+      this.env.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq, ack: 0, flags: RST, window: 0 }, 0);
+      return;
+    }
+    this.sendSegment(seq, flags, 0);
+  }
+
+  // ── the upstream direction ──────────────────────────────────────────────
+
+  private deliverUpstream(chunk: Uint8Array): void {
+    this.bytesFromGuest += chunk.length;
+    if (!this.stream || !this.upstreamOpen) return this.abort('upstream-closed', true);
+    if (this.upstreamBlocked || this.backlog.length > 0) {
+      this.backlog.push(chunk);
+      this.backlogBytes += chunk.length;
+      return;
+    }
+    if (!this.stream.write(chunk)) this.upstreamBlocked = true;
+  }
+
+  private endUpstreamIfFlushed(): void {
+    if (!this.receiver.finReceived || this.upstreamEndCalled || this.backlog.length > 0) return;
+    this.upstreamEndCalled = true;
+    this.stream?.end();
+  }
+
+  private resumeUpstreamIfRoom(): void {
+    if (this.upstreamPaused && this.sender.buffered < this.env.config.sendBufferBytes / 2) {
+      this.upstreamPaused = false;
+      this.stream?.resume();
+    }
+  }
+
+  // ── timers ───────────────────────────────────────────────────────────────
+
+  onTimer(now: number): number | undefined {
+    if (this.state === 'closed') {
+      if (this.closeWhenDrained && this.drainDeadline !== undefined && now >= this.drainDeadline) {
+        this.closeWhenDrained = undefined;
+        this.stream?.destroy();
+        this.stream = undefined;
+        this.env.closed(this, 'upstream-drain-timeout');
+      }
+      return this.closeWhenDrained ? this.drainDeadline : undefined;
+    }
+    if (this.connectDeadline !== undefined && now >= this.connectDeadline) {
+      this.refuse('timeout');
+      return undefined;
+    }
+    if (this.synAckDeadline !== undefined && now >= this.synAckDeadline) {
+      if (++this.synAckRetries > MAX_SYNACK_RETRIES) {
+        this.abort('handshake-timeout', true);
+        return undefined;
+      }
+      this.sendSynAck();
+    }
+    if (this.timeWaitDeadline !== undefined && now >= this.timeWaitDeadline) {
+      this.finish('closed');
+      return this.nextDeadline();
+    }
+    if (this.receiver.delackDue(now)) this.sendAck();
+    if (!this.halfOpen) {
+      this.sender.onTimer(now);
+      if (this.sender.failed) {
+        this.abort('retransmit-limit', true);
+        return undefined;
+      }
+      this.keepalive(now);
+    }
+    return this.nextDeadline();
+  }
+
+  private keepalive(now: number): void {
+    const cfg = this.env.config;
+    if (this.state === 'time-wait' || this.state === 'closed') return;
+    const due = this.lastGuestActivity + cfg.keepaliveIdleMs + this.keepaliveProbesSent * cfg.keepaliveIntervalMs;
+    if (now < due) return;
+    if (this.keepaliveProbesSent >= cfg.keepaliveProbes) return this.abort('keepalive-timeout', true);
+    this.keepaliveProbesSent++;
+    this.sendControl(seqAdd(this.sender.sndUna, -1), ACK);
+  }
+
+  nextDeadline(): number | undefined {
+    if (this.state === 'closed') return this.closeWhenDrained ? this.drainDeadline : undefined;
+    let d: number | undefined;
+    const consider = (t: number | undefined) => {
+      if (t !== undefined && (d === undefined || t < d)) d = t;
+    };
+    consider(this.connectDeadline);
+    consider(this.synAckDeadline);
+    consider(this.timeWaitDeadline);
+    consider(this.receiver.nextDeadline());
+    if (!this.halfOpen && this.state !== 'time-wait') {
+      consider(this.sender.nextDeadline());
+      const cfg = this.env.config;
+      consider(this.lastGuestActivity + cfg.keepaliveIdleMs + this.keepaliveProbesSent * cfg.keepaliveIntervalMs);
+    }
+    return d;
+  }
+
+  // ── endings ──────────────────────────────────────────────────────────────
+
+  private enterTimeWait(now: number): void {
+    this.setState('time-wait');
+    this.timeWaitDeadline = now + this.env.config.timeWaitMs;
+    this.endUpstreamIfFlushed();
+  }
+
+  /** The upstream could not be reached: the guest's SYN is answered with RST. */
+  private refuse(kind: string): void {
+    this.env.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq: 0, ack: this.receiver.rcvNxt, flags: RST | ACK, window: 0 }, 0);
+    this.stream?.destroy();
+    this.stream = undefined;
+    this.finish(`upstream-${kind}`);
+  }
+
+  /** Tears the connection down at once, telling the guest with RST if `tellGuest`. */
+  abort(reason: string, tellGuest: boolean): void {
+    if (this.state === 'closed') return;
+    if (tellGuest && this.state !== 'connecting') {
+      this.env.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq: this.sender.sndNxt, ack: this.receiver.rcvNxt, flags: RST | ACK, window: 0 }, 0);
+    } else if (tellGuest) {
+      this.env.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq: 0, ack: this.receiver.rcvNxt, flags: RST | ACK, window: 0 }, 0);
+    }
+    this.stream?.destroy();
+    this.stream = undefined;
+    this.backlog.length = 0;
+    this.backlogBytes = 0;
+    this.finish(reason);
+  }
+
+  /** Ends the connection; a clean end waits (bounded) for a blocked upstream to take the last bytes. */
+  private finish(reason: string): void {
+    if (this.state === 'closed') {
+      if (this.closeWhenDrained) {
+        this.closeWhenDrained = undefined;
+        this.env.closed(this, reason);
+      }
+      return;
+    }
+    this.setState('closed');
+    this.closeReason = reason;
+    this.connectDeadline = this.synAckDeadline = this.timeWaitDeadline = undefined;
+    if (this.backlog.length > 0 && this.stream) {
+      this.closeWhenDrained = reason;
+      this.drainDeadline = this.env.now() + UPSTREAM_DRAIN_MS;
+      this.env.reschedule(this);
+      return;
+    }
+    this.env.closed(this, reason);
+  }
+
+  private setState(next: TcpState): void {
+    const prev = this.state;
+    if (prev === next) return;
+    this.state = next;
+    this.env.stateChanged(this, prev);
+  }
+}
+

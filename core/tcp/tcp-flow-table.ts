@@ -1,0 +1,202 @@
+// All guest TCP connections: demultiplexing by 4-tuple, creation on SYN, RST for segments that
+// belong to nothing, and the bounds that keep a hostile guest from exhausting memory — total
+// connections, half-open connections (a SYN flood evicts the oldest half-open, so new legitimate
+// connections still open), and TIME_WAIT entries.
+
+import type { TcpConfig } from '../config';
+import type { TimerQueue } from '../timer-queue';
+import type { FlowEndpoint, Upstream } from '../upstream';
+import type { Ipv4Address } from '../wire/address';
+import { ACK, FIN, RST, SYN, type TcpRepr, type TcpSegment } from '../wire/tcp';
+import type { DropReason } from '../wire/parse-result';
+import { IsnGenerator } from './isn';
+import { seqAdd } from './seq';
+import { TcpConnection, type TcpConnectionEnv, type TcpState } from './tcp-connection';
+
+export interface TcpFlowEvent {
+  protocol: 'tcp';
+  guest: FlowEndpoint;
+  target: FlowEndpoint;
+  state: TcpState;
+  bytesFromGuest: number;
+  bytesToGuest: number;
+  openedAt: number;
+  reason?: string;
+}
+
+export interface TcpFlowTableHooks {
+  now(): number;
+  random(out: Uint8Array): void;
+  /** Sends a TCP segment from `src` to `dst` (the guest). */
+  send(src: Ipv4Address, dst: Ipv4Address, repr: TcpRepr, payloadLength: number, copyPayload?: (out: Uint8Array, off: number) => void): void;
+  drop(reason: DropReason): void;
+  flowOpened(e: TcpFlowEvent): void;
+  flowClosed(e: TcpFlowEvent): void;
+}
+
+export class TcpFlowTable {
+  private readonly conns = new Map<string, TcpConnection>();
+  /** Insertion-ordered views for oldest-first eviction. */
+  private readonly halfOpen = new Map<string, TcpConnection>();
+  private readonly timeWait = new Map<string, TcpConnection>();
+  private readonly isn: IsnGenerator;
+  private readonly env: TcpConnectionEnv;
+  private readonly hasUpstream: boolean;
+  connectionsOpened = 0;
+
+  constructor(
+    private readonly config: TcpConfig,
+    linkMtu: number,
+    upstream: Upstream | undefined,
+    private readonly timers: TimerQueue,
+    private readonly hooks: TcpFlowTableHooks,
+  ) {
+    const secret = new Uint8Array(8);
+    hooks.random(secret);
+    this.isn = new IsnGenerator(secret);
+    const table = this;
+    this.env = {
+      config,
+      linkMss: linkMtu - 40,
+      upstream: upstream as Upstream,
+      now: hooks.now,
+      send: (conn, repr, len, copy) => hooks.send(conn.target.ip, conn.guest.ip, repr, len, copy),
+      reschedule: (conn) => timers.schedule(conn, conn.nextDeadline()),
+      stateChanged: (conn, from) => table.onStateChanged(conn, from),
+      closed: (conn, reason) => table.onClosed(conn, reason),
+    };
+    this.hasUpstream = upstream !== undefined;
+  }
+
+  get size(): number {
+    return this.conns.size;
+  }
+
+  /** Connections by state, for counters and the demo's flow table. */
+  countByState(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const c of this.conns.values()) out[c.state] = (out[c.state] ?? 0) + 1;
+    return out;
+  }
+
+  flows(): TcpFlowEvent[] {
+    return [...this.conns.values()].map((c) => this.describe(c));
+  }
+
+  /** Bytes held in all connections' buffers. */
+  bufferedBytes(): number {
+    let n = 0;
+    for (const c of this.conns.values()) n += c.bufferedBytes;
+    return n;
+  }
+
+  input(src: Ipv4Address, dst: Ipv4Address, seg: TcpSegment): void {
+    const key = `${src}:${seg.srcPort}>${dst}:${seg.dstPort}`;
+    const existing = this.conns.get(key);
+    const flags = seg.flags;
+    if (existing) {
+      // A fresh SYN for a tuple in TIME_WAIT opens a new connection (as RFC 6191 allows).
+      if (existing.state === 'time-wait' && flags & SYN && !(flags & ACK) && !(flags & RST)) {
+        existing.abort('reopened', false);
+      } else {
+        existing.onSegment(seg);
+        return;
+      }
+    }
+    if ((flags & (SYN | ACK | RST)) !== SYN) {
+      if (!(flags & RST)) this.sendReset(src, dst, seg);
+      this.hooks.drop('tcp-no-connection');
+      return;
+    }
+    if (flags & FIN) {
+      this.hooks.drop('tcp-syn-fin');
+      return;
+    }
+    if (!this.hasUpstream) {
+      this.sendReset(src, dst, seg);
+      this.hooks.drop('tcp-no-upstream');
+      return;
+    }
+    if (this.halfOpen.size >= this.config.maxHalfOpen) {
+      const oldest = this.halfOpen.values().next().value as TcpConnection;
+      oldest.abort('syn-flood-evicted', true);
+      this.hooks.drop('tcp-half-open-evicted');
+    }
+    if (this.conns.size >= this.config.maxConnections) {
+      const tw = this.timeWait.values().next().value as TcpConnection | undefined;
+      if (tw) tw.abort('time-wait-evicted', false);
+      else {
+        this.sendReset(src, dst, seg);
+        this.hooks.drop('tcp-too-many-connections');
+        return;
+      }
+    }
+    const now = this.hooks.now();
+    const guest = { ip: src, port: seg.srcPort };
+    const target = { ip: dst, port: seg.dstPort };
+    const tsOffset = new Uint8Array(4);
+    this.hooks.random(tsOffset);
+    const conn = new TcpConnection(
+      this.env,
+      key,
+      guest,
+      target,
+      seg,
+      this.isn.isn(dst, seg.dstPort, src, seg.srcPort, now),
+      new DataView(tsOffset.buffer).getUint32(0),
+    );
+    this.conns.set(key, conn);
+    this.halfOpen.set(key, conn);
+    this.connectionsOpened++;
+    this.hooks.flowOpened(this.describe(conn));
+    conn.start({ protocol: 'tcp', guest, target });
+  }
+
+  /** Aborts every connection (the stack is shutting down). */
+  closeAll(reason: string): void {
+    for (const c of [...this.conns.values()]) c.abort(reason, true);
+  }
+
+  private onStateChanged(conn: TcpConnection, from: TcpState): void {
+    if (!conn.halfOpen) this.halfOpen.delete(conn.key);
+    if (conn.state === 'time-wait') {
+      this.timeWait.set(conn.key, conn);
+      if (this.timeWait.size > this.config.maxTimeWait) {
+        const oldest = this.timeWait.values().next().value as TcpConnection;
+        oldest.abort('time-wait-evicted', false);
+      }
+    } else if (from === 'time-wait') {
+      this.timeWait.delete(conn.key);
+    }
+  }
+
+  private onClosed(conn: TcpConnection, reason: string): void {
+    if (this.conns.get(conn.key) === conn) this.conns.delete(conn.key);
+    this.halfOpen.delete(conn.key);
+    this.timeWait.delete(conn.key);
+    this.hooks.flowClosed({ ...this.describe(conn), reason });
+  }
+
+  private describe(c: TcpConnection): TcpFlowEvent {
+    return {
+      protocol: 'tcp',
+      guest: c.guest,
+      target: c.target,
+      state: c.state,
+      bytesFromGuest: c.bytesFromGuest,
+      bytesToGuest: c.bytesToGuest,
+      openedAt: c.openedAt,
+      reason: c.closeReason,
+    };
+  }
+
+  /** RFC 9293 §3.10.7.1: the reset for a segment that belongs to no connection. */
+  private sendReset(src: Ipv4Address, dst: Ipv4Address, seg: TcpSegment): void {
+    const len = seg.payload.length + (seg.flags & SYN ? 1 : 0) + (seg.flags & FIN ? 1 : 0);
+    const repr: TcpRepr =
+      seg.flags & ACK
+        ? { srcPort: seg.dstPort, dstPort: seg.srcPort, seq: seg.ack, ack: 0, flags: RST, window: 0 }
+        : { srcPort: seg.dstPort, dstPort: seg.srcPort, seq: 0, ack: seqAdd(seg.seq, len), flags: RST | ACK, window: 0 };
+    this.hooks.send(dst, src, repr, 0);
+  }
+}

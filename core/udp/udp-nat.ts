@@ -1,0 +1,140 @@
+// UDP from the guest to anywhere: one upstream flow per guest 5-tuple, kept while it is used.
+// Flows idle for the timeout (default 60 s) close; past the cap (default 1024) the least recently
+// used flow is evicted. Replies come back from the address the guest sent to, as a NAT would.
+
+import type { UdpConfig } from '../config';
+import type { TimerOwner, TimerQueue } from '../timer-queue';
+import type { FlowEndpoint, Upstream, UdpFlow, UpstreamError } from '../upstream';
+import type { Ipv4Address } from '../wire/address';
+import type { DropReason } from '../wire/parse-result';
+
+export interface UdpFlowEvent {
+  protocol: 'udp';
+  guest: FlowEndpoint;
+  target: FlowEndpoint;
+  bytesFromGuest: number;
+  bytesToGuest: number;
+  openedAt: number;
+  reason?: string;
+}
+
+export interface UdpNatHooks {
+  now(): number;
+  /** Sends a datagram to the guest from `from`. */
+  sendToGuest(from: FlowEndpoint, to: FlowEndpoint, payload: Uint8Array): void;
+  /** Tells the guest its datagram could not be delivered (ICMP destination unreachable). */
+  unreachable(flow: { guest: FlowEndpoint; target: FlowEndpoint }, error: UpstreamError, lastHeader: Uint8Array): void;
+  drop(reason: DropReason): void;
+  flowOpened(e: UdpFlowEvent): void;
+  flowClosed(e: UdpFlowEvent): void;
+}
+
+class NatFlow implements TimerOwner {
+  timerScheduledAt?: number;
+  upstream!: UdpFlow;
+  lastActivity: number;
+  bytesFromGuest = 0;
+  bytesToGuest = 0;
+  /** The first 8 bytes of the last datagram sent (quoted in ICMP errors). */
+  lastHeader = new Uint8Array(8);
+  closed = false;
+
+  constructor(
+    readonly key: string,
+    readonly guest: FlowEndpoint,
+    readonly target: FlowEndpoint,
+    readonly openedAt: number,
+    private readonly nat: UdpNat,
+  ) {
+    this.lastActivity = openedAt;
+  }
+
+  onTimer(now: number): number | undefined {
+    if (this.closed) return undefined;
+    const idleUntil = this.lastActivity + this.nat.config.idleTimeoutMs;
+    if (now >= idleUntil) {
+      this.nat.close(this, 'idle');
+      return undefined;
+    }
+    return idleUntil;
+  }
+}
+
+export class UdpNat {
+  /** Insertion order = least recently used first. */
+  private readonly flows = new Map<string, NatFlow>();
+
+  constructor(
+    readonly config: UdpConfig,
+    private readonly upstream: Upstream | undefined,
+    private readonly timers: TimerQueue,
+    private readonly hooks: UdpNatHooks,
+  ) {}
+
+  get size(): number {
+    return this.flows.size;
+  }
+
+  flowList(): UdpFlowEvent[] {
+    return [...this.flows.values()].map((f) => this.describe(f));
+  }
+
+  /** A datagram from the guest; `udpHeader` is its 8-byte header, quoted in ICMP errors. */
+  input(src: Ipv4Address, srcPort: number, dst: Ipv4Address, dstPort: number, payload: Uint8Array, udpHeader: Uint8Array): void {
+    if (!this.upstream) return this.hooks.drop('udp-no-upstream');
+    const key = `${src}:${srcPort}>${dst}:${dstPort}`;
+    const now = this.hooks.now();
+    let flow = this.flows.get(key);
+    if (flow) {
+      this.flows.delete(key); // re-insert below: most recently used goes last
+    } else {
+      if (this.flows.size >= this.config.maxFlows) {
+        const oldest = this.flows.values().next().value as NatFlow;
+        this.close(oldest, 'evicted');
+        this.hooks.drop('udp-flow-evicted');
+      }
+      flow = this.open(key, { ip: src, port: srcPort }, { ip: dst, port: dstPort }, now);
+    }
+    this.flows.set(key, flow);
+    flow.lastActivity = now;
+    flow.bytesFromGuest += payload.length;
+    flow.lastHeader.set(udpHeader.subarray(0, 8));
+    // The payload is a view into the guest's frame; the upstream may hold it, so copy.
+    flow.upstream.send(payload.slice());
+  }
+
+  private open(key: string, guest: FlowEndpoint, target: FlowEndpoint, now: number): NatFlow {
+    const flow = new NatFlow(key, guest, target, now, this);
+    flow.upstream = (this.upstream as Upstream).openUdp(target, { protocol: 'udp', guest, target }, {
+      onDatagram: (data) => {
+        if (flow.closed) return;
+        flow.lastActivity = this.hooks.now();
+        flow.bytesToGuest += data.length;
+        this.hooks.sendToGuest(target, guest, data);
+      },
+      onError: (error) => {
+        if (flow.closed) return;
+        this.hooks.unreachable(flow, error, flow.lastHeader);
+      },
+    });
+    this.timers.schedule(flow, now + this.config.idleTimeoutMs);
+    this.hooks.flowOpened(this.describe(flow));
+    return flow;
+  }
+
+  close(flow: NatFlow, reason: string): void {
+    if (flow.closed) return;
+    flow.closed = true;
+    if (this.flows.get(flow.key) === flow) this.flows.delete(flow.key);
+    flow.upstream.close();
+    this.hooks.flowClosed({ ...this.describe(flow), reason });
+  }
+
+  closeAll(reason: string): void {
+    for (const f of [...this.flows.values()]) this.close(f, reason);
+  }
+
+  private describe(f: NatFlow): UdpFlowEvent {
+    return { protocol: 'udp', guest: f.guest, target: f.target, bytesFromGuest: f.bytesFromGuest, bytesToGuest: f.bytesToGuest, openedAt: f.openedAt };
+  }
+}

@@ -1,0 +1,80 @@
+// The Upstream is where guest flows go once the stack has terminated them: direct host sockets in
+// Node, Wisp streams over a WebSocket in a page, or anything else. core/ only defines the shape;
+// implementations live outside it. Calls into an Upstream return at once; results come back through
+// the handler callbacks, possibly much later (the stack is re-entered from I/O callbacks).
+
+import type { Ipv4Address } from './wire/address';
+
+export interface FlowEndpoint {
+  ip: Ipv4Address;
+  port: number;
+}
+
+/** Who asked for a flow, for logs and policy. */
+export interface FlowMeta {
+  protocol: 'tcp' | 'udp';
+  guest: FlowEndpoint;
+  /** The destination the guest addressed (before any mapping such as gateway → host loopback). */
+  target: FlowEndpoint;
+}
+
+/** Why an upstream flow failed; the stack maps these to RST or ICMP for the guest. */
+export type UpstreamErrorKind =
+  | 'refused' // the destination answered with RST / port unreachable
+  | 'unreachable' // no route, host down, DNS failure
+  | 'timeout' // connect attempt timed out
+  | 'blocked' // policy refused it (relay or local)
+  | 'throttled' // rate limit
+  | 'reset' // an established flow was reset by the far end
+  | 'error'; // anything else
+
+export class UpstreamError extends Error {
+  constructor(
+    readonly kind: UpstreamErrorKind,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'UpstreamError';
+  }
+}
+
+export interface TcpStreamHandlers {
+  /** The upstream connection is established; the guest's handshake may complete. */
+  onConnect(): void;
+  /** Bytes from the far end. The stream keeps delivering until pause() is called. */
+  onData(data: Uint8Array): void;
+  /** The far end sent FIN (half-close): no more onData. */
+  onEnd(): void;
+  /** The stream can take more writes after write() returned false. */
+  onDrain(): void;
+  /** The stream is gone. Without an error it closed cleanly after both directions ended. */
+  onClose(error?: UpstreamError): void;
+}
+
+export interface TcpStream {
+  /** Queues bytes towards the far end; returns false when the caller should wait for onDrain. */
+  write(data: Uint8Array): boolean;
+  /** Half-close: the guest sent FIN. */
+  end(): void;
+  /** Abort at once (the guest sent RST, or the stack gave up); no callbacks follow. */
+  destroy(): void;
+  /** Back-pressure from the guest: stop and resume onData. */
+  pause(): void;
+  resume(): void;
+}
+
+export interface UdpFlowHandlers {
+  onDatagram(data: Uint8Array, from: FlowEndpoint): void;
+  /** The flow failed (e.g. port unreachable reported by the far end); the stack tells the guest. */
+  onError(error: UpstreamError): void;
+}
+
+export interface UdpFlow {
+  send(data: Uint8Array): void;
+  close(): void;
+}
+
+export interface Upstream {
+  openTcp(dst: FlowEndpoint, meta: FlowMeta, handlers: TcpStreamHandlers): TcpStream;
+  openUdp(dst: FlowEndpoint, meta: FlowMeta, handlers: UdpFlowHandlers): UdpFlow;
+}

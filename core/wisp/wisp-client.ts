@@ -1,0 +1,329 @@
+// The client side of one Wisp connection as a state machine: WebSocket messages in, messages and
+// host calls out, time passed in. It never sends a TCP DATA packet beyond the credits the server
+// granted; what does not fit waits in a per-stream queue with a byte bound. CONNECTs asked for
+// before the handshake completes wait too, and go out when the server's first CONTINUE arrives.
+
+import {
+  CloseReason,
+  ExtensionId,
+  StreamType,
+  encodeClose,
+  encodeConnect,
+  encodeData,
+  encodeInfo,
+  encodePasswordClient,
+  parseMotd,
+  parsePasswordServer,
+  parseWispPacket,
+  type PasswordCredentials,
+  type WispExtension,
+} from './wisp-codec';
+import { WispProtocolError } from './wisp-errors';
+import type { Parsed } from '../wire/parse-result';
+
+export interface WispClientOptions {
+  /** 2 when the WebSocket was opened with a subprotocol (offering v2); a v1 server still works. */
+  version: 1 | 2;
+  /** Advertise UDP support in v2. */
+  udp: boolean;
+  /** Sent with the password extension when the server offers it. */
+  password?: PasswordCredentials;
+  maxStreams: number;
+  /** Largest DATA payload sent; longer writes are split (each piece costs one credit). */
+  maxDataPayload: number;
+  /** Bytes a TCP stream may hold beyond its credits before the stream is failed (0x81). */
+  maxQueuedBytes: number;
+  handshakeTimeoutMs: number;
+}
+
+export interface WispReadyInfo {
+  version: 1 | 2;
+  /** Extension ids both sides support. */
+  extensions: number[];
+  motd?: string;
+  /** The credit every new TCP stream starts with. */
+  initialCredits: number;
+}
+
+export interface WispClientHost {
+  send(message: Uint8Array): void;
+  ready(info: WispReadyInfo): void;
+  /** With stream-open confirmation: the server connected stream `id`. */
+  streamConfirmed(id: number): void;
+  streamData(id: number, payload: Uint8Array): void;
+  /** write() returned false earlier; the queue has drained. */
+  streamWritable(id: number): void;
+  /** The server closed the stream, or it failed locally. Not called for close(). */
+  streamClosed(id: number, reason: number): void;
+  /** The connection is over (handshake failed or rejected, or abort()). Streams were reported first. */
+  terminate(error: WispProtocolError): void;
+}
+
+interface ClientStream {
+  id: number;
+  type: 'tcp' | 'udp';
+  hostname: string;
+  port: number;
+  /** CONNECT has been sent (false while the handshake is still running). */
+  announced: boolean;
+  confirmed: boolean;
+  credits: number;
+  queue: Uint8Array[];
+  queuedBytes: number;
+  /** write() returned false: call streamWritable once the queue is empty. */
+  wantsWritable: boolean;
+}
+
+/** UDP datagrams a stream holds while the handshake is still running. */
+const MAX_EARLY_DATAGRAMS = 16;
+
+type State = 'new' | 'await-handshake' | 'await-continue' | 'open' | 'closed';
+
+export class WispClientSession {
+  private state: State = 'new';
+  private readonly streams = new Map<number, ClientStream>();
+  private nextId = 1;
+  private initialCredits = 0;
+  private handshakeDeadline = Infinity;
+  private negotiated: number[] = [];
+  private motd: string | undefined;
+  private version: 1 | 2 = 1;
+
+  constructor(
+    private readonly options: WispClientOptions,
+    private readonly host: WispClientHost,
+  ) {}
+
+  get isOpen(): boolean {
+    return this.state === 'open';
+  }
+
+  get isClosed(): boolean {
+    return this.state === 'closed';
+  }
+
+  get openStreams(): number {
+    return this.streams.size;
+  }
+
+  /** True when the server confirms stream opens (v2 extension 0x05), so callers can wait for it. */
+  get confirmsOpens(): boolean {
+    return this.negotiated.includes(ExtensionId.STREAM_OPEN_CONFIRMATION);
+  }
+
+  /** Call once the WebSocket is open. The server speaks first in both versions. */
+  start(now: number): void {
+    if (this.state !== 'new') return;
+    this.state = 'await-handshake';
+    this.handshakeDeadline = now + this.options.handshakeTimeoutMs;
+  }
+
+  receive(message: Uint8Array, _now: number): void {
+    if (this.state === 'closed' || this.state === 'new') return;
+    const p = parseWispPacket(message);
+    if (typeof p === 'string') return; // a server bug; nothing the client can do but ignore it
+    if (this.state !== 'open') {
+      if (p.streamId !== 0) return;
+      if (p.type === 'info' && this.state === 'await-handshake' && this.options.version === 2) {
+        this.answerInfo(p.extensions);
+      } else if (p.type === 'continue') {
+        this.open(p.bufferRemaining);
+      } else if (p.type === 'close') {
+        const code = p.reason === CloseReason.AUTH_BAD_PASSWORD ? 'auth-failed'
+          : p.reason === CloseReason.AUTH_MISSING_CREDENTIALS ? 'auth-required' : 'handshake-rejected';
+        this.end(new WispProtocolError(code, `the server rejected the handshake (close reason 0x${p.reason.toString(16)})`, p.reason));
+      }
+      return;
+    }
+    const s = this.streams.get(p.streamId);
+    if (!s) return;
+    switch (p.type) {
+      case 'data':
+        this.host.streamData(s.id, p.payload);
+        return;
+      case 'continue':
+        if (s.type !== 'tcp') return;
+        s.credits = p.bufferRemaining;
+        if (!s.confirmed && this.confirmsOpens) {
+          s.confirmed = true;
+          this.host.streamConfirmed(s.id);
+          if (!this.streams.has(s.id)) return;
+        }
+        this.flush(s);
+        return;
+      case 'close':
+        this.streams.delete(s.id);
+        this.host.streamClosed(s.id, p.reason);
+        return;
+      default:
+        return; // CONNECT/INFO/unknown from a server: ignore
+    }
+  }
+
+  /** Opens a stream; returns its id, or a reason it cannot. CONNECT waits for the handshake. */
+  openStream(type: 'tcp' | 'udp', hostname: string, port: number): Parsed<number> {
+    if (this.state === 'closed') return 'wisp-connection-closed';
+    if (this.streams.size >= this.options.maxStreams) return 'wisp-too-many-streams';
+    if (type === 'udp' && this.state === 'open' && this.version === 2 && !this.negotiated.includes(ExtensionId.UDP)) {
+      return 'wisp-udp-unsupported';
+    }
+    let id = this.nextId;
+    while (id === 0 || this.streams.has(id)) id = (id + 1) >>> 0;
+    this.nextId = (id + 1) >>> 0;
+    const s: ClientStream = {
+      id, type, hostname, port, announced: false, confirmed: false, credits: this.initialCredits,
+      queue: [], queuedBytes: 0, wantsWritable: false,
+    };
+    this.streams.set(id, s);
+    if (this.state === 'open') this.announce(s);
+    return id;
+  }
+
+  /**
+   * Queues `data` for stream `id`; returns false when the caller should wait for streamWritable.
+   * A caller that keeps writing past maxQueuedBytes has the stream failed with 0x81.
+   */
+  write(id: number, data: Uint8Array): boolean {
+    const s = this.streams.get(id);
+    if (!s) return true;
+    const max = this.options.maxDataPayload;
+    if (s.type === 'udp') {
+      // No credits for UDP. Before the handshake a few datagrams wait; later ones are dropped.
+      const datagram = data.length > max ? data.subarray(0, max) : data;
+      if (s.announced) this.host.send(encodeData(id, datagram));
+      else if (s.queue.length < MAX_EARLY_DATAGRAMS) s.queue.push(datagram.slice());
+      return true;
+    }
+    if (data.length === 0) return s.queue.length === 0;
+    for (let off = 0; off < data.length; off += max) {
+      const piece = data.subarray(off, Math.min(data.length, off + max));
+      if (s.announced && s.queue.length === 0 && s.credits > 0) {
+        s.credits--;
+        this.host.send(encodeData(id, piece));
+      } else {
+        // Copy: the caller may reuse its buffer once write() returns.
+        s.queue.push(piece.slice());
+        s.queuedBytes += piece.length;
+      }
+    }
+    if (s.queuedBytes > this.options.maxQueuedBytes) {
+      this.fail(s, CloseReason.CLIENT_ERROR);
+      return false;
+    }
+    if (s.queue.length > 0) {
+      s.wantsWritable = true;
+      return false;
+    }
+    return true;
+  }
+
+  /** Closes a stream from this side (no streamClosed call follows). */
+  close(id: number, reason: number = CloseReason.VOLUNTARY): void {
+    const s = this.streams.get(id);
+    if (!s) return;
+    this.streams.delete(id);
+    if (s.announced && this.state === 'open') this.host.send(encodeClose(id, reason));
+  }
+
+  /** Ends the connection (the WebSocket closed, or the host gives up): every stream is reported. */
+  abort(error: WispProtocolError): void {
+    this.end(error);
+  }
+
+  poll(now: number): void {
+    if ((this.state === 'await-handshake' || this.state === 'await-continue') && now >= this.handshakeDeadline) {
+      this.end(new WispProtocolError('handshake-timeout', `the server did not complete the handshake within ${this.options.handshakeTimeoutMs} ms`));
+    }
+  }
+
+  nextDeadline(): number {
+    return this.state === 'await-handshake' || this.state === 'await-continue' ? this.handshakeDeadline : Infinity;
+  }
+
+  // ---- internals ------------------------------------------------------------------------------
+
+  private answerInfo(serverExts: WispExtension[]): void {
+    const o = this.options;
+    const byId = new Map(serverExts.map((e) => [e.id, e]));
+    const mine: WispExtension[] = [];
+    if (o.udp) mine.push({ id: ExtensionId.UDP, payload: new Uint8Array(0) });
+    const pw = byId.get(ExtensionId.PASSWORD);
+    if (pw) {
+      const server = parsePasswordServer(pw.payload);
+      const required = typeof server !== 'string' && server.required;
+      if (o.password) {
+        mine.push({ id: ExtensionId.PASSWORD, payload: encodePasswordClient(o.password) });
+      } else if (required) {
+        this.host.send(encodeClose(0, CloseReason.AUTH_MISSING_CREDENTIALS));
+        this.end(new WispProtocolError('auth-required', 'the server requires a password and none is configured', CloseReason.AUTH_MISSING_CREDENTIALS));
+        return;
+      }
+    }
+    mine.push({ id: ExtensionId.MOTD, payload: new Uint8Array(0) });
+    mine.push({ id: ExtensionId.STREAM_OPEN_CONFIRMATION, payload: new Uint8Array(0) });
+    const motd = byId.get(ExtensionId.MOTD);
+    if (motd) this.motd = parseMotd(motd.payload);
+    this.negotiated = mine.map((e) => e.id).filter((id) => byId.has(id));
+    this.version = 2;
+    this.host.send(encodeInfo(2, 0, mine));
+    this.state = 'await-continue';
+  }
+
+  private open(initialCredits: number): void {
+    this.state = 'open';
+    this.handshakeDeadline = Infinity;
+    this.initialCredits = initialCredits;
+    this.host.ready({
+      version: this.version,
+      extensions: [...this.negotiated],
+      ...(this.motd !== undefined ? { motd: this.motd } : {}),
+      initialCredits,
+    });
+    for (const s of [...this.streams.values()]) {
+      if (this.state !== 'open') return;
+      if (!s.announced && this.streams.has(s.id)) {
+        s.credits = initialCredits;
+        this.announce(s);
+      }
+    }
+  }
+
+  private announce(s: ClientStream): void {
+    s.announced = true;
+    s.credits = this.initialCredits;
+    this.host.send(encodeConnect(s.id, s.type === 'tcp' ? StreamType.TCP : StreamType.UDP, s.port, s.hostname));
+    this.flush(s);
+  }
+
+  private flush(s: ClientStream): void {
+    if (s.type === 'udp') {
+      for (const d of s.queue.splice(0)) this.host.send(encodeData(s.id, d));
+      return;
+    }
+    while (s.queue.length > 0 && s.credits > 0 && s.announced) {
+      const piece = s.queue.shift()!;
+      s.queuedBytes -= piece.length;
+      s.credits--;
+      this.host.send(encodeData(s.id, piece));
+    }
+    if (s.queue.length === 0 && s.wantsWritable) {
+      s.wantsWritable = false;
+      this.host.streamWritable(s.id);
+    }
+  }
+
+  private fail(s: ClientStream, reason: number): void {
+    this.close(s.id, reason);
+    this.host.streamClosed(s.id, reason);
+  }
+
+  private end(error: WispProtocolError): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    for (const id of [...this.streams.keys()]) {
+      this.streams.delete(id);
+      this.host.streamClosed(id, CloseReason.NETWORK_ERROR);
+    }
+    this.host.terminate(error);
+  }
+}

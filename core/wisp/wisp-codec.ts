@@ -1,0 +1,258 @@
+// Wisp packets (v1 and the v2 draft): `type u8 | stream_id u32 LE | payload`, one packet per
+// WebSocket message. Parsing returns a plain object or a drop reason and never throws; emitting
+// returns a fresh Uint8Array that is exactly one WebSocket message.
+
+import type { Parsed } from '../wire/parse-result';
+
+export const WISP_HEADER_LENGTH = 5;
+
+export const PacketType = {
+  CONNECT: 0x01,
+  DATA: 0x02,
+  CONTINUE: 0x03,
+  CLOSE: 0x04,
+  INFO: 0x05,
+} as const;
+
+export const StreamType = {
+  TCP: 0x01,
+  UDP: 0x02,
+} as const;
+export type StreamTypeValue = (typeof StreamType)[keyof typeof StreamType];
+
+/** Close reasons from the spec. A peer may send any u8; unknown values are kept as numbers. */
+export const CloseReason = {
+  UNKNOWN: 0x01,
+  VOLUNTARY: 0x02,
+  NETWORK_ERROR: 0x03,
+  INCOMPATIBLE_EXTENSIONS: 0x04,
+  INVALID_INFO: 0x41,
+  UNREACHABLE: 0x42,
+  CONNECT_TIMEOUT: 0x43,
+  REFUSED: 0x44,
+  DATA_TIMEOUT: 0x47,
+  BLOCKED: 0x48,
+  THROTTLED: 0x49,
+  CLIENT_ERROR: 0x81,
+  AUTH_BAD_PASSWORD: 0xc0,
+  AUTH_BAD_SIGNATURE: 0xc1,
+  AUTH_MISSING_CREDENTIALS: 0xc2,
+} as const;
+
+const CLOSE_REASON_NAMES: ReadonlyMap<number, string> = new Map(
+  Object.entries(CloseReason).map(([name, value]) => [value, name.toLowerCase().replace(/_/g, '-')]),
+);
+
+/** A stable name for logs and metrics labels: `blocked`, `refused`, … or `reason-0x5a` for unknown ones. */
+export function closeReasonName(reason: number): string {
+  return CLOSE_REASON_NAMES.get(reason) ?? `reason-0x${reason.toString(16).padStart(2, '0')}`;
+}
+
+/** Extension ids of the v2 draft. */
+export const ExtensionId = {
+  UDP: 0x01,
+  PASSWORD: 0x02,
+  KEY_AUTH: 0x03,
+  MOTD: 0x04,
+  STREAM_OPEN_CONFIRMATION: 0x05,
+} as const;
+
+/** One entry of an INFO packet, payload uninterpreted (its meaning depends on who sent it). */
+export interface WispExtension {
+  id: number;
+  payload: Uint8Array;
+}
+
+export type WispPacket =
+  | { type: 'connect'; streamId: number; streamType: number; port: number; hostname: string }
+  | { type: 'data'; streamId: number; payload: Uint8Array }
+  | { type: 'continue'; streamId: number; bufferRemaining: number }
+  | { type: 'close'; streamId: number; reason: number }
+  | { type: 'info'; streamId: number; major: number; minor: number; extensions: WispExtension[] }
+  /** A type this implementation does not know (kept so a caller can ignore it, as v2 allows). */
+  | { type: 'unknown'; streamId: number; packetType: number };
+
+// fatal: a hostname that is not valid UTF-8 is refused rather than silently mangled.
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
+const utf8Encoder = new TextEncoder();
+
+function readU32(b: Uint8Array, off: number): number {
+  return (b[off] | (b[off + 1] << 8) | (b[off + 2] << 16) | (b[off + 3] << 24)) >>> 0;
+}
+
+function writeU32(b: Uint8Array, off: number, v: number): void {
+  b[off] = v & 0xff;
+  b[off + 1] = (v >>> 8) & 0xff;
+  b[off + 2] = (v >>> 16) & 0xff;
+  b[off + 3] = (v >>> 24) & 0xff;
+}
+
+/** Parses one WebSocket message. DATA payloads and extension payloads are views into `b`. */
+export function parseWispPacket(b: Uint8Array): Parsed<WispPacket> {
+  if (b.length < WISP_HEADER_LENGTH) return 'wisp-short-packet';
+  const type = b[0];
+  const streamId = readU32(b, 1);
+  const p = WISP_HEADER_LENGTH;
+  switch (type) {
+    case PacketType.CONNECT: {
+      if (b.length < p + 3) return 'wisp-connect-short';
+      let hostname: string;
+      try {
+        hostname = utf8Decoder.decode(b.subarray(p + 3));
+      } catch {
+        return 'wisp-connect-bad-utf8';
+      }
+      return { type: 'connect', streamId, streamType: b[p], port: b[p + 1] | (b[p + 2] << 8), hostname };
+    }
+    case PacketType.DATA:
+      return { type: 'data', streamId, payload: b.subarray(p) };
+    case PacketType.CONTINUE:
+      if (b.length < p + 4) return 'wisp-continue-short';
+      return { type: 'continue', streamId, bufferRemaining: readU32(b, p) };
+    case PacketType.CLOSE:
+      if (b.length < p + 1) return 'wisp-close-short';
+      return { type: 'close', streamId, reason: b[p] };
+    case PacketType.INFO: {
+      if (b.length < p + 2) return 'wisp-info-short';
+      const extensions = parseExtensions(b.subarray(p + 2));
+      if (typeof extensions === 'string') return extensions;
+      return { type: 'info', streamId, major: b[p], minor: b[p + 1], extensions };
+    }
+    default:
+      return { type: 'unknown', streamId, packetType: type };
+  }
+}
+
+function parseExtensions(b: Uint8Array): Parsed<WispExtension[]> {
+  const out: WispExtension[] = [];
+  let off = 0;
+  while (off < b.length) {
+    if (off + 5 > b.length) return 'wisp-info-extension-short';
+    const len = readU32(b, off + 1);
+    if (len > b.length - off - 5) return 'wisp-info-extension-overrun';
+    out.push({ id: b[off], payload: b.subarray(off + 5, off + 5 + len) });
+    off += 5 + len;
+  }
+  return out;
+}
+
+function header(type: number, streamId: number, payloadLength: number): Uint8Array {
+  const b = new Uint8Array(WISP_HEADER_LENGTH + payloadLength);
+  b[0] = type;
+  writeU32(b, 1, streamId);
+  return b;
+}
+
+export function encodeConnect(streamId: number, streamType: number, port: number, hostname: string): Uint8Array {
+  const host = utf8Encoder.encode(hostname);
+  const b = header(PacketType.CONNECT, streamId, 3 + host.length);
+  b[5] = streamType;
+  b[6] = port & 0xff;
+  b[7] = (port >>> 8) & 0xff;
+  b.set(host, 8);
+  return b;
+}
+
+export function encodeData(streamId: number, payload: Uint8Array): Uint8Array {
+  const b = header(PacketType.DATA, streamId, payload.length);
+  b.set(payload, WISP_HEADER_LENGTH);
+  return b;
+}
+
+export function encodeContinue(streamId: number, bufferRemaining: number): Uint8Array {
+  const b = header(PacketType.CONTINUE, streamId, 4);
+  writeU32(b, 5, bufferRemaining);
+  return b;
+}
+
+export function encodeClose(streamId: number, reason: number): Uint8Array {
+  const b = header(PacketType.CLOSE, streamId, 1);
+  b[5] = reason;
+  return b;
+}
+
+export function encodeInfo(major: number, minor: number, extensions: readonly WispExtension[]): Uint8Array {
+  const extLength = extensions.reduce((n, e) => n + 5 + e.payload.length, 0);
+  const b = header(PacketType.INFO, 0, 2 + extLength);
+  b[5] = major;
+  b[6] = minor;
+  let off = 7;
+  for (const e of extensions) {
+    b[off] = e.id;
+    writeU32(b, off + 1, e.payload.length);
+    b.set(e.payload, off + 5);
+    off += 5 + e.payload.length;
+  }
+  return b;
+}
+
+// ---- extension payloads ----------------------------------------------------------------------
+
+export interface PasswordCredentials {
+  username: string;
+  password: string;
+}
+
+/** Server side of the password extension: one byte saying whether authentication is required. */
+export function encodePasswordServer(required: boolean): Uint8Array {
+  return Uint8Array.of(required ? 1 : 0);
+}
+
+export function parsePasswordServer(payload: Uint8Array): Parsed<{ required: boolean }> {
+  if (payload.length < 1) return 'wisp-password-short';
+  return { required: payload[0] !== 0 };
+}
+
+/** Client side, draft 6 layout: username length u8, username, then the password fills the rest. */
+export function encodePasswordClient(c: PasswordCredentials): Uint8Array {
+  const user = utf8Encoder.encode(c.username);
+  const pass = utf8Encoder.encode(c.password);
+  if (user.length > 255) throw new RangeError('a Wisp username is at most 255 bytes of UTF-8');
+  const b = new Uint8Array(1 + user.length + pass.length);
+  b[0] = user.length;
+  b.set(user, 1);
+  b.set(pass, 1 + user.length);
+  return b;
+}
+
+/**
+ * Every reading of a client password payload that its length allows. Drafts 3–5 (and wisp-js)
+ * put a u16 LE password length after the username length; draft 6 dropped it. The two layouts
+ * cannot always be told apart, so the server accepts the credentials if either reading matches.
+ */
+export function parsePasswordClient(payload: Uint8Array): PasswordCredentials[] {
+  const out: PasswordCredentials[] = [];
+  const decode = (b: Uint8Array): string | undefined => {
+    try {
+      return utf8Decoder.decode(b);
+    } catch {
+      return undefined;
+    }
+  };
+  if (payload.length >= 1) {
+    const ulen = payload[0];
+    if (1 + ulen <= payload.length) {
+      const username = decode(payload.subarray(1, 1 + ulen));
+      const password = decode(payload.subarray(1 + ulen));
+      if (username !== undefined && password !== undefined) out.push({ username, password });
+    }
+    if (payload.length >= 3) {
+      const plen = payload[1] | (payload[2] << 8);
+      if (3 + ulen + plen === payload.length) {
+        const username = decode(payload.subarray(3, 3 + ulen));
+        const password = decode(payload.subarray(3 + ulen));
+        if (username !== undefined && password !== undefined) out.push({ username, password });
+      }
+    }
+  }
+  return out;
+}
+
+export function encodeMotd(message: string): Uint8Array {
+  return utf8Encoder.encode(message);
+}
+
+export function parseMotd(payload: Uint8Array): string {
+  // A MOTD is for display only: replace bad UTF-8 instead of rejecting the handshake.
+  return new TextDecoder('utf-8').decode(payload);
+}
