@@ -60,6 +60,12 @@ export interface StackOptions {
    * timer — so the driver re-arms its own timer.
    */
   wake?: (deadline: number) => void;
+  /**
+   * Coalesce ACKs: the ACKs that input() would send for in-order data wait until flush() (or the
+   * next poll()), so a burst of segments read at once gets one ACK. The driver must then call
+   * flush() after each burst of input() calls. Off by default (every ACK is sent at once).
+   */
+  batchAcks?: boolean;
   clock: Clock;
   random: RandomSource;
   /** Called synchronously with every frame the stack sends; the stack never touches it again. */
@@ -137,7 +143,7 @@ export class Stack {
     );
     this.reassembler = new Ipv4Reassembler(this.limits, countDrop);
     this.dhcp = new DhcpServer(this.config, (lease) => {
-      this.flush(this.neighbors.learn(lease.ip, lease.mac, this.clock.now()), lease.mac);
+      this.sendQueued(this.neighbors.learn(lease.ip, lease.mac, this.clock.now()), lease.mac);
       this.events.emit('lease', lease);
     });
     const seed = new Uint8Array(2);
@@ -155,6 +161,7 @@ export class Stack {
       flowOpened,
       flowClosed,
     });
+    this.tcp.deferAcks = opts.batchAcks === true;
     this.udp = new UdpNat({ ...DEFAULT_UDP, ...opts.udp }, opts.upstream, this.timers, {
       now,
       sendToGuest: (from, to, payload) => this.sendUdp(from, to, payload),
@@ -189,6 +196,16 @@ export class Stack {
       this.reassembler.poll(now);
       for (const ip of this.neighbors.poll(now)) this.sendArpRequest(ip);
       this.timers.run(now);
+      this.tcp.flushAcks();
+    } catch {
+      this.drop('internal-error');
+    }
+  }
+
+  /** Ends an input burst: sends the ACKs that batchAcks deferred. */
+  flush(): void {
+    try {
+      this.tcp.flushAcks();
     } catch {
       this.drop('internal-error');
     }
@@ -258,7 +275,7 @@ export class Stack {
     if (this.ownsAddress(arp.senderIp)) return this.drop('arp-address-conflict');
     // Learn from requests, replies and gratuitous announcements alike (sender = target IP).
     if (this.inSubnet(arp.senderIp) && arp.senderIp !== 0) {
-      this.flush(this.neighbors.learn(arp.senderIp, arp.senderMac, now), arp.senderMac);
+      this.sendQueued(this.neighbors.learn(arp.senderIp, arp.senderMac, now), arp.senderMac);
     }
     if (arp.operation !== ARP_REQUEST) return;
     if (!this.ownsAddress(arp.targetIp)) {
@@ -280,7 +297,7 @@ export class Stack {
     if (isDrop(ip)) return this.drop(ip);
     if (ip.src !== 0 && this.inSubnet(ip.src) && !this.ownsAddress(ip.src) && ip.src !== this.subnetBroadcast) {
       // The link is ours alone: a packet from a guest address confirms its MAC.
-      this.flush(this.neighbors.learn(ip.src, eth.src, now), eth.src);
+      this.sendQueued(this.neighbors.learn(ip.src, eth.src, now), eth.src);
     }
     let payload = ip.payload;
     if (ip.moreFragments || ip.fragmentOffset !== 0) {
@@ -478,7 +495,7 @@ export class Stack {
   }
 
   /** Sends frames that waited for ARP, now that `mac` is known. */
-  private flush(frames: Uint8Array[], mac: MacAddress): void {
+  private sendQueued(frames: Uint8Array[], mac: MacAddress): void {
     for (const frame of frames) {
       emitEthernetHeader(frame, 0, mac, this.config.gatewayMac, ETHERTYPE_IPV4);
       this.emitFrame(frame);

@@ -68,7 +68,7 @@ function flowName(meta: FlowMeta, dst: FlowEndpoint): string {
   return `${meta.protocol} ${formatIpv4(meta.guest.ip)}:${meta.guest.port} → ${formatIpv4(dst.ip)}:${dst.port}`;
 }
 
-/** The host to connect to for `ip`, or why the flow may not go there. */
+/** The host to connect to for a destination, or why the flow may not go there. */
 type Route = { host: string } | { error: UpstreamError };
 
 export class DirectUpstream implements Upstream {
@@ -92,6 +92,8 @@ export class DirectUpstream implements Upstream {
   }
 
   private route(dst: FlowEndpoint, flow: string): Route {
+    // Node refuses port 0 with a throw; the kernel would answer it with a refusal.
+    if (dst.port === 0) return { error: new UpstreamError('refused', `${flow}: port 0`) };
     if (dst.ip === this.gateway) {
       if (this.allowHostLoopback) return { host: HOST_LOOPBACK };
       return { error: new UpstreamError('blocked', `${flow}: the gateway reaches host loopback only with --allow-host-loopback`) };
@@ -101,7 +103,6 @@ export class DirectUpstream implements Upstream {
     if (first === 127 || first === 0) {
       return { error: new UpstreamError('blocked', `${flow}: ${formatIpv4(dst.ip)} is not reachable from a guest`) };
     }
-    if (dst.port === 0) return { error: new UpstreamError('refused', `${flow}: port 0`) };
     return { host: formatIpv4(dst.ip) };
   }
 

@@ -90,6 +90,7 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
   const stack = new Stack({
     network,
     upstream,
+    batchAcks: true,
     wake: () => timer?.rearm(),
     clock: { now: Date.now },
     random: (out) => randomFillSync(out),
@@ -117,8 +118,9 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
     });
   });
   link.on('log', (event, fields) => log(event, fields));
-  link.onFrame((frame) => {
-    stack.input(frame);
+  link.onFrame((frame) => stack.input(frame));
+  link.onBatchEnd(() => {
+    stack.flush();
     timer?.rearm();
   });
 

@@ -38,6 +38,8 @@ export interface TcpConnectionEnv {
   /** Timers changed: the connection's deadline must be (re)scheduled. */
   reschedule(conn: TcpConnection): void;
   stateChanged(conn: TcpConnection, from: TcpState): void;
+  /** Asks to send this connection's pure ACK later, at the end of the input batch; false = send now. */
+  deferAck(conn: TcpConnection): boolean;
   closed(conn: TcpConnection, reason: string): void;
 }
 
@@ -83,6 +85,8 @@ export class TcpConnection implements TimerOwner {
   bytesFromGuest = 0;
   bytesToGuest = 0;
   closeReason: string | undefined;
+  /** A pure ACK is owed and waits for the end of the input batch. */
+  ackDeferred = false;
 
   constructor(
     private readonly env: TcpConnectionEnv,
@@ -269,8 +273,19 @@ export class TcpConnection implements TimerOwner {
       // Text after the guest's FIN is a retransmission at best; acknowledge what we have.
       this.receiver.ackNow = true;
     }
-    if (this.receiver.ackNow) this.sendAck();
+    if (this.receiver.ackNow) {
+      // In-order data in a burst needs one ACK at its end, not one per segment; duplicate ACKs
+      // (out-of-order data) go at once, since the guest counts them for fast retransmit.
+      if (this.ackDeferred || (this.receiver.oooBytes === 0 && this.env.deferAck(this))) this.ackDeferred = true;
+      else this.sendAck();
+    }
     this.env.reschedule(this);
+  }
+
+  /** Sends the ACK deferred to the end of an input batch, unless a segment already carried it. */
+  flushAck(): void {
+    if (this.ackDeferred && this.state !== 'closed') this.sendAck();
+    this.ackDeferred = false;
   }
 
   private onGuestFin(now: number): void {
@@ -387,7 +402,9 @@ export class TcpConnection implements TimerOwner {
     const offset = seqDiff(seq, this.sender.sndUna);
     const buffer = this.sender.buffer;
     const copy = len > 0 ? (out: Uint8Array, off: number) => buffer.copy(offset, len, out, off) : undefined;
-    this.sendSegment(seq, ACK | (len > 0 ? PSH : 0) | (fin ? FIN : 0), len, copy);
+    // PSH marks the end of what we have, as Linux does; on every segment it costs the guest wake-ups.
+    const push = len > 0 && offset + len >= buffer.length;
+    this.sendSegment(seq, ACK | (push ? PSH : 0) | (fin ? FIN : 0), len, copy);
   }
 
   private sendAck(): void {
@@ -406,6 +423,7 @@ export class TcpConnection implements TimerOwner {
       options: this.options(false),
     }, len, copy);
     this.receiver.ackSent();
+    this.ackDeferred = false;
     this.lastAckSent = this.receiver.rcvNxt;
   }
 

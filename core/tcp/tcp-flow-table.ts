@@ -42,6 +42,9 @@ export class TcpFlowTable {
   private readonly isn: IsnGenerator;
   private readonly env: TcpConnectionEnv;
   private readonly hasUpstream: boolean;
+  private readonly ackOwed = new Set<TcpConnection>();
+  /** When true, pure ACKs wait for flushAcks() at the end of an input batch. */
+  deferAcks = false;
   connectionsOpened = 0;
 
   constructor(
@@ -63,6 +66,11 @@ export class TcpFlowTable {
       send: (conn, repr, len, copy) => hooks.send(conn.target.ip, conn.guest.ip, repr, len, copy),
       reschedule: (conn) => timers.schedule(conn, conn.nextDeadline()),
       stateChanged: (conn, from) => table.onStateChanged(conn, from),
+      deferAck: (conn) => {
+        if (!table.deferAcks) return false;
+        table.ackOwed.add(conn);
+        return true;
+      },
       closed: (conn, reason) => table.onClosed(conn, reason),
     };
     this.hasUpstream = upstream !== undefined;
@@ -150,6 +158,13 @@ export class TcpFlowTable {
     this.connectionsOpened++;
     this.hooks.flowOpened(this.describe(conn));
     conn.start({ protocol: 'tcp', guest, target });
+  }
+
+  /** Sends the ACKs deferred during an input batch. */
+  flushAcks(): void {
+    if (this.ackOwed.size === 0) return;
+    for (const c of this.ackOwed) c.flushAck();
+    this.ackOwed.clear();
   }
 
   /** Aborts every connection (the stack is shutting down). */

@@ -11,6 +11,7 @@ const LOOPBACK = '127.0.0.1';
 const MAX_QUEUED_SENDS = 1024;
 
 export class DgramLink extends FrameLinkBase implements FrameLink {
+  private batchPending: boolean;
   private closing: Promise<void> | undefined;
 
   private constructor(
@@ -19,12 +20,21 @@ export class DgramLink extends FrameLinkBase implements FrameLink {
     private readonly remotePort: number,
   ) {
     super();
+    this.batchPending = false;
     socket.on('message', (msg, rinfo) => {
       if (rinfo.port !== remotePort || rinfo.address !== LOOPBACK) {
         this.drop('dgram-foreign-source');
         return;
       }
       this.frameListener(msg);
+      // libuv delivers up to 32 datagrams per wake-up, one callback each: end the batch after them.
+      if (!this.batchPending) {
+        this.batchPending = true;
+        setImmediate(() => {
+          this.batchPending = false;
+          this.batchEndListener();
+        });
+      }
     });
     socket.on('error', (e) => {
       if (!this.closing) this.fail(new LinkError(`UDP socket failed: ${e.message}`));

@@ -15,6 +15,11 @@ export interface FrameLink {
   send(frame: Uint8Array): void;
   /** Registers the receiver of every frame that arrives; the frame may be reused after the call. */
   onFrame(cb: (frame: Uint8Array) => void): void;
+  /**
+   * Registers a callback for the end of a burst of frames (all that were waiting have been passed
+   * to onFrame), so the stack can send one coalesced ACK instead of one per segment.
+   */
+  onBatchEnd(cb: () => void): void;
   on<K extends keyof FrameLinkEvents>(event: K, cb: FrameLinkEvents[K]): void;
   /** Frames the link itself dropped, by reason (the stack counts its own separately). */
   drops(): Record<string, number>;
@@ -25,12 +30,17 @@ export interface FrameLink {
 /** Shared plumbing for the small event surface of a link. */
 export class FrameLinkBase {
   protected frameListener: (frame: Uint8Array) => void = () => {};
+  protected batchEndListener: () => void = () => {};
   protected logListeners: FrameLinkEvents['log'][] = [];
   protected fatalListeners: FrameLinkEvents['fatal'][] = [];
   protected readonly dropCounts: Record<string, number> = {};
 
   onFrame(cb: (frame: Uint8Array) => void): void {
     this.frameListener = cb;
+  }
+
+  onBatchEnd(cb: () => void): void {
+    this.batchEndListener = cb;
   }
 
   on<K extends keyof FrameLinkEvents>(event: K, cb: FrameLinkEvents[K]): void {

@@ -136,6 +136,7 @@ export class QemuStreamLink extends FrameLinkBase implements FrameLink {
     const decoder = new StreamFrameDecoder();
     socket.on('data', (chunk: Buffer) => {
       const error = decoder.push(chunk, (frame) => this.frameListener(frame));
+      this.batchEndListener();
       if (error) {
         this.drop('stream-bad-length');
         this.log('client-error', { peer, message: `${error}; closing the connection` });

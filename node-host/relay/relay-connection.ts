@@ -1,0 +1,337 @@
+// One Wisp client on the relay: glues a WispServerSession (the protocol) to its WebSocket and to
+// the destination sockets, with policy, rate and bandwidth limits, metrics and the per-stream log.
+//
+// Back-pressure. Client → destination: credits; a packet's credit comes back only once the socket
+// has taken it (and, with --bandwidth, once the budget allows). Destination → client: Wisp has no
+// credits that way, so when the WebSocket's unsent bytes pass HIGH_WATER every TCP destination of
+// this client stops reading until they fall below LOW_WATER.
+
+import { performance } from 'node:perf_hooks';
+import type { WebSocket } from 'ws';
+import { CloseReason, closeReasonName } from '../../core/wisp/wisp-codec';
+import type { WispProtocolError } from '../../core/wisp/wisp-errors';
+import { WispServerSession, type WispStreamRequest } from '../../core/wisp/wisp-server';
+import type { EventLog } from '../log';
+import type { DestinationPolicy } from './destination-policy';
+import type { IpAddress } from './ip-range';
+import type { RelayMetrics } from './relay-metrics';
+import type { RelayOptions } from './relay-options';
+import { ResolveError, type Resolve } from './resolver';
+import { TcpDestination } from './tcp-destination';
+import { KeyedRateLimiter, TokenBucket } from './token-bucket';
+import { UdpDestination } from './udp-destination';
+
+const HIGH_WATER = 4 * 1024 * 1024;
+const LOW_WATER = 1024 * 1024;
+/** CONTINUE value: packets each TCP stream may have in flight towards the relay. */
+export const BUFFER_PACKETS = 128;
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+export interface RelayContext {
+  options: RelayOptions;
+  policy: DestinationPolicy;
+  resolve: Resolve;
+  metrics: RelayMetrics;
+  log: EventLog;
+  streamRate: KeyedRateLimiter | undefined;
+  checkPassword: ((c: { username: string; password: string }) => boolean) | undefined;
+}
+
+export interface ClientInfo {
+  ip: string;
+  port: number;
+  version: 1 | 2;
+  /** The client proved itself at the upgrade (token), so a password is optional for it. */
+  preauthorized: boolean;
+}
+
+interface RelayStream {
+  request: WispStreamRequest;
+  openedAt: number;
+  connectedAt?: number;
+  address?: string;
+  tcp?: TcpDestination;
+  udp?: UdpDestination;
+  /** Client bytes that arrived while the address was still being resolved. */
+  early: Uint8Array[];
+  bytesUp: number;
+  bytesDown: number;
+  bandwidthPaused: boolean;
+  connectTimer?: NodeJS.Timeout;
+  refusal?: string;
+}
+
+/** WebSocket close codes for the ways a client can be thrown out. */
+function wsCloseCode(error: WispProtocolError): number {
+  switch (error.code) {
+    case 'credit-overrun':
+    case 'auth-failed':
+    case 'auth-required':
+      return 1008; // policy violation
+    default:
+      return 1002; // protocol error
+  }
+}
+
+export class RelayConnection {
+  private readonly session: WispServerSession;
+  private readonly streams = new Map<number, RelayStream>();
+  private readonly openedAt = Date.now();
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
+  private unsentBytes = 0;
+  private congested = false;
+  private readonly upBudget: TokenBucket | undefined;
+  private readonly downBudget: TokenBucket | undefined;
+  private closed = false;
+  private readonly client: string;
+  private username: string | undefined;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly info: ClientInfo,
+    private readonly ctx: RelayContext,
+  ) {
+    this.client = info.ip.includes(':') ? `[${info.ip}]:${info.port}` : `${info.ip}:${info.port}`;
+    const o = ctx.options;
+    if (o.bandwidth > 0) {
+      // A quarter second of burst keeps pacing smooth without letting a client jump far ahead.
+      const burst = Math.max(64 * 1024, o.bandwidth / 4);
+      this.upBudget = new TokenBucket(o.bandwidth, burst, performance.now());
+      this.downBudget = new TokenBucket(o.bandwidth, burst, performance.now());
+    }
+    this.session = new WispServerSession(
+      {
+        version: info.version,
+        bufferPackets: BUFFER_PACKETS,
+        udp: true,
+        checkPassword: ctx.checkPassword,
+        passwordRequired: ctx.checkPassword !== undefined && !info.preauthorized,
+        maxStreams: o.maxStreamsPerClient,
+        handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+        idleTimeoutMs: o.idleTimeoutMs,
+      },
+      {
+        send: (m) => this.send(m),
+        ready: (r) => {
+          this.username = r.username;
+          ctx.log('client-ready', { client: this.client, version: r.version, extensions: r.extensions, ...(r.username ? { username: r.username } : {}) });
+        },
+        openStream: (r) => this.openStream(r),
+        streamData: (id, p) => this.streamData(id, p),
+        streamClosed: (id, reason, by) => this.streamClosed(id, reason, by),
+        terminate: (e) => this.terminate(e),
+      },
+    );
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (!isBinary) return; // Wisp is binary; a text frame carries nothing we can use
+      this.session.receive(new Uint8Array(data.buffer, data.byteOffset, data.length), performance.now());
+      this.schedule();
+    });
+    ws.on('close', (code: number) => this.onClose(code));
+    ws.on('error', () => {
+      // 'close' follows; ws reports oversized messages (maxPayload) here with close code 1009.
+    });
+    this.session.start(performance.now());
+    this.schedule();
+  }
+
+  get openStreams(): number {
+    return this.streams.size;
+  }
+
+  /** SIGTERM: close every stream with 0x02, then the WebSocket. */
+  drain(): void {
+    if (this.closed) return;
+    this.session.closeAllStreams(CloseReason.VOLUNTARY);
+    this.ws.close(1001, 'relay shutting down');
+  }
+
+  // ---- WebSocket side -------------------------------------------------------------------------
+
+  private send(message: Uint8Array): void {
+    if (this.closed || this.ws.readyState !== this.ws.OPEN) return;
+    this.unsentBytes += message.length;
+    this.ws.send(message, { binary: true }, () => {
+      this.unsentBytes -= message.length;
+      if (this.congested && this.unsentBytes < LOW_WATER) {
+        this.congested = false;
+        for (const s of this.streams.values()) if (!s.bandwidthPaused) s.tcp?.resume();
+      }
+    });
+    if (!this.congested && this.unsentBytes > HIGH_WATER) {
+      this.congested = true;
+      for (const s of this.streams.values()) s.tcp?.pause();
+    }
+  }
+
+  private schedule(): void {
+    const at = this.session.nextDeadline();
+    if (this.closed || at >= this.timerAt) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = at;
+    if (at === Infinity) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      this.session.poll(performance.now());
+      this.schedule();
+    }, Math.max(0, at - performance.now()) + 1);
+  }
+
+  private terminate(error: WispProtocolError): void {
+    if (error.code === 'connection-lost') return;
+    this.ctx.metrics.connectionError(error.code);
+    this.ctx.log('client-error', { client: this.client, code: error.code, message: error.message });
+    this.ws.close(wsCloseCode(error), error.message.slice(0, 120));
+    // A client that ignores our close frame is cut off.
+    setTimeout(() => this.ws.terminate(), 2000).unref();
+  }
+
+  private onClose(code: number): void {
+    if (this.closed) return;
+    this.session.connectionLost();
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.ctx.log('client-close', {
+      client: this.client,
+      code,
+      durationMs: Date.now() - this.openedAt,
+      ...(this.session.ignored.size ? { ignored: Object.fromEntries(this.session.ignored) } : {}),
+    });
+  }
+
+  // ---- streams --------------------------------------------------------------------------------
+
+  private openStream(request: WispStreamRequest): void {
+    const { metrics, policy, streamRate } = this.ctx;
+    const s: RelayStream = { request, openedAt: performance.now(), early: [], bytesUp: 0, bytesDown: 0, bandwidthPaused: false };
+    this.streams.set(request.id, s);
+    metrics.streamsTotal[request.type]++;
+    metrics.openStreams[request.type]++;
+    if (streamRate && !streamRate.tryTake(this.info.ip, performance.now())) {
+      s.refusal = `more than ${this.ctx.options.rate} new streams per second from ${this.info.ip}`;
+      this.session.closeStream(request.id, CloseReason.THROTTLED);
+      return;
+    }
+    if (!policy.portAllowed(request.port)) {
+      s.refusal = `port ${request.port} is not in --ports`;
+      this.session.closeStream(request.id, CloseReason.BLOCKED);
+      return;
+    }
+    s.connectTimer = setTimeout(() => {
+      s.refusal = `no connection within ${this.ctx.options.connectTimeoutMs} ms`;
+      this.session.closeStream(request.id, CloseReason.CONNECT_TIMEOUT);
+    }, this.ctx.options.connectTimeoutMs);
+    this.ctx.resolve(request.hostname).then(
+      (addresses) => this.connect(s, addresses),
+      (e: unknown) => {
+        if (this.streams.get(request.id) !== s) return;
+        s.refusal = e instanceof ResolveError ? `DNS: ${e.message}` : String(e);
+        this.session.closeStream(request.id, CloseReason.UNREACHABLE);
+      },
+    );
+  }
+
+  private connect(s: RelayStream, addresses: IpAddress[]): void {
+    const { id, hostname, port, type } = s.request;
+    if (this.streams.get(id) !== s) return; // closed while resolving
+    const allowed: IpAddress[] = [];
+    const why: string[] = [];
+    for (const a of addresses) {
+      const d = this.ctx.policy.check(hostname, a, port);
+      if (d.allowed) allowed.push(a);
+      else why.push(d.why);
+    }
+    if (allowed.length === 0) {
+      s.refusal = why.join('; ');
+      this.session.closeStream(id, CloseReason.BLOCKED);
+      return;
+    }
+    const events = {
+      connected: (address: string) => {
+        s.address = address;
+        s.connectedAt = performance.now();
+        clearTimeout(s.connectTimer);
+        this.ctx.metrics.connectLatency((s.connectedAt - s.openedAt) / 1000);
+        this.session.connected(id, performance.now());
+        if (this.congested) s.tcp?.pause();
+      },
+      data: (chunk: Uint8Array) => this.fromDestination(s, chunk),
+      closed: (reason: number, detail?: string) => {
+        if (detail && s.connectedAt === undefined) s.refusal = detail;
+        this.session.closeStream(id, reason);
+      },
+    };
+    if (type === 'tcp') {
+      s.tcp = new TcpDestination(allowed, port, events);
+      for (const data of s.early.splice(0)) s.tcp.write(data, () => this.release(id, data.length));
+    } else {
+      s.udp = new UdpDestination(allowed[0], port, events);
+      for (const data of s.early.splice(0)) s.udp.send(data);
+    }
+  }
+
+  private streamData(id: number, payload: Uint8Array): void {
+    const s = this.streams.get(id);
+    if (!s) return;
+    s.bytesUp += payload.length;
+    this.ctx.metrics.bytes.upload += payload.length;
+    if (s.tcp) s.tcp.write(payload, () => this.release(id, payload.length));
+    else if (s.udp) s.udp.send(payload);
+    // Still resolving: credits bound how much can pile up here (the session enforces them).
+    else if (s.request.type === 'tcp' || s.early.length < 16) s.early.push(payload);
+  }
+
+  /** A client packet left our buffers: give its credit back, after the bandwidth budget allows. */
+  private release(id: number, bytes: number): void {
+    const wait = this.upBudget?.consume(bytes, performance.now()) ?? 0;
+    if (wait === 0) this.session.released(id);
+    else setTimeout(() => this.session.released(id), wait).unref();
+  }
+
+  private fromDestination(s: RelayStream, chunk: Uint8Array): void {
+    s.bytesDown += chunk.length;
+    this.ctx.metrics.bytes.download += chunk.length;
+    this.session.sendData(s.request.id, chunk, performance.now());
+    const wait = this.downBudget?.consume(chunk.length, performance.now()) ?? 0;
+    if (wait > 0 && s.tcp && !s.bandwidthPaused) {
+      s.bandwidthPaused = true;
+      s.tcp.pause();
+      setTimeout(() => {
+        s.bandwidthPaused = false;
+        if (!this.congested) s.tcp?.resume();
+      }, wait).unref();
+    }
+  }
+
+  private streamClosed(id: number, reason: number, by: 'client' | 'server'): void {
+    const s = this.streams.get(id);
+    if (!s) return;
+    this.streams.delete(id);
+    clearTimeout(s.connectTimer);
+    s.tcp?.close(by === 'client' && reason === CloseReason.VOLUNTARY);
+    s.udp?.close();
+    const { metrics } = this.ctx;
+    metrics.openStreams[s.request.type]--;
+    const reasonName = closeReasonName(reason);
+    if (s.connectedAt === undefined && by === 'server') metrics.refused(reasonName);
+    const { hostname, port, type } = s.request;
+    this.ctx.log('stream-close', {
+      client: this.client,
+      ...(this.username ? { username: this.username } : {}),
+      stream: id,
+      type,
+      destination: hostname.includes(':') ? `[${hostname}]:${port}` : `${hostname}:${port}`,
+      ...(s.address ? { address: s.address } : {}),
+      bytesUp: s.bytesUp,
+      bytesDown: s.bytesDown,
+      durationMs: Math.round(performance.now() - s.openedAt),
+      reason: reasonName,
+      closeReason: reason,
+      by,
+      ...(s.refusal ? { why: s.refusal } : {}),
+    });
+  }
+}
+

@@ -1,0 +1,67 @@
+// The relay's counters, rendered in the Prometheus text format at /metrics.
+
+const CONNECT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export class RelayMetrics {
+  clients = 0;
+  connectionsTotal = 0;
+  readonly openStreams = { tcp: 0, udp: 0 };
+  readonly streamsTotal = { tcp: 0, udp: 0 };
+  /** upload: client → destination; download: destination → client. */
+  readonly bytes = { upload: 0, download: 0 };
+  readonly refusals = new Map<string, number>();
+  readonly connectionErrors = new Map<string, number>();
+  readonly rejectedUpgrades = new Map<string, number>();
+  private readonly connectCounts = new Array<number>(CONNECT_BUCKETS.length).fill(0);
+  private connectSum = 0;
+  private connectCount = 0;
+
+  refused(reason: string): void {
+    this.refusals.set(reason, (this.refusals.get(reason) ?? 0) + 1);
+  }
+
+  connectionError(code: string): void {
+    this.connectionErrors.set(code, (this.connectionErrors.get(code) ?? 0) + 1);
+  }
+
+  upgradeRejected(why: string): void {
+    this.rejectedUpgrades.set(why, (this.rejectedUpgrades.get(why) ?? 0) + 1);
+  }
+
+  connectLatency(seconds: number): void {
+    this.connectSum += seconds;
+    this.connectCount++;
+    for (let i = 0; i < CONNECT_BUCKETS.length; i++) if (seconds <= CONNECT_BUCKETS[i]) this.connectCounts[i]++;
+  }
+
+  render(): string {
+    const lines: string[] = [];
+    const metric = (name: string, type: string, help: string) => lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    const labelled = (name: string, label: string, values: Map<string, number> | Record<string, number>) => {
+      const entries = values instanceof Map ? [...values] : Object.entries(values);
+      for (const [k, v] of entries) lines.push(`${name}{${label}="${k}"} ${v}`);
+    };
+    metric('weft_relay_clients', 'gauge', 'WebSocket clients connected now.');
+    lines.push(`weft_relay_clients ${this.clients}`);
+    metric('weft_relay_connections_total', 'counter', 'WebSocket clients accepted since start.');
+    lines.push(`weft_relay_connections_total ${this.connectionsTotal}`);
+    metric('weft_relay_open_streams', 'gauge', 'Wisp streams open now, by type.');
+    labelled('weft_relay_open_streams', 'type', this.openStreams);
+    metric('weft_relay_streams_total', 'counter', 'Wisp streams requested since start, by type.');
+    labelled('weft_relay_streams_total', 'type', this.streamsTotal);
+    metric('weft_relay_bytes_total', 'counter', 'Payload bytes relayed (upload: client to destination).');
+    labelled('weft_relay_bytes_total', 'direction', this.bytes);
+    metric('weft_relay_refusals_total', 'counter', 'Streams refused or failed before connecting, by close reason.');
+    labelled('weft_relay_refusals_total', 'reason', this.refusals);
+    metric('weft_relay_connection_errors_total', 'counter', 'Clients disconnected for a protocol error, by code.');
+    labelled('weft_relay_connection_errors_total', 'code', this.connectionErrors);
+    metric('weft_relay_rejected_upgrades_total', 'counter', 'WebSocket upgrades refused, by cause.');
+    labelled('weft_relay_rejected_upgrades_total', 'cause', this.rejectedUpgrades);
+    metric('weft_relay_connect_seconds', 'histogram', 'Time from CONNECT to a connected destination socket.');
+    CONNECT_BUCKETS.forEach((le, i) => lines.push(`weft_relay_connect_seconds_bucket{le="${le}"} ${this.connectCounts[i]}`));
+    lines.push(`weft_relay_connect_seconds_bucket{le="+Inf"} ${this.connectCount}`);
+    lines.push(`weft_relay_connect_seconds_sum ${this.connectSum}`);
+    lines.push(`weft_relay_connect_seconds_count ${this.connectCount}`);
+    return `${lines.join('\n')}\n`;
+  }
+}

@@ -1,0 +1,196 @@
+// The command line of `weft relay`: its flags, their help text, and parsing into a checked value.
+
+import { parseArgs } from 'node:util';
+import { UsageError } from '../cli-errors';
+import { parseArgsError } from '../vm-options';
+import { parsePolicyEntry, type PolicyConfig, type PolicyEntry } from './destination-policy';
+import { parseIp } from './ip-range';
+
+export interface RelayOptions {
+  host: string;
+  port: number;
+  path: string;
+  demo: boolean;
+  policy: PolicyConfig;
+  password: { username: string; password: string } | undefined;
+  token: string | undefined;
+  /** Allowed Origin header values; undefined allows any (and requests without one). */
+  origins: string[] | undefined;
+  maxClients: number;
+  maxStreamsPerClient: number;
+  connectTimeoutMs: number;
+  /** 0: streams never time out for being idle. */
+  idleTimeoutMs: number;
+  /** New streams per second per client IP; 0: unlimited. */
+  rate: number;
+  /** Bytes per second per client (each direction); 0: unlimited. */
+  bandwidth: number;
+  dnsServers: string[];
+}
+
+export const RELAY_HELP = `Usage: weft relay [--listen HOST:PORT] [--path /wisp/] [--demo] [policy flags]
+
+A Wisp server (v1 and v2) that lets guests in web pages open TCP and UDP connections through this
+host. It resolves hostnames itself and checks every resolved address against its policy before it
+connects, so a name that resolves to a private address is refused like the address itself.
+
+Listening:
+  --listen HOST:PORT      Address to listen on (default 127.0.0.1:8080; PORT 0 picks a free port)
+  --path /wisp/           URL path of the Wisp endpoint (default /wisp/); also served: /healthz, /metrics
+  --demo                  Serve the demo page at / (demo/dist, or a placeholder until it is built)
+
+Destinations (safe by default: loopback, private 10/8 172.16/12 192.168/16, CGNAT 100.64/10,
+link-local 169.254/16 (169.254.169.254 included), multicast, broadcast, 0.0.0.0/8, reserved ranges
+and the IPv6 equivalents ::1 fc00::/7 fe80::/10 ff00::/8 ::, also as ::ffff:-mapped addresses, are refused):
+  --allow CIDR|HOST       Allow a range or a hostname (".example.com" includes subdomains). Repeatable,
+                          or comma-separated. An allowed hostname may resolve anywhere.
+  --deny CIDR|HOST        Refuse a range or a hostname; wins over every allow. Repeatable.
+  --allow-private         Allow the private and CGNAT ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7)
+  --allow-loopback        Allow this host's loopback (127/8, ::1)
+  --ports LIST            Allowed destination ports, e.g. 80,443,8000-8999 (default: all)
+  --dns-server IP[:PORT]  Resolve with these DNS servers instead of the system resolver. Repeatable.
+
+Clients:
+  --password USER:PASS    Require Wisp v2 password authentication (v1 clients then need --token)
+  --token TOKEN           Require TOKEN from clients: "?token=TOKEN" on the URL, or an
+                          "Authorization: Bearer TOKEN" header. With --password, either one suffices.
+  --origin LIST           Accept WebSocket upgrades only from these origins (comma-separated)
+  --max-clients N         WebSocket clients at once (default 1000)
+  --max-streams-per-client N   Streams open at once on one WebSocket (default 1024)
+  --connect-timeout DUR   Give up connecting to a destination after DUR (default 10s; e.g. 500ms, 30s)
+  --idle-timeout DUR      Close streams without traffic for DUR (default: never)
+  --rate N                New streams per second per client IP (default 200; 0: unlimited)
+  --bandwidth BYTES       Bytes per second per client and direction, e.g. 1M or 500K (default: unlimited)
+  -h, --help              Show this help
+
+Refusals carry Wisp close reasons: 0x48 blocked by policy, 0x49 throttled, 0x42 unreachable (also
+DNS failures), 0x43 connect timeout, 0x44 refused, 0x41 invalid request.
+
+Logs go to stderr, one JSON object per line: "ready" with the URLs, one "stream-close" per stream
+(client, destination, bytes each way, duration, reason), "client-close" per WebSocket.
+SIGTERM or SIGINT drains: no new clients, every stream closed with 0x02, exit within 5 seconds.
+`;
+
+const FLAGS = {
+  listen: { type: 'string' },
+  path: { type: 'string' },
+  demo: { type: 'boolean' },
+  allow: { type: 'string', multiple: true },
+  deny: { type: 'string', multiple: true },
+  'allow-private': { type: 'boolean' },
+  'allow-loopback': { type: 'boolean' },
+  ports: { type: 'string' },
+  password: { type: 'string' },
+  token: { type: 'string' },
+  origin: { type: 'string', multiple: true },
+  'max-clients': { type: 'string' },
+  'max-streams-per-client': { type: 'string' },
+  'connect-timeout': { type: 'string' },
+  'idle-timeout': { type: 'string' },
+  rate: { type: 'string' },
+  bandwidth: { type: 'string' },
+  'dns-server': { type: 'string', multiple: true },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+function badValue(flag: string, value: string, expected: string): never {
+  throw new UsageError(`bad value for ${flag}: ${JSON.stringify(value)} (expected ${expected})`);
+}
+
+function integer(flag: string, text: string | undefined, fallback: number, min: number, max: number): number {
+  if (text === undefined) return fallback;
+  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) badValue(flag, text, `an integer in ${min}…${max}`);
+  return Number(text);
+}
+
+/** "10s", "500ms", "2m", or a bare number of seconds. */
+function duration(flag: string, text: string | undefined, fallbackMs: number): number {
+  if (text === undefined) return fallbackMs;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text);
+  if (!m) badValue(flag, text, 'a duration such as 500ms, 10s or 5m');
+  const scale = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 's'] ?? 1000;
+  return Math.round(Number(m[1]) * scale);
+}
+
+/** "1M", "500K", "1000" (bytes); K/M/G are powers of 1024. */
+function byteRate(flag: string, text: string | undefined): number {
+  if (text === undefined) return 0;
+  const m = /^(\d+(?:\.\d+)?)([KMG])?i?B?$/i.exec(text);
+  if (!m) badValue(flag, text, 'bytes per second such as 500K or 10M');
+  const scale = { K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[(m[2] ?? '').toUpperCase()] ?? 1;
+  return Math.round(Number(m[1]) * scale);
+}
+
+function list(values: string[] | undefined): string[] {
+  return (values ?? []).flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
+}
+
+function entries(flag: string, values: string[] | undefined): PolicyEntry[] {
+  return list(values).map((v) => parsePolicyEntry(v) ?? badValue(flag, v, 'an address range (CIDR) or a hostname'));
+}
+
+function ports(text: string | undefined): Array<[number, number]> {
+  if (text === undefined) return [];
+  return list([text]).map((part) => {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+    const lo = m ? Number(m[1]) : NaN;
+    const hi = m?.[2] !== undefined ? Number(m[2]) : lo;
+    if (!m || lo < 1 || hi > 65535 || lo > hi) badValue('--ports', text, 'ports or ranges in 1…65535, e.g. 80,443,8000-8999');
+    return [lo, hi];
+  });
+}
+
+function listen(text: string | undefined): { host: string; port: number } {
+  if (text === undefined) return { host: '127.0.0.1', port: 8080 };
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text);
+  const host = m ? (m[1] ?? m[2]) : '';
+  if (!m || host === '' || Number(m[3]) > 65535) badValue('--listen', text, 'HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080');
+  return { host, port: Number(m[3]) };
+}
+
+export function parseRelayOptions(argv: readonly string[]): RelayOptions {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: [...argv], options: FLAGS, strict: true, allowPositionals: false }));
+  } catch (e) {
+    throw parseArgsError(e);
+  }
+  const path = values.path ?? '/wisp/';
+  if (!path.startsWith('/') || !path.endsWith('/')) badValue('--path', path, 'a path that starts and ends with "/", e.g. /wisp/');
+  let password: RelayOptions['password'];
+  if (values.password !== undefined) {
+    const i = values.password.indexOf(':');
+    if (i <= 0 || i === values.password.length - 1) badValue('--password', values.password, 'USER:PASS');
+    password = { username: values.password.slice(0, i), password: values.password.slice(i + 1) };
+    if (Buffer.byteLength(password.username) > 255) badValue('--password', values.password, 'a user name of at most 255 bytes');
+  }
+  if (values.token === '') badValue('--token', '', 'a non-empty token');
+  const dnsServers = list(values['dns-server']);
+  for (const s of dnsServers) {
+    const m = /^(?:\[([^\]]+)\]|([^:]+))(?::\d+)?$/.exec(s);
+    if (!(parseIp(s) ?? (m && parseIp(m[1] ?? m[2])))) badValue('--dns-server', s, 'an IP address, optionally with :PORT');
+  }
+  const origins = values.origin === undefined ? undefined : list(values.origin);
+  return {
+    ...listen(values.listen),
+    path,
+    demo: values.demo ?? false,
+    policy: {
+      allow: entries('--allow', values.allow),
+      deny: entries('--deny', values.deny),
+      allowPrivate: values['allow-private'] ?? false,
+      allowLoopback: values['allow-loopback'] ?? false,
+      ports: ports(values.ports),
+    },
+    password,
+    token: values.token,
+    origins,
+    maxClients: integer('--max-clients', values['max-clients'], 1000, 1, 1_000_000),
+    maxStreamsPerClient: integer('--max-streams-per-client', values['max-streams-per-client'], 1024, 1, 1_000_000),
+    connectTimeoutMs: duration('--connect-timeout', values['connect-timeout'], 10_000),
+    idleTimeoutMs: duration('--idle-timeout', values['idle-timeout'], 0),
+    rate: integer('--rate', values.rate, 200, 0, 1_000_000),
+    bandwidth: byteRate('--bandwidth', values.bandwidth),
+    dnsServers,
+  };
+}
