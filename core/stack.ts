@@ -8,6 +8,7 @@ import { Ipv4Reassembler } from './ip/ipv4-reassembly';
 import { NeighborCache } from './ip/neighbor-cache';
 import { DhcpServer } from './services/dhcp-server';
 import { TcpFlowTable, type TcpFlowEvent } from './tcp/tcp-flow-table';
+import { FrameAllocator } from './frame-allocator';
 import { TimerQueue } from './timer-queue';
 import { UdpNat, type UdpFlowEvent } from './udp/udp-nat';
 import type { FlowEndpoint, Upstream, UpstreamError } from './upstream';
@@ -68,7 +69,10 @@ export interface StackOptions {
   batchAcks?: boolean;
   clock: Clock;
   random: RandomSource;
-  /** Called synchronously with every frame the stack sends; the stack never touches it again. */
+  /**
+   * Called synchronously with every frame the stack sends; the stack never touches it again. A
+   * frame may be a view into a larger buffer (mind byteOffset; copy before transferring it).
+   */
   output: (frame: Uint8Array) => void;
   /** Sees every frame in both directions (for pcap): input as received, output as sent. */
   capture?: (frame: Uint8Array, direction: 'in' | 'out', timeMs: number) => void;
@@ -109,6 +113,7 @@ export class Stack {
   private readonly reassembler: Ipv4Reassembler;
   private readonly dhcp: DhcpServer;
   private readonly timers: TimerQueue;
+  private readonly frames = new FrameAllocator();
   private readonly tcp: TcpFlowTable;
   private readonly udp: UdpNat;
   private nextIpId: number;
@@ -476,7 +481,7 @@ export class Stack {
 
   /** A frame buffer with room for `l3Length` bytes after the Ethernet header, padded to the minimum. */
   private allocFrame(l3Length: number): Uint8Array {
-    return new Uint8Array(Math.max(MIN_FRAME, ETHERNET_HEADER_LENGTH + l3Length));
+    return this.frames.alloc(Math.max(MIN_FRAME, ETHERNET_HEADER_LENGTH + l3Length));
   }
 
   private sendFrame(frame: Uint8Array, dstIp: Ipv4Address, dstMac: MacAddress | undefined): void {

@@ -1,14 +1,29 @@
-// `npm run bench [-- SUITE…]`: runs the named benchmark suites (default: all) and prints a table.
-// Suites that compare weft with a peer print the ratio weft / peer from the same run.
+// `npm run bench [-- SUITE…]`: runs the named benchmark suites (default: all) and prints tables.
+// Suites that compare weft with a peer run both in the same process run and print weft / peer.
 import { runStackBench } from './stack-bench';
+import { runTcpBench, tcpBenchUnavailable } from './tcp-bench';
 
-const suites: Record<string, () => void> = {
-  stack() {
-    console.log('\nstack (in-process core, no I/O; frames turned around per second)');
+const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+const suites: Record<string, () => Promise<void>> = {
+  async stack() {
+    console.log('\nstack — in-process core, no I/O (frames turned around per second)');
     console.log(`${'workload'.padEnd(24)} ${'frames/s'.padStart(12)} ${'Mbit/s in'.padStart(10)}`);
     for (const r of runStackBench()) {
-      console.log(`${r.name.padEnd(24)} ${Math.round(r.framesPerSecond).toLocaleString('en-US').padStart(12)} ${r.mbitPerSecond.toFixed(0).padStart(10)}`);
+      console.log(`${r.name.padEnd(24)} ${fmt(r.framesPerSecond).padStart(12)} ${fmt(r.mbitPerSecond).padStart(10)}`);
     }
+  },
+  async tcp() {
+    console.log('\ntcp — netns guest → iperf3 on host loopback, MTU 1500 (Mbit/s)');
+    const why = tcpBenchUnavailable();
+    if (why) {
+      console.log(`skipped: ${why}`);
+      return;
+    }
+    const [weft, slirp] = await runTcpBench();
+    console.log(`${'peer'.padEnd(14)} ${'upload'.padStart(9)} ${'download'.padStart(9)}`);
+    for (const r of [weft, slirp]) console.log(`${r.peer.padEnd(14)} ${fmt(r.uploadMbit).padStart(9)} ${fmt(r.downloadMbit).padStart(9)}`);
+    console.log(`${'weft / slirp'.padEnd(14)} ${fmt(weft.uploadMbit / slirp.uploadMbit, 2).padStart(9)} ${fmt(weft.downloadMbit / slirp.downloadMbit, 2).padStart(9)}`);
   },
 };
 
@@ -18,4 +33,4 @@ if (unknown.length > 0) {
   console.error(`bench: unknown suite(s) ${unknown.join(', ')}; available: ${Object.keys(suites).join(', ')}`);
   process.exit(2);
 }
-for (const name of wanted.length > 0 ? wanted : Object.keys(suites)) suites[name]();
+for (const name of wanted.length > 0 ? wanted : Object.keys(suites)) await suites[name]();

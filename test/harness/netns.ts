@@ -4,13 +4,14 @@
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { HARNESS_DIR } from './repo-root';
 import { weftBundle } from './weft-bundle';
 import { spawnWrappedWeft, type WeftProcess } from './weft-process';
 
-export const TAP_LAUNCHER = fileURLToPath(new URL('./tap-launcher.py', import.meta.url));
-export const DGRAM_BRIDGE = fileURLToPath(new URL('./dgram-bridge.py', import.meta.url));
-export const UDHCPC_SCRIPT = fileURLToPath(new URL('./udhcpc-script.sh', import.meta.url));
+export const TAP_LAUNCHER = join(HARNESS_DIR, 'tap-launcher.py');
+export const DGRAM_BRIDGE = join(HARNESS_DIR, 'dgram-bridge.py');
+export const UDHCPC_SCRIPT = join(HARNESS_DIR, 'udhcpc-script.sh');
 
 export interface RootCheck { ok: boolean; reason?: string }
 

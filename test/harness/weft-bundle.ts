@@ -3,20 +3,21 @@
 
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { REPO_ROOT } from './repo-root';
 
-export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-export const WEFT_BUNDLE = fileURLToPath(new URL('../../dist/weft.js', import.meta.url));
+export { REPO_ROOT };
+export const WEFT_BUNDLE = join(REPO_ROOT, 'dist', 'weft.js');
 
 /** Returns the path of dist/weft.js, building it first when it is missing. */
 export function weftBundle(): string {
   if (existsSync(WEFT_BUNDLE)) return WEFT_BUNDLE;
-  if (existsSync(`${REPO_ROOT}esbuild.config.mjs`)) {
+  if (existsSync(join(REPO_ROOT, 'esbuild.config.mjs'))) {
     execFileSync(process.execPath, ['esbuild.config.mjs'], { cwd: REPO_ROOT, stdio: 'inherit' });
   } else {
     execFileSync(
       process.execPath,
-      [`${REPO_ROOT}node_modules/esbuild/bin/esbuild`, 'node-host/cli.ts', '--bundle', '--platform=node',
+      [join(REPO_ROOT, 'node_modules/esbuild/bin/esbuild'), 'node-host/cli.ts', '--bundle', '--platform=node',
         '--format=esm', '--outfile=dist/weft.js'],
       { cwd: REPO_ROOT, stdio: 'inherit' },
     );

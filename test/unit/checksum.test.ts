@@ -18,12 +18,17 @@ describe('internet checksum', () => {
     expect(internetChecksum(buf)).toBe(~0xddf2 & 0xffff);
   });
 
-  it('agrees with the reference on random buffers of every length up to 300 and at odd offsets', () => {
+  it('agrees with the reference for every length up to 300 at every alignment (word and byte paths)', () => {
     const rng = seededRandom(42);
-    for (let len = 0; len < 300; len++) {
-      const buf = new Uint8Array(len + 3);
-      rng.fill(buf);
-      expect(internetChecksum(buf, 3, len)).toBe(reference(buf.subarray(3)));
+    const backing = new Uint8Array(400);
+    for (let base = 0; base < 4; base++) {
+      for (let off = 0; off < 4; off++) {
+        for (let len = 0; len < 300; len++) {
+          const buf = backing.subarray(base, base + off + len);
+          rng.fill(buf);
+          expect(internetChecksum(buf, off, len), `base ${base} off ${off} len ${len}`).toBe(reference(buf.subarray(off)));
+        }
+      }
     }
   });
 
