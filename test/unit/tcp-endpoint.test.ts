@@ -1,0 +1,205 @@
+// Packet-level tests of weft's TCP endpoint: a scripted guest sends segments, the test checks the
+// exact segments that come back. (Real guests are in test/integration.)
+import { describe, expect, it } from 'vitest';
+import { Stack } from '../../core/stack';
+import { parseIpv4 } from '../../core/wire/address';
+import { parseEthernet } from '../../core/wire/ethernet';
+import { IPPROTO_TCP, parseIpv4Packet } from '../../core/wire/ipv4';
+import { isDrop } from '../../core/wire/parse-result';
+import { ACK, emitTcp, FIN, parseTcp, PSH, RST, SYN, tcpHeaderLength, type TcpOptions, type TcpSegment } from '../../core/wire/tcp';
+import { FakeUpstream } from '../support/fake-upstream';
+import { GUEST_IP, ipv4Frame, seededRandom } from '../support/frames';
+
+const DST = parseIpv4('93.184.216.34');
+
+function setup(tcp = {}) {
+  let now = 5_000;
+  const out: TcpSegment[] = [];
+  const upstream = new FakeUpstream();
+  const stack = new Stack({
+    clock: { now: () => now },
+    random: seededRandom(7).fill,
+    upstream,
+    tcp,
+    output: (f) => {
+      const eth = parseEthernet(f);
+      if (isDrop(eth)) throw new Error(eth);
+      const ip = parseIpv4Packet(eth.payload);
+      if (isDrop(ip) || ip.protocol !== IPPROTO_TCP) return;
+      const seg = parseTcp(ip.payload);
+      if (isDrop(seg)) throw new Error(seg);
+      out.push({ ...seg, payload: seg.payload.slice() });
+    },
+  });
+  let guestSeq = 1000;
+  const send = (flags: number, opts: { seq?: number; ack?: number; payload?: Uint8Array; window?: number; options?: TcpOptions } = {}) => {
+    const payload = opts.payload ?? new Uint8Array(0);
+    const repr = { srcPort: 40000, dstPort: 80, seq: opts.seq ?? guestSeq, ack: opts.ack ?? 0, flags, window: opts.window ?? 65535, options: opts.options, payload };
+    const seg = new Uint8Array(tcpHeaderLength(opts.options) + payload.length);
+    emitTcp(repr, seg, 0, GUEST_IP, DST);
+    stack.input(ipv4Frame({ src: GUEST_IP, dst: DST, protocol: IPPROTO_TCP, id: 1 }, seg));
+  };
+  const advance = (ms: number) => {
+    now += ms;
+    stack.poll(now);
+  };
+  /** SYN → upstream connects → SYN-ACK → ACK; returns our ISN+1 (next seq to ACK). */
+  const handshake = (options: TcpOptions = { mss: 1460 }) => {
+    send(SYN, { options });
+    upstream.tcp[0].connect();
+    const synAck = out.shift() as TcpSegment;
+    guestSeq = 1001;
+    send(ACK, { ack: (synAck.seq + 1) >>> 0 });
+    return (synAck.seq + 1) >>> 0;
+  };
+  return { stack, out, upstream, send, advance, handshake, setGuestSeq: (s: number) => (guestSeq = s) };
+}
+
+describe('TCP connect semantics', () => {
+  it('answers the SYN only after the upstream connects, and absorbs SYN retransmissions', () => {
+    const t = setup();
+    t.send(SYN, { options: { mss: 1460, sackPermitted: true, windowScale: 7, timestamp: { value: 1, echo: 0 } } });
+    expect(t.out).toHaveLength(0);
+    expect(t.upstream.tcp).toHaveLength(1);
+    expect(t.upstream.tcp[0].dst).toEqual({ ip: DST, port: 80 });
+    t.send(SYN, { options: { mss: 1460 } }); // retransmitted SYN while connecting
+    expect(t.upstream.tcp).toHaveLength(1);
+    expect(t.out).toHaveLength(0);
+    t.upstream.tcp[0].connect();
+    expect(t.out).toHaveLength(1);
+    const synAck = t.out[0];
+    expect(synAck.flags).toBe(SYN | ACK);
+    expect(synAck.ack).toBe(1001);
+    expect(synAck.options.mss).toBe(1460);
+    expect(synAck.options.sackPermitted).toBe(true);
+    expect(synAck.options.windowScale).toBeGreaterThanOrEqual(2);
+    expect(synAck.options.timestamp?.echo).toBe(1);
+  });
+
+  it('turns a refused upstream into an immediate RST for the SYN', () => {
+    const t = setup();
+    t.send(SYN, { options: { mss: 1460 } });
+    t.upstream.tcp[0].fail('refused');
+    expect(t.out).toHaveLength(1);
+    expect(t.out[0].flags).toBe(RST | ACK);
+    expect(t.out[0].ack).toBe(1001);
+    expect(t.stack.counters().tcpConnections).toEqual({});
+  });
+
+  it('resets the guest when the upstream connect times out', () => {
+    const t = setup({ connectTimeoutMs: 3000 });
+    t.send(SYN, { options: { mss: 1460 } });
+    t.advance(2999);
+    expect(t.out).toHaveLength(0);
+    t.advance(1);
+    expect(t.out.map((s) => s.flags)).toEqual([RST | ACK]);
+    expect(t.upstream.tcp[0].destroyed).toBe(true);
+  });
+
+  it('answers a segment for no connection with RST', () => {
+    const t = setup();
+    t.send(ACK, { seq: 5, ack: 77 });
+    expect(t.out).toHaveLength(1);
+    expect(t.out[0]).toMatchObject({ flags: RST, seq: 77 });
+  });
+});
+
+describe('TCP data transfer', () => {
+  it('passes guest data upstream and acknowledges it; upstream data reaches the guest', () => {
+    const t = setup();
+    const iss1 = t.handshake();
+    t.send(ACK | PSH, { ack: iss1, payload: new TextEncoder().encode('GET / HTTP/1.0\r\n\r\n') });
+    expect(new TextDecoder().decode(t.upstream.tcp[0].written[0])).toBe('GET / HTTP/1.0\r\n\r\n');
+    t.advance(50); // delayed ACK
+    const ack = t.out.find((s) => s.payload.length === 0 && s.flags === ACK);
+    expect(ack?.ack).toBe(1001 + 18);
+    t.out.length = 0;
+    const body = new Uint8Array(5000).map((_, i) => i & 0xff);
+    t.upstream.tcp[0].send(body);
+    const data = t.out.filter((s) => s.payload.length > 0);
+    expect(data.map((s) => s.payload.length)).toEqual([1460, 1460, 1460, 620]);
+    expect(data[0].seq).toBe(iss1);
+    const joined = new Uint8Array(data.reduce((n, s) => n + s.payload.length, 0));
+    let off = 0;
+    for (const s of data) joined.set(s.payload, (off += s.payload.length) - s.payload.length);
+    expect(joined).toEqual(body);
+  });
+
+  it('retransmits an unacknowledged segment after the RTO, then backs off', () => {
+    const t = setup();
+    const iss1 = t.handshake();
+    t.upstream.tcp[0].send(new Uint8Array(100));
+    expect(t.out.filter((s) => s.payload.length === 100)).toHaveLength(1);
+    t.out.length = 0;
+    t.advance(999);
+    expect(t.out).toHaveLength(0);
+    t.advance(1); // initial RTO 1 s (no RTT sample yet)
+    expect(t.out.map((s) => [s.seq, s.payload.length])).toEqual([[iss1, 100]]);
+    t.out.length = 0;
+    t.advance(1999);
+    expect(t.out).toHaveLength(0);
+    t.advance(1); // doubled
+    expect(t.out).toHaveLength(1);
+  });
+
+  it('fast-retransmits on three duplicate ACKs', () => {
+    const t = setup();
+    const iss1 = t.handshake();
+    t.upstream.tcp[0].send(new Uint8Array(1460 * 6));
+    t.out.length = 0;
+    for (let i = 0; i < 3; i++) t.send(ACK, { ack: iss1 }); // the first segment was lost
+    expect(t.out.filter((s) => s.seq === iss1 && s.payload.length === 1460)).toHaveLength(1);
+  });
+
+  it('shrinks the advertised window while the upstream applies back-pressure', () => {
+    const t = setup({ receiveBufferBytes: 64 * 1024 });
+    const iss1 = t.handshake();
+    t.upstream.tcp[0].highWaterMark = 1; // every write reports back-pressure
+    let seq = 1001;
+    for (let i = 0; i < 30; i++) {
+      t.send(ACK, { seq, ack: iss1, payload: new Uint8Array(1460) });
+      seq += 1460;
+    }
+    t.advance(50);
+    const last = t.out[t.out.length - 1];
+    const shift = 0; // no window scaling offered in this handshake
+    expect(last.ack).toBe(seq);
+    expect(last.window << shift).toBeLessThan(64 * 1024 - 29 * 1460 + 1460);
+  });
+
+  it('half-closes both ways: guest FIN ends the upstream, upstream FIN reaches the guest after its data', () => {
+    const t = setup();
+    const iss1 = t.handshake();
+    t.send(ACK | FIN, { ack: iss1 });
+    expect(t.upstream.tcp[0].ended).toBe(true);
+    expect(t.stack.counters().tcpConnections).toEqual({ 'close-wait': 1 });
+    t.out.length = 0;
+    t.upstream.tcp[0].send(new Uint8Array([1, 2, 3]));
+    t.upstream.tcp[0].finish();
+    const fin = t.out.find((s) => s.flags & FIN);
+    expect(fin).toBeDefined();
+    expect(t.out.flatMap((s) => Array.from(s.payload))).toEqual([1, 2, 3]);
+    t.setGuestSeq(1002);
+    t.send(ACK, { ack: ((fin as TcpSegment).seq + (fin as TcpSegment).payload.length + 1) >>> 0 });
+    expect(t.stack.counters().tcpConnections).toEqual({});
+  });
+
+  it('aborts the upstream on a guest RST with the exact sequence number, and challenges an inexact one', () => {
+    const t = setup();
+    t.handshake();
+    t.send(RST, { seq: 1005 });
+    expect(t.upstream.tcp[0].destroyed).toBe(false);
+    expect(t.out[t.out.length - 1].flags).toBe(ACK); // challenge ACK (RFC 5961)
+    t.send(RST, { seq: 1001 });
+    expect(t.upstream.tcp[0].destroyed).toBe(true);
+    expect(t.stack.counters().tcpConnections).toEqual({});
+  });
+
+  it('resets the guest when the upstream fails mid-stream', () => {
+    const t = setup();
+    t.handshake();
+    t.out.length = 0;
+    t.upstream.tcp[0].fail('reset');
+    expect(t.out.map((s) => s.flags)).toEqual([RST | ACK]);
+  });
+});
