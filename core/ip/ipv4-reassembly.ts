@@ -7,6 +7,7 @@
 
 import type { Ipv4Address } from '../wire/address';
 import type { DropReason } from '../wire/parse-result';
+import { copyBytes } from '../wire/bytes';
 
 export interface FragmentInput {
   src: Ipv4Address;
@@ -140,7 +141,7 @@ export class Ipv4Reassembler {
       this.pending.set(key, dg);
       this.usage(dg.src).datagrams++;
     }
-    frags.splice(lo, 0, { offset: frag.fragmentOffset, data: frag.payload.slice() });
+    frags.splice(lo, 0, { offset: frag.fragmentOffset, data: copyBytes(frag.payload) });
     dg.received += len;
     dg.charged += cost;
     this.bytesTotal += cost;

@@ -6,6 +6,7 @@ import type { NetworkConfig } from '../config';
 import { BROADCAST_MAC, IPV4_BROADCAST, prefixMask, type Ipv4Address, type MacAddress } from '../wire/address';
 import { BOOTREQUEST, DHCP_FLAG_BROADCAST, DhcpMessageType as T, emitDhcp, encodeDomainSearch, type DhcpMessage, type DhcpReplyRepr } from '../wire/dhcp';
 import type { DropReason } from '../wire/parse-result';
+import { copyBytes } from '../wire/bytes';
 
 /** How long an OFFER holds its address for the client before others may take it. */
 const OFFER_HOLD_MS = 60_000;
@@ -213,7 +214,7 @@ export class DhcpServer {
     }
     if (!entry) {
       entry = { key, mac, ip, expiresAt: 0, state: 'offered' };
-      if (msg.clientId) entry.clientId = msg.clientId.slice(); // the message buffer is not ours to keep
+      if (msg.clientId) entry.clientId = copyBytes(msg.clientId); // the message buffer is not ours to keep
       this.byKey.set(key, entry);
     }
     this.byIp.set(ip, entry);

@@ -4,6 +4,7 @@
 // silly-window avoidance and never shrinks it, and runs the delayed-ACK policy.
 
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt, seqMax } from './seq';
+import { copyBytes } from '../wire/bytes';
 
 interface OooSegment {
   seq: number;
@@ -90,7 +91,7 @@ export class TcpReceiver {
 
     if (data.length > 0) {
       if (start === this.rcvNxt) {
-        delivered.push(data.slice());
+        delivered.push(copyBytes(data));
         this.rcvNxt = seqAdd(this.rcvNxt, data.length);
         const filled = this.ooo.length > 0;
         this.pullInOrder(delivered);
@@ -139,10 +140,10 @@ export class TcpReceiver {
     for (; i < this.ooo.length && seqLt(cursor, end); i++) {
       const s = this.ooo[i];
       if (seqGe(s.seq, end)) break;
-      if (seqLt(cursor, s.seq)) pieces.push({ seq: cursor, data: data.slice(seqDiff(cursor, start), seqDiff(s.seq, start)) });
+      if (seqLt(cursor, s.seq)) pieces.push({ seq: cursor, data: copyBytes(data, seqDiff(cursor, start), seqDiff(s.seq, start)) });
       cursor = seqMax(cursor, seqAdd(s.seq, s.data.length));
     }
-    if (seqLt(cursor, end)) pieces.push({ seq: cursor, data: data.slice(seqDiff(cursor, start)) });
+    if (seqLt(cursor, end)) pieces.push({ seq: cursor, data: copyBytes(data, seqDiff(cursor, start)) });
     if (pieces.length === 0) return;
     if (this.ooo.length + pieces.length > MAX_OOO_SEGMENTS) {
       this.oooDropped++;

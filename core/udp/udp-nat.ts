@@ -7,6 +7,7 @@ import type { TimerOwner, TimerQueue } from '../timer-queue';
 import type { FlowEndpoint, Upstream, UdpFlow, UpstreamError } from '../upstream';
 import type { Ipv4Address } from '../wire/address';
 import type { DropReason } from '../wire/parse-result';
+import { copyBytes } from '../wire/bytes';
 
 export interface UdpFlowEvent {
   protocol: 'udp';
@@ -100,7 +101,7 @@ export class UdpNat {
     flow.bytesFromGuest += payload.length;
     flow.lastHeader.set(udpHeader.subarray(0, 8));
     // The payload is a view into the guest's frame; the upstream may hold it, so copy.
-    flow.upstream.send(payload.slice());
+    flow.upstream.send(copyBytes(payload));
   }
 
   private open(key: string, guest: FlowEndpoint, target: FlowEndpoint, now: number): NatFlow {

@@ -90,6 +90,22 @@ describe('Stack: ICMP echo', () => {
     expect(stack.counters().datagramsReassembled).toBe(1);
   });
 
+  it('copies what it keeps: fragments read into one reused Node Buffer still reassemble', () => {
+    const { stack, out } = makeStack();
+    const data = new Uint8Array(3000).map((_, i) => (i * 13) & 0xff);
+    const frags = fragmentFrames({ src: GUEST_IP, dst: GATEWAY_IP, protocol: IPPROTO_ICMP, id: 42 }, icmpEcho(2, 2, data), 1480);
+    const reused = Buffer.alloc(2000); // a link's read buffer: Buffer.slice() would share it
+    for (const f of frags) {
+      reused.fill(0xaa);
+      reused.set(f);
+      stack.input(reused.subarray(0, f.length));
+    }
+    const parts = out.map((f) => ok(parseIpv4Packet(ok(parseEthernet(f)).payload)));
+    const whole = new Uint8Array(parts.reduce((n, p) => n + p.payload.length, 0));
+    for (const p of parts) whole.set(p.payload, p.fragmentOffset);
+    expect(Buffer.from(ok(parseIcmp(whole)).data).equals(Buffer.from(data))).toBe(true);
+  });
+
   it('drops a packet with a bad header checksum and counts it', () => {
     const { stack, out } = makeStack();
     const f = pingFrame(GATEWAY_IP, 32);
