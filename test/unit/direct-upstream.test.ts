@@ -11,6 +11,7 @@ import { DirectUpstream, errorKindForErrno, MAX_UDP_PAYLOAD } from '../../node-h
 import { UpstreamError, type FlowEndpoint, type FlowMeta, type TcpStream, type TcpStreamHandlers } from '../../core/upstream';
 import { parseIpv4 } from '../../core/wire/address';
 import {
+  closedTcpPort,
   deterministicBytes,
   expectedSha256,
   sha256Hex,
@@ -85,16 +86,6 @@ async function waitFor(cond: () => boolean, timeoutMs = 5_000): Promise<void> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** A port on 127.0.0.1 with nothing listening (bound then released). */
-async function closedPort(): Promise<number> {
-  const s = net.createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 describe('errorKindForErrno', () => {
   it('maps errno codes to upstream error kinds', () => {
@@ -202,7 +193,7 @@ describe('DirectUpstream', () => {
 
   it('fails fast with "refused" on a closed port', async () => {
     upstream = makeUpstream();
-    const port = await closedPort();
+    const port = await closedTcpPort();
     const probe = new TcpProbe();
     const start = performance.now();
     upstream.openTcp(gw(port), meta('tcp', gw(port)), probe);
@@ -211,6 +202,19 @@ describe('DirectUpstream', () => {
     expect(error!.kind).toBe('refused');
     expect(performance.now() - start).toBeLessThan(1_000);
     expect(probe.calls).toEqual(['close:refused']);
+  });
+
+  it('refuses port 0 asynchronously instead of throwing', async () => {
+    upstream = makeUpstream();
+    const probe = new TcpProbe();
+    upstream.openTcp(gw(0), meta('tcp', gw(0)), probe);
+    expect(probe.calls).toEqual([]);
+    expect((await probe.closed)?.kind).toBe('refused');
+    const errors: UpstreamError[] = [];
+    const flow = upstream.openUdp(gw(0), meta('udp', gw(0)), { onDatagram: () => {}, onError: (e) => errors.push(e) });
+    await sleep(0);
+    expect(errors.map((e) => e.kind)).toEqual(['refused']);
+    flow.close();
   });
 
   it('blocks the gateway without allowHostLoopback, asynchronously', async () => {
@@ -484,7 +488,7 @@ describe('DirectUpstream', () => {
 
   it('leaves no socket open after many flows', async () => {
     upstream = makeUpstream();
-    const port = await closedPort();
+    const port = await closedTcpPort();
     const probes: TcpProbe[] = [];
     const streams: TcpStream[] = [];
     for (let i = 0; i < 50; i++) {
