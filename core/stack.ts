@@ -11,7 +11,7 @@ import { TcpFlowTable, type TcpFlowEvent } from './tcp/tcp-flow-table';
 import { FrameAllocator } from './frame-allocator';
 import { TimerQueue } from './timer-queue';
 import { UdpNat, type UdpFlowEvent } from './udp/udp-nat';
-import type { FlowEndpoint, Upstream, UpstreamError } from './upstream';
+import type { FlowEndpoint, TcpStream, TcpStreamHandlers, Upstream, UpstreamError } from './upstream';
 import { BROADCAST_MAC, IPV4_BROADCAST, isGroupMac, prefixMask, type Ipv4Address, type MacAddress } from './wire/address';
 import { ARP_REPLY, ARP_REQUEST, emitArp, parseArp, type ArpPacket } from './wire/arp';
 import { parseDhcp } from './wire/dhcp';
@@ -117,6 +117,7 @@ export class Stack {
   private readonly tcp: TcpFlowTable;
   private readonly udp: UdpNat;
   private nextIpId: number;
+  private lastLeaseIp: Ipv4Address | undefined;
   private readonly stats = {
     framesIn: 0,
     framesOut: 0,
@@ -148,6 +149,7 @@ export class Stack {
     );
     this.reassembler = new Ipv4Reassembler(this.limits, countDrop);
     this.dhcp = new DhcpServer(this.config, (lease) => {
+      this.lastLeaseIp = lease.ip;
       this.sendQueued(this.neighbors.learn(lease.ip, lease.mac, this.clock.now()), lease.mac);
       this.events.emit('lease', lease);
     });
@@ -228,6 +230,23 @@ export class Stack {
   /** Open flows, for the demo's flow table and for diagnostics. */
   flows(): FlowEvent[] {
     return [...this.tcp.flows(), ...this.udp.flowList()];
+  }
+
+  /**
+   * Port forwarding: opens a TCP connection from the gateway address to `guestPort` on the guest
+   * (default: the most recently leased address, else the first lease address). `attach` receives
+   * the connection's handlers and returns the stream for the far side (e.g. an accepted host
+   * socket), which should stay paused until the connection resumes it — once the guest accepted.
+   * If the guest refuses or never answers, the stream is destroyed.
+   */
+  connectToGuest(guestPort: number, attach: (handlers: TcpStreamHandlers) => TcpStream, guestIp?: Ipv4Address): boolean {
+    const ip = guestIp ?? this.lastLeaseIp ?? this.config.firstLease;
+    try {
+      return this.tcp.connectToGuest({ ip, port: guestPort }, this.config.gateway, attach);
+    } catch {
+      this.drop('internal-error');
+      return false;
+    }
   }
 
   /** Resets every flow (the stack is going away); upstream streams are destroyed. */

@@ -113,7 +113,8 @@ export class DirectUpstream implements Upstream {
       this.log({ event: 'upstream-tcp-close', flow, error: route.error.kind, message: route.error.message });
       return failedTcpStream(route.error, handlers);
     }
-    return new DirectTcpStream(route.host, dst.port, flow, handlers, this.connectTimeoutMs, this.tcpSockets, this.log);
+    const socket = net.connect({ host: route.host, port: dst.port, allowHalfOpen: true });
+    return new DirectTcpStream(socket, flow, handlers, this.tcpSockets, this.log, { connectTimeoutMs: this.connectTimeoutMs, via: `${route.host}:${dst.port}` });
   }
 
   openUdp(dst: FlowEndpoint, meta: FlowMeta, handlers: UdpFlowHandlers): UdpFlow {
@@ -157,7 +158,8 @@ function failedUdpFlow(error: UpstreamError, handlers: UdpFlowHandlers): UdpFlow
   };
 }
 
-class DirectTcpStream implements TcpStream {
+/** A TCP socket as the stack's TcpStream: an outbound connection, or (port forwarding) an accepted one. */
+export class DirectTcpStream implements TcpStream {
   private readonly socket: net.Socket;
   private connectTimer: NodeJS.Timeout | undefined;
   private connected = false;
@@ -167,31 +169,37 @@ class DirectTcpStream implements TcpStream {
   private bytesIn = 0;
   private bytesOut = 0;
 
+  /**
+   * `connecting` (an outbound socket): onConnect follows its 'connect', or a timeout error. Without
+   * it the socket is already connected (accepted by a server).
+   */
   constructor(
-    host: string,
-    port: number,
+    socket: net.Socket,
     private readonly flow: string,
     private readonly handlers: TcpStreamHandlers,
-    connectTimeoutMs: number,
     live: Set<net.Socket>,
     private readonly log: (event: object) => void,
+    connecting?: { connectTimeoutMs: number; via: string },
   ) {
-    const socket = net.connect({ host, port, allowHalfOpen: true });
     this.socket = socket;
     live.add(socket);
     socket.setNoDelay(true);
-    this.connectTimer = setTimeout(() => {
-      this.connectTimer = undefined;
-      this.fail(new UpstreamError('timeout', `${flow}: no connection within ${connectTimeoutMs} ms`));
-    }, connectTimeoutMs);
-
-    socket.on('connect', () => {
-      this.clearConnectTimer();
-      if (this.done) return;
+    if (connecting) {
+      const { connectTimeoutMs, via } = connecting;
+      this.connectTimer = setTimeout(() => {
+        this.connectTimer = undefined;
+        this.fail(new UpstreamError('timeout', `${flow}: no connection within ${connectTimeoutMs} ms`));
+      }, connectTimeoutMs);
+      socket.on('connect', () => {
+        this.clearConnectTimer();
+        if (this.done) return;
+        this.connected = true;
+        this.log({ event: 'upstream-tcp-connect', flow, via });
+        this.handlers.onConnect();
+      });
+    } else {
       this.connected = true;
-      this.log({ event: 'upstream-tcp-connect', flow, via: `${host}:${port}` });
-      this.handlers.onConnect();
-    });
+    }
     socket.on('data', (data: Buffer) => {
       if (this.done) return;
       this.bytesIn += data.length;

@@ -4,6 +4,7 @@
 import { randomFillSync } from 'node:crypto';
 import { Stack, type FlowEvent } from '../core/stack';
 import { DirectUpstream } from './direct-upstream';
+import { PortForwarder } from './port-forward';
 import { formatIpv4, formatMac } from '../core/wire/address';
 import { jsonLineLog, type EventLog } from './log';
 import { PcapFile } from './pcap-file';
@@ -118,6 +119,16 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
     });
   });
   link.on('log', (event, fields) => log(event, fields));
+  const forwarder = new PortForwarder(stack, opts.forwards, log);
+  try {
+    await forwarder.start();
+  } catch (e) {
+    log('error', { message: (e as Error).message });
+    await forwarder.close();
+    await link.close();
+    pcap?.close();
+    return 1;
+  }
   link.onFrame((frame) => stack.input(frame));
   link.onBatchEnd(() => {
     stack.flush();
@@ -130,6 +141,7 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
       if (stopping) return;
       stopping = true;
       timer?.stop();
+      await forwarder.close();
       stack.shutdown();
       await link.close();
       pcap?.close();

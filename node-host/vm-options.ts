@@ -16,6 +16,14 @@ export interface VmOptions {
   pcap: string | undefined;
   allowHostLoopback: boolean;
   logFlows: boolean;
+  forwards: PortForward[];
+}
+
+export interface PortForward {
+  /** Host address to listen on (default 127.0.0.1). */
+  host: string;
+  hostPort: number;
+  guestPort: number;
 }
 
 export const VM_HELP = `Usage: weft vm <link> [options]
@@ -43,7 +51,10 @@ Options:
   --allow-host-loopback   Let the gateway address 10.0.2.2 reach this host's loopback services (127.0.0.1).
                           Off by default: without it, guest connections to 10.0.2.2 are refused.
   --log-flows             Log one JSON line per closed TCP connection / UDP flow (bytes, duration, reason).
-  --forward HOST:GUEST    Forward host TCP port HOST to guest port GUEST (repeatable). Not implemented yet.
+  --forward HOSTPORT:GUESTPORT
+                          Forward TCP: connections to 127.0.0.1:HOSTPORT on this host reach GUESTPORT on the
+                          guest (its leased address), arriving from 10.0.2.2. Repeatable. [ADDR:]HOSTPORT:GUESTPORT
+                          listens on ADDR instead (e.g. 0.0.0.0 — mind who can then reach the guest).
   -h, --help              Show this help.
 
 Logs go to stderr, one JSON object per line ({"event":"ready",…}, {"event":"lease",…}, …).
@@ -94,8 +105,8 @@ export function parseVmOptions(argv: readonly string[]): VmOptions {
   } catch (e) {
     throw parseArgsError(e);
   }
-  if (values.forward?.length) throw new NotImplementedError('--forward');
   return {
+    forwards: (values.forward ?? []).map(parseForward),
     link: parseLink(values),
     upstream: parseUpstream(values.upstream),
     mtu: values.mtu === undefined ? undefined : parseInteger('--mtu', values.mtu, 576, 65520),
@@ -122,6 +133,16 @@ function parseLink(values: { qemu?: string[]; dgram?: string[]; 'tap-fd'?: strin
     return { kind: 'dgram', localPort: parsePort('--dgram', m[1]), remotePort: parsePort('--dgram', m[2]) };
   }
   return { kind: 'qemu', endpoint: parseStreamEndpoint(value) };
+}
+
+export function parseForward(value: string): PortForward {
+  const m = /^(?:(\[[^\]]+\]|[^:]+):)?(\d+):(\d+)$/.exec(value);
+  if (!m) return badValue('--forward', value, 'HOSTPORT:GUESTPORT or ADDR:HOSTPORT:GUESTPORT, e.g. 8080:80');
+  return {
+    host: m[1] ? m[1].replace(/^\[|\]$/g, '') : '127.0.0.1',
+    hostPort: parsePort('--forward', m[2]),
+    guestPort: parsePort('--forward', m[3]),
+  };
 }
 
 export function parseStreamEndpoint(value: string): StreamEndpoint {

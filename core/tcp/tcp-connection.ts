@@ -5,13 +5,15 @@
 
 import type { TcpConfig } from '../config';
 import type { TimerOwner } from '../timer-queue';
-import type { FlowEndpoint, FlowMeta, TcpStream, Upstream, UpstreamError } from '../upstream';
+import type { FlowEndpoint, FlowMeta, TcpStream, TcpStreamHandlers, Upstream, UpstreamError } from '../upstream';
+import { copyBytes } from '../wire/bytes';
 import { ACK, FIN, PSH, RST, SYN, type TcpOptions, type TcpRepr, type TcpSegment } from '../wire/tcp';
 import { TcpReceiver } from './tcp-receiver';
 import { TcpSender } from './tcp-sender';
 import { seqAdd, seqDiff, seqLe, seqLt } from './seq';
 
 export type TcpState =
+  | 'syn-sent'
   | 'connecting'
   | 'syn-received'
   | 'established'
@@ -52,17 +54,20 @@ export class TcpConnection implements TimerOwner {
   timerScheduledAt?: number;
   readonly openedAt: number;
   readonly iss: number;
-  readonly irs: number;
-  private readonly sender: TcpSender;
-  private readonly receiver: TcpReceiver;
-  private readonly sackOk: boolean;
-  private readonly tsOk: boolean;
-  private readonly scaling: boolean;
-  private readonly sndShift: number;
-  private readonly rcvShift: number;
+  // Set by negotiate() from the guest's SYN (passive open) or SYN-ACK (active open).
+  irs = 0;
+  private sender!: TcpSender;
+  private receiver!: TcpReceiver;
+  private sackOk = false;
+  private tsOk = false;
+  private scaling = false;
+  private sndShift = 0;
+  private rcvShift = 0;
   private readonly tsOffset: number;
   private tsRecent = 0;
-  private lastAckSent: number;
+  private lastAckSent = 0;
+  /** Upstream bytes that arrived before an active open completed. */
+  private early: Uint8Array[] = [];
 
   private stream: TcpStream | undefined;
   private upstreamOpen = true;
@@ -88,33 +93,65 @@ export class TcpConnection implements TimerOwner {
   /** A pure ACK is owed and waits for the end of the input batch. */
   ackDeferred = false;
 
-  constructor(
+  /** A connection the guest opened (its SYN in hand); the upstream is opened by start(). */
+  static passive(env: TcpConnectionEnv, key: string, guest: FlowEndpoint, target: FlowEndpoint, syn: TcpSegment, iss: number, tsOffset: number): TcpConnection {
+    const c = new TcpConnection(env, key, guest, target, iss, tsOffset);
+    c.negotiate(syn);
+    c.connectDeadline = c.openedAt + env.config.connectTimeoutMs;
+    return c;
+  }
+
+  /**
+   * A connection weft opens to the guest (port forwarding): `local` is weft's side. `attach` gets
+   * the connection's handlers and returns the stream for the other side, which the connection
+   * resumes once the guest accepted (or destroys if it refused).
+   */
+  static active(env: TcpConnectionEnv, key: string, guest: FlowEndpoint, local: FlowEndpoint, iss: number, tsOffset: number, attach: (h: TcpStreamHandlers) => TcpStream): TcpConnection {
+    const c = new TcpConnection(env, key, guest, local, iss, tsOffset);
+    c.state = 'syn-sent';
+    c.stream = attach(c.handlers());
+    c.sendSyn();
+    return c;
+  }
+
+  private constructor(
     private readonly env: TcpConnectionEnv,
     readonly key: string,
     readonly guest: FlowEndpoint,
     readonly target: FlowEndpoint,
-    syn: TcpSegment,
     iss: number,
     tsOffset: number,
   ) {
-    const cfg = env.config;
     const now = env.now();
     this.openedAt = now;
     this.lastGuestActivity = now;
     this.iss = iss;
+    this.tsOffset = tsOffset;
+  }
+
+  /** Our receive window shift when scaling is on: just enough to advertise the whole buffer. */
+  private plannedShift(): number {
+    let shift = 0;
+    while (shift < 14 && this.env.config.receiveBufferBytes >> shift > 0xffff) shift++;
+    return shift;
+  }
+
+  /** Settles options from the guest's SYN or SYN-ACK and creates the two halves. */
+  private negotiate(syn: TcpSegment): void {
+    const cfg = this.env.config;
+    const env = this.env;
+    const iss = this.iss;
     this.irs = syn.seq;
     const o = syn.options;
     this.sackOk = cfg.sack && o.sackPermitted === true;
     this.tsOk = cfg.timestamps && o.timestamp !== undefined;
-    this.tsOffset = tsOffset;
     if (o.timestamp) this.tsRecent = o.timestamp.value;
     const scaling = cfg.windowScaling && o.windowScale !== undefined;
     this.scaling = scaling;
-    this.sndShift = scaling ? (o.windowScale as number) : 0;
+    this.sndShift = scaling ? Math.min(14, o.windowScale as number) : 0;
     let rcvBuffer = cfg.receiveBufferBytes;
-    let shift = 0;
-    if (scaling) while (shift < 14 && rcvBuffer >> shift > 0xffff) shift++;
-    else rcvBuffer = Math.min(rcvBuffer, 0xffff);
+    const shift = scaling ? this.plannedShift() : 0;
+    if (!scaling) rcvBuffer = Math.min(rcvBuffer, 0xffff);
     this.rcvShift = shift;
     const optionBytes = this.tsOk ? 12 : 0;
     const guestMss = o.mss ?? 536; // RFC 9293 default when the SYN carries none
@@ -142,18 +179,21 @@ export class TcpConnection implements TimerOwner {
         sendProbe: () => this.sendControl(seqAdd(this.sender.sndUna, -1), ACK),
       },
     );
-    this.connectDeadline = now + cfg.connectTimeoutMs;
   }
 
-  /** Opens the upstream stream; called by the table once the connection is registered. */
-  start(meta: FlowMeta): void {
-    this.stream = this.env.upstream.openTcp(this.target, meta, {
+  private handlers(): TcpStreamHandlers {
+    return {
       onConnect: () => this.upstreamEvent(() => this.onUpstreamConnect()),
       onData: (data) => this.upstreamEvent(() => this.onUpstreamData(data)),
       onEnd: () => this.upstreamEvent(() => this.onUpstreamEnd()),
       onDrain: () => this.upstreamEvent(() => this.onUpstreamDrain()),
       onClose: (error) => this.upstreamEvent(() => this.onUpstreamClose(error)),
-    });
+    };
+  }
+
+  /** Opens the upstream stream; called by the table once the connection is registered. */
+  start(meta: FlowMeta): void {
+    this.stream = this.env.upstream.openTcp(this.target, meta, this.handlers());
     this.env.reschedule(this);
   }
 
@@ -162,16 +202,17 @@ export class TcpConnection implements TimerOwner {
   }
 
   get halfOpen(): boolean {
-    return this.state === 'connecting' || this.state === 'syn-received';
+    return this.state === 'connecting' || this.state === 'syn-received' || this.state === 'syn-sent';
   }
 
   /** Bytes this connection holds in its own buffers (for memory accounting). */
   get bufferedBytes(): number {
+    if (!this.sender) return 0;
     return this.sender.buffered + this.backlogBytes + this.receiver.oooBytes;
   }
 
   get retransmissions(): number {
-    return this.sender.segmentsRetransmitted;
+    return this.sender ? this.sender.segmentsRetransmitted : 0;
   }
 
   // ── guest segments ──────────────────────────────────────────────────────
@@ -187,6 +228,7 @@ export class TcpConnection implements TimerOwner {
       // A retransmitted SYN is absorbed: the SYN-ACK follows once the upstream connects.
       return;
     }
+    if (this.state === 'syn-sent') return this.onSynSentSegment(seg);
     if (this.state === 'time-wait') {
       if (flags & RST) return this.finish('guest-reset');
       if (flags & FIN) {
@@ -314,6 +356,12 @@ export class TcpConnection implements TimerOwner {
 
   private onUpstreamData(data: Uint8Array): void {
     if (this.state === 'closed' || this.state === 'time-wait') return;
+    if (this.state === 'syn-sent') {
+      // The other side should wait for resume(); keep what came anyway, and hold it off.
+      this.early.push(copyBytes(data));
+      this.stream?.pause();
+      return;
+    }
     this.bytesToGuest += data.length;
     if (!this.sender.write(data)) return this.abort('send-buffer-overflow', true);
     if (this.sender.full && !this.upstreamPaused) {
@@ -379,6 +427,47 @@ export class TcpConnection implements TimerOwner {
       if (blocks.length > 0) o.sack = blocks;
     }
     return o;
+  }
+
+  /** Our SYN for an active open: we offer everything; negotiate() keeps what the guest echoes. */
+  private sendSyn(): void {
+    const cfg = this.env.config;
+    const options: TcpOptions = { mss: this.env.linkMss };
+    if (cfg.sack) options.sackPermitted = true;
+    if (cfg.windowScaling) options.windowScale = this.plannedShift();
+    if (cfg.timestamps) options.timestamp = { value: (this.env.now() + this.tsOffset) >>> 0, echo: 0 };
+    this.env.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq: this.iss, ack: 0, flags: SYN, window: Math.min(cfg.receiveBufferBytes, 0xffff), options }, 0);
+    const rto = cfg.initialRtoMs * 2 ** this.synAckRetries;
+    this.synAckDeadline = this.env.now() + Math.min(rto, cfg.maxRtoMs);
+    this.env.reschedule(this);
+  }
+
+  /** RFC 9293 §3.10.7.3, for the one way weft opens connections (no simultaneous open). */
+  private onSynSentSegment(seg: TcpSegment): void {
+    const flags = seg.flags;
+    if (flags & ACK && seg.ack !== seqAdd(this.iss, 1)) {
+      if (!(flags & RST)) this.sendControl(seg.ack, RST);
+      return;
+    }
+    if (flags & RST) {
+      if (flags & ACK) {
+        this.stream?.destroy();
+        this.stream = undefined;
+        this.finish('guest-refused');
+      }
+      return;
+    }
+    if (!(flags & SYN) || !(flags & ACK)) return;
+    this.negotiate(seg);
+    this.lastAckSent = this.receiver.rcvNxt;
+    this.synAckDeadline = undefined;
+    this.sender.initWindow(seg.window, seg.seq, seg.ack);
+    this.setState('established');
+    this.sendAck();
+    for (const chunk of this.early.splice(0)) this.onUpstreamData(chunk);
+    this.stream?.resume();
+    if (this.upstreamEnded) this.closeSend();
+    this.env.reschedule(this);
   }
 
   private sendSynAck(): void {
@@ -477,6 +566,18 @@ export class TcpConnection implements TimerOwner {
       this.refuse('timeout');
       return undefined;
     }
+    if (this.state === 'syn-sent') {
+      if (this.synAckDeadline !== undefined && now >= this.synAckDeadline) {
+        if (++this.synAckRetries > MAX_SYNACK_RETRIES) {
+          this.stream?.destroy();
+          this.stream = undefined;
+          this.finish('guest-unreachable');
+          return undefined;
+        }
+        this.sendSyn();
+      }
+      return this.synAckDeadline;
+    }
     if (this.synAckDeadline !== undefined && now >= this.synAckDeadline) {
       if (++this.synAckRetries > MAX_SYNACK_RETRIES) {
         this.abort('handshake-timeout', true);
@@ -512,6 +613,7 @@ export class TcpConnection implements TimerOwner {
 
   nextDeadline(): number | undefined {
     if (this.state === 'closed') return this.closeWhenDrained ? this.drainDeadline : undefined;
+    if (this.state === 'syn-sent') return this.synAckDeadline;
     let d: number | undefined;
     const consider = (t: number | undefined) => {
       if (t !== undefined && (d === undefined || t < d)) d = t;
@@ -547,6 +649,7 @@ export class TcpConnection implements TimerOwner {
   /** Tears the connection down at once, telling the guest with RST if `tellGuest`. */
   abort(reason: string, tellGuest: boolean): void {
     if (this.state === 'closed') return;
+    if (this.state === 'syn-sent') tellGuest = false;
     if (tellGuest && this.state !== 'connecting') {
       this.env.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq: this.sender.sndNxt, ack: this.receiver.rcvNxt, flags: RST | ACK, window: 0 }, 0);
     } else if (tellGuest) {

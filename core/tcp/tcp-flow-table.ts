@@ -5,7 +5,7 @@
 
 import type { TcpConfig } from '../config';
 import type { TimerQueue } from '../timer-queue';
-import type { FlowEndpoint, Upstream } from '../upstream';
+import type { FlowEndpoint, TcpStream, TcpStreamHandlers, Upstream } from '../upstream';
 import type { Ipv4Address } from '../wire/address';
 import { ACK, FIN, RST, SYN, type TcpRepr, type TcpSegment } from '../wire/tcp';
 import type { DropReason } from '../wire/parse-result';
@@ -144,7 +144,7 @@ export class TcpFlowTable {
     const target = { ip: dst, port: seg.dstPort };
     const tsOffset = new Uint8Array(4);
     this.hooks.random(tsOffset);
-    const conn = new TcpConnection(
+    const conn = TcpConnection.passive(
       this.env,
       key,
       guest,
@@ -165,6 +165,35 @@ export class TcpFlowTable {
     if (this.ackOwed.size === 0) return;
     for (const c of this.ackOwed) c.flushAck();
     this.ackOwed.clear();
+  }
+
+  /**
+   * Opens a connection from `local` (weft's address; a free ephemeral port is chosen) to the guest,
+   * for port forwarding. Returns false when no port is free or the table is full.
+   */
+  connectToGuest(guest: FlowEndpoint, localIp: Ipv4Address, attach: (h: TcpStreamHandlers) => TcpStream): boolean {
+    if (this.conns.size >= this.config.maxConnections) return false;
+    const r = new Uint8Array(2);
+    this.hooks.random(r);
+    const start = (r[0] << 8) | r[1];
+    for (let i = 0; i < 16384; i++) {
+      const port = 49152 + ((start + i) % 16384);
+      const key = `${guest.ip}:${guest.port}>${localIp}:${port}`;
+      if (this.conns.has(key)) continue;
+      const now = this.hooks.now();
+      const tsOffset = new Uint8Array(4);
+      this.hooks.random(tsOffset);
+      const local = { ip: localIp, port };
+      const iss = this.isn.isn(localIp, port, guest.ip, guest.port, now);
+      const conn = TcpConnection.active(this.env, key, guest, local, iss, new DataView(tsOffset.buffer).getUint32(0), attach);
+      if (conn.state === 'closed') return false;
+      this.conns.set(key, conn);
+      this.halfOpen.set(key, conn);
+      this.connectionsOpened++;
+      this.hooks.flowOpened(this.describe(conn));
+      return true;
+    }
+    return false;
   }
 
   /** Aborts every connection (the stack is shutting down). */

@@ -1,0 +1,86 @@
+// `weft vm --forward HOSTPORT:GUESTPORT` with a real Linux guest (a network namespace on a TAP):
+// a server in the guest, a client on the host's 127.0.0.1, bytes checked end to end; a guest port
+// with nothing listening makes the host connection fail at once.
+
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describeExec } from '../harness/guest-tools';
+import { Netns, requireRoot, UDHCPC_SCRIPT } from '../harness/netns';
+import { deterministicBytes, sha256Hex } from '../support/test-servers';
+
+const TITLE = 'weft vm --forward into a real guest';
+const root = requireRoot(TITLE);
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Connects to 127.0.0.1:port, sends `data`, half-closes, and collects the reply until the server ends. */
+function exchange(port: number, data: Uint8Array): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const s = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true }, () => s.end(data));
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('end', () => resolve(Buffer.concat(chunks)));
+    s.on('error', reject);
+    s.setTimeout(30_000, () => s.destroy(new Error('timed out')));
+  });
+}
+
+describe.skipIf(!root.ok)(TITLE, () => {
+  let ns: Netns | undefined;
+  let echoPort: number;
+  let closedPort: number;
+
+  beforeAll(async () => {
+    [echoPort, closedPort] = [await freePort(), await freePort()];
+    ns = Netns.create('forward');
+    await ns.spawnWeftOnTap(['--forward', `${echoPort}:7000`, '--forward', `${closedPort}:7001`]);
+    const dhcp = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5'], 40_000);
+    if (dhcp.code !== 0) throw new Error(`udhcpc failed: ${describeExec(dhcp)}`);
+    // A guest server that echoes the sha256 of what it received, after the client's FIN.
+    const server = ns.track(
+      (await import('node:child_process')).spawn('ip', ['netns', 'exec', ns.name, 'socat', 'TCP-LISTEN:7000,reuseaddr,fork', 'SYSTEM:sha256sum'], { stdio: 'ignore' }),
+    );
+    for (let i = 0; i < 50 && server.exitCode === null; i++) {
+      if ((await ns.exec(['sh', '-c', 'ss -ltn | grep -q ":7000 "'])).code === 0) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error('the guest server did not start');
+  }, 60_000);
+
+  afterAll(async () => {
+    await ns?.cleanup();
+  });
+
+  it('carries a host connection to the guest server and back, bytes intact', async () => {
+    const data = deterministicBytes(3 * 1024 * 1024 + 17);
+    const reply = await exchange(echoPort, data);
+    expect(reply.toString().split(' ')[0]).toBe(sha256Hex(data));
+  }, 60_000);
+
+  it('serves several forwarded connections at once', async () => {
+    const inputs = Array.from({ length: 20 }, (_, i) => deterministicBytes(10_000 + i * 1000));
+    const replies = await Promise.all(inputs.map((d) => exchange(echoPort, d)));
+    replies.forEach((r, i) => expect(r.toString().split(' ')[0]).toBe(sha256Hex(inputs[i])));
+  }, 60_000);
+
+  it('fails the host connection at once when nothing listens on the guest port', async () => {
+    const started = Date.now();
+    const outcome = await new Promise<string>((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port: closedPort });
+      s.on('data', () => resolve('data'));
+      s.on('close', () => resolve('closed'));
+      s.on('error', () => undefined);
+    });
+    expect(outcome).toBe('closed');
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+});
