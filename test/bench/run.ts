@@ -14,16 +14,18 @@ const suites: Record<string, () => Promise<void>> = {
     }
   },
   async tcp() {
-    console.log('\ntcp — netns guest → iperf3 on host loopback, MTU 1500 (Mbit/s)');
+    console.log('\ntcp — netns guest ↔ iperf3 on host loopback, side by side with slirp4netns (Mbit/s)');
     const why = tcpBenchUnavailable();
     if (why) {
       console.log(`skipped: ${why}`);
       return;
     }
-    const [weft, slirp] = await runTcpBench();
-    console.log(`${'peer'.padEnd(14)} ${'upload'.padStart(9)} ${'download'.padStart(9)}`);
-    for (const r of [weft, slirp]) console.log(`${r.peer.padEnd(14)} ${fmt(r.uploadMbit).padStart(9)} ${fmt(r.downloadMbit).padStart(9)}`);
-    console.log(`${'weft / slirp'.padEnd(14)} ${fmt(weft.uploadMbit / slirp.uploadMbit, 2).padStart(9)} ${fmt(weft.downloadMbit / slirp.downloadMbit, 2).padStart(9)}`);
+    console.log(`${'MTU'.padEnd(6)} ${'peer'.padEnd(14)} ${'upload'.padStart(9)} ${'download'.padStart(9)}`);
+    for (const mtu of [1500, 65520]) {
+      const [weft, slirp] = await runTcpBench(mtu);
+      for (const r of [weft, slirp]) console.log(`${String(mtu).padEnd(6)} ${r.peer.padEnd(14)} ${fmt(r.uploadMbit).padStart(9)} ${fmt(r.downloadMbit).padStart(9)}`);
+      console.log(`${String(mtu).padEnd(6)} ${'weft / slirp'.padEnd(14)} ${fmt(weft.uploadMbit / slirp.uploadMbit, 2).padStart(9)} ${fmt(weft.downloadMbit / slirp.downloadMbit, 2).padStart(9)}`);
+    }
   },
 };
 

@@ -6,6 +6,7 @@ import { Netns, UDHCPC_SCRIPT } from '../harness/netns';
 
 export interface TcpBenchRow {
   peer: string;
+  mtu: number;
   uploadMbit: number;
   downloadMbit: number;
 }
@@ -31,7 +32,7 @@ async function iperf(ns: Netns, port: number, reverse: boolean): Promise<number>
   return json.end.sum_received.bits_per_second / 1e6;
 }
 
-async function measure(peer: string, port: number, setup: (ns: Netns) => Promise<void>): Promise<TcpBenchRow> {
+async function measure(peer: string, mtu: number, port: number, setup: (ns: Netns) => Promise<void>): Promise<TcpBenchRow> {
   const ns = Netns.create(`bench-${peer}`);
   try {
     await setup(ns);
@@ -39,7 +40,7 @@ async function measure(peer: string, port: number, setup: (ns: Netns) => Promise
     await iperf(ns, port, false).catch(() => 0);
     const uploadMbit = await iperf(ns, port, false);
     const downloadMbit = await iperf(ns, port, true);
-    return { peer, uploadMbit, downloadMbit };
+    return { peer, mtu, uploadMbit, downloadMbit };
   } finally {
     await ns.cleanup();
   }
@@ -49,18 +50,19 @@ function startServer(port: number): ChildProcess {
   return spawn('iperf3', ['-s', '-B', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
 }
 
-export async function runTcpBench(): Promise<TcpBenchRow[]> {
+/** weft and slirp4netns at one MTU (1500, the default of both, or 65520, slirp4netns' fast setting). */
+export async function runTcpBench(mtu: number): Promise<[TcpBenchRow, TcpBenchRow]> {
   const port = 25201 + (process.pid % 1000);
   const server = startServer(port);
   await new Promise((r) => setTimeout(r, 300));
   try {
-    const weft = await measure('weft', port, async (ns) => {
-      await ns.spawnWeftOnTap(['--allow-host-loopback']);
+    const weft = await measure('weft', mtu, port, async (ns) => {
+      await ns.spawnWeftOnTap(['--allow-host-loopback', '--mtu', String(mtu)]);
       const r = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5']);
       if (r.code !== 0) throw new Error(`udhcpc failed: ${r.stderr}`);
     });
-    const slirp = await measure('slirp4netns', port, async (ns) => {
-      const child = ns.track(spawn('slirp4netns', ['--configure', '--mtu=1500', '--netns-type=path', `/var/run/netns/${ns.name}`, 'tap0'], { stdio: 'ignore' }));
+    const slirp = await measure('slirp4netns', mtu, port, async (ns) => {
+      const child = ns.track(spawn('slirp4netns', ['--configure', `--mtu=${mtu}`, '--netns-type=path', `/var/run/netns/${ns.name}`, 'tap0'], { stdio: 'ignore' }));
       for (let i = 0; i < 50; i++) {
         if ((await ns.exec(['ip', '-4', 'addr', 'show', 'tap0'])).stdout.includes('10.0.2.100')) return;
         if (child.exitCode !== null) break;
