@@ -7,6 +7,8 @@ import { TypedEvents } from './events';
 import { Ipv4Reassembler } from './ip/ipv4-reassembly';
 import { NeighborCache } from './ip/neighbor-cache';
 import { DhcpServer } from './services/dhcp-server';
+import { DnsServer, weftLocalRecords, type DnsForwarder, type DnsServerCounters } from './services/dns-server';
+import { LocalServicesUpstream } from './services/local-services';
 import { TcpFlowTable, type TcpFlowEvent } from './tcp/tcp-flow-table';
 import { FrameAllocator } from './frame-allocator';
 import { TimerQueue } from './timer-queue';
@@ -54,8 +56,10 @@ export interface StackOptions {
   limits?: Partial<StackLimits>;
   tcp?: Partial<TcpConfig>;
   udp?: Partial<UdpConfig>;
-  /** Where guest TCP and UDP flows go. Without one, TCP is refused and UDP dropped. */
+  /** Where guest TCP and UDP flows go. Without one, they fail as unreachable. */
   upstream?: Upstream;
+  /** The DNS server on the DNS address (UDP and TCP port 53). */
+  dns?: StackDnsOptions;
   /**
    * Called when nextDeadline() moved earlier outside input()/poll() — an upstream event armed a
    * timer — so the driver re-arms its own timer.
@@ -78,6 +82,15 @@ export interface StackOptions {
   capture?: (frame: Uint8Array, direction: 'in' | 'out', timeMs: number) => void;
 }
 
+export interface StackDnsOptions {
+  /** Where names weft does not answer itself go; without one they get SERVFAIL. */
+  forwarder?: DnsForwarder;
+  /** Extra local names (lowercase, no trailing dot) → IPv4, beside gateway/host.weft.internal. */
+  records?: ReadonlyMap<string, Ipv4Address>;
+  /** Domains answered only locally (NXDOMAIN for unknown names); default ['weft.internal']. */
+  localDomains?: string[];
+}
+
 export interface StackCounters {
   framesIn: number;
   framesOut: number;
@@ -93,6 +106,7 @@ export interface StackCounters {
   tcpConnectionsOpened: number;
   tcpBufferedBytes: number;
   udpFlows: number;
+  dns: DnsServerCounters;
 }
 
 /** Ethernet's minimum frame size without FCS: shorter frames are padded as a NIC would. */
@@ -116,6 +130,9 @@ export class Stack {
   private readonly frames = new FrameAllocator();
   private readonly tcp: TcpFlowTable;
   private readonly udp: UdpNat;
+  private readonly dns: DnsServer;
+  /** Calls deferred to the end of the current input()/poll()/flush() (local services use it). */
+  private readonly deferred: Array<() => void> = [];
   private nextIpId: number;
   private lastLeaseIp: Ipv4Address | undefined;
   private readonly stats = {
@@ -158,9 +175,17 @@ export class Stack {
     this.nextIpId = (seed[0] << 8) | seed[1];
     this.timers = new TimerQueue(opts.wake);
     const now = () => this.clock.now();
+    this.dns = new DnsServer({
+      localRecords: weftLocalRecords(this.config.gateway, opts.dns?.records ? new Map(opts.dns.records) : undefined),
+      localDomains: opts.dns?.localDomains,
+      forwarder: opts.dns?.forwarder,
+      random: opts.random,
+      onDrop: (reason) => countDrop(reason),
+    });
+    const upstream = new LocalServicesUpstream(opts.upstream, this.config.dns, this.dns, now, (fn) => this.deferred.push(fn));
     const flowOpened = (e: FlowEvent) => this.events.emit('flow-open', e);
     const flowClosed = (e: FlowEvent) => this.events.emit('flow-close', e);
-    this.tcp = new TcpFlowTable({ ...DEFAULT_TCP, ...opts.tcp }, this.config.mtu, opts.upstream, this.timers, {
+    this.tcp = new TcpFlowTable({ ...DEFAULT_TCP, ...opts.tcp }, this.config.mtu, upstream, this.timers, {
       now,
       random: opts.random,
       send: (src, dst, repr, len, copy) => this.sendTcp(src, dst, repr, len, copy),
@@ -169,7 +194,7 @@ export class Stack {
       flowClosed,
     });
     this.tcp.deferAcks = opts.batchAcks === true;
-    this.udp = new UdpNat({ ...DEFAULT_UDP, ...opts.udp }, opts.upstream, this.timers, {
+    this.udp = new UdpNat({ ...DEFAULT_UDP, ...opts.udp }, upstream, this.timers, {
       now,
       sendToGuest: (from, to, payload) => this.sendUdp(from, to, payload),
       unreachable: (flow, error, header) => this.udpUnreachable(flow.guest, flow.target, error, header),
@@ -191,10 +216,16 @@ export class Stack {
     if (this.capture) this.capture(frame, 'in', now);
     try {
       this.handleFrame(frame, now);
+      this.runDeferred();
     } catch {
       // A bug must cost one frame, never the stack; the counter makes it visible.
       this.drop('internal-error');
     }
+  }
+
+  private runDeferred(): void {
+    // Bounded: a deferred call may defer another, but not forever.
+    for (let i = 0; i < 1024 && this.deferred.length > 0; i++) (this.deferred.shift() as () => void)();
   }
 
   /** Fires the timers that are due at `now`. */
@@ -203,6 +234,8 @@ export class Stack {
       this.reassembler.poll(now);
       for (const ip of this.neighbors.poll(now)) this.sendArpRequest(ip);
       this.timers.run(now);
+      this.dns.poll(now);
+      this.runDeferred();
       this.tcp.flushAcks();
     } catch {
       this.drop('internal-error');
@@ -212,6 +245,7 @@ export class Stack {
   /** Ends an input burst: sends the ACKs that batchAcks deferred. */
   flush(): void {
     try {
+      this.runDeferred();
       this.tcp.flushAcks();
     } catch {
       this.drop('internal-error');
@@ -221,7 +255,8 @@ export class Stack {
   /** When poll() should next be called (absolute ms), or undefined when nothing is scheduled. */
   nextDeadline(): number | undefined {
     let d: number | undefined;
-    for (const t of [this.reassembler.nextDeadline(), this.neighbors.nextDeadline(), this.timers.nextDeadline()]) {
+    if (this.deferred.length > 0) return this.clock.now();
+    for (const t of [this.reassembler.nextDeadline(), this.neighbors.nextDeadline(), this.timers.nextDeadline(), this.dns.nextDeadline()]) {
       if (t !== undefined && (d === undefined || t < d)) d = t;
     }
     return d;
@@ -265,6 +300,7 @@ export class Stack {
       tcpConnectionsOpened: this.tcp.connectionsOpened,
       tcpBufferedBytes: this.tcp.bufferedBytes(),
       udpFlows: this.udp.size,
+      dns: this.dns.counters(),
     };
   }
 
@@ -360,6 +396,11 @@ export class Stack {
     }
     if (dst === IPV4_BROADCAST || dst === this.subnetBroadcast || dst >>> 28 === 0xe) return this.drop('udp-broadcast-ignored');
     if (!this.isGuestSource(src)) return this.drop('udp-bad-source');
+    if (dst === this.config.dns && udp.dstPort === 53) {
+      const guest = { ip: src, port: udp.srcPort };
+      this.dns.query(udp.payload, 'udp', now, (reply) => this.sendUdp({ ip: dst, port: 53 }, guest, reply));
+      return;
+    }
     if (dst === this.config.dns || (this.inSubnet(dst) && dst !== this.config.gateway)) {
       // Nothing listens there (yet): say so, as a host would, so clients fail fast.
       return this.sendIcmpError(ICMP_DEST_UNREACHABLE, ICMP_UNREACH_PORT, src, dst, IPPROTO_UDP, payload.subarray(0, 8), payload.length, srcMac);

@@ -22,6 +22,11 @@ export interface DirectUpstreamOptions {
   /** The stack's gateway address (10.0.2.2 by default); with allowHostLoopback it maps to 127.0.0.1. */
   gateway: Ipv4Address;
   allowHostLoopback: boolean;
+  /**
+   * For weft's own flows whose destinations the guest does not choose (DNS resolvers such as
+   * 127.0.0.53): allow loopback destinations. Never for guest flows.
+   */
+  trustedDestinations?: boolean;
   /** How long a TCP connect may take before it fails with 'timeout' (default 20 000 ms). */
   connectTimeoutMs?: number;
   /** One structured object per event ({ event: 'upstream-tcp-close', flow, … }). */
@@ -74,6 +79,7 @@ type Route = { host: string } | { error: UpstreamError };
 export class DirectUpstream implements Upstream {
   private readonly gateway: Ipv4Address;
   private readonly allowHostLoopback: boolean;
+  private readonly trustedDestinations: boolean;
   private readonly connectTimeoutMs: number;
   private readonly log: (event: object) => void;
   private readonly tcpSockets = new Set<net.Socket>();
@@ -82,8 +88,21 @@ export class DirectUpstream implements Upstream {
   constructor(options: DirectUpstreamOptions) {
     this.gateway = options.gateway;
     this.allowHostLoopback = options.allowHostLoopback;
+    this.trustedDestinations = options.trustedDestinations ?? false;
     this.connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     this.log = options.log ?? (() => {});
+  }
+
+  /** Destroys every socket still open (shutdown); their flows get no further callbacks that matter. */
+  closeAll(): void {
+    for (const s of this.tcpSockets) s.destroy();
+    for (const s of this.udpSockets) {
+      try {
+        s.close();
+      } catch {
+        // already closed
+      }
+    }
   }
 
   /** Host sockets (TCP and UDP) not yet closed: 0 when every flow has been cleaned up. */
@@ -94,6 +113,7 @@ export class DirectUpstream implements Upstream {
   private route(dst: FlowEndpoint, flow: string): Route {
     // Node refuses port 0 with a throw; the kernel would answer it with a refusal.
     if (dst.port === 0) return { error: new UpstreamError('refused', `${flow}: port 0`) };
+    if (this.trustedDestinations) return { host: formatIpv4(dst.ip) };
     if (dst.ip === this.gateway) {
       if (this.allowHostLoopback) return { host: HOST_LOOPBACK };
       return { error: new UpstreamError('blocked', `${flow}: the gateway reaches host loopback only with --allow-host-loopback`) };

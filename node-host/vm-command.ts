@@ -5,6 +5,8 @@ import { randomFillSync } from 'node:crypto';
 import { Stack, type FlowEvent } from '../core/stack';
 import { DirectUpstream } from './direct-upstream';
 import { PortForwarder } from './port-forward';
+import { dnsResolvers } from './dns-config';
+import { UpstreamDnsForwarder } from '../core/services/dns-upstream-forwarder';
 import { formatIpv4, formatMac } from '../core/wire/address';
 import { jsonLineLog, type EventLog } from './log';
 import { PcapFile } from './pcap-file';
@@ -81,7 +83,26 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
     return 1;
   }
 
-  const network = opts.mtu === undefined ? {} : { mtu: opts.mtu };
+  const network = {
+    ...(opts.mtu === undefined ? {} : { mtu: opts.mtu }),
+    searchDomains: opts.dnsSearch ?? ['weft.internal'],
+  };
+  // DNS forwarding goes through its own upstream: resolvers are weft's choice (127.0.0.53 is
+  // common), not the guest's, so loopback is fine there while guest flows stay fenced off.
+  const dnsUpstream = new DirectUpstream({
+    gateway: 0x0a000202,
+    allowHostLoopback: false,
+    trustedDestinations: true,
+    log: (fields) => log('dns-upstream', fields as Record<string, unknown>),
+  });
+  const resolvers = dnsResolvers(opts.dnsServers, log);
+  const dnsForwarder = resolvers.length > 0
+    ? new UpstreamDnsForwarder({
+        upstream: dnsUpstream,
+        resolvers,
+        onResolverError: (resolver, reason) => log('dns-resolver-error', { resolver: `${formatIpv4(resolver.ip)}:${resolver.port}`, reason }),
+      })
+    : undefined;
   const upstream = new DirectUpstream({
     gateway: 0x0a000202,
     allowHostLoopback: opts.allowHostLoopback,
@@ -91,6 +112,7 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
   const stack = new Stack({
     network,
     upstream,
+    dns: { forwarder: dnsForwarder, records: new Map(opts.dnsRecords.map((r) => [r.name, r.ip])) },
     batchAcks: true,
     wake: () => timer?.rearm(),
     clock: { now: Date.now },
@@ -143,6 +165,8 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
       timer?.stop();
       await forwarder.close();
       stack.shutdown();
+      upstream.closeAll();
+      dnsUpstream.closeAll();
       await link.close();
       pcap?.close();
       process.off('SIGINT', onSignal);

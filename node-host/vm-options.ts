@@ -2,6 +2,7 @@
 
 import { parseArgs } from 'node:util';
 import { NotImplementedError, UsageError } from './cli-errors';
+import { parseDnsRecordFlag, parseDnsServerFlag } from './dns-config';
 import type { StreamEndpoint } from './links/qemu-stream-link';
 
 export type LinkChoice =
@@ -17,6 +18,10 @@ export interface VmOptions {
   allowHostLoopback: boolean;
   logFlows: boolean;
   forwards: PortForward[];
+  /** --dns-server values (raw; parsed with the resolver list), --dns-record pairs, --dns-search names. */
+  dnsServers: string[];
+  dnsRecords: Array<{ name: string; ip: number }>;
+  dnsSearch: string[] | undefined;
 }
 
 export interface PortForward {
@@ -51,6 +56,11 @@ Options:
   --allow-host-loopback   Let the gateway address 10.0.2.2 reach this host's loopback services (127.0.0.1).
                           Off by default: without it, guest connections to 10.0.2.2 are refused.
   --log-flows             Log one JSON line per closed TCP connection / UDP flow (bytes, duration, reason).
+  --dns-server IP[:PORT]  Where the guest's DNS server (10.0.2.3) forwards queries (repeatable; default: the
+                          nameservers in /etc/resolv.conf).
+  --dns-record NAME=IP    Answer NAME with IP locally (repeatable). gateway.weft.internal and
+                          host.weft.internal always answer with the gateway address.
+  --dns-search LIST       Comma-separated search domains handed out by DHCP (default: weft.internal).
   --forward HOSTPORT:GUESTPORT
                           Forward TCP: connections to 127.0.0.1:HOSTPORT on this host reach GUESTPORT on the
                           guest (its leased address), arriving from 10.0.2.2. Repeatable. [ADDR:]HOSTPORT:GUESTPORT
@@ -72,6 +82,9 @@ const FLAGS = {
   mtu: { type: 'string' },
   pcap: { type: 'string' },
   'log-flows': { type: 'boolean' },
+  'dns-server': { type: 'string', multiple: true },
+  'dns-record': { type: 'string', multiple: true },
+  'dns-search': { type: 'string' },
   'allow-host-loopback': { type: 'boolean' },
   forward: { type: 'string', multiple: true },
   help: { type: 'boolean', short: 'h' },
@@ -107,6 +120,9 @@ export function parseVmOptions(argv: readonly string[]): VmOptions {
   }
   return {
     forwards: (values.forward ?? []).map(parseForward),
+    dnsServers: (values['dns-server'] ?? []).map((v) => (parseDnsServerFlag(v), v)),
+    dnsRecords: (values['dns-record'] ?? []).map(parseDnsRecordFlag),
+    dnsSearch: values['dns-search'] === undefined ? undefined : parseDnsSearch(values['dns-search']),
     link: parseLink(values),
     upstream: parseUpstream(values.upstream),
     mtu: values.mtu === undefined ? undefined : parseInteger('--mtu', values.mtu, 576, 65520),
@@ -133,6 +149,14 @@ function parseLink(values: { qemu?: string[]; dgram?: string[]; 'tap-fd'?: strin
     return { kind: 'dgram', localPort: parsePort('--dgram', m[1]), remotePort: parsePort('--dgram', m[2]) };
   }
   return { kind: 'qemu', endpoint: parseStreamEndpoint(value) };
+}
+
+function parseDnsSearch(value: string): string[] {
+  const names = value.split(',').map((n) => n.trim().replace(/\.$/, '')).filter((n) => n.length > 0);
+  for (const n of names) {
+    if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i.test(n)) badValue('--dns-search', value, 'comma-separated domain names');
+  }
+  return names;
 }
 
 export function parseForward(value: string): PortForward {

@@ -10,7 +10,7 @@ case "$1" in
     ;;
   bound|renew)
     echo "lease event=$1"
-    for key in interface ip subnet mask router dns domain mtu lease serverid; do
+    for key in interface ip subnet mask router dns domain search mtu lease serverid; do
       eval "value=\${$key}"
       echo "lease $key=$value"
     done
