@@ -1,6 +1,7 @@
 // `npm run bench [-- SUITE…]`: runs the named benchmark suites (default: all) and prints tables.
 // Suites that compare weft with a peer run both in the same process run and print weft / peer.
 import { runStackBench } from './stack-bench';
+import { dnsBenchUnavailable, runDnsBench } from './dns-bench';
 import { runTcpBench, tcpBenchUnavailable } from './tcp-bench';
 
 const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -26,6 +27,18 @@ const suites: Record<string, () => Promise<void>> = {
       for (const r of [weft, slirp]) console.log(`${String(mtu).padEnd(6)} ${r.peer.padEnd(14)} ${fmt(r.uploadMbit).padStart(9)} ${fmt(r.downloadMbit).padStart(9)}`);
       console.log(`${String(mtu).padEnd(6)} ${'weft / slirp'.padEnd(14)} ${fmt(weft.uploadMbit / slirp.uploadMbit, 2).padStart(9)} ${fmt(weft.downloadMbit / slirp.downloadMbit, 2).padStart(9)}`);
     }
+  },
+  async dns() {
+    console.log('\ndns — netns guest → resolver, dnsperf, side by side with dnsmasq as the forwarder (queries/s)');
+    const why = dnsBenchUnavailable();
+    if (why) {
+      console.log(`skipped: ${why}`);
+      return;
+    }
+    const [weft, dnsmasq] = await runDnsBench();
+    console.log(`${'peer'.padEnd(16)} ${'cached'.padStart(9)} ${'forwarded'.padStart(10)}`);
+    for (const r of [weft, dnsmasq]) console.log(`${r.peer.padEnd(16)} ${fmt(r.cachedQps).padStart(9)} ${fmt(r.forwardedQps).padStart(10)}`);
+    console.log(`${'weft / dnsmasq'.padEnd(16)} ${fmt(weft.cachedQps / dnsmasq.cachedQps, 2).padStart(9)} ${fmt(weft.forwardedQps / dnsmasq.forwardedQps, 2).padStart(10)}`);
   },
 };
 
