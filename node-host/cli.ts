@@ -2,6 +2,8 @@
 
 import fs from 'node:fs';
 import { NotImplementedError, UsageError } from './cli-errors';
+import { runRelayCommand } from './relay/relay-command';
+import { RELAY_HELP } from './relay/relay-options';
 import { runVmCommand, VM_HELP } from './vm-command';
 import { wantsHelp } from './vm-options';
 
@@ -11,7 +13,7 @@ weft is a user-mode network stack that gives virtual machines networking.
 
 Commands:
   vm       Run the stack in Node for a QEMU guest or a Linux TAP (weft vm --help)
-  relay    A Wisp server for guests in web pages (not implemented yet; weft relay --help)
+  relay    A Wisp server for guests in web pages: TCP and UDP through this host (weft relay --help)
   start    What "npm start" runs (today: tells you what works)
 
 Options:
@@ -19,24 +21,10 @@ Options:
   -V, --version   Print weft's version
 `;
 
-const RELAY_HELP = `Usage: weft relay [--listen HOST:PORT] [--path /wisp/] [--demo] [policy flags]
+const START_TEXT = `weft: the demo page is not built yet. "weft relay --demo" serves a placeholder page and a Wisp
+endpoint for guests in web pages (weft relay --help).
 
-A Wisp server (v1 and v2) that lets guests in web pages open TCP and UDP connections through this host.
-Not implemented yet: "weft relay" currently exits with code 2.
-
-Options (planned):
-  --listen HOST:PORT   Address to listen on (default 127.0.0.1:8080)
-  --path /wisp/        URL path of the Wisp endpoint (default /wisp/)
-  --demo               Also serve the demo page at /
-  policy flags         By default the relay refuses loopback, private, link-local (169.254.169.254
-                       included), CGNAT, multicast and unspecified destinations, checked on the
-                       resolved address; flags will allow them explicitly.
-  -h, --help           Show this help
-`;
-
-const START_TEXT = `weft: the demo server behind "npm start" (weft relay --demo) is not implemented yet.
-
-What works today is "weft vm", the stack in Node for a QEMU guest or a Linux TAP:
+"weft vm" runs the stack in Node for a QEMU guest or a Linux TAP:
 
   weft vm --qemu unix:/tmp/weft.sock      then: qemu-system-x86_64 … -netdev stream,id=n0,server=off,
                                                 addr.type=unix,addr.path=/tmp/weft.sock -device virtio-net,netdev=n0
@@ -85,8 +73,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           process.stdout.write(RELAY_HELP);
           return 0;
         }
-        process.stderr.write('weft relay is not implemented yet\n');
-        return 2;
+        return await runRelayCommand(rest);
       case 'start':
         process.stdout.write(START_TEXT);
         return 0;

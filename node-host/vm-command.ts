@@ -4,6 +4,9 @@
 import { randomFillSync } from 'node:crypto';
 import { Stack, type FlowEvent } from '../core/stack';
 import { DirectUpstream } from './direct-upstream';
+import { WispUpstream } from './wisp-upstream';
+import { RELAY_RESOLVER } from '../core/wisp/wisp-upstream';
+import { connectWsTransport } from './ws-transport';
 import { PortForwarder } from './port-forward';
 import { dnsResolvers } from './dns-config';
 import { UpstreamDnsForwarder } from '../core/services/dns-upstream-forwarder';
@@ -87,27 +90,34 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
     ...(opts.mtu === undefined ? {} : { mtu: opts.mtu }),
     searchDomains: opts.dnsSearch ?? ['weft.internal'],
   };
-  // DNS forwarding goes through its own upstream: resolvers are weft's choice (127.0.0.53 is
-  // common), not the guest's, so loopback is fine there while guest flows stay fenced off.
+  const upstreamLog = (fields: object) => log('upstream', fields as Record<string, unknown>);
+  const upstream = opts.upstream.kind === 'wisp'
+    ? new WispUpstream({
+        url: opts.upstream.url,
+        connect: connectWsTransport,
+        gateway: 0x0a000202,
+        allowHostLoopback: opts.allowHostLoopback,
+        log: upstreamLog,
+      })
+    : new DirectUpstream({ gateway: 0x0a000202, allowHostLoopback: opts.allowHostLoopback, log: upstreamLog });
+  // DNS: through a Wisp relay, its own resolver (unless --dns-server says otherwise); directly,
+  // through an upstream of its own — resolvers are weft's choice (127.0.0.53 is common), not the
+  // guest's, so loopback is fine there while guest flows stay fenced off.
   const dnsUpstream = new DirectUpstream({
     gateway: 0x0a000202,
     allowHostLoopback: false,
     trustedDestinations: true,
     log: (fields) => log('dns-upstream', fields as Record<string, unknown>),
   });
-  const resolvers = dnsResolvers(opts.dnsServers, log);
+  const viaRelay = upstream instanceof WispUpstream && opts.dnsServers.length === 0;
+  const resolvers = viaRelay ? [RELAY_RESOLVER] : dnsResolvers(opts.dnsServers, log);
   const dnsForwarder = resolvers.length > 0
     ? new UpstreamDnsForwarder({
-        upstream: dnsUpstream,
+        upstream: viaRelay ? upstream : dnsUpstream,
         resolvers,
-        onResolverError: (resolver, reason) => log('dns-resolver-error', { resolver: `${formatIpv4(resolver.ip)}:${resolver.port}`, reason }),
+        onResolverError: (resolver, reason) => log('dns-resolver-error', { resolver: viaRelay ? 'relay' : `${formatIpv4(resolver.ip)}:${resolver.port}`, reason }),
       })
     : undefined;
-  const upstream = new DirectUpstream({
-    gateway: 0x0a000202,
-    allowHostLoopback: opts.allowHostLoopback,
-    log: (fields) => log('upstream', fields as Record<string, unknown>),
-  });
   let timer: StackTimer | undefined;
   const stack = new Stack({
     network,
@@ -199,7 +209,7 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
       gateway: formatIpv4(stack.config.gateway),
       dns: formatIpv4(stack.config.dns),
       mtu: stack.config.mtu,
-      upstream: opts.upstream,
+      upstream: opts.upstream.kind === 'wisp' ? opts.upstream.url : 'direct',
       ...(opts.pcap ? { pcap: opts.pcap } : {}),
     });
     timer?.rearm();

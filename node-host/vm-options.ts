@@ -10,9 +10,12 @@ export type LinkChoice =
   | { kind: 'dgram'; localPort: number; remotePort: number }
   | { kind: 'tap-fd'; fd: number };
 
+/** Where guest flows go: this host's sockets, or streams on one WebSocket to a Wisp server. */
+export type UpstreamChoice = { kind: 'direct' } | { kind: 'wisp'; url: string };
+
 export interface VmOptions {
   link: LinkChoice;
-  upstream: 'direct';
+  upstream: UpstreamChoice;
   mtu: number | undefined;
   pcap: string | undefined;
   allowHostLoopback: boolean;
@@ -49,15 +52,17 @@ Link (exactly one):
                           "-netdev tap,fd=N"; a launcher opens /dev/net/tun with IFF_TAP|IFF_NO_PI).
 
 Options:
-  --upstream direct       Where guest connections go: "direct" (this host's sockets; the default).
-                          "wisp://HOST:PORT/PATH/" (a weft relay) is not implemented yet.
+  --upstream direct       Where guest connections go: "direct" (this host's sockets; the default), or
+  --upstream wisp://HOST:PORT/PATH/   streams on one WebSocket to a Wisp server such as "weft relay"
+                          (ws:// and wss:// work too; the path ends with "/"). With --allow-host-loopback,
+                          flows to 10.0.2.2 go to 127.0.0.1 on the relay host (weft relay --allow-loopback).
   --mtu N                 Link MTU handed out by DHCP, 576…65520 (default 1500).
   --pcap FILE             Write every frame in and out to FILE (classic pcap, Ethernet).
   --allow-host-loopback   Let the gateway address 10.0.2.2 reach this host's loopback services (127.0.0.1).
                           Off by default: without it, guest connections to 10.0.2.2 are refused.
   --log-flows             Log one JSON line per closed TCP connection / UDP flow (bytes, duration, reason).
-  --dns-server IP[:PORT]  Where the guest's DNS server (10.0.2.3) forwards queries (repeatable; default: the
-                          nameservers in /etc/resolv.conf).
+  --dns-server IP[:PORT]  Where the guest's DNS server (10.0.2.3) forwards queries (repeatable). Default:
+                          the relay's resolver with a wisp:// upstream, else the nameservers in /etc/resolv.conf.
   --dns-record NAME=IP    Answer NAME with IP locally (repeatable). gateway.weft.internal and
                           host.weft.internal always answer with the gateway address.
   --dns-search LIST       Comma-separated search domains handed out by DHCP (default: weft.internal).
@@ -180,10 +185,10 @@ export function parseStreamEndpoint(value: string): StreamEndpoint {
   return badValue('--qemu', value, 'unix:PATH or tcp:HOST:PORT');
 }
 
-function parseUpstream(value: string | undefined): 'direct' {
-  if (value === undefined || value === 'direct') return 'direct';
-  if (/^wss?:\/\//.test(value) || value.startsWith('wisp://')) throw new NotImplementedError(`--upstream ${value} (Wisp)`);
-  return badValue('--upstream', value, '"direct"');
+function parseUpstream(value: string | undefined): UpstreamChoice {
+  if (value === undefined || value === 'direct') return { kind: 'direct' };
+  if (/^(wisps?|wss?):\/\/[^/\s]+\/(\S*\/)?$/.test(value)) return { kind: 'wisp', url: value };
+  return badValue('--upstream', value, '"direct" or wisp://HOST:PORT/PATH/ (ending in "/")');
 }
 
 function parsePort(flag: string, text: string, min = 1): number {

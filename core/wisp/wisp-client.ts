@@ -10,6 +10,7 @@ import {
   encodeClose,
   encodeConnect,
   encodeData,
+  encodeEnd,
   encodeInfo,
   encodePasswordClient,
   parseMotd,
@@ -19,6 +20,7 @@ import {
   type WispExtension,
 } from './wisp-codec';
 import { WispProtocolError } from './wisp-errors';
+import { copyBytes } from '../wire/bytes';
 import type { Parsed } from '../wire/parse-result';
 
 export interface WispClientOptions {
@@ -34,6 +36,8 @@ export interface WispClientOptions {
   /** Bytes a TCP stream may hold beyond its credits before the stream is failed (0x81). */
   maxQueuedBytes: number;
   handshakeTimeoutMs: number;
+  /** Offer weft's half-close extension (END packets). */
+  halfClose?: boolean;
 }
 
 export interface WispReadyInfo {
@@ -51,6 +55,8 @@ export interface WispClientHost {
   /** With stream-open confirmation: the server connected stream `id`. */
   streamConfirmed(id: number): void;
   streamData(id: number, payload: Uint8Array): void;
+  /** With half-close: the server's side sends no more (the destination's FIN). */
+  streamEnded(id: number): void;
   /** write() returned false earlier; the queue has drained. */
   streamWritable(id: number): void;
   /** The server closed the stream, or it failed locally. Not called for close(). */
@@ -72,7 +78,12 @@ interface ClientStream {
   queuedBytes: number;
   /** write() returned false: call streamWritable once the queue is empty. */
   wantsWritable: boolean;
+  /** end() was called: no more writes; END goes out after the queue. */
+  ended: boolean;
 }
+
+/** Queue entry that stands for END: it goes out in order behind the data, without a credit. */
+const END_MARK = new Uint8Array(0);
 
 /** UDP datagrams a stream holds while the handshake is still running. */
 const MAX_EARLY_DATAGRAMS = 16;
@@ -88,11 +99,14 @@ export class WispClientSession {
   private negotiated: number[] = [];
   private motd: string | undefined;
   private version: 1 | 2 = 1;
+  private offered: 1 | 2;
 
   constructor(
     private readonly options: WispClientOptions,
     private readonly host: WispClientHost,
-  ) {}
+  ) {
+    this.offered = options.version;
+  }
 
   get isOpen(): boolean {
     return this.state === 'open';
@@ -111,9 +125,18 @@ export class WispClientSession {
     return this.negotiated.includes(ExtensionId.STREAM_OPEN_CONFIRMATION);
   }
 
-  /** Call once the WebSocket is open. The server speaks first in both versions. */
-  start(now: number): void {
+  /** True when the server speaks weft's half-close extension, so end() can send END. */
+  get halfCloses(): boolean {
+    return this.negotiated.includes(ExtensionId.WEFT_HALF_CLOSE);
+  }
+
+  /**
+   * Call once the WebSocket is open; `offered` is the version this WebSocket offered (it may differ
+   * from options.version after a fallback). The server speaks first in both versions.
+   */
+  start(now: number, offered: 1 | 2 = this.options.version): void {
     if (this.state !== 'new') return;
+    this.offered = offered;
     this.state = 'await-handshake';
     this.handshakeDeadline = now + this.options.handshakeTimeoutMs;
   }
@@ -124,14 +147,14 @@ export class WispClientSession {
     if (typeof p === 'string') return; // a server bug; nothing the client can do but ignore it
     if (this.state !== 'open') {
       if (p.streamId !== 0) return;
-      if (p.type === 'info' && this.state === 'await-handshake' && this.options.version === 2) {
+      if (p.type === 'info' && this.state === 'await-handshake' && this.offered === 2) {
         this.answerInfo(p.extensions);
       } else if (p.type === 'continue') {
         this.open(p.bufferRemaining);
       } else if (p.type === 'close') {
         const code = p.reason === CloseReason.AUTH_BAD_PASSWORD ? 'auth-failed'
           : p.reason === CloseReason.AUTH_MISSING_CREDENTIALS ? 'auth-required' : 'handshake-rejected';
-        this.end(new WispProtocolError(code, `the server rejected the handshake (close reason 0x${p.reason.toString(16)})`, p.reason));
+        this.finish(new WispProtocolError(code, `the server rejected the handshake (close reason 0x${p.reason.toString(16)})`, p.reason));
       }
       return;
     }
@@ -155,6 +178,9 @@ export class WispClientSession {
         this.streams.delete(s.id);
         this.host.streamClosed(s.id, p.reason);
         return;
+      case 'end':
+        if (this.halfCloses && s.type === 'tcp') this.host.streamEnded(s.id);
+        return;
       default:
         return; // CONNECT/INFO/unknown from a server: ignore
     }
@@ -172,7 +198,7 @@ export class WispClientSession {
     this.nextId = (id + 1) >>> 0;
     const s: ClientStream = {
       id, type, hostname, port, announced: false, confirmed: false, credits: this.initialCredits,
-      queue: [], queuedBytes: 0, wantsWritable: false,
+      queue: [], queuedBytes: 0, wantsWritable: false, ended: false,
     };
     this.streams.set(id, s);
     if (this.state === 'open') this.announce(s);
@@ -185,13 +211,13 @@ export class WispClientSession {
    */
   write(id: number, data: Uint8Array): boolean {
     const s = this.streams.get(id);
-    if (!s) return true;
+    if (!s || s.ended) return true;
     const max = this.options.maxDataPayload;
     if (s.type === 'udp') {
       // No credits for UDP. Before the handshake a few datagrams wait; later ones are dropped.
       const datagram = data.length > max ? data.subarray(0, max) : data;
       if (s.announced) this.host.send(encodeData(id, datagram));
-      else if (s.queue.length < MAX_EARLY_DATAGRAMS) s.queue.push(datagram.slice());
+      else if (s.queue.length < MAX_EARLY_DATAGRAMS) s.queue.push(copyBytes(datagram));
       return true;
     }
     if (data.length === 0) return s.queue.length === 0;
@@ -202,7 +228,7 @@ export class WispClientSession {
         this.host.send(encodeData(id, piece));
       } else {
         // Copy: the caller may reuse its buffer once write() returns.
-        s.queue.push(piece.slice());
+        s.queue.push(copyBytes(piece));
         s.queuedBytes += piece.length;
       }
     }
@@ -217,6 +243,20 @@ export class WispClientSession {
     return true;
   }
 
+  /**
+   * Half-closes a TCP stream: END goes out after everything queued. Returns false when the server
+   * does not speak weft's half-close extension (plain Wisp has no way to say it).
+   */
+  end(id: number): boolean {
+    const s = this.streams.get(id);
+    if (!s || s.type !== 'tcp' || !this.isOpen || !this.halfCloses) return false;
+    if (s.ended) return true;
+    s.ended = true;
+    if (s.announced && s.queue.length === 0) this.host.send(encodeEnd(id));
+    else s.queue.push(END_MARK);
+    return true;
+  }
+
   /** Closes a stream from this side (no streamClosed call follows). */
   close(id: number, reason: number = CloseReason.VOLUNTARY): void {
     const s = this.streams.get(id);
@@ -227,12 +267,12 @@ export class WispClientSession {
 
   /** Ends the connection (the WebSocket closed, or the host gives up): every stream is reported. */
   abort(error: WispProtocolError): void {
-    this.end(error);
+    this.finish(error);
   }
 
   poll(now: number): void {
     if ((this.state === 'await-handshake' || this.state === 'await-continue') && now >= this.handshakeDeadline) {
-      this.end(new WispProtocolError('handshake-timeout', `the server did not complete the handshake within ${this.options.handshakeTimeoutMs} ms`));
+      this.finish(new WispProtocolError('handshake-timeout', `the server did not complete the handshake within ${this.options.handshakeTimeoutMs} ms`));
     }
   }
 
@@ -255,12 +295,13 @@ export class WispClientSession {
         mine.push({ id: ExtensionId.PASSWORD, payload: encodePasswordClient(o.password) });
       } else if (required) {
         this.host.send(encodeClose(0, CloseReason.AUTH_MISSING_CREDENTIALS));
-        this.end(new WispProtocolError('auth-required', 'the server requires a password and none is configured', CloseReason.AUTH_MISSING_CREDENTIALS));
+        this.finish(new WispProtocolError('auth-required', 'the server requires a password and none is configured', CloseReason.AUTH_MISSING_CREDENTIALS));
         return;
       }
     }
     mine.push({ id: ExtensionId.MOTD, payload: new Uint8Array(0) });
     mine.push({ id: ExtensionId.STREAM_OPEN_CONFIRMATION, payload: new Uint8Array(0) });
+    if (o.halfClose) mine.push({ id: ExtensionId.WEFT_HALF_CLOSE, payload: new Uint8Array(0) });
     const motd = byId.get(ExtensionId.MOTD);
     if (motd) this.motd = parseMotd(motd.payload);
     this.negotiated = mine.map((e) => e.id).filter((id) => byId.has(id));
@@ -300,8 +341,12 @@ export class WispClientSession {
       for (const d of s.queue.splice(0)) this.host.send(encodeData(s.id, d));
       return;
     }
-    while (s.queue.length > 0 && s.credits > 0 && s.announced) {
+    while (s.queue.length > 0 && s.announced && (s.credits > 0 || s.queue[0] === END_MARK)) {
       const piece = s.queue.shift()!;
+      if (piece === END_MARK) {
+        this.host.send(encodeEnd(s.id));
+        continue;
+      }
       s.queuedBytes -= piece.length;
       s.credits--;
       this.host.send(encodeData(s.id, piece));
@@ -317,7 +362,7 @@ export class WispClientSession {
     this.host.streamClosed(s.id, reason);
   }
 
-  private end(error: WispProtocolError): void {
+  private finish(error: WispProtocolError): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
     for (const id of [...this.streams.keys()]) {

@@ -12,6 +12,11 @@ export const PacketType = {
   CONTINUE: 0x03,
   CLOSE: 0x04,
   INFO: 0x05,
+  /**
+   * weft's half-close (not in the Wisp spec): "I will send no more DATA on this stream", like a
+   * TCP FIN. Sent only when both ends offered ExtensionId.WEFT_HALF_CLOSE.
+   */
+  END: 0xf0,
 } as const;
 
 export const StreamType = {
@@ -55,6 +60,8 @@ export const ExtensionId = {
   KEY_AUTH: 0x03,
   MOTD: 0x04,
   STREAM_OPEN_CONFIRMATION: 0x05,
+  /** weft's half-close extension (no payload): both ends understand PacketType.END. */
+  WEFT_HALF_CLOSE: 0xf0,
 } as const;
 
 /** One entry of an INFO packet, payload uninterpreted (its meaning depends on who sent it). */
@@ -69,6 +76,7 @@ export type WispPacket =
   | { type: 'continue'; streamId: number; bufferRemaining: number }
   | { type: 'close'; streamId: number; reason: number }
   | { type: 'info'; streamId: number; major: number; minor: number; extensions: WispExtension[] }
+  | { type: 'end'; streamId: number }
   /** A type this implementation does not know (kept so a caller can ignore it, as v2 allows). */
   | { type: 'unknown'; streamId: number; packetType: number };
 
@@ -118,6 +126,8 @@ export function parseWispPacket(b: Uint8Array): Parsed<WispPacket> {
       if (typeof extensions === 'string') return extensions;
       return { type: 'info', streamId, major: b[p], minor: b[p + 1], extensions };
     }
+    case PacketType.END:
+      return { type: 'end', streamId };
     default:
       return { type: 'unknown', streamId, packetType: type };
   }
@@ -169,6 +179,10 @@ export function encodeClose(streamId: number, reason: number): Uint8Array {
   const b = header(PacketType.CLOSE, streamId, 1);
   b[5] = reason;
   return b;
+}
+
+export function encodeEnd(streamId: number): Uint8Array {
+  return header(PacketType.END, streamId, 0);
 }
 
 export function encodeInfo(major: number, minor: number, extensions: readonly WispExtension[]): Uint8Array {

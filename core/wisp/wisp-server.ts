@@ -16,6 +16,7 @@ import {
   encodeClose,
   encodeContinue,
   encodeData,
+  encodeEnd,
   encodeInfo,
   encodeMotd,
   encodePasswordServer,
@@ -46,6 +47,8 @@ export interface WispServerOptions {
   handshakeTimeoutMs: number;
   /** A stream without traffic for this long is closed with 0x47; 0 disables it. */
   idleTimeoutMs: number;
+  /** Offer weft's half-close extension (END packets) to v2 clients. */
+  halfClose?: boolean;
 }
 
 export interface WispStreamRequest {
@@ -64,6 +67,8 @@ export interface WispServerHost {
   openStream(request: WispStreamRequest): void;
   /** Client bytes for the destination; call released(id) once they have left the host's buffers. */
   streamData(id: number, payload: Uint8Array): void;
+  /** With half-close: the client sends no more (END); shut the destination's write side after its data. */
+  streamEnd(id: number): void;
   /** The single exit of every stream, whoever ended it. The host frees the destination socket. */
   streamClosed(id: number, reason: number, by: 'client' | 'server'): void;
   /** The connection is over: close the WebSocket. Every stream has been reported closed before this. */
@@ -80,6 +85,8 @@ interface ServerStream {
   queued: number;
   releasedSinceGrant: number;
   lastActivity: number;
+  /** The client sent END: DATA after it is ignored. */
+  clientEnded: boolean;
 }
 
 type State = 'new' | 'await-info' | 'open' | 'closed';
@@ -89,6 +96,7 @@ export class WispServerSession {
   private readonly streams = new Map<number, ServerStream>();
   private handshakeDeadline = Infinity;
   private confirmOpens = false;
+  private halfClose = false;
   /** Ignored input, counted by reason (`data-unknown-stream`, `unknown-packet-type`, …). */
   readonly ignored = new Map<string, number>();
 
@@ -153,6 +161,22 @@ export class WispServerSession {
     this.host.send(encodeData(id, payload));
   }
 
+  /**
+   * The destination sent FIN. With half-close the client gets END and the stream stays open for its
+   * data; without, Wisp can only close the stream (0x02).
+   */
+  destinationEnded(id: number): void {
+    const s = this.streams.get(id);
+    if (!s) return;
+    if (this.halfClose && s.type === 'tcp') this.host.send(encodeEnd(id));
+    else this.closeStream(id, CloseReason.VOLUNTARY);
+  }
+
+  /** True when both ends speak weft's half-close extension. */
+  get halfCloses(): boolean {
+    return this.halfClose;
+  }
+
   /** `count` packets of stream `id` have left the host's buffers; may grant more credit. */
   released(id: number, count = 1): void {
     const s = this.streams.get(id);
@@ -212,6 +236,7 @@ export class WispServerSession {
     if (o.checkPassword) exts.push({ id: ExtensionId.PASSWORD, payload: encodePasswordServer(o.passwordRequired) });
     if (o.motd !== undefined) exts.push({ id: ExtensionId.MOTD, payload: encodeMotd(o.motd) });
     exts.push({ id: ExtensionId.STREAM_OPEN_CONFIRMATION, payload: new Uint8Array(0) });
+    if (o.halfClose) exts.push({ id: ExtensionId.WEFT_HALF_CLOSE, payload: new Uint8Array(0) });
     return exts;
   }
 
@@ -245,6 +270,7 @@ export class WispServerSession {
       }
     }
     this.confirmOpens = common.includes(ExtensionId.STREAM_OPEN_CONFIRMATION);
+    this.halfClose = common.includes(ExtensionId.WEFT_HALF_CLOSE);
     this.state = 'open';
     this.handshakeDeadline = Infinity;
     this.host.send(encodeContinue(0, o.bufferPackets));
@@ -264,6 +290,14 @@ export class WispServerSession {
         if (!s) return this.count('close-unknown-stream');
         this.streams.delete(p.streamId);
         this.host.streamClosed(p.streamId, p.reason, 'client');
+        return;
+      }
+      case 'end': {
+        const s = this.streams.get(p.streamId);
+        if (!this.halfClose || !s || s.type !== 'tcp' || s.clientEnded) return this.count('end-ignored');
+        s.clientEnded = true;
+        s.lastActivity = now;
+        this.host.streamEnd(p.streamId);
         return;
       }
       case 'continue':
@@ -291,7 +325,7 @@ export class WispServerSession {
     if (this.streams.size >= this.options.maxStreams) return refuse(CloseReason.THROTTLED);
     const type = streamType === StreamType.TCP ? 'tcp' : 'udp';
     const B = this.options.bufferPackets;
-    this.streams.set(id, { id, type, granted: B, received: 0, queued: 0, releasedSinceGrant: 0, lastActivity: now });
+    this.streams.set(id, { id, type, granted: B, received: 0, queued: 0, releasedSinceGrant: 0, lastActivity: now, clientEnded: false });
     this.host.openStream({ id, type, hostname: host, port });
   }
 
@@ -300,6 +334,7 @@ export class WispServerSession {
     // DATA may cross a CLOSE we sent: ignoring it is normal, not an error.
     if (!s) return this.count('data-unknown-stream');
     s.lastActivity = now;
+    if (s.clientEnded) return this.count('data-after-end');
     if (s.type === 'tcp') {
       s.received++;
       s.queued++;

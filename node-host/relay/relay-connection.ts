@@ -20,15 +20,29 @@ import { ResolveError, type Resolve } from './resolver';
 import { TcpDestination } from './tcp-destination';
 import { KeyedRateLimiter, TokenBucket } from './token-bucket';
 import { UdpDestination } from './udp-destination';
+import { RELAY_RESOLVER_HOSTNAME } from '../../core/wisp/wisp-upstream';
 
 const HIGH_WATER = 4 * 1024 * 1024;
 const LOW_WATER = 1024 * 1024;
 /** CONTINUE value: packets each TCP stream may have in flight towards the relay. */
 export const BUFFER_PACKETS = 128;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
+/**
+ * Client bytes not yet handed to destination sockets, over all streams of one client. Credits bound
+ * packets; with up to MAX_MESSAGE_BYTES per packet that alone could be a lot, so this is the backstop.
+ */
+const MAX_UPLOAD_BUFFERED = 64 * 1024 * 1024;
+
+/** A DNS server of the relay's own: guests may reach it on port 53 whatever the policy says. */
+export interface RelayResolver {
+  address: IpAddress;
+  port: number;
+}
 
 export interface RelayContext {
   options: RelayOptions;
+  /** The relay's resolvers (--dns-server, else the host's resolv.conf), open to clients on port 53. */
+  resolvers: RelayResolver[];
   policy: DestinationPolicy;
   resolve: Resolve;
   metrics: RelayMetrics;
@@ -57,8 +71,14 @@ interface RelayStream {
   bytesUp: number;
   bytesDown: number;
   bandwidthPaused: boolean;
+  /** Bytes of this stream counted in uploadBuffered. */
+  unflushed: number;
   connectTimer?: NodeJS.Timeout;
   refusal?: string;
+  /** The client sent END while the address was still being resolved. */
+  endEarly?: boolean;
+  /** Datagrams from the destination dropped while the WebSocket was congested. */
+  udpDropped?: number;
 }
 
 /** WebSocket close codes for the ways a client can be thrown out. */
@@ -78,12 +98,12 @@ export class RelayConnection {
   private readonly streams = new Map<number, RelayStream>();
   private readonly openedAt = Date.now();
   private timer: NodeJS.Timeout | undefined;
-  private timerAt = Infinity;
   private unsentBytes = 0;
   private congested = false;
   private readonly upBudget: TokenBucket | undefined;
   private readonly downBudget: TokenBucket | undefined;
   private closed = false;
+  private uploadBuffered = 0;
   private readonly client: string;
   private username: string | undefined;
 
@@ -105,6 +125,7 @@ export class RelayConnection {
         version: info.version,
         bufferPackets: BUFFER_PACKETS,
         udp: true,
+        halfClose: true,
         checkPassword: ctx.checkPassword,
         passwordRequired: ctx.checkPassword !== undefined && !info.preauthorized,
         maxStreams: o.maxStreamsPerClient,
@@ -119,6 +140,7 @@ export class RelayConnection {
         },
         openStream: (r) => this.openStream(r),
         streamData: (id, p) => this.streamData(id, p),
+        streamEnd: (id) => this.streamEnd(id),
         streamClosed: (id, reason, by) => this.streamClosed(id, reason, by),
         terminate: (e) => this.terminate(e),
       },
@@ -165,15 +187,17 @@ export class RelayConnection {
     }
   }
 
+  /**
+   * Keeps one timer armed for the session's next deadline. Deadlines only move later with traffic
+   * (idle streams) or appear later than the armed one (new streams), so while a timer is armed
+   * nothing needs recomputing; an early wake-up just polls and re-arms.
+   */
   private schedule(): void {
+    if (this.closed || this.timer) return;
     const at = this.session.nextDeadline();
-    if (this.closed || at >= this.timerAt) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timerAt = at;
     if (at === Infinity) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.timerAt = Infinity;
       this.session.poll(performance.now());
       this.schedule();
     }, Math.max(0, at - performance.now()) + 1);
@@ -203,9 +227,13 @@ export class RelayConnection {
 
   // ---- streams --------------------------------------------------------------------------------
 
+  private isResolver(a: IpAddress): boolean {
+    return this.ctx.resolvers.some((r) => r.port === 53 && r.address.family === a.family && r.address.bytes.every((b, i) => b === a.bytes[i]));
+  }
+
   private openStream(request: WispStreamRequest): void {
     const { metrics, policy, streamRate } = this.ctx;
-    const s: RelayStream = { request, openedAt: performance.now(), early: [], bytesUp: 0, bytesDown: 0, bandwidthPaused: false };
+    const s: RelayStream = { request, openedAt: performance.now(), early: [], bytesUp: 0, bytesDown: 0, bandwidthPaused: false, unflushed: 0 };
     this.streams.set(request.id, s);
     metrics.streamsTotal[request.type]++;
     metrics.openStreams[request.type]++;
@@ -223,6 +251,17 @@ export class RelayConnection {
       s.refusal = `no connection within ${this.ctx.options.connectTimeoutMs} ms`;
       this.session.closeStream(request.id, CloseReason.CONNECT_TIMEOUT);
     }, this.ctx.options.connectTimeoutMs);
+    if (request.hostname.toLowerCase() === RELAY_RESOLVER_HOSTNAME) {
+      // "The relay's resolver": the one place a client may reach past the policy, and only DNS.
+      const r = this.ctx.resolvers[0];
+      if (request.port !== 53 || !r) {
+        s.refusal = r ? `${RELAY_RESOLVER_HOSTNAME} is reachable on port 53 only` : 'this relay has no DNS resolver configured';
+        this.session.closeStream(request.id, r ? CloseReason.BLOCKED : CloseReason.UNREACHABLE);
+        return;
+      }
+      this.connect(s, [r.address], r.port);
+      return;
+    }
     this.ctx.resolve(request.hostname).then(
       (addresses) => this.connect(s, addresses),
       (e: unknown) => {
@@ -233,12 +272,18 @@ export class RelayConnection {
     );
   }
 
-  private connect(s: RelayStream, addresses: IpAddress[]): void {
-    const { id, hostname, port, type } = s.request;
+  /** `resolverPort`: the destination is the relay's own resolver (already vetted), on that port. */
+  private connect(s: RelayStream, addresses: IpAddress[], resolverPort?: number): void {
+    const { id, hostname, type } = s.request;
+    const port = resolverPort ?? s.request.port;
     if (this.streams.get(id) !== s) return; // closed while resolving
     const allowed: IpAddress[] = [];
     const why: string[] = [];
     for (const a of addresses) {
+      if (resolverPort !== undefined || (port === 53 && this.isResolver(a))) {
+        allowed.push(a);
+        continue;
+      }
       const d = this.ctx.policy.check(hostname, a, port);
       if (d.allowed) allowed.push(a);
       else why.push(d.why);
@@ -258,6 +303,7 @@ export class RelayConnection {
         if (this.congested) s.tcp?.pause();
       },
       data: (chunk: Uint8Array) => this.fromDestination(s, chunk),
+      ended: () => this.session.destinationEnded(id),
       closed: (reason: number, detail?: string) => {
         if (detail && s.connectedAt === undefined) s.refusal = detail;
         this.session.closeStream(id, reason);
@@ -265,7 +311,8 @@ export class RelayConnection {
     };
     if (type === 'tcp') {
       s.tcp = new TcpDestination(allowed, port, events);
-      for (const data of s.early.splice(0)) s.tcp.write(data, () => this.release(id, data.length));
+      for (const data of s.early.splice(0)) s.tcp.write(data, () => this.release(s, data.length));
+      if (s.endEarly) s.tcp.end();
     } else {
       s.udp = new UdpDestination(allowed[0], port, events);
       for (const data of s.early.splice(0)) s.udp.send(data);
@@ -277,20 +324,47 @@ export class RelayConnection {
     if (!s) return;
     s.bytesUp += payload.length;
     this.ctx.metrics.bytes.upload += payload.length;
-    if (s.tcp) s.tcp.write(payload, () => this.release(id, payload.length));
+    if (s.request.type === 'tcp') {
+      s.unflushed += payload.length;
+      this.uploadBuffered += payload.length;
+      if (this.uploadBuffered > MAX_UPLOAD_BUFFERED) {
+        this.ctx.metrics.connectionError('upload-overrun');
+        this.ctx.log('client-error', { client: this.client, code: 'upload-overrun', message: `more than ${MAX_UPLOAD_BUFFERED} bytes waiting for destinations` });
+        this.ws.close(1008, 'too much data in flight');
+        return;
+      }
+    }
+    if (s.tcp) s.tcp.write(payload, () => this.release(s, payload.length));
     else if (s.udp) s.udp.send(payload);
     // Still resolving: credits bound how much can pile up here (the session enforces them).
     else if (s.request.type === 'tcp' || s.early.length < 16) s.early.push(payload);
   }
 
+  /** The client half-closed (weft extension): FIN to the destination after its queued data. */
+  private streamEnd(id: number): void {
+    const s = this.streams.get(id);
+    if (!s) return;
+    if (s.tcp) s.tcp.end();
+    else s.endEarly = true;
+  }
+
   /** A client packet left our buffers: give its credit back, after the bandwidth budget allows. */
-  private release(id: number, bytes: number): void {
+  private release(s: RelayStream, bytes: number): void {
+    if (this.streams.get(s.request.id) !== s) return;
+    s.unflushed -= bytes;
+    this.uploadBuffered -= bytes;
+    const id = s.request.id;
     const wait = this.upBudget?.consume(bytes, performance.now()) ?? 0;
     if (wait === 0) this.session.released(id);
     else setTimeout(() => this.session.released(id), wait).unref();
   }
 
   private fromDestination(s: RelayStream, chunk: Uint8Array): void {
+    if (s.udp && this.congested) {
+      // UDP cannot be paused at its source; while the WebSocket is backed up, datagrams are dropped.
+      s.udpDropped = (s.udpDropped ?? 0) + 1;
+      return;
+    }
     s.bytesDown += chunk.length;
     this.ctx.metrics.bytes.download += chunk.length;
     this.session.sendData(s.request.id, chunk, performance.now());
@@ -309,8 +383,10 @@ export class RelayConnection {
     const s = this.streams.get(id);
     if (!s) return;
     this.streams.delete(id);
+    this.uploadBuffered -= s.unflushed;
     clearTimeout(s.connectTimer);
-    s.tcp?.close(by === 'client' && reason === CloseReason.VOLUNTARY);
+    // A voluntary close flushes what is queued and sends FIN; anything else resets the destination.
+    s.tcp?.close(reason === CloseReason.VOLUNTARY);
     s.udp?.close();
     const { metrics } = this.ctx;
     metrics.openStreams[s.request.type]--;
@@ -331,6 +407,7 @@ export class RelayConnection {
       closeReason: reason,
       by,
       ...(s.refusal ? { why: s.refusal } : {}),
+      ...(s.udpDropped ? { dropped: s.udpDropped } : {}),
     });
   }
 }

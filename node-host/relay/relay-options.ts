@@ -63,6 +63,9 @@ Clients:
   --bandwidth BYTES       Bytes per second per client and direction, e.g. 1M or 500K (default: unlimited)
   -h, --help              Show this help
 
+Wisp v2 extensions offered: UDP, password (with --password), stream-open confirmation, and
+weft's half-close (END packets, used only with clients that offer it, such as weft vm --upstream wisp).
+
 Refusals carry Wisp close reasons: 0x48 blocked by policy, 0x49 throttled, 0x42 unreachable (also
 DNS failures), 0x43 connect timeout, 0x44 refused, 0x41 invalid request.
 
@@ -110,6 +113,11 @@ function duration(flag: string, text: string | undefined, fallbackMs: number): n
   if (!m) badValue(flag, text, 'a duration such as 500ms, 10s or 5m');
   const scale = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 's'] ?? 1000;
   return Math.round(Number(m[1]) * scale);
+}
+
+function positive(flag: string, text: string | undefined, ms: number): number {
+  if (ms <= 0) badValue(flag, text ?? '', 'a duration above zero');
+  return ms;
 }
 
 /** "1M", "500K", "1000" (bytes); K/M/G are powers of 1024. */
@@ -187,7 +195,7 @@ export function parseRelayOptions(argv: readonly string[]): RelayOptions {
     origins,
     maxClients: integer('--max-clients', values['max-clients'], 1000, 1, 1_000_000),
     maxStreamsPerClient: integer('--max-streams-per-client', values['max-streams-per-client'], 1024, 1, 1_000_000),
-    connectTimeoutMs: duration('--connect-timeout', values['connect-timeout'], 10_000),
+    connectTimeoutMs: positive('--connect-timeout', values['connect-timeout'], duration('--connect-timeout', values['connect-timeout'], 10_000)),
     idleTimeoutMs: duration('--idle-timeout', values['idle-timeout'], 0),
     rate: integer('--rate', values.rate, 200, 0, 1_000_000),
     bandwidth: byteRate('--bandwidth', values.bandwidth),

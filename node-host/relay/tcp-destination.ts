@@ -1,7 +1,7 @@
 // The relay's socket to a TCP destination. It tries the policy-approved addresses in order, holds
 // what the client sends before the connection is up, and reports exactly one `closed` with a Wisp
-// close reason. Wisp has no half-close, so the far end's FIN ends the stream (0x02) once our
-// writes have been flushed.
+// close reason. The socket is half-open capable: the far end's FIN is reported as `ended`, and the
+// session decides (weft's half-close extension keeps the stream open; plain Wisp closes it).
 
 import net from 'node:net';
 import { CloseReason } from '../../core/wisp/wisp-codec';
@@ -10,6 +10,8 @@ import { formatIp, type IpAddress } from './ip-range';
 export interface DestinationEvents {
   connected(address: string): void;
   data(chunk: Uint8Array): void;
+  /** The far end sent FIN (TCP only); writes still work. */
+  ended?(): void;
   /** Called once; nothing follows. `detail` is the socket error, if any. */
   closed(reason: number, detail?: string): void;
 }
@@ -27,6 +29,15 @@ export function connectErrorReason(code: string | undefined): number {
   }
 }
 
+/** Sockets closed gracefully (FIN after queued data) that have not finished closing yet. */
+const lingering = new Set<net.Socket>();
+
+/** Shutdown: cut off every socket still flushing after a graceful close. */
+export function destroyLingeringSockets(): void {
+  for (const s of lingering) s.destroy();
+  lingering.clear();
+}
+
 interface PendingWrite {
   data: Uint8Array;
   flushed: () => void;
@@ -38,6 +49,7 @@ export class TcpDestination {
   private done = false;
   private pending: PendingWrite[] = [];
   private paused = false;
+  private endRequested = false;
   private lastError: NodeJS.ErrnoException | undefined;
 
   constructor(
@@ -56,7 +68,7 @@ export class TcpDestination {
       return;
     }
     const address = formatIp(this.addresses[index]);
-    const socket = net.connect({ host: address, port: this.port, family: this.addresses[index].family });
+    const socket = net.connect({ host: address, port: this.port, family: this.addresses[index].family, allowHalfOpen: true });
     this.socket = socket;
     socket.setNoDelay(true);
     socket.on('error', (e: NodeJS.ErrnoException) => {
@@ -69,7 +81,11 @@ export class TcpDestination {
       const queued = this.pending;
       this.pending = [];
       for (const w of queued) socket.write(w.data, () => w.flushed());
+      if (this.endRequested) socket.end();
       this.events.connected(address);
+    });
+    socket.on('end', () => {
+      if (!this.done) this.events.ended?.();
     });
     socket.on('data', (chunk: Buffer) => {
       if (!this.done) this.events.data(chunk);
@@ -90,6 +106,13 @@ export class TcpDestination {
     if (this.done) return;
     if (!this.connected || !this.socket) this.pending.push({ data, flushed });
     else this.socket.write(data, () => flushed());
+  }
+
+  /** The client will send no more: FIN after what is queued. */
+  end(): void {
+    if (this.done || this.endRequested) return;
+    this.endRequested = true;
+    if (this.connected) this.socket?.end();
   }
 
   pause(): void {
@@ -114,6 +137,8 @@ export class TcpDestination {
     if (!s || s.destroyed) return;
     if (graceful && this.connected) {
       s.end();
+      lingering.add(s);
+      s.once('close', () => lingering.delete(s));
       // A far end that never reads must not hold the socket forever.
       setTimeout(() => s.destroy(), 10_000).unref();
     } else if (this.connected) {

@@ -41,7 +41,7 @@ describe('weft CLI', () => {
     [['vm', '--tap-fd', '3', '--mtu', '9999999'], /bad value for --mtu/],
     [['vm', '--tap-fd', '3', '--upstream', 'socks'], /bad value for --upstream/],
     [['vm', '--tap-fd', '3', '--forward', '8080'], /bad value for --forward/],
-    [['vm', '--tap-fd', '3', '--upstream', 'wisp://127.0.0.1:8080/wisp/'], /not implemented yet/],
+    [['vm', '--tap-fd', '3', '--upstream', 'wisp://127.0.0.1:8080/wisp'], /bad value for --upstream/],
     [['frobnicate'], /unknown command "frobnicate"/],
   ])('exits 2 for %j', (args, message) => {
     const r = weft(...args);

@@ -1,0 +1,271 @@
+// The guest-facing side of Wisp streams: WispTcpStream and WispUdpFlow implement the stack's
+// TcpStream and UdpFlow on top of a StreamHost (the WispUpstream that owns the connection).
+//
+// Contract notes. Handlers are always called asynchronously (never inside openTcp/openUdp), onClose
+// exactly once per TCP stream, nothing after destroy()/close(). A stream counts as connected when the
+// server confirms it (v2 extension 0x05) or — servers without it — as soon as its CONNECT is sent.
+// Half-close needs weft's extension on both ends (END packets); against plain Wisp servers end()
+// sends nothing and the stream lives on until the server closes it.
+// Wisp has no flow control towards the client either: while the stack has paused a stream, its
+// data waits in the stream up to maxPausedBytes, and past that the stream is reset rather than grow.
+
+import { CloseReason, closeReasonName } from './wisp-codec';
+import {
+  UpstreamError,
+  type FlowEndpoint,
+  type FlowMeta,
+  type TcpStream,
+  type TcpStreamHandlers,
+  type UdpFlow,
+  type UdpFlowHandlers,
+  type UpstreamErrorKind,
+} from '../upstream';
+import { formatIpv4 } from '../wire/address';
+import type { Scheduler, TimerHandle } from '../scheduler';
+
+export type AttachFailure = { kind: UpstreamErrorKind; message: string };
+
+/** What a stream needs from the upstream that owns the WebSocket. */
+export interface StreamHost {
+  readonly scheduler: Scheduler;
+  attach(type: 'tcp' | 'udp', dst: FlowEndpoint, sink: StreamSink): number | AttachFailure;
+  write(id: number, data: Uint8Array): boolean;
+  /** Half-close; false when the server cannot carry it. */
+  end(id: number): boolean;
+  detach(id: number, reason?: number): void;
+  /** Bytes held for paused streams changed by `delta` (the host may stop reading the WebSocket). */
+  held(delta: number): void;
+}
+
+/** Maps a Wisp close reason to how the stack reports it to the guest. */
+export function upstreamErrorKind(reason: number): UpstreamErrorKind {
+  switch (reason) {
+    case CloseReason.REFUSED:
+      return 'refused';
+    case CloseReason.UNREACHABLE:
+      return 'unreachable';
+    case CloseReason.CONNECT_TIMEOUT:
+    case CloseReason.DATA_TIMEOUT:
+      return 'timeout';
+    case CloseReason.BLOCKED:
+      return 'blocked';
+    case CloseReason.THROTTLED:
+      return 'throttled';
+    case CloseReason.NETWORK_ERROR:
+      return 'reset';
+    default:
+      return 'error';
+  }
+}
+
+/** The per-stream callbacks the upstream routes session events to. */
+export interface StreamSink {
+  data(payload: Uint8Array): void;
+  writable(): void;
+  confirmed(): void;
+  /** The server's side sends no more (half-close extension). */
+  ended(): void;
+  closed(reason: number): void;
+  /** The session is ready (CONNECT went out); `confirms`: wait for streamConfirmed. */
+  ready(confirms: boolean): void;
+}
+
+export class WispTcpStream implements TcpStream {
+  private id: number | undefined;
+  private done = false;
+  private connected = false;
+  private paused = false;
+  private held: Uint8Array[] = [];
+  private heldBytes = 0;
+  /** END (or a voluntary CLOSE) arrived: onEnd once the guest has read what is held. */
+  private remoteEnded = false;
+  /** A voluntary CLOSE arrived: onClose() after that. */
+  private remoteClosed = false;
+  private endDelivered = false;
+  private readonly timer: TimerHandle;
+  private readonly flow: string;
+
+  constructor(
+    private readonly up: StreamHost,
+    dst: FlowEndpoint,
+    meta: FlowMeta,
+    private readonly handlers: TcpStreamHandlers,
+    timeoutMs: number,
+    private readonly maxPausedBytes: number,
+  ) {
+    this.flow = `tcp ${formatIpv4(meta.guest.ip)}:${meta.guest.port} → ${formatIpv4(dst.ip)}:${dst.port}`;
+    this.timer = this.up.scheduler.schedule(() => this.fail('timeout', `no connection within ${timeoutMs} ms`, CloseReason.CONNECT_TIMEOUT), timeoutMs);
+    const id = up.attach('tcp', dst, {
+      ready: (confirms) => {
+        if (!confirms) this.markConnected();
+      },
+      confirmed: () => this.markConnected(),
+      data: (p) => this.deliver(p),
+      writable: () => {
+        if (!this.done) this.handlers.onDrain();
+      },
+      ended: () => {
+        this.remoteEnded = true;
+        this.afterHeld();
+      },
+      closed: (reason) => this.serverClosed(reason),
+    });
+    if (typeof id !== 'number') {
+      this.up.scheduler.defer(() => this.fail(id.kind, id.message));
+      return;
+    }
+    this.id = id;
+  }
+
+  write(data: Uint8Array): boolean {
+    if (this.done || this.id === undefined) return true;
+    return this.up.write(this.id, data);
+  }
+
+  end(): void {
+    // Without the extension Wisp cannot carry a FIN: the stream lives on until the server closes it.
+    if (!this.done && this.id !== undefined) this.up.end(this.id);
+  }
+
+  destroy(): void {
+    if (this.done) return;
+    this.done = true;
+    this.dropHeld();
+    this.up.scheduler.cancel(this.timer);
+    if (this.id !== undefined) this.up.detach(this.id);
+  }
+
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    while (!this.paused && !this.done && this.held.length > 0) {
+      const p = this.held.shift()!;
+      this.heldBytes -= p.length;
+      this.up.held(-p.length);
+      this.handlers.onData(p);
+    }
+    this.afterHeld();
+  }
+
+  /** Drops what is held (the stream is over) and gives the bytes back to the host's count. */
+  private dropHeld(): void {
+    if (this.heldBytes > 0) this.up.held(-this.heldBytes);
+    this.held = [];
+    this.heldBytes = 0;
+  }
+
+  private markConnected(): void {
+    if (this.done || this.connected) return;
+    this.connected = true;
+    this.up.scheduler.cancel(this.timer);
+    this.handlers.onConnect();
+  }
+
+  private deliver(p: Uint8Array): void {
+    if (this.done) return;
+    if (!this.connected) this.markConnected(); // data proves the connection exists
+    if (!this.paused && this.held.length === 0) {
+      this.handlers.onData(p);
+      return;
+    }
+    // The payload is a view into the WebSocket message, which is ours to keep.
+    this.held.push(p);
+    this.heldBytes += p.length;
+    this.up.held(p.length);
+    if (this.heldBytes > this.maxPausedBytes) {
+      this.fail('reset', `more than ${this.maxPausedBytes} bytes arrived while the guest was not reading`, CloseReason.CLIENT_ERROR);
+    }
+  }
+
+  private serverClosed(reason: number): void {
+    if (this.done) return;
+    if (reason === CloseReason.VOLUNTARY && this.connected) {
+      // The far end finished: the guest sees FIN after any data it has not read yet.
+      this.remoteEnded = true;
+      this.remoteClosed = true;
+      this.afterHeld();
+      return;
+    }
+    this.done = true;
+    this.dropHeld();
+    this.up.scheduler.cancel(this.timer);
+    this.handlers.onClose(new UpstreamError(upstreamErrorKind(reason), `${this.flow}: the Wisp server closed the stream (${closeReasonName(reason)})`));
+  }
+
+  /** Once nothing is held: the far end's FIN, then (after a voluntary CLOSE) the clean close. */
+  private afterHeld(): void {
+    if (this.done || this.paused || this.held.length > 0) return;
+    if (this.remoteEnded && !this.endDelivered) {
+      this.endDelivered = true;
+      this.handlers.onEnd();
+    }
+    if (this.remoteClosed && !this.done) {
+      this.done = true;
+      this.up.scheduler.cancel(this.timer);
+      this.handlers.onClose();
+    }
+  }
+
+  private fail(kind: UpstreamErrorKind, message: string, reason?: number): void {
+    if (this.done) return;
+    this.done = true;
+    this.dropHeld();
+    this.up.scheduler.cancel(this.timer);
+    if (this.id !== undefined) this.up.detach(this.id, reason);
+    this.handlers.onClose(new UpstreamError(kind, `${this.flow}: ${message}`));
+  }
+}
+
+export class WispUdpFlow implements UdpFlow {
+  private id: number | undefined;
+  private closed = false;
+  private readonly flow: string;
+
+  constructor(
+    private readonly up: StreamHost,
+    private readonly dst: FlowEndpoint,
+    meta: FlowMeta,
+    private readonly handlers: UdpFlowHandlers,
+  ) {
+    this.flow = `udp ${formatIpv4(meta.guest.ip)}:${meta.guest.port} → ${formatIpv4(dst.ip)}:${dst.port}`;
+  }
+
+  /** Opens the stream lazily, and again after the server closed it or the connection dropped. */
+  send(data: Uint8Array): void {
+    if (this.closed) return;
+    if (this.id === undefined) {
+      const id = this.up.attach('udp', this.dst, {
+        ready: () => {},
+        confirmed: () => {},
+        writable: () => {},
+        ended: () => {},
+        data: (p) => {
+          if (!this.closed) this.handlers.onDatagram(p, this.dst);
+        },
+        closed: (reason) => {
+          this.id = undefined;
+          if (this.closed || reason === CloseReason.VOLUNTARY || reason === CloseReason.DATA_TIMEOUT) return;
+          this.handlers.onError(new UpstreamError(upstreamErrorKind(reason), `${this.flow}: the Wisp server closed the stream (${closeReasonName(reason)})`));
+        },
+      });
+      if (typeof id !== 'number') {
+        this.up.scheduler.defer(() => {
+          if (!this.closed) this.handlers.onError(new UpstreamError(id.kind, `${this.flow}: ${id.message}`));
+        });
+        return;
+      }
+      this.id = id;
+    }
+    this.up.write(this.id, data);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.id !== undefined) this.up.detach(this.id);
+  }
+}

@@ -1,0 +1,323 @@
+// `--upstream wisp://HOST:PORT/PATH/`: guest flows become streams on one WebSocket to a Wisp
+// server (weft relay, wisp-js, …). The protocol lives in core/wisp/wisp-client.ts; this file adds
+// the socket (behind WispTransport, so a browser worker can supply its own), timers, reconnects
+// with backoff, and the gateway mapping. The streams themselves are in wisp-flows.ts.
+
+import { CloseReason } from './wisp-codec';
+import { WispClientSession } from './wisp-client';
+import { WispProtocolError } from './wisp-errors';
+import type {
+  FlowEndpoint,
+  FlowMeta,
+  TcpStream,
+  TcpStreamHandlers,
+  UdpFlow,
+  UdpFlowHandlers,
+  Upstream,
+} from '../upstream';
+import { formatIpv4, type Ipv4Address } from '../wire/address';
+import { WispTcpStream, WispUdpFlow, type AttachFailure, type StreamHost, type StreamSink } from './wisp-flows';
+import type { Scheduler, TimerHandle } from '../scheduler';
+import type { Clock } from '../stack';
+
+export { upstreamErrorKind } from './wisp-flows';
+
+/** The hostname that means "the relay's own DNS resolver" (weft relay maps it, port 53 only). */
+export const RELAY_RESOLVER_HOSTNAME = 'resolver.weft.internal';
+/**
+ * The endpoint a DNS forwarder uses to reach the relay's resolver through this upstream: an address
+ * no guest can use (0.0.0.53), sent to the relay as RELAY_RESOLVER_HOSTNAME.
+ */
+export const RELAY_RESOLVER: FlowEndpoint = { ip: 0x00000035, port: 53 };
+
+/** A WebSocket as the upstream needs it. Messages are whole binary WebSocket messages. */
+export interface WispTransport {
+  onopen: () => void;
+  onmessage: (data: Uint8Array) => void;
+  /** `rejected`: the server answered the upgrade but refused it (HTTP error, subprotocol mismatch). */
+  onclose: (info: { code: number; reason: string; rejected?: boolean }) => void;
+  send(data: Uint8Array): void;
+  close(code?: number, reason?: string): void;
+  readonly bufferedAmount: number;
+  /**
+   * Stop and restart reading from the socket (Node's ws can; a browser WebSocket cannot). Plain Wisp
+   * has no flow control towards the client, so this is how a stream the guest is not reading holds
+   * back the server — at the price of holding back every other stream on the socket too.
+   */
+  pause?(): void;
+  resume?(): void;
+}
+
+/** Opens a WebSocket; `protocols` is ['wisp-v2'] when offering Wisp v2, [] for v1. */
+export type WispTransportFactory = (url: string, protocols: string[]) => WispTransport;
+
+/** Held bytes (over all paused streams) at which the WebSocket stops being read, and resumes. */
+const PAUSE_READING_AT = 512 * 1024;
+const RESUME_READING_AT = 128 * 1024;
+
+export interface WispUpstreamOptions {
+  /** ws:// or wss:// URL of the Wisp endpoint (wisp:// is accepted and means ws://). */
+  url: string;
+  connect: WispTransportFactory;
+  /** Offer Wisp v2 (default). A server that rejects the subprotocol is retried with v1. */
+  version?: 1 | 2;
+  password?: { username: string; password: string };
+  maxStreams?: number;
+  /** A stream not connected within this time fails with 'timeout' (default 20 000 ms). */
+  connectTimeoutMs?: number;
+  /**
+   * Data held for one paused stream before it is reset (default 4 MiB). With a transport that can
+   * pause, reading stops long before that; the bound is for transports that cannot.
+   */
+  maxPausedBytes?: number;
+  /** Reconnect delays: the first, doubling up to the last (defaults 250 ms and 10 s). */
+  backoffMs?: { initial: number; max: number };
+  /**
+   * The stack's gateway address. Flows to it mean "this host": with allowHostLoopback they are sent
+   * to 127.0.0.1 (which the relay must allow, e.g. weft relay --allow-loopback); without, refused here.
+   */
+  gateway?: Ipv4Address;
+  allowHostLoopback?: boolean;
+  log?: (event: object) => void;
+  /** Timers, time and randomness for reconnects and timeouts (core starts none itself). */
+  scheduler: Scheduler;
+  clock: Clock;
+  random: (out: Uint8Array) => void;
+}
+
+
+export class WispUpstream implements Upstream, StreamHost {
+  readonly url: string;
+  private readonly o: Required<Omit<WispUpstreamOptions, 'password' | 'log' | 'gateway' | 'scheduler' | 'clock' | 'random'>> & Pick<WispUpstreamOptions, 'password' | 'gateway'>;
+  readonly scheduler: Scheduler;
+  private readonly clock: Clock;
+  private readonly random: (out: Uint8Array) => void;
+  private readonly log: (event: object) => void;
+  private transport: WispTransport | undefined;
+  private session!: WispClientSession;
+  private readonly sinks = new Map<number, StreamSink>();
+  private delayMs: number;
+  private reconnectTimer: TimerHandle | undefined;
+  private pollTimer: TimerHandle | undefined;
+  private useV1 = false;
+  private stopped = false;
+  private heldBytes = 0;
+  private readingPaused = false;
+  /** Times a WebSocket to the server was established (for tests and logs). */
+  connections = 0;
+
+  constructor(options: WispUpstreamOptions) {
+    this.url = options.url.replace(/^wisp:/, 'ws:').replace(/^wisps:/, 'wss:');
+    this.o = {
+      url: this.url,
+      connect: options.connect,
+      version: options.version ?? 2,
+      password: options.password,
+      maxStreams: options.maxStreams ?? 4096,
+      connectTimeoutMs: options.connectTimeoutMs ?? 20_000,
+      maxPausedBytes: options.maxPausedBytes ?? 4 * 1024 * 1024,
+      backoffMs: options.backoffMs ?? { initial: 250, max: 10_000 },
+      gateway: options.gateway,
+      allowHostLoopback: options.allowHostLoopback ?? false,
+    };
+    this.log = options.log ?? (() => {});
+    this.scheduler = options.scheduler;
+    this.clock = options.clock;
+    this.random = options.random;
+    this.delayMs = this.o.backoffMs.initial;
+    this.useV1 = this.o.version === 1;
+    this.newSession();
+    this.open();
+  }
+
+  /** True once the handshake with the server is complete (and until the connection drops). */
+  get isReady(): boolean {
+    return this.session.isOpen;
+  }
+
+  /** The same as close(), named like DirectUpstream's for `weft vm` shutdown. */
+  closeAll(): void {
+    this.close();
+  }
+
+  /** Stops reconnecting and closes the WebSocket; open flows get onClose(error). */
+  close(): void {
+    this.stopped = true;
+    this.cancel(this.reconnectTimer);
+    this.cancel(this.pollTimer);
+    this.session.abort(new WispProtocolError('connection-lost', 'the upstream was closed'));
+    this.transport?.close(1000, 'closing');
+    this.transport = undefined;
+  }
+
+  openTcp(dst: FlowEndpoint, meta: FlowMeta, handlers: TcpStreamHandlers): TcpStream {
+    return new WispTcpStream(this, dst, meta, handlers, this.o.connectTimeoutMs, this.o.maxPausedBytes);
+  }
+
+  openUdp(dst: FlowEndpoint, meta: FlowMeta, handlers: UdpFlowHandlers): UdpFlow {
+    return new WispUdpFlow(this, dst, meta, handlers);
+  }
+
+  // ---- used by the stream classes ----------------------------------------------------------------
+
+  /** Opens a stream on the current session, or says why it could not. */
+  attach(type: 'tcp' | 'udp', dst: FlowEndpoint, sink: StreamSink): number | AttachFailure {
+    let host = formatIpv4(dst.ip);
+    if (dst.ip === RELAY_RESOLVER.ip) host = RELAY_RESOLVER_HOSTNAME;
+    else if (this.o.gateway !== undefined && dst.ip === this.o.gateway) {
+      if (!this.o.allowHostLoopback) return { kind: 'blocked', message: 'the gateway reaches host loopback only with --allow-host-loopback' };
+      host = '127.0.0.1';
+    }
+    const id = this.session.openStream(type, host, dst.port);
+    if (typeof id === 'string') return { kind: id === 'wisp-too-many-streams' ? 'throttled' : 'unreachable', message: id };
+    this.sinks.set(id, sink);
+    if (this.session.isOpen) {
+      const confirms = this.session.confirmsOpens;
+      this.scheduler.defer(() => sink.ready(confirms));
+    }
+    return id;
+  }
+
+  write(id: number, data: Uint8Array): boolean {
+    const ok = this.session.write(id, data);
+    this.schedulePoll();
+    return ok;
+  }
+
+  held(delta: number): void {
+    this.heldBytes += delta;
+    const t = this.transport;
+    if (!this.readingPaused && this.heldBytes > PAUSE_READING_AT && t?.pause) {
+      this.readingPaused = true;
+      t.pause();
+    } else if (this.readingPaused && this.heldBytes <= RESUME_READING_AT) {
+      this.readingPaused = false;
+      t?.resume?.();
+    }
+  }
+
+  end(id: number): boolean {
+    return this.session.end(id);
+  }
+
+  detach(id: number, reason: number = CloseReason.VOLUNTARY): void {
+    if (!this.sinks.delete(id)) return;
+    this.session.close(id, reason);
+  }
+
+  // ---- connection management ---------------------------------------------------------------------
+
+  private newSession(): void {
+    this.session = new WispClientSession(
+      {
+        version: this.o.version,
+        udp: true,
+        ...(this.o.password ? { password: this.o.password } : {}),
+        maxStreams: this.o.maxStreams,
+        maxDataPayload: 64 * 1024 - 5,
+        maxQueuedBytes: 4 * 1024 * 1024,
+        handshakeTimeoutMs: 10_000,
+        halfClose: true,
+      },
+      {
+        send: (m) => this.transport?.send(m),
+        ready: (info) => {
+          this.delayMs = this.o.backoffMs.initial;
+          this.log({ event: 'wisp-ready', url: this.url, version: info.version, extensions: info.extensions, ...(info.motd ? { motd: info.motd } : {}) });
+          const confirms = this.session.confirmsOpens;
+          for (const sink of [...this.sinks.values()]) sink.ready(confirms);
+        },
+        streamConfirmed: (id) => this.sinks.get(id)?.confirmed(),
+        streamData: (id, p) => this.sinks.get(id)?.data(p),
+        streamWritable: (id) => this.sinks.get(id)?.writable(),
+        streamEnded: (id) => this.sinks.get(id)?.ended(),
+        streamClosed: (id, reason) => {
+          const sink = this.sinks.get(id);
+          this.sinks.delete(id);
+          sink?.closed(reason);
+        },
+        terminate: (e) => {
+          this.log({ event: 'wisp-disconnected', url: this.url, code: e.code, message: e.message });
+          const t = this.transport;
+          this.transport = undefined;
+          t?.close(1000, e.code);
+          this.afterDisconnect();
+        },
+      },
+    );
+  }
+
+  private open(): void {
+    if (this.stopped) return;
+    const protocols = this.useV1 ? [] : ['wisp-v2'];
+    const t = this.o.connect(this.url, protocols);
+    this.transport = t;
+    this.readingPaused = false;
+    let opened = false;
+    t.onopen = () => {
+      if (this.transport !== t) return;
+      opened = true;
+      this.connections++;
+      this.session.start(this.clock.now(), this.useV1 ? 1 : 2);
+      this.schedulePoll();
+    };
+    t.onmessage = (data) => {
+      if (this.transport !== t) return;
+      this.session.receive(data, this.clock.now());
+      this.schedulePoll();
+    };
+    t.onclose = ({ code, reason, rejected }) => {
+      if (this.transport !== t) return;
+      this.transport = undefined;
+      // A server that refuses the v2 subprotocol fails the upgrade: use v1 from now on, at once.
+      // (A relay that is merely down fails before any answer and keeps us on v2.)
+      const retryV1 = !opened && rejected === true && !this.useV1;
+      this.log({ event: 'wisp-disconnected', url: this.url, code, reason, ...(retryV1 ? { retry: 'v1' } : {}) });
+      if (retryV1) {
+        this.useV1 = true;
+        this.delayMs = 0;
+      }
+      if (opened) {
+        this.session.abort(new WispProtocolError('connection-lost', `the WebSocket closed (${code}${reason ? ` ${reason}` : ''})`));
+      } else {
+        // Nothing went out on this WebSocket: flows waiting for it wait for the next one.
+        this.scheduleReconnect();
+      }
+    };
+  }
+
+  /** Streams have been told (by abort); start a fresh session that queues new flows. */
+  private afterDisconnect(): void {
+    this.cancel(this.pollTimer);
+    if (this.stopped) return;
+    this.sinks.clear();
+    this.newSession();
+    this.scheduleReconnect();
+  }
+
+  private cancel(handle: TimerHandle | undefined): void {
+    if (handle !== undefined) this.scheduler.cancel(handle);
+  }
+
+  /** A uniform fraction in [0, 1) from the injected random source. */
+  private randomFraction(): number {
+    const b = new Uint8Array(4);
+    this.random(b);
+    return new DataView(b.buffer).getUint32(0) / 2 ** 32;
+  }
+
+  private scheduleReconnect(): void {
+    if (this.stopped) return;
+    const delay = this.delayMs;
+    // Jitter so many clients of one relay do not reconnect in lockstep.
+    this.delayMs = Math.min(this.o.backoffMs.max, Math.max(this.o.backoffMs.initial, this.delayMs * 2));
+    this.reconnectTimer = this.scheduler.schedule(() => this.open(), delay * (0.8 + 0.4 * this.randomFraction()));
+  }
+
+  private schedulePoll(): void {
+    this.cancel(this.pollTimer);
+    const at = this.session.nextDeadline();
+    if (at === Infinity) return;
+    this.pollTimer = this.scheduler.schedule(() => this.session.poll(this.clock.now()), Math.max(0, at - this.clock.now()) + 1);
+  }
+}

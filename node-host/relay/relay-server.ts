@@ -1,0 +1,203 @@
+// The relay's HTTP side: the Wisp WebSocket endpoint (with origin, token and client-count checks
+// before the upgrade), /healthz, /metrics, the optional demo site, and draining on shutdown.
+
+import { createHash, timingSafeEqual } from 'node:crypto';
+import http from 'node:http';
+import type net from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { EventLog } from '../log';
+import { DestinationPolicy } from './destination-policy';
+import { RelayConnection, type RelayContext } from './relay-connection';
+import { RelayMetrics } from './relay-metrics';
+import type { RelayOptions } from './relay-options';
+import { createResolver, type Resolve } from './resolver';
+import { StaticSite } from './static-site';
+import { destroyLingeringSockets } from './tcp-destination';
+import { KeyedRateLimiter } from './token-bucket';
+import { readFileSync } from 'node:fs';
+import { formatIpv4 } from '../../core/wire/address';
+import { parseResolvConf, RESOLV_CONF } from '../dns-config';
+import { parseIp } from './ip-range';
+import type { RelayResolver } from './relay-connection';
+
+/**
+ * Largest WebSocket message accepted; larger ones end the client (close code 1009). Wisp counts
+ * credits in packets, not bytes, and clients such as wisp-js send whatever chunk they were given,
+ * so this is generous; RelayConnection bounds the bytes a client may have in flight separately.
+ */
+export const MAX_MESSAGE_BYTES = 1024 * 1024;
+
+function sameSecret(a: string, b: string): boolean {
+  // Hash first so the comparison takes the same time whatever the lengths.
+  return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
+}
+
+function reject(socket: net.Socket, status: number, text: string): void {
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${text.length + 1}\r\n\r\n${text}\n`);
+  setTimeout(() => socket.destroy(), 1000).unref();
+}
+
+export interface RelayServerDeps {
+  log: EventLog;
+  /** The resolvers clients may reach on port 53 (tests); defaults to --dns-server, else resolv.conf. */
+  resolvers?: RelayResolver[];
+  /** Overrides DNS resolution (tests); defaults to the system resolver or --dns-server. */
+  resolve?: Resolve;
+  demoRoot?: string;
+}
+
+export class RelayServer {
+  readonly metrics = new RelayMetrics();
+  private readonly http: http.Server;
+  private readonly wss: WebSocketServer;
+  private readonly connections = new Set<RelayConnection>();
+  private readonly sockets = new Set<WebSocket>();
+  private readonly ctx: RelayContext;
+  private readonly site: StaticSite | undefined;
+  private draining = false;
+
+  constructor(
+    private readonly options: RelayOptions,
+    private readonly deps: RelayServerDeps,
+  ) {
+    const pw = options.password;
+    this.ctx = {
+      options,
+      policy: new DestinationPolicy(options.policy),
+      resolve: deps.resolve ?? createResolver(options.dnsServers),
+      resolvers: deps.resolvers ?? relayResolvers(options.dnsServers),
+      metrics: this.metrics,
+      log: deps.log,
+      streamRate: options.rate > 0 ? new KeyedRateLimiter(options.rate, Math.max(1, options.rate * 2)) : undefined,
+      checkPassword: pw ? (c) => sameSecret(c.username, pw.username) && sameSecret(c.password, pw.password) : undefined,
+    };
+    if (options.demo && deps.demoRoot) this.site = new StaticSite(deps.demoRoot, options.path);
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: MAX_MESSAGE_BYTES,
+      perMessageDeflate: false,
+      // Wisp v2 clients offer a subprotocol whose value the spec leaves open; echo the first one
+      // (a ws client fails the handshake when none is selected).
+      handleProtocols: (protocols) => protocols.values().next().value ?? false,
+    });
+    this.http = http.createServer((req, res) => this.onRequest(req, res));
+    this.http.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.onUpgrade(req, socket, head));
+    this.http.on('clientError', (_e, socket: net.Socket) => socket.destroy());
+  }
+
+  /** Listens; resolves with the bound address (port 0 picks one). */
+  listen(): Promise<{ host: string; port: number }> {
+    return new Promise((resolve, reject) => {
+      this.http.once('error', reject);
+      this.http.listen(this.options.port, this.options.host, () => {
+        this.http.off('error', reject);
+        const a = this.http.address() as net.AddressInfo;
+        resolve({ host: a.address, port: a.port });
+      });
+    });
+  }
+
+  get clientCount(): number {
+    return this.connections.size;
+  }
+
+  /**
+   * Stops accepting, closes every stream with 0x02 and every WebSocket (1001), and resolves once
+   * all are gone — or after `graceMs`, when the stragglers are cut off.
+   */
+  async drain(graceMs: number): Promise<void> {
+    this.draining = true;
+    this.http.close();
+    this.http.closeIdleConnections();
+    for (const c of this.connections) c.drain();
+    const deadline = Date.now() + graceMs;
+    while (this.sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const ws of this.sockets) ws.terminate();
+    this.http.closeAllConnections();
+    destroyLingeringSockets();
+  }
+
+  private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const pathname = new URL(req.url ?? '/', 'http://relay').pathname;
+    if (pathname === '/healthz') {
+      res.writeHead(this.draining ? 503 : 200, { 'content-type': 'text/plain' });
+      res.end(this.draining ? 'draining\n' : 'ok\n');
+      return;
+    }
+    if (pathname === '/metrics') {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+      res.end(this.metrics.render());
+      return;
+    }
+    if (pathname === this.options.path) {
+      res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' });
+      res.end('this is a Wisp endpoint: connect with a WebSocket\n');
+      return;
+    }
+    if (this.site?.handle(req, res, pathname)) return;
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('not found\n');
+  }
+
+  private onUpgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+    const url = new URL(req.url ?? '/', 'http://relay');
+    const refuse = (status: number, text: string, cause: string) => {
+      this.metrics.upgradeRejected(cause);
+      this.deps.log('upgrade-rejected', { client: req.socket.remoteAddress, status, cause });
+      reject(socket, status, text);
+    };
+    if (url.pathname !== this.options.path) return refuse(404, 'Not Found', 'path');
+    if (this.draining) return refuse(503, 'Service Unavailable', 'draining');
+    const origin = req.headers.origin;
+    const origins = this.options.origins;
+    if (origins && !origins.includes('*') && (origin === undefined || !origins.includes(origin))) {
+      return refuse(403, 'Forbidden', 'origin');
+    }
+    const version: 1 | 2 = req.headers['sec-websocket-protocol'] ? 2 : 1;
+    const token = this.options.token;
+    const presented = url.searchParams.get('token') ?? /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1];
+    const tokenOk = token !== undefined && presented !== undefined && presented !== null && sameSecret(presented, token);
+    const passwordPossible = this.options.password !== undefined && version === 2;
+    if (token !== undefined && !tokenOk && !passwordPossible) return refuse(401, 'Unauthorized', 'token');
+    if (this.options.password !== undefined && !tokenOk && version === 1) return refuse(401, 'Unauthorized', 'password-needs-v2');
+    if (this.connections.size >= this.options.maxClients) return refuse(503, 'Service Unavailable', 'max-clients');
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      const remote = req.socket;
+      const conn = new RelayConnection(ws, {
+        ip: remote.remoteAddress ?? '?',
+        port: remote.remotePort ?? 0,
+        version,
+        preauthorized: tokenOk,
+      }, this.ctx);
+      this.connections.add(conn);
+      this.sockets.add(ws);
+      this.metrics.clients = this.connections.size;
+      this.metrics.connectionsTotal++;
+      ws.on('close', () => {
+        this.connections.delete(conn);
+        this.sockets.delete(ws);
+        this.metrics.clients = this.connections.size;
+      });
+    });
+  }
+}
+
+/** --dns-server values (IP or IP:PORT, [IPv6]:PORT), else the host's IPv4 nameservers. */
+export function relayResolvers(dnsServers: readonly string[]): RelayResolver[] {
+  const out: RelayResolver[] = [];
+  const texts = dnsServers.length > 0 ? dnsServers : hostNameservers();
+  for (const t of texts) {
+    const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(t) ?? /^([^:]+)(?::(\d+))?$/.exec(t);
+    const address = parseIp(m ? m[1] : t) ?? parseIp(t);
+    if (address) out.push({ address, port: m?.[2] ? Number(m[2]) : 53 });
+  }
+  return out;
+}
+
+function hostNameservers(): string[] {
+  try {
+    return parseResolvConf(readFileSync(RESOLV_CONF, 'utf8')).servers.map((s) => `${formatIpv4(s.ip)}:${s.port}`);
+  } catch {
+    return [];
+  }
+}

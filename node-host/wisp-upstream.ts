@@ -1,0 +1,15 @@
+// The Wisp upstream in Node: core's WispUpstream with Node's timers, clock and randomness.
+import { randomFillSync } from 'node:crypto';
+import { WispUpstream as CoreWispUpstream, type WispUpstreamOptions } from '../core/wisp/wisp-upstream';
+import { nodeScheduler } from './node-scheduler';
+
+export type { WispTransport, WispTransportFactory, WispUpstreamOptions } from '../core/wisp/wisp-upstream';
+export { upstreamErrorKind } from '../core/wisp/wisp-flows';
+
+export type NodeWispUpstreamOptions = Omit<WispUpstreamOptions, 'scheduler' | 'clock' | 'random'> & Partial<Pick<WispUpstreamOptions, 'scheduler' | 'clock' | 'random'>>;
+
+export class WispUpstream extends CoreWispUpstream {
+  constructor(options: NodeWispUpstreamOptions) {
+    super({ scheduler: nodeScheduler, clock: { now: Date.now }, random: (out) => randomFillSync(out), ...options });
+  }
+}

@@ -1,0 +1,259 @@
+// `weft relay` as an operator and an attacker see it: /healthz, /metrics, SIGTERM drain, admission
+// (token, origin, max clients), limits (rate, streams, idle, bandwidth) and hostile clients, each of
+// which is closed with a reason while a well-behaved client on the same relay keeps working.
+
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeConnect, encodeData, type WispPacket } from '../../core/wisp/wisp-codec';
+import {
+  RawWispClient,
+  startRelay,
+  tcpServer,
+  wispJsConnect,
+  wispJsRoundTrip,
+  type RunningRelay,
+  type TestServer,
+} from './relay-support';
+
+let echo: TestServer;
+let stall: TestServer;
+beforeAll(async () => {
+  echo = await tcpServer('echo');
+  stall = await tcpServer('stall');
+});
+afterAll(async () => {
+  await echo.close();
+  await stall.close();
+});
+
+const isClose = (id: number) => (p: WispPacket) => p.type === 'close' && p.streamId === id;
+
+/** Proves the relay still serves a well-behaved wisp-js client. */
+async function healthyRoundTrip(relay: RunningRelay): Promise<void> {
+  const conn = await wispJsConnect(relay.wisp, { wisp_version: 2 });
+  const r = await wispJsRoundTrip(conn, '127.0.0.1', echo.port, Buffer.from('still here'));
+  expect('data' in r && Buffer.from(r.data).toString()).toBe('still here');
+  conn.close();
+}
+
+describe('operations', () => {
+  let relay: RunningRelay;
+  beforeAll(async () => {
+    relay = await startRelay(['--allow-loopback']);
+  });
+  afterAll(() => relay.stop());
+
+  it('answers /healthz and documents the endpoint', async () => {
+    const r = await fetch(`${relay.http}/healthz`);
+    expect(r.status).toBe(200);
+    expect(await r.text()).toBe('ok\n');
+    expect((await fetch(`${relay.http}/wisp/`)).status).toBe(426);
+    expect((await fetch(`${relay.http}/nope`)).status).toBe(404);
+  });
+
+  it('exports clients, streams, bytes, refusals and connect latency at /metrics', async () => {
+    const client = await RawWispClient.open(relay.wisp);
+    client.send(encodeConnect(1, 1, echo.port, '127.0.0.1'));
+    client.send(encodeData(1, new Uint8Array(1000)));
+    await client.waitFor((p) => p.type === 'data' && p.streamId === 1, 'echo');
+    client.send(encodeConnect(2, 1, 80, '10.0.0.1'));
+    await client.waitFor(isClose(2), 'refusal');
+    const text = await (await fetch(`${relay.http}/metrics`)).text();
+    expect(text).toMatch(/^weft_relay_clients 1$/m);
+    expect(text).toMatch(/^weft_relay_open_streams\{type="tcp"\} 1$/m);
+    expect(text).toMatch(/^weft_relay_open_streams\{type="udp"\} 0$/m);
+    expect(Number(/^weft_relay_bytes_total\{direction="upload"\} (\d+)$/m.exec(text)?.[1])).toBeGreaterThanOrEqual(1000);
+    expect(Number(/^weft_relay_bytes_total\{direction="download"\} (\d+)$/m.exec(text)?.[1])).toBeGreaterThanOrEqual(1000);
+    expect(text).toMatch(/^weft_relay_refusals_total\{reason="blocked"\} 1$/m);
+    expect(text).toMatch(/^weft_relay_connect_seconds_count [1-9]/m);
+    expect(text).toMatch(/^# TYPE weft_relay_connect_seconds histogram$/m);
+    client.close();
+  });
+});
+
+describe('--demo', () => {
+  it('serves a page at / (a placeholder until the demo is built) and nothing outside it', async () => {
+    const relay = await startRelay(['--demo']);
+    try {
+      const page = await fetch(`${relay.http}/`);
+      expect(page.status).toBe(200);
+      expect(page.headers.get('content-type')).toMatch(/text\/html/);
+      expect(await page.text()).toMatch(/weft/);
+      expect((await fetch(`${relay.http}/..%2f..%2fpackage.json`)).status).toBe(404);
+      expect((await fetch(`${relay.http}/healthz`)).status).toBe(200);
+    } finally {
+      await relay.stop();
+    }
+  });
+});
+
+describe('SIGTERM', () => {
+  it('closes open streams with 0x02 and exits within 5 s, even with a stalled destination', async () => {
+    const relay = await startRelay(['--allow-loopback']);
+    const client = await RawWispClient.open(relay.wisp);
+    client.send(encodeConnect(1, 1, echo.port, '127.0.0.1'));
+    client.send(encodeData(1, Buffer.from('x')));
+    await client.waitFor((p) => p.type === 'data' && p.streamId === 1, 'echo');
+    client.send(encodeConnect(2, 1, stall.port, '127.0.0.1'));
+    for (let i = 0; i < 100; i++) client.send(encodeData(2, new Uint8Array(32 * 1024)));
+    await new Promise((r) => setTimeout(r, 200));
+    const started = performance.now();
+    relay.proc.kill('SIGTERM');
+    expect(await client.waitFor(isClose(1), 'CLOSE on stream 1')).toMatchObject({ reason: 0x02 });
+    expect(await client.waitFor(isClose(2), 'CLOSE on stream 2')).toMatchObject({ reason: 0x02 });
+    expect(await client.waitForClose()).toBe(1001);
+    const exit = await relay.proc.waitForExit(5000);
+    // The hard deadline is 4.5 s; a drain that needs it (something left open) fails here.
+    expect(performance.now() - started).toBeLessThan(4000);
+    expect(relay.proc.events.find((e) => e.event === 'stopped')?.forced).toBeUndefined();
+    expect(exit.code).toBe(0);
+    await expect(fetch(`${relay.http}/healthz`)).rejects.toThrow();
+  });
+});
+
+describe('admission', () => {
+  it('--token: refuses upgrades without it, accepts the query parameter and the header', async () => {
+    const relay = await startRelay(['--allow-loopback', '--token', 'tok3n']);
+    try {
+      await expect(RawWispClient.open(relay.wisp)).rejects.toMatchObject({ status: 401 });
+      await expect(RawWispClient.open(`${relay.wisp}?token=wrong`)).rejects.toMatchObject({ status: 401 });
+      (await RawWispClient.open(`${relay.wisp}?token=tok3n`)).close();
+      const c = await RawWispClient.open(relay.wisp, [], { authorization: 'Bearer tok3n' });
+      await c.waitFor((p) => p.type === 'continue' && p.streamId === 0, 'initial CONTINUE');
+      c.close();
+    } finally {
+      await relay.stop();
+    }
+  });
+
+  it('--origin and --max-clients', async () => {
+    const relay = await startRelay(['--origin', 'https://good.example', '--max-clients', '1']);
+    try {
+      await expect(RawWispClient.open(relay.wisp, [], { origin: 'https://evil.example' })).rejects.toMatchObject({ status: 403 });
+      const first = await RawWispClient.open(relay.wisp, [], { origin: 'https://good.example' });
+      await expect(RawWispClient.open(relay.wisp, [], { origin: 'https://good.example' })).rejects.toMatchObject({ status: 503 });
+      first.close();
+    } finally {
+      await relay.stop();
+    }
+  });
+});
+
+describe('limits', () => {
+  it('--max-streams-per-client and --rate throttle with 0x49', async () => {
+    const relay = await startRelay(['--allow-loopback', '--max-streams-per-client', '5', '--rate', '20']);
+    try {
+      const client = await RawWispClient.open(relay.wisp);
+      for (let id = 1; id <= 8; id++) client.send(encodeConnect(id, 1, stall.port, '127.0.0.1'));
+      expect(await client.waitFor(isClose(6), 'stream 6')).toMatchObject({ reason: 0x49 });
+      client.close();
+      // A burst of 2000 CONNECTs: beyond the rate every one is throttled, and the relay is fine.
+      const flood = await RawWispClient.open(relay.wisp);
+      for (let id = 1; id <= 2000; id++) {
+        flood.send(encodeConnect(id, 1, echo.port, '127.0.0.1'));
+        flood.send(encodeData(id, Buffer.from('x')));
+        flood.send(new Uint8Array([4, id & 0xff, id >> 8, 0, 0, 2]));
+      }
+      await flood.waitFor(isClose(2000), 'the last CONNECT answered', 10_000);
+      expect(flood.packets.filter((p) => p.type === 'close' && p.reason === 0x49).length).toBeGreaterThan(1900);
+      flood.close();
+      await new Promise((r) => setTimeout(r, 1000)); // let the bucket refill for the next client
+      await healthyRoundTrip(relay);
+    } finally {
+      await relay.stop();
+    }
+  });
+
+  it('--idle-timeout closes quiet streams with 0x47', async () => {
+    const relay = await startRelay(['--allow-loopback', '--idle-timeout', '300ms']);
+    try {
+      const client = await RawWispClient.open(relay.wisp);
+      client.send(encodeConnect(1, 1, stall.port, '127.0.0.1'));
+      const started = performance.now();
+      expect(await client.waitFor(isClose(1), 'idle close')).toMatchObject({ reason: 0x47 });
+      expect(performance.now() - started).toBeGreaterThanOrEqual(250);
+      client.close();
+    } finally {
+      await relay.stop();
+    }
+  });
+
+  it('--bandwidth paces a client', async () => {
+    const relay = await startRelay(['--allow-loopback', '--bandwidth', '256K']);
+    try {
+      const conn = await wispJsConnect(relay.wisp, { wisp_version: 1 });
+      const payload = randomBytes(640 * 1024);
+      const started = performance.now();
+      const r = await wispJsRoundTrip(conn, '127.0.0.1', echo.port, payload);
+      const seconds = (performance.now() - started) / 1000;
+      expect('data' in r && r.data.length).toBe(payload.length);
+      // 640 KiB at 256 KiB/s, less a 64 KiB burst: at least ~2 s (unpaced, it takes milliseconds).
+      expect(seconds).toBeGreaterThan(1.8);
+      conn.close();
+    } finally {
+      await relay.stop();
+    }
+  });
+});
+
+describe('hostile clients', () => {
+  let relay: RunningRelay;
+  beforeAll(async () => {
+    relay = await startRelay(['--allow-loopback', '--rate', '0']);
+  });
+  afterAll(() => relay.stop());
+
+  it('closes a client that sends DATA beyond its credits (1008) while another keeps working', async () => {
+    const good = await wispJsConnect(relay.wisp, { wisp_version: 2 });
+    // The well-behaved client pushes just as hard at a destination that never reads, within credits.
+    const goodStall = good.create_stream('127.0.0.1', stall.port);
+    for (let i = 0; i < 600; i++) goodStall.send(new Uint8Array(64 * 1024 - 5));
+    const bad = await RawWispClient.open(relay.wisp);
+    const initial = (await bad.waitFor((p) => p.type === 'continue' && p.streamId === 0, 'initial CONTINUE')) as { bufferRemaining: number };
+    expect(initial.bufferRemaining).toBe(128);
+    bad.send(encodeConnect(1, 1, stall.port, '127.0.0.1'));
+    // The destination never reads: once the kernel's socket buffers are full nothing is released,
+    // no credit comes back, and a client that keeps sending has broken the rule.
+    const packet = encodeData(1, new Uint8Array(64 * 1024 - 5));
+    for (let i = 0; i < 600 && bad.closeCode === undefined; i++) {
+      bad.send(packet);
+      if (i % 50 === 0) await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(await bad.waitForClose()).toBe(1008);
+    await relay.proc.waitForEvent('client-error', (e) => e.code === 'credit-overrun');
+    const r = await wispJsRoundTrip(good, '127.0.0.1', echo.port, Buffer.from('unaffected'));
+    expect('data' in r && Buffer.from(r.data).toString()).toBe('unaffected');
+    good.close();
+  });
+
+  it('closes a client that sends an oversized message (1009)', async () => {
+    const bad = await RawWispClient.open(relay.wisp);
+    bad.send(encodeData(1, new Uint8Array(2 * 1024 * 1024)));
+    expect(await bad.waitForClose()).toBe(1009);
+    await healthyRoundTrip(relay);
+  });
+
+  it('closes a client that sends a message shorter than the header (1002)', async () => {
+    const bad = await RawWispClient.open(relay.wisp);
+    bad.send(new Uint8Array([2, 0, 0]));
+    expect(await bad.waitForClose()).toBe(1002);
+  });
+
+  it('ignores unknown types, DATA for unknown streams and text frames; refuses empty hosts and port 0', async () => {
+    const c = await RawWispClient.open(relay.wisp);
+    c.send(new Uint8Array([0x7e, 1, 0, 0, 0, 9]));
+    c.send(encodeData(99, Buffer.from('nobody')));
+    c.ws.send('text frame');
+    c.send(encodeConnect(1, 1, echo.port, ''));
+    c.send(encodeConnect(2, 1, 0, '127.0.0.1'));
+    c.send(encodeConnect(3, 7, echo.port, '127.0.0.1'));
+    expect(await c.waitFor(isClose(1), 'empty host')).toMatchObject({ reason: 0x41 });
+    expect(await c.waitFor(isClose(2), 'port 0')).toMatchObject({ reason: 0x41 });
+    expect(await c.waitFor(isClose(3), 'stream type 7')).toMatchObject({ reason: 0x41 });
+    c.send(encodeConnect(4, 1, echo.port, '127.0.0.1'));
+    c.send(encodeData(4, Buffer.from('fine')));
+    expect(await c.waitFor((p) => p.type === 'data' && p.streamId === 4, 'echo on the same connection')).toBeTruthy();
+    expect(c.closeCode).toBeUndefined();
+    c.close();
+  });
+});
