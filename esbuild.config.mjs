@@ -1,6 +1,7 @@
 // Builds every bundle into dist/. Run by `npm install` (prepare), `npm test`, `npm start`, `npm run bench`.
 import { build } from 'esbuild';
-import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
 
 const node = {
   bundle: true,
@@ -13,9 +14,28 @@ const node = {
   logLevel: 'warning',
 };
 
+const browser = {
+  bundle: true,
+  platform: 'browser',
+  target: ['chrome110', 'firefox115', 'safari16'],
+  format: 'esm',
+  sourcemap: true,
+  logLevel: 'warning',
+};
+
 const entries = [
   { entryPoints: ['node-host/cli.ts'], outfile: 'dist/weft.js', ...node },
   { entryPoints: ['test/bench/run.ts'], outfile: 'dist/bench.js', ...node },
+  // The embedding library and its worker: the library finds the worker beside itself.
+  { entryPoints: ['web/index.ts'], outfile: 'dist/web/weft.mjs', ...browser },
+  { entryPoints: ['worker/weft-worker.ts'], outfile: 'dist/web/weft-worker.js', ...browser },
 ];
 
 await Promise.all(entries.filter((e) => existsSync(e.entryPoints[0])).map((e) => build(e)));
+
+// Type declarations for the web library (esbuild emits none): dist/web/weft.d.ts.
+const tsc = 'node_modules/typescript/bin/tsc';
+if (existsSync(tsc) && existsSync('web/index.ts')) {
+  execFileSync(process.execPath, [tsc, '-p', 'tsconfig.web.json'], { stdio: 'inherit' });
+  writeFileSync('dist/web/weft.d.ts', "export * from './types/web/index';\n");
+}

@@ -1,0 +1,218 @@
+// The weft Web Worker: owns one Stack, drives its timers, connects it to a Wisp relay over the
+// browser's WebSocket (or to nothing but DNS over HTTPS), and talks to the page: control calls
+// through comlink, frames as packed, transferred batches over a MessagePort.
+
+import * as Comlink from 'comlink';
+import { PcapWriter } from '../core/pcap-writer';
+import type { Scheduler } from '../core/scheduler';
+import { UpstreamDnsForwarder } from '../core/services/dns-upstream-forwarder';
+import type { DnsForwarder } from '../core/services/dns-server';
+import { Stack, type StackOptions } from '../core/stack';
+import { formatIpv4, formatMac, parseIpv4 } from '../core/wire/address';
+import { RELAY_RESOLVER, WispUpstream } from '../core/wisp/wisp-upstream';
+import { connectBrowserWebSocket } from './browser-ws-transport';
+import { DohForwarder } from './doh-forwarder';
+import { FrameBatcher, unpackFrames } from './frame-batch';
+import { summarizeFlow, type FlowSummary, type NetworkEvent, type NetworkSettings, type NetworkStats, type RelayState, type WeftWorkerApi } from './worker-api';
+
+/** Captures stop growing past this (the page can download and restart). */
+const MAX_CAPTURE_BYTES = 64 * 1024 * 1024;
+/** Drop counters are reported at most this often. */
+const DROP_REPORT_MS = 1000;
+
+const browserScheduler: Scheduler = {
+  schedule: (fn, ms) => setTimeout(fn, ms),
+  cancel: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+  defer: (fn) => queueMicrotask(fn),
+};
+const randomBytes = (out: Uint8Array) => void crypto.getRandomValues(out as Uint8Array<ArrayBuffer>);
+
+class WeftWorker implements WeftWorkerApi {
+  private stack: Stack | undefined;
+  private upstream: WispUpstream | undefined;
+  private port: MessagePort | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private armedFor: number | undefined;
+  private relay: RelayState = 'none';
+  private emit: (e: NetworkEvent) => void = () => {};
+  private capture: { chunks: Uint8Array[]; bytes: number; writer: PcapWriter } | undefined;
+  private framesToPage = 0;
+  private framesFromPage = 0;
+  private pendingDrops: Record<string, number> = {};
+  private dropTimer: ReturnType<typeof setTimeout> | undefined;
+  private relayFailures = 0;
+
+  async start(settings: NetworkSettings, framePort: MessagePort, onEvent: (e: NetworkEvent) => void): Promise<void> {
+    if (this.stack) throw new Error('the network is already started');
+    this.emit = onEvent;
+    this.port = framePort;
+    const network = settingsToNetwork(settings);
+    const gateway = network.gateway ?? parseIpv4('10.0.2.2');
+
+    if (settings.relayUrl) {
+      this.setRelay('connecting', settings.relayUrl);
+      this.upstream = new WispUpstream({
+        url: settings.relayUrl,
+        connect: connectBrowserWebSocket,
+        scheduler: browserScheduler,
+        clock: { now: () => Date.now() },
+        random: randomBytes,
+        gateway,
+        allowHostLoopback: settings.allowHostLoopback ?? false,
+        ...(settings.password ? { password: settings.password } : {}),
+        log: (e) => this.onRelayLog(e as { event: string; message?: string; code?: unknown }, settings.relayUrl as string),
+      });
+    }
+    let forwarder: DnsForwarder | undefined;
+    if (settings.dohUrl) {
+      forwarder = new DohForwarder({ url: settings.dohUrl, onError: (message) => this.emit({ type: 'error', message }) });
+    } else if (this.upstream) {
+      forwarder = new UpstreamDnsForwarder({ upstream: this.upstream, resolvers: [RELAY_RESOLVER] });
+    }
+
+    const batcher = new FrameBatcher(
+      (batch, count) => {
+        this.framesToPage += count;
+        framePort.postMessage(batch, [batch]);
+      },
+      (fn) => queueMicrotask(fn),
+    );
+    const options: StackOptions = {
+      network,
+      upstream: this.upstream,
+      dns: {
+        forwarder,
+        records: new Map(Object.entries(settings.dnsRecords ?? {}).map(([name, ip]) => [name.toLowerCase().replace(/\.$/, ''), parseIpv4(ip)])),
+      },
+      clock: { now: () => Date.now() },
+      random: randomBytes,
+      batchAcks: true,
+      wake: () => this.rearm(),
+      output: (frame) => batcher.push(frame),
+      capture: (frame, _dir, timeMs) => this.captureFrame(frame, timeMs),
+    };
+    const stack = new Stack(options);
+    this.stack = stack;
+    stack.on('lease', (e) => this.emit({ type: 'lease', mac: formatMac(e.mac), ip: formatIpv4(e.ip), ...(e.hostname ? { hostname: e.hostname } : {}) }));
+    stack.on('flow-open', (e) => this.emit({ type: 'flow-open', flow: summarizeFlow(e, formatIpv4) }));
+    stack.on('flow-close', (e) => this.emit({ type: 'flow-close', flow: summarizeFlow(e, formatIpv4) }));
+    stack.on('drop', (e) => this.countDrop(e.reason, e.count));
+
+    framePort.onmessage = (e: MessageEvent) => {
+      if (!(e.data instanceof ArrayBuffer)) return;
+      this.framesFromPage += unpackFrames(e.data, (frame) => stack.input(frame));
+      stack.flush();
+      this.rearm();
+    };
+    framePort.start();
+    this.rearm();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    if (this.dropTimer) clearTimeout(this.dropTimer);
+    this.timer = this.dropTimer = undefined;
+    this.stack?.shutdown();
+    this.upstream?.close();
+    this.port?.close();
+    this.stack = undefined;
+    this.upstream = undefined;
+    this.port = undefined;
+    if (this.relay !== 'none') this.setRelay('none');
+  }
+
+  async stats(): Promise<NetworkStats> {
+    if (!this.stack) throw new Error('the network is not started');
+    return { ...this.stack.counters(), relay: this.relay, framesToPage: this.framesToPage, framesFromPage: this.framesFromPage };
+  }
+
+  async flows(): Promise<FlowSummary[]> {
+    return (this.stack?.flows() ?? []).map((f) => summarizeFlow(f, formatIpv4));
+  }
+
+  async startCapture(): Promise<void> {
+    const chunks: Uint8Array[] = [];
+    const capture = { chunks, bytes: 0, writer: new PcapWriter((c) => {
+      chunks.push(c);
+      capture.bytes += c.length;
+    }) };
+    capture.writer.start();
+    this.capture = capture;
+  }
+
+  async stopCapture(): Promise<Uint8Array> {
+    const c = this.capture;
+    this.capture = undefined;
+    if (!c) throw new Error('no capture is running');
+    const out = new Uint8Array(c.bytes);
+    let off = 0;
+    for (const chunk of c.chunks) {
+      out.set(chunk, off);
+      off += chunk.length;
+    }
+    return Comlink.transfer(out, [out.buffer]);
+  }
+
+  private captureFrame(frame: Uint8Array, timeMs: number): void {
+    const c = this.capture;
+    if (c && c.bytes < MAX_CAPTURE_BYTES) c.writer.write(frame, timeMs);
+  }
+
+  private rearm(): void {
+    const stack = this.stack;
+    if (!stack) return;
+    const deadline = stack.nextDeadline();
+    if (deadline === this.armedFor && this.timer) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.armedFor = deadline;
+    if (deadline === undefined) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.armedFor = undefined;
+      stack.poll(Date.now());
+      this.rearm();
+    }, Math.max(0, deadline - Date.now()));
+  }
+
+  private onRelayLog(e: { event: string; message?: string; code?: unknown }, url: string): void {
+    if (e.event === 'wisp-ready') {
+      this.relayFailures = 0;
+      this.setRelay('connected', url);
+    } else if (e.event === 'wisp-disconnected') {
+      this.relayFailures++;
+      this.setRelay(this.relayFailures >= 5 ? 'failed' : 'reconnecting', url, e.message ?? (e.code !== undefined ? `WebSocket closed (${String(e.code)})` : undefined));
+    }
+  }
+
+  private setRelay(state: RelayState, url?: string, message?: string): void {
+    if (state === this.relay && state !== 'failed') return;
+    this.relay = state;
+    this.emit({ type: 'relay', state, ...(url ? { url } : {}), ...(message ? { message } : {}) });
+  }
+
+  private countDrop(reason: string, count: number): void {
+    this.pendingDrops[reason] = (this.pendingDrops[reason] ?? 0) + count;
+    if (this.dropTimer) return;
+    this.dropTimer = setTimeout(() => {
+      this.dropTimer = undefined;
+      const drops = this.pendingDrops;
+      this.pendingDrops = {};
+      this.emit({ type: 'drops', drops });
+    }, DROP_REPORT_MS);
+  }
+}
+
+function settingsToNetwork(s: NetworkSettings): NonNullable<StackOptions['network']> {
+  const n = s.network ?? {};
+  return {
+    ...(n.network ? { network: parseIpv4(n.network) } : {}),
+    ...(n.prefixLength !== undefined ? { prefixLength: n.prefixLength } : {}),
+    ...(n.gateway ? { gateway: parseIpv4(n.gateway) } : {}),
+    ...(n.dns ? { dns: parseIpv4(n.dns) } : {}),
+    ...(n.firstLease ? { firstLease: parseIpv4(n.firstLease) } : {}),
+    ...(s.mtu !== undefined ? { mtu: s.mtu } : {}),
+  };
+}
+
+Comlink.expose(new WeftWorker());

@@ -1,0 +1,77 @@
+// What the page and the weft worker say to each other (through comlink), and the events the
+// network reports. Types only: web/ imports these, worker/ implements them.
+
+import type { FlowEvent, StackCounters } from '../core/stack';
+
+export interface NetworkSettings {
+  /** ws:// or wss:// URL of a Wisp endpoint (weft relay: ws://HOST:PORT/wisp/). Without one, only DNS over HTTPS and local services work. */
+  relayUrl?: string;
+  /** The virtual network: defaults 10.0.2.0/24, gateway .2, DNS .3, first lease .15. */
+  network?: { network?: string; prefixLength?: number; gateway?: string; dns?: string; firstLease?: string };
+  mtu?: number;
+  /** DNS over HTTPS endpoint (RFC 8484), used when there is no relay. */
+  dohUrl?: string;
+  /** Extra local DNS names → IPv4 addresses. */
+  dnsRecords?: Record<string, string>;
+  /** Let the gateway address reach the relay host's loopback (the relay must allow loopback too). */
+  allowHostLoopback?: boolean;
+  /** Wisp v2 password extension credentials. */
+  password?: { username: string; password: string };
+}
+
+export type RelayState = 'none' | 'connecting' | 'connected' | 'reconnecting' | 'failed';
+
+export type NetworkEvent =
+  | { type: 'relay'; state: RelayState; url?: string; message?: string }
+  | { type: 'lease'; mac: string; ip: string; hostname?: string }
+  | { type: 'flow-open'; flow: FlowSummary }
+  | { type: 'flow-close'; flow: FlowSummary }
+  | { type: 'drops'; drops: Record<string, number> }
+  | { type: 'error'; message: string };
+
+/** A flow as the page shows it (addresses formatted). */
+export interface FlowSummary {
+  id: string;
+  protocol: 'tcp' | 'udp';
+  guest: string;
+  target: string;
+  state?: string;
+  bytesFromGuest: number;
+  bytesToGuest: number;
+  openedAt: number;
+  reason?: string;
+}
+
+export interface NetworkStats extends StackCounters {
+  relay: RelayState;
+  framesToPage: number;
+  framesFromPage: number;
+}
+
+/** The worker's control API. */
+export interface WeftWorkerApi {
+  /** Starts the stack; frames flow over `framePort` as packed batches (see frame-batch.ts). */
+  start(settings: NetworkSettings, framePort: MessagePort, onEvent: (e: NetworkEvent) => void): Promise<void>;
+  stop(): Promise<void>;
+  stats(): Promise<NetworkStats>;
+  flows(): Promise<FlowSummary[]>;
+  startCapture(): Promise<void>;
+  /** Stops capturing and returns the pcap file's bytes. */
+  stopCapture(): Promise<Uint8Array>;
+}
+
+export function summarizeFlow(e: FlowEvent, format: (ip: number) => string): FlowSummary {
+  const guest = `${format(e.guest.ip)}:${e.guest.port}`;
+  const target = `${format(e.target.ip)}:${e.target.port}`;
+  return {
+    id: `${e.protocol} ${guest}>${target}@${e.openedAt}`,
+    protocol: e.protocol,
+    guest,
+    target,
+    ...('state' in e ? { state: e.state } : {}),
+    bytesFromGuest: e.bytesFromGuest,
+    bytesToGuest: e.bytesToGuest,
+    openedAt: e.openedAt,
+    ...(e.reason === undefined ? {} : { reason: e.reason }),
+  };
+}
