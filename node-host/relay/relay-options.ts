@@ -49,6 +49,8 @@ and the IPv6 equivalents ::1 fc00::/7 fe80::/10 ff00::/8 ::, also as ::ffff:-map
   --allow-loopback        Allow this host's loopback (127/8, ::1)
   --ports LIST            Allowed destination ports, e.g. 80,443,8000-8999 (default: all)
   --dns-server IP[:PORT]  Resolve with these DNS servers instead of the system resolver. Repeatable.
+                          Clients reach the first one (default: the first nameserver in /etc/resolv.conf)
+                          as resolver.weft.internal:53 — DNS only, on port 53, whatever the policy says.
 
 Clients:
   --password USER:PASS    Require Wisp v2 password authentication (v1 clients then need --token)
