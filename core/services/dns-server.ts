@@ -37,6 +37,7 @@ import {
   type DnsRecord,
 } from '../wire/dns';
 import { isDrop, type DropReason } from '../wire/parse-result';
+import { copyBytes } from '../wire/bytes';
 
 export type DnsTransport = 'udp' | 'tcp';
 
@@ -338,10 +339,15 @@ export class DnsServer {
       if (hit.expiresAt > now) {
         this.cache.delete(key);
         this.cache.set(key, hit);
-        const out = hit.message.slice();
+        const out = copyBytes(hit.message);
         ageDnsTtls(out, hit.records, Math.floor((now - hit.storedAt) / 1000));
-        this.stats.answeredFromCache++;
-        return this.relay(req, out, hit.parsed);
+        // A hostile answer can point a compressed name into a TTL field: aging would then corrupt
+        // the name. Such an entry is dropped and the question asked again.
+        if (!isDrop(parseDnsMessage(out))) {
+          this.stats.answeredFromCache++;
+          return this.relay(req, out, hit.parsed);
+        }
+        this.onDrop('dns-cache-entry-corrupt');
       }
       this.evict(key, hit);
     }
