@@ -7,6 +7,7 @@
 
 import type { Ipv4Address } from './address';
 import type { Parsed } from './parse-result';
+import { readU16, readU32, writeU16, writeU32 } from './bytes';
 
 export const DNS_PORT = 53;
 export const DNS_HEADER_LENGTH = 12;
@@ -178,8 +179,8 @@ export function parseDnsMessage(b: Uint8Array): Parsed<DnsMessage> {
       nameWire: name.wire!,
       offset: off,
       length: name.end + 4 - off,
-      type: u16(b, name.end),
-      class: u16(b, name.end + 2),
+      type: readU16(b, name.end),
+      class: readU16(b, name.end + 2),
     });
     off = name.end + 4;
   }
@@ -199,10 +200,10 @@ export function parseDnsMessage(b: Uint8Array): Parsed<DnsMessage> {
       if (typeof name === 'string') return name;
       off = name.end;
       if (off + 10 > b.length) return 'dns-record-truncated';
-      const type = u16(b, off);
-      const klass = u16(b, off + 2);
-      const ttl = u32(b, off + 4);
-      const rdlength = u16(b, off + 8);
+      const type = readU16(b, off);
+      const klass = readU16(b, off + 2);
+      const ttl = readU32(b, off + 4);
+      const rdlength = readU16(b, off + 8);
       const rdataOffset = off + 10;
       if (rdataOffset + rdlength > b.length) return 'dns-rdata-truncated';
       off = rdataOffset + rdlength;
@@ -213,7 +214,7 @@ export function parseDnsMessage(b: Uint8Array): Parsed<DnsMessage> {
         const options = b.subarray(rdataOffset, off);
         for (let p = 0; p < options.length; ) {
           if (p + 4 > options.length) return 'dns-opt-option-overrun';
-          p += 4 + u16(options, p + 2);
+          p += 4 + readU16(options, p + 2);
           if (p > options.length) return 'dns-opt-option-overrun';
         }
         edns = {
@@ -333,7 +334,7 @@ export function readSoaMinimum(message: Uint8Array, record: DnsRecord): Parsed<n
   const rname = readName(message, mname.end, false);
   if (typeof rname === 'string') return rname;
   if (rname.end + 20 !== rdataEnd) return 'dns-soa-bad-length';
-  return u32(message, rname.end + 16);
+  return readU32(message, rname.end + 16);
 }
 
 /** The largest UDP answer the requester can take: 512, or its EDNS payload size (never less). */
@@ -515,8 +516,8 @@ export function truncateDnsResponse(
   const qLength = question ? question.nameWire.length + 4 : 0;
   const out = new Uint8Array(DNS_HEADER_LENGTH + qLength + (edns ? OPT_RECORD_LENGTH : 0));
   writeDnsHeader(out, {
-    id: u16(b, 0),
-    flags: u16(b, 2) | DNS_FLAG_TC,
+    id: readU16(b, 0),
+    flags: readU16(b, 2) | DNS_FLAG_TC,
     qdcount: question ? 1 : 0,
     ancount: 0,
     nscount: 0,
@@ -536,22 +537,6 @@ export function aRdata(ip: Ipv4Address): Uint8Array {
   return Uint8Array.of(ip >>> 24, (ip >>> 16) & 0xff, (ip >>> 8) & 0xff, ip & 0xff);
 }
 
-function u16(b: Uint8Array, off: number): number {
-  return (b[off] << 8) | b[off + 1];
-}
 
-function u32(b: Uint8Array, off: number): number {
-  return ((b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3]) >>> 0;
-}
 
-function writeU16(b: Uint8Array, off: number, v: number): void {
-  b[off] = (v >>> 8) & 0xff;
-  b[off + 1] = v & 0xff;
-}
 
-function writeU32(b: Uint8Array, off: number, v: number): void {
-  b[off] = (v >>> 24) & 0xff;
-  b[off + 1] = (v >>> 16) & 0xff;
-  b[off + 2] = (v >>> 8) & 0xff;
-  b[off + 3] = v & 0xff;
-}

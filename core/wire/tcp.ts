@@ -6,6 +6,7 @@
 import type { Ipv4Address } from './address';
 import { finishChecksum, pseudoHeaderSum, sumBytes } from './checksum';
 import type { Parsed } from './parse-result';
+import { readU16, readU32, writeU16, writeU32 } from './bytes';
 
 export const FIN = 0x01;
 export const SYN = 0x02;
@@ -77,25 +78,9 @@ export interface TcpRepr {
   payload?: Uint8Array;
 }
 
-function readU16(b: Uint8Array, o: number): number {
-  return (b[o] << 8) | b[o + 1];
-}
 
-function readU32(b: Uint8Array, o: number): number {
-  return ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
-}
 
-function writeU16(b: Uint8Array, o: number, v: number): void {
-  b[o] = (v >>> 8) & 0xff;
-  b[o + 1] = v & 0xff;
-}
 
-function writeU32(b: Uint8Array, o: number, v: number): void {
-  b[o] = v >>> 24;
-  b[o + 1] = (v >>> 16) & 0xff;
-  b[o + 2] = (v >>> 8) & 0xff;
-  b[o + 3] = v & 0xff;
-}
 
 /** Parses a TCP segment (the IP payload, already trimmed to the IP total length). Never throws. */
 export function parseTcp(segment: Uint8Array): Parsed<TcpSegment> {

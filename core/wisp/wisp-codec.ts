@@ -3,6 +3,7 @@
 // returns a fresh Uint8Array that is exactly one WebSocket message.
 
 import type { Parsed } from '../wire/parse-result';
+import { readU32LE, writeU32LE } from '../wire/bytes';
 
 export const WISP_HEADER_LENGTH = 5;
 
@@ -84,22 +85,13 @@ export type WispPacket =
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
 const utf8Encoder = new TextEncoder();
 
-function readU32(b: Uint8Array, off: number): number {
-  return (b[off] | (b[off + 1] << 8) | (b[off + 2] << 16) | (b[off + 3] << 24)) >>> 0;
-}
 
-function writeU32(b: Uint8Array, off: number, v: number): void {
-  b[off] = v & 0xff;
-  b[off + 1] = (v >>> 8) & 0xff;
-  b[off + 2] = (v >>> 16) & 0xff;
-  b[off + 3] = (v >>> 24) & 0xff;
-}
 
 /** Parses one WebSocket message. DATA payloads and extension payloads are views into `b`. */
 export function parseWispPacket(b: Uint8Array): Parsed<WispPacket> {
   if (b.length < WISP_HEADER_LENGTH) return 'wisp-short-packet';
   const type = b[0];
-  const streamId = readU32(b, 1);
+  const streamId = readU32LE(b, 1);
   const p = WISP_HEADER_LENGTH;
   switch (type) {
     case PacketType.CONNECT: {
@@ -116,7 +108,7 @@ export function parseWispPacket(b: Uint8Array): Parsed<WispPacket> {
       return { type: 'data', streamId, payload: b.subarray(p) };
     case PacketType.CONTINUE:
       if (b.length < p + 4) return 'wisp-continue-short';
-      return { type: 'continue', streamId, bufferRemaining: readU32(b, p) };
+      return { type: 'continue', streamId, bufferRemaining: readU32LE(b, p) };
     case PacketType.CLOSE:
       if (b.length < p + 1) return 'wisp-close-short';
       return { type: 'close', streamId, reason: b[p] };
@@ -138,7 +130,7 @@ function parseExtensions(b: Uint8Array): Parsed<WispExtension[]> {
   let off = 0;
   while (off < b.length) {
     if (off + 5 > b.length) return 'wisp-info-extension-short';
-    const len = readU32(b, off + 1);
+    const len = readU32LE(b, off + 1);
     if (len > b.length - off - 5) return 'wisp-info-extension-overrun';
     out.push({ id: b[off], payload: b.subarray(off + 5, off + 5 + len) });
     off += 5 + len;
@@ -149,7 +141,7 @@ function parseExtensions(b: Uint8Array): Parsed<WispExtension[]> {
 function header(type: number, streamId: number, payloadLength: number): Uint8Array {
   const b = new Uint8Array(WISP_HEADER_LENGTH + payloadLength);
   b[0] = type;
-  writeU32(b, 1, streamId);
+  writeU32LE(b, 1, streamId);
   return b;
 }
 
@@ -171,7 +163,7 @@ export function encodeData(streamId: number, payload: Uint8Array): Uint8Array {
 
 export function encodeContinue(streamId: number, bufferRemaining: number): Uint8Array {
   const b = header(PacketType.CONTINUE, streamId, 4);
-  writeU32(b, 5, bufferRemaining);
+  writeU32LE(b, 5, bufferRemaining);
   return b;
 }
 
@@ -193,7 +185,7 @@ export function encodeInfo(major: number, minor: number, extensions: readonly Wi
   let off = 7;
   for (const e of extensions) {
     b[off] = e.id;
-    writeU32(b, off + 1, e.payload.length);
+    writeU32LE(b, off + 1, e.payload.length);
     b.set(e.payload, off + 5);
     off += 5 + e.payload.length;
   }
