@@ -9,11 +9,8 @@ import { DhcpServer } from '../../core/services/dhcp-server';
 import { BOOTREPLY, DhcpMessageType as T, DhcpOption, emitDhcp, parseDhcp, type DhcpReplyRepr } from '../../core/wire/dhcp';
 import { isDrop } from '../../core/wire/parse-result';
 import { dhcpClientPayload } from '../support/frames';
+import { runs } from '../support/fuzz';
 
-const FUZZ_RUNS = Number(process.env.WEFT_FUZZ_RUNS ?? 0);
-const FUZZ_SEED = Number(process.env.WEFT_FUZZ_SEED ?? 0);
-/** CI runs `ci` cases with a fixed seed; `npm run fuzz` runs WEFT_FUZZ_RUNS × `weight` (WEFT_FUZZ_SEED shifts the seeds). */
-const runs = (seed: number, ci: number, weight = 1) => ({ seed: seed + FUZZ_SEED, numRuns: FUZZ_RUNS > 0 ? Math.max(ci, Math.round(FUZZ_RUNS * weight)) : ci });
 
 const u16 = fc.integer({ min: 0, max: 0xffff });
 const u32 = fc.integer({ min: 0, max: 0xffff_ffff });

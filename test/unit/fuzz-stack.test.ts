@@ -17,11 +17,8 @@ import { ACK, emitTcp, FIN, parseTcp, PSH, RST, SYN, tcpHeaderLength, verifyTcpC
 import { parseUdp } from '../../core/wire/udp';
 import { FakeUpstream, type FakeTcpStream } from '../support/fake-upstream';
 import { arpFrame, DNS_IP, dhcpFrame, fragmentFrames, GATEWAY_IP, GUEST_IP, GUEST_MAC, ipv4Frame, pingFrame, seededRandom, udpPayload } from '../support/frames';
+import { runs } from '../support/fuzz';
 
-const FUZZ_RUNS = Number(process.env.WEFT_FUZZ_RUNS ?? 0);
-const FUZZ_SEED = Number(process.env.WEFT_FUZZ_SEED ?? 0);
-/** CI runs `ci` cases with a fixed seed; `npm run fuzz` runs WEFT_FUZZ_RUNS × `weight` (WEFT_FUZZ_SEED shifts the seeds). */
-const runs = (seed: number, ci: number, weight = 1) => ({ seed: seed + FUZZ_SEED, numRuns: FUZZ_RUNS > 0 ? Math.max(ci, Math.round(FUZZ_RUNS * weight)) : ci });
 
 const u8 = fc.integer({ min: 0, max: 0xff });
 const u16 = fc.integer({ min: 0, max: 0xffff });

@@ -11,11 +11,8 @@ import { emitIpv4Header, IPV4_HEADER_LENGTH, parseIpv4Packet } from '../../core/
 import { isDrop } from '../../core/wire/parse-result';
 import { emitTcp, parseTcp, tcpHeaderLength, verifyTcpChecksum, type TcpOptions, type TcpRepr } from '../../core/wire/tcp';
 import { emitUdp, parseUdp } from '../../core/wire/udp';
+import { runs } from '../support/fuzz';
 
-const FUZZ_RUNS = Number(process.env.WEFT_FUZZ_RUNS ?? 0);
-const FUZZ_SEED = Number(process.env.WEFT_FUZZ_SEED ?? 0);
-/** CI runs `ci` cases with a fixed seed; `npm run fuzz` runs WEFT_FUZZ_RUNS × `weight` (WEFT_FUZZ_SEED shifts the seeds). */
-const runs = (seed: number, ci: number, weight = 1) => ({ seed: seed + FUZZ_SEED, numRuns: FUZZ_RUNS > 0 ? Math.max(ci, Math.round(FUZZ_RUNS * weight)) : ci });
 
 const u8 = fc.integer({ min: 0, max: 0xff });
 const u16 = fc.integer({ min: 0, max: 0xffff });
