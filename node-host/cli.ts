@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import { NotImplementedError, UsageError } from './cli-errors';
 import { runRelayCommand } from './relay/relay-command';
 import { RELAY_HELP } from './relay/relay-options';
+import { runStartCommand, START_HELP } from './start-command';
 import { runVmCommand, VM_HELP } from './vm-command';
 import { wantsHelp } from './vm-options';
 
@@ -14,25 +15,11 @@ weft is a user-mode network stack that gives virtual machines networking.
 Commands:
   vm       Run the stack in Node for a QEMU guest or a Linux TAP (weft vm --help)
   relay    A Wisp server for guests in web pages: TCP and UDP through this host (weft relay --help)
-  start    What "npm start" runs (today: tells you what works)
+  start    The demo ("npm start"): weft relay --demo on http://127.0.0.1:8080/ (weft start --help)
 
 Options:
   -h, --help      Show this help; "weft <command> --help" shows a command's flags
   -V, --version   Print weft's version
-`;
-
-const START_TEXT = `weft: the demo page is not built yet. "weft relay --demo" serves a placeholder page and a Wisp
-endpoint for guests in web pages (weft relay --help).
-
-"weft vm" runs the stack in Node for a QEMU guest or a Linux TAP:
-
-  weft vm --qemu unix:/tmp/weft.sock      then: qemu-system-x86_64 … -netdev stream,id=n0,server=off,
-                                                addr.type=unix,addr.path=/tmp/weft.sock -device virtio-net,netdev=n0
-  weft vm --dgram 5555:5556               then: -netdev dgram,id=n0,local.type=inet,local.host=127.0.0.1,
-                                                local.port=5556,remote.type=inet,remote.host=127.0.0.1,remote.port=5555
-  weft vm --tap-fd 3                      with a TAP opened by a launcher on fd 3
-
-Run "weft vm --help" for every flag.
 `;
 
 function version(): string {
@@ -75,14 +62,17 @@ export async function main(argv: readonly string[]): Promise<number> {
         }
         return await runRelayCommand(rest);
       case 'start':
-        process.stdout.write(START_TEXT);
-        return 0;
+        if (wantsHelp(rest)) {
+          process.stdout.write(START_HELP);
+          return 0;
+        }
+        return await runStartCommand(rest);
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)} (commands: vm, relay, start)`);
     }
   } catch (e) {
     if (e instanceof UsageError) {
-      const sub = command === 'vm' || command === 'relay' ? ` ${command}` : '';
+      const sub = command === 'vm' || command === 'relay' || command === 'start' ? ` ${command}` : '';
       process.stderr.write(`weft${sub}: ${e.message}\nRun "weft${sub} --help" for usage.\n`);
       return e.exitCode;
     }

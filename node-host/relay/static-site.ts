@@ -1,5 +1,7 @@
-// `weft relay --demo`: serves the built demo (demo/dist next to the package) at /, or a placeholder
-// page that says how to build it. Only GET/HEAD of files inside that folder; nothing else.
+// `weft relay --demo`: serves the built demo page (dist/demo in the package) at /, v86's build
+// (libv86.mjs, v86.wasm) at /v86/, and the default guest image (`npm run guest-image`, in
+// .cache/guest or $WEFT_GUEST_DIR) at /guest/. Until the demo is built, / is a placeholder page
+// that says how to build it. Only GET/HEAD of files inside those folders; nothing else.
 
 import fs from 'node:fs';
 import type http from 'node:http';
@@ -20,31 +22,63 @@ const TYPES: Record<string, string> = {
   '.txt': 'text/plain; charset=utf-8',
 };
 
+/** The demo needs SharedArrayBuffer-capable pages: cross-origin isolation on every response. */
+const ISOLATION = {
+  'cross-origin-opener-policy': 'same-origin',
+  'cross-origin-embedder-policy': 'require-corp',
+  'cross-origin-resource-policy': 'same-origin',
+};
+
 const PLACEHOLDER = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>weft relay</title></head>
 <body style="font-family: system-ui, sans-serif; max-width: 40em; margin: 3em auto">
 <h1>weft relay</h1>
 <p>This relay speaks Wisp at <code>WISP_PATH</code>. The demo page has not been built yet
-(<code>demo/dist</code> is missing); run <code>npm run build</code> and reload.</p>
+(<code>dist/demo</code> is missing); run <code>npm run build</code> and reload.</p>
 <p>Health: <a href="/healthz">/healthz</a> · Metrics: <a href="/metrics">/metrics</a></p>
 </body></html>
 `;
 
 /** dist/weft.js and node-host/relay/*.ts both find the package root by walking up to package.json. */
-export function defaultDemoRoot(): string {
+function packageRoot(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 4; i++) {
-    if (fs.existsSync(path.join(dir, 'package.json'))) return path.join(dir, 'demo', 'dist');
+    if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
     dir = path.dirname(dir);
   }
-  return path.resolve('demo', 'dist');
+  return path.resolve('.');
+}
+
+export function defaultDemoRoot(): string {
+  return path.join(packageRoot(), 'dist', 'demo');
+}
+
+/** Where `npm run guest-image` puts the default guest (the same rule as its build script). */
+export function defaultGuestDir(): string {
+  return process.env.WEFT_GUEST_DIR ? path.resolve(process.env.WEFT_GUEST_DIR) : path.join(packageRoot(), '.cache', 'guest');
+}
+
+/** URL prefix → folder, besides the demo root at "/". */
+export function defaultDemoMounts(): Record<string, string> {
+  return {
+    '/v86/': path.join(packageRoot(), 'node_modules', 'v86', 'build'),
+    '/guest/': defaultGuestDir(),
+  };
 }
 
 export class StaticSite {
+  private readonly mounts: Array<[prefix: string, dir: string]>;
+
   constructor(
     private readonly root: string,
     private readonly wispPath: string,
-  ) {}
+    mounts: Record<string, string> = defaultDemoMounts(),
+  ) {
+    // Longest prefix first, so /guest/states/ could be mounted apart from /guest/.
+    this.mounts = Object.entries(mounts)
+      .map(([prefix, dir]): [string, string] => [prefix, path.resolve(dir)])
+      .sort((a, b) => b[0].length - a[0].length);
+  }
 
   /** Answers the request; false if it is not a GET/HEAD this site serves. */
   handle(req: http.IncomingMessage, res: http.ServerResponse, pathname: string): boolean {
@@ -56,9 +90,11 @@ export class StaticSite {
       return false;
     }
     if (rel.endsWith('/')) rel += 'index.html';
-    const file = path.resolve(this.root, `.${rel}`);
-    // Never leave the root, whatever the path says (.., encoded slashes, symlink-free resolve).
-    if (file !== this.root && !file.startsWith(this.root + path.sep)) return false;
+    const mount = this.mounts.find(([prefix]) => rel.startsWith(prefix));
+    const base = mount ? mount[1] : path.resolve(this.root);
+    const file = path.resolve(base, `.${mount ? rel.slice(mount[0].length - 1) : rel}`);
+    // Never leave the folder, whatever the path says (.., encoded slashes, symlink-free resolve).
+    if (file !== base && !file.startsWith(base + path.sep)) return false;
     let stat: fs.Stats | undefined;
     try {
       stat = fs.statSync(file);
@@ -67,16 +103,17 @@ export class StaticSite {
     }
     if (!stat?.isFile()) {
       if (rel !== '/index.html') return false;
-      res.writeHead(200, { 'content-type': TYPES['.html'], 'cache-control': 'no-store' });
+      res.writeHead(200, { 'content-type': TYPES['.html'], 'cache-control': 'no-store', ...ISOLATION });
       res.end(req.method === 'HEAD' ? undefined : PLACEHOLDER.replace('WISP_PATH', this.wispPath));
       return true;
     }
     res.writeHead(200, {
       'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream',
       'content-length': stat.size,
-      // The demo may use SharedArrayBuffer, which needs cross-origin isolation.
-      'cross-origin-opener-policy': 'same-origin',
-      'cross-origin-embedder-policy': 'require-corp',
+      // The page and its bundles change with every build, and the guest image with every
+      // `npm run guest-image`: revalidate rather than run yesterday's copy.
+      'cache-control': 'no-cache',
+      ...ISOLATION,
     });
     if (req.method === 'HEAD') res.end();
     else fs.createReadStream(file).pipe(res);

@@ -28,7 +28,7 @@ describe('weft CLI', () => {
   it('has top-level and relay help', () => {
     expect(weft('--help')).toMatchObject({ code: 0, stdout: expect.stringContaining('weft vm --help') });
     expect(weft('relay', '--help')).toMatchObject({ code: 0, stdout: expect.stringContaining('--listen HOST:PORT') });
-    expect(weft('start')).toMatchObject({ code: 0, stdout: expect.stringContaining('weft vm') });
+    expect(weft('start', '--help')).toMatchObject({ code: 0, stdout: expect.stringContaining('weft relay --demo') });
   });
 
   it.each([

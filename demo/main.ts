@@ -1,0 +1,328 @@
+// The demo page: a Linux VM (v86) in this tab whose network card is wired to weft, and a panel that
+// shows what weft does with its traffic. The order of things:
+//   1. createNetwork(): the stack starts in a worker and connects to the relay that served this page;
+//   2. the guest image is resolved (default / local file / URL) and v86 is loaded from /v86/;
+//   3. attachV86() wires the card to the network through a frame tap (packet log, chart);
+//   4. the emulator runs; its serial console is the terminal.
+// Everything a person might need to act on (relay down, destination refused, no image) becomes a
+// notice with what to do.
+
+import '@xterm/xterm/css/xterm.css';
+import 'uplot/dist/uPlot.min.css';
+import './style.css';
+
+import type { V86 } from 'v86';
+import { attachV86, createNetwork, downloadBlob, loadSettings, type FlowSummary, type V86Attachment, type V86Emulator, type WeftNetwork } from '../web/index';
+import { BootProgress } from './boot-progress';
+import { describeCloseReason, FlowTable, formatBytes, splitHostPort } from './flow-table';
+import { summarizeFrame } from './frame-summary';
+import { tapFrames } from './frame-tap';
+import { GuestConsole } from './guest-console';
+import { choiceFromSetting, describeChoice, GuestImageError, planGuest, type GuestPlan } from './guest-image';
+import { setupImageChooser } from './image-chooser';
+import { Notices } from './notices';
+import { PacketLog } from './packet-log';
+import { ThroughputChart } from './throughput-chart';
+
+/** The page's pcap keeps at most this much (older parts are dropped first). */
+const MAX_CAPTURE_BYTES = 64 * 1024 * 1024;
+const PCAP_HEADER_BYTES = 24;
+const NO_OUTPUT_WARNING_S = 30;
+const BOOT_WARNING_S = 120;
+
+const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
+
+declare global {
+  interface Window {
+    /** For tests and for poking around in devtools. */
+    weftDemo: {
+      network: WeftNetwork;
+      emulator?: V86;
+      attachment?: V86Attachment;
+      terminalLines(): string[];
+    };
+  }
+}
+
+const notices = new Notices($('notices'));
+const consoleView = new GuestConsole($('terminal'));
+const chart = new ThroughputChart($('chart'), $('rates'));
+const packets = new PacketLog($('packets'), $<HTMLButtonElement>('packets-pause'), $('packets-status'));
+/** Names the guest looked up, by address (from the DNS answers it received). */
+const names = new Map<string, string>();
+const flows = new FlowTable($<HTMLTableSectionElement>('flows-body'), $('flows-summary'), (ip) => names.get(ip));
+
+const settings = await loadSettings().catch(() => ({}) as Awaited<ReturnType<typeof loadSettings>>);
+const params = new URLSearchParams(location.search);
+const defaultRelayUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/wisp/`;
+const relayUrl = params.get('relay') ?? settings.relayUrl ?? defaultRelayUrl;
+const choice = choiceFromSetting(params.get('image') ?? settings.lastImage);
+
+$('relay-url').textContent = relayUrl;
+$('image-name').textContent = describeChoice(choice);
+if (!crossOriginIsolated) $('isolation').textContent = 'not cross-origin isolated (no COOP/COEP headers): frames go by postMessage';
+
+setupImageChooser({
+  dialog: $<HTMLDialogElement>('image-dialog'),
+  openButton: $<HTMLButtonElement>('image-button'),
+  current: choice,
+  relayUrl,
+  defaultRelayUrl,
+  onCancel: () => consoleView.focus(),
+});
+// Keyboard focus belongs to the terminal: on load, and when the VM's side of the page is clicked.
+consoleView.focus();
+$('vm').addEventListener('click', (e) => {
+  if (!(e.target as HTMLElement).closest('button, a, input, select')) consoleView.focus();
+});
+
+// ---------------------------------------------------------------------------------------------
+// 1. The network
+
+// The gateway address also reaches the relay host's own loopback (10.0.2.2:PORT → 127.0.0.1:PORT)
+// when the relay allows it (`--allow-loopback`); by default the relay refuses, and the page says so.
+const network = createNetwork({ relayUrl, allowHostLoopback: true });
+window.weftDemo = { network, terminalLines: () => consoleView.lines() };
+
+function setPill(id: string, state: string, text: string): void {
+  const el = $(id);
+  el.dataset.state = state;
+  el.querySelector('.detail')!.textContent = text;
+}
+
+let relayWasConnected = false;
+network.on('relay', (e) => {
+  $('relay-state').textContent = e.state;
+  $('relay-state').dataset.state = e.state;
+  setPill('pill-relay', e.state, e.state === 'connected' ? 'connected' : e.state);
+  const url = e.url ?? relayUrl;
+  const why = e.message ? `${e.message}. ` : '';
+  if (e.state === 'connected') {
+    relayWasConnected = true;
+    notices.clear('relay');
+  } else if (e.state === 'reconnecting') {
+    notices.show(
+      'relay',
+      'warn',
+      relayWasConnected ? `Lost the relay at ${url}; reconnecting…` : `Cannot reach the relay at ${url}; retrying…`,
+      `${why}Is \`npm start\` still running? The guest's connections fail until the relay is back.`,
+    );
+  } else if (e.state === 'failed') {
+    notices.show(
+      'relay',
+      'error',
+      `Cannot reach the relay at ${url}`,
+      `${why}Start it with \`npm start\` (or \`weft relay --demo\`) on this machine and reload the page. The VM runs without it, but its connections fail.`,
+    );
+  }
+});
+
+network.on('lease', (e) => {
+  $('lease').textContent = `${e.ip} · ${e.mac}${e.hostname ? ` · ${e.hostname}` : ''}`;
+  setPill('pill-guest', 'connected', e.ip);
+});
+
+network.on('flow-open', (e) => flows.opened(e.flow));
+network.on('flow-close', (e) => {
+  flows.closed(e.flow);
+  explainClose(e.flow);
+});
+network.on('error', (e) => notices.show(`error:${e.message}`, 'error', e.message));
+network.ready.then(
+  () => {
+    setPill('pill-stack', 'connected', 'running');
+    return network.startCapture();
+  },
+  (e: unknown) => {
+    setPill('pill-stack', 'failed', 'failed');
+    notices.show('stack', 'error', `weft could not start: ${(e as Error).message}`, 'Reload the page; if it persists, the browser console has details.');
+  },
+);
+
+/** A refused or failed connection, said in words with what would fix it. */
+function explainClose(flow: FlowSummary): void {
+  const [ip, port] = splitHostPort(flow.target);
+  const dest = `${names.get(ip) ? `${names.get(ip)} (${ip})` : ip} port ${port}`;
+  const proto = flow.protocol.toUpperCase();
+  const key = `close:${flow.protocol}:${flow.target}`;
+  switch (flow.reason) {
+    case 'upstream-blocked': {
+      const hint =
+        ip === '10.0.2.2'
+          ? "10.0.2.2 is the relay host's own loopback (127.0.0.1). The relay refuses loopback unless it runs with --allow-loopback (`npm start -- --allow-loopback`), and its --deny and --ports rules apply as well."
+          : /^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.)/.test(ip)
+            ? 'Private addresses are refused by default. Restart the relay with `--allow-private` or `--allow CIDR` to allow them.'
+            : "The relay's policy refused it (its --deny, --ports or built-in rules for loopback, link-local and reserved ranges). See `weft relay --help`.";
+      notices.show(key, 'warn', `The relay refused ${proto} to ${dest}: blocked by its policy.`, hint);
+      break;
+    }
+    case 'upstream-throttled':
+      notices.show(key, 'warn', `The relay throttled ${proto} to ${dest}.`, 'Too many new connections at once (`--rate`, `--max-streams-per-client`); try again in a moment.');
+      break;
+    case 'upstream-unreachable':
+    case 'upstream-timeout':
+      notices.show(
+        key,
+        'warn',
+        `${proto} to ${dest}: ${describeCloseReason(flow.reason)}.`,
+        'The relay could not reach it. Does the machine running the relay have internet access (and working DNS)?',
+      );
+      break;
+    case 'upstream-refused':
+      notices.show(key, 'info', `${dest} refused the ${proto} connection.`, 'Nothing is listening on that port there.');
+      break;
+    default:
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2.–4. The guest
+
+let attachment: V86Attachment | undefined;
+const tapped = tapFrames(network, (frame, direction) => {
+  chart.count(frame.length, direction === 'to-guest');
+  const s = summarizeFrame(frame);
+  if (s.dnsAnswers) for (const [ip, name] of s.dnsAnswers) names.set(ip, name);
+  packets.add(direction, s.text);
+});
+
+async function bootGuest(): Promise<void> {
+  let plan: GuestPlan;
+  let progress = new BootProgress($('boot'), $<HTMLProgressElement>('boot-bar'), $('boot-text'), choice.kind === 'default');
+  try {
+    plan = await planGuest(choice);
+  } catch (e) {
+    const hint = e instanceof GuestImageError ? e.hint : 'Choose another image with "Guest image…".';
+    progress.fail((e as Error).message);
+    notices.show('image', 'error', (e as Error).message, hint);
+    consoleView.term.write(`\r\n\x1b[31m${(e as Error).message}\x1b[0m\r\n${hint.replace(/`/g, '')}\r\n`);
+    setPill('pill-guest', 'failed', 'no image');
+    return;
+  }
+  progress = new BootProgress($('boot'), $<HTMLProgressElement>('boot-bar'), $('boot-text'), plan.markers);
+  $('image-name').textContent = plan.label;
+
+  // v86 is served beside the page (/v86/ is node_modules/v86/build); a URL held in a variable keeps
+  // esbuild from trying to bundle it.
+  const v86Module = '/v86/libv86.mjs';
+  const { V86: V86Class } = (await import(v86Module)) as typeof import('v86');
+  const emulator = new V86Class({
+    wasm_path: '/v86/v86.wasm',
+    memory_size: 128 * 1024 * 1024,
+    vga_memory_size: 2 * 1024 * 1024,
+    ...plan.options,
+    net_device: { type: plan.nic },
+    autostart: false,
+    disable_keyboard: true,
+    disable_mouse: true,
+    disable_speaker: true,
+  });
+  window.weftDemo.emulator = emulator;
+  emulator.add_listener('download-progress', (e) => progress.download(e));
+  await new Promise<void>((resolve, reject) => {
+    emulator.add_listener('download-error', (e) => reject(new GuestImageError(`The emulator could not load ${e.file_name}.`, 'Is the relay still running? Reload to try again, or choose another image.')));
+    emulator.add_listener('emulator-loaded', () => resolve());
+  }).catch((e: GuestImageError) => {
+    progress.fail(e.message);
+    notices.show('image', 'error', e.message, e.hint);
+    throw e;
+  });
+
+  // v86's own V86 type lacks `bus` (net0-receive goes there) and types add_listener per event, so
+  // it does not match the library's V86Emulator shape; the object itself is what attachV86 wants.
+  attachment = attachV86(emulator as unknown as V86Emulator, tapped);
+  window.weftDemo.attachment = attachment;
+  let sawOutput = false;
+  consoleView.connect(emulator, (text) => {
+    sawOutput = true;
+    progress.text(text);
+    if (progress.stage === 'ready') notices.clear('boot');
+  });
+  progress.started();
+  await emulator.run();
+  setPill('pill-guest', 'connecting', 'booting');
+  consoleView.focus();
+
+  // A guest that stays silent, or never reaches its prompt, gets a notice that says what may be wrong.
+  setTimeout(() => {
+    if (!sawOutput) {
+      notices.show(
+        'boot',
+        'warn',
+        `The guest has printed nothing on its serial console for ${NO_OUTPUT_WARNING_S} s.`,
+        'This page shows the serial console (ttyS0) only: the image must use it (Linux: `console=ttyS0`). Otherwise it may have failed to boot; choose another image with "Guest image…".',
+      );
+    }
+  }, NO_OUTPUT_WARNING_S * 1000);
+  if (plan.markers) {
+    setTimeout(() => {
+      if (progress.stage === 'booting') {
+        notices.show('boot', 'warn', `The guest has not reached its prompt after ${BOOT_WARNING_S} s.`, 'The terminal shows how far it got. Reload to boot again; a slow machine may just need longer.');
+      }
+    }, BOOT_WARNING_S * 1000);
+  }
+}
+
+bootGuest().catch((e: unknown) => {
+  if (!(e instanceof GuestImageError)) notices.show('image', 'error', `The guest could not start: ${(e as Error).message}`, 'Reload to try again, or choose another image with "Guest image…".');
+});
+
+// ---------------------------------------------------------------------------------------------
+// Once a second: the chart, the flow table, the drop counters.
+
+let polling = false;
+setInterval(() => {
+  chart.sample();
+  if (polling) return;
+  polling = true;
+  Promise.all([network.stats(), network.flows()])
+    .then(([stats, live]) => {
+      flows.update(live);
+      flows.render();
+      renderDrops({ ...stats.drops, ...(attachment?.dropped ? { 'nic-queue-full (page → v86)': attachment.dropped } : {}) });
+      $('counters').textContent = `${stats.framesIn} frames in · ${stats.framesOut} out · ${formatBytes(stats.bytesIn)} / ${formatBytes(stats.bytesOut)}`;
+    })
+    .catch(() => flows.render()) // not started yet (or stopped): still age the rows
+    .finally(() => (polling = false));
+}, 1000);
+
+function renderDrops(drops: Record<string, number>): void {
+  const entries = Object.entries(drops).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+  const list = $('drops');
+  if (entries.length === 0) {
+    list.textContent = 'No frames dropped.';
+    return;
+  }
+  list.replaceChildren(
+    ...entries.map(([reason, n]) => {
+      const li = document.createElement('li');
+      li.dataset.reason = reason;
+      li.textContent = `${reason}: ${n}`;
+      return li;
+    }),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Download pcap: everything since the page loaded (the capture restarts after each download, and
+// the parts are joined: a pcap file is one header followed by records).
+
+const captureParts: Blob[] = [];
+$<HTMLButtonElement>('pcap').addEventListener('click', () => {
+  void (async () => {
+    const part = await network.stopCapture();
+    await network.startCapture();
+    captureParts.push(captureParts.length === 0 ? part : part.slice(PCAP_HEADER_BYTES));
+    let total = captureParts.reduce((n, b) => n + b.size, 0);
+    while (total > MAX_CAPTURE_BYTES && captureParts.length > 1) {
+      // Keep the newest parts; the oldest part's header moves to the new first part.
+      total -= captureParts.shift()!.size;
+      captureParts[0] = new Blob([part.slice(0, PCAP_HEADER_BYTES), captureParts[0]]);
+    }
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+    downloadBlob(new Blob(captureParts, { type: 'application/vnd.tcpdump.pcap' }), `weft-${stamp}.pcap`);
+  })().catch((e: unknown) => notices.show('pcap', 'error', `Could not get the capture: ${(e as Error).message}`));
+});
+
+// Leaving the page: stop the stack so the relay sees a clean close.
+addEventListener('pagehide', () => void network.close());

@@ -1,0 +1,250 @@
+// The demo as a person uses it: `weft start` (what `npm start` runs) serves the page and the relay;
+// Debian's Chromium opens it; the default guest boots to its prompt in the page's terminal; typing a
+// `wget` of a local test page into the terminal shows the page, the flow in the connections table,
+// non-zero throughput in the chart, and a "Download pcap" that tshark reads with the HTTP exchange in
+// it. A destination the relay's policy refuses becomes a notice that names it, and a relay that is not
+// there becomes a notice with the URL tried. Screenshots (1280×800 and narrow) go to test-results/.
+//
+// The relay runs with --allow-loopback (the guest reaches the test page at 10.0.2.2:PORT) and
+// --ports PORT (so any other port is refused by policy, for the refusal notice).
+
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../harness/repo-root';
+import { spawnWeft, type WeftProcess } from '../harness/weft-process';
+import { chromiumMissing, ensureGuestImage, launchChromium, type ChromiumSession } from './v86-harness';
+
+const SUITE = 'the demo page (npm start): a VM boots, wget shows up in the panel, pcap downloads';
+const RESULTS = join(REPO_ROOT, 'test-results');
+const DEMO_DIR = join(REPO_ROOT, 'dist', 'demo');
+const PAGE_MARKER = `weft-demo-test-${process.pid}`;
+const PAGE_BODY = `<!doctype html>\n<title>${PAGE_MARKER}</title>\n<p>${PAGE_MARKER}: served from the test's HTTP server on 127.0.0.1</p>\n${'<!-- padding -->\n'.repeat(100)}`;
+
+function tsharkMissing(): string | undefined {
+  return spawnSync('tshark', ['--version'], { stdio: 'ignore' }).status === 0 ? undefined : 'tshark not found (Debian: apt-get install tshark)';
+}
+
+const missing = process.platform !== 'linux' ? 'needs Linux' : (chromiumMissing() ?? tsharkMissing());
+if (missing) console.warn(`[skip] ${SUITE}: ${missing}`);
+
+/** dist/demo, built when it is missing (`npm test` and `npm start` build it first). */
+function demoBundle(): void {
+  if (!['index.html', 'main.js', 'weft-worker.js'].every((f) => existsSync(join(DEMO_DIR, f)))) {
+    execFileSync(process.execPath, ['esbuild.config.mjs'], { cwd: REPO_ROOT, stdio: 'inherit' });
+  }
+}
+
+async function startPageServer(): Promise<{ port: number; requests: string[]; close(): Promise<void> }> {
+  const requests: string[] = [];
+  const server = http.createServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    if (req.url === '/page.html') res.writeHead(200, { 'content-type': 'text/html' }).end(PAGE_BODY);
+    else res.writeHead(404).end('not found\n');
+  });
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  return {
+    port: (server.address() as AddressInfo).port,
+    requests,
+    close: () =>
+      new Promise<void>((ok) => {
+        server.close(() => ok());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+async function waitUntil<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs: number, page?: Page): Promise<T> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (performance.now() > deadline) {
+      const terminal = page ? (await page.evaluate(() => window.weftDemo?.terminalLines() ?? []).catch(() => [])).filter(Boolean).slice(-15).join('\n') : '';
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${terminal ? `; the terminal shows:\n${terminal}` : ''}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+const terminalText = (page: Page) => page.evaluate(() => window.weftDemo.terminalLines().join('\n'));
+
+describe.skipIf(missing !== undefined)(SUITE, () => {
+  let skipReason: string | undefined;
+  let pageServer: Awaited<ReturnType<typeof startPageServer>> | undefined;
+  let demo: WeftProcess | undefined;
+  let origin = '';
+  let session: ChromiumSession | undefined;
+  let page: Page | undefined;
+  const pageErrors: string[] = [];
+
+  beforeAll(async () => {
+    const built = await ensureGuestImage();
+    if ('skip' in built) {
+      skipReason = `cannot build the guest image here: ${built.skip}`;
+      console.warn(`[skip] ${SUITE}: ${skipReason}`);
+      return;
+    }
+    demoBundle();
+    mkdirSync(RESULTS, { recursive: true });
+    pageServer = await startPageServer();
+    demo = spawnWeft(['start', '--listen', '127.0.0.1:0', '--allow-loopback', '--ports', String(pageServer.port)], {
+      env: { ...process.env, WEFT_GUEST_DIR: built.image.dir, WEFT_NO_GUEST_BUILD: '1' },
+    });
+    const ready = await demo.waitForEvent('ready', () => true, 20_000);
+    origin = `http://127.0.0.1:${ready.port as number}`;
+    session = await launchChromium();
+  }, 15 * 60_000);
+
+  afterAll(async () => {
+    await session?.close();
+    if (demo && !demo.exit) {
+      demo.kill('SIGTERM');
+      await demo.waitForExit(8000).catch(() => demo?.kill('SIGKILL'));
+    }
+    await pageServer?.close();
+  });
+
+  it('boots the guest to its prompt in the terminal, cross-origin isolated', async ({ skip }) => {
+    if (skipReason) skip(skipReason);
+    expect(demo!.stdout).toContain(`weft demo: ${origin}/`);
+    page = await session!.context.newPage();
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    await page.setViewportSize({ width: 1280, height: 800 });
+    const t0 = performance.now();
+    await page.goto(`${origin}/`);
+    expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
+    await waitUntil('the relay to connect', async () => (await page!.getAttribute('#relay-state', 'data-state')) === 'connected', 20_000, page);
+    await waitUntil(
+      'the boot to finish (#boot data-stage=ready)',
+      async () => {
+        const stage = await page!.getAttribute('#boot', 'data-stage');
+        if (stage === 'failed') throw new Error(`boot failed: ${await page!.textContent('#boot-text')}`);
+        return stage === 'ready';
+      },
+      240_000,
+      page,
+    );
+    await waitUntil('the shell prompt', async () => /weft# $/m.test(await terminalText(page!)), 20_000, page);
+    expect(await page.textContent('#lease')).toMatch(/^10\.0\.2\.15 · /);
+    // Keyboard focus is the terminal's (xterm's hidden textarea).
+    expect(await page.evaluate(() => document.activeElement?.closest('#terminal') !== null)).toBe(true);
+    console.log(`[demo] prompt after ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  }, 300_000);
+
+  it('a wget typed into the terminal shows in the flow table, the chart and the pcap', async ({ skip }) => {
+    if (skipReason || !page) skip(skipReason ?? 'the guest did not boot');
+    const p = page!;
+    const port = pageServer!.port;
+    await p.click('#terminal');
+    await p.keyboard.type(`wget -O - http://10.0.2.2:${port}/page.html\n`, { delay: 5 });
+    await waitUntil('the page in the terminal', async () => (await terminalText(p)).includes(`<p>${PAGE_MARKER}`), 60_000, p);
+    expect(pageServer!.requests).toContain('GET /page.html');
+
+    const row = p.locator(`#flows-body tr[data-target="10.0.2.2:${port}"]`);
+    await waitUntil('the flow in the table', async () => (await row.count()) > 0, 5_000, p);
+    const cells = await row.first().locator('td').allTextContents();
+    expect(cells[0]).toMatch(new RegExp(`^:\\d+ → 10\\.0\\.2\\.2:${port}$`));
+    expect(cells[1]).toBe('TCP');
+    const received = cells[4];
+    expect(received).toMatch(/^\d+(\.\d)? (B|KB)$/);
+    expect(Number.parseFloat(received) * (received.endsWith('KB') ? 1024 : 1)).toBeGreaterThan(PAGE_BODY.length * 0.9);
+
+    // The chart samples once a second: the download is in a sample within two.
+    const peak = await waitUntil('non-zero throughput in the chart', async () => Number(await p.getAttribute('#chart', 'data-peak')) || undefined, 3_000, p);
+    expect(peak).toBeGreaterThan(0);
+    expect(await p.locator('#chart canvas').count()).toBeGreaterThan(0);
+    expect(await p.textContent('#packets')).toContain(`GET /page.html HTTP/1.1`);
+
+    await p.screenshot({ path: join(RESULTS, 'demo-1280x800.png') });
+
+    const [download] = await Promise.all([p.waitForEvent('download'), p.click('#pcap')]);
+    expect(download.suggestedFilename()).toMatch(/^weft-.*\.pcap$/);
+    const dir = mkdtempSync(join(tmpdir(), 'weft-demo-pcap-'));
+    const file = join(dir, download.suggestedFilename());
+    await download.saveAs(file);
+    const tshark = spawnSync('tshark', ['-r', file, '-Y', 'http', '-T', 'fields', '-e', 'ip.src', '-e', 'http.request.uri', '-e', 'http.response.code'], { encoding: 'utf8' });
+    expect(tshark.status, tshark.stderr).toBe(0);
+    const lines = tshark.stdout.trim().split('\n').map((l) => l.split('\t'));
+    expect(lines).toContainEqual(['10.0.2.15', '/page.html', '']);
+    expect(lines).toContainEqual(['10.0.2.2', '', '200']);
+    expect(readFileSync(file).includes(Buffer.from(PAGE_MARKER))).toBe(true);
+  }, 120_000);
+
+  it('says which destination the relay refused, and why', async ({ skip }) => {
+    if (skipReason || !page) skip(skipReason ?? 'the guest did not boot');
+    const p = page!;
+    // The relay allows only the test page's port (--ports): any other port on 10.0.2.2 is refused.
+    const refused = pageServer!.port === 65535 ? 65534 : pageServer!.port + 1;
+    await p.click('#terminal');
+    await p.keyboard.type(`wget -O - http://10.0.2.2:${refused}/\n`, { delay: 5 });
+    const notice = p.locator(`#notices .notice[data-key="close:tcp:10.0.2.2:${refused}"]`);
+    await waitUntil('the refusal notice', async () => (await notice.count()) > 0, 20_000, p);
+    expect(await notice.textContent()).toContain(`The relay refused TCP to 10.0.2.2 port ${refused}: blocked by its policy.`);
+    const row = p.locator(`#flows-body tr[data-target="10.0.2.2:${refused}"]`);
+    await waitUntil('the refused flow in the table', async () => (await row.count()) > 0, 5_000, p);
+    expect(await row.first().locator('td').nth(2).textContent()).toBe('refused by relay policy');
+    await waitUntil('the shell prompt after wget gave up', async () => /weft# $/.test(await terminalText(p)), 20_000, p);
+  }, 60_000);
+
+  it('fits a narrow window', async ({ skip }) => {
+    if (skipReason || !page) skip(skipReason ?? 'the guest did not boot');
+    const p = page!;
+    await p.setViewportSize({ width: 420, height: 860 });
+    await p.waitForTimeout(500);
+    expect(await p.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(420);
+    const terminal = await p.locator('#terminal').boundingBox();
+    expect(terminal!.width).toBeGreaterThan(350);
+    expect(terminal!.height).toBeGreaterThan(250);
+    await p.screenshot({ path: join(RESULTS, 'demo-narrow.png'), fullPage: true });
+    expect(pageErrors).toEqual([]);
+  }, 30_000);
+
+  it('names the relay URL it could not reach', async ({ skip }) => {
+    if (skipReason) skip(skipReason);
+    const p = await session!.context.newPage();
+    try {
+      // Port 9 on 127.0.0.1: nothing listens there, so the WebSocket is refused at once.
+      await p.goto(`${origin}/?relay=${encodeURIComponent('ws://127.0.0.1:9/wisp/')}`);
+      const notice = p.locator('#notices .notice[data-key="relay"]');
+      await waitUntil('the relay notice', async () => (await notice.count()) > 0, 20_000);
+      expect(await notice.textContent()).toContain('Cannot reach the relay at ws://127.0.0.1:9/wisp/');
+    } finally {
+      await p.close();
+    }
+  }, 40_000);
+
+  it('explains a missing guest image', async ({ skip }) => {
+    if (skipReason) skip(skipReason);
+    const empty = mkdtempSync(join(tmpdir(), 'weft-demo-noimage-'));
+    const relay = spawnWeft(['relay', '--demo', '--listen', '127.0.0.1:0'], { env: { ...process.env, WEFT_GUEST_DIR: empty } });
+    const p = await session!.context.newPage();
+    try {
+      const ready = await relay.waitForEvent('ready');
+      await p.goto(`http://127.0.0.1:${ready.port as number}/`);
+      await waitUntil('the boot to fail', async () => (await p.getAttribute('#boot', 'data-stage')) === 'failed', 20_000);
+      const notice = p.locator('#notices .notice[data-key="image"]');
+      expect(await notice.textContent()).toContain('There is no default guest image on this server.');
+      expect(await notice.textContent()).toContain('npm run guest-image');
+    } finally {
+      await p.close();
+      relay.kill('SIGTERM');
+      await relay.waitForExit(6000).catch(() => relay.kill('SIGKILL'));
+    }
+  }, 40_000);
+
+  it('stops cleanly on SIGTERM (weft start and its relay)', async ({ skip }) => {
+    if (skipReason) skip(skipReason);
+    await page?.close();
+    demo!.kill('SIGTERM');
+    const exit = await demo!.waitForExit(8000);
+    expect(exit.code).toBe(0);
+    expect(demo!.events.some((e) => e.event === 'stopped')).toBe(true);
+    await expect(fetch(`${origin}/healthz`)).rejects.toThrow();
+  }, 20_000);
+});
