@@ -16,7 +16,9 @@ interface Entry {
 }
 
 export class TimerQueue {
-  private readonly heap: Entry[] = [];
+  private heap: Entry[] = [];
+  /** Entries known to be superseded (their owner has an earlier one, or was cancelled). */
+  private stale = 0;
 
   /** `onEarlier` is told when the earliest deadline moves earlier (so a driver can re-arm its timer). */
   constructor(private readonly onEarlier?: (at: number) => void) {}
@@ -29,10 +31,23 @@ export class TimerQueue {
   schedule(owner: TimerOwner, at: number | undefined): void {
     if (at === undefined) return;
     if (owner.timerScheduledAt !== undefined && owner.timerScheduledAt <= at) return;
+    if (owner.timerScheduledAt !== undefined) this.stale++;
     owner.timerScheduledAt = at;
+    this.compact();
     const head = this.heap.length > 0 ? this.heap[0].at : Infinity;
     this.push({ at, owner });
     if (at < head && this.onEarlier) this.onEarlier(at);
+  }
+
+  /**
+   * The owner is gone (a closed connection): its entries no longer fire, and compaction drops them
+   * so the queue does not keep the owner — and its buffers — alive until they would have fired.
+   */
+  cancel(owner: TimerOwner): void {
+    if (owner.timerScheduledAt === undefined) return;
+    owner.timerScheduledAt = undefined;
+    this.stale++;
+    this.compact();
   }
 
   nextDeadline(): number | undefined {
@@ -43,10 +58,23 @@ export class TimerQueue {
   run(now: number): void {
     while (this.heap.length > 0 && this.heap[0].at <= now) {
       const { at, owner } = this.pop();
-      if (owner.timerScheduledAt !== at) continue; // a stale duplicate of a later or earlier entry
+      if (owner.timerScheduledAt !== at) {
+        // A stale duplicate of a later or earlier entry, or of a cancelled owner.
+        this.stale = Math.max(0, this.stale - 1);
+        continue;
+      }
       owner.timerScheduledAt = undefined;
       this.schedule(owner, owner.onTimer(now));
     }
+  }
+
+  /** Rebuilds the heap without stale entries once they are half of it. */
+  private compact(): void {
+    if (this.stale < 64 || this.stale * 2 < this.heap.length) return;
+    const live = this.heap.filter((e) => e.owner.timerScheduledAt === e.at);
+    this.heap = [];
+    this.stale = 0;
+    for (const e of live) this.push(e);
   }
 
   private push(e: Entry): void {

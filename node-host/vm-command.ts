@@ -173,6 +173,8 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
       if (stopping) return;
       stopping = true;
       timer?.stop();
+      // Read before shutting down: shutdown() empties the flow table the counters describe.
+      const atStop = stack.counters();
       await forwarder.close();
       stack.shutdown();
       upstream.closeAll();
@@ -183,7 +185,7 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
       process.off('SIGTERM', onSignal);
       log('stopped', {
         ...reason,
-        counters: stack.counters(),
+        counters: atStop,
         linkDrops: link.drops(),
         ...(pcap ? { pcapFrames: pcap.framesWritten } : {}),
       });

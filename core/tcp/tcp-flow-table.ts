@@ -71,7 +71,10 @@ export class TcpFlowTable {
         table.ackOwed.add(conn);
         return true;
       },
-      closed: (conn, reason) => table.onClosed(conn, reason),
+      closed: (conn, reason) => {
+        timers.cancel(conn);
+        table.onClosed(conn, reason);
+      },
     };
     this.hasUpstream = upstream !== undefined;
   }

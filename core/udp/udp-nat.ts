@@ -126,6 +126,7 @@ export class UdpNat {
   close(flow: NatFlow, reason: string): void {
     if (flow.closed) return;
     flow.closed = true;
+    this.timers.cancel(flow);
     if (this.flows.get(flow.key) === flow) this.flows.delete(flow.key);
     flow.upstream.close();
     this.hooks.flowClosed({ ...this.describe(flow), reason });
