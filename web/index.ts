@@ -1,6 +1,6 @@
 // weft for web pages: createNetwork() starts the stack in a worker; attachV86() connects a v86
 // emulator to it; any other emulator can use network.attach(framePort).
 export { createNetwork, type NetworkOptions, type WeftNetwork, type FlowSummary, type NetworkEvent, type NetworkSettings, type NetworkStats, type RelayState } from './network';
-export { attachV86, type V86Emulator, type V86AttachOptions, type V86Attachment } from './v86-adapter';
+export { attachV86, type V86Emulator, type V86AttachOptions, type V86Attachment, type V86Pacing } from './v86-adapter';
 export type { FramePort } from './frame-port';
 export { loadSettings, saveSettings, saveImage, loadImage, downloadBlob, type StoredSettings } from './settings';

@@ -80,8 +80,9 @@ export function createNetwork(options: NetworkOptions = {}): WeftNetwork {
       if (closed) throw new Error('this weft network is closed');
       ports.add(port);
       let attached = true;
+      // The batcher copies each frame at once (ne2k hands out a view into its own memory).
       port.onFrame((frame) => {
-        if (attached && !closed) toWorker.push(frame.slice());
+        if (attached && !closed) toWorker.push(frame);
       });
       return () => {
         attached = false;

@@ -1,13 +1,18 @@
 // Frames cross between page and worker in batches: many frames packed into one ArrayBuffer that is
-// transferred (not copied) with one postMessage. Layout: repeated [u32 length (LE)][frame bytes].
+// transferred (not copied) with one postMessage. Layout: repeated [u32 length (LE)][frame bytes],
+// ended by the end of the buffer or by a zero length (the unused tail of a batch buffer).
 
 /** Frames per batch and bytes per batch: bounds, so one burst cannot build an unbounded message. */
 export const MAX_BATCH_FRAMES = 256;
 export const MAX_BATCH_BYTES = 1 << 20;
+/** A batch buffer starts this big and doubles as frames arrive (up to what MAX_BATCH_BYTES needs). */
+const INITIAL_BATCH_BYTES = 16 * 1024;
 
 export class FrameBatcher {
-  private frames: Uint8Array[] = [];
+  private buf = new Uint8Array(INITIAL_BATCH_BYTES);
+  private view = new DataView(this.buf.buffer);
   private bytes = 0;
+  private count = 0;
   private scheduled = false;
 
   /** `flush` receives a packed batch; `schedule` runs a callback soon (end of the current task). */
@@ -16,11 +21,16 @@ export class FrameBatcher {
     private readonly schedule: (fn: () => void) => void,
   ) {}
 
-  /** Queues a copy of `frame` (the caller may reuse its buffer). */
+  /** Copies `frame` into the pending batch at once: the caller may reuse its buffer afterwards. */
   push(frame: Uint8Array): void {
-    this.frames.push(frame);
-    this.bytes += 4 + frame.length;
-    if (this.frames.length >= MAX_BATCH_FRAMES || this.bytes >= MAX_BATCH_BYTES) {
+    if (frame.length === 0) return;
+    const need = this.bytes + 4 + frame.length;
+    if (need > this.buf.length) this.grow(need);
+    this.view.setUint32(this.bytes, frame.length, true);
+    this.buf.set(frame, this.bytes + 4);
+    this.bytes = need;
+    this.count++;
+    if (this.count >= MAX_BATCH_FRAMES || this.bytes >= MAX_BATCH_BYTES) {
       this.send();
       return;
     }
@@ -33,20 +43,26 @@ export class FrameBatcher {
     }
   }
 
-  private send(): void {
-    if (this.frames.length === 0) return;
-    const out = new Uint8Array(this.bytes);
-    const view = new DataView(out.buffer);
-    let off = 0;
-    for (const f of this.frames) {
-      view.setUint32(off, f.length, true);
-      out.set(f, off + 4);
-      off += 4 + f.length;
-    }
-    const count = this.frames.length;
-    this.frames = [];
+  /** Sends what is pending now (also called by the scheduled callback). */
+  send(): void {
+    if (this.count === 0) return;
+    // The whole buffer goes: its unused tail is zeros, and a zero length ends a batch.
+    const out = this.buf.buffer;
+    const count = this.count;
+    this.buf = new Uint8Array(INITIAL_BATCH_BYTES);
+    this.view = new DataView(this.buf.buffer);
     this.bytes = 0;
-    this.flush(out.buffer, count);
+    this.count = 0;
+    this.flush(out, count);
+  }
+
+  private grow(need: number): void {
+    let size = this.buf.length * 2;
+    while (size < need) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.bytes));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
   }
 }
 

@@ -1,6 +1,6 @@
 // The weft Web Worker: owns one Stack, drives its timers, connects it to a Wisp relay over the
-// browser's WebSocket (or to nothing but DNS over HTTPS), and talks to the page: control calls
-// through comlink, frames as packed, transferred batches over a MessagePort.
+// browser's WebSocketStream or WebSocket (or to nothing but DNS over HTTPS), and talks to the page:
+// control calls through comlink, frames as packed, transferred batches over a MessagePort.
 
 import * as Comlink from 'comlink';
 import { PcapWriter } from '../core/pcap-writer';
@@ -10,13 +10,20 @@ import type { DnsForwarder } from '../core/services/dns-server';
 import { Stack, type StackOptions } from '../core/stack';
 import { formatIpv4, formatMac, parseIpv4 } from '../core/wire/address';
 import { RELAY_RESOLVER, WispUpstream } from '../core/wisp/wisp-upstream';
-import { connectBrowserWebSocket } from './browser-ws-transport';
+import { browserWebSocketCanPause, browserWebSocketFactory } from './browser-ws-transport';
 import { DohForwarder } from './doh-forwarder';
 import { FrameBatcher, unpackFrames } from './frame-batch';
 import { summarizeFlow, type FlowSummary, type NetworkEvent, type NetworkSettings, type NetworkStats, type RelayState, type WeftWorkerApi } from './worker-api';
 
 /** Captures stop growing past this (the page can download and restart). */
 const MAX_CAPTURE_BYTES = 64 * 1024 * 1024;
+/**
+ * Where the browser cannot pause the relay's WebSocket (no WebSocketStream), a stream the guest reads
+ * slower than the relay sends must hold the difference; past this it is reset.
+ */
+const MAX_HELD_BYTES_WITHOUT_PAUSE = 32 * 1024 * 1024;
+/** Failed connection attempts in a row after which the relay state is 'failed' (retries go on). */
+const RELAY_ATTEMPTS_BEFORE_FAILED = 5;
 /** Drop counters are reported at most this often. */
 const DROP_REPORT_MS = 1000;
 
@@ -25,6 +32,8 @@ const browserScheduler: Scheduler = {
   cancel: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
   defer: (fn) => queueMicrotask(fn),
 };
+/** Epoch milliseconds with sub-millisecond resolution (pcap timestamps keep the microseconds). */
+const clock = { now: () => performance.timeOrigin + performance.now() };
 const randomBytes = (out: Uint8Array) => void crypto.getRandomValues(out as Uint8Array<ArrayBuffer>);
 
 class WeftWorker implements WeftWorkerApi {
@@ -40,7 +49,26 @@ class WeftWorker implements WeftWorkerApi {
   private framesFromPage = 0;
   private pendingDrops: Record<string, number> = {};
   private dropTimer: ReturnType<typeof setTimeout> | undefined;
-  private relayFailures = 0;
+  private relayAttempts = 0;
+  private disconnectNoted = false;
+  private busyMs = 0;
+  private busyDepth = 0;
+
+  /** Runs `fn` and adds its wall time to busyMs (the worker's own work, not its idle waits). */
+  private readonly measured = (fn: () => void): void => {
+    if (this.busyDepth > 0) {
+      fn();
+      return;
+    }
+    const t0 = performance.now();
+    this.busyDepth++;
+    try {
+      fn();
+    } finally {
+      this.busyDepth--;
+      this.busyMs += performance.now() - t0;
+    }
+  };
 
   async start(settings: NetworkSettings, framePort: MessagePort, onEvent: (e: NetworkEvent) => void): Promise<void> {
     if (this.stack) throw new Error('the network is already started');
@@ -53,14 +81,15 @@ class WeftWorker implements WeftWorkerApi {
       this.setRelay('connecting', settings.relayUrl);
       this.upstream = new WispUpstream({
         url: settings.relayUrl,
-        connect: connectBrowserWebSocket,
+        connect: browserWebSocketFactory(this.measured),
         scheduler: browserScheduler,
-        clock: { now: () => Date.now() },
+        clock,
         random: randomBytes,
         gateway,
         allowHostLoopback: settings.allowHostLoopback ?? false,
+        ...(browserWebSocketCanPause() ? {} : { maxPausedBytes: MAX_HELD_BYTES_WITHOUT_PAUSE }),
         ...(settings.password ? { password: settings.password } : {}),
-        log: (e) => this.onRelayLog(e as { event: string; message?: string; code?: unknown }, settings.relayUrl as string),
+        log: (e) => this.onRelayLog(e as { event: string; message?: string; code?: unknown; reason?: unknown }, settings.relayUrl as string),
       });
     }
     let forwarder: DnsForwarder | undefined;
@@ -84,7 +113,7 @@ class WeftWorker implements WeftWorkerApi {
         forwarder,
         records: new Map(Object.entries(settings.dnsRecords ?? {}).map(([name, ip]) => [name.toLowerCase().replace(/\.$/, ''), parseIpv4(ip)])),
       },
-      clock: { now: () => Date.now() },
+      clock,
       random: randomBytes,
       batchAcks: true,
       wake: () => this.rearm(),
@@ -99,10 +128,13 @@ class WeftWorker implements WeftWorkerApi {
     stack.on('drop', (e) => this.countDrop(e.reason, e.count));
 
     framePort.onmessage = (e: MessageEvent) => {
-      if (!(e.data instanceof ArrayBuffer)) return;
-      this.framesFromPage += unpackFrames(e.data, (frame) => stack.input(frame));
-      stack.flush();
-      this.rearm();
+      const batch: unknown = e.data;
+      if (!(batch instanceof ArrayBuffer)) return;
+      this.measured(() => {
+        this.framesFromPage += unpackFrames(batch, (frame) => stack.input(frame));
+        stack.flush();
+        this.rearm();
+      });
     };
     framePort.start();
     this.rearm();
@@ -123,7 +155,13 @@ class WeftWorker implements WeftWorkerApi {
 
   async stats(): Promise<NetworkStats> {
     if (!this.stack) throw new Error('the network is not started');
-    return { ...this.stack.counters(), relay: this.relay, framesToPage: this.framesToPage, framesFromPage: this.framesFromPage };
+    return {
+      ...this.stack.counters(),
+      relay: this.relay,
+      framesToPage: this.framesToPage,
+      framesFromPage: this.framesFromPage,
+      workerBusyMs: this.busyMs,
+    };
   }
 
   async flows(): Promise<FlowSummary[]> {
@@ -170,23 +208,43 @@ class WeftWorker implements WeftWorkerApi {
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.armedFor = undefined;
-      stack.poll(Date.now());
-      this.rearm();
-    }, Math.max(0, deadline - Date.now()));
+      this.measured(() => {
+        stack.poll(clock.now());
+        this.rearm();
+      });
+    }, Math.max(0, deadline - clock.now()));
   }
 
-  private onRelayLog(e: { event: string; message?: string; code?: unknown }, url: string): void {
+  /**
+   * Relay state from the upstream's log: 'connected' once a handshake completes; 'reconnecting' when
+   * an established connection drops; 'failed' after RELAY_ATTEMPTS_BEFORE_FAILED attempts in a row
+   * came to nothing (the upstream keeps retrying with backoff, and a later success is 'connected').
+   */
+  private onRelayLog(e: { event: string; message?: string; code?: unknown; reason?: unknown }, url: string): void {
     if (e.event === 'wisp-ready') {
-      this.relayFailures = 0;
+      this.relayAttempts = 0;
       this.setRelay('connected', url);
-    } else if (e.event === 'wisp-disconnected') {
-      this.relayFailures++;
-      this.setRelay(this.relayFailures >= 5 ? 'failed' : 'reconnecting', url, e.message ?? (e.code !== undefined ? `WebSocket closed (${String(e.code)})` : undefined));
+      return;
+    }
+    if (e.event !== 'wisp-disconnected') return;
+    // A dropped connection is logged twice in one go (the socket closed, then the session ended).
+    if (this.disconnectNoted) return;
+    this.disconnectNoted = true;
+    queueMicrotask(() => (this.disconnectNoted = false));
+    const why = e.message ?? (typeof e.code === 'number' ? `WebSocket closed (${e.code}${e.reason ? ` ${String(e.reason)}` : ''})` : undefined);
+    if (this.relay === 'connected') {
+      this.relayAttempts = 0;
+      this.setRelay('reconnecting', url, why);
+      return;
+    }
+    this.relayAttempts++;
+    if (this.relayAttempts >= RELAY_ATTEMPTS_BEFORE_FAILED) {
+      this.setRelay('failed', url, `${this.relayAttempts} attempts failed${why ? ` (last: ${why})` : ''}; still retrying`);
     }
   }
 
   private setRelay(state: RelayState, url?: string, message?: string): void {
-    if (state === this.relay && state !== 'failed') return;
+    if (state === this.relay) return;
     this.relay = state;
     this.emit({ type: 'relay', state, ...(url ? { url } : {}), ...(message ? { message } : {}) });
   }

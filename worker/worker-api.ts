@@ -46,6 +46,11 @@ export interface NetworkStats extends StackCounters {
   relay: RelayState;
   framesToPage: number;
   framesFromPage: number;
+  /**
+   * Milliseconds the worker spent working (frames from the page, timers, relay messages), a close
+   * measure of its CPU time (a browser gives a worker no CPU clock).
+   */
+  workerBusyMs: number;
 }
 
 /** The worker's control API. */
