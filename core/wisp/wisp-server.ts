@@ -3,11 +3,14 @@
 // file owns the protocol: the v2 handshake with v1 fallback, stream bookkeeping, and credits.
 //
 // Credits. The server grants each TCP stream a buffer of B packets: B for every new stream (the
-// CONTINUE on stream 0), then CONTINUE(id, B − queued) whenever half a buffer has left its queue.
-// The client overwrites its credit with each CONTINUE it receives, so everything it may ever send
-// is at most B plus the sum of all values granted: `received > granted` is proof of a client that
-// ignores credits, whatever the timing, and the connection is ended for it. `queued` (packets handed
-// to the host but not yet released by it) has its own hard cap so memory stays bounded even then.
+// CONTINUE on stream 0), then a CONTINUE whenever half a buffer has left its queue. The client
+// overwrites its credit with each CONTINUE it receives, so everything it may ever send is at most B
+// plus the sum of all values granted: `received > granted` is proof of a client that ignores
+// credits, whatever the timing, and the connection is ended for it. The value granted is
+// B − queued − (packets the client may still send on its earlier credit: `ceiling − received`), so
+// queued + in flight stays within B; granting B − queued instead would let a client that obeys every
+// credit keep more and more in flight while CONTINUEs cross its DATA. `queued` (packets handed to
+// the host but not yet released by it) has its own hard cap so memory stays bounded even then.
 
 import {
   CloseReason,
@@ -80,6 +83,11 @@ interface ServerStream {
   type: 'tcp' | 'udp';
   /** Packets the client may have sent in total without breaking the credit rule. */
   granted: number;
+  /**
+   * Packets the client can have sent in total on the credits it holds, as far as grants go: what
+   * the client may still send (in flight or unspent) is `ceiling − received`.
+   */
+  ceiling: number;
   received: number;
   /** Packets handed to the host and not yet released. */
   queued: number;
@@ -150,7 +158,7 @@ export class WispServerSession {
     const s = this.streams.get(id);
     if (!s) return;
     s.lastActivity = now;
-    if (this.confirmOpens && s.type === 'tcp') this.grant(s);
+    if (this.confirmOpens && s.type === 'tcp') this.grant(s, true);
   }
 
   /** Bytes from the destination for the client (Wisp has no flow control in this direction). */
@@ -325,7 +333,7 @@ export class WispServerSession {
     if (this.streams.size >= this.options.maxStreams) return refuse(CloseReason.THROTTLED);
     const type = streamType === StreamType.TCP ? 'tcp' : 'udp';
     const B = this.options.bufferPackets;
-    this.streams.set(id, { id, type, granted: B, received: 0, queued: 0, releasedSinceGrant: 0, lastActivity: now, clientEnded: false });
+    this.streams.set(id, { id, type, granted: B, ceiling: B, received: 0, queued: 0, releasedSinceGrant: 0, lastActivity: now, clientEnded: false });
     this.host.openStream({ id, type, hostname: host, port });
   }
 
@@ -350,8 +358,14 @@ export class WispServerSession {
     this.host.streamData(id, payload);
   }
 
-  private grant(s: ServerStream): void {
-    const remaining = Math.max(0, this.options.bufferPackets - s.queued);
+  /**
+   * `onOpen`: the stream-open confirmation, which a client waits for before it sends (a client that
+   * sent early overshoots by at most its initial credits, once).
+   */
+  private grant(s: ServerStream, onOpen = false): void {
+    const ceiling = onOpen ? s.received : Math.max(s.ceiling, s.received);
+    const remaining = Math.max(0, this.options.bufferPackets - s.queued - (ceiling - s.received));
+    s.ceiling = ceiling + remaining;
     s.granted += remaining;
     s.releasedSinceGrant = 0;
     this.host.send(encodeContinue(s.id, remaining));

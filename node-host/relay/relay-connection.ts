@@ -330,7 +330,11 @@ export class RelayConnection {
       if (this.uploadBuffered > MAX_UPLOAD_BUFFERED) {
         this.ctx.metrics.connectionError('upload-overrun');
         this.ctx.log('client-error', { client: this.client, code: 'upload-overrun', message: `more than ${MAX_UPLOAD_BUFFERED} bytes waiting for destinations` });
+        // Once: every stream is reset now (what they buffered is freed), later packets are ignored
+        // (not logged and counted again), and a client that ignores the close frame is cut off.
+        this.session.connectionLost();
         this.ws.close(1008, 'too much data in flight');
+        setTimeout(() => this.ws.terminate(), 2000).unref();
         return;
       }
     }

@@ -2,6 +2,7 @@
 // Suites that compare weft with a peer run both in the same process run and print weft / peer.
 import { runStackBench } from './stack-bench';
 import { dnsBenchUnavailable, runDnsBench } from './dns-bench';
+import { RELAY_BENCH_BYTES, RELAY_BENCH_ROUNDS, runRelayBench } from './relay-bench';
 import { runTcpBench, tcpBenchUnavailable } from './tcp-bench';
 
 const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -27,6 +28,17 @@ const suites: Record<string, () => Promise<void>> = {
       for (const r of [weft, slirp]) console.log(`${String(mtu).padEnd(6)} ${r.peer.padEnd(14)} ${fmt(r.uploadMbit).padStart(9)} ${fmt(r.downloadMbit).padStart(9)}`);
       console.log(`${String(mtu).padEnd(6)} ${'weft / slirp'.padEnd(14)} ${fmt(weft.uploadMbit / slirp.uploadMbit, 2).padStart(9)} ${fmt(weft.downloadMbit / slirp.downloadMbit, 2).padStart(9)}`);
     }
+  },
+  async relay() {
+    console.log(`\nrelay — weft's Wisp client through each relay on loopback (Mbit/s; fairness: Jain's index over 8 streams; median of ${RELAY_BENCH_ROUNDS} rounds of ${fmt(RELAY_BENCH_BYTES / 2 ** 20)} MiB)`);
+    const started = performance.now();
+    const [weft, js] = await runRelayBench();
+    console.log(`${'relay'.padEnd(18)} ${'download'.padStart(9)} ${'upload'.padStart(9)} ${'8 streams'.padStart(10)} ${'fairness'.padStart(9)}`);
+    for (const r of [weft, js]) {
+      console.log(`${r.peer.padEnd(18)} ${fmt(r.downloadMbit).padStart(9)} ${fmt(r.uploadMbit).padStart(9)} ${fmt(r.parallelMbit).padStart(10)} ${fmt(r.fairness, 3).padStart(9)}`);
+    }
+    console.log(`${'weft / wisp-js'.padEnd(18)} ${fmt(weft.downloadMbit / js.downloadMbit, 2).padStart(9)} ${fmt(weft.uploadMbit / js.uploadMbit, 2).padStart(9)} ${fmt(weft.parallelMbit / js.parallelMbit, 2).padStart(10)} ${fmt(weft.fairness / js.fairness, 2).padStart(9)}`);
+    console.log(`(${fmt((performance.now() - started) / 1000, 1)} s)`);
   },
   async dns() {
     console.log('\ndns — netns guest → resolver, dnsperf, side by side with dnsmasq as the forwarder (queries/s)');
