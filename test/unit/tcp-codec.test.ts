@@ -2,20 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { parseIpv4 } from '../../core/wire/address';
 import { isDrop } from '../../core/wire/parse-result';
 import { ACK, AE, CWR, ECE, FIN, PSH, RST, SYN, URG, emitTcp, parseTcp, tcpHeaderLength, verifyTcpChecksum, type TcpRepr, type TcpSegment } from '../../core/wire/tcp';
+import { seededRandom } from '../support/frames';
 
 const hex = (s: string) => Uint8Array.from(s.match(/../g)!.map((b) => parseInt(b, 16)));
 const toHex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function parsed(b: Uint8Array): TcpSegment {
   const r = parseTcp(b);
@@ -92,7 +83,7 @@ describe('parseTcp', () => {
   });
 
   it('never throws on 20,000 random inputs', () => {
-    const rand = mulberry32(0x7c9);
+    const rand = seededRandom(0x7c9).next;
     for (let k = 0; k < 20_000; k++) {
       const b = new Uint8Array(Math.floor(rand() * 80));
       for (let i = 0; i < b.length; i++) b[i] = Math.floor(rand() * 256);
