@@ -3,6 +3,7 @@
 
 import { randomFillSync } from 'node:crypto';
 import { Stack, type FlowEvent } from '../core/stack';
+import { DEFAULT_NETWORK } from '../core/config';
 import { DirectUpstream } from './direct-upstream';
 import { WispUpstream } from './wisp-upstream';
 import { RELAY_RESOLVER } from '../core/wisp/wisp-upstream';
@@ -26,10 +27,10 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 /** After a clean shutdown nothing should hold the event loop; if something does, exit anyway. */
 const EXIT_GRACE_MS = 500;
 
-async function openLink(choice: LinkChoice): Promise<FrameLink> {
+async function openLink(choice: LinkChoice, mtu: number | undefined): Promise<FrameLink> {
   switch (choice.kind) {
     case 'tap-fd':
-      return new TapFdLink(choice.fd);
+      return new TapFdLink(choice.fd, { vnetHdr: choice.vnetHdr, mtu: mtu ?? DEFAULT_NETWORK.mtu });
     case 'qemu':
       return QemuStreamLink.listen(choice.endpoint);
     case 'dgram':
@@ -79,7 +80,7 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
   let link: FrameLink;
   try {
     if (opts.pcap) pcap = new PcapFile(opts.pcap, (e) => log('pcap-error', { message: e.message }));
-    link = await openLink(opts.link);
+    link = await openLink(opts.link, opts.mtu);
   } catch (e) {
     pcap?.close();
     log('error', { message: (e as Error).message });
@@ -124,6 +125,7 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
     upstream,
     dns: { forwarder: dnsForwarder, records: new Map(opts.dnsRecords.map((r) => [r.name, r.ip])) },
     batchAcks: true,
+    segmentationOffload: link.segmentationOffload === true,
     wake: () => timer?.rearm(),
     clock: { now: Date.now },
     random: (out) => randomFillSync(out),
@@ -161,7 +163,7 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
     pcap?.close();
     return 1;
   }
-  link.onFrame((frame) => stack.input(frame));
+  link.onFrame((frame, checksumTrusted) => stack.input(frame, checksumTrusted));
   link.onBatchEnd(() => {
     stack.flush();
     timer?.rearm();

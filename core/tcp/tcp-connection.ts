@@ -30,6 +30,8 @@ export interface TcpConnectionEnv {
   readonly config: TcpConfig;
   /** Our MSS towards the guest (link MTU − 40). */
   readonly linkMss: number;
+  /** The link does TCP segmentation offload: data segments may carry up to ~64 KiB. */
+  readonly segmentOffload: boolean;
   readonly upstream: Upstream;
   now(): number;
   /**
@@ -46,6 +48,13 @@ export interface TcpConnectionEnv {
 }
 
 const MAX_SYNACK_RETRIES = 5;
+/** IPv4's 65,535 bytes less the IP header and the largest TCP header (60). */
+const MAX_OFFLOAD_PAYLOAD = 65535 - 20 - 60;
+
+/** The largest whole number of MSS-sized pieces one offloaded segment can carry. */
+function offloadSegment(mss: number): number {
+  return Math.max(mss, Math.floor(MAX_OFFLOAD_PAYLOAD / mss) * mss);
+}
 /** How long a closing connection waits for a blocked upstream to take the guest's last bytes. */
 const UPSTREAM_DRAIN_MS = 60_000;
 
@@ -167,6 +176,7 @@ export class TcpConnection implements TimerOwner {
       iss,
       {
         mss: sendMss,
+        maxSegment: env.segmentOffload ? offloadSegment(sendMss) : sendMss,
         initialRtoMs: cfg.initialRtoMs,
         minRtoMs: cfg.minRtoMs,
         maxRtoMs: cfg.maxRtoMs,

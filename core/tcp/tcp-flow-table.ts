@@ -25,6 +25,8 @@ export interface TcpFlowEvent {
 }
 
 export interface TcpFlowTableHooks {
+  /** The link does TCP segmentation offload: data segments may be up to 64 KiB. */
+  segmentOffload?: boolean;
   now(): number;
   random(out: Uint8Array): void;
   /** Sends a TCP segment from `src` to `dst` (the guest). */
@@ -61,6 +63,7 @@ export class TcpFlowTable {
     this.env = {
       config,
       linkMss: linkMtu - 40,
+      segmentOffload: hooks.segmentOffload === true,
       upstream: upstream as Upstream,
       now: hooks.now,
       send: (conn, repr, len, copy) => hooks.send(conn.target.ip, conn.guest.ip, repr, len, copy),

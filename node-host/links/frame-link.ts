@@ -13,8 +13,14 @@ export interface FrameLink {
   readonly description: Record<string, unknown>;
   /** Sends one frame. Never throws: a frame that cannot go out is counted as a drop. */
   send(frame: Uint8Array): void;
-  /** Registers the receiver of every frame that arrives; the frame may be reused after the call. */
-  onFrame(cb: (frame: Uint8Array) => void): void;
+  /**
+   * Registers the receiver of every frame that arrives; the frame may be reused after the call.
+   * `checksumTrusted` means the link vouches for the frame's transport checksum (a local kernel
+   * built it with checksum offload), so the stack need not verify it.
+   */
+  onFrame(cb: (frame: Uint8Array, checksumTrusted?: boolean) => void): void;
+  /** TCP segments may be up to 64 KiB: the link segments them or the guest takes them whole. */
+  readonly segmentationOffload?: boolean;
   /**
    * Registers a callback for the end of a burst of frames (all that were waiting have been passed
    * to onFrame), so the stack can send one coalesced ACK instead of one per segment.
@@ -29,13 +35,13 @@ export interface FrameLink {
 
 /** Shared plumbing for the small event surface of a link. */
 export class FrameLinkBase {
-  protected frameListener: (frame: Uint8Array) => void = () => {};
+  protected frameListener: (frame: Uint8Array, checksumTrusted?: boolean) => void = () => {};
   protected batchEndListener: () => void = () => {};
   protected logListeners: FrameLinkEvents['log'][] = [];
   protected fatalListeners: FrameLinkEvents['fatal'][] = [];
   protected readonly dropCounts: Record<string, number> = {};
 
-  onFrame(cb: (frame: Uint8Array) => void): void {
+  onFrame(cb: (frame: Uint8Array, checksumTrusted?: boolean) => void): void {
     this.frameListener = cb;
   }
 

@@ -1,7 +1,10 @@
 // TCP throughput from a real Linux guest (a network namespace) to an iperf3 server on this host's
-// loopback, through weft (`weft vm --tap-fd`) and through slirp4netns, side by side in one run.
-// Absolute numbers on a shared 2-core machine are noisy; the ratio weft / slirp4netns is the figure.
+// loopback, through weft (`weft vm --tap-fd`, plain and with `--tap-vnet-hdr` offloads), slirp4netns
+// and pasta, side by side in one run. Absolute numbers on a shared 2-core machine are noisy; the
+// ratios weft / peer are the figures. CPU seconds are those of the stack's own process (utime +
+// stime from /proc), over both directions' measured runs.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { Netns, UDHCPC_SCRIPT } from '../harness/netns';
 
 export interface TcpBenchRow {
@@ -9,9 +12,12 @@ export interface TcpBenchRow {
   mtu: number;
   uploadMbit: number;
   downloadMbit: number;
+  /** CPU seconds the stack process used during the measured upload and download. */
+  cpuSeconds: number;
 }
 
 const SECONDS = Number(process.env.WEFT_BENCH_SECONDS ?? 5);
+const CLOCK_TICKS = 100; // USER_HZ on Linux
 
 function have(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
@@ -24,6 +30,18 @@ export function tcpBenchUnavailable(): string | undefined {
   return undefined;
 }
 
+/** utime + stime of `pid` in seconds, or NaN when it cannot be read. */
+function cpuSecondsOf(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return NaN;
+  }
+}
+
 async function iperf(ns: Netns, port: number, reverse: boolean): Promise<number> {
   const args = ['iperf3', '-c', '10.0.2.2', '-p', String(port), '-t', String(SECONDS), '-J', ...(reverse ? ['-R'] : [])];
   const r = await ns.exec(args, (SECONDS + 20) * 1000);
@@ -32,15 +50,19 @@ async function iperf(ns: Netns, port: number, reverse: boolean): Promise<number>
   return json.end.sum_received.bits_per_second / 1e6;
 }
 
-async function measure(peer: string, mtu: number, port: number, setup: (ns: Netns) => Promise<void>): Promise<TcpBenchRow> {
-  const ns = Netns.create(`bench-${peer}`);
+/** Sets up the guest's network in `ns` and returns the stack's process. */
+type Setup = (ns: Netns) => Promise<ChildProcess>;
+
+async function measure(peer: string, mtu: number, port: number, setup: Setup): Promise<TcpBenchRow> {
+  const ns = Netns.create(`bench-${peer.replace(/[^a-z0-9]/g, '')}`);
   try {
-    await setup(ns);
+    const stack = await setup(ns);
     // Warm up (slow start, JIT), then measure each direction.
     await iperf(ns, port, false).catch(() => 0);
+    const cpuBefore = cpuSecondsOf(stack.pid);
     const uploadMbit = await iperf(ns, port, false);
     const downloadMbit = await iperf(ns, port, true);
-    return { peer, mtu, uploadMbit, downloadMbit };
+    return { peer, mtu, uploadMbit, downloadMbit, cpuSeconds: cpuSecondsOf(stack.pid) - cpuBefore };
   } finally {
     await ns.cleanup();
   }
@@ -50,27 +72,60 @@ function startServer(port: number): ChildProcess {
   return spawn('iperf3', ['-s', '-B', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
 }
 
-/** weft and slirp4netns at one MTU (1500, the default of both, or 65520, slirp4netns' fast setting). */
-export async function runTcpBench(mtu: number): Promise<[TcpBenchRow, TcpBenchRow]> {
+async function waitForAddress(ns: Netns, dev: string, address: string, child: ChildProcess, name: string): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    if ((await ns.exec(['ip', '-4', 'addr', 'show', dev])).stdout.includes(address)) return;
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${name} did not configure ${dev}`);
+}
+
+function weftSetup(mtu: number, vnetHdr: boolean): Setup {
+  return async (ns) => {
+    const weft = await ns.spawnWeftOnTap(['--allow-host-loopback', '--mtu', String(mtu)], 'tap0', { vnetHdr });
+    const r = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5']);
+    if (r.code !== 0) throw new Error(`udhcpc failed: ${r.stderr}`);
+    return weft.child;
+  };
+}
+
+function slirpSetup(mtu: number): Setup {
+  return async (ns) => {
+    const child = ns.track(spawn('slirp4netns', ['--configure', `--mtu=${mtu}`, '--netns-type=path', `/var/run/netns/${ns.name}`, 'tap0'], { stdio: 'ignore' }));
+    await waitForAddress(ns, 'tap0', '10.0.2.100', child, 'slirp4netns');
+    return child;
+  };
+}
+
+function pastaSetup(mtu: number): Setup {
+  return async (ns) => {
+    // The gateway address maps to the host's loopback (pasta's default --map-gw), as 10.0.2.2
+    // does for weft --allow-host-loopback and slirp4netns. As root pasta would switch to nobody
+    // and then fail to enter the namespace, hence --runas 0:0.
+    const child = ns.track(spawn('pasta', [
+      '--config-net', '-4', '-a', '10.0.2.100', '-n', '24', '-g', '10.0.2.2', '-m', String(mtu),
+      '-q', '-f', '--runas', '0:0', '--netns', `/var/run/netns/${ns.name}`, '--no-netns-quit',
+    ], { stdio: 'ignore' }));
+    await waitForAddress(ns, 'eth0', '10.0.2.100', child, 'pasta');
+    return child;
+  };
+}
+
+/** Every stack at one MTU: weft (plain TAP, then vnet_hdr offloads), slirp4netns, pasta when installed. */
+export async function runTcpBench(mtu: number): Promise<TcpBenchRow[]> {
   const port = 25201 + (process.pid % 1000);
   const server = startServer(port);
   await new Promise((r) => setTimeout(r, 300));
   try {
-    const weft = await measure('weft', mtu, port, async (ns) => {
-      await ns.spawnWeftOnTap(['--allow-host-loopback', '--mtu', String(mtu)]);
-      const r = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5']);
-      if (r.code !== 0) throw new Error(`udhcpc failed: ${r.stderr}`);
-    });
-    const slirp = await measure('slirp4netns', mtu, port, async (ns) => {
-      const child = ns.track(spawn('slirp4netns', ['--configure', `--mtu=${mtu}`, '--netns-type=path', `/var/run/netns/${ns.name}`, 'tap0'], { stdio: 'ignore' }));
-      for (let i = 0; i < 50; i++) {
-        if ((await ns.exec(['ip', '-4', 'addr', 'show', 'tap0'])).stdout.includes('10.0.2.100')) return;
-        if (child.exitCode !== null) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      throw new Error('slirp4netns did not configure tap0');
-    });
-    return [weft, slirp];
+    const rows = [
+      await measure('weft', mtu, port, weftSetup(mtu, false)),
+      // A vnet header costs 10 bytes of the 64 KiB libuv reads: MTU 65512 at most (vm-options.ts).
+      await measure('weft vnet-hdr', mtu, port, weftSetup(Math.min(mtu, 65512), true)),
+      await measure('slirp4netns', mtu, port, slirpSetup(mtu)),
+    ];
+    if (have('pasta')) rows.push(await measure('pasta', mtu, port, pastaSetup(mtu)));
+    return rows;
   } finally {
     server.kill();
   }

@@ -140,10 +140,14 @@ export class Netns {
   }
 
   /** `weft vm --tap-fd 3 ARGS…` on a new TAP in this namespace (weft itself stays in ours). */
-  async spawnWeftOnTap(weftArgs: readonly string[], tap = 'tap0'): Promise<WeftProcess> {
+  /**
+   * `vnetHdr`: open the TAP with IFF_VNET_HDR and checksum/TSO offload and run weft with
+   * `--tap-vnet-hdr` (64 KiB TCP segments both ways).
+   */
+  async spawnWeftOnTap(weftArgs: readonly string[], tap = 'tap0', opts: { vnetHdr?: boolean } = {}): Promise<WeftProcess> {
     const weft = spawnWrappedWeft('python3', [
-      TAP_LAUNCHER, '--netns', this.name, '--tap', tap, '--',
-      process.execPath, weftBundle(), 'vm', '--tap-fd', '3', ...weftArgs,
+      TAP_LAUNCHER, '--netns', this.name, '--tap', tap, ...(opts.vnetHdr ? ['--vnet-hdr'] : []), '--',
+      process.execPath, weftBundle(), 'vm', '--tap-fd', '3', ...(opts.vnetHdr ? ['--tap-vnet-hdr'] : []), ...weftArgs,
     ]);
     this.track(weft.child);
     await weft.waitForEvent('ready');
