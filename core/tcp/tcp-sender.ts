@@ -1,11 +1,22 @@
 // The sending half of a guest connection: bytes from the upstream travel to the guest. It owns the
-// send buffer, retransmission (RFC 6298 RTO with Karn's rule and exponential backoff), congestion
-// control (RFC 5681 slow start / congestion avoidance; NewReno fast recovery per RFC 6582, or
-// SACK-driven loss recovery in the spirit of RFC 6675 when the guest permits SACK), zero-window
-// probing, and sender-side silly-window avoidance. Segments leave through `SenderOutput`.
+// send buffer, the windows, congestion control and loss recovery:
+// - RFC 6298 retransmission timeout (Karn's rule, exponential backoff); on a timeout every piece
+//   not SACKed is deemed lost and resent in slow start, but the SACK scoreboard is kept (RFC 6675
+//   §5.1, as Linux does) unless the guest shows it reneged;
+// - with SACK: RFC 6675 recovery (pipe, lost pieces resent lowest first, then new data) where RACK
+//   (RFC 8985, ./rack.ts) decides what is lost — by time, with a reordering window — and finds lost
+//   retransmissions; a tail loss probe (TLP) instead of waiting for the timeout; proportional rate
+//   reduction (RFC 6937) paces the recovery;
+// - without SACK: NewReno fast retransmit and recovery (RFC 6582);
+// - undo of spurious reductions: an ACK echoing a timestamp older than the first retransmission
+//   (Eifel, RFC 3522/4015), or DSACKs for every retransmitted byte (RFC 2883), restores cwnd;
+// - zero-window probing and sender-side silly-window avoidance.
+// Segments leave through `SenderOutput`; the per-piece bookkeeping is in ./sack-scoreboard.ts.
 
 import { SendBuffer } from './send-buffer';
-import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt, seqMax, seqMin } from './seq';
+import { probeTimeout, Rack } from './rack';
+import { SackScoreboard, type SentPiece } from './sack-scoreboard';
+import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from './seq';
 
 export interface SenderOutput {
   /** Sends `len` bytes of the send buffer starting at sequence `seq`, with FIN after them if `fin`. */
@@ -17,6 +28,14 @@ export interface SenderOutput {
 export interface SenderConfig {
   /** Payload bytes per segment (the guest's MSS less our option overhead). */
   mss: number;
+  /**
+   * Largest payload output() puts in one segment of new data (default: mss), for a link with TCP
+   * segmentation offload that cuts it into MSS-sized frames. Windows and congestion control count
+   * bytes, so it changes only how many calls to sendSegment carry them; a segment longer than mss
+   * is a whole number of MSS unless it ends the queued data. Retransmissions, loss probes and
+   * zero-window/SWS sends stay MSS-sized. Can be changed later with setSegmentLimit().
+   */
+  maxSegment?: number;
   initialRtoMs: number;
   minRtoMs: number;
   maxRtoMs: number;
@@ -25,6 +44,16 @@ export interface SenderConfig {
   /** Consecutive RTO expiries before the connection is given up. */
   maxRetransmits: number;
   sackPermitted: boolean;
+}
+
+/** An ACK's acknowledgement fields, as the connection hands them over. */
+export interface AckInfo {
+  seq: number;
+  ack: number;
+  window: number;
+  sack?: Array<[number, number]>;
+  /** No data and no FIN: it may count as a duplicate ACK. */
+  dupCandidate: boolean;
 }
 
 /** Cap on cwnd so it stays an exact, bounded integer however long a clean link runs. */
@@ -36,9 +65,7 @@ export class TcpSender {
   readonly buffer: SendBuffer;
   /** Oldest unacknowledged sequence number; the buffer's first byte has this sequence number. */
   sndUna: number;
-  /** Next sequence number to send (moves back to SND.UNA after a retransmission timeout). */
-  sndNxt: number;
-  /** Highest sequence number sent so far. */
+  /** Highest sequence number sent so far; new data goes out here (retransmissions go by piece). */
   sndMax: number;
   sndWnd = 0;
   maxSndWnd = 0;
@@ -51,12 +78,26 @@ export class TcpSender {
 
   cwnd: number;
   ssthresh = MAX_CWND;
-  private dupAcks = 0;
+  /** Fast recovery (SACK/RACK or NewReno), until SND.UNA reaches `recoveryPoint`. */
   inRecovery = false;
-  private recover = 0;
-  private highRxt = 0;
-  /** SACKed ranges [start, end) above SND.UNA, sorted and disjoint. */
-  private sacked: Array<[number, number]> = [];
+  /** Recovery after a retransmission timeout, until SND.UNA reaches `recoveryPoint`. */
+  inLoss = false;
+  private recoveryPoint = 0;
+  private dupAcks = 0;
+  // Proportional rate reduction (RFC 6937).
+  private prrDelivered = 0;
+  private prrOut = 0;
+  private recoverFs = 0;
+  // Undo of a spurious reduction: what to go back to, and the evidence collected.
+  // `ended`: its recovery is over, but late DSACKs may still prove it needless.
+  private undo: { cwnd: number; ssthresh: number; marker: number; retransStamp?: number; retransBytes: number; ended: boolean } | undefined;
+
+  private readonly board = new SackScoreboard();
+  private readonly rack: Rack;
+  private readonly delivered: SentPiece[] = [];
+  private readonly arrived: SentPiece[] = [];
+  private xmitOrder = 0;
+  private maxSegment: number;
 
   srtt: number | undefined;
   private rttvar = 0;
@@ -67,10 +108,19 @@ export class TcpSender {
   private rttStart = 0;
   private persistDeadline: number | undefined;
   private persistInterval = 0;
+  /** RACK's reordering timer: a piece's time to be deemed lost is up then. */
+  private rackDeadline: number | undefined;
+  private tlpDeadline: number | undefined;
+  /** SND.MAX after the outstanding loss probe, and whether it was a retransmission. */
+  private tlpEnd: number | undefined;
 
   /** Set when the retransmission limit is reached; the connection must abort. */
   failed = false;
   segmentsRetransmitted = 0;
+  lossProbes = 0;
+  timeouts = 0;
+  /** Reductions undone because the retransmissions behind them proved needless. */
+  spuriousUndone = 0;
 
   constructor(
     iss: number,
@@ -78,10 +128,13 @@ export class TcpSender {
     private readonly out: SenderOutput,
   ) {
     // The SYN occupies iss; data starts after it. The connection acknowledges the SYN itself.
-    this.sndUna = this.sndNxt = this.sndMax = seqAdd(iss, 1);
+    this.sndUna = this.sndMax = seqAdd(iss, 1);
     this.buffer = new SendBuffer(Math.min(16 * 1024, cfg.sendBufferBytes), cfg.sendBufferBytes + 256 * 1024);
     this.cwnd = Math.min(10 * cfg.mss, Math.max(2 * cfg.mss, 14600)); // RFC 6928 initial window
     this.rto = cfg.initialRtoMs;
+    this.rack = new Rack(this.sndUna);
+    this.maxSegment = cfg.mss;
+    this.setSegmentLimit(cfg.maxSegment ?? cfg.mss);
   }
 
   /** Sets the guest's window from its SYN (not scaled) and the reference point for updates. */
@@ -92,8 +145,25 @@ export class TcpSender {
     this.sndWl2 = segAck;
   }
 
+  /**
+   * Lets new-data segments carry up to `bytes` of payload (segmentation offload); at least one MSS.
+   * See SenderConfig.maxSegment.
+   */
+  setSegmentLimit(bytes: number): void {
+    this.maxSegment = Math.max(this.cfg.mss, Math.floor(bytes));
+  }
+
+  get segmentLimit(): number {
+    return this.maxSegment;
+  }
+
   get mss(): number {
     return this.cfg.mss;
+  }
+
+  /** SND.NXT: the next new sequence number (retransmissions do not move it back). */
+  get sndNxt(): number {
+    return this.sndMax;
   }
 
   /** Bytes queued (unacknowledged + unsent). */
@@ -132,13 +202,27 @@ export class TcpSender {
     this.finSeq = seqAdd(this.sndUna, this.buffer.length);
   }
 
+  private get flight(): number {
+    return seqDiff(this.sndMax, this.sndUna);
+  }
+
+  /** Bytes believed in the network (RFC 6675 pipe); NewReno recovery counts the whole flight. */
+  private pipe(): number {
+    if (this.inRecovery && !this.cfg.sackPermitted) return this.flight;
+    return this.flight - this.board.notInFlight;
+  }
+
+  // ── acknowledgements ─────────────────────────────────────────────────────
+
   /**
-   * Processes the acknowledgement fields of an acceptable segment. Returns false when the segment
-   * acknowledges data never sent (the caller answers with an ACK and drops it).
+   * Processes the acknowledgement fields of an acceptable segment; `tsEcr` is its echoed timestamp
+   * in this clock's milliseconds, if timestamps are on. Returns false when the segment acknowledges
+   * data never sent (the caller answers with an ACK and drops it).
    */
-  onAck(seg: { seq: number; ack: number; window: number; sack?: Array<[number, number]>; dupCandidate: boolean }, now: number, tsEcr?: number): boolean {
+  onAck(seg: AckInfo, now: number, tsEcr?: number): boolean {
     const { ack } = seg;
     if (seqGt(ack, this.sndMax)) return false;
+    if (tsEcr === 0) tsEcr = undefined;
     let windowChanged = false;
     if (seqGe(ack, this.sndUna) && (seqLt(this.sndWl1, seg.seq) || (this.sndWl1 === seg.seq && seqLe(this.sndWl2, ack)))) {
       windowChanged = seg.window !== this.sndWnd;
@@ -147,158 +231,320 @@ export class TcpSender {
       this.sndWl2 = ack;
       if (seg.window > this.maxSndWnd) this.maxSndWnd = seg.window;
     }
-    if (this.cfg.sackPermitted && seg.sack) for (const [l, r] of seg.sack) this.markSacked(l, r);
+    const sack = this.cfg.sackPermitted;
+    const delivered = this.delivered;
+    delivered.length = 0;
+    const sackedBefore = this.board.sackedBytes;
+    let dsack: [number, number] | undefined;
+    let firstBlock = 0; // delivered[0, firstBlock): the pieces of the first SACK block
+    if (sack && seg.sack && seg.sack.length > 0) {
+      const blocks = seg.sack;
+      // RFC 2883: a first block below the ACK, or inside the second block, reports a duplicate.
+      const [l, r] = blocks[0];
+      if (seqLe(r, ack) || (blocks.length > 1 && seqGe(l, blocks[1][0]) && seqLe(r, blocks[1][1]))) dsack = blocks[0];
+      for (let i = dsack ? 1 : 0; i < blocks.length; i++) {
+        const [bl, br] = blocks[i];
+        if (seqLt(bl, br) && seqGe(bl, this.sndUna) && seqLe(br, this.sndMax)) this.board.sack(bl, br, this.cfg.mss, delivered);
+        if (i === (dsack ? 1 : 0)) firstBlock = delivered.length;
+      }
+    }
+    const advanced = seqGt(ack, this.sndUna);
+    const acked = advanced ? seqDiff(ack, this.sndUna) : 0;
+    const cumStart = delivered.length;
+    if (advanced) this.board.ackTo(ack, delivered);
+    const deliveredBytes = acked + this.board.sackedBytes - sackedBefore;
+    if (sack) {
+      const arrived = this.arrived;
+      arrived.length = 0;
+      for (let i = 0; i < firstBlock; i++) arrived.push(delivered[i]);
+      if (delivered.length > cumStart && delivered[cumStart].start === this.sndUna) arrived.push(delivered[cumStart]);
+      this.rack.onDelivered(delivered, arrived, now, tsEcr);
+    }
+    if (dsack) this.onDsack(dsack);
 
-    if (seqGt(ack, this.sndUna)) {
-      this.onNewAck(ack, now, tsEcr);
-    } else if (ack === this.sndUna && seg.dupCandidate && !windowChanged && this.sndMax !== this.sndUna) {
-      this.onDupAck();
+    if (advanced) this.onNewAck(ack, acked, now, tsEcr);
+    else if (ack === this.sndUna && seg.dupCandidate && !windowChanged && this.flight > 0 && !sack) this.onDupAck(now);
+
+    if (sack) {
+      this.onProbeAck(ack, dsack, advanced || deliveredBytes > 0 || !seg.dupCandidate);
+      // The piece at SND.UNA SACKed means the guest dropped what it SACKed (reneging): start over.
+      if (this.board.length > 0 && this.board.at(0).sacked) this.board.clearSacks();
+      this.detectLoss(now, deliveredBytes);
     }
     if (this.sndWnd > 0) this.persistDeadline = undefined;
     this.output(now);
+    this.armProbe(now);
     return true;
   }
 
-  private onNewAck(ack: number, now: number, tsEcr: number | undefined): void {
-    const acked = seqDiff(ack, this.sndUna);
+  private onNewAck(ack: number, acked: number, now: number, tsEcr: number | undefined): void {
     this.buffer.consume(Math.min(acked, this.buffer.length));
     this.sndUna = ack;
-    if (seqLt(this.sndNxt, ack)) this.sndNxt = ack;
-    this.pruneSacked();
     this.retransmits = 0;
 
     // RTT: timestamps give a sample on every new ACK; otherwise time one segment (Karn's rule).
-    if (tsEcr !== undefined && tsEcr !== 0) this.sampleRtt((now >>> 0) - tsEcr);
+    if (tsEcr !== undefined) this.sampleRtt((now >>> 0) - tsEcr);
     else if (this.rttSeq !== undefined && seqGe(ack, this.rttSeq)) {
       this.sampleRtt(now - this.rttStart);
       this.rttSeq = undefined;
     }
 
+    // Eifel: the ACK was sent for a copy older than our first retransmission — nothing was lost.
+    const u = this.undo;
+    if (u && !u.ended && u.retransStamp !== undefined && tsEcr !== undefined && seqLt(tsEcr, u.retransStamp)) this.undoReduction();
+
     const mss = this.cfg.mss;
-    if (this.inRecovery) {
-      if (seqGe(ack, this.recover)) {
-        this.inRecovery = false;
-        this.cwnd = this.ssthresh;
-        this.dupAcks = 0;
-      } else if (!this.cfg.sackPermitted) {
-        // NewReno partial ACK: the next hole is lost too; retransmit it and deflate.
-        this.retransmitFirst();
-        this.cwnd = Math.max(mss, this.cwnd - acked + mss);
-      } else if (seqLt(this.highRxt, ack)) {
-        this.highRxt = ack;
-      }
-    } else {
+    if ((this.inRecovery || this.inLoss) && seqGe(ack, this.recoveryPoint)) {
+      if (this.inRecovery) this.cwnd = Math.max(this.ssthresh, Math.min(this.cwnd, this.pipe() + mss));
+      this.inRecovery = this.inLoss = false;
+      this.dupAcks = 0;
+      this.rack.onRecoveryEnd();
+      if (this.undo) this.undo.ended = true;
+    } else if (this.inRecovery && !this.cfg.sackPermitted) {
+      // NewReno partial ACK: the next hole is lost too; retransmit it and deflate.
+      this.retransmitHead(now);
+      this.cwnd = Math.max(mss, this.cwnd - acked + mss);
+    } else if (!this.inRecovery) {
       this.dupAcks = 0;
       if (this.cwnd < this.ssthresh) this.cwnd += Math.min(acked, 2 * mss);
       else this.cwnd += Math.max(1, Math.floor((mss * mss) / this.cwnd));
       if (this.cwnd > MAX_CWND) this.cwnd = MAX_CWND;
     }
 
-    this.rtoDeadline = this.sndUna === this.sndMax ? undefined : now + this.rto;
+    this.rtoDeadline = this.flight === 0 ? undefined : now + this.rto;
   }
 
-  private onDupAck(): void {
+  /** NewReno (no SACK): three duplicate ACKs start fast retransmit; more inflate the window. */
+  private onDupAck(now: number): void {
     this.dupAcks++;
+    const mss = this.cfg.mss;
     if (this.inRecovery) {
-      if (!this.cfg.sackPermitted) this.cwnd += this.cfg.mss;
+      this.cwnd += mss;
       return;
     }
-    const lossBySack = this.cfg.sackPermitted && this.sackedBytes() > 2 * this.cfg.mss;
-    if (this.dupAcks >= 3 || lossBySack) this.enterRecovery();
+    if (this.dupAcks < 3 || this.inLoss) return;
+    this.startReduction();
+    this.inRecovery = true;
+    this.recoveryPoint = this.sndMax;
+    this.retransmitHead(now);
+    this.cwnd = this.ssthresh + 3 * mss;
+  }
+
+  private retransmitHead(now: number): void {
+    if (this.board.length === 0) return;
+    const head = this.board.at(0);
+    this.board.markLost(head);
+    const p = this.board.nextLost(this.cfg.mss);
+    if (p) this.resend(p, now);
+  }
+
+  private onDsack([l, r]: [number, number]): void {
+    this.rack.onDsack(this.sndUna, this.sndMax);
+    const u = this.undo;
+    if (!u || u.retransStamp === undefined || seqLt(l, u.marker) || !seqLt(l, this.recoveryPoint)) return;
+    u.retransBytes -= seqDiff(r, l);
+    if (u.retransBytes <= 0) this.undoReduction();
+  }
+
+  /** RFC 8985 §7.4: what the ACK says about the outstanding loss probe. */
+  private onProbeAck(ack: number, dsack: [number, number] | undefined, progress: boolean): void {
+    const end = this.tlpEnd;
+    if (end === undefined || seqLt(ack, end)) return;
+    if (dsack && seqGe(dsack[1], end)) {
+      this.tlpEnd = undefined; // both copies arrived: no loss
+    } else if (seqGt(ack, end)) {
+      // Only the probe got through: a loss the probe repaired. Reduce as for a loss, at once
+      // (unless a recovery already did).
+      this.tlpEnd = undefined;
+      if (this.inRecovery || this.inLoss) return;
+      this.ssthresh = this.reducedSsthresh();
+      this.cwnd = this.ssthresh;
+    } else if (!progress) {
+      this.tlpEnd = undefined; // a plain duplicate ACK: both copies arrived
+    }
+  }
+
+  /** Runs RACK; enters recovery if it found a loss; paces recovery with PRR. */
+  private detectLoss(now: number, deliveredBytes: number): void {
+    const board = this.board;
+    const pendingBefore = board.pendingBytes;
+    const suspects = board.sackedBytes > 0 || board.retransBytes > 0 || board.lostBytes > 0;
+    this.rackDeadline = undefined;
+    if (suspects) {
+      const wait = this.rack.detectLoss(board, now, this.rack.reoWnd(this.inRecovery || this.inLoss, board.sackedPieces, this.srtt, this.rto));
+      if (wait > 0) this.rackDeadline = now + wait;
+    }
+    if (board.pendingBytes > pendingBefore && !this.inRecovery && !this.inLoss) this.enterRecovery();
+    if (this.inRecovery) this.prrUpdate(deliveredBytes);
+    if (this.rackDeadline !== undefined) this.tlpDeadline = undefined;
   }
 
   private enterRecovery(): void {
-    const mss = this.cfg.mss;
+    this.startReduction();
     this.inRecovery = true;
-    this.recover = this.sndMax;
-    this.ssthresh = Math.max(Math.floor(seqDiff(this.sndMax, this.sndUna) / 2), 2 * mss);
+    this.recoveryPoint = this.sndMax;
+    this.prrDelivered = 0;
+    this.prrOut = 0;
+    this.recoverFs = this.flight;
+  }
+
+  /** Starts a congestion reduction: remembers what to undo to, then lowers ssthresh. */
+  private startReduction(): void {
+    if (!this.undo || this.undo.ended) this.undo = { cwnd: this.cwnd, ssthresh: this.ssthresh, marker: this.sndUna, retransBytes: 0, ended: false };
+    this.ssthresh = this.reducedSsthresh();
     this.rttSeq = undefined;
-    if (this.cfg.sackPermitted) {
-      this.cwnd = this.ssthresh;
-      this.highRxt = this.sndUna;
+  }
+
+  /** RFC 5681 (4): half the flight, at least two segments. */
+  private reducedSsthresh(): number {
+    return Math.max(Math.floor(Math.min(this.flight, this.cwnd) / 2), 2 * this.cfg.mss);
+  }
+
+  /** RFC 6937: cwnd = pipe + what proportional rate reduction allows on this ACK. */
+  private prrUpdate(deliveredBytes: number): void {
+    const mss = this.cfg.mss;
+    this.prrDelivered += Math.max(0, deliveredBytes);
+    const pipe = this.pipe();
+    let sndcnt: number;
+    if (pipe > this.ssthresh) {
+      sndcnt = Math.ceil((this.prrDelivered * this.ssthresh) / Math.max(1, this.recoverFs)) - this.prrOut;
     } else {
-      this.retransmitFirst();
-      this.cwnd = this.ssthresh + 3 * mss;
+      sndcnt = Math.min(this.ssthresh - pipe, Math.max(this.prrDelivered - this.prrOut, deliveredBytes) + mss);
     }
+    if (this.prrOut === 0) sndcnt = Math.max(sndcnt, mss); // the fast retransmit goes at once
+    this.cwnd = pipe + Math.max(0, sndcnt);
   }
 
-  private retransmitFirst(): void {
-    const len = Math.min(this.cfg.mss, this.buffer.length);
-    const fin = this.finSeq !== undefined && this.finSent && len === this.buffer.length;
-    if (len === 0 && !fin) return;
-    this.segmentsRetransmitted++;
-    this.out.sendSegment(this.sndUna, len, fin);
+  /** The reduction was for nothing: restore the window and forget losses not yet resent. */
+  private undoReduction(): void {
+    const u = this.undo as NonNullable<typeof this.undo>;
+    this.undo = undefined;
+    this.cwnd = Math.max(this.cwnd, u.cwnd);
+    this.ssthresh = Math.max(this.ssthresh, u.ssthresh);
+    this.board.unmarkPending();
+    if (this.inRecovery || this.inLoss) this.rack.onRecoveryEnd();
+    this.inRecovery = this.inLoss = false;
+    this.dupAcks = 0;
+    this.rack.onSpurious();
+    this.spuriousUndone++;
   }
 
-  /** Sends whatever the windows allow: SACK-recovery retransmissions first, then new data, then FIN. */
+  // ── sending ──────────────────────────────────────────────────────────────
+
+  /** Sends whatever the windows allow: lost pieces first (lowest first), then new data, then FIN. */
   output(now: number): void {
     if (this.failed) return;
     const mss = this.cfg.mss;
     let sent = false;
     for (;;) {
-      const pipe = this.pipe();
-      if (this.inRecovery && this.cfg.sackPermitted) {
-        const hole = this.nextHole();
-        if (hole && pipe < this.cwnd) {
-          const [seq, len] = hole;
-          this.highRxt = seqAdd(seq, len);
-          this.segmentsRetransmitted++;
-          this.out.sendSegment(seq, len, false);
-          sent = true;
-          continue;
-        }
+      const room = this.cwnd - this.pipe();
+      const lost = room > 0 ? this.board.nextLost(mss) : undefined;
+      if (lost) {
+        this.resend(lost, now);
+        sent = true;
+        continue;
       }
-      // New data, or old data again after a timeout (SND.NXT < SND.MAX), skipping SACKed ranges.
-      this.skipSacked();
-      const offset = seqDiff(this.sndNxt, this.sndUna);
+      const offset = this.flight - (this.finSent ? 1 : 0);
       const avail = this.buffer.length - offset;
-      const wndRoom = seqDiff(seqAdd(this.sndUna, this.sndWnd), this.sndNxt);
-      let len = Math.min(avail, mss, wndRoom, this.cwnd - pipe);
-      const sackLimit = this.nextSackedStart(this.sndNxt);
-      if (sackLimit !== undefined) len = Math.min(len, seqDiff(sackLimit, this.sndNxt));
+      const wndRoom = seqDiff(seqAdd(this.sndUna, this.sndWnd), this.sndMax);
+      let len = Math.min(avail, this.maxSegment, wndRoom, room);
       if (len > 0) {
         // Silly-window avoidance (RFC 9293 §3.8.6.2.1): full segments, or everything that is
         // left, or at least half the largest window the guest has offered.
         if (len < mss && len < avail && len < this.maxSndWnd / 2) break;
-        const fin = this.finQueued && len === avail && !this.finSent;
-        this.transmit(this.sndNxt, len, fin, now);
+        if (len > mss && len < avail) len -= len % mss;
+        this.sendNew(len, this.finQueued && len === avail, now);
         sent = true;
         continue;
       }
-      if (avail <= 0 && this.finQueued && !seqGt(this.sndNxt, this.finSeq as number)) {
-        this.transmit(this.sndNxt, 0, true, now);
+      if (avail <= 0 && this.finQueued && !this.finSent) {
+        this.sendNew(0, true, now);
         sent = true;
       }
       break;
     }
     // Unsent data and nothing in flight to bring an ACK: probe (zero window) or override SWS.
-    const unsent = this.buffer.length - seqDiff(this.sndNxt, this.sndUna) > 0;
-    if (unsent && this.sndNxt === this.sndUna && !sent) {
+    const unsent = this.buffer.length - this.flight > 0;
+    if (unsent && this.flight === 0 && !sent) {
       if (this.persistDeadline === undefined) {
         this.persistInterval = Math.max(this.rto, this.cfg.minRtoMs);
         this.persistDeadline = now + this.persistInterval;
       }
     } else if (sent) {
       this.persistDeadline = undefined;
+      this.armProbe(now);
     }
   }
 
-  private transmit(seq: number, len: number, fin: boolean, now: number): void {
-    const end = seqAdd(seq, len + (fin ? 1 : 0));
-    const retransmission = seqLt(seq, this.sndMax);
-    if (retransmission) this.segmentsRetransmitted++;
-    else if (this.rttSeq === undefined && len > 0) {
-      this.rttSeq = end;
+  private sendNew(len: number, fin: boolean, now: number): void {
+    const seq = this.sndMax;
+    if (this.rttSeq === undefined && len > 0) {
+      this.rttSeq = seqAdd(seq, len);
       this.rttStart = now;
     }
+    this.board.append(seq, len, fin, now, this.xmitOrder++);
     this.out.sendSegment(seq, len, fin);
-    this.sndNxt = end;
-    if (seqGt(end, this.sndMax)) this.sndMax = end;
+    this.sndMax = seqAdd(seq, len + (fin ? 1 : 0));
+    if (this.inRecovery) this.prrOut += len + (fin ? 1 : 0);
     if (this.rtoDeadline === undefined) this.rtoDeadline = now + this.rto;
   }
 
+  private resend(p: SentPiece, now: number): void {
+    const len = seqDiff(p.end, p.start) - (p.fin ? 1 : 0);
+    this.board.resent(p, now, this.xmitOrder++);
+    this.segmentsRetransmitted++;
+    this.rttSeq = undefined;
+    const u = this.undo;
+    if (u) {
+      u.retransStamp ??= now >>> 0;
+      u.retransBytes += seqDiff(p.end, p.start);
+    }
+    if (this.inRecovery) this.prrOut += seqDiff(p.end, p.start);
+    this.out.sendSegment(p.start, len, p.fin);
+    if (this.rtoDeadline === undefined) this.rtoDeadline = now + this.rto;
+  }
+
+  /**
+   * Arms the loss probe (RFC 8985 §7.2) when nothing else will bring an ACK in time. Unlike the
+   * RFC, also in recovery (not right after a timeout): there, a lost retransmission or lost ACKs
+   * with little in flight would otherwise wait for the RTO, which is most of the time on a lossy
+   * link with a short round trip.
+   */
+  private armProbe(now: number): void {
+    this.tlpDeadline = undefined;
+    if (!this.cfg.sackPermitted || this.srtt === undefined || this.retransmits > 0) return;
+    if (this.tlpEnd !== undefined || this.rackDeadline !== undefined || this.flight === 0) return;
+    const recovering = this.inRecovery || this.inLoss;
+    const at = now + probeTimeout(this.srtt, !recovering && this.flight <= this.cfg.mss + 1);
+    if (this.rtoDeadline === undefined || at < this.rtoDeadline) this.tlpDeadline = at;
+  }
+
+  /**
+   * The probe: the highest piece not SACKed, sent again (at most one MSS). The RFC prefers new data
+   * when the window allows; a copy of old data is used instead because a receiver answers a
+   * duplicate at once (Linux with a DSACK, and it then leaves delayed-ACK mode for a while), where
+   * new in-order data may sit behind its delayed-ACK timer — tens of round trips on a local link.
+   */
+  private sendLossProbe(now: number): void {
+    this.tlpDeadline = undefined;
+    const p = this.board.lastUnsacked(this.cfg.mss);
+    if (!p) return;
+    this.resend(p, now);
+    this.lossProbes++;
+    this.tlpEnd = this.sndMax;
+    this.rtoDeadline = now + this.rto;
+  }
+
+  // ── timers ───────────────────────────────────────────────────────────────
+
   onTimer(now: number): void {
     if (this.rtoDeadline !== undefined && now >= this.rtoDeadline) this.onRetransmitTimeout(now);
+    else if (this.rackDeadline !== undefined && now >= this.rackDeadline) {
+      this.rackDeadline = undefined;
+      this.detectLoss(now, this.inRecovery ? 0 : this.cfg.mss);
+      this.output(now);
+      this.armProbe(now);
+    } else if (this.tlpDeadline !== undefined && now >= this.tlpDeadline) this.sendLossProbe(now);
     if (this.persistDeadline !== undefined && now >= this.persistDeadline) {
       if (this.sndWnd === 0) {
         this.out.sendProbe();
@@ -307,44 +553,46 @@ export class TcpSender {
       } else {
         // A small window that SWS avoidance refused to fill: send what fits now.
         this.persistDeadline = undefined;
-        const offset = seqDiff(this.sndNxt, this.sndUna);
+        const offset = this.flight;
         const len = Math.min(this.buffer.length - offset, this.sndWnd - offset, this.cfg.mss);
-        if (len > 0) this.transmit(this.sndNxt, len, false, now);
+        if (len > 0) this.sendNew(len, false, now);
       }
     }
   }
 
   private onRetransmitTimeout(now: number): void {
     this.retransmits++;
+    this.timeouts++;
     if (this.retransmits > this.cfg.maxRetransmits) {
       this.failed = true;
       this.rtoDeadline = undefined;
       return;
     }
-    const flight = seqDiff(this.sndMax, this.sndUna);
-    this.ssthresh = Math.max(Math.floor(flight / 2), 2 * this.cfg.mss);
+    // RFC 5681 (4): ssthresh drops once per loss episode, not on every backed-off timeout.
+    if (this.retransmits === 1) this.startReduction();
     this.cwnd = this.cfg.mss;
     this.inRecovery = false;
+    this.inLoss = true;
+    this.recoveryPoint = this.sndMax;
     this.dupAcks = 0;
-    // The guest may have dropped what it SACKed (reneging); resend from SND.UNA.
-    this.sacked = [];
-    this.sndNxt = this.sndUna;
-    this.rttSeq = undefined;
+    this.board.markAllLost();
+    this.rackDeadline = this.tlpDeadline = this.tlpEnd = undefined;
     this.rto = Math.min(this.rto * 2, this.cfg.maxRtoMs);
     this.rtoDeadline = now + this.rto;
+    const before = this.segmentsRetransmitted;
     this.output(now);
-    if (this.sndNxt === this.sndUna && this.sndUna !== this.sndMax) {
-      // Nothing could be sent (zero window): a probe keeps the conversation alive.
+    if (this.segmentsRetransmitted === before && this.flight > 0) {
+      // Nothing could be sent: a probe keeps the conversation alive.
       this.out.sendProbe();
     }
   }
 
   nextDeadline(): number | undefined {
-    const a = this.rtoDeadline;
-    const b = this.persistDeadline;
-    if (a === undefined) return b;
-    if (b === undefined) return a;
-    return Math.min(a, b);
+    let d: number | undefined;
+    for (const t of [this.rtoDeadline, this.persistDeadline, this.rackDeadline, this.tlpDeadline]) {
+      if (t !== undefined && (d === undefined || t < d)) d = t;
+    }
+    return d;
   }
 
   private sampleRtt(r: number): void {
@@ -357,86 +605,5 @@ export class TcpSender {
       this.srtt = 0.875 * this.srtt + 0.125 * r;
     }
     this.rto = Math.min(this.cfg.maxRtoMs, Math.max(this.cfg.minRtoMs, this.srtt + Math.max(1, 4 * this.rttvar)));
-  }
-
-  // ── SACK scoreboard ───────────────────────────────────────────────────────
-
-  private markSacked(l: number, r: number): void {
-    l = seqMax(l, this.sndUna);
-    r = seqMin(r, this.sndMax);
-    if (!seqLt(l, r)) return;
-    const next: Array<[number, number]> = [];
-    let placed = false;
-    for (const [a, b] of this.sacked) {
-      if (seqLt(b, l)) next.push([a, b]);
-      else if (seqLt(r, a)) {
-        if (!placed) next.push([l, r]);
-        placed = true;
-        next.push([a, b]);
-      } else {
-        l = seqMin(l, a);
-        r = seqMax(r, b);
-      }
-    }
-    if (!placed) next.push([l, r]);
-    // Bound the scoreboard: a hostile guest could otherwise fragment it endlessly.
-    this.sacked = next.length > 64 ? next.slice(next.length - 64) : next;
-  }
-
-  private pruneSacked(): void {
-    while (this.sacked.length > 0 && seqLe(this.sacked[0][1], this.sndUna)) this.sacked.shift();
-    if (this.sacked.length > 0 && seqLt(this.sacked[0][0], this.sndUna)) this.sacked[0][0] = this.sndUna;
-  }
-
-  private sackedBytes(): number {
-    let n = 0;
-    for (const [a, b] of this.sacked) n += seqDiff(b, a);
-    return n;
-  }
-
-  private highestSacked(): number {
-    return this.sacked.length > 0 ? this.sacked[this.sacked.length - 1][1] : this.sndUna;
-  }
-
-  /** Bytes believed to be in the network (RFC 6675 "pipe"), or the plain flight size without SACK. */
-  private pipe(): number {
-    const flight = seqDiff(this.sndNxt, this.sndUna);
-    if (!this.cfg.sackPermitted || this.sacked.length === 0) return flight;
-    if (!this.inRecovery) return flight - this.sackedBytes();
-    // In recovery, unSACKed bytes below the highest SACK are lost, unless already retransmitted.
-    const hs = this.highestSacked();
-    let pipe = Math.max(0, seqDiff(this.sndNxt, hs));
-    const rxtEnd = seqMin(this.highRxt, hs);
-    let cursor = this.sndUna;
-    for (const [a, b] of this.sacked) {
-      if (!seqLt(cursor, rxtEnd)) break;
-      pipe += Math.max(0, seqDiff(seqMin(a, rxtEnd), cursor));
-      cursor = seqMax(cursor, b);
-    }
-    return pipe;
-  }
-
-  /** The next lost range to retransmit in SACK recovery: unSACKed, below the highest SACK, above HighRxt. */
-  private nextHole(): [number, number] | undefined {
-    let cursor = seqMax(this.highRxt, this.sndUna);
-    for (const [a, b] of this.sacked) {
-      if (seqLt(cursor, a)) {
-        const len = Math.min(this.cfg.mss, seqDiff(a, cursor), this.buffer.length - seqDiff(cursor, this.sndUna));
-        return len > 0 ? [cursor, len] : undefined;
-      }
-      cursor = seqMax(cursor, b);
-    }
-    return undefined;
-  }
-
-  private skipSacked(): void {
-    for (const [a, b] of this.sacked) {
-      if (seqLe(a, this.sndNxt) && seqLt(this.sndNxt, b)) this.sndNxt = b;
-    }
-  }
-
-  private nextSackedStart(seq: number): number | undefined {
-    for (const [a] of this.sacked) if (seqGt(a, seq)) return a;
-    return undefined;
   }
 }

@@ -1,0 +1,155 @@
+// RACK-TLP (RFC 8985): time-based loss detection for the sender. A piece is lost when a piece sent
+// after it has been delivered and more than RACK.rtt + a reordering window has passed since it was
+// sent — so reordering shorter than the window is not taken for loss, and a lost retransmission is
+// found like any other loss. The tail loss probe (TLP) resends the last piece (or sends new data)
+// when the ACKs stop for about two round trips, so the probe's SACK lets RACK find tail losses that
+// would otherwise wait for the retransmission timeout.
+//
+// The reordering window (RFC 8985 §6.2 step 4): 0 while no reordering has been seen and enough is
+// SACKed (the classic three-duplicate rule); otherwise min_RTT/4 times a multiplier that DSACKs and
+// undone recoveries raise. weft's clock ticks in milliseconds and local round trips are shorter than
+// that, so min_RTT/4 is often 0: the window also follows the reordering actually measured — how
+// much later than the fastest round trip the ACK of a piece that arrived out of order came.
+
+import type { SackScoreboard, SentPiece } from './sack-scoreboard';
+import { seqGe, seqGt, seqLt } from './seq';
+
+/** Recoveries without new reordering evidence before the window shrinks back (RFC 8985 §6.2). */
+const REO_WND_PERSIST = 16;
+/** The most the window multiplier grows (Linux uses 255 steps of min_RTT/4). */
+const MAX_REO_MULT = 255;
+/** A minimum-RTT sample older than this is replaced by the next one (a path that changed). */
+const MIN_RTT_WINDOW_MS = 10_000;
+
+export class Rack {
+  /** RTT of the most recently sent piece that was delivered. */
+  rtt = 0;
+  /** Send time and order of that piece (order −1: none yet). */
+  private xmitTime = 0;
+  private xmitOrder = -1;
+  /** Highest end sequence delivered (RACK.fack). */
+  private fack: number;
+  minRtt = Infinity;
+  private minRttAt = 0;
+  reorderingSeen = false;
+  private reoMult = 1;
+  private reoPersist = 0;
+  /** Reordering measured in time (ms), see the header comment. */
+  private reoExtent = 0;
+  private dsackRound: number | undefined;
+
+  constructor(sndUna: number) {
+    this.fack = sndUna;
+  }
+
+  /**
+   * RACK_update for the pieces one ACK delivered (cumulatively or by SACK), then
+   * RACK_detect_reordering for those of them that the ACK proves arrived just now: `arrived` (the
+   * pieces of the first SACK block, and the piece that filled the hole at SND.UNA). Other pieces an
+   * ACK covers may have arrived long ago, unreported when there were more holes than SACK blocks.
+   * `tsEcr` is the ACK's echoed timestamp in the clock's milliseconds (undefined without timestamps).
+   */
+  onDelivered(delivered: readonly SentPiece[], arrived: readonly SentPiece[], now: number, tsEcr: number | undefined): void {
+    const fackBefore = this.fack;
+    let latest: SentPiece | undefined;
+    for (const p of delivered) {
+      if (seqGt(p.end, this.fack)) this.fack = p.end;
+      const rtt = now - p.xmitTime;
+      if (p.everRetransmitted) {
+        // Ambiguous: the ACK may be for an earlier copy. Use it only if it cannot be.
+        if (tsEcr !== undefined && seqLt(tsEcr, p.xmitTime >>> 0)) continue;
+        if (rtt < this.minRtt) continue;
+      }
+      if (!latest || p.xmitOrder > latest.xmitOrder) latest = p;
+    }
+    if (latest) {
+      this.rtt = now - latest.xmitTime;
+      if (latest.xmitOrder > this.xmitOrder) {
+        this.xmitOrder = latest.xmitOrder;
+        this.xmitTime = latest.xmitTime;
+      }
+      if (this.rtt <= this.minRtt || now - this.minRttAt > MIN_RTT_WINDOW_MS) {
+        this.minRtt = this.rtt;
+        this.minRttAt = now;
+      }
+    }
+    for (const p of arrived) {
+      if (p.everRetransmitted || !seqLt(p.end, fackBefore)) continue;
+      // It arrived after a piece sent later than it: reordering. Remember how much later than
+      // the fastest round trip its ACK came.
+      this.reorderingSeen = true;
+      this.reoPersist = REO_WND_PERSIST;
+      const late = now - p.xmitTime - (Number.isFinite(this.minRtt) ? this.minRtt : 0);
+      if (late > this.reoExtent) this.reoExtent = late;
+    }
+  }
+
+  /** A DSACK arrived: something was sent twice needlessly. Widen the window, once per round trip. */
+  onDsack(sndUna: number, sndMax: number): void {
+    if (this.dsackRound !== undefined && seqGe(sndUna, this.dsackRound)) this.dsackRound = undefined;
+    if (this.dsackRound !== undefined) return;
+    this.dsackRound = sndMax;
+    this.widen();
+  }
+
+  /** A recovery turned out spurious (undone by timestamps or DSACKs). */
+  onSpurious(): void {
+    this.reorderingSeen = true;
+    this.widen();
+  }
+
+  private widen(): void {
+    if (this.reoMult < MAX_REO_MULT) this.reoMult++;
+    this.reoPersist = REO_WND_PERSIST;
+  }
+
+  /** A recovery ended: after REO_WND_PERSIST of them without new evidence, the window resets. */
+  onRecoveryEnd(): void {
+    if (this.reoPersist > 0 && --this.reoPersist === 0) {
+      this.reoMult = 1;
+      this.reoExtent = 0;
+    }
+  }
+
+  /**
+   * The reordering window (ms). `srtt` caps the multiplier's part, as in the RFC; the measured
+   * reordering is capped only by `rto`, since a link that delays a quarter of its frames by 10 ms
+   * keeps SRTT below the reordering it causes.
+   */
+  reoWnd(inRecovery: boolean, sackedPieces: number, srtt: number | undefined, rto: number): number {
+    const quarter = Number.isFinite(this.minRtt) ? this.minRtt / 4 : 0;
+    if (!this.reorderingSeen) {
+      if (inRecovery || sackedPieces >= 3) return 0;
+      return Math.max(1, quarter);
+    }
+    const scaled = this.reoMult * quarter;
+    return Math.max(srtt === undefined ? scaled : Math.min(scaled, srtt), Math.min(this.reoExtent + 1, rto));
+  }
+
+  /**
+   * RACK_detect_loss: marks lost every outstanding piece sent before the most recently delivered
+   * one whose time is up. Returns how long until the next one's time is up (0: none waiting).
+   */
+  detectLoss(board: SackScoreboard, now: number, reoWnd: number): number {
+    if (this.xmitOrder < 0) return 0;
+    let wait = 0;
+    for (let i = 0; i < board.length; i++) {
+      const p = board.at(i);
+      if (p.sacked || (p.lost && !p.retrans) || p.xmitOrder >= this.xmitOrder) continue;
+      const remaining = p.xmitTime + this.rtt + reoWnd - now;
+      if (remaining <= 0) board.markLost(p);
+      else if (wait === 0 || remaining < wait) wait = remaining;
+    }
+    return wait;
+  }
+}
+
+/** Worst-case delayed ACK of the guest when only one segment is in flight (Linux: 40 ms). */
+const WC_DEL_ACK_MS = 40;
+/** Floor of the probe timeout, for round trips below the clock's resolution. */
+const MIN_PTO_MS = 5;
+
+/** The probe timeout (RFC 8985 §7.2): two round trips, plus a delayed ACK for a lone segment. */
+export function probeTimeout(srtt: number, singleSegment: boolean): number {
+  return Math.max(2 * srtt, MIN_PTO_MS) + (singleSegment ? WC_DEL_ACK_MS : 0);
+}
