@@ -2,15 +2,24 @@
 // host calls out, time passed in. It never sends a TCP DATA packet beyond the credits the server
 // granted; what does not fit waits in a per-stream queue with a byte bound. CONNECTs asked for
 // before the handshake completes wait too, and go out when the server's first CONTINUE arrives.
+//
+// Coalescing. Credits count packets, whatever their size, so one DATA per guest segment (1448 bytes
+// at MTU 1500) would cap a stream at 128 segments in flight. Whatever waits in a queue goes out in
+// DATA packets of up to maxDataPayload bytes, and between cork() and uncork() writes only queue, so
+// a host that corks for the span of one batch of input (WispUpstream: until the next microtask)
+// sends each stream's writes of that batch as few large packets.
 
 import {
   CloseReason,
   ExtensionId,
   StreamType,
+  WISP_HEADER_LENGTH,
+  allocData,
   encodeClose,
   encodeConnect,
   encodeData,
   encodeEnd,
+  encodeFlow,
   encodeInfo,
   encodePasswordClient,
   parseMotd,
@@ -38,6 +47,8 @@ export interface WispClientOptions {
   handshakeTimeoutMs: number;
   /** Offer weft's half-close extension (END packets). */
   halfClose?: boolean;
+  /** Offer weft's per-stream flow control extension (PAUSE and RESUME packets). */
+  flowControl?: boolean;
 }
 
 export interface WispReadyInfo {
@@ -74,8 +85,13 @@ interface ClientStream {
   announced: boolean;
   confirmed: boolean;
   credits: number;
+  /** Bytes waiting for credits (or for uncork), oldest first; END_MARK stands for END. */
   queue: Uint8Array[];
+  /** Bytes of queue[0] already sent. */
+  headOffset: number;
   queuedBytes: number;
+  /** With flow control: the host asked the server to stop reading this stream's destination. */
+  paused: boolean;
   /** write() returned false: call streamWritable once the queue is empty. */
   wantsWritable: boolean;
   /** end() was called: no more writes; END goes out after the queue. */
@@ -100,6 +116,9 @@ export class WispClientSession {
   private motd: string | undefined;
   private version: 1 | 2 = 1;
   private offered: 1 | 2;
+  private corked = false;
+  /** Streams that queued data while corked. */
+  private readonly corkedStreams = new Set<ClientStream>();
 
   constructor(
     private readonly options: WispClientOptions,
@@ -128,6 +147,11 @@ export class WispClientSession {
   /** True when the server speaks weft's half-close extension, so end() can send END. */
   get halfCloses(): boolean {
     return this.negotiated.includes(ExtensionId.WEFT_HALF_CLOSE);
+  }
+
+  /** True when the server speaks weft's flow control extension, so pauseStream() reaches it. */
+  get controlsFlow(): boolean {
+    return this.negotiated.includes(ExtensionId.WEFT_FLOW_CONTROL);
   }
 
   /**
@@ -198,7 +222,7 @@ export class WispClientSession {
     this.nextId = (id + 1) >>> 0;
     const s: ClientStream = {
       id, type, hostname, port, announced: false, confirmed: false, credits: this.initialCredits,
-      queue: [], queuedBytes: 0, wantsWritable: false, ended: false,
+      queue: [], headOffset: 0, queuedBytes: 0, paused: false, wantsWritable: false, ended: false,
     };
     this.streams.set(id, s);
     if (this.state === 'open') this.announce(s);
@@ -206,8 +230,9 @@ export class WispClientSession {
   }
 
   /**
-   * Queues `data` for stream `id`; returns false when the caller should wait for streamWritable.
-   * A caller that keeps writing past maxQueuedBytes has the stream failed with 0x81.
+   * Queues `data` for stream `id`; returns false when the caller should wait for streamWritable
+   * (what is queued now is more than the stream's credits can carry). A caller that keeps writing
+   * past maxQueuedBytes has the stream failed with 0x81.
    */
   write(id: number, data: Uint8Array): boolean {
     const s = this.streams.get(id);
@@ -221,25 +246,56 @@ export class WispClientSession {
       return true;
     }
     if (data.length === 0) return s.queue.length === 0;
-    for (let off = 0; off < data.length; off += max) {
-      const piece = data.subarray(off, Math.min(data.length, off + max));
-      if (s.announced && s.queue.length === 0 && s.credits > 0) {
+    let off = 0;
+    if (!this.corked && s.announced && s.queue.length === 0) {
+      while (off < data.length && s.credits > 0) {
+        const end = Math.min(data.length, off + max);
         s.credits--;
-        this.host.send(encodeData(id, piece));
-      } else {
-        // Copy: the caller may reuse its buffer once write() returns.
-        s.queue.push(copyBytes(piece));
-        s.queuedBytes += piece.length;
+        this.host.send(encodeData(id, data.subarray(off, end)));
+        off = end;
       }
+    }
+    if (off < data.length) {
+      // Copy: the caller may reuse its buffer once write() returns.
+      s.queue.push(copyBytes(off === 0 ? data : data.subarray(off)));
+      s.queuedBytes += data.length - off;
+      if (this.corked) this.corkedStreams.add(s);
     }
     if (s.queuedBytes > this.options.maxQueuedBytes) {
       this.fail(s, CloseReason.CLIENT_ERROR);
       return false;
     }
-    if (s.queue.length > 0) {
+    if (s.queuedBytes > 0 && !(this.corked && s.announced && Math.ceil(s.queuedBytes / max) <= s.credits)) {
       s.wantsWritable = true;
       return false;
     }
+    return true;
+  }
+
+  /** From now until uncork(), TCP writes only queue (and coalesce). */
+  cork(): void {
+    this.corked = true;
+  }
+
+  /** Sends what the streams queued while corked, as far as their credits go. */
+  uncork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    const streams = [...this.corkedStreams];
+    this.corkedStreams.clear();
+    for (const s of streams) if (this.streams.get(s.id) === s) this.flush(s);
+  }
+
+  /**
+   * With weft's flow control extension: asks the server to stop (`paused`) or restart reading the
+   * destination of TCP stream `id`. Returns false when the server cannot be asked.
+   */
+  pauseStream(id: number, paused: boolean): boolean {
+    const s = this.streams.get(id);
+    if (!s || s.type !== 'tcp' || this.state === 'closed' || (this.state === 'open' && !this.controlsFlow)) return false;
+    if (s.paused === paused) return true;
+    s.paused = paused;
+    if (s.announced) this.host.send(encodeFlow(id, paused));
     return true;
   }
 
@@ -252,8 +308,12 @@ export class WispClientSession {
     if (!s || s.type !== 'tcp' || !this.isOpen || !this.halfCloses) return false;
     if (s.ended) return true;
     s.ended = true;
-    if (s.announced && s.queue.length === 0) this.host.send(encodeEnd(id));
-    else s.queue.push(END_MARK);
+    if (s.announced && s.queue.length === 0 && !this.corked) {
+      this.host.send(encodeEnd(id));
+    } else {
+      s.queue.push(END_MARK);
+      if (this.corked) this.corkedStreams.add(s);
+    }
     return true;
   }
 
@@ -261,7 +321,13 @@ export class WispClientSession {
   close(id: number, reason: number = CloseReason.VOLUNTARY): void {
     const s = this.streams.get(id);
     if (!s) return;
+    if (this.corked && s.queuedBytes > 0 && reason === CloseReason.VOLUNTARY) {
+      // Written before the close in this same batch: it goes first, as far as credits allow.
+      s.wantsWritable = false;
+      this.flush(s, true);
+    }
     this.streams.delete(id);
+    this.corkedStreams.delete(s);
     if (s.announced && this.state === 'open') this.host.send(encodeClose(id, reason));
   }
 
@@ -302,6 +368,7 @@ export class WispClientSession {
     mine.push({ id: ExtensionId.MOTD, payload: new Uint8Array(0) });
     mine.push({ id: ExtensionId.STREAM_OPEN_CONFIRMATION, payload: new Uint8Array(0) });
     if (o.halfClose) mine.push({ id: ExtensionId.WEFT_HALF_CLOSE, payload: new Uint8Array(0) });
+    if (o.flowControl) mine.push({ id: ExtensionId.WEFT_FLOW_CONTROL, payload: new Uint8Array(0) });
     const motd = byId.get(ExtensionId.MOTD);
     if (motd) this.motd = parseMotd(motd.payload);
     this.negotiated = mine.map((e) => e.id).filter((id) => byId.has(id));
@@ -333,28 +400,61 @@ export class WispClientSession {
     s.announced = true;
     s.credits = this.initialCredits;
     this.host.send(encodeConnect(s.id, s.type === 'tcp' ? StreamType.TCP : StreamType.UDP, s.port, s.hostname));
+    if (s.paused) {
+      if (this.controlsFlow) this.host.send(encodeFlow(s.id, true));
+      else s.paused = false;
+    }
     this.flush(s);
   }
 
-  private flush(s: ClientStream): void {
+  /** Sends what credits allow (`evenIfCorked`: also while corked). */
+  private flush(s: ClientStream, evenIfCorked = false): void {
     if (s.type === 'udp') {
       for (const d of s.queue.splice(0)) this.host.send(encodeData(s.id, d));
       return;
     }
+    if (this.corked && !evenIfCorked) {
+      this.corkedStreams.add(s);
+      return;
+    }
     while (s.queue.length > 0 && s.announced && (s.credits > 0 || s.queue[0] === END_MARK)) {
-      const piece = s.queue.shift()!;
-      if (piece === END_MARK) {
+      if (s.queue[0] === END_MARK) {
+        s.queue.shift();
         this.host.send(encodeEnd(s.id));
         continue;
       }
-      s.queuedBytes -= piece.length;
       s.credits--;
-      this.host.send(encodeData(s.id, piece));
+      this.host.send(this.takeData(s));
     }
     if (s.queue.length === 0 && s.wantsWritable) {
       s.wantsWritable = false;
       this.host.streamWritable(s.id);
     }
+  }
+
+  /** One DATA packet from the front of the queue: up to maxDataPayload bytes, up to the next END. */
+  private takeData(s: ClientStream): Uint8Array {
+    const max = this.options.maxDataPayload;
+    let length = 0;
+    for (let i = 0; i < s.queue.length && s.queue[i] !== END_MARK && length < max; i++) {
+      length = Math.min(max, length + s.queue[i].length - (i === 0 ? s.headOffset : 0));
+    }
+    const packet = allocData(s.id, length);
+    let at = WISP_HEADER_LENGTH;
+    while (at < packet.length) {
+      const head = s.queue[0];
+      const take = Math.min(head.length - s.headOffset, packet.length - at);
+      packet.set(head.subarray(s.headOffset, s.headOffset + take), at);
+      at += take;
+      if (s.headOffset + take === head.length) {
+        s.queue.shift();
+        s.headOffset = 0;
+      } else {
+        s.headOffset += take;
+      }
+    }
+    s.queuedBytes -= length;
+    return packet;
   }
 
   private fail(s: ClientStream, reason: number): void {

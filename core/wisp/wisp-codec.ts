@@ -18,6 +18,15 @@ export const PacketType = {
    * TCP FIN. Sent only when both ends offered ExtensionId.WEFT_HALF_CLOSE.
    */
   END: 0xf0,
+  /**
+   * weft's per-stream flow control (not in the Wisp spec), client → server: "stop reading this
+   * stream's destination" (PAUSE) and "read it again" (RESUME). Wisp has no flow control towards the
+   * client; without this, a stream the guest does not read can only be held back by no longer reading
+   * the whole WebSocket, which stalls every other stream on it. Sent only when both ends offered
+   * ExtensionId.WEFT_FLOW_CONTROL. Data already on its way still arrives after a PAUSE.
+   */
+  PAUSE: 0xf1,
+  RESUME: 0xf2,
 } as const;
 
 export const StreamType = {
@@ -63,6 +72,8 @@ export const ExtensionId = {
   STREAM_OPEN_CONFIRMATION: 0x05,
   /** weft's half-close extension (no payload): both ends understand PacketType.END. */
   WEFT_HALF_CLOSE: 0xf0,
+  /** weft's per-stream flow control extension (no payload): both ends understand PAUSE and RESUME. */
+  WEFT_FLOW_CONTROL: 0xf1,
 } as const;
 
 /** One entry of an INFO packet, payload uninterpreted (its meaning depends on who sent it). */
@@ -78,6 +89,8 @@ export type WispPacket =
   | { type: 'close'; streamId: number; reason: number }
   | { type: 'info'; streamId: number; major: number; minor: number; extensions: WispExtension[] }
   | { type: 'end'; streamId: number }
+  | { type: 'pause'; streamId: number }
+  | { type: 'resume'; streamId: number }
   /** A type this implementation does not know (kept so a caller can ignore it, as v2 allows). */
   | { type: 'unknown'; streamId: number; packetType: number };
 
@@ -120,6 +133,10 @@ export function parseWispPacket(b: Uint8Array): Parsed<WispPacket> {
     }
     case PacketType.END:
       return { type: 'end', streamId };
+    case PacketType.PAUSE:
+      return { type: 'pause', streamId };
+    case PacketType.RESUME:
+      return { type: 'resume', streamId };
     default:
       return { type: 'unknown', streamId, packetType: type };
   }
@@ -155,6 +172,11 @@ export function encodeConnect(streamId: number, streamType: number, port: number
   return b;
 }
 
+/** A DATA packet with room for `payloadLength` bytes at offset WISP_HEADER_LENGTH, for the caller to fill. */
+export function allocData(streamId: number, payloadLength: number): Uint8Array {
+  return header(PacketType.DATA, streamId, payloadLength);
+}
+
 export function encodeData(streamId: number, payload: Uint8Array): Uint8Array {
   const b = header(PacketType.DATA, streamId, payload.length);
   b.set(payload, WISP_HEADER_LENGTH);
@@ -175,6 +197,11 @@ export function encodeClose(streamId: number, reason: number): Uint8Array {
 
 export function encodeEnd(streamId: number): Uint8Array {
   return header(PacketType.END, streamId, 0);
+}
+
+/** weft's flow control: PAUSE (`paused`) or RESUME for a stream. */
+export function encodeFlow(streamId: number, paused: boolean): Uint8Array {
+  return header(paused ? PacketType.PAUSE : PacketType.RESUME, streamId, 0);
 }
 
 export function encodeInfo(major: number, minor: number, extensions: readonly WispExtension[]): Uint8Array {

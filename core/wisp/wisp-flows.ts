@@ -8,6 +8,8 @@
 // sends nothing and the stream lives on until the server closes it.
 // Wisp has no flow control towards the client either: while the stack has paused a stream, its
 // data waits in the stream up to maxPausedBytes, and past that the stream is reset rather than grow.
+// With weft's flow control extension the server is asked to stop reading that stream's destination
+// (PAUSE), so only what was already on its way arrives; the bound is then 4x higher.
 
 import { CloseReason, closeReasonName } from './wisp-codec';
 import {
@@ -32,6 +34,8 @@ export interface StreamHost {
   write(id: number, data: Uint8Array): boolean;
   /** Half-close; false when the server cannot carry it. */
   end(id: number): boolean;
+  /** Asks the server to stop or restart reading the stream's destination; false when it cannot. */
+  pauseStream(id: number, paused: boolean): boolean;
   detach(id: number, reason?: number): void;
   /** Bytes held for paused streams changed by `delta` (the host may stop reading the WebSocket). */
   held(delta: number): void;
@@ -82,6 +86,9 @@ export class WispTcpStream implements TcpStream {
   /** A voluntary CLOSE arrived: onClose() after that. */
   private remoteClosed = false;
   private endDelivered = false;
+  /** The server was asked to stop reading (flow control extension): only data in flight arrives. */
+  private flowControlled = false;
+
   private readonly timer: TimerHandle;
   private readonly flow: string;
 
@@ -136,7 +143,9 @@ export class WispTcpStream implements TcpStream {
   }
 
   pause(): void {
+    if (this.paused) return;
     this.paused = true;
+    if (!this.flowControlled && !this.done && this.id !== undefined) this.flowControlled = this.up.pauseStream(this.id, true);
   }
 
   resume(): void {
@@ -147,6 +156,11 @@ export class WispTcpStream implements TcpStream {
       this.heldBytes -= p.length;
       this.up.held(-p.length);
       this.handlers.onData(p);
+    }
+    // The server reads the destination again only once the guest has taken all that was held.
+    if (!this.paused && this.flowControlled && !this.done && this.id !== undefined) {
+      this.flowControlled = false;
+      this.up.pauseStream(this.id, false);
     }
     this.afterHeld();
   }
@@ -176,8 +190,9 @@ export class WispTcpStream implements TcpStream {
     this.held.push(p);
     this.heldBytes += p.length;
     this.up.held(p.length);
-    if (this.heldBytes > this.maxPausedBytes) {
-      this.fail('reset', `more than ${this.maxPausedBytes} bytes arrived while the guest was not reading`, CloseReason.CLIENT_ERROR);
+    const bound = this.flowControlled ? 4 * this.maxPausedBytes : this.maxPausedBytes;
+    if (this.heldBytes > bound) {
+      this.fail('reset', `more than ${bound} bytes arrived while the guest was not reading`, CloseReason.CLIENT_ERROR);
     }
   }
 

@@ -52,6 +52,8 @@ export interface WispServerOptions {
   idleTimeoutMs: number;
   /** Offer weft's half-close extension (END packets) to v2 clients. */
   halfClose?: boolean;
+  /** Offer weft's per-stream flow control extension (PAUSE and RESUME packets) to v2 clients. */
+  flowControl?: boolean;
 }
 
 export interface WispStreamRequest {
@@ -72,6 +74,8 @@ export interface WispServerHost {
   streamData(id: number, payload: Uint8Array): void;
   /** With half-close: the client sends no more (END); shut the destination's write side after its data. */
   streamEnd(id: number): void;
+  /** With flow control: stop (`paused`) or restart reading stream `id`'s destination. */
+  streamPaused?(id: number, paused: boolean): void;
   /** The single exit of every stream, whoever ended it. The host frees the destination socket. */
   streamClosed(id: number, reason: number, by: 'client' | 'server'): void;
   /** The connection is over: close the WebSocket. Every stream has been reported closed before this. */
@@ -105,6 +109,7 @@ export class WispServerSession {
   private handshakeDeadline = Infinity;
   private confirmOpens = false;
   private halfClose = false;
+  private flowControl = false;
   /** Ignored input, counted by reason (`data-unknown-stream`, `unknown-packet-type`, …). */
   readonly ignored = new Map<string, number>();
 
@@ -185,6 +190,11 @@ export class WispServerSession {
     return this.halfClose;
   }
 
+  /** True when both ends speak weft's per-stream flow control extension. */
+  get controlsFlow(): boolean {
+    return this.flowControl;
+  }
+
   /** `count` packets of stream `id` have left the host's buffers; may grant more credit. */
   released(id: number, count = 1): void {
     const s = this.streams.get(id);
@@ -245,6 +255,7 @@ export class WispServerSession {
     if (o.motd !== undefined) exts.push({ id: ExtensionId.MOTD, payload: encodeMotd(o.motd) });
     exts.push({ id: ExtensionId.STREAM_OPEN_CONFIRMATION, payload: new Uint8Array(0) });
     if (o.halfClose) exts.push({ id: ExtensionId.WEFT_HALF_CLOSE, payload: new Uint8Array(0) });
+    if (o.flowControl) exts.push({ id: ExtensionId.WEFT_FLOW_CONTROL, payload: new Uint8Array(0) });
     return exts;
   }
 
@@ -279,6 +290,7 @@ export class WispServerSession {
     }
     this.confirmOpens = common.includes(ExtensionId.STREAM_OPEN_CONFIRMATION);
     this.halfClose = common.includes(ExtensionId.WEFT_HALF_CLOSE);
+    this.flowControl = common.includes(ExtensionId.WEFT_FLOW_CONTROL);
     this.state = 'open';
     this.handshakeDeadline = Infinity;
     this.host.send(encodeContinue(0, o.bufferPackets));
@@ -306,6 +318,13 @@ export class WispServerSession {
         s.clientEnded = true;
         s.lastActivity = now;
         this.host.streamEnd(p.streamId);
+        return;
+      }
+      case 'pause':
+      case 'resume': {
+        const s = this.streams.get(p.streamId);
+        if (!this.flowControl || !s || s.type !== 'tcp') return this.count('flow-ignored');
+        this.host.streamPaused?.(p.streamId, p.type === 'pause');
         return;
       }
       case 'continue':

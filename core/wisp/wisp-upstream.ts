@@ -51,9 +51,16 @@ export interface WispTransport {
 /** Opens a WebSocket; `protocols` is ['wisp-v2'] when offering Wisp v2, [] for v1. */
 export type WispTransportFactory = (url: string, protocols: string[]) => WispTransport;
 
-/** Held bytes (over all paused streams) at which the WebSocket stops being read, and resumes. */
+/**
+ * Held bytes (over all paused streams) at which the WebSocket stops being read, and resumes. That
+ * stalls every stream on the socket (a guest that stops reading one stream while it waits for
+ * another would wait forever), so with weft's flow control extension, where the server stops
+ * reading a paused stream's destination itself, it is only a far backstop.
+ */
 const PAUSE_READING_AT = 512 * 1024;
 const RESUME_READING_AT = 128 * 1024;
+const PAUSE_READING_AT_FLOW_CONTROL = 32 * 1024 * 1024;
+const RESUME_READING_AT_FLOW_CONTROL = 8 * 1024 * 1024;
 
 export interface WispUpstreamOptions {
   /** ws:// or wss:// URL of the Wisp endpoint (wisp:// is accepted and means ws://). */
@@ -103,6 +110,8 @@ export class WispUpstream implements Upstream, StreamHost {
   private stopped = false;
   private heldBytes = 0;
   private readingPaused = false;
+  /** The session is corked until the deferred uncork runs (writes of one batch coalesce). */
+  private corked = false;
   /** Times a WebSocket to the server was established (for tests and logs). */
   connections = 0;
 
@@ -179,18 +188,32 @@ export class WispUpstream implements Upstream, StreamHost {
   }
 
   write(id: number, data: Uint8Array): boolean {
+    if (!this.corked) {
+      // Writes until the call stack unwinds (one batch of guest segments) go out together.
+      this.corked = true;
+      this.session.cork();
+      this.scheduler.defer(() => {
+        this.corked = false;
+        this.session.uncork();
+      });
+    }
     const ok = this.session.write(id, data);
     this.schedulePoll();
     return ok;
   }
 
+  pauseStream(id: number, paused: boolean): boolean {
+    return this.session.pauseStream(id, paused);
+  }
+
   held(delta: number): void {
     this.heldBytes += delta;
     const t = this.transport;
-    if (!this.readingPaused && this.heldBytes > PAUSE_READING_AT && t?.pause) {
+    const flow = this.session.controlsFlow;
+    if (!this.readingPaused && this.heldBytes > (flow ? PAUSE_READING_AT_FLOW_CONTROL : PAUSE_READING_AT) && t?.pause) {
       this.readingPaused = true;
       t.pause();
-    } else if (this.readingPaused && this.heldBytes <= RESUME_READING_AT) {
+    } else if (this.readingPaused && this.heldBytes <= (flow ? RESUME_READING_AT_FLOW_CONTROL : RESUME_READING_AT)) {
       this.readingPaused = false;
       t?.resume?.();
     }
@@ -218,6 +241,7 @@ export class WispUpstream implements Upstream, StreamHost {
         maxQueuedBytes: 4 * 1024 * 1024,
         handshakeTimeoutMs: 10_000,
         halfClose: true,
+        flowControl: true,
       },
       {
         send: (m) => this.transport?.send(m),

@@ -4,7 +4,8 @@
 // Back-pressure. Client → destination: credits; a packet's credit comes back only once the socket
 // has taken it (and, with --bandwidth, once the budget allows). Destination → client: Wisp has no
 // credits that way, so when the WebSocket's unsent bytes pass HIGH_WATER every TCP destination of
-// this client stops reading until they fall below LOW_WATER.
+// this client stops reading until they fall below LOW_WATER. With weft's flow control extension the
+// client also pauses single streams (PAUSE/RESUME): that stream's destination stops being read.
 
 import { performance } from 'node:perf_hooks';
 import type { WebSocket } from 'ws';
@@ -71,6 +72,8 @@ interface RelayStream {
   bytesUp: number;
   bytesDown: number;
   bandwidthPaused: boolean;
+  /** The client paused this stream (flow control extension). */
+  clientPaused: boolean;
   /** Bytes of this stream counted in uploadBuffered. */
   unflushed: number;
   connectTimer?: NodeJS.Timeout;
@@ -126,6 +129,7 @@ export class RelayConnection {
         bufferPackets: BUFFER_PACKETS,
         udp: true,
         halfClose: true,
+        flowControl: true,
         checkPassword: ctx.checkPassword,
         passwordRequired: ctx.checkPassword !== undefined && !info.preauthorized,
         maxStreams: o.maxStreamsPerClient,
@@ -141,6 +145,7 @@ export class RelayConnection {
         openStream: (r) => this.openStream(r),
         streamData: (id, p) => this.streamData(id, p),
         streamEnd: (id) => this.streamEnd(id),
+        streamPaused: (id, paused) => this.streamPaused(id, paused),
         streamClosed: (id, reason, by) => this.streamClosed(id, reason, by),
         terminate: (e) => this.terminate(e),
       },
@@ -178,7 +183,7 @@ export class RelayConnection {
       this.unsentBytes -= message.length;
       if (this.congested && this.unsentBytes < LOW_WATER) {
         this.congested = false;
-        for (const s of this.streams.values()) if (!s.bandwidthPaused) s.tcp?.resume();
+        for (const s of this.streams.values()) if (!s.bandwidthPaused && !s.clientPaused) s.tcp?.resume();
       }
     });
     if (!this.congested && this.unsentBytes > HIGH_WATER) {
@@ -233,7 +238,7 @@ export class RelayConnection {
 
   private openStream(request: WispStreamRequest): void {
     const { metrics, policy, streamRate } = this.ctx;
-    const s: RelayStream = { request, openedAt: performance.now(), early: [], bytesUp: 0, bytesDown: 0, bandwidthPaused: false, unflushed: 0 };
+    const s: RelayStream = { request, openedAt: performance.now(), early: [], bytesUp: 0, bytesDown: 0, bandwidthPaused: false, clientPaused: false, unflushed: 0 };
     this.streams.set(request.id, s);
     metrics.streamsTotal[request.type]++;
     metrics.openStreams[request.type]++;
@@ -300,7 +305,7 @@ export class RelayConnection {
         clearTimeout(s.connectTimer);
         this.ctx.metrics.connectLatency((s.connectedAt - s.openedAt) / 1000);
         this.session.connected(id, performance.now());
-        if (this.congested) s.tcp?.pause();
+        if (this.congested || s.clientPaused) s.tcp?.pause();
       },
       data: (chunk: Uint8Array) => this.fromDestination(s, chunk),
       ended: () => this.session.destinationEnded(id),
@@ -352,6 +357,15 @@ export class RelayConnection {
     else s.endEarly = true;
   }
 
+  /** The client paused or resumed reading this stream (flow control extension). */
+  private streamPaused(id: number, paused: boolean): void {
+    const s = this.streams.get(id);
+    if (!s || s.clientPaused === paused) return;
+    s.clientPaused = paused;
+    if (paused) s.tcp?.pause();
+    else if (!this.congested && !s.bandwidthPaused) s.tcp?.resume();
+  }
+
   /** A client packet left our buffers: give its credit back, after the bandwidth budget allows. */
   private release(s: RelayStream, bytes: number): void {
     if (this.streams.get(s.request.id) !== s) return;
@@ -378,7 +392,7 @@ export class RelayConnection {
       s.tcp.pause();
       setTimeout(() => {
         s.bandwidthPaused = false;
-        if (!this.congested) s.tcp?.resume();
+        if (!this.congested && !s.clientPaused) s.tcp?.resume();
       }, wait).unref();
     }
   }

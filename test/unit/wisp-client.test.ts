@@ -5,6 +5,7 @@ import {
   encodeContinue,
   encodeData,
   encodeEnd,
+  encodeFlow,
   encodeInfo,
   encodePasswordServer,
   encodeMotd,
@@ -190,5 +191,62 @@ describe('WispClientSession', () => {
     h.session.abort(new WispProtocolError('connection-lost', 'gone'));
     expect(h.events).toEqual([`data ${a} 5`, `closed ${a} 68`, `closed ${c} 3`]);
     expect(h.session.isClosed).toBe(true);
+  });
+
+  it('coalesces queued writes into packets of up to maxDataPayload, each costing one credit', () => {
+    const h = harness({ maxDataPayload: 8, maxQueuedBytes: 64 });
+    h.session.receive(encodeContinue(0, 0), 0);
+    const id = h.session.openStream('tcp', 'x', 1) as number;
+    for (let i = 0; i < 5; i++) h.session.write(id, Uint8Array.of(3 * i, 3 * i + 1, 3 * i + 2)); // 15 bytes
+    h.session.receive(encodeContinue(id, 1), 0);
+    expect(dataPackets(h.sent).map((p) => [...p.payload])).toEqual([[0, 1, 2, 3, 4, 5, 6, 7]]);
+    h.session.receive(encodeContinue(id, 5), 0);
+    expect(dataPackets(h.sent).map((p) => [...p.payload])).toEqual([[0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14]]);
+    expect(h.events).toEqual([`writable ${id}`]);
+  });
+
+  it('between cork() and uncork() writes coalesce, report writable within credits, and keep their order with END and CLOSE', () => {
+    const h = harness({ maxDataPayload: 8, maxQueuedBytes: 64, halfClose: true });
+    h.session.receive(encodeInfo(2, 0, [ext(0xf0)]), 0);
+    h.session.receive(encodeContinue(0, 2), 0);
+    const id = h.session.openStream('tcp', 'x', 1) as number;
+    h.session.cork();
+    expect(h.session.write(id, Uint8Array.of(1, 2, 3))).toBe(true);
+    expect(h.session.write(id, Uint8Array.of(4, 5, 6))).toBe(true);
+    expect(h.session.write(id, Uint8Array.of(7, 8, 9, 10))).toBe(true); // 10 bytes: 2 packets, 2 credits
+    expect(h.session.write(id, Uint8Array.of(11, 12, 13, 14, 15, 16, 17))).toBe(false); // 3 packets: more than the credits
+    h.session.end(id);
+    expect(dataPackets(h.sent)).toEqual([]);
+    h.session.uncork();
+    expect(dataPackets(h.sent).map((p) => [...p.payload])).toEqual([[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15, 16]]);
+    h.session.receive(encodeContinue(id, 1), 0);
+    expect(h.sent.slice(-2)).toEqual([{ type: 'data', streamId: id, payload: Uint8Array.of(17) }, { type: 'end', streamId: id }]);
+    expect(h.events).toEqual([`writable ${id}`]);
+    // A voluntary close in the same batch sends what was written first.
+    const b = h.session.openStream('tcp', 'x', 2) as number;
+    h.session.cork();
+    h.session.write(b, Uint8Array.of(42));
+    h.session.close(b);
+    h.session.uncork();
+    expect(h.sent.slice(-2)).toEqual([{ type: 'data', streamId: b, payload: Uint8Array.of(42) }, { type: 'close', streamId: b, reason: 2 }]);
+  });
+
+  it('asks a server with the flow control extension to pause and resume a stream, and no other server', () => {
+    const h = harness({ flowControl: true });
+    h.session.receive(encodeInfo(2, 0, [ext(0xf1)]), 0);
+    h.session.receive(encodeContinue(0, 1), 0);
+    expect(h.session.controlsFlow).toBe(true);
+    const id = h.session.openStream('tcp', 'x', 1) as number;
+    expect(h.session.pauseStream(id, true)).toBe(true);
+    expect(h.session.pauseStream(id, true)).toBe(true); // once
+    expect(h.session.pauseStream(id, false)).toBe(true);
+    expect(h.sent.slice(-2)).toEqual([{ type: 'pause', streamId: id }, { type: 'resume', streamId: id }]);
+    expect(parseWispPacket(encodeFlow(id, true))).toEqual({ type: 'pause', streamId: id });
+    const plain = harness({ flowControl: true });
+    plain.session.receive(encodeInfo(2, 0, []), 0);
+    plain.session.receive(encodeContinue(0, 1), 0);
+    const other = plain.session.openStream('tcp', 'x', 1) as number;
+    expect(plain.session.pauseStream(other, true)).toBe(false);
+    expect(plain.sent.filter((p) => p.type === 'pause')).toEqual([]);
   });
 });

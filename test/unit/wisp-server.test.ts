@@ -7,6 +7,7 @@ import {
   encodeContinue,
   encodeData,
   encodeEnd,
+  encodeFlow,
   encodeInfo,
   encodePasswordClient,
   parseWispPacket,
@@ -33,6 +34,7 @@ function harness(overrides: Partial<WispServerOptions> = {}) {
       openStream: (r) => opened.push(r),
       streamData: (id, p) => data.push([id, [...p]]),
       streamEnd: (id) => data.push([id, []]),
+      streamPaused: (id, paused) => data.push([id, [paused ? 1 : 0, 0xf1]]),
       streamClosed: (id, reason, by) => closed.push([id, reason, by]),
       terminate: (e) => (terminated = e),
     },
@@ -237,6 +239,28 @@ describe('WispServerSession', () => {
       h.session.destinationEnded(1);
       expect(h.sent.at(-1)).toEqual({ type: 'close', streamId: 1, reason: 2 });
       expect(h.closed).toEqual([[1, 2, 'server']]);
+    });
+  });
+
+  describe('weft flow control extension', () => {
+    it('passes PAUSE and RESUME of TCP streams to the host when both ends offer it, and ignores them otherwise', () => {
+      const h = harness({ version: 2, flowControl: true });
+      h.session.start(0);
+      expect((h.sent[0] as { extensions: { id: number }[] }).extensions.map((e) => e.id)).toContain(0xf1);
+      h.session.receive(encodeInfo(2, 0, [ext(0xf1)]), 0);
+      expect(h.session.controlsFlow).toBe(true);
+      h.session.receive(encodeConnect(1, 1, 80, 'x'), 0);
+      h.session.receive(encodeFlow(1, true), 0);
+      h.session.receive(encodeFlow(1, false), 0);
+      h.session.receive(encodeFlow(7, true), 0); // unknown stream
+      expect(h.data).toEqual([[1, [1, 0xf1]], [1, [0, 0xf1]]]);
+      const plain = harness({ version: 2, flowControl: true });
+      plain.session.start(0);
+      plain.session.receive(encodeInfo(2, 0, []), 0);
+      plain.session.receive(encodeConnect(1, 1, 80, 'x'), 0);
+      plain.session.receive(encodeFlow(1, true), 0);
+      expect(plain.data).toEqual([]);
+      expect(plain.session.ignored.get('flow-ignored')).toBe(1);
     });
   });
 
