@@ -20,6 +20,8 @@ const REO_WND_PERSIST = 16;
 const MAX_REO_MULT = 255;
 /** A minimum-RTT sample older than this is replaced by the next one (a path that changed). */
 const MIN_RTT_WINDOW_MS = 10_000;
+/** Delivered retransmitted pieces remembered, so a DSACK can tell how late the original was. */
+const RECENT_RETRANSMITTED = 64;
 
 export class Rack {
   /** RTT of the most recently sent piece that was delivered. */
@@ -37,6 +39,7 @@ export class Rack {
   /** Reordering measured in time (ms), see the header comment. */
   private reoExtent = 0;
   private dsackRound: number | undefined;
+  private readonly recentRetransmitted: Array<{ start: number; end: number; firstXmitTime: number }> = [];
 
   constructor(sndUna: number) {
     this.fack = sndUna;
@@ -54,6 +57,10 @@ export class Rack {
     let latest: SentPiece | undefined;
     for (const p of delivered) {
       if (seqGt(p.end, this.fack)) this.fack = p.end;
+      if (p.everRetransmitted) {
+        if (this.recentRetransmitted.length >= RECENT_RETRANSMITTED) this.recentRetransmitted.shift();
+        this.recentRetransmitted.push({ start: p.start, end: p.end, firstXmitTime: p.firstXmitTime });
+      }
       const rtt = now - p.xmitTime;
       if (p.everRetransmitted) {
         // Ambiguous: the ACK may be for an earlier copy. Use it only if it cannot be.
@@ -75,20 +82,33 @@ export class Rack {
     }
     for (const p of arrived) {
       if (p.everRetransmitted || !seqLt(p.end, fackBefore)) continue;
-      // It arrived after a piece sent later than it: reordering. Remember how much later than
-      // the fastest round trip its ACK came.
-      this.reorderingSeen = true;
-      this.reoPersist = REO_WND_PERSIST;
-      const late = now - p.xmitTime - (Number.isFinite(this.minRtt) ? this.minRtt : 0);
-      if (late > this.reoExtent) this.reoExtent = late;
+      // It arrived after a piece sent later than it: reordering.
+      this.reordered(now, p.xmitTime);
     }
   }
 
-  /** A DSACK arrived: something was sent twice needlessly. Widen the window, once per round trip. */
-  onDsack(sndUna: number, sndMax: number): void {
+  /** Reordering seen: remember how much later than the fastest round trip an ACK came. */
+  private reordered(now: number, sentAt: number): void {
+    this.reorderingSeen = true;
+    this.reoPersist = REO_WND_PERSIST;
+    const late = now - sentAt - (Number.isFinite(this.minRtt) ? this.minRtt : 0);
+    if (late > this.reoExtent) this.reoExtent = late;
+  }
+
+  /**
+   * A DSACK for [l, r) arrived: something was sent twice needlessly. It is reordering evidence: the
+   * original of a retransmitted piece arrived after all, and the DSACK's time tells how late (at
+   * most: the copy that came second may be the retransmission). The multiplier grows once per
+   * round trip.
+   */
+  onDsack(l: number, r: number, now: number, sndUna: number, sndMax: number): void {
+    for (const e of this.recentRetransmitted) {
+      if (seqLt(e.start, r) && seqLt(l, e.end)) this.reordered(now, e.firstXmitTime);
+    }
     if (this.dsackRound !== undefined && seqGe(sndUna, this.dsackRound)) this.dsackRound = undefined;
     if (this.dsackRound !== undefined) return;
     this.dsackRound = sndMax;
+    this.reorderingSeen = true;
     this.widen();
   }
 
@@ -113,17 +133,17 @@ export class Rack {
 
   /**
    * The reordering window (ms). `srtt` caps the multiplier's part, as in the RFC; the measured
-   * reordering is capped only by `rto`, since a link that delays a quarter of its frames by 10 ms
-   * keeps SRTT below the reordering it causes.
+   * reordering is capped by `cap` (the sender passes SRTT + 4·RTTVAR), since a link that delays a
+   * quarter of its frames by 10 ms keeps SRTT below the reordering it causes.
    */
-  reoWnd(inRecovery: boolean, sackedPieces: number, srtt: number | undefined, rto: number): number {
+  reoWnd(inRecovery: boolean, sackedPieces: number, srtt: number | undefined, cap: number): number {
     const quarter = Number.isFinite(this.minRtt) ? this.minRtt / 4 : 0;
     if (!this.reorderingSeen) {
       if (inRecovery || sackedPieces >= 3) return 0;
       return Math.max(1, quarter);
     }
     const scaled = this.reoMult * quarter;
-    return Math.max(srtt === undefined ? scaled : Math.min(scaled, srtt), Math.min(this.reoExtent + 1, rto));
+    return Math.max(srtt === undefined ? scaled : Math.min(scaled, srtt), Math.min(this.reoExtent + 1, cap));
   }
 
   /**
@@ -146,10 +166,10 @@ export class Rack {
 
 /** Worst-case delayed ACK of the guest when only one segment is in flight (Linux: 40 ms). */
 const WC_DEL_ACK_MS = 40;
-/** Floor of the probe timeout, for round trips below the clock's resolution. */
-const MIN_PTO_MS = 5;
+/** Added to the probe timeout for the clock's and the timers' millisecond resolution (Linux: 2 jiffies). */
+const PTO_SLACK_MS = 2;
 
 /** The probe timeout (RFC 8985 §7.2): two round trips, plus a delayed ACK for a lone segment. */
 export function probeTimeout(srtt: number, singleSegment: boolean): number {
-  return Math.max(2 * srtt, MIN_PTO_MS) + (singleSegment ? WC_DEL_ACK_MS : 0);
+  return 2 * srtt + PTO_SLACK_MS + (singleSegment ? WC_DEL_ACK_MS : 0);
 }

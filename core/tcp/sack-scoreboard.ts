@@ -16,6 +16,8 @@ export interface SentPiece {
   fin: boolean;
   /** Time (ms) and send order of the latest transmission; the order breaks ties in equal times. */
   xmitTime: number;
+  /** Time of the first transmission. */
+  firstXmitTime: number;
   xmitOrder: number;
   /** Selectively acknowledged. */
   sacked: boolean;
@@ -56,7 +58,7 @@ export class SackScoreboard {
   /** Records a first transmission at the right edge. */
   append(start: number, len: number, fin: boolean, now: number, order: number): void {
     this.pieces.push({
-      start, end: seqAdd(start, len + (fin ? 1 : 0)), fin, xmitTime: now, xmitOrder: order,
+      start, end: seqAdd(start, len + (fin ? 1 : 0)), fin, xmitTime: now, firstXmitTime: now, xmitOrder: order,
       sacked: false, lost: false, retrans: false, everRetransmitted: false,
     });
   }

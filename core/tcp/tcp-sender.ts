@@ -60,6 +60,12 @@ export interface AckInfo {
 const MAX_CWND = 64 * 1024 * 1024;
 /** Persist (zero-window probe) interval bounds, RFC 9293 §3.8.6.1. */
 const MAX_PERSIST_MS = 60_000;
+/**
+ * Loss probes in a row without an answer before only the RTO is left. RFC 8985 sends one; on a
+ * link whose round trip is a thousandth of the RTO, a lost probe (or its lost ACK) is worth
+ * another try or two before waiting 200 ms.
+ */
+const MAX_PROBES = 3;
 
 export class TcpSender {
   readonly buffer: SendBuffer;
@@ -90,7 +96,11 @@ export class TcpSender {
   private recoverFs = 0;
   // Undo of a spurious reduction: what to go back to, and the evidence collected.
   // `ended`: its recovery is over, but late DSACKs may still prove it needless.
-  private undo: { cwnd: number; ssthresh: number; marker: number; retransStamp?: number; retransBytes: number; ended: boolean } | undefined;
+  // `horizon`: SND.MAX when it ended; a new reduction before SND.UNA gets there joins it.
+  // `blind`: it began before any reordering was seen, when RACK's reordering window was zero.
+  private undo:
+    | { cwnd: number; ssthresh: number; marker: number; retransStamp?: number; retransBytes: number; ended: boolean; horizon: number; blind: boolean }
+    | undefined;
 
   private readonly board = new SackScoreboard();
   private readonly rack: Rack;
@@ -111,8 +121,12 @@ export class TcpSender {
   /** RACK's reordering timer: a piece's time to be deemed lost is up then. */
   private rackDeadline: number | undefined;
   private tlpDeadline: number | undefined;
-  /** SND.MAX after the outstanding loss probe, and whether it was a retransmission. */
+  /** SND.MAX after the outstanding loss probe. */
   private tlpEnd: number | undefined;
+  /** Probes sent since the last ACK with news; each waits twice as long, up to MAX_PROBES. */
+  private probesUnanswered = 0;
+  /** The range the last probe sent again: a DSACK for it is expected, not a sign of reordering. */
+  private probed: [number, number] = [0, 0];
 
   /** Set when the retransmission limit is reached; the connection must abort. */
   failed = false;
@@ -260,12 +274,13 @@ export class TcpSender {
       if (delivered.length > cumStart && delivered[cumStart].start === this.sndUna) arrived.push(delivered[cumStart]);
       this.rack.onDelivered(delivered, arrived, now, tsEcr);
     }
-    if (dsack) this.onDsack(dsack);
+    if (dsack) this.onDsack(dsack, now);
 
     if (advanced) this.onNewAck(ack, acked, now, tsEcr);
     else if (ack === this.sndUna && seg.dupCandidate && !windowChanged && this.flight > 0 && !sack) this.onDupAck(now);
 
     if (sack) {
+      if (advanced || deliveredBytes > 0 || dsack) this.probesUnanswered = 0;
       this.onProbeAck(ack, dsack, advanced || deliveredBytes > 0 || !seg.dupCandidate);
       // The piece at SND.UNA SACKed means the guest dropped what it SACKed (reneging): start over.
       if (this.board.length > 0 && this.board.at(0).sacked) this.board.clearSacks();
@@ -299,7 +314,10 @@ export class TcpSender {
       this.inRecovery = this.inLoss = false;
       this.dupAcks = 0;
       this.rack.onRecoveryEnd();
-      if (this.undo) this.undo.ended = true;
+      if (this.undo) {
+        this.undo.ended = true;
+        this.undo.horizon = this.sndMax;
+      }
     } else if (this.inRecovery && !this.cfg.sackPermitted) {
       // NewReno partial ACK: the next hole is lost too; retransmit it and deflate.
       this.retransmitHead(now);
@@ -338,12 +356,21 @@ export class TcpSender {
     if (p) this.resend(p, now);
   }
 
-  private onDsack([l, r]: [number, number]): void {
-    this.rack.onDsack(this.sndUna, this.sndMax);
+  /**
+   * A DSACK: [l, r) arrived twice. If it was retransmitted in the current reduction, that much of
+   * the reduction was needless; when all of it was, undo (RFC 2883 §4.2 / Linux). A reduction that
+   * began before any reordering was seen is undone at the first such DSACK: RACK's window was zero
+   * then, so its losses were most likely this reordering.
+   */
+  private onDsack([l, r]: [number, number], now: number): void {
+    const [pl, pr] = this.probed;
+    if (seqLt(l, pr) && seqLt(pl, r)) return; // the loss probe's copy
     const u = this.undo;
-    if (!u || u.retransStamp === undefined || seqLt(l, u.marker) || !seqLt(l, this.recoveryPoint)) return;
-    u.retransBytes -= seqDiff(r, l);
-    if (u.retransBytes <= 0) this.undoReduction();
+    if (u && u.retransStamp !== undefined && !seqLt(l, u.marker) && seqLt(l, this.recoveryPoint)) {
+      u.retransBytes -= seqDiff(r, l);
+      if (u.retransBytes <= 0 || u.blind) this.undoReduction();
+    }
+    this.rack.onDsack(l, r, now, this.sndUna, this.sndMax);
   }
 
   /** RFC 8985 §7.4: what the ACK says about the outstanding loss probe. */
@@ -388,9 +415,24 @@ export class TcpSender {
     this.recoverFs = this.flight;
   }
 
-  /** Starts a congestion reduction: remembers what to undo to, then lowers ssthresh. */
+  /**
+   * Starts a congestion reduction: remembers what to undo to, then lowers ssthresh. A reduction
+   * that starts within a round trip of the last one's end joins it while that one is unproven
+   * (its DSACKs are still on their way): on a reordering link, one spurious recovery often
+   * follows another, and only the first remembers the window before them.
+   */
   private startReduction(): void {
-    if (!this.undo || this.undo.ended) this.undo = { cwnd: this.cwnd, ssthresh: this.ssthresh, marker: this.sndUna, retransBytes: 0, ended: false };
+    const u = this.undo;
+    if (u && u.ended && u.retransBytes > 0 && seqLt(this.sndUna, u.horizon)) {
+      u.ended = false;
+      u.cwnd = Math.max(u.cwnd, this.cwnd);
+      u.ssthresh = Math.max(u.ssthresh, this.ssthresh);
+    } else if (!u || u.ended) {
+      this.undo = {
+        cwnd: this.cwnd, ssthresh: this.ssthresh, marker: this.sndUna, retransBytes: 0, ended: false, horizon: this.sndMax,
+        blind: this.cfg.sackPermitted && !this.rack.reorderingSeen,
+      };
+    }
     this.ssthresh = this.reducedSsthresh();
     this.rttSeq = undefined;
   }
@@ -513,9 +555,9 @@ export class TcpSender {
   private armProbe(now: number): void {
     this.tlpDeadline = undefined;
     if (!this.cfg.sackPermitted || this.srtt === undefined || this.retransmits > 0) return;
-    if (this.tlpEnd !== undefined || this.rackDeadline !== undefined || this.flight === 0) return;
+    if (this.probesUnanswered >= MAX_PROBES || this.rackDeadline !== undefined || this.flight === 0) return;
     const recovering = this.inRecovery || this.inLoss;
-    const at = now + probeTimeout(this.srtt, !recovering && this.flight <= this.cfg.mss + 1);
+    const at = now + probeTimeout(this.srtt, !recovering && this.flight <= this.cfg.mss + 1) * 2 ** this.probesUnanswered;
     if (this.rtoDeadline === undefined || at < this.rtoDeadline) this.tlpDeadline = at;
   }
 
@@ -530,9 +572,12 @@ export class TcpSender {
     const p = this.board.lastUnsacked(this.cfg.mss);
     if (!p) return;
     this.resend(p, now);
+    this.probed = [p.start, p.end];
     this.lossProbes++;
+    this.probesUnanswered++;
     this.tlpEnd = this.sndMax;
     this.rtoDeadline = now + this.rto;
+    this.armProbe(now);
   }
 
   // ── timers ───────────────────────────────────────────────────────────────

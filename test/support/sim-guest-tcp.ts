@@ -40,6 +40,8 @@ export interface SimGuestOptions {
   maxInFlight?: number;
   /** Consecutive expiries before the connection is given up. Default 15. */
   maxRetransmits?: number;
+  /** Report duplicate data in a DSACK block (RFC 2883), as Linux does. Default off. */
+  dsack?: boolean;
 }
 
 export type SimGuestState = 'idle' | 'syn-sent' | 'open' | 'reset' | 'failed';
@@ -114,6 +116,8 @@ export class SimGuestTcp {
   private advRight = 0;
   private readonly ooo: Piece[] = [];
   private lastOooSeq: number | undefined;
+  /** Duplicate data to report first in the next ACK (RFC 2883), when `dsack` is on. */
+  private dsackBlock: [number, number] | undefined;
   private readonly received: Uint8Array[] = [];
   receivedBytes = 0;
   /** Bytes received in order and not yet read by the application (they hold the window closed). */
@@ -475,7 +479,12 @@ export class SimGuestTcp {
       data = data.subarray(0, Math.max(0, room));
       finInWindow = false;
     }
-    if (payload.length > 0 && data.length === 0) this.counters.duplicateData++;
+    if (payload.length > 0 && data.length === 0) {
+      this.counters.duplicateData++;
+      if (this.opts.dsack) this.dsackBlock = [seq, seqAdd(seq, payload.length)];
+    } else if (this.opts.dsack && data.length > 0 && start !== this.rcvNxt && this.ooo.some((p) => p.seq === start && p.data.length >= data.length)) {
+      this.dsackBlock = [start, seqAdd(start, data.length)];
+    }
     if (finInWindow) this.peerFinSeq = seqAdd(seq, payload.length);
     if (data.length > 0) {
       if (start === this.rcvNxt) {
@@ -551,6 +560,11 @@ export class SimGuestTcp {
   sendAck(): void {
     const options = this.tsOption();
     const sack = this.sackBlocks();
+    if (this.dsackBlock && this.sackOk) {
+      sack.unshift(this.dsackBlock);
+      if (sack.length > (this.tsOk ? 3 : 4)) sack.pop();
+      this.dsackBlock = undefined;
+    }
     if (sack.length > 0) options.sack = sack;
     this.counters.acksOut++;
     this.emit({ seq: this.sndNxt, ack: this.rcvNxt, flags: ACK, window: this.windowField(), options });
