@@ -1,0 +1,153 @@
+// TcpSender on its own: ACKs in, segments out, time passed in. The segment limit for links with
+// segmentation offload, and the undo of reductions that DSACKs or timestamps prove needless.
+import { describe, expect, it } from 'vitest';
+import { TcpSender, type SenderConfig } from '../../core/tcp/tcp-sender';
+
+const ISS = 1_000_000;
+const UNA = ISS + 1;
+
+interface Sent {
+  seq: number;
+  len: number;
+  fin: boolean;
+  at: number;
+}
+
+function sender(cfg: Partial<SenderConfig> = {}) {
+  let now = 1000;
+  const sent: Sent[] = [];
+  const s = new TcpSender(
+    ISS,
+    { mss: 1000, initialRtoMs: 1000, minRtoMs: 200, maxRtoMs: 60_000, sendBufferBytes: 1 << 20, maxRetransmits: 12, sackPermitted: true, ...cfg },
+    { sendSegment: (seq, len, fin) => sent.push({ seq, len, fin, at: now }), sendProbe: () => {} },
+  );
+  s.initWindow(1 << 20, 0, UNA);
+  return {
+    s,
+    sent,
+    get now() {
+      return now;
+    },
+    /** Moves time on and fires the sender's timers. */
+    advance(ms: number) {
+      now += ms;
+      s.onTimer(now);
+    },
+    /** An ACK from the guest; `tsEcr` is the echoed send time (ms), if timestamps are on. */
+    ack(ack: number, sack?: Array<[number, number]>, tsEcr?: number) {
+      s.onAck({ seq: 0, ack, window: 1 << 20, sack, dupCandidate: true }, now, tsEcr);
+    },
+  };
+}
+
+describe('segment limit (TCP segmentation offload)', () => {
+  it('defaults to one MSS per segment', () => {
+    const t = sender();
+    t.s.write(new Uint8Array(50_000));
+    t.s.output(t.now);
+    expect(t.s.segmentLimit).toBe(1000);
+    expect(t.sent.map((e) => e.len)).toEqual(Array(10).fill(1000)); // the initial window, 10 MSS
+  });
+
+  it('sends whole multiples of the MSS up to the limit; the window still counts bytes', () => {
+    const t = sender({ maxSegment: 4000 });
+    t.s.write(new Uint8Array(50_000));
+    t.s.output(t.now);
+    expect(t.sent.map((e) => e.len)).toEqual([4000, 4000, 2000]); // 10 000 bytes of initial window
+    t.ack(UNA + 10_000, undefined, 1000);
+    // Slow start: 2 MSS more, so 12 000 bytes may be out.
+    expect(t.sent.slice(3).map((e) => e.len)).toEqual([4000, 4000, 4000]);
+  });
+
+  it('ends the queued data with a shorter segment, FIN on it', () => {
+    const t = sender({ maxSegment: 64 * 1024 });
+    t.s.write(new Uint8Array(5500));
+    t.s.finish();
+    t.s.output(t.now);
+    expect(t.sent).toEqual([{ seq: UNA, len: 5500, fin: true, at: t.now }]);
+  });
+
+  it('can be changed on a running connection, and never below one MSS', () => {
+    const t = sender();
+    t.s.setSegmentLimit(3000);
+    expect(t.s.segmentLimit).toBe(3000);
+    t.s.write(new Uint8Array(6000));
+    t.s.output(t.now);
+    expect(t.sent.map((e) => e.len)).toEqual([3000, 3000]);
+    t.s.setSegmentLimit(10);
+    expect(t.s.segmentLimit).toBe(1000);
+  });
+
+  it('resends a lost part of a large segment one MSS at a time', () => {
+    const t = sender({ maxSegment: 4000 });
+    t.s.write(new Uint8Array(12_000));
+    t.s.output(t.now);
+    expect(t.sent.map((e) => e.len)).toEqual([4000, 4000, 2000]);
+    // The guest got everything but the second MSS of the first segment.
+    t.advance(10);
+    t.ack(UNA + 1000, [[UNA + 2000, UNA + 10_000]], 1000);
+    const rtx = t.sent.slice(3);
+    expect(rtx[0]).toMatchObject({ seq: UNA + 1000, len: 1000 });
+    expect(t.s.segmentsRetransmitted).toBe(1);
+  });
+});
+
+describe('undo of a needless reduction', () => {
+  /** Ten segments out; the guest SACKs 3–10, so 1 and 2 are lost (three or more SACKed: no reordering window). */
+  function lossEpisode() {
+    const t = sender();
+    t.s.write(new Uint8Array(20_000));
+    t.s.output(t.now);
+    const before = t.s.cwnd;
+    t.advance(10);
+    t.ack(UNA, [[UNA + 2000, UNA + 10_000]], 1000);
+    const rtx = t.sent.filter((e) => e.at === t.now && e.seq < UNA + 2000);
+    expect(rtx.map((e) => e.seq)).toEqual([UNA, UNA + 1000]);
+    expect(t.s.inRecovery).toBe(true);
+    expect(t.s.cwnd).toBeLessThan(before);
+    return { t, before, rtxAt: t.now };
+  }
+
+  it('DSACKs for the retransmissions restore cwnd and ssthresh', () => {
+    const { t, before } = lossEpisode();
+    t.advance(1);
+    // The originals arrive late after all: the guest reports the copies as duplicates.
+    t.ack(UNA + 10_000, [[UNA, UNA + 1000]]);
+    t.ack(UNA + 10_000, [[UNA + 1000, UNA + 2000]]);
+    expect(t.s.spuriousUndone).toBe(1);
+    expect(t.s.inRecovery).toBe(false);
+    expect(t.s.cwnd).toBeGreaterThanOrEqual(before);
+  });
+
+  it('an ACK echoing a timestamp older than the first retransmission restores them at once (Eifel)', () => {
+    const { t, before, rtxAt } = lossEpisode();
+    t.advance(1);
+    t.ack(UNA + 10_000, undefined, rtxAt - 10); // sent for the original copy
+    expect(t.s.spuriousUndone).toBe(1);
+    expect(t.s.cwnd).toBeGreaterThanOrEqual(before);
+  });
+
+  it('keeps the reduction when the retransmissions were needed', () => {
+    const { t, before, rtxAt } = lossEpisode();
+    t.advance(10);
+    t.ack(UNA + 10_000, undefined, rtxAt); // sent for the retransmitted copy
+    expect(t.s.spuriousUndone).toBe(0);
+    expect(t.s.inRecovery).toBe(false);
+    expect(t.s.cwnd).toBeLessThan(before);
+  });
+
+  it('a DSACK for a loss probe is expected and changes nothing', () => {
+    const t = sender();
+    t.s.write(new Uint8Array(3000));
+    t.s.output(t.now);
+    t.advance(10);
+    t.ack(UNA + 1000, undefined, 1000); // an RTT sample (10 ms) arms the probe
+    t.advance(60); // 2·SRTT + 2 ms passed: the last segment is probed
+    expect(t.s.lossProbes).toBe(1);
+    expect(t.sent[t.sent.length - 1]).toMatchObject({ seq: UNA + 2000, len: 1000 });
+    const cwnd = t.s.cwnd;
+    t.ack(UNA + 3000, [[UNA + 2000, UNA + 3000]], 1010);
+    expect(t.s.cwnd).toBeGreaterThanOrEqual(cwnd);
+    expect(t.s.spuriousUndone).toBe(0);
+  });
+});
