@@ -18,7 +18,7 @@ import type { IpAddress } from './ip-range';
 import type { RelayMetrics } from './relay-metrics';
 import type { RelayOptions } from './relay-options';
 import { ResolveError, type Resolve } from './resolver';
-import { TcpDestination } from './tcp-destination';
+import { TcpDestination, type DestinationEvents } from './tcp-destination';
 import { KeyedRateLimiter, TokenBucket } from './token-bucket';
 import { UdpDestination } from './udp-destination';
 import { RELAY_RESOLVER_HOSTNAME } from '../../core/wisp/wisp-upstream';
@@ -68,7 +68,7 @@ interface RelayStream {
   tcp?: TcpDestination;
   udp?: UdpDestination;
   /** Client bytes that arrived while the address was still being resolved. */
-  early: Uint8Array[];
+  early?: Uint8Array[];
   bytesUp: number;
   bytesDown: number;
   bandwidthPaused: boolean;
@@ -238,7 +238,7 @@ export class RelayConnection {
 
   private openStream(request: WispStreamRequest): void {
     const { metrics, policy, streamRate } = this.ctx;
-    const s: RelayStream = { request, openedAt: performance.now(), early: [], bytesUp: 0, bytesDown: 0, bandwidthPaused: false, clientPaused: false, unflushed: 0 };
+    const s: RelayStream = { request, openedAt: performance.now(), bytesUp: 0, bytesDown: 0, bandwidthPaused: false, clientPaused: false, unflushed: 0 };
     this.streams.set(request.id, s);
     metrics.streamsTotal[request.type]++;
     metrics.openStreams[request.type]++;
@@ -298,30 +298,37 @@ export class RelayConnection {
       this.session.closeStream(id, CloseReason.BLOCKED);
       return;
     }
-    const events = {
-      connected: (address: string) => {
-        s.address = address;
-        s.connectedAt = performance.now();
-        clearTimeout(s.connectTimer);
-        this.ctx.metrics.connectLatency((s.connectedAt - s.openedAt) / 1000);
-        this.session.connected(id, performance.now());
-        if (this.congested || s.clientPaused) s.tcp?.pause();
-      },
-      data: (chunk: Uint8Array) => this.fromDestination(s, chunk),
-      ended: () => this.session.destinationEnded(id),
-      closed: (reason: number, detail?: string) => {
-        if (detail && s.connectedAt === undefined) s.refusal = detail;
-        this.session.closeStream(id, reason);
-      },
-    };
+    // One small object per stream (no closures): an idle stream's memory is mostly its socket.
+    const events = new StreamEvents(this, s);
     if (type === 'tcp') {
       s.tcp = new TcpDestination(allowed, port, events);
-      for (const data of s.early.splice(0)) s.tcp.write(data, () => this.release(s, data.length));
+      for (const data of s.early?.splice(0) ?? []) s.tcp.write(data, () => this.release(s, data.length));
       if (s.endEarly) s.tcp.end();
     } else {
       s.udp = new UdpDestination(allowed[0], port, events);
-      for (const data of s.early.splice(0)) s.udp.send(data);
+      for (const data of s.early?.splice(0) ?? []) s.udp.send(data);
     }
+    s.early = undefined;
+  }
+
+  /** The destination socket connected (StreamEvents). */
+  destinationConnected(s: RelayStream, address: string): void {
+    s.address = address;
+    s.connectedAt = performance.now();
+    clearTimeout(s.connectTimer);
+    s.connectTimer = undefined;
+    this.ctx.metrics.connectLatency((s.connectedAt - s.openedAt) / 1000);
+    this.session.connected(s.request.id, performance.now());
+    if (this.congested || s.clientPaused) s.tcp?.pause();
+  }
+
+  destinationEnded(s: RelayStream): void {
+    this.session.destinationEnded(s.request.id);
+  }
+
+  destinationClosed(s: RelayStream, reason: number, detail?: string): void {
+    if (detail && s.connectedAt === undefined) s.refusal = detail;
+    this.session.closeStream(s.request.id, reason);
   }
 
   private streamData(id: number, payload: Uint8Array): void {
@@ -346,7 +353,7 @@ export class RelayConnection {
     if (s.tcp) s.tcp.write(payload, () => this.release(s, payload.length));
     else if (s.udp) s.udp.send(payload);
     // Still resolving: credits bound how much can pile up here (the session enforces them).
-    else if (s.request.type === 'tcp' || s.early.length < 16) s.early.push(payload);
+    else if (s.request.type === 'tcp' || (s.early?.length ?? 0) < 16) (s.early ??= []).push(payload);
   }
 
   /** The client half-closed (weft extension): FIN to the destination after its queued data. */
@@ -377,7 +384,7 @@ export class RelayConnection {
     else setTimeout(() => this.session.released(id), wait).unref();
   }
 
-  private fromDestination(s: RelayStream, chunk: Uint8Array): void {
+  fromDestination(s: RelayStream, chunk: Uint8Array): void {
     if (s.udp && this.congested) {
       // UDP cannot be paused at its source; while the WebSocket is backed up, datagrams are dropped.
       s.udpDropped = (s.udpDropped ?? 0) + 1;
@@ -430,3 +437,27 @@ export class RelayConnection {
   }
 }
 
+
+/** A stream's destination events, routed to its connection. */
+class StreamEvents implements DestinationEvents {
+  constructor(
+    private readonly conn: RelayConnection,
+    private readonly s: RelayStream,
+  ) {}
+
+  connected(address: string): void {
+    this.conn.destinationConnected(this.s, address);
+  }
+
+  data(chunk: Uint8Array): void {
+    this.conn.fromDestination(this.s, chunk);
+  }
+
+  ended(): void {
+    this.conn.destinationEnded(this.s);
+  }
+
+  closed(reason: number, detail?: string): void {
+    this.conn.destinationClosed(this.s, reason, detail);
+  }
+}

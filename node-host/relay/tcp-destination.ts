@@ -43,68 +43,108 @@ interface PendingWrite {
   flushed: () => void;
 }
 
+/** The TcpDestination a socket belongs to: the socket's listeners are shared, not one closure each. */
+const OWNER = Symbol('weft.tcpDestination');
+type OwnedSocket = net.Socket & { [OWNER]: TcpDestination };
+
+function onSocketError(this: OwnedSocket, e: NodeJS.ErrnoException): void {
+  this[OWNER].lastError = e;
+}
+function onSocketConnect(this: OwnedSocket): void {
+  this[OWNER].onConnect(this);
+}
+function onSocketEnd(this: OwnedSocket): void {
+  this[OWNER].onEnd();
+}
+function onSocketData(this: OwnedSocket, chunk: Buffer): void {
+  this[OWNER].onData(chunk);
+}
+function onSocketClose(this: OwnedSocket): void {
+  this[OWNER].onClose(this);
+}
+
 export class TcpDestination {
   private socket: net.Socket | undefined;
   private connected = false;
   private done = false;
-  private pending: PendingWrite[] = [];
+  /** Writes that arrived before the connection was up (created when needed). */
+  private pending: PendingWrite[] | undefined;
   private paused = false;
   private endRequested = false;
-  private lastError: NodeJS.ErrnoException | undefined;
+  /** Which of the addresses is being tried; the list is let go once connected. */
+  private index = 0;
+  private addresses: IpAddress[] | undefined;
+  lastError: NodeJS.ErrnoException | undefined;
 
   constructor(
-    private readonly addresses: IpAddress[],
+    addresses: IpAddress[],
     private readonly port: number,
     private readonly events: DestinationEvents,
   ) {
+    this.addresses = addresses;
     this.attempt(0);
   }
 
   private attempt(index: number): void {
     if (this.done) return;
-    if (index >= this.addresses.length) {
+    const addresses = this.addresses ?? [];
+    if (index >= addresses.length) {
       const code = this.lastError?.code;
       this.finish(connectErrorReason(code), code ?? this.lastError?.message);
       return;
     }
-    const address = formatIp(this.addresses[index]);
-    const socket = net.connect({ host: address, port: this.port, family: this.addresses[index].family, allowHalfOpen: true });
+    this.index = index;
+    const a = addresses[index];
+    const socket = net.connect({ host: formatIp(a), port: this.port, family: a.family, allowHalfOpen: true }) as OwnedSocket;
+    socket[OWNER] = this;
     this.socket = socket;
     socket.setNoDelay(true);
-    socket.on('error', (e: NodeJS.ErrnoException) => {
-      this.lastError = e;
-    });
-    socket.on('connect', () => {
-      if (this.done) return;
-      this.connected = true;
-      if (this.paused) socket.pause();
-      const queued = this.pending;
-      this.pending = [];
-      for (const w of queued) socket.write(w.data, () => w.flushed());
-      if (this.endRequested) socket.end();
-      this.events.connected(address);
-    });
-    socket.on('end', () => {
-      if (!this.done) this.events.ended?.();
-    });
-    socket.on('data', (chunk: Buffer) => {
-      if (!this.done) this.events.data(chunk);
-    });
-    socket.on('close', () => {
-      if (this.done || socket !== this.socket) return;
-      if (!this.connected) {
-        this.attempt(index + 1);
-        return;
-      }
-      const e = this.lastError;
-      this.finish(e ? CloseReason.NETWORK_ERROR : CloseReason.VOLUNTARY, e?.code ?? e?.message);
-    });
+    socket.on('error', onSocketError);
+    socket.on('connect', onSocketConnect);
+    socket.on('end', onSocketEnd);
+    socket.on('data', onSocketData);
+    socket.on('close', onSocketClose);
+  }
+
+  /** @internal socket listener */
+  onConnect(socket: net.Socket): void {
+    if (this.done) return;
+    this.connected = true;
+    const address = formatIp(this.addresses![this.index]);
+    this.addresses = undefined;
+    if (this.paused) socket.pause();
+    const queued = this.pending ?? [];
+    this.pending = undefined;
+    for (const w of queued) socket.write(w.data, () => w.flushed());
+    if (this.endRequested) socket.end();
+    this.events.connected(address);
+  }
+
+  /** @internal socket listener */
+  onEnd(): void {
+    if (!this.done) this.events.ended?.();
+  }
+
+  /** @internal socket listener */
+  onData(chunk: Buffer): void {
+    if (!this.done) this.events.data(chunk);
+  }
+
+  /** @internal socket listener */
+  onClose(socket: net.Socket): void {
+    if (this.done || socket !== this.socket) return;
+    if (!this.connected) {
+      this.attempt(this.index + 1);
+      return;
+    }
+    const e = this.lastError;
+    this.finish(e ? CloseReason.NETWORK_ERROR : CloseReason.VOLUNTARY, e?.code ?? e?.message);
   }
 
   /** Queues client bytes; `flushed` runs once they have been handed to the kernel. */
   write(data: Uint8Array, flushed: () => void): void {
     if (this.done) return;
-    if (!this.connected || !this.socket) this.pending.push({ data, flushed });
+    if (!this.connected || !this.socket) (this.pending ??= []).push({ data, flushed });
     else this.socket.write(data, () => flushed());
   }
 
@@ -132,7 +172,7 @@ export class TcpDestination {
   close(graceful: boolean): void {
     if (this.done) return;
     this.done = true;
-    this.pending = [];
+    this.pending = undefined;
     const s = this.socket;
     if (!s || s.destroyed) return;
     if (graceful && this.connected) {
@@ -151,7 +191,7 @@ export class TcpDestination {
   private finish(reason: number, detail?: string): void {
     if (this.done) return;
     this.done = true;
-    this.pending = [];
+    this.pending = undefined;
     this.socket?.destroy();
     this.events.closed(reason, detail);
   }
