@@ -1,17 +1,28 @@
 // createNetwork(): a weft network for a page. The stack runs in a Web Worker; this handle starts it,
-// carries frames to and from emulators (batched and transferred), and reports what happens as typed
-// events. One network can serve several frame ports (all on one virtual link).
+// carries frames to and from emulators, and reports what happens as typed events. One network can
+// serve several frame ports (all on one virtual link). Frames cross through two SharedArrayBuffer
+// rings when the page is cross-origin isolated (no message per batch, no allocation per batch, and
+// the worker can start on a frame while the emulator still runs), otherwise in batches of
+// transferred ArrayBuffers.
 
 import * as Comlink from 'comlink';
 import { FrameBatcher, unpackFrames } from '../worker/frame-batch';
-import type { FlowSummary, NetworkEvent, NetworkSettings, NetworkStats, RelayState, WeftWorkerApi } from '../worker/worker-api';
+import { DEFAULT_RING_BYTES, FrameRing, FrameRingReader, FrameRingWriter } from '../worker/frame-ring';
+import { RING_DOORBELL, type FlowSummary, type FramePath, type FrameRingBuffers, type NetworkEvent, type NetworkSettings, type NetworkStats, type RelayState, type WeftWorkerApi } from '../worker/worker-api';
 import type { FramePort } from './frame-port';
 
-export type { FlowSummary, NetworkEvent, NetworkSettings, NetworkStats, RelayState };
+export type { FlowSummary, FramePath, NetworkEvent, NetworkSettings, NetworkStats, RelayState };
 
 export interface NetworkOptions extends NetworkSettings {
   /** Where the worker script is (default: weft-worker.js beside this module). */
   workerUrl?: string | URL;
+  /**
+   * How frames cross to the worker: 'sab' (SharedArrayBuffer rings; needs a cross-origin isolated
+   * page), 'transfer' (batches of transferred buffers), or 'auto' (default: 'sab' where it can).
+   */
+  framePath?: FramePath | 'auto';
+  /** Bytes per ring (each direction) on the 'sab' path (default 4 MiB); a full ring drops frames and counts them. */
+  ringBytes?: number;
 }
 
 type EventOf<T extends NetworkEvent['type']> = Extract<NetworkEvent, { type: T }>;
@@ -23,6 +34,8 @@ export interface WeftNetwork {
   attach(port: FramePort): () => void;
   /** Resolves once the worker runs the stack (rejects with the reason if it cannot start). */
   readonly ready: Promise<void>;
+  /** How frames cross between this page and the worker. */
+  readonly framePath: FramePath;
   readonly relayState: RelayState;
   stats(): Promise<NetworkStats>;
   flows(): Promise<FlowSummary[]>;
@@ -33,8 +46,17 @@ export interface WeftNetwork {
   close(): Promise<void>;
 }
 
+/** Whether this page can share memory with a worker (cross-origin isolated, SharedArrayBuffer present). */
+function canShareMemory(): boolean {
+  return (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === true && typeof SharedArrayBuffer === 'function';
+}
+
 export function createNetwork(options: NetworkOptions = {}): WeftNetwork {
-  const { workerUrl, ...settings } = options;
+  const { workerUrl, framePath: wantedPath = 'auto', ringBytes = DEFAULT_RING_BYTES, ...settings } = options;
+  if (wantedPath === 'sab' && !canShareMemory()) {
+    throw new Error("createNetwork: framePath 'sab' needs a cross-origin isolated page (serve it with COOP: same-origin and COEP: require-corp)");
+  }
+  const framePath: FramePath = wantedPath === 'transfer' || !canShareMemory() ? 'transfer' : 'sab';
   const worker = new Worker(workerUrl ?? new URL('./weft-worker.js', import.meta.url), { type: 'module', name: 'weft' });
   const api = Comlink.wrap<WeftWorkerApi>(worker);
   const channel = new MessageChannel();
@@ -55,18 +77,35 @@ export function createNetwork(options: NetworkOptions = {}): WeftNetwork {
   };
 
   // Frames from the worker go to every attached port (there is one virtual link).
-  channel.port1.onmessage = (e: MessageEvent) => {
-    if (!(e.data instanceof ArrayBuffer)) return;
-    unpackFrames(e.data, (frame) => {
-      for (const p of ports) p.send(ports.size === 1 ? frame : frame.slice());
-    });
+  const deliver = (frame: Uint8Array) => {
+    for (const p of ports) p.send(ports.size === 1 ? frame : frame.slice());
   };
-  const toWorker = new FrameBatcher(
-    (batch) => channel.port1.postMessage(batch, [batch]),
-    (fn) => queueMicrotask(fn),
-  );
+  let toWorker: { push(frame: Uint8Array): unknown };
+  let rings: FrameRingBuffers | undefined;
+  let fromWorker: FrameRingReader | undefined;
+  if (framePath === 'sab') {
+    rings = { toWorker: FrameRing.allocate(ringBytes), toPage: FrameRing.allocate(ringBytes) };
+    // A full ring drops the frame (the worker reports the count in stats().ringDrops).
+    toWorker = new FrameRingWriter(rings.toWorker, () => channel.port1.postMessage(RING_DOORBELL));
+    const reader = new FrameRingReader(rings.toPage);
+    fromWorker = reader;
+    channel.port1.onmessage = (e: MessageEvent) => {
+      if (e.data === RING_DOORBELL) reader.ring();
+    };
+  } else {
+    channel.port1.onmessage = (e: MessageEvent) => {
+      if (e.data instanceof ArrayBuffer) unpackFrames(e.data, deliver);
+    };
+    toWorker = new FrameBatcher(
+      (batch) => channel.port1.postMessage(batch, [batch]),
+      (fn) => queueMicrotask(fn),
+    );
+  }
 
-  const ready = api.start(settings, Comlink.transfer(channel.port2, [channel.port2]), Comlink.proxy(emit));
+  const port2 = Comlink.transfer(channel.port2, [channel.port2]);
+  const ready = rings ? api.start(settings, port2, Comlink.proxy(emit), rings) : api.start(settings, port2, Comlink.proxy(emit));
+  // Read from the start; as on the transfer path, frames that come before a port is attached are dropped.
+  fromWorker?.start(deliver);
   ready.catch((e: unknown) => emit({ type: 'error', message: `weft could not start: ${(e as Error).message}` }));
 
   return {
@@ -90,6 +129,7 @@ export function createNetwork(options: NetworkOptions = {}): WeftNetwork {
       };
     },
     ready,
+    framePath,
     get relayState() {
       return relayState;
     },
@@ -104,6 +144,7 @@ export function createNetwork(options: NetworkOptions = {}): WeftNetwork {
       if (closed) return;
       closed = true;
       ports.clear();
+      fromWorker?.close();
       try {
         await api.stop();
       } finally {

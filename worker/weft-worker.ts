@@ -13,7 +13,11 @@ import { RELAY_RESOLVER, WispUpstream } from '../core/wisp/wisp-upstream';
 import { browserWebSocketCanPause, browserWebSocketFactory } from './browser-ws-transport';
 import { DohForwarder } from './doh-forwarder';
 import { FrameBatcher, unpackFrames } from './frame-batch';
-import { summarizeFlow, type FlowSummary, type NetworkEvent, type NetworkSettings, type NetworkStats, type RelayState, type WeftWorkerApi } from './worker-api';
+import { FrameRingReader, FrameRingWriter } from './frame-ring';
+import {
+  RING_DOORBELL, summarizeFlow, type FlowSummary, type FramePath, type FrameRingBuffers, type NetworkEvent, type NetworkSettings, type NetworkStats,
+  type RelayState, type WeftWorkerApi,
+} from './worker-api';
 
 /** Captures stop growing past this (the page can download and restart). */
 const MAX_CAPTURE_BYTES = 64 * 1024 * 1024;
@@ -53,6 +57,8 @@ class WeftWorker implements WeftWorkerApi {
   private disconnectNoted = false;
   private busyMs = 0;
   private busyDepth = 0;
+  private framePath: FramePath = 'transfer';
+  private rings: { fromPage: FrameRingReader; toPage: FrameRingWriter } | undefined;
 
   /** Runs `fn` and adds its wall time to busyMs (the worker's own work, not its idle waits). */
   private readonly measured = (fn: () => void): void => {
@@ -70,7 +76,7 @@ class WeftWorker implements WeftWorkerApi {
     }
   };
 
-  async start(settings: NetworkSettings, framePort: MessagePort, onEvent: (e: NetworkEvent) => void): Promise<void> {
+  async start(settings: NetworkSettings, framePort: MessagePort, onEvent: (e: NetworkEvent) => void, rings?: FrameRingBuffers): Promise<void> {
     if (this.stack) throw new Error('the network is already started');
     this.emit = onEvent;
     this.port = framePort;
@@ -99,13 +105,25 @@ class WeftWorker implements WeftWorkerApi {
       forwarder = new UpstreamDnsForwarder({ upstream: this.upstream, resolvers: [RELAY_RESOLVER] });
     }
 
-    const batcher = new FrameBatcher(
-      (batch, count) => {
-        this.framesToPage += count;
-        framePort.postMessage(batch, [batch]);
-      },
-      (fn) => queueMicrotask(fn),
-    );
+    let output: (frame: Uint8Array) => void;
+    if (rings) {
+      this.framePath = 'sab';
+      const toPage = new FrameRingWriter(rings.toPage, () => framePort.postMessage(RING_DOORBELL));
+      this.rings = { fromPage: new FrameRingReader(rings.toWorker), toPage };
+      output = (frame) => {
+        if (toPage.push(frame)) this.framesToPage++;
+        else this.countDrop('frame-ring-full', 1);
+      };
+    } else {
+      const batcher = new FrameBatcher(
+        (batch, count) => {
+          this.framesToPage += count;
+          framePort.postMessage(batch, [batch]);
+        },
+        (fn) => queueMicrotask(fn),
+      );
+      output = (frame) => batcher.push(frame);
+    }
     const options: StackOptions = {
       network,
       upstream: this.upstream,
@@ -117,7 +135,7 @@ class WeftWorker implements WeftWorkerApi {
       random: randomBytes,
       batchAcks: true,
       wake: () => this.rearm(),
-      output: (frame) => batcher.push(frame),
+      output,
       capture: (frame, _dir, timeMs) => this.captureFrame(frame, timeMs),
     };
     const stack = new Stack(options);
@@ -127,8 +145,13 @@ class WeftWorker implements WeftWorkerApi {
     stack.on('flow-close', (e) => this.emit({ type: 'flow-close', flow: summarizeFlow(e, formatIpv4) }));
     stack.on('drop', (e) => this.countDrop(e.reason, e.count));
 
+    const fromPage = this.rings?.fromPage;
     framePort.onmessage = (e: MessageEvent) => {
       const batch: unknown = e.data;
+      if (batch === RING_DOORBELL) {
+        fromPage?.ring();
+        return;
+      }
       if (!(batch instanceof ArrayBuffer)) return;
       this.measured(() => {
         this.framesFromPage += unpackFrames(batch, (frame) => stack.input(frame));
@@ -137,6 +160,19 @@ class WeftWorker implements WeftWorkerApi {
       });
     };
     framePort.start();
+    if (fromPage) {
+      fromPage.start(
+        (frame) => {
+          this.framesFromPage++;
+          stack.input(frame);
+        },
+        () => {
+          stack.flush();
+          this.rearm();
+        },
+        this.measured,
+      );
+    }
     this.rearm();
   }
 
@@ -144,6 +180,8 @@ class WeftWorker implements WeftWorkerApi {
     if (this.timer) clearTimeout(this.timer);
     if (this.dropTimer) clearTimeout(this.dropTimer);
     this.timer = this.dropTimer = undefined;
+    this.rings?.fromPage.close();
+    this.rings = undefined;
     this.stack?.shutdown();
     this.upstream?.close();
     this.port?.close();
@@ -161,7 +199,15 @@ class WeftWorker implements WeftWorkerApi {
       framesToPage: this.framesToPage,
       framesFromPage: this.framesFromPage,
       workerBusyMs: this.busyMs,
+      framePath: this.framePath,
+      ringDrops: this.ringDrops(),
     };
+  }
+
+  /** Frames the rings dropped (full, or a frame too long for them), both directions; zeros without rings. */
+  private ringDrops(): NetworkStats['ringDrops'] {
+    const dropped = (c: { droppedFull: number; droppedOversized: number } | undefined) => (c ? c.droppedFull + c.droppedOversized : 0);
+    return { toWorker: dropped(this.rings?.fromPage.counters()), toPage: dropped(this.rings?.toPage.counters()) };
   }
 
   async flows(): Promise<FlowSummary[]> {

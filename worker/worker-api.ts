@@ -51,12 +51,34 @@ export interface NetworkStats extends StackCounters {
    * measure of its CPU time (a browser gives a worker no CPU clock).
    */
   workerBusyMs: number;
+  /**
+   * How frames cross between the page and the worker: 'sab' through SharedArrayBuffer rings (the
+   * page is cross-origin isolated), 'transfer' as batches of transferred ArrayBuffers.
+   */
+  framePath: FramePath;
+  /** Frames the rings dropped because they were full (page → worker and worker → page); 0 on 'transfer'. */
+  ringDrops: { toWorker: number; toPage: number };
 }
+
+export type FramePath = 'sab' | 'transfer';
+
+/** The shared buffers of the two frame rings (made by FrameRing.allocate). */
+export interface FrameRingBuffers {
+  toWorker: SharedArrayBuffer;
+  toPage: SharedArrayBuffer;
+}
+
+/** The message on the frame port that says "the ring you read has frames" (see FrameRingWriter). */
+export const RING_DOORBELL = 'ring';
 
 /** The worker's control API. */
 export interface WeftWorkerApi {
-  /** Starts the stack; frames flow over `framePort` as packed batches (see frame-batch.ts). */
-  start(settings: NetworkSettings, framePort: MessagePort, onEvent: (e: NetworkEvent) => void): Promise<void>;
+  /**
+   * Starts the stack. Frames flow over `framePort` as packed batches (see frame-batch.ts) or, with
+   * `rings`, through the two SharedArrayBuffer rings (see frame-ring.ts), the port then carrying
+   * only doorbells (RING_DOORBELL) for a reader without Atomics.waitAsync.
+   */
+  start(settings: NetworkSettings, framePort: MessagePort, onEvent: (e: NetworkEvent) => void, rings?: FrameRingBuffers): Promise<void>;
   stop(): Promise<void>;
   stats(): Promise<NetworkStats>;
   flows(): Promise<FlowSummary[]>;
