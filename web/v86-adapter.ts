@@ -25,8 +25,15 @@ interface Ne2kLike {
   pstop: number;
 }
 
+interface VirtQueueLike {
+  has_request(): boolean;
+  pop_request?(): { set_next_blob(data: Uint8Array): unknown };
+  push_reply?(chain: unknown): void;
+  flush_replies?(): void;
+}
+
 interface VirtioNetLike {
-  virtio?: { queues?: Array<{ has_request(): boolean }> };
+  virtio?: { queues?: VirtQueueLike[] };
 }
 
 /**
@@ -48,6 +55,12 @@ export interface V86AttachOptions {
   maxQueuedFrames?: number;
   /** Without card introspection: bytes handed over per millisecond (default 256 KiB/ms). */
   bytesPerMs?: number;
+  /**
+   * virtio-net: mark the frames weft hands the guest as checksum-verified (the header's DATA_VALID
+   * flag), as a host with receive checksum offload does, so the guest does not sum every byte it
+   * receives again. weft computed those checksums itself (default true).
+   */
+  virtioDataValid?: boolean;
 }
 
 export interface NetworkAttachable {
@@ -75,7 +88,19 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
   const bus = emulator.bus;
   if (bus === undefined) throw new TypeError('attachV86: this object has no v86 bus (pass the V86 instance, after `new V86(...)`)');
   const receiveEvent = `net${options.adapter ?? 0}-receive`;
-  const toCard = (frame: Uint8Array) => bus.send(receiveEvent, frame);
+  const dataValid = options.virtioDataValid ?? true;
+  /** Receive buffers filled directly (virtio, see intoVirtQueue) and not yet announced to the guest. */
+  let staged: VirtQueueLike | undefined;
+  const toCard = (frame: Uint8Array) => {
+    const rx = pacing === 'virtio-queue' && dataValid ? directQueue(card()) : undefined;
+    if (!rx) {
+      bus.send(receiveEvent, frame);
+      return;
+    }
+    intoVirtQueue(rx, frame);
+    staged = rx;
+    bus.send('eth-receive-end', [frame.length]);
+  };
   const id = options.adapter ?? 0;
   const maxQueued = options.maxQueuedFrames ?? 1024;
   const bytesPerMs = options.bytesPerMs ?? 256 * 1024;
@@ -145,6 +170,10 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
       }
     } finally {
       pumping = false;
+      // One used-ring update (and at most one interrupt) for all the buffers filled in this pass.
+      const rx = staged;
+      staged = undefined;
+      rx?.flush_replies?.();
     }
     if (head === queue.length) {
       queue.length = 0;
@@ -253,6 +282,31 @@ function watchProperty<T extends object>(obj: T, key: keyof T & string, onWrite:
 function isNe2k(card: unknown): card is Ne2kLike {
   const c = card as Partial<Ne2kLike> | undefined;
   return typeof c?.curpg === 'number' && typeof c.boundary === 'number' && typeof c.pstart === 'number' && typeof c.pstop === 'number' && typeof c.isr === 'number';
+}
+
+/** VIRTIO_NET_HDR_F_DATA_VALID: the packet's checksums are known good. */
+const VIRTIO_NET_HDR_F_DATA_VALID = 2;
+/** struct virtio_net_hdr_mrg_rxbuf (what a VIRTIO_F_VERSION_1 device prefixes each frame with). */
+const VIRTIO_NET_HDR_BYTES = 12;
+
+/** The card's receive queue when frames can be written into it directly (v86's VirtQueue API). */
+function directQueue(card: unknown): VirtQueueLike | undefined {
+  const rx = isVirtioNet(card) ? card.virtio?.queues?.[0] : undefined;
+  return rx && typeof rx.pop_request === 'function' && typeof rx.push_reply === 'function' && typeof rx.flush_replies === 'function' ? rx : undefined;
+}
+
+/**
+ * Writes `frame` into the next receive buffer the guest posted, as v86's virtio-net does for
+ * `net0-receive`, but with DATA_VALID set in the header; the caller flushes the replies.
+ */
+function intoVirtQueue(rx: VirtQueueLike, frame: Uint8Array): void {
+  const withHeader = new Uint8Array(VIRTIO_NET_HDR_BYTES + frame.length);
+  withHeader[0] = VIRTIO_NET_HDR_F_DATA_VALID;
+  withHeader[10] = 1; // num_buffers (little-endian): the frame fits one buffer chain
+  withHeader.set(frame, VIRTIO_NET_HDR_BYTES);
+  const chain = rx.pop_request!();
+  chain.set_next_blob(withHeader);
+  rx.push_reply!(chain);
 }
 
 function isVirtioNet(card: unknown): card is VirtioNetLike {
