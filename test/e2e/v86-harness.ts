@@ -560,7 +560,12 @@ export function stateName(image: GuestImage, options: Pick<V86BootOptions, 'nic'
     .update([image.digest, v86Version, options.nic, options.memoryMiB ?? 128, options.mtu ?? '', options.cmdlineExtra ?? ''].join('\0'))
     .digest('hex')
     .slice(0, 16);
-  return `${options.nic}-${key}.bin`;
+  return `${statePrefix(options)}${key}.bin`;
+}
+
+/** Saved states with this prefix are for the same NIC and MTU (a newer one replaces the older). */
+function statePrefix(options: Pick<V86BootOptions, 'nic' | 'mtu'>): string {
+  return `${options.nic}-${options.mtu ? `mtu${options.mtu}-` : ''}`;
 }
 
 /**
@@ -581,11 +586,12 @@ export async function bootV86Snapshot(session: ChromiumSession, server: StaticSe
   return { guest, restored: false };
 }
 
-/** Saves `guest` as the state `name` in the image's states/ folder, dropping older states for its NIC. */
+/** Saves `guest` as the state `name` in the image's states/ folder, dropping older states for its NIC and MTU. */
 export async function saveGuestState(guest: V86Guest, image: GuestImage, name = stateName(image, guest.options)): Promise<void> {
   await guest.saveState(name);
   const dir = join(image.dir, 'states');
+  const prefix = statePrefix(guest.options);
   for (const f of readdirSync(dir)) {
-    if (f !== name && f.startsWith(`${guest.options.nic}-`) && f.endsWith('.bin')) rmSync(join(dir, f), { force: true });
+    if (f !== name && f.startsWith(prefix) && /^[0-9a-f]{16}\.bin$/.test(f.slice(prefix.length))) rmSync(join(dir, f), { force: true });
   }
 }

@@ -174,6 +174,8 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     expect(r.output.split(/\s+/)[0]).toBe(expectedSha256(DOWNLOAD_BYTES));
     expect(after.attachmentDropped - before.attachmentDropped, 'frames the v86 attachment dropped').toBe(0);
     expect(after).toMatchObject({ attachmentPacing: 'virtio-queue', attachmentQueued: 0 });
+    // This page is not cross-origin isolated: frames cross as transferred batches.
+    expect(after.stats.framePath).toBe('transfer');
   }, 180_000);
 
   it('the relay is killed and restarted: weft reports reconnecting → connected and a new download succeeds', async ({ skip }) => {
@@ -189,4 +191,42 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     expect(r.status, r.output).toBe(0);
     expect(r.output.split(/\s+/)[0]).toBe(expectedSha256(n));
   }, 120_000);
+
+  it('a cross-origin isolated page: frames cross through the SharedArrayBuffer rings; DHCP and a 50 MB download with matching sha256', async ({ skip }) => {
+    if (skipReason) skip(skipReason);
+    // One guest at a time: the earlier one would only slow this one down.
+    if (guest) await closeGuest(guest);
+    guest = undefined;
+    const isolated = await serveStatic(v86ServeOptions(image!, { mounts: { [WEB_MOUNT]: webBundleDir() }, crossOriginIsolated: true }));
+    try {
+      const { guest: g } = await bootV86Snapshot(session!, isolated, image!, {
+        nic: 'virtio',
+        beforeRun: (b) => attachWeft(b, { relayUrl: relay!.wisp, allowHostLoopback: true }),
+      });
+      guests.push(g);
+      expect(await g.page.evaluate(() => ({ isolated: window.crossOriginIsolated, path: window.weftNet.framePath }))).toEqual({ isolated: true, path: 'sab' });
+      const from = g.serial.length;
+      const dhcp = await g.run('weft-dhcp', 60_000);
+      expect(dhcp.status, dhcp.output).toBe(0);
+      expect(await g.waitForLease(5_000, from)).toMatchObject({ ip: '10.0.2.15', router: '10.0.2.2', dns: '10.0.2.3' });
+      const before = await weftStats(g);
+      const t0 = performance.now();
+      const r = await g.run(`(set -o pipefail; wget -q -O - http://10.0.2.2:${http!.port}/bytes/${DOWNLOAD_BYTES} | sha256sum)`, 150_000);
+      const s = (performance.now() - t0) / 1000;
+      const after = await weftStats(g);
+      console.log(
+        `[weft-browser] SAB rings: 50 MB download into sha256sum: ${s.toFixed(1)} s, ${(DOWNLOAD_BYTES / 1e6 / s).toFixed(2)} MB/s ` +
+          `(${after.stats.framesToPage - before.stats.framesToPage} frames to the page, ring drops ${JSON.stringify(after.stats.ringDrops)})`,
+      );
+      expect(r.status, r.output).toBe(0);
+      expect(r.output.split(/\s+/)[0]).toBe(expectedSha256(DOWNLOAD_BYTES));
+      expect(after.stats.framePath).toBe('sab');
+      expect(after.stats.framesFromPage).toBeGreaterThan(before.stats.framesFromPage);
+      expect(after).toMatchObject({ attachmentPacing: 'virtio-queue', attachmentDropped: 0, attachmentQueued: 0 });
+      expect(g.pageErrors).toEqual([]);
+      await closeGuest(g);
+    } finally {
+      await isolated.close();
+    }
+  }, LEASE_TIMEOUT_MS);
 });

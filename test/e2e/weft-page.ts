@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { NetworkEvent, NetworkOptions, NetworkStats, V86Attachment, WeftNetwork } from '../../web/index';
+import type { NetworkEvent, NetworkOptions, NetworkStats, V86AttachOptions, V86Attachment, WeftNetwork } from '../../web/index';
 import { REPO_ROOT } from '../harness/repo-root';
 import { spawnWeft, type WeftProcess } from '../harness/weft-process';
 import type { V86Guest } from './v86-harness';
@@ -37,13 +37,13 @@ export function webBundleDir(): string {
  * `options`, attaches it to `window.emulator`, and records its events on `window.weftEvents`.
  * Resolves when the worker runs the stack.
  */
-export async function attachWeft(guest: V86Guest, options: NetworkOptions & { capture?: boolean }): Promise<void> {
+export async function attachWeft(guest: V86Guest, options: NetworkOptions & { capture?: boolean; attach?: V86AttachOptions }): Promise<void> {
   await guest.page.evaluate(
     async ({ url, options }) => {
       // A dynamic import written as code text: vitest rewrites `import()` in this file's source.
       const load = new Function('u', 'return import(u)') as (u: string) => Promise<typeof import('../../web/index')>;
       const weft = await load(url);
-      const { capture, ...settings } = options;
+      const { capture, attach, ...settings } = options;
       const net = weft.createNetwork(settings);
       window.weftEvents = [];
       for (const type of ['relay', 'lease', 'flow-open', 'flow-close', 'drops', 'error'] as const) {
@@ -52,7 +52,7 @@ export async function attachWeft(guest: V86Guest, options: NetworkOptions & { ca
       window.weftNet = net;
       await net.ready;
       if (capture) await net.startCapture();
-      window.weftAttachment = weft.attachV86(window.emulator, net);
+      window.weftAttachment = weft.attachV86(window.emulator, net, attach);
     },
     { url: `${WEB_MOUNT}weft.mjs`, options },
   );
