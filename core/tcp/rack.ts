@@ -1,9 +1,7 @@
-// RACK-TLP (RFC 8985): time-based loss detection for the sender. A piece is lost when a piece sent
+// RACK (RFC 8985): time-based loss detection for the sender. A piece is lost when a piece sent
 // after it has been delivered and more than RACK.rtt + a reordering window has passed since it was
 // sent — so reordering shorter than the window is not taken for loss, and a lost retransmission is
-// found like any other loss. The tail loss probe (TLP) resends the last piece (or sends new data)
-// when the ACKs stop for about two round trips, so the probe's SACK lets RACK find tail losses that
-// would otherwise wait for the retransmission timeout.
+// found like any other loss. (The tail loss probe, TLP, is in ./loss-probe.ts.)
 //
 // The reordering window (RFC 8985 §6.2 step 4): 0 while no reordering has been seen and enough is
 // SACKed (the classic three-duplicate rule); otherwise min_RTT/4 times a multiplier that DSACKs and
@@ -162,14 +160,4 @@ export class Rack {
     }
     return wait;
   }
-}
-
-/** Worst-case delayed ACK of the guest when only one segment is in flight (Linux: 40 ms). */
-const WC_DEL_ACK_MS = 40;
-/** Added to the probe timeout for the clock's and the timers' millisecond resolution (Linux: 2 jiffies). */
-const PTO_SLACK_MS = 2;
-
-/** The probe timeout (RFC 8985 §7.2): two round trips, plus a delayed ACK for a lone segment. */
-export function probeTimeout(srtt: number, singleSegment: boolean): number {
-  return 2 * srtt + PTO_SLACK_MS + (singleSegment ? WC_DEL_ACK_MS : 0);
 }

@@ -92,6 +92,25 @@ export class SackScoreboard {
     }
   }
 
+  /**
+   * Applies an ACK's SACK blocks; the newly SACKed pieces go to `delivered`, those of the first
+   * block (the guest's latest arrival) first. A first block below the ACK, or inside the second
+   * block, reports a duplicate (RFC 2883 DSACK) and is returned instead.
+   */
+  applySack(blocks: ReadonlyArray<[number, number]>, ack: number, sndUna: number, sndMax: number, mss: number, delivered: SentPiece[]): { dsack: [number, number] | undefined; firstBlock: number } {
+    if (blocks.length === 0) return { dsack: undefined, firstBlock: 0 };
+    const [l, r] = blocks[0];
+    const dsack = seqLe(r, ack) || (blocks.length > 1 && seqGe(l, blocks[1][0]) && seqLe(r, blocks[1][1])) ? blocks[0] : undefined;
+    const first = dsack ? 1 : 0;
+    let firstBlock = 0;
+    for (let i = first; i < blocks.length; i++) {
+      const [bl, br] = blocks[i];
+      if (seqLt(bl, br) && seqGe(bl, sndUna) && seqLe(br, sndMax)) this.sack(bl, br, mss, delivered);
+      if (i === first) firstBlock = delivered.length;
+    }
+    return { dsack, firstBlock };
+  }
+
   /** Marks the pieces inside [l, r) SACKed; the newly SACKed go to `delivered`; returns their bytes. */
   sack(l: number, r: number, mss: number, delivered: SentPiece[]): number {
     let i = this.find(l);

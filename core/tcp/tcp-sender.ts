@@ -5,16 +5,18 @@
 //   §5.1, as Linux does) unless the guest shows it reneged;
 // - with SACK: RFC 6675 recovery (pipe, lost pieces resent lowest first, then new data) where RACK
 //   (RFC 8985, ./rack.ts) decides what is lost — by time, with a reordering window — and finds lost
-//   retransmissions; a tail loss probe (TLP) instead of waiting for the timeout; proportional rate
-//   reduction (RFC 6937) paces the recovery;
+//   retransmissions; tail loss probes (./loss-probe.ts) instead of waiting for the timeout;
+//   proportional rate reduction (RFC 6937, ./prr.ts) paces the recovery;
 // - without SACK: NewReno fast retransmit and recovery (RFC 6582);
-// - undo of spurious reductions: an ACK echoing a timestamp older than the first retransmission
-//   (Eifel, RFC 3522/4015), or DSACKs for every retransmitted byte (RFC 2883), restores cwnd;
+// - undo of spurious reductions (Eifel timestamps or DSACKs, ./reduction-undo.ts) restores cwnd;
 // - zero-window probing and sender-side silly-window avoidance.
 // Segments leave through `SenderOutput`; the per-piece bookkeeping is in ./sack-scoreboard.ts.
 
 import { SendBuffer } from './send-buffer';
-import { probeTimeout, Rack } from './rack';
+import { LossProbe } from './loss-probe';
+import { ProportionalRateReduction } from './prr';
+import { ReductionUndo } from './reduction-undo';
+import { Rack } from './rack';
 import { SackScoreboard, type SentPiece } from './sack-scoreboard';
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from './seq';
 
@@ -58,14 +60,10 @@ export interface AckInfo {
 
 /** Cap on cwnd so it stays an exact, bounded integer however long a clean link runs. */
 const MAX_CWND = 64 * 1024 * 1024;
+const NO_SACK = { dsack: undefined, firstBlock: 0 };
 /** Persist (zero-window probe) interval bounds, RFC 9293 §3.8.6.1. */
 const MAX_PERSIST_MS = 60_000;
-/**
- * Loss probes in a row without an answer before only the RTO is left. RFC 8985 sends one; on a
- * link whose round trip is a thousandth of the RTO, a lost probe (or its lost ACK) is worth
- * another try or two before waiting 200 ms.
- */
-const MAX_PROBES = 3;
+
 
 export class TcpSender {
   readonly buffer: SendBuffer;
@@ -90,17 +88,8 @@ export class TcpSender {
   inLoss = false;
   private recoveryPoint = 0;
   private dupAcks = 0;
-  // Proportional rate reduction (RFC 6937).
-  private prrDelivered = 0;
-  private prrOut = 0;
-  private recoverFs = 0;
-  // Undo of a spurious reduction: what to go back to, and the evidence collected.
-  // `ended`: its recovery is over, but late DSACKs may still prove it needless.
-  // `horizon`: SND.MAX when it ended; a new reduction before SND.UNA gets there joins it.
-  // `blind`: it began before any reordering was seen, when RACK's reordering window was zero.
-  private undo:
-    | { cwnd: number; ssthresh: number; marker: number; retransStamp?: number; retransBytes: number; ended: boolean; horizon: number; blind: boolean }
-    | undefined;
+  private readonly prr = new ProportionalRateReduction();
+  private readonly undo = new ReductionUndo();
 
   private readonly board = new SackScoreboard();
   private readonly rack: Rack;
@@ -120,18 +109,11 @@ export class TcpSender {
   private persistInterval = 0;
   /** RACK's reordering timer: a piece's time to be deemed lost is up then. */
   private rackDeadline: number | undefined;
-  private tlpDeadline: number | undefined;
-  /** SND.MAX after the outstanding loss probe. */
-  private tlpEnd: number | undefined;
-  /** Probes sent since the last ACK with news; each waits twice as long, up to MAX_PROBES. */
-  private probesUnanswered = 0;
-  /** The range the last probe sent again: a DSACK for it is expected, not a sign of reordering. */
-  private probed: [number, number] = [0, 0];
+  private readonly probe = new LossProbe();
 
   /** Set when the retransmission limit is reached; the connection must abort. */
   failed = false;
   segmentsRetransmitted = 0;
-  lossProbes = 0;
   timeouts = 0;
   /** Reductions undone because the retransmissions behind them proved needless. */
   spuriousUndone = 0;
@@ -149,6 +131,11 @@ export class TcpSender {
     this.rack = new Rack(this.sndUna);
     this.maxSegment = cfg.mss;
     this.setSegmentLimit(cfg.maxSegment ?? cfg.mss);
+  }
+
+  /** Tail loss probes sent. */
+  get lossProbes(): number {
+    return this.probe.sent;
   }
 
   /** Sets the guest's window from its SYN (not scaled) and the reference point for updates. */
@@ -249,19 +236,8 @@ export class TcpSender {
     const delivered = this.delivered;
     delivered.length = 0;
     const sackedBefore = this.board.sackedBytes;
-    let dsack: [number, number] | undefined;
-    let firstBlock = 0; // delivered[0, firstBlock): the pieces of the first SACK block
-    if (sack && seg.sack && seg.sack.length > 0) {
-      const blocks = seg.sack;
-      // RFC 2883: a first block below the ACK, or inside the second block, reports a duplicate.
-      const [l, r] = blocks[0];
-      if (seqLe(r, ack) || (blocks.length > 1 && seqGe(l, blocks[1][0]) && seqLe(r, blocks[1][1]))) dsack = blocks[0];
-      for (let i = dsack ? 1 : 0; i < blocks.length; i++) {
-        const [bl, br] = blocks[i];
-        if (seqLt(bl, br) && seqGe(bl, this.sndUna) && seqLe(br, this.sndMax)) this.board.sack(bl, br, this.cfg.mss, delivered);
-        if (i === (dsack ? 1 : 0)) firstBlock = delivered.length;
-      }
-    }
+    // delivered[0, firstBlock): the pieces of the first SACK block.
+    const { dsack, firstBlock } = sack && seg.sack ? this.board.applySack(seg.sack, ack, this.sndUna, this.sndMax, this.cfg.mss, delivered) : NO_SACK;
     const advanced = seqGt(ack, this.sndUna);
     const acked = advanced ? seqDiff(ack, this.sndUna) : 0;
     const cumStart = delivered.length;
@@ -280,8 +256,12 @@ export class TcpSender {
     else if (ack === this.sndUna && seg.dupCandidate && !windowChanged && this.flight > 0 && !sack) this.onDupAck(now);
 
     if (sack) {
-      if (advanced || deliveredBytes > 0 || dsack) this.probesUnanswered = 0;
-      this.onProbeAck(ack, dsack, advanced || deliveredBytes > 0 || !seg.dupCandidate);
+      const news = advanced || deliveredBytes > 0;
+      if (this.probe.onAck(ack, dsack, news || dsack !== undefined, !news && seg.dupCandidate) && !this.inRecovery && !this.inLoss) {
+        // Only the probe got through: it repaired a loss. Reduce as for a loss, at once.
+        this.ssthresh = this.reducedSsthresh();
+        this.cwnd = this.ssthresh;
+      }
       // The piece at SND.UNA SACKed means the guest dropped what it SACKed (reneging): start over.
       if (this.board.length > 0 && this.board.at(0).sacked) this.board.clearSacks();
       this.detectLoss(now, deliveredBytes);
@@ -305,8 +285,7 @@ export class TcpSender {
     }
 
     // Eifel: the ACK was sent for a copy older than our first retransmission — nothing was lost.
-    const u = this.undo;
-    if (u && !u.ended && u.retransStamp !== undefined && tsEcr !== undefined && seqLt(tsEcr, u.retransStamp)) this.undoReduction();
+    if (this.undo.eifel(tsEcr)) this.undoReduction();
 
     const mss = this.cfg.mss;
     if ((this.inRecovery || this.inLoss) && seqGe(ack, this.recoveryPoint)) {
@@ -314,10 +293,7 @@ export class TcpSender {
       this.inRecovery = this.inLoss = false;
       this.dupAcks = 0;
       this.rack.onRecoveryEnd();
-      if (this.undo) {
-        this.undo.ended = true;
-        this.undo.horizon = this.sndMax;
-      }
+      this.undo.end(this.sndMax);
     } else if (this.inRecovery && !this.cfg.sackPermitted) {
       // NewReno partial ACK: the next hole is lost too; retransmit it and deflate.
       this.retransmitHead(now);
@@ -356,39 +332,11 @@ export class TcpSender {
     if (p) this.resend(p, now);
   }
 
-  /**
-   * A DSACK: [l, r) arrived twice. If it was retransmitted in the current reduction, that much of
-   * the reduction was needless; when all of it was, undo (RFC 2883 §4.2 / Linux). A reduction that
-   * began before any reordering was seen is undone at the first such DSACK: RACK's window was zero
-   * then, so its losses were most likely this reordering.
-   */
+  /** A DSACK: [l, r) arrived twice (a loss probe's copy is expected to). */
   private onDsack([l, r]: [number, number], now: number): void {
-    const [pl, pr] = this.probed;
-    if (seqLt(l, pr) && seqLt(pl, r)) return; // the loss probe's copy
-    const u = this.undo;
-    if (u && u.retransStamp !== undefined && !seqLt(l, u.marker) && seqLt(l, this.recoveryPoint)) {
-      u.retransBytes -= seqDiff(r, l);
-      if (u.retransBytes <= 0 || u.blind) this.undoReduction();
-    }
+    if (this.probe.isProbeCopy(l, r)) return;
+    if (this.undo.dsack(l, r, this.recoveryPoint)) this.undoReduction();
     this.rack.onDsack(l, r, now, this.sndUna, this.sndMax);
-  }
-
-  /** RFC 8985 §7.4: what the ACK says about the outstanding loss probe. */
-  private onProbeAck(ack: number, dsack: [number, number] | undefined, progress: boolean): void {
-    const end = this.tlpEnd;
-    if (end === undefined || seqLt(ack, end)) return;
-    if (dsack && seqGe(dsack[1], end)) {
-      this.tlpEnd = undefined; // both copies arrived: no loss
-    } else if (seqGt(ack, end)) {
-      // Only the probe got through: a loss the probe repaired. Reduce as for a loss, at once
-      // (unless a recovery already did).
-      this.tlpEnd = undefined;
-      if (this.inRecovery || this.inLoss) return;
-      this.ssthresh = this.reducedSsthresh();
-      this.cwnd = this.ssthresh;
-    } else if (!progress) {
-      this.tlpEnd = undefined; // a plain duplicate ACK: both copies arrived
-    }
   }
 
   /** Runs RACK; enters recovery if it found a loss; paces recovery with PRR. */
@@ -402,37 +350,20 @@ export class TcpSender {
       if (wait > 0) this.rackDeadline = now + wait;
     }
     if (board.pendingBytes > pendingBefore && !this.inRecovery && !this.inLoss) this.enterRecovery();
-    if (this.inRecovery) this.prrUpdate(deliveredBytes);
-    if (this.rackDeadline !== undefined) this.tlpDeadline = undefined;
+    if (this.inRecovery) this.cwnd = this.prr.cwnd(this.pipe(), this.ssthresh, deliveredBytes, this.cfg.mss);
+    if (this.rackDeadline !== undefined) this.probe.disarm();
   }
 
   private enterRecovery(): void {
     this.startReduction();
     this.inRecovery = true;
     this.recoveryPoint = this.sndMax;
-    this.prrDelivered = 0;
-    this.prrOut = 0;
-    this.recoverFs = this.flight;
+    this.prr.start(this.flight);
   }
 
-  /**
-   * Starts a congestion reduction: remembers what to undo to, then lowers ssthresh. A reduction
-   * that starts within a round trip of the last one's end joins it while that one is unproven
-   * (its DSACKs are still on their way): on a reordering link, one spurious recovery often
-   * follows another, and only the first remembers the window before them.
-   */
+  /** Starts a congestion reduction: remembers what to undo to (./reduction-undo.ts), then lowers ssthresh. */
   private startReduction(): void {
-    const u = this.undo;
-    if (u && u.ended && u.retransBytes > 0 && seqLt(this.sndUna, u.horizon)) {
-      u.ended = false;
-      u.cwnd = Math.max(u.cwnd, this.cwnd);
-      u.ssthresh = Math.max(u.ssthresh, this.ssthresh);
-    } else if (!u || u.ended) {
-      this.undo = {
-        cwnd: this.cwnd, ssthresh: this.ssthresh, marker: this.sndUna, retransBytes: 0, ended: false, horizon: this.sndMax,
-        blind: this.cfg.sackPermitted && !this.rack.reorderingSeen,
-      };
-    }
+    this.undo.begin(this.cwnd, this.ssthresh, this.sndUna, this.sndMax, this.cfg.sackPermitted && !this.rack.reorderingSeen);
     this.ssthresh = this.reducedSsthresh();
     this.rttSeq = undefined;
   }
@@ -442,25 +373,10 @@ export class TcpSender {
     return Math.max(Math.floor(Math.min(this.flight, this.cwnd) / 2), 2 * this.cfg.mss);
   }
 
-  /** RFC 6937: cwnd = pipe + what proportional rate reduction allows on this ACK. */
-  private prrUpdate(deliveredBytes: number): void {
-    const mss = this.cfg.mss;
-    this.prrDelivered += Math.max(0, deliveredBytes);
-    const pipe = this.pipe();
-    let sndcnt: number;
-    if (pipe > this.ssthresh) {
-      sndcnt = Math.ceil((this.prrDelivered * this.ssthresh) / Math.max(1, this.recoverFs)) - this.prrOut;
-    } else {
-      sndcnt = Math.min(this.ssthresh - pipe, Math.max(this.prrDelivered - this.prrOut, deliveredBytes) + mss);
-    }
-    if (this.prrOut === 0) sndcnt = Math.max(sndcnt, mss); // the fast retransmit goes at once
-    this.cwnd = pipe + Math.max(0, sndcnt);
-  }
-
   /** The reduction was for nothing: restore the window and forget losses not yet resent. */
   private undoReduction(): void {
-    const u = this.undo as NonNullable<typeof this.undo>;
-    this.undo = undefined;
+    const u = this.undo.take();
+    if (!u) return;
     this.cwnd = Math.max(this.cwnd, u.cwnd);
     this.ssthresh = Math.max(this.ssthresh, u.ssthresh);
     this.board.unmarkPending();
@@ -527,21 +443,17 @@ export class TcpSender {
     this.board.append(seq, len, fin, now, this.xmitOrder++);
     this.out.sendSegment(seq, len, fin);
     this.sndMax = seqAdd(seq, len + (fin ? 1 : 0));
-    if (this.inRecovery) this.prrOut += len + (fin ? 1 : 0);
+    if (this.inRecovery) this.prr.onSent(len + (fin ? 1 : 0));
     if (this.rtoDeadline === undefined) this.rtoDeadline = now + this.rto;
   }
 
-  private resend(p: SentPiece, now: number): void {
+  private resend(p: SentPiece, now: number, probe = false): void {
     const len = seqDiff(p.end, p.start) - (p.fin ? 1 : 0);
     this.board.resent(p, now, this.xmitOrder++);
     this.segmentsRetransmitted++;
     this.rttSeq = undefined;
-    const u = this.undo;
-    if (u) {
-      u.retransStamp ??= now >>> 0;
-      u.retransBytes += seqDiff(p.end, p.start);
-    }
-    if (this.inRecovery) this.prrOut += seqDiff(p.end, p.start);
+    if (!probe) this.undo.onRetransmit(seqDiff(p.end, p.start), now);
+    if (this.inRecovery) this.prr.onSent(seqDiff(p.end, p.start));
     this.out.sendSegment(p.start, len, p.fin);
     if (this.rtoDeadline === undefined) this.rtoDeadline = now + this.rto;
   }
@@ -553,12 +465,11 @@ export class TcpSender {
    * link with a short round trip.
    */
   private armProbe(now: number): void {
-    this.tlpDeadline = undefined;
+    this.probe.disarm();
     if (!this.cfg.sackPermitted || this.srtt === undefined || this.retransmits > 0) return;
-    if (this.probesUnanswered >= MAX_PROBES || this.rackDeadline !== undefined || this.flight === 0) return;
-    const recovering = this.inRecovery || this.inLoss;
-    const at = now + probeTimeout(this.srtt, !recovering && this.flight <= this.cfg.mss + 1) * 2 ** this.probesUnanswered;
-    if (this.rtoDeadline === undefined || at < this.rtoDeadline) this.tlpDeadline = at;
+    if (this.rackDeadline !== undefined || this.flight === 0) return;
+    const single = !this.inRecovery && !this.inLoss && this.flight <= this.cfg.mss + 1;
+    this.probe.arm(now, this.srtt, single, this.rtoDeadline);
   }
 
   /**
@@ -568,14 +479,11 @@ export class TcpSender {
    * new in-order data may sit behind its delayed-ACK timer — tens of round trips on a local link.
    */
   private sendLossProbe(now: number): void {
-    this.tlpDeadline = undefined;
+    this.probe.disarm();
     const p = this.board.lastUnsacked(this.cfg.mss);
     if (!p) return;
-    this.resend(p, now);
-    this.probed = [p.start, p.end];
-    this.lossProbes++;
-    this.probesUnanswered++;
-    this.tlpEnd = this.sndMax;
+    this.resend(p, now, true);
+    this.probe.onSent(p.start, p.end, this.sndMax);
     this.rtoDeadline = now + this.rto;
     this.armProbe(now);
   }
@@ -589,7 +497,7 @@ export class TcpSender {
       this.detectLoss(now, this.inRecovery ? 0 : this.cfg.mss);
       this.output(now);
       this.armProbe(now);
-    } else if (this.tlpDeadline !== undefined && now >= this.tlpDeadline) this.sendLossProbe(now);
+    } else if (this.probe.deadline !== undefined && now >= this.probe.deadline) this.sendLossProbe(now);
     if (this.persistDeadline !== undefined && now >= this.persistDeadline) {
       if (this.sndWnd === 0) {
         this.out.sendProbe();
@@ -621,7 +529,8 @@ export class TcpSender {
     this.recoveryPoint = this.sndMax;
     this.dupAcks = 0;
     this.board.markAllLost();
-    this.rackDeadline = this.tlpDeadline = this.tlpEnd = undefined;
+    this.rackDeadline = undefined;
+    this.probe.reset();
     this.rto = Math.min(this.rto * 2, this.cfg.maxRtoMs);
     this.rtoDeadline = now + this.rto;
     const before = this.segmentsRetransmitted;
@@ -634,7 +543,7 @@ export class TcpSender {
 
   nextDeadline(): number | undefined {
     let d: number | undefined;
-    for (const t of [this.rtoDeadline, this.persistDeadline, this.rackDeadline, this.tlpDeadline]) {
+    for (const t of [this.rtoDeadline, this.persistDeadline, this.rackDeadline, this.probe.deadline]) {
       if (t !== undefined && (d === undefined || t < d)) d = t;
     }
     return d;
