@@ -25,7 +25,8 @@ const browser = {
 
 const entries = [
   { entryPoints: ['node-host/cli.ts'], outfile: 'dist/weft.js', ...node },
-  { entryPoints: ['test/bench/run.ts'], outfile: 'dist/bench.js', ...node },
+  // playwright-core (the browser suite) stays a run-time import: it does not bundle.
+  { entryPoints: ['test/bench/run.ts'], outfile: 'dist/bench.js', ...node, external: ['playwright-core'] },
   // The embedding library and its worker: the library finds the worker beside itself.
   { entryPoints: ['web/index.ts'], outfile: 'dist/web/weft.mjs', ...browser },
   { entryPoints: ['worker/weft-worker.ts'], outfile: 'dist/web/weft-worker.js', ...browser },

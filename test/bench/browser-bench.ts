@@ -18,6 +18,7 @@ import {
   type ChromiumSession, type StaticServer, type V86Guest,
 } from '../e2e/v86-harness';
 import { attachWeft, startRelay, webBundleDir, weftStats, WEB_MOUNT, type RelayHandle } from '../e2e/weft-page';
+import type { V86AttachOptions } from '../../web/index';
 
 export interface BrowserBenchRow {
   peer: 'weft worker' | 'v86 wisp adapter';
@@ -26,15 +27,43 @@ export interface BrowserBenchRow {
   mbPerSecond: number;
   /** Time the page's main thread spent in tasks (v86 itself, and v86's adapter when it is used). */
   mainThreadMs: number;
+  /** Share of the guest's own CPU time that was not idle during the download (its /proc/stat). */
+  guestBusy?: number;
   /** Time the weft worker spent working (weft only). */
   workerBusyMs?: number;
+  /** Frames weft sent to the guest during the download, and their mean size in bytes (weft only). */
+  framesToGuest?: number;
+  meanFrameBytes?: number;
+  /** How frames crossed between page and worker (weft only). */
+  framePath?: string;
 }
 
 export interface BrowserBenchResult {
+  mtu: number;
   weft: BrowserBenchRow;
-  v86: BrowserBenchRow;
+  /** Missing when the run left v86's adapter out (BrowserBenchOptions.withV86 false). */
+  v86?: BrowserBenchRow;
   /** weft MB/s ÷ v86 adapter MB/s. */
-  ratio: number;
+  ratio?: number;
+}
+
+export interface BrowserBenchOptions {
+  /** Bytes to download (default 50 MiB). */
+  bytes?: number;
+  /** The MTU of the VM's virtio-net card (v86's `net_device.mtu`, which v86's adapter uses too) and of weft's network (default 1500). */
+  mtu?: number;
+  /** Serve the page cross-origin isolated, so weft's frames cross through its SharedArrayBuffer rings (default true). */
+  crossOriginIsolated?: boolean;
+  /** Also run v86's own adapter (default true). */
+  withV86?: boolean;
+  /** Passed to attachV86 (e.g. { virtioDataValid: false } to measure what DATA_VALID saves). */
+  attach?: V86AttachOptions;
+  log?: (line: string) => void;
+}
+
+/** The benchmark cannot run on this machine (no Chromium, no guest image, …): the message says why. */
+export class BrowserBenchUnavailable extends Error {
+  override name = 'BrowserBenchUnavailable';
 }
 
 /** Why the benchmark cannot run here, or undefined. */
@@ -97,15 +126,30 @@ async function mainThreadClock(page: Page): Promise<{ read(): Promise<number>; c
   };
 }
 
-async function download(guest: V86Guest, url: string, bytes: number): Promise<{ seconds: number; mainThreadMs: number }> {
+/** The guest's CPU time counters (/proc/stat's first line, in jiffies). */
+interface GuestCpu { busy: number; total: number }
+
+function parseCpuLine(line: string | undefined): GuestCpu | undefined {
+  const m = /^cpu\s+([\d\s]+)$/m.exec(line ?? '');
+  if (!m) return undefined;
+  const f = m[1].trim().split(/\s+/).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - f[3] - (f[4] ?? 0), total };
+}
+
+async function download(guest: V86Guest, url: string, bytes: number): Promise<{ seconds: number; mainThreadMs: number; guestBusy?: number }> {
   const main = await mainThreadClock(guest.page);
   try {
     const main0 = await main.read();
     const t0 = performance.now();
-    const r = await guest.run(`wget -q -O /dev/null ${url}`, 15 * 60_000);
+    // /proc/stat around the download: how busy the guest's (emulated) CPU was meanwhile.
+    const r = await guest.run(`head -1 /proc/stat && wget -q -O /dev/null ${url} && head -1 /proc/stat`, Number(process.env.WEFT_BENCH_TIMEOUT_MS ?? 15 * 60_000));
     const seconds = (performance.now() - t0) / 1000;
     if (r.status !== 0) throw new Error(`the guest's download of ${bytes} bytes failed (exit ${r.status}): ${r.output}`);
-    return { seconds, mainThreadMs: (await main.read()) - main0 };
+    const lines = r.output.split('\n').filter((l) => l.startsWith('cpu '));
+    const [a, b] = [parseCpuLine(lines[0]), parseCpuLine(lines[1])];
+    const guestBusy = a && b && b.total > a.total ? (b.busy - a.busy) / (b.total - a.total) : undefined;
+    return { seconds, mainThreadMs: (await main.read()) - main0, ...(guestBusy === undefined ? {} : { guestBusy }) };
   } finally {
     await main.close();
   }
@@ -120,18 +164,21 @@ async function lease(guest: V86Guest): Promise<string> {
 }
 
 /**
- * Runs both downloads of `bytes` (default 50 MiB) and prints the comparison. Throws when the
- * benchmark cannot run here (see browserBenchUnavailable) or a download fails.
+ * Runs both downloads of `bytes` (default 50 MiB) and prints the comparison. Throws
+ * BrowserBenchUnavailable when the benchmark cannot run here, and an Error when a download fails.
  */
-export async function runBrowserBench(options: { bytes?: number; log?: (line: string) => void } = {}): Promise<BrowserBenchResult> {
+export async function runBrowserBench(options: BrowserBenchOptions = {}): Promise<BrowserBenchResult> {
   const bytes = options.bytes ?? 50 * 1024 * 1024;
+  const mtu = options.mtu ?? 1500;
   const log = options.log ?? ((line: string) => console.log(line));
   const why = browserBenchUnavailable();
-  if (why) throw new Error(`browser benchmark unavailable: ${why}`);
+  if (why) throw new BrowserBenchUnavailable(why);
   const built = await ensureGuestImage();
-  if ('skip' in built) throw new Error(`browser benchmark unavailable: cannot build the guest image: ${built.skip}`);
+  if ('skip' in built) throw new BrowserBenchUnavailable(`cannot build the guest image: ${built.skip}`);
   const image = built.image;
   const host = hostAddress() as string;
+  // The saved state is per MTU (the card's MTU is part of the machine); 1500 is v86's default.
+  const vm = { nic: 'virtio' as const, ...(mtu === 1500 ? {} : { mtu }) };
 
   let http: TestServer | undefined;
   let forward: TestServer | undefined;
@@ -142,14 +189,14 @@ export async function runBrowserBench(options: { bytes?: number; log?: (line: st
     http = await startHttpTestServer();
     forward = await forwarder(host, http.port);
     relay = await startRelay(['--allow', `${host}/32`]);
-    server = await serveStatic(v86ServeOptions(image, { mounts: { [WEB_MOUNT]: webBundleDir() } }));
+    server = await serveStatic(v86ServeOptions(image, { mounts: { [WEB_MOUNT]: webBundleDir() }, crossOriginIsolated: options.crossOriginIsolated ?? true }));
     session = await launchChromium();
     const url = `http://${host}:${forward.port}/bytes/${bytes}`;
 
     // (a) weft: the worker's stack on the NIC, its Wisp client to the relay.
     const a = await bootV86Snapshot(session, server, image, {
-      nic: 'virtio',
-      beforeRun: (g) => attachWeft(g, { relayUrl: relay!.wisp }),
+      ...vm,
+      beforeRun: (g) => attachWeft(g, { relayUrl: relay!.wisp, ...(mtu === 1500 ? {} : { mtu }), ...(options.attach ? { attach: options.attach } : {}) }),
     });
     let weft: BrowserBenchRow;
     try {
@@ -157,13 +204,18 @@ export async function runBrowserBench(options: { bytes?: number; log?: (line: st
       const before = await weftStats(a.guest);
       const run = await download(a.guest, url, bytes);
       const after = await weftStats(a.guest);
+      const frames = after.stats.framesOut - before.stats.framesOut;
       weft = {
         peer: 'weft worker',
         bytes,
         seconds: run.seconds,
         mbPerSecond: bytes / 1e6 / run.seconds,
         mainThreadMs: run.mainThreadMs,
+        ...(run.guestBusy === undefined ? {} : { guestBusy: run.guestBusy }),
         workerBusyMs: after.stats.workerBusyMs - before.stats.workerBusyMs,
+        framesToGuest: frames,
+        meanFrameBytes: frames > 0 ? (after.stats.bytesOut - before.stats.bytesOut) / frames : 0,
+        framePath: after.stats.framePath,
       };
     } finally {
       await a.guest.page.evaluate(() => window.weftNet?.close()).catch(() => undefined);
@@ -171,24 +223,36 @@ export async function runBrowserBench(options: { bytes?: number; log?: (line: st
     }
 
     // (b) v86's built-in Wisp adapter on the same saved state, against the same relay.
-    const b = await bootV86Snapshot(session, server, image, { nic: 'virtio', relayUrl: relay.wisp.replace(/^ws:/, 'wisp:') });
-    let v86: BrowserBenchRow;
-    try {
-      await lease(b.guest);
-      const run = await download(b.guest, url, bytes);
-      v86 = { peer: 'v86 wisp adapter', bytes, seconds: run.seconds, mbPerSecond: bytes / 1e6 / run.seconds, mainThreadMs: run.mainThreadMs };
-    } finally {
-      await b.guest.close();
+    let v86: BrowserBenchRow | undefined;
+    if (options.withV86 ?? true) {
+      const b = await bootV86Snapshot(session, server, image, { ...vm, relayUrl: relay.wisp.replace(/^ws:/, 'wisp:') });
+      try {
+        await lease(b.guest);
+        const run = await download(b.guest, url, bytes);
+        v86 = {
+          peer: 'v86 wisp adapter',
+          bytes,
+          seconds: run.seconds,
+          mbPerSecond: bytes / 1e6 / run.seconds,
+          mainThreadMs: run.mainThreadMs,
+          ...(run.guestBusy === undefined ? {} : { guestBusy: run.guestBusy }),
+        };
+      } finally {
+        await b.guest.close();
+      }
     }
 
-    const result = { weft, v86, ratio: weft.mbPerSecond / v86.mbPerSecond };
-    const fmt = (n: number, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
-    log(`\nbrowser — v86 guest (virtio-net, restored state) downloads ${fmt(bytes / 1048576)} MiB to /dev/null through weft relay`);
-    log(`${'peer'.padEnd(18)} ${'seconds'.padStart(8)} ${'MB/s'.padStart(7)} ${'main thread ms'.padStart(15)} ${'worker ms'.padStart(10)}`);
-    for (const r of [weft, v86]) {
-      log(`${r.peer.padEnd(18)} ${fmt(r.seconds, 1).padStart(8)} ${fmt(r.mbPerSecond, 2).padStart(7)} ${fmt(r.mainThreadMs).padStart(15)} ${(r.workerBusyMs === undefined ? '—' : fmt(r.workerBusyMs)).padStart(10)}`);
+    const result: BrowserBenchResult = { mtu, weft, ...(v86 ? { v86, ratio: weft.mbPerSecond / v86.mbPerSecond } : {}) };
+    const fmt = (n: number | undefined, d = 0) => (n === undefined ? '—' : n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
+    log(`\nbrowser — v86 guest (virtio-net, MTU ${mtu}, restored state) downloads ${fmt(bytes / 1048576)} MiB to /dev/null through weft relay${weft.framePath ? ` (weft frames page↔worker: ${weft.framePath})` : ''}`);
+    log(`${'peer'.padEnd(18)} ${'seconds'.padStart(8)} ${'MB/s'.padStart(7)} ${'main thread ms'.padStart(15)} ${'guest CPU'.padStart(9)} ${'worker ms'.padStart(10)} ${'frames'.padStart(8)} ${'mean B'.padStart(7)}`);
+    for (const r of v86 ? [weft, v86] : [weft]) {
+      log(
+        `${r.peer.padEnd(18)} ${fmt(r.seconds, 1).padStart(8)} ${fmt(r.mbPerSecond, 2).padStart(7)} ${fmt(r.mainThreadMs).padStart(15)} ` +
+          `${(r.guestBusy === undefined ? '—' : `${fmt(r.guestBusy * 100)}%`).padStart(9)} ${fmt(r.workerBusyMs).padStart(10)} ${fmt(r.framesToGuest).padStart(8)} ${fmt(r.meanFrameBytes).padStart(7)}`,
+      );
     }
-    log(`${'weft / v86'.padEnd(18)} ${''.padStart(8)} ${fmt(result.ratio, 2).padStart(7)}`);
+    if (result.ratio !== undefined) log(`${'weft / v86'.padEnd(18)} ${''.padStart(8)} ${fmt(result.ratio, 2).padStart(7)}`);
     return result;
   } finally {
     await session?.close();
