@@ -261,7 +261,9 @@ export class WispClientSession {
       s.queuedBytes += data.length - off;
       if (this.corked) this.corkedStreams.add(s);
     }
-    if (s.queuedBytes > this.options.maxQueuedBytes) {
+    // While corked, what the credits will carry at uncork is not "beyond the credits".
+    const covered = this.corked && s.announced ? s.credits * max : 0;
+    if (s.queuedBytes - covered > this.options.maxQueuedBytes) {
       this.fail(s, CloseReason.CLIENT_ERROR);
       return false;
     }

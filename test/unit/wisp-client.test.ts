@@ -206,7 +206,7 @@ describe('WispClientSession', () => {
   });
 
   it('between cork() and uncork() writes coalesce, report writable within credits, and keep their order with END and CLOSE', () => {
-    const h = harness({ maxDataPayload: 8, maxQueuedBytes: 64, halfClose: true });
+    const h = harness({ maxDataPayload: 8, maxQueuedBytes: 16, halfClose: true });
     h.session.receive(encodeInfo(2, 0, [ext(0xf0)]), 0);
     h.session.receive(encodeContinue(0, 2), 0);
     const id = h.session.openStream('tcp', 'x', 1) as number;
@@ -215,6 +215,7 @@ describe('WispClientSession', () => {
     expect(h.session.write(id, Uint8Array.of(4, 5, 6))).toBe(true);
     expect(h.session.write(id, Uint8Array.of(7, 8, 9, 10))).toBe(true); // 10 bytes: 2 packets, 2 credits
     expect(h.session.write(id, Uint8Array.of(11, 12, 13, 14, 15, 16, 17))).toBe(false); // 3 packets: more than the credits
+    expect(h.events).toEqual([]); // 17 bytes queued, over maxQueuedBytes 16 but only 1 beyond the credits
     h.session.end(id);
     expect(dataPackets(h.sent)).toEqual([]);
     h.session.uncork();
