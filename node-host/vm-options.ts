@@ -53,7 +53,7 @@ Link (exactly one):
   --tap-vnet-hdr          The TAP fd was opened with IFF_VNET_HDR and offloads TUN_F_CSUM|TUN_F_TSO4
                           (as QEMU's "vnet_hdr=on"): frames carry a virtio_net_hdr and TCP moves in
                           segments of up to 64 KiB, several times faster than plain frames.
-                          (--mtu at most 65512 then.)
+                          (--mtu at most 65500 then.)
 
 Options:
   --upstream direct       Where guest connections go: "direct" (this host's sockets; the default), or
@@ -165,9 +165,10 @@ function parseLink(values: { qemu?: string[]; dgram?: string[]; 'tap-fd'?: strin
 
 /**
  * With a vnet header, a frame read from the TAP is 10 + 14 + MTU bytes, and libuv reads at most
- * 64 KiB at a time (a longer frame would be cut short), so the MTU stops at 65,512 there.
+ * 64 KiB at a time (a read that fills it may have been cut short), so the MTU stops below 65,512
+ * there; 65,500 keeps a round margin.
  */
-export const VNET_HDR_MAX_MTU = 65536 - 10 - 14;
+export const VNET_HDR_MAX_MTU = 65500;
 
 function parseMtu(value: string, vnetHdr: boolean): number {
   const mtu = parseInteger('--mtu', value, 576, 65520);

@@ -245,9 +245,31 @@ function writeOptions(o: TcpOptions, b: Uint8Array, start: number): number {
  * drop out-of-range writes silently, which would send a corrupt segment instead.
  */
 export function emitTcp(repr: TcpRepr, out: Uint8Array, offset: number, srcIp: Ipv4Address, dstIp: Ipv4Address): number {
+  const payloadLength = repr.payload?.length ?? 0;
+  const headerLength = tcpHeaderLength(repr.options);
+  if (offset < 0 || offset + headerLength + payloadLength > out.length) {
+    throw new RangeError(`TCP segment of ${headerLength + payloadLength} bytes does not fit at offset ${offset}`);
+  }
+  if (repr.payload) out.set(repr.payload, offset + headerLength);
+  return emitTcpHeader(repr, payloadLength, out, offset, srcIp, dstIp);
+}
+
+/**
+ * Writes a TCP header in front of `payloadLength` bytes already in place after it (no copy), and
+ * the checksum. `partialChecksum`: write only the folded pseudo-header sum, uncomplemented — a
+ * segment for a link with checksum offload, where the receiving kernel takes it as verified.
+ */
+export function emitTcpHeader(
+  repr: TcpRepr,
+  payloadLength: number,
+  out: Uint8Array,
+  offset: number,
+  srcIp: Ipv4Address,
+  dstIp: Ipv4Address,
+  partialChecksum = false,
+): number {
   const options = repr.options ?? {};
   const headerLength = tcpHeaderLength(options);
-  const payloadLength = repr.payload?.length ?? 0;
   const total = headerLength + payloadLength;
   if (offset < 0 || offset + total > out.length) throw new RangeError(`TCP segment of ${total} bytes does not fit at offset ${offset}`);
   writeU16(out, offset, repr.srcPort);
@@ -260,8 +282,12 @@ export function emitTcp(repr: TcpRepr, out: Uint8Array, offset: number, srcIp: I
   writeU16(out, offset + 16, 0);
   writeU16(out, offset + 18, repr.urgent ?? 0);
   writeOptions(options, out, offset + TCP_HEADER_MIN);
-  if (repr.payload) out.set(repr.payload, offset + headerLength);
-  const initial = pseudoHeaderSum(srcIp, dstIp, TCP_PROTOCOL, total);
-  writeU16(out, offset + 16, finishChecksum(sumBytes(out, offset, total, initial)));
+  let sum = pseudoHeaderSum(srcIp, dstIp, TCP_PROTOCOL, total);
+  if (partialChecksum) {
+    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+    writeU16(out, offset + 16, sum);
+  } else {
+    writeU16(out, offset + 16, finishChecksum(sumBytes(out, offset, total, sum)));
+  }
   return total;
 }

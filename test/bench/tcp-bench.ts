@@ -120,8 +120,8 @@ export async function runTcpBench(mtu: number): Promise<TcpBenchRow[]> {
   try {
     const rows = [
       await measure('weft', mtu, port, weftSetup(mtu, false)),
-      // A vnet header costs 10 bytes of the 64 KiB libuv reads: MTU 65512 at most (vm-options.ts).
-      await measure('weft vnet-hdr', mtu, port, weftSetup(Math.min(mtu, 65512), true)),
+      // A vnet header costs 10 bytes of the 64 KiB libuv reads: MTU 65500 at most (vm-options.ts).
+      await measure('weft vnet-hdr', mtu, port, weftSetup(Math.min(mtu, 65500), true)),
       await measure('slirp4netns', mtu, port, slirpSetup(mtu)),
     ];
     if (have('pasta')) rows.push(await measure('pasta', mtu, port, pastaSetup(mtu)));

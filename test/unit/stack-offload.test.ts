@@ -7,7 +7,8 @@ import { parseIpv4 } from '../../core/wire/address';
 import { parseEthernet } from '../../core/wire/ethernet';
 import { IPPROTO_TCP, IPPROTO_UDP, parseIpv4Packet } from '../../core/wire/ipv4';
 import { isDrop } from '../../core/wire/parse-result';
-import { ACK, emitTcp, parseTcp, SYN, tcpHeaderLength, type TcpSegment } from '../../core/wire/tcp';
+import { pseudoHeaderSum } from '../../core/wire/checksum';
+import { ACK, emitTcp, parseTcp, SYN, tcpHeaderLength, verifyTcpChecksum, type TcpSegment } from '../../core/wire/tcp';
 import { emitUdp } from '../../core/wire/udp';
 import { FakeUpstream } from '../support/fake-upstream';
 import { GUEST_IP, ipv4Frame, seededRandom } from '../support/frames';
@@ -16,7 +17,7 @@ const DST = parseIpv4('93.184.216.34');
 
 function setup(segmentationOffload: boolean) {
   const now = 5_000;
-  const out: Array<{ totalLength: number; seg: TcpSegment }> = [];
+  const out: Array<{ totalLength: number; seg: TcpSegment; checksumOk: boolean; checksumPartial: boolean }> = [];
   const upstream = new FakeUpstream();
   const stack = new Stack({
     clock: { now: () => now },
@@ -30,7 +31,14 @@ function setup(segmentationOffload: boolean) {
       if (isDrop(ip) || ip.protocol !== IPPROTO_TCP) return;
       const seg = parseTcp(ip.payload);
       if (isDrop(seg)) throw new Error(seg);
-      out.push({ totalLength: 20 + ip.payload.length, seg });
+      let partial = pseudoHeaderSum(ip.src, ip.dst, IPPROTO_TCP, ip.payload.length);
+      while (partial > 0xffff) partial = (partial & 0xffff) + (partial >>> 16);
+      out.push({
+        totalLength: 20 + ip.payload.length,
+        seg,
+        checksumOk: verifyTcpChecksum(ip.payload, ip.src, ip.dst),
+        checksumPartial: ((ip.payload[16] << 8) | ip.payload[17]) === partial,
+      });
     },
   });
   const tcpFrame = (flags: number, seq: number, ack: number, corrupt = false, options?: { mss: number }) => {
@@ -56,7 +64,12 @@ describe('segmentation offload', () => {
     const largest = Math.max(...data.map((o) => o.totalLength));
     if (offload) expect(largest).toBeGreaterThan(1500);
     else expect(largest).toBeLessThanOrEqual(1500);
-    for (const o of data) expect(o.totalLength).toBeLessThanOrEqual(65535);
+    for (const o of t.out) {
+      expect(o.totalLength).toBeLessThanOrEqual(65535);
+      // Offloaded segments carry the partial (pseudo-header) checksum; every other one a full one.
+      if (o.totalLength > 1500) expect(o.checksumPartial).toBe(true);
+      else expect(o.checksumOk).toBe(true);
+    }
   });
 });
 

@@ -40,7 +40,7 @@ describe('weft CLI', () => {
     [['vm', '--qemu', 'udp:1'], /bad value for --qemu/],
     [['vm', '--tap-fd', '3', '--mtu', '9999999'], /bad value for --mtu/],
     [['vm', '--dgram', '1:2', '--tap-vnet-hdr'], /--tap-vnet-hdr goes with --tap-fd/],
-    [['vm', '--tap-fd', '3', '--tap-vnet-hdr', '--mtu', '65520'], /at most 65512/],
+    [['vm', '--tap-fd', '3', '--tap-vnet-hdr', '--mtu', '65520'], /at most 65500/],
     [['vm', '--tap-fd', '3', '--upstream', 'socks'], /bad value for --upstream/],
     [['vm', '--tap-fd', '3', '--forward', '8080'], /bad value for --forward/],
     [['vm', '--tap-fd', '3', '--upstream', 'wisp://127.0.0.1:8080/wisp'], /bad value for --upstream/],
