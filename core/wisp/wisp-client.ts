@@ -117,8 +117,10 @@ export class WispClientSession {
   private version: 1 | 2 = 1;
   private offered: 1 | 2;
   private corked = false;
-  /** Streams that queued data while corked. */
+  /** Streams that queued data while corked (or while sending was blocked). */
   private readonly corkedStreams = new Set<ClientStream>();
+  /** The host's WebSocket has too much unsent: TCP DATA waits (setSendBlocked). */
+  private sendBlocked = false;
 
   constructor(
     private readonly options: WispClientOptions,
@@ -247,7 +249,7 @@ export class WispClientSession {
     }
     if (data.length === 0) return s.queue.length === 0;
     let off = 0;
-    if (!this.corked && s.announced && s.queue.length === 0) {
+    if (!this.corked && !this.sendBlocked && s.announced && s.queue.length === 0) {
       while (off < data.length && s.credits > 0) {
         const end = Math.min(data.length, off + max);
         s.credits--;
@@ -259,7 +261,7 @@ export class WispClientSession {
       // Copy: the caller may reuse its buffer once write() returns.
       s.queue.push(copyBytes(off === 0 ? data : data.subarray(off)));
       s.queuedBytes += data.length - off;
-      if (this.corked) this.corkedStreams.add(s);
+      if (this.corked || this.sendBlocked) this.corkedStreams.add(s);
     }
     // While corked, what the credits will carry at uncork is not "beyond the credits".
     const covered = this.corked && s.announced ? s.credits * max : 0;
@@ -283,6 +285,21 @@ export class WispClientSession {
   uncork(): void {
     if (!this.corked) return;
     this.corked = false;
+    this.flushWaiting();
+  }
+
+  /**
+   * The host's WebSocket has more unsent than it wants (`blocked`), or has drained: while blocked,
+   * TCP DATA stays in the streams' queues (write() returns false), so the socket's buffer is bounded
+   * by the host and not by the sum of every stream's credits.
+   */
+  setSendBlocked(blocked: boolean): void {
+    if (this.sendBlocked === blocked) return;
+    this.sendBlocked = blocked;
+    if (!blocked && !this.corked) this.flushWaiting();
+  }
+
+  private flushWaiting(): void {
     const streams = [...this.corkedStreams];
     this.corkedStreams.clear();
     for (const s of streams) if (this.streams.get(s.id) === s) this.flush(s);
@@ -415,11 +432,16 @@ export class WispClientSession {
       for (const d of s.queue.splice(0)) this.host.send(encodeData(s.id, d));
       return;
     }
-    if (this.corked && !evenIfCorked) {
+    if ((this.corked || this.sendBlocked) && !evenIfCorked) {
       this.corkedStreams.add(s);
       return;
     }
     while (s.queue.length > 0 && s.announced && (s.credits > 0 || s.queue[0] === END_MARK)) {
+      if (this.sendBlocked && !evenIfCorked) {
+        // The host blocked sending during this flush (its buffer filled): the rest waits.
+        this.corkedStreams.add(s);
+        return;
+      }
       if (s.queue[0] === END_MARK) {
         s.queue.shift();
         this.host.send(encodeEnd(s.id));

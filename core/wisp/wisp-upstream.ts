@@ -61,6 +61,13 @@ const PAUSE_READING_AT = 512 * 1024;
 const RESUME_READING_AT = 128 * 1024;
 const PAUSE_READING_AT_FLOW_CONTROL = 32 * 1024 * 1024;
 const RESUME_READING_AT_FLOW_CONTROL = 8 * 1024 * 1024;
+/**
+ * Unsent WebSocket bytes at which streams stop sending DATA, and the level at which they start
+ * again (checked every millisecond while blocked). Credits bound each stream, not their sum.
+ */
+const SEND_BLOCK_AT = 4 * 1024 * 1024;
+const SEND_UNBLOCK_AT = 1024 * 1024;
+const SEND_CHECK_MS = 1;
 
 export interface WispUpstreamOptions {
   /** ws:// or wss:// URL of the Wisp endpoint (wisp:// is accepted and means ws://). */
@@ -112,6 +119,8 @@ export class WispUpstream implements Upstream, StreamHost {
   private readingPaused = false;
   /** The session is corked until the deferred uncork runs (writes of one batch coalesce). */
   private corked = false;
+  private sendBlocked = false;
+  private sendCheckTimer: TimerHandle | undefined;
   /** Times a WebSocket to the server was established (for tests and logs). */
   connections = 0;
 
@@ -154,6 +163,7 @@ export class WispUpstream implements Upstream, StreamHost {
     this.stopped = true;
     this.cancel(this.reconnectTimer);
     this.cancel(this.pollTimer);
+    this.cancel(this.sendCheckTimer);
     this.session.abort(new WispProtocolError('connection-lost', 'the upstream was closed'));
     this.transport?.close(1000, 'closing');
     this.transport = undefined;
@@ -244,7 +254,7 @@ export class WispUpstream implements Upstream, StreamHost {
         flowControl: true,
       },
       {
-        send: (m) => this.transport?.send(m),
+        send: (m) => this.send(m),
         ready: (info) => {
           this.delayMs = this.o.backoffMs.initial;
           this.log({ event: 'wisp-ready', url: this.url, version: info.version, extensions: info.extensions, ...(info.motd ? { motd: info.motd } : {}) });
@@ -310,9 +320,34 @@ export class WispUpstream implements Upstream, StreamHost {
     };
   }
 
+  private send(message: Uint8Array): void {
+    const t = this.transport;
+    if (!t) return;
+    t.send(message);
+    if (!this.sendBlocked && t.bufferedAmount > SEND_BLOCK_AT) {
+      this.sendBlocked = true;
+      this.session.setSendBlocked(true);
+      this.sendCheckTimer = this.scheduler.schedule(() => this.checkSendBuffer(), SEND_CHECK_MS);
+    }
+  }
+
+  private checkSendBuffer(): void {
+    this.sendCheckTimer = undefined;
+    if (!this.sendBlocked) return;
+    if ((this.transport?.bufferedAmount ?? 0) > SEND_UNBLOCK_AT) {
+      this.sendCheckTimer = this.scheduler.schedule(() => this.checkSendBuffer(), SEND_CHECK_MS);
+      return;
+    }
+    this.sendBlocked = false;
+    this.session.setSendBlocked(false);
+  }
+
   /** Streams have been told (by abort); start a fresh session that queues new flows. */
   private afterDisconnect(): void {
     this.cancel(this.pollTimer);
+    this.cancel(this.sendCheckTimer);
+    this.sendCheckTimer = undefined;
+    this.sendBlocked = false;
     if (this.stopped) return;
     this.sinks.clear();
     this.newSession();
