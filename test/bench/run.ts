@@ -1,9 +1,8 @@
 // `npm run bench [-- SUITE…]`: runs the named benchmark suites (default: all) and prints tables.
 // Suites that compare weft with a peer run both in the same process run and print weft / peer.
-import { BrowserBenchUnavailable, runBrowserBench } from './browser-bench';
 import { runStackBench } from './stack-bench';
 import { dnsBenchUnavailable, runDnsBench } from './dns-bench';
-import { RELAY_BENCH_BYTES, RELAY_BENCH_ROUNDS, runRelayBench } from './relay-bench';
+import { runRelayBench } from './relay-bench';
 import { runTcpBench, tcpBenchUnavailable } from './tcp-bench';
 
 const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -30,29 +29,7 @@ const suites: Record<string, () => Promise<void>> = {
       console.log(`${String(mtu).padEnd(6)} ${'weft / slirp'.padEnd(14)} ${fmt(weft.uploadMbit / slirp.uploadMbit, 2).padStart(9)} ${fmt(weft.downloadMbit / slirp.downloadMbit, 2).padStart(9)}`);
     }
   },
-  async relay() {
-    console.log(`\nrelay — weft's Wisp client through each relay on loopback (Mbit/s; fairness: Jain's index over 8 streams; median of ${RELAY_BENCH_ROUNDS} rounds of ${fmt(RELAY_BENCH_BYTES / 2 ** 20)} MiB)`);
-    const started = performance.now();
-    const [weft, js] = await runRelayBench();
-    console.log(`${'relay'.padEnd(18)} ${'download'.padStart(9)} ${'upload'.padStart(9)} ${'8 streams'.padStart(10)} ${'fairness'.padStart(9)}`);
-    for (const r of [weft, js]) {
-      console.log(`${r.peer.padEnd(18)} ${fmt(r.downloadMbit).padStart(9)} ${fmt(r.uploadMbit).padStart(9)} ${fmt(r.parallelMbit).padStart(10)} ${fmt(r.fairness, 3).padStart(9)}`);
-    }
-    console.log(`${'weft / wisp-js'.padEnd(18)} ${fmt(weft.downloadMbit / js.downloadMbit, 2).padStart(9)} ${fmt(weft.uploadMbit / js.uploadMbit, 2).padStart(9)} ${fmt(weft.parallelMbit / js.parallelMbit, 2).padStart(10)} ${fmt(weft.fairness / js.fairness, 2).padStart(9)}`);
-    console.log(`(${fmt((performance.now() - started) / 1000, 1)} s)`);
-  },
-  async browser() {
-    try {
-      // The same VM (virtio-net, MTU 1500) through both; then weft with the card's MTU raised to
-      // 65520, which v86's own adapter cannot use (its downloads stall at that MTU).
-      const same = await runBrowserBench();
-      const jumbo = await runBrowserBench({ mtu: 65520, withV86: false });
-      if (same.v86) console.log(`weft at MTU 65520 / v86 adapter at MTU 1500: ${fmt(jumbo.weft.mbPerSecond / same.v86.mbPerSecond, 2)}`);
-    } catch (e) {
-      if (!(e instanceof BrowserBenchUnavailable)) throw e;
-      console.log(`\nbrowser — v86 guest in Chromium, weft worker vs v86's own Wisp adapter\nskipped: ${e.message}`);
-    }
-  },
+  relay: runRelayBench,
   async dns() {
     console.log('\ndns — netns guest → resolver, dnsperf, side by side with dnsmasq as the forwarder (queries/s)');
     const why = dnsBenchUnavailable();
