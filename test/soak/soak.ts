@@ -1,45 +1,55 @@
-// Soak: a real Linux guest (a network namespace on a TAP) opens and closes thousands of TCP
-// connections and UDP flows through `weft vm --upstream direct --allow-host-loopback` against the
-// host's test servers, while this process samples weft's open fds (/proc/PID/fd), RSS
-// (/proc/PID/status) and V8 heap. It passes when, after the traffic and a drain period, the fd
-// count is back to what weft had before any traffic, RSS, heap and ArrayBuffer memory are within
-// 10% (plus a small absolute slack) of the baseline taken after a warm-up, and every flow weft
-// opened was closed by the flow's own end or timeout (none left for SIGTERM to sweep up).
+// Soak: real Linux guests (network namespaces on TAPs) open and close thousands of TCP connections
+// and UDP flows through both of weft's paths at once, against the host's test servers:
+//
+//   guest ns "direct" ─ tap ─ weft vm --upstream direct ─────────────────────────────┐
+//   guest ns "wisp"   ─ tap ─ weft vm --upstream wisp://127.0.0.1:P/wisp/ ─ weft relay ┴─ 127.0.0.1 servers
+//
+// while this process samples every weft process (both vms and the relay): open fds
+// (/proc/PID/fd), RSS (/proc/PID/status) and V8 heap (soak-process.ts). It passes when, after the
+// traffic and a drain period, each process's fd count is back to what it had before any traffic,
+// its RSS, heap and ArrayBuffer memory are within 10% (plus a small absolute slack) of its baseline
+// taken after a warm-up, every flow each vm opened was closed by the flow's own end or timeout (none
+// left for SIGTERM to sweep up), and the relay's stream table is empty (its /metrics open-stream
+// gauge at 0, one stream-close line per stream it opened).
 //
 //   npm run soak [-- --seconds N] [--warmup N] [--sample N] [--tcp-rate N] [--udp-rate N]
-//                    [--drain N] [--drain-before-baseline 0|1] [--weft-log FILE] [--heap-snapshot DIR]
+//                    [--drain N] [--drain-before-baseline 0|1] [--paths direct,wisp]
+//                    [--log-dir DIR] [--heap-snapshot DIR]
 //
-// Defaults: 600 s of traffic after a 60 s warm-up, 150 TCP connections/s (plus a curl loop) and 8 UDP
-// flows/s, samples every 5 s; exit code 0 when every check passes, 1 when one fails.
-// test/integration/soak-short.test.ts runs the same with 60 s in CI. --weft-log keeps weft's log
-// (every flow close), --heap-snapshot writes a V8 heap snapshot of weft at the end, and
-// WEFT_SOAK_BUNDLE=path/to/weft.js runs another build of weft (to compare a fix with main).
+// Defaults: 600 s of traffic after a 60 s warm-up; on each path 50 TCP connections/s (plus a curl
+// loop) and 8 UDP flows/s; samples every 5 s; exit code 0 when every check passes, 1 when one fails.
+// (Both paths at 75/s saturate a 2-core machine shared with other work: SYN-ACKs then take over a
+// second, the guests retransmit their SYNs and the clients fall behind their schedule; at 50/s each
+// the guests get every connection on time.)
+// test/integration/soak-short.test.ts runs the same with 60 s in CI. --paths runs one path only;
+// --log-dir keeps each process's log (every flow and stream close), --heap-snapshot writes a V8 heap
+// snapshot of each process at the end, and WEFT_SOAK_BUNDLE=path/to/weft.js runs another build of
+// weft (to compare a fix with main).
 //
 // How each figure is read, and why:
-// - fds and RSS from /proc, from outside weft.
-// - heap: weft has no stats output and logs counters only at SIGTERM, so weft's node runs with
-//   `--expose-gc --import <probe>`: a 15-line preload (written to a temp dir, not part of weft) that
-//   every few seconds runs a full GC and prints process.memoryUsage() as a JSON line on weft's
-//   stderr ({"event":"soak-probe",…}). Post-GC heapUsed is the live heap, and arrayBuffers the
-//   packet and socket buffers outside it: what a leak grows. Both are compared after the drain
-//   with the baseline taken once the warm-up's TCP connections (or all its flows) have closed.
+// - fds and RSS from /proc, from outside; heap and buffers from the probe (soak-process.ts), compared
+//   after the drain with the baseline taken once the warm-up's TCP connections (or all its flows)
+//   have closed.
 // - RSS is compared with the warm-up's peak: the allocator keeps freed pages, so RSS tracks the
 //   high-water mark of the load, and only a leak pushes it past what the same load reached before.
-// - flows: `--log-flows` makes weft log one line per closed flow, with a reason. The guest counts
+// - vm flows: `--log-flows` makes weft log one line per closed flow, with a reason. The guest counts
 //   the connections and UDP flows it made; the table has drained when weft has logged a close for
 //   each of them. At SIGTERM weft closes what is left with reason "shutdown", and logs
 //   counters.tcpConnectionsOpened: a drained table has no "shutdown" closes and as many TCP closes
 //   as connections opened. (counters.tcpConnections and udpFlows in the "stopped" line are read
 //   after weft's own shutdown has emptied the tables, so they are always empty and prove nothing.)
+// - relay streams: /metrics (weft_relay_open_streams, weft_relay_streams_total) and its
+//   stream-close lines; each flow of the wisp vm is one stream, so the counts must match its flows.
 // - UDP flows close after weft's idle timeout (60 s), so the drain period is up to 75 s.
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readdirSync, readFileSync, statSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describeExec, describeFds, missingCommands, openFdCount, pythonExecutable } from '../harness/guest-tools';
 import { Netns, requireRoot, TAP_LAUNCHER, UDHCPC_SCRIPT } from '../harness/netns';
+import { fetchRelayMetrics, relayOpenStreams, relayStreamsTotal, type RelayMetrics } from '../harness/relay-metrics';
 import { weftBundle } from '../harness/weft-bundle';
 import {
   closedTcpPort,
@@ -48,6 +58,23 @@ import {
   startUdpEchoServer,
   type TestServer,
 } from '../support/test-servers';
+import {
+  addCounts,
+  emptyCounts,
+  guestSynRetransmits,
+  startGuestTraffic,
+  tcpConnections,
+  writeSoakClient,
+  type GuestCounts,
+  type GuestRun,
+  type SoakTargets,
+} from './soak-guest';
+import { ProbedWeft, probedNodeArgs, spawnProbed, writeProbe, type ProcessSample } from './soak-process';
+
+export type { GuestCounts } from './soak-guest';
+export type { ProcessSample } from './soak-process';
+
+export type SoakPath = 'direct' | 'wisp';
 
 export interface SoakOptions {
   /** Traffic after the warm-up, in seconds. */
@@ -55,16 +82,18 @@ export interface SoakOptions {
   warmupSeconds: number;
   /** How often fds, RSS and heap are sampled. */
   sampleMs: number;
-  /** New TCP connections per second from the python client (plus a curl loop at ~4/s). */
+  /** Which paths carry traffic (at the same time); wisp adds a weft relay. */
+  paths: SoakPath[];
+  /** New TCP connections per second from each path's python client (plus a curl loop at ~4/s). */
   tcpRate: number;
-  /** New UDP flows (each from its own source port) per second. */
+  /** New UDP flows (each from its own source port) per second on each path. */
   udpRate: number;
   /** How long flows may take to drain after the traffic stops (UDP idle timeout is 60 s). */
   drainMs: number;
   /**
    * Wait for every warm-up flow to close before the baseline (up to drainMs: a minute, for UDP), so
-   * baseline and end are both taken with an empty flow table. Off: wait only for TCP (TIME_WAIT is
-   * 30 s), and the baseline includes the warm-up's UDP flows (udpRate × warm-up seconds).
+   * baseline and end are both taken with empty flow tables. Off: wait only for TCP (TIME_WAIT is
+   * 30 s), and the baseline includes the warm-up's UDP flows (udpRate × warm-up seconds per path).
    */
   drainBeforeBaseline: boolean;
   /** Allowed growth over the baseline: relative, and absolute slack in bytes. */
@@ -75,11 +104,11 @@ export interface SoakOptions {
   /** The same for ArrayBuffer memory (packet and socket buffers live there, outside the heap). */
   buffersGrowth: number;
   buffersSlackBytes: number;
-  /** If set, every line weft logs is appended to this file (flow closes included). */
-  weftLogFile?: string;
-  /** If set, weft writes a V8 heap snapshot into this directory at the end (before SIGTERM). */
+  /** If set, every line each weft process logs goes to DIR/<process>.log (flow closes included). */
+  logDir?: string;
+  /** If set, each weft process writes a V8 heap snapshot into this directory at the end (before SIGTERM). */
   heapSnapshotDir?: string;
-  /** Progress lines (phases, samples as they are taken); the final table is in the report. */
+  /** Progress lines (phases, samples as they are taken); the final tables are in the report. */
   log: (line: string) => void;
 }
 
@@ -87,7 +116,8 @@ export const DEFAULT_SOAK: SoakOptions = {
   seconds: 600,
   warmupSeconds: 60,
   sampleMs: 5_000,
-  tcpRate: 150,
+  paths: ['direct', 'wisp'],
+  tcpRate: 50,
   udpRate: 8,
   drainMs: 75_000,
   drainBeforeBaseline: true,
@@ -100,37 +130,22 @@ export const DEFAULT_SOAK: SoakOptions = {
   log: () => {},
 };
 
-export interface Sample {
-  /** Seconds since weft was ready. */
-  t: number;
-  phase: string;
-  fds: number;
-  rss: number;
-  /** From the last probe line (post-GC), or NaN before the first. */
-  heapUsed: number;
-  heapTotal: number;
-  /** ArrayBuffer backing stores (outside the V8 heap, inside RSS), from the same probe line. */
-  arrayBuffers: number;
-  /** Flow closes weft has logged so far. */
+/** One process in one sample: its memory and fds, and the flows (vm) or streams (relay) opened and closed so far. */
+export interface ProcessFigures extends ProcessSample {
+  /** vm: connections / flows its guest has made; relay: streams it has opened (from /metrics, as of the last poll). */
+  tcpOpened: number;
+  udpOpened: number;
+  /** Close lines logged so far (flow-close from a vm, stream-close from the relay). */
   tcpClosed: number;
   udpClosed: number;
-  /** Connections / flows the guest has made so far (all phases). */
-  guestTcp: number;
-  guestUdp: number;
 }
 
-export interface GuestCounts {
-  tcpAttempts: number;
-  tcpOk: number;
-  tcpRefused: number;
-  tcpErrors: number;
-  udpFlows: number;
-  udpOk: number;
-  udpErrors: number;
-  bytes: number;
-  curlOk: number;
-  curlFailed: number;
-  errors: string[];
+export interface Sample {
+  /** Seconds since every process was ready. */
+  t: number;
+  phase: string;
+  /** By process name: vm-direct, vm-wisp, relay. */
+  procs: Record<string, ProcessFigures>;
 }
 
 export interface Check {
@@ -139,26 +154,44 @@ export interface Check {
   detail: string;
 }
 
+export interface PathReport {
+  path: SoakPath;
+  guest: { warmup: GuestCounts; soak: GuestCounts };
+  /** Connections (python and curl) and UDP flows the guest made, warm-up included. */
+  guestTcp: number;
+  guestUdp: number;
+  synRetransmits: number;
+  vm: ProcessReport & { tcpConnectionsOpened: number | undefined; drops: Record<string, number> };
+}
+
+export interface ProcessReport {
+  name: string;
+  tcpClosed: number;
+  udpClosed: number;
+  closeReasons: Record<string, number>;
+  closedByShutdown: number;
+  exitCode: number | null;
+  warnings: string[];
+}
+
+export interface RelayReport extends ProcessReport {
+  streamsTotal: { tcp: number; udp: number };
+  openAtEnd: { tcp: number; udp: number };
+  bytes: { upload: number; download: number };
+}
+
 export interface SoakReport {
   options: Omit<SoakOptions, 'log'>;
   samples: Sample[];
-  /** Before any traffic (the fd reference: nothing open but weft's own). */
+  /** Before any traffic (the fd reference: nothing open but each process's own). */
   idle: Sample;
   /** After the warm-up, once its TCP connections have closed (the RSS and heap reference). */
   baseline: Sample;
   /** After the soak traffic and the drain. */
   end: Sample;
-  guest: { warmup: GuestCounts; soak: GuestCounts };
-  weft: {
-    tcpClosed: number;
-    udpClosed: number;
-    closeReasons: Record<string, number>;
-    closedByShutdown: number;
-    tcpConnectionsOpened: number | undefined;
-    exitCode: number | null;
-    warnings: string[];
-  };
-  /** Milliseconds from the end of traffic until every flow had closed, if it did within drainMs. */
+  paths: PathReport[];
+  relay: RelayReport | undefined;
+  /** Milliseconds from the end of traffic until every flow and stream had closed, if they did within drainMs. */
   drainedAfterMs: number | undefined;
   checks: Check[];
   ok: boolean;
@@ -173,571 +206,276 @@ export function soakUnavailable(): string | undefined {
   return undefined;
 }
 
-// ---- programs -----------------------------------------------------------------------------------
-
-/** Preloaded into weft's node (`--expose-gc --import`): prints post-GC memory figures on stderr. */
-const PROBE_MJS = `
-const every = Number(process.env.WEFT_SOAK_PROBE_MS) || 5000;
-const probe = () => {
-  if (typeof globalThis.gc === 'function') globalThis.gc();
-  const m = process.memoryUsage();
-  process.stderr.write(JSON.stringify({
-    event: 'soak-probe', rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal,
-    external: m.external, arrayBuffers: m.arrayBuffers, gc: typeof globalThis.gc === 'function',
-  }) + '\\n');
-};
-setInterval(probe, every).unref();
-setTimeout(probe, 200).unref();
-`;
-
-/**
- * The guest's client: `soak_client.py HOST ECHO HTTP CLOSED UDP SECONDS TCP_RATE UDP_RATE FIRST_UDP_PORT`. Opens
- * TCP connections at TCP_RATE/s in a rotation of behaviours (echo with the guest's FIN first, HTTP
- * with the server's FIN first, an abort by RST, a refused port; every 50th echo moves 1 MiB), and
- * UDP flows at UDP_RATE/s, each from a new socket (a new source port): two datagrams, both echoed.
- * Prints a JSON progress line each second and a final one.
- */
-const PY_SOAK_CLIENT = String.raw`
-import asyncio, json, os, random, socket, struct, sys, time
-
-host = sys.argv[1]
-echo_port, http_port, closed_port, udp_port = (int(x) for x in sys.argv[2:6])
-seconds, tcp_rate, udp_rate = float(sys.argv[6]), float(sys.argv[7]), float(sys.argv[8])
-# UDP flows bind their own source ports, counting up from here (10000…31999, below the ephemeral
-# range), so no two flows share one: with kernel-chosen ports a reused port within weft's idle
-# timeout would continue the old flow, and weft would see fewer flows than the guest made.
-udp_first_port = int(sys.argv[9])
-MAX_INFLIGHT = 200
-TIMEOUT = 120  # generous: on a loaded 2-core machine a 1 MiB echo among hundreds of connections can take 30 s
-rng = random.Random(7)
-blob = os.urandom(1 << 20)
-c = {'tcpAttempts': 0, 'tcpOk': 0, 'tcpRefused': 0, 'tcpErrors': 0,
-     'udpFlows': 0, 'udpOk': 0, 'udpErrors': 0, 'bytes': 0}
-errors = []
-
-def fail(kind, what):
-    c[kind] += 1
-    if len(errors) < 20:
-        errors.append(what)
-
-async def echo(n, size):
-    reader, writer = await asyncio.open_connection(host, echo_port)
-    off = (n * 7919) % (len(blob) - size) if size < len(blob) else 0
-    data = blob[off:off + size]
-    writer.write(data)
-    writer.write_eof()
-    got = bytearray()
-    while True:
-        chunk = await reader.read(65536)
-        if not chunk:
-            break
-        got += chunk
-    writer.close()
-    await writer.wait_closed()
-    if bytes(got) != data:
-        raise ValueError('echo mismatch: sent %d, got %d' % (len(data), len(got)))
-    c['bytes'] += 2 * size
-
-async def http():
-    reader, writer = await asyncio.open_connection(host, http_port)
-    writer.write(b'GET /hello HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n')
-    body = await reader.read()  # the server closes first
-    writer.close()
-    await writer.wait_closed()
-    if not body.startswith(b'HTTP/1.1 200') or b'hello from the weft test server\n' not in body:
-        raise ValueError('bad HTTP reply: %r' % body[:80])
-
-async def abort(size):
-    reader, writer = await asyncio.open_connection(host, echo_port)
-    writer.write(blob[:size])
-    await reader.readexactly(min(size, 1000))
-    sock = writer.get_extra_info('socket')
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-    writer.transport.abort()  # close() with linger 0: RST
-
-async def refused():
-    try:
-        _, writer = await asyncio.open_connection(host, closed_port)
-    except ConnectionRefusedError:
-        c['tcpRefused'] += 1
-        return
-    writer.close()
-    raise ValueError('connected to a closed port')
-
-async def one_tcp(n):
-    c['tcpAttempts'] += 1
-    kind = n % 10
-    try:
-        if kind < 5:
-            size = (1 << 20) if n % 50 == 0 else rng.randrange(1, 65536)
-            await asyncio.wait_for(echo(n, size), TIMEOUT)
-        elif kind < 8:
-            await asyncio.wait_for(http(), TIMEOUT)
-        elif kind == 8:
-            await asyncio.wait_for(abort(rng.randrange(1, 16384)), TIMEOUT)
-        else:
-            await asyncio.wait_for(refused(), TIMEOUT)
-            return
-        c['tcpOk'] += 1
-    except Exception as e:
-        fail('tcpErrors', 'tcp %d (kind %d): %r' % (n, kind, e))
-
-async def one_udp(n):
-    loop = asyncio.get_running_loop()
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setblocking(False)
-    try:
-        s.bind(('0.0.0.0', 10000 + (udp_first_port - 10000 + n) % 22000))  # n: one per pacing tick
-        s.connect((host, udp_port))
-        c['udpFlows'] += 1
-        sent = [blob[n % 1000:n % 1000 + rng.randrange(1, 1400)] for _ in range(2)]
-        for d in sent:
-            await loop.sock_sendall(s, d)
-        got = []
-        deadline = loop.time() + 3
-        while len(got) < len(sent):
-            got.append(await asyncio.wait_for(loop.sock_recv(s, 65535), max(0.01, deadline - loop.time())))
-        if sorted(got) != sorted(sent):
-            raise ValueError('udp echo mismatch')
-        c['udpOk'] += 1
-    except Exception as e:
-        fail('udpErrors', 'udp %d: %r' % (n, e))
-    finally:
-        s.close()
-
-async def pace(rate, make, tasks):
-    if rate <= 0:
-        return
-    start = time.monotonic()
-    n = 0
-    while True:
-        due = start + n / rate
-        now = time.monotonic()
-        if now - start >= seconds:
-            return
-        if due > now:
-            await asyncio.sleep(due - now)
-            continue
-        if len(tasks) < MAX_INFLIGHT:
-            t = asyncio.ensure_future(make(n))
-            tasks.add(t)
-            t.add_done_callback(tasks.discard)
-        n += 1
-
-async def progress(done):
-    start = time.monotonic()
-    while not done.is_set():
-        try:
-            await asyncio.wait_for(done.wait(), 1)
-        except asyncio.TimeoutError:
-            pass
-        print(json.dumps(dict(c, t=round(time.monotonic() - start, 1))), flush=True)
-
-async def main():
-    tasks = set()
-    done = asyncio.Event()
-    reporter = asyncio.ensure_future(progress(done))
-    await asyncio.gather(pace(tcp_rate, one_tcp, tasks), pace(udp_rate, one_udp, tasks))
-    if tasks:
-        await asyncio.wait(list(tasks), timeout=TIMEOUT + 10)
-    done.set()
-    await reporter
-    print(json.dumps(dict(c, final=True, errors=errors)), flush=True)
-
-asyncio.run(main())
-`;
-
-// ---- weft with the probe ------------------------------------------------------------------------
-
-interface ProbeLine { rss: number; heapUsed: number; heapTotal: number; arrayBuffers: number; gc: boolean }
-
-/** weft's stderr, counted as it streams (a long soak logs far too many flow lines to keep). */
-class WeftLog {
-  tcpClosed = 0;
-  udpClosed = 0;
-  closedByShutdown = 0;
-  readonly closeReasons: Record<string, number> = {};
-  probe: ProbeLine | undefined;
-  probes = 0;
-  ready = false;
-  stopped: Record<string, unknown> | undefined;
-  readonly warnings: string[] = [];
-  /** Recent lines that are not flow closes or probes, for failure messages. */
-  readonly tail: string[] = [];
-  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  private partial = '';
-  private readonly listeners = new Set<() => void>();
-
-  constructor(readonly child: ChildProcess, copyTo?: string) {
-    const copy = copyTo ? createWriteStream(copyTo) : undefined;
-    if (copy) child.once('exit', () => copy.end());
-    child.stderr!.setEncoding('utf8').on('data', (s: string) => {
-      copy?.write(s);
-      const lines = (this.partial + s).split('\n');
-      this.partial = lines.pop() ?? '';
-      for (const line of lines) this.line(line);
-      this.notify();
-    });
-    child.stdout!.resume();
-    child.once('exit', (code, signal) => {
-      this.exit = { code, signal };
-      this.notify();
-    });
-  }
-
-  private line(line: string): void {
-    let e: Record<string, unknown>;
-    try {
-      e = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      this.keep(line);
-      return;
-    }
-    switch (e.event) {
-      case 'flow-close': {
-        if (e.protocol === 'tcp') this.tcpClosed++;
-        else this.udpClosed++;
-        const reason = `${String(e.protocol)} ${String(e.reason ?? '(none)')}`;
-        this.closeReasons[reason] = (this.closeReasons[reason] ?? 0) + 1;
-        if (e.reason === 'shutdown') this.closedByShutdown++;
-        return;
-      }
-      case 'soak-probe':
-        this.probe = e as unknown as ProbeLine;
-        this.probes++;
-        return;
-      case 'ready':
-        this.ready = true;
-        break;
-      case 'stopped':
-        this.stopped = e;
-        break;
-      case 'warning':
-      case 'error':
-        this.warnings.push(line);
-        break;
-    }
-    this.keep(line);
-  }
-
-  private keep(line: string): void {
-    this.tail.push(line);
-    if (this.tail.length > 40) this.tail.shift();
-  }
-
-  private notify(): void {
-    for (const f of [...this.listeners]) f();
-  }
-
-  /** Resolves once `cond()` holds (checked on every log line and at exit), or rejects after `timeoutMs`. */
-  until(cond: () => boolean, what: string, timeoutMs: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        if (cond()) {
-          done();
-          resolve();
-        } else if (this.exit) {
-          done();
-          reject(new Error(`weft exited (${JSON.stringify(this.exit)}) while waiting for ${what}:\n${this.tail.join('\n')}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`no ${what} within ${timeoutMs} ms:\n${this.tail.join('\n')}`));
-      }, timeoutMs);
-      const poll = setInterval(check, 250); // conditions on other state than log lines
-      const done = () => {
-        clearTimeout(timer);
-        clearInterval(poll);
-        this.listeners.delete(check);
-      };
-      this.listeners.add(check);
-      check();
-    });
-  }
-}
-
-function rssOf(pid: number): number {
-  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmRSS for ${pid}`);
-  return Number(m[1]) * 1024;
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** The guest kernel's count of retransmitted SYNs (TcpExt TCPSynRetrans in /proc/net/netstat). */
-async function guestSynRetransmits(ns: Netns): Promise<number> {
-  const r = await ns.exec(['cat', '/proc/net/netstat']);
-  const lines = r.stdout.split('\n').filter((l) => l.startsWith('TcpExt:'));
-  if (r.code !== 0 || lines.length < 2) throw new Error(`cannot read the guest's /proc/net/netstat: ${describeExec(r)}`);
-  const names = lines[0].split(/\s+/);
-  const values = lines[1].split(/\s+/);
-  const i = names.indexOf('TCPSynRetrans');
-  return i < 0 ? 0 : Number(values[i]);
-}
-
-// ---- guest programs ------------------------------------------------------------------------------
-
-interface GuestRun {
-  latest: GuestCounts;
-  done: Promise<GuestCounts>;
-}
-
-const emptyCounts = (): GuestCounts => ({
-  tcpAttempts: 0, tcpOk: 0, tcpRefused: 0, tcpErrors: 0, udpFlows: 0, udpOk: 0, udpErrors: 0, bytes: 0,
-  curlOk: 0, curlFailed: 0, errors: [],
-});
-
-/** Runs the python client and a curl loop in the guest for `seconds`; `latest` follows their progress. */
-function startGuestTraffic(ns: Netns, client: string, ports: number[], seconds: number, opts: SoakOptions, httpPort: number, firstUdpPort: number): GuestRun {
-  const run: GuestRun = { latest: emptyCounts(), done: Promise.resolve(emptyCounts()) };
-  const py = ns.track(spawn('ip', [
-    'netns', 'exec', ns.name, pythonExecutable(), client, '10.0.2.2', ...ports.map(String),
-    String(seconds), String(opts.tcpRate), String(opts.udpRate), String(firstUdpPort),
-  ], { stdio: ['ignore', 'pipe', 'pipe'] }));
-  const curlScript = [
-    `end=$((SECONDS + ${Math.ceil(seconds)})); ok=0; failed=0`,
-    `while [ $SECONDS -lt $end ]; do`,
-    `  if curl -sS -o /dev/null --fail --max-time 10 http://10.0.2.2:${httpPort}/hello; then ok=$((ok+1)); else failed=$((failed+1)); fi`,
-    `  sleep 0.25`,
-    `done`,
-    `echo "$ok $failed"`,
-  ].join('\n');
-  const curl = ns.track(spawn('ip', ['netns', 'exec', ns.name, 'bash', '-c', curlScript], { stdio: ['ignore', 'pipe', 'pipe'] }));
-
-  let pyOut = '';
-  let pyErr = '';
-  let final: Record<string, unknown> | undefined;
-  py.stdout!.setEncoding('utf8').on('data', (s: string) => {
-    pyOut += s;
-    const lines = pyOut.split('\n');
-    pyOut = lines.pop() ?? '';
-    for (const l of lines) {
-      if (!l.trim()) continue;
-      const p = JSON.parse(l) as Record<string, unknown>;
-      Object.assign(run.latest, Object.fromEntries(Object.entries(p).filter(([k]) => k in run.latest && k !== 'errors')));
-      if (p.final) final = p;
-    }
-  });
-  py.stderr!.setEncoding('utf8').on('data', (s: string) => (pyErr += s));
-  let curlOut = '';
-  let curlErr = '';
-  curl.stdout!.setEncoding('utf8').on('data', (s: string) => (curlOut += s));
-  curl.stderr!.setEncoding('utf8').on('data', (s: string) => (curlErr = (curlErr + s).slice(-2000)));
-
-  const exited = (p: ChildProcess) => new Promise<number | null>((resolve) => {
-    if (p.exitCode !== null || p.signalCode !== null) resolve(p.exitCode);
-    else p.once('exit', (code) => resolve(code));
-  });
-  run.done = (async () => {
-    const [pyCode, curlCode] = await Promise.all([exited(py), exited(curl)]);
-    if (pyCode !== 0 || !final) throw new Error(`guest client failed (exit ${pyCode}):\n${pyErr.slice(-3000)}`);
-    const m = /^(\d+) (\d+)$/m.exec(curlOut);
-    if (curlCode !== 0 || !m) throw new Error(`guest curl loop failed (exit ${curlCode}): ${curlOut} ${curlErr}`);
-    const counts = { ...run.latest, errors: (final.errors as string[]) ?? [], curlOk: Number(m[1]), curlFailed: Number(m[2]) };
-    if (counts.curlFailed > 0) counts.errors.push(`curl: ${curlErr.trim().split('\n').slice(-3).join(' | ')}`);
-    run.latest = counts;
-    return counts;
-  })();
-  return run;
+/** Polls `cond` every 250 ms until it holds (true) or `timeoutMs` passes (false). */
+async function pollUntil(cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return true;
+    if (performance.now() >= deadline) return false;
+    await sleep(250);
+  }
 }
 
 // ---- the soak ------------------------------------------------------------------------------------
 
+/** One guest namespace and the weft vm it talks to. */
+interface PathState {
+  path: SoakPath;
+  ns: Netns;
+  vm: ProbedWeft;
+  current: GuestRun | undefined;
+  warmup: GuestCounts;
+  soak: GuestCounts;
+  /** Finished runs only; totals() adds the current one. */
+  doneTcp: number;
+  doneUdp: number;
+  synRetransStart: number;
+}
+
+const totals = (p: PathState) => ({
+  tcp: p.doneTcp + (p.current ? tcpConnections(p.current.latest) : 0),
+  udp: p.doneUdp + (p.current ? p.current.latest.udpFlows : 0),
+});
+
 export async function runSoak(partial: Partial<SoakOptions> = {}): Promise<SoakReport> {
   const opts: SoakOptions = { ...DEFAULT_SOAK, ...partial };
+  if (opts.paths.length === 0) throw new Error('soak: no paths to drive');
   const { log } = opts;
   const dir = mkdtempSync(join(tmpdir(), 'weft-soak-'));
   const servers: TestServer[] = [];
-  let ns: Netns | undefined;
+  const namespaces: Netns[] = [];
+  const bundle = process.env.WEFT_SOAK_BUNDLE || weftBundle();
+  const logFile = (name: string) => (opts.logDir ? join(opts.logDir, `${name}.log`) : undefined);
   try {
-    const probe = join(dir, 'probe.mjs');
-    writeFileSync(probe, PROBE_MJS);
-    const client = join(dir, 'soak_client.py');
-    writeFileSync(client, PY_SOAK_CLIENT);
+    const probe = writeProbe(dir);
+    const client = writeSoakClient(dir);
     const http = await startHttpTestServer();
     const echo = await startTcpEchoServer();
     const udp = await startUdpEchoServer();
     servers.push(http, echo, udp);
-    const closed = await closedTcpPort();
-    const ports = [echo.port, http.port, closed, udp.port];
+    const targets: SoakTargets = { echoPort: echo.port, httpPort: http.port, closedPort: await closedTcpPort(), udpPort: udp.port };
 
-    ns = Netns.create('soak');
-    const child = ns.track(spawn(pythonExecutable(), [
-      TAP_LAUNCHER, '--netns', ns.name, '--tap', 'tap0', '--',
-      process.execPath, '--expose-gc', '--import', pathToFileURL(probe).href,
-      ...(opts.heapSnapshotDir ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${opts.heapSnapshotDir}`] : []),
-      process.env.WEFT_SOAK_BUNDLE || weftBundle(), 'vm', '--tap-fd', '3', '--upstream', 'direct', '--allow-host-loopback', '--log-flows',
-    ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WEFT_SOAK_PROBE_MS: String(opts.sampleMs) } }));
-    const weft = new WeftLog(child, opts.weftLogFile);
-    await weft.until(() => weft.ready, 'ready line from weft', 15_000);
-    const pid = child.pid!;
-    await ns.bringUpTap('tap0');
-    const dhcp = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5'], 40_000);
-    if (dhcp.code !== 0) throw new Error(`udhcpc failed: ${describeExec(dhcp)}`);
-    await weft.until(() => weft.probe !== undefined, 'memory probe line (is --import working?)', 15_000);
-    if (!weft.probe!.gc) throw new Error('the probe has no gc(): --expose-gc did not reach weft');
+    // The relay first (the wisp vm connects at once), tracked by the wisp guest's namespace so that
+    // its cleanup (also on SIGINT) stops it.
+    let relay: ProbedWeft | undefined;
+    let relayPort = 0;
+    if (opts.paths.includes('wisp')) {
+      const ns = Netns.create('soak-wisp');
+      namespaces.push(ns);
+      relay = new ProbedWeft('relay', ns.track(spawnProbed(bundle, [
+        'relay', '--listen', '127.0.0.1:0', '--allow-loopback', '--rate', '0', '--max-streams-per-client', '8192',
+      ], probe, opts.sampleMs, opts.heapSnapshotDir)), logFile('relay'));
+      await relay.until(() => relay!.ready !== undefined, 'ready line from weft relay', 15_000);
+      relayPort = relay.ready!.port as number;
+    }
+
+    const paths: PathState[] = [];
+    for (const path of opts.paths) {
+      const ns = path === 'wisp' ? namespaces[0] : Netns.create(`soak-${path}`);
+      if (path !== 'wisp') namespaces.push(ns);
+      const upstream = path === 'wisp' ? `wisp://127.0.0.1:${relayPort}/wisp/` : 'direct';
+      const child = ns.track(spawn(pythonExecutable(), [
+        TAP_LAUNCHER, '--netns', ns.name, '--tap', 'tap0', '--',
+        process.execPath, ...probedNodeArgs(probe, opts.heapSnapshotDir),
+        bundle, 'vm', '--tap-fd', '3', '--upstream', upstream, '--allow-host-loopback', '--log-flows',
+      ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WEFT_SOAK_PROBE_MS: String(opts.sampleMs) } }));
+      const vm = new ProbedWeft(`vm-${path}`, child, logFile(`vm-${path}`));
+      await vm.until(() => vm.ready !== undefined, `ready line from weft vm (${path})`, 15_000);
+      await ns.bringUpTap('tap0');
+      const dhcp = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5'], 40_000);
+      if (dhcp.code !== 0) throw new Error(`udhcpc failed (${path}): ${describeExec(dhcp)}`);
+      if (path === 'wisp') await vm.until(() => (vm.eventCounts['wisp-ready'] ?? 0) > 0, 'weft vm connected to the relay', 15_000);
+      paths.push({ path, ns, vm, current: undefined, warmup: emptyCounts(), soak: emptyCounts(), doneTcp: 0, doneUdp: 0, synRetransStart: 0 });
+    }
+    const procs: ProbedWeft[] = [...paths.map((p) => p.vm), ...(relay ? [relay] : [])];
+    for (const p of procs) {
+      await p.until(() => p.probe !== undefined, `memory probe line from ${p.name} (is --import working?)`, 15_000);
+      if (!p.probe!.gc) throw new Error(`the probe in ${p.name} has no gc(): --expose-gc did not reach it`);
+    }
     const t0 = performance.now();
+
+    let relayMetrics: RelayMetrics = relay ? await fetchRelayMetrics(relayPort) : new Map();
+    const relayOpen = () => relayOpenStreams(relayMetrics);
+    const relayTotal = () => relayStreamsTotal(relayMetrics);
+    const refreshRelay = async () => {
+      if (relay && !relay.exit) relayMetrics = await fetchRelayMetrics(relayPort);
+    };
 
     const samples: Sample[] = [];
     let phase = 'idle';
-    let guestTcp = 0;
-    let guestUdp = 0;
-    let current: GuestRun | undefined;
-    const guestTotals = () => ({
-      tcp: guestTcp + (current ? current.latest.tcpAttempts + current.latest.curlOk + current.latest.curlFailed : 0),
-      udp: guestUdp + (current ? current.latest.udpFlows : 0),
-    });
     const sample = (label = phase): Sample => {
-      const g = guestTotals();
-      const s: Sample = {
-        t: (performance.now() - t0) / 1000,
-        phase: label,
-        fds: openFdCount(pid),
-        rss: rssOf(pid),
-        heapUsed: weft.probe?.heapUsed ?? NaN,
-        heapTotal: weft.probe?.heapTotal ?? NaN,
-        arrayBuffers: weft.probe?.arrayBuffers ?? NaN,
-        tcpClosed: weft.tcpClosed,
-        udpClosed: weft.udpClosed,
-        guestTcp: g.tcp,
-        guestUdp: g.udp,
-      };
+      const s: Sample = { t: (performance.now() - t0) / 1000, phase: label, procs: {} };
+      for (const p of paths) {
+        const g = totals(p);
+        s.procs[p.vm.name] = { ...p.vm.sample(), tcpOpened: g.tcp, udpOpened: g.udp, tcpClosed: p.vm.closed.tcp, udpClosed: p.vm.closed.udp };
+      }
+      if (relay) {
+        const total = relayTotal();
+        s.procs.relay = { ...relay.sample(), tcpOpened: total.tcp, udpOpened: total.udp, tcpClosed: relay.closed.tcp, udpClosed: relay.closed.udp };
+      }
       samples.push(s);
-      log(formatSample(s));
+      log(formatProgress(s));
       return s;
     };
-    /** A sample right after a fresh probe line (a GC'd heap figure from now, not from seconds ago). */
+    /** A sample right after a fresh probe line from every process (GC'd heap figures from now). */
     const freshSample = async (label: string): Promise<Sample> => {
-      const n = weft.probes;
-      await weft.until(() => weft.probes > n, 'a fresh memory probe', opts.sampleMs + 5_000);
+      const seen = procs.map((p) => p.probes);
+      await Promise.all(procs.map((p, i) => p.until(() => p.probes > seen[i], 'a fresh memory probe', opts.sampleMs + 5_000)));
+      await refreshRelay();
       return sample(label);
     };
+    let sampling = false;
     const sampler = setInterval(() => {
-      try {
-        sample();
-      } catch {
-        // weft gone; the phase that waits on it reports why
-      }
+      if (sampling) return;
+      sampling = true;
+      refreshRelay()
+        .then(() => sample())
+        .catch(() => {
+          // a process gone; the phase that waits on it reports why
+        })
+        .finally(() => (sampling = false));
     }, opts.sampleMs);
 
-    let warmup: GuestCounts;
-    let soak: GuestCounts;
+    /** Runs the client on every path at once; adds the counts to each path's totals. */
+    const traffic = async (seconds: number, firstUdpPort: number, into: 'warmup' | 'soak') => {
+      for (const p of paths) p.current = startGuestTraffic(p.ns, client, targets, { seconds, tcpRate: opts.tcpRate, udpRate: opts.udpRate, firstUdpPort });
+      const results = await Promise.allSettled(paths.map((p) => p.current!.done));
+      for (const [i, p] of paths.entries()) {
+        const r = results[i];
+        if (r.status === 'rejected') throw r.reason;
+        p[into] = r.value;
+        p.doneTcp += tcpConnections(r.value);
+        p.doneUdp += r.value.udpFlows;
+        p.current = undefined;
+      }
+    };
+    const vmsDrained = (udpToo: boolean) => paths.every((p) => p.vm.closed.tcp >= p.doneTcp && (!udpToo || p.vm.closed.udp >= p.doneUdp));
+    const relayDrained = async (udpToo: boolean) => {
+      if (!relay) return true;
+      await refreshRelay();
+      const open = relayOpen();
+      const total = relayTotal();
+      return open.tcp === 0 && relay.closed.tcp >= total.tcp && (!udpToo || (open.udp === 0 && relay.closed.udp >= total.udp));
+    };
+    const failIfExited = () => {
+      const gone = procs.find((p) => p.exit);
+      if (gone) throw new Error(`${gone.name} exited (${JSON.stringify(gone.exit)}):\n${gone.tail.join('\n')}`);
+    };
+
     let drainedAfterMs: number | undefined;
-    let synRetransStart = 0;
     let idle: Sample;
     let baseline: Sample;
     let end: Sample;
+    const beforeShutdown: Record<string, Record<string, number>> = {};
     try {
-      log(formatSampleHeader());
+      log(`processes: ${procs.map((p) => `${p.name} pid ${p.pid}`).join(', ')}${relay ? `; relay on 127.0.0.1:${relayPort}` : ''}`);
       idle = await freshSample('idle');
-      synRetransStart = await guestSynRetransmits(ns);
+      for (const p of paths) p.synRetransStart = await guestSynRetransmits(p.ns);
 
       // Warm-up: the same traffic, so the JIT, the heap and every code path are at their working size.
       phase = 'warmup';
-      log(`warm-up: ${opts.warmupSeconds} s of traffic`);
-      current = startGuestTraffic(ns, client, ports, opts.warmupSeconds, opts, http.port, 10000);
-      warmup = await current.done;
-      guestTcp += warmup.tcpAttempts + warmup.curlOk + warmup.curlFailed;
-      guestUdp += warmup.udpFlows;
-      current = undefined;
+      log(`warm-up: ${opts.warmupSeconds} s of traffic on ${opts.paths.join(' and ')}`);
+      await traffic(opts.warmupSeconds, 10000, 'warmup');
       phase = 'settle';
-      if (opts.drainBeforeBaseline) {
-        log(`settle: up to ${opts.drainMs / 1000} s for the warm-up's flows to close`);
-        await weft.until(() => weft.tcpClosed >= guestTcp && weft.udpClosed >= guestUdp, 'every warm-up flow to close', opts.drainMs);
-      } else {
-        // TCP closes at once or after TIME_WAIT (30 s); the warm-up's UDP flows stay open.
-        log('settle: up to 40 s for the warm-up\'s TCP connections to close');
-        await weft.until(() => weft.tcpClosed >= guestTcp, 'every warm-up TCP connection to close', 40_000);
+      const settleMs = opts.drainBeforeBaseline ? opts.drainMs : 40_000;
+      // Without a full drain: TCP closes at once or after TIME_WAIT (30 s); the warm-up's UDP flows stay open.
+      log(`settle: up to ${settleMs / 1000} s for the warm-up's ${opts.drainBeforeBaseline ? 'flows' : 'TCP connections'} to close`);
+      if (!(await pollUntil(async () => (failIfExited(), vmsDrained(opts.drainBeforeBaseline) && (await relayDrained(opts.drainBeforeBaseline))), settleMs))) {
+        throw new Error(`the warm-up's flows did not close within ${settleMs / 1000} s: ${formatProgress(sample('settle'))}`);
       }
       baseline = await freshSample('baseline');
 
       phase = 'soak';
-      log(`soak: ${opts.seconds} s of traffic (${opts.tcpRate} TCP connections/s + a curl loop, ${opts.udpRate} UDP flows/s)`);
-      current = startGuestTraffic(ns, client, ports, opts.seconds, opts, http.port, 21000);
-      soak = await current.done;
-      guestTcp += soak.tcpAttempts + soak.curlOk + soak.curlFailed;
-      guestUdp += soak.udpFlows;
-      current = undefined;
+      log(`soak: ${opts.seconds} s of traffic (per path ${opts.tcpRate} TCP connections/s + a curl loop, ${opts.udpRate} UDP flows/s)`);
+      await traffic(opts.seconds, 21000, 'soak');
 
       phase = 'drain';
       const drainStart = performance.now();
-      log(`drain: up to ${opts.drainMs / 1000} s for every flow to close and the fd count to return to ${idle.fds}`);
-      // SIGTERM later tells whether weft had more flows than these: they close with reason "shutdown".
-      const drained = () => weft.tcpClosed >= guestTcp && weft.udpClosed >= guestUdp;
-      try {
-        await weft.until(drained, 'every flow to close', opts.drainMs);
+      log(`drain: up to ${opts.drainMs / 1000} s for every flow and stream to close and the fd counts to return to idle`);
+      // SIGTERM later tells whether a vm had more flows than these: they close with reason "shutdown".
+      if (await pollUntil(async () => (failIfExited(), vmsDrained(true) && (await relayDrained(true))), opts.drainMs)) {
         drainedAfterMs = performance.now() - drainStart;
-      } catch {
-        drainedAfterMs = undefined;
       }
-      // The upstream sockets close a moment after the flow-close line.
-      const fdDeadline = performance.now() + 5_000;
-      while (openFdCount(pid) > idle.fds && performance.now() < fdDeadline) await sleep(100);
+      // Sockets close a moment after the close line.
+      await pollUntil(() => procs.every((p) => openFdCount(p.pid) <= idle.procs[p.name].fds), 5_000);
       end = await freshSample('end');
+      for (const p of procs) beforeShutdown[p.name] = { ...p.eventCounts };
     } finally {
       clearInterval(sampler);
     }
 
-    const fdsAtEnd = end.fds > idle.fds ? describeFds(pid) : [];
-    const synRetransmits = (await guestSynRetransmits(ns)) - synRetransStart;
-    if (opts.heapSnapshotDir) {
-      const before = new Set(readdirSync(opts.heapSnapshotDir));
-      child.kill('SIGUSR2');
-      const deadline = performance.now() + 60_000;
-      let written: string | undefined;
-      while (!written && performance.now() < deadline) {
-        await sleep(500);
-        const fresh = readdirSync(opts.heapSnapshotDir).filter((f) => !before.has(f) && f.endsWith('.heapsnapshot'));
-        // Written when its size stops changing.
-        if (fresh.length > 0) {
-          const file = join(opts.heapSnapshotDir, fresh[0]);
-          const size = statSync(file).size;
-          await sleep(1000);
-          if (statSync(file).size === size && size > 0) written = file;
-        }
-      }
-      log(written ? `heap snapshot: ${written}` : 'heap snapshot: none written within 60 s');
+    const fdsAtEnd = Object.fromEntries(procs.map((p) => [p.name, end.procs[p.name].fds > idle.procs[p.name].fds ? describeFds(p.pid) : []]));
+    const synRetransmits = new Map<SoakPath, number>();
+    for (const p of paths) synRetransmits.set(p.path, (await guestSynRetransmits(p.ns)) - p.synRetransStart);
+    if (opts.heapSnapshotDir) for (const p of procs) log(`heap snapshot of ${p.name}: ${await heapSnapshot(p, opts.heapSnapshotDir)}`);
+    await refreshRelay();
+    const relayAtEnd = { open: relayOpen(), total: relayTotal(), metrics: relayMetrics };
+
+    // Stop the vms, then the relay: flows still open in a vm now close with reason "shutdown".
+    for (const p of paths) p.vm.kill('SIGTERM');
+    await Promise.all(paths.map((p) => p.vm.until(() => p.vm.exit !== undefined, `${p.vm.name} to exit after SIGTERM`, 10_000)));
+    if (relay) {
+      relay.kill('SIGTERM');
+      await relay.until(() => relay.exit !== undefined, 'weft relay to exit after SIGTERM', 10_000);
     }
-    // Stop weft: flows still open now are closed with reason "shutdown".
-    child.kill('SIGTERM');
-    await weft.until(() => weft.exit !== undefined, 'weft to exit after SIGTERM', 10_000);
-    const counters = weft.stopped?.counters as { tcpConnectionsOpened?: number } | undefined;
 
     const checks: Check[] = [];
     const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
-    const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
-    const allErrors = [...warmup.errors, ...soak.errors];
-    check('guest traffic had no errors', warmup.tcpErrors + soak.tcpErrors + warmup.udpErrors + soak.udpErrors + warmup.curlFailed + soak.curlFailed === 0,
-      `tcp errors ${warmup.tcpErrors + soak.tcpErrors}, udp errors ${warmup.udpErrors + soak.udpErrors}, curl failures ${warmup.curlFailed + soak.curlFailed}${allErrors.length ? `: ${allErrors.slice(0, 10).join('; ')}` : ''}`);
-    check(`every flow closed within ${opts.drainMs / 1000} s of the end of traffic`, drainedAfterMs !== undefined,
-      `weft logged ${weft.tcpClosed} TCP closes for the guest's ${guestTcp} connections and ${weft.udpClosed} UDP closes for its ${guestUdp} flows${drainedAfterMs !== undefined ? `, drained after ${(drainedAfterMs / 1000).toFixed(1)} s` : ''}`);
-    check('no flow was left for SIGTERM to close', weft.closedByShutdown === 0, `${weft.closedByShutdown} flows closed with reason "shutdown"`);
-    // A SYN the guest sends again after weft already refused the first (the RST still on its way)
-    // opens a second flow: legitimate, and only possible when the guest retransmitted a SYN.
-    const opened = counters?.tcpConnectionsOpened;
-    check('weft opened the TCP connections the guest made (plus at most its SYN retransmissions), and closed each',
-      opened !== undefined && opened >= guestTcp && opened <= guestTcp + synRetransmits && weft.tcpClosed === opened,
-      `tcpConnectionsOpened ${opened}, TCP flow closes ${weft.tcpClosed}, guest connections ${guestTcp}, guest SYN retransmissions ${synRetransmits}`);
-    const fdLimit = Math.floor(idle.fds * 1.1);
-    check('fd count back to the idle count (within 10%)', end.fds <= fdLimit,
-      `idle ${idle.fds}, baseline ${baseline.fds}, end ${end.fds} (limit ${fdLimit})${fdsAtEnd.length ? `:\n${fdsAtEnd.join('\n')}` : ''}`);
-    // RSS does not come down when the load does (the allocator keeps freed pages), so its baseline
-    // is the most the warmed-up process held under this load: the warm-up's peak (or the settled
-    // baseline, if higher). A leak pushes the soak's RSS past that; a steady process stays below.
-    const rssBaseline = Math.max(baseline.rss, ...samples.filter((s) => s.phase === 'warmup').map((s) => s.rss));
-    const rssLimit = rssBaseline * (1 + opts.rssGrowth) + opts.rssSlackBytes;
-    check(`RSS within ${opts.rssGrowth * 100}% + ${mib(opts.rssSlackBytes)} of the warm-up's peak`, end.rss <= rssLimit,
-      `warm-up peak ${mib(rssBaseline)} (settled baseline ${mib(baseline.rss)}), end ${mib(end.rss)}, limit ${mib(rssLimit)}, ` +
-      `soak peak ${mib(Math.max(...samples.filter((s) => s.phase === 'soak').map((s) => s.rss)))}`);
-    const heapLimit = baseline.heapUsed * (1 + opts.heapGrowth) + opts.heapSlackBytes;
-    check(`heap (after GC) within ${opts.heapGrowth * 100}% + ${mib(opts.heapSlackBytes)} of the baseline`, end.heapUsed <= heapLimit,
-      `baseline ${mib(baseline.heapUsed)}, end ${mib(end.heapUsed)}, limit ${mib(heapLimit)}, peak ${mib(Math.max(...samples.map((s) => s.heapUsed).filter((x) => !Number.isNaN(x))))}`);
-    const bufLimit = baseline.arrayBuffers * (1 + opts.buffersGrowth) + opts.buffersSlackBytes;
-    check(`ArrayBuffer memory (after GC) within ${opts.buffersGrowth * 100}% + ${mib(opts.buffersSlackBytes)} of the baseline`, end.arrayBuffers <= bufLimit,
-      `idle ${mib(idle.arrayBuffers)}, baseline ${mib(baseline.arrayBuffers)}, end ${mib(end.arrayBuffers)}, limit ${mib(bufLimit)}, peak ${mib(Math.max(...samples.map((s) => s.arrayBuffers).filter((x) => !Number.isNaN(x))))}`);
-    check('weft exited 0 on SIGTERM without warnings or errors', weft.exit?.code === 0 && weft.warnings.length === 0,
-      `exit ${JSON.stringify(weft.exit)}${weft.warnings.length ? `; ${weft.warnings.slice(0, 5).join(' | ')}` : ''}`);
+    const pathReports: PathReport[] = [];
+    for (const p of paths) {
+      const { vm, warmup, soak } = p;
+      const tag = `[${vm.name}]`;
+      const guestTcp = p.doneTcp;
+      const guestUdp = p.doneUdp;
+      const syn = synRetransmits.get(p.path)!;
+      const errors = [...warmup.errors, ...soak.errors];
+      const sum = addCounts(warmup, soak);
+      check(`${tag} guest traffic had no errors`, sum.tcpErrors + sum.udpErrors + sum.curlFailed === 0,
+        `tcp errors ${sum.tcpErrors}, udp errors ${sum.udpErrors}, curl failures ${sum.curlFailed}${errors.length ? `: ${errors.slice(0, 10).join('; ')}` : ''}`);
+      check(`${tag} every flow closed within ${opts.drainMs / 1000} s of the end of traffic`, vm.closed.tcp >= guestTcp && vm.closed.udp >= guestUdp && drainedAfterMs !== undefined,
+        `weft logged ${vm.closed.tcp} TCP closes for the guest's ${guestTcp} connections and ${vm.closed.udp} UDP closes for its ${guestUdp} flows` +
+        `${drainedAfterMs !== undefined ? `, everything drained after ${(drainedAfterMs / 1000).toFixed(1)} s` : ''}`);
+      check(`${tag} no flow was left for SIGTERM to close`, vm.closedByShutdown === 0, `${vm.closedByShutdown} flows closed with reason "shutdown"`);
+      // A SYN the guest sends again after weft already refused the first (the RST still on its way)
+      // opens a second flow: legitimate, and only possible when the guest retransmitted a SYN.
+      const counters = vm.stopped?.counters as { tcpConnectionsOpened?: number; drops?: Record<string, number> } | undefined;
+      const opened = counters?.tcpConnectionsOpened;
+      check(`${tag} weft opened the TCP connections the guest made (plus at most its SYN retransmissions), and closed each`,
+        opened !== undefined && opened >= guestTcp && opened <= guestTcp + syn && vm.closed.tcp === opened,
+        `tcpConnectionsOpened ${opened}, TCP flow closes ${vm.closed.tcp}, guest connections ${guestTcp}, guest SYN retransmissions ${syn}`);
+      if (p.path === 'wisp') {
+        check(`${tag} weft stayed connected to the relay`, (beforeShutdown[vm.name]['wisp-disconnected'] ?? 0) === 0,
+          `${beforeShutdown[vm.name]['wisp-disconnected'] ?? 0} wisp-disconnected lines before shutdown`);
+      }
+      processChecks(check, opts, vm, samples, idle, baseline, end, fdsAtEnd[vm.name]);
+      pathReports.push({ path: p.path, guest: { warmup, soak }, guestTcp, guestUdp, synRetransmits: syn, vm: { ...processReport(vm), tcpConnectionsOpened: opened, drops: counters?.drops ?? {} } });
+    }
+
+    let relayReport: RelayReport | undefined;
+    if (relay) {
+      const { open, total, metrics } = relayAtEnd;
+      const wisp = paths.find((p) => p.path === 'wisp')!.vm;
+      const wispOpened = pathReports.find((r) => r.path === 'wisp')!.vm.tcpConnectionsOpened;
+      check('[relay] every stream closed within the drain period (open-stream gauge 0, a stream-close line per stream)',
+        open.tcp === 0 && open.udp === 0 && relay.closed.tcp === total.tcp && relay.closed.udp === total.udp,
+        `open now ${JSON.stringify(open)}, streams opened ${JSON.stringify(total)}, stream-close lines ${JSON.stringify(relay.closed)}`);
+      check('[relay] one stream per flow of weft vm --upstream wisp', total.tcp === wispOpened && total.udp === wisp.closed.udp,
+        `streams ${JSON.stringify(total)}; the vm's TCP connections opened ${wispOpened}, UDP flows closed ${wisp.closed.udp}`);
+      check('[relay] the vm stayed connected (no client-close before shutdown)', (beforeShutdown.relay['client-close'] ?? 0) === 0,
+        `${beforeShutdown.relay['client-close'] ?? 0} client-close lines before shutdown`);
+      processChecks(check, opts, relay, samples, idle, baseline, end, fdsAtEnd.relay);
+      relayReport = {
+        ...processReport(relay),
+        streamsTotal: total,
+        openAtEnd: open,
+        bytes: {
+          upload: metrics.get('weft_relay_bytes_total{direction="upload"}') ?? 0,
+          download: metrics.get('weft_relay_bytes_total{direction="download"}') ?? 0,
+        },
+      };
+    }
 
     const { log: _log, ...shown } = opts;
     return {
@@ -746,74 +484,156 @@ export async function runSoak(partial: Partial<SoakOptions> = {}): Promise<SoakR
       idle,
       baseline,
       end,
-      guest: { warmup, soak },
-      weft: {
-        tcpClosed: weft.tcpClosed,
-        udpClosed: weft.udpClosed,
-        closeReasons: weft.closeReasons,
-        closedByShutdown: weft.closedByShutdown,
-        tcpConnectionsOpened: counters?.tcpConnectionsOpened,
-        exitCode: weft.exit?.code ?? null,
-        warnings: weft.warnings,
-      },
+      paths: pathReports,
+      relay: relayReport,
       drainedAfterMs,
       checks,
       ok: checks.every((c) => c.ok),
     };
   } finally {
-    await ns?.cleanup();
+    for (const ns of namespaces.reverse()) await ns.cleanup();
     await Promise.all(servers.map((s) => s.close()));
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-// ---- output --------------------------------------------------------------------------------------
-
-const COLUMNS = ['t (s)', 'phase', 'fds', 'RSS MiB', 'heap MiB', 'buffers MiB', 'TCP open/closed', 'UDP open/closed'] as const;
-const WIDTHS = [7, 8, 5, 8, 9, 11, 16, 16];
-
-export function formatSampleHeader(): string {
-  return COLUMNS.map((c, i) => (i === 1 ? c.padEnd(WIDTHS[i]) : c.padStart(WIDTHS[i]))).join('  ');
+function processReport(p: ProbedWeft): ProcessReport {
+  return {
+    name: p.name,
+    tcpClosed: p.closed.tcp,
+    udpClosed: p.closed.udp,
+    closeReasons: p.closeReasons,
+    closedByShutdown: p.closedByShutdown,
+    exitCode: p.exit?.code ?? null,
+    warnings: p.warnings,
+  };
 }
 
-export function formatSample(s: Sample): string {
-  const cells = [
-    s.t.toFixed(0),
-    s.phase,
-    String(s.fds),
-    (s.rss / 2 ** 20).toFixed(1),
-    Number.isNaN(s.heapUsed) ? '-' : (s.heapUsed / 2 ** 20).toFixed(2),
-    Number.isNaN(s.arrayBuffers) ? '-' : (s.arrayBuffers / 2 ** 20).toFixed(2),
-    `${s.guestTcp}/${s.tcpClosed}`,
-    `${s.guestUdp}/${s.udpClosed}`,
-  ];
+/** The checks every process gets: fds, RSS, heap, buffers, and a clean exit. */
+function processChecks(
+  check: (name: string, ok: boolean, detail: string) => void,
+  opts: SoakOptions,
+  p: ProbedWeft,
+  samples: Sample[],
+  idleSample: Sample,
+  baselineSample: Sample,
+  endSample: Sample,
+  fdsAtEnd: string[],
+): void {
+  const tag = `[${p.name}]`;
+  const mine = samples.map((s) => ({ phase: s.phase, ...s.procs[p.name] }));
+  const idle = idleSample.procs[p.name];
+  const baseline = baselineSample.procs[p.name];
+  const end = endSample.procs[p.name];
+  const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+  const peak = (xs: number[]) => Math.max(...xs.filter((x) => !Number.isNaN(x)));
+  const fdLimit = Math.floor(idle.fds * 1.1);
+  check(`${tag} fd count back to the idle count (within 10%)`, end.fds <= fdLimit,
+    `idle ${idle.fds}, baseline ${baseline.fds}, end ${end.fds} (limit ${fdLimit})${fdsAtEnd.length ? `:\n${fdsAtEnd.join('\n')}` : ''}`);
+  // RSS does not come down when the load does (the allocator keeps freed pages), so its baseline
+  // is the most the warmed-up process held under this load: the warm-up's peak (or the settled
+  // baseline, if higher). A leak pushes the soak's RSS past that; a steady process stays below.
+  const rssBaseline = Math.max(baseline.rss, ...mine.filter((s) => s.phase === 'warmup').map((s) => s.rss));
+  const rssLimit = rssBaseline * (1 + opts.rssGrowth) + opts.rssSlackBytes;
+  check(`${tag} RSS within ${opts.rssGrowth * 100}% + ${mib(opts.rssSlackBytes)} of the warm-up's peak`, end.rss <= rssLimit,
+    `warm-up peak ${mib(rssBaseline)} (settled baseline ${mib(baseline.rss)}), end ${mib(end.rss)}, limit ${mib(rssLimit)}, ` +
+    `soak peak ${mib(peak(mine.filter((s) => s.phase === 'soak').map((s) => s.rss)))}`);
+  const heapLimit = baseline.heapUsed * (1 + opts.heapGrowth) + opts.heapSlackBytes;
+  check(`${tag} heap (after GC) within ${opts.heapGrowth * 100}% + ${mib(opts.heapSlackBytes)} of the baseline`, end.heapUsed <= heapLimit,
+    `baseline ${mib(baseline.heapUsed)}, end ${mib(end.heapUsed)}, limit ${mib(heapLimit)}, peak ${mib(peak(mine.map((s) => s.heapUsed)))}`);
+  const bufLimit = baseline.arrayBuffers * (1 + opts.buffersGrowth) + opts.buffersSlackBytes;
+  check(`${tag} ArrayBuffer memory (after GC) within ${opts.buffersGrowth * 100}% + ${mib(opts.buffersSlackBytes)} of the baseline`, end.arrayBuffers <= bufLimit,
+    `idle ${mib(idle.arrayBuffers)}, baseline ${mib(baseline.arrayBuffers)}, end ${mib(end.arrayBuffers)}, limit ${mib(bufLimit)}, peak ${mib(peak(mine.map((s) => s.arrayBuffers)))}`);
+  check(`${tag} exited 0 on SIGTERM without warnings or errors`, p.exit?.code === 0 && p.warnings.length === 0,
+    `exit ${JSON.stringify(p.exit)}${p.warnings.length ? `; ${p.warnings.slice(0, 5).join(' | ')}` : ''}`);
+}
+
+/** SIGUSR2 (node's --heapsnapshot-signal) and wait until the file stops growing. */
+async function heapSnapshot(p: ProbedWeft, dir: string): Promise<string> {
+  const before = new Set(readdirSync(dir));
+  p.kill('SIGUSR2');
+  const deadline = performance.now() + 60_000;
+  while (performance.now() < deadline) {
+    await sleep(500);
+    const fresh = readdirSync(dir).filter((f) => !before.has(f) && f.endsWith('.heapsnapshot'));
+    if (fresh.length > 0) {
+      const file = join(dir, fresh[0]);
+      const size = statSync(file).size;
+      await sleep(1000);
+      if (statSync(file).size === size && size > 0) return file;
+    }
+  }
+  return 'none written within 60 s';
+}
+
+// ---- output --------------------------------------------------------------------------------------
+
+const COLUMNS = ['t (s)', 'phase', 'fds', 'RSS MiB', 'heap MiB', 'buffers MiB', 'TCP opened/closed', 'UDP opened/closed'] as const;
+const WIDTHS = [7, 8, 5, 8, 9, 11, 17, 17];
+
+function formatRow(cells: string[]): string {
   return cells.map((c, i) => (i === 1 ? c.padEnd(WIDTHS[i]) : c.padStart(WIDTHS[i]))).join('  ');
 }
 
-/** The samples (at most `maxRows`, evenly spaced, always with idle, baseline and end), then the checks. */
-export function formatReport(r: SoakReport, maxRows = 40): string {
+export function formatSampleHeader(): string {
+  return formatRow([...COLUMNS]);
+}
+
+/** One process's figures in one sample, as a table row. */
+export function formatSample(s: Sample, name: string): string {
+  const p = s.procs[name];
+  return formatRow([
+    s.t.toFixed(0),
+    s.phase,
+    String(p.fds),
+    (p.rss / 2 ** 20).toFixed(1),
+    Number.isNaN(p.heapUsed) ? '-' : (p.heapUsed / 2 ** 20).toFixed(2),
+    Number.isNaN(p.arrayBuffers) ? '-' : (p.arrayBuffers / 2 ** 20).toFixed(2),
+    `${p.tcpOpened}/${p.tcpClosed}`,
+    `${p.udpOpened}/${p.udpClosed}`,
+  ]);
+}
+
+/** One line per sample for progress: every process's fds, RSS, heap, buffers and flows. */
+export function formatProgress(s: Sample): string {
+  const parts = Object.entries(s.procs).map(([name, p]) =>
+    `${name} ${p.fds} fds ${(p.rss / 2 ** 20).toFixed(0)}/${(p.heapUsed / 2 ** 20).toFixed(1)}/${(p.arrayBuffers / 2 ** 20).toFixed(1)} MiB ` +
+    `tcp ${p.tcpOpened}/${p.tcpClosed} udp ${p.udpOpened}/${p.udpClosed}`);
+  return `${s.t.toFixed(0).padStart(5)} s ${s.phase.padEnd(8)} ${parts.join(' | ')}`;
+}
+
+/** Per process: the samples (at most `maxRows`, evenly spaced, always with idle, baseline and end); then the checks. */
+export function formatReport(r: SoakReport, maxRows = 30): string {
   const keep = new Set<Sample>([r.idle, r.baseline, r.end]);
   const step = Math.max(1, Math.ceil(r.samples.length / maxRows));
   r.samples.forEach((s, i) => {
     if (i % step === 0) keep.add(s);
   });
   const rows = r.samples.filter((s) => keep.has(s));
-  const g = r.guest;
-  const sum = (k: keyof Omit<GuestCounts, 'errors'>) => g.warmup[k] + g.soak[k];
+  const o = r.options;
   const lines = [
-    `soak: ${r.options.warmupSeconds} s warm-up + ${r.options.seconds} s traffic, then up to ${r.options.drainMs / 1000} s drain; weft vm --upstream direct --allow-host-loopback`,
-    `("TCP open" / "UDP open" = connections / flows the guest has made so far; "closed" = flow-close lines from weft)`,
-    formatSampleHeader(),
-    ...rows.map(formatSample),
-    '',
-    `guest: ${sum('tcpAttempts')} python TCP connections (${sum('tcpOk')} ok, ${sum('tcpRefused')} refused as intended, ${sum('tcpErrors')} errors), ` +
-      `${sum('curlOk')} curl fetches (${sum('curlFailed')} failed), ${sum('udpFlows')} UDP flows (${sum('udpOk')} echoed, ${sum('udpErrors')} errors), ` +
-      `${(sum('bytes') / 1e6).toFixed(0)} MB echoed`,
-    `weft: ${r.weft.tcpClosed} TCP and ${r.weft.udpClosed} UDP flow closes; reasons ${JSON.stringify(r.weft.closeReasons)}; ` +
-      `tcpConnectionsOpened ${r.weft.tcpConnectionsOpened}; drained ${r.drainedAfterMs === undefined ? 'NOT within the drain period' : `${(r.drainedAfterMs / 1000).toFixed(1)} s after the traffic`}`,
-    '',
-    ...r.checks.map((c) => `${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`),
+    `soak: ${o.warmupSeconds} s warm-up + ${o.seconds} s traffic, then up to ${o.drainMs / 1000} s drain; paths ${o.paths.join(' + ')} at once, ` +
+      `each ${o.tcpRate} TCP connections/s + a curl loop and ${o.udpRate} UDP flows/s`,
+    `(vm: "opened" = connections / flows its guest has made so far, "closed" = flow-close lines; relay: streams opened per /metrics, stream-close lines)`,
   ];
+  for (const name of Object.keys(r.end.procs)) {
+    lines.push('', `${name}${name.startsWith('vm-') ? ` (weft vm --upstream ${name.slice(3)})` : ' (weft relay)'}`, formatSampleHeader(), ...rows.map((s) => formatSample(s, name)));
+  }
+  lines.push('');
+  for (const p of r.paths) {
+    const g = addCounts(p.guest.warmup, p.guest.soak);
+    lines.push(
+      `${p.path} guest: ${g.tcpAttempts} python TCP connections (${g.tcpOk} ok, ${g.tcpRefused} refused as intended, ${g.tcpErrors} errors), ` +
+        `${g.curlOk} curl fetches (${g.curlFailed} failed), ${g.udpFlows} UDP flows (${g.udpOk} echoed, ${g.udpErrors} errors), ${(g.bytes / 1e6).toFixed(0)} MB echoed`,
+      `  vm-${p.path}: ${p.vm.tcpClosed} TCP and ${p.vm.udpClosed} UDP flow closes; reasons ${JSON.stringify(p.vm.closeReasons)}; tcpConnectionsOpened ${p.vm.tcpConnectionsOpened}; drops ${JSON.stringify(p.vm.drops)}`,
+    );
+  }
+  if (r.relay) {
+    lines.push(`relay: streams ${JSON.stringify(r.relay.streamsTotal)}, open at the end ${JSON.stringify(r.relay.openAtEnd)}, ` +
+      `${(r.relay.bytes.upload / 1e6).toFixed(0)} MB up / ${(r.relay.bytes.download / 1e6).toFixed(0)} MB down; close reasons ${JSON.stringify(r.relay.closeReasons)}`);
+  }
+  lines.push(`drained ${r.drainedAfterMs === undefined ? 'NOT within the drain period' : `${(r.drainedAfterMs / 1000).toFixed(1)} s after the traffic`}`, '');
+  lines.push(...r.checks.map((c) => `${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`));
   return lines.join('\n');
 }
 
@@ -830,14 +650,21 @@ function parseArgs(argv: string[]): Partial<SoakOptions> {
     '--drain': (v) => (out.drainMs = v * 1000),
     '--drain-before-baseline': (v) => (out.drainBeforeBaseline = v !== 0),
   };
-  const strings: Record<string, (v: string) => void> = {
-    '--heap-snapshot': (v) => (out.heapSnapshotDir = v),
-    '--weft-log': (v) => (out.weftLogFile = v),
+  const strings: Record<string, (v: string) => boolean> = {
+    '--heap-snapshot': (v) => ((out.heapSnapshotDir = v), true),
+    '--log-dir': (v) => ((out.logDir = v), true),
+    '--paths': (v) => {
+      const paths = v.split(',');
+      if (!paths.every((p): p is SoakPath => p === 'direct' || p === 'wisp')) return false;
+      out.paths = [...new Set(paths)];
+      return true;
+    },
   };
   const usage = () =>
-    `usage: npm run soak [-- ${Object.keys(numbers).map((f) => `${f} N`).join(' ')} --heap-snapshot DIR --weft-log FILE]\n` +
+    `usage: npm run soak [-- ${Object.keys(numbers).map((f) => `${f} N`).join(' ')} --paths direct,wisp --heap-snapshot DIR --log-dir DIR]\n` +
     `defaults: --seconds ${DEFAULT_SOAK.seconds} --warmup ${DEFAULT_SOAK.warmupSeconds} --sample ${DEFAULT_SOAK.sampleMs / 1000} ` +
-    `--tcp-rate ${DEFAULT_SOAK.tcpRate} --udp-rate ${DEFAULT_SOAK.udpRate} --drain ${DEFAULT_SOAK.drainMs / 1000} --drain-before-baseline 1`;
+    `--tcp-rate ${DEFAULT_SOAK.tcpRate} --udp-rate ${DEFAULT_SOAK.udpRate} --drain ${DEFAULT_SOAK.drainMs / 1000} --drain-before-baseline 1 ` +
+    `--paths ${DEFAULT_SOAK.paths.join(',')} (rates are per path)`;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '-h' || arg === '--help') {
@@ -847,11 +674,10 @@ function parseArgs(argv: string[]): Partial<SoakOptions> {
     const eq = arg.indexOf('=');
     const flag = eq < 0 ? arg : arg.slice(0, eq);
     const value = eq < 0 ? argv[++i] : arg.slice(eq + 1);
-    if (flag in strings && value !== undefined && value !== '') {
-      strings[flag](value);
-    } else if (flag in numbers && value !== undefined && /^\d+(\.\d+)?$/.test(value)) {
-      numbers[flag](Number(value));
-    } else {
+    let ok = false;
+    if (flag in strings && value !== undefined && value !== '') ok = strings[flag](value);
+    else if (flag in numbers && value !== undefined && /^\d+(\.\d+)?$/.test(value)) ok = (numbers[flag](Number(value)), true);
+    if (!ok) {
       console.error(`soak: bad argument ${JSON.stringify(arg)}${value === undefined ? ' (no value)' : ''}\n${usage()}`);
       process.exit(2);
     }
