@@ -19,7 +19,10 @@ const RELAY_DRAIN_MS = 10_000;
 
 async function relayUpstream(): Promise<FaultUpstream> {
   const relay = spawnWeft(['relay', '--listen', '127.0.0.1:0', '--allow-loopback', '--rate', '0']);
-  const ready = await relay.waitForEvent('ready');
+  const ready = await relay.waitForEvent('ready').catch((e: unknown) => {
+    relay.kill('SIGKILL');
+    throw e;
+  });
   const port = ready.port as number;
   const streamCloses = () => relay.events.filter((e) => e.event === 'stream-close');
   const logged = (names: string[]) => relay.events.filter((e) => names.includes(e.event)).map((e) => JSON.stringify(e));
