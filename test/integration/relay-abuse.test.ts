@@ -34,10 +34,11 @@ import { connectWsTransport } from '../../node-host/ws-transport';
 import { REPO_ROOT, weftBundle } from '../harness/weft-bundle';
 
 describe('credits never misjudge a well-behaved client', () => {
+  const WRITE_BYTES = 10;
   /**
    * weft's client and server state machines over a delay line (`latency` ticks each way): the client
    * writes bursts, the "destination" drains `drains[…]` packets a tick (0 = stalled). Returns the
-   * most packets the server ever held, whether it ended the connection, and what arrived.
+   * most packets the server ever held, whether it ended the connection, and the bytes that arrived.
    */
   function simulate(B: number, latency: number, version: 1 | 2, drains: number[], bursts: number[], sendBeforeOpen: boolean) {
     const toServer: Array<[number, Uint8Array]> = [];
@@ -55,9 +56,9 @@ describe('credits never misjudge a well-behaved client', () => {
         ready: () => {},
         // Either the destination connects at once, or later, after the client sent on its initial credit.
         openStream: (r) => (sendBeforeOpen ? (connectAt = now + 30) : server.connected(r.id, now)),
-        streamData: () => {
+        streamData: (_id, payload) => {
           queued++;
-          arrived++;
+          arrived += payload.length;
           maxQueued = Math.max(maxQueued, queued);
         },
         streamEnd: () => {},
@@ -81,7 +82,7 @@ describe('credits never misjudge a well-behaved client', () => {
       while (toServer.length > 0 && toServer[0][0] <= now) server.receive(toServer.shift()![1], now);
       while (toClient.length > 0 && toClient[0][0] <= now) client.receive(toClient.shift()![1], now);
       if (now === connectAt) server.connected(id, now);
-      if (now % 20 === 0 && now < writing) for (let i = 0; i < bursts[now / 20]; i++) client.write(id, new Uint8Array(10));
+      if (now % 20 === 0 && now < writing) for (let i = 0; i < bursts[now / 20]; i++) client.write(id, new Uint8Array(WRITE_BYTES));
       // Afterwards the destination drains, so everything written must arrive (no credit deadlock).
       const drain = now < writing ? drains[Math.floor(now / 50) % drains.length] : 8;
       for (let i = 0; i < drain && queued > 0; i++) {
@@ -89,7 +90,8 @@ describe('credits never misjudge a well-behaved client', () => {
         server.released(id);
       }
     }
-    return { maxQueued, ended, arrived, written: bursts.reduce((a, b) => a + b, 0) };
+    // Bytes, not packets: the client may coalesce several writes into one DATA packet.
+    return { maxQueued, ended, arrived, written: bursts.reduce((a, b) => a + b, 0) * WRITE_BYTES };
   }
 
   it('a fast upload whose CONTINUEs cross its DATA is neither cut off nor allowed past 2 buffers', () => {
