@@ -1,5 +1,6 @@
 // `npm run bench [-- SUITE…]`: runs the named benchmark suites (default: all) and prints tables.
 // Suites that compare weft with a peer run both in the same process run and print weft / peer.
+import { BrowserBenchUnavailable, runBrowserBench } from './browser-bench';
 import { runStackBench } from './stack-bench';
 import { dnsBenchUnavailable, runDnsBench } from './dns-bench';
 import { runRelayBench } from './relay-bench';
@@ -16,20 +17,39 @@ const suites: Record<string, () => Promise<void>> = {
     }
   },
   async tcp() {
-    console.log('\ntcp — netns guest ↔ iperf3 on host loopback, side by side with slirp4netns (Mbit/s)');
+    console.log('\ntcp — netns guest ↔ iperf3 on host loopback; weft side by side with slirp4netns and pasta (Gbit/s; CPU s of the stack process)');
     const why = tcpBenchUnavailable();
     if (why) {
       console.log(`skipped: ${why}`);
       return;
     }
-    console.log(`${'MTU'.padEnd(6)} ${'peer'.padEnd(14)} ${'upload'.padStart(9)} ${'download'.padStart(9)}`);
+    console.log(`${'MTU'.padEnd(6)} ${'stack'.padEnd(22)} ${'upload'.padStart(7)} ${'download'.padStart(9)} ${'CPU s'.padStart(6)}`);
     for (const mtu of [1500, 65520]) {
-      const [weft, slirp] = await runTcpBench(mtu);
-      for (const r of [weft, slirp]) console.log(`${String(mtu).padEnd(6)} ${r.peer.padEnd(14)} ${fmt(r.uploadMbit).padStart(9)} ${fmt(r.downloadMbit).padStart(9)}`);
-      console.log(`${String(mtu).padEnd(6)} ${'weft / slirp'.padEnd(14)} ${fmt(weft.uploadMbit / slirp.uploadMbit, 2).padStart(9)} ${fmt(weft.downloadMbit / slirp.downloadMbit, 2).padStart(9)}`);
+      const rows = await runTcpBench(mtu);
+      for (const r of rows) {
+        console.log(`${String(mtu).padEnd(6)} ${r.peer.padEnd(22)} ${fmt(r.uploadMbit / 1000, 2).padStart(7)} ${fmt(r.downloadMbit / 1000, 2).padStart(9)} ${fmt(r.cpuSeconds, 1).padStart(6)}`);
+      }
+      for (const w of rows.filter((r) => r.peer.startsWith('weft'))) {
+        for (const p of rows.filter((r) => !r.peer.startsWith('weft'))) {
+          const label = `${w.peer} / ${p.peer}`;
+          console.log(`${String(mtu).padEnd(6)} ${label.padEnd(22)} ${fmt(w.uploadMbit / p.uploadMbit, 2).padStart(7)} ${fmt(w.downloadMbit / p.downloadMbit, 2).padStart(9)}`);
+        }
+      }
     }
   },
   relay: runRelayBench,
+  async browser() {
+    try {
+      // The same VM (virtio-net, MTU 1500) through both; then weft with the card's MTU raised to
+      // 65520, which v86's own adapter cannot use (its downloads stall at that MTU).
+      const same = await runBrowserBench();
+      const jumbo = await runBrowserBench({ mtu: 65520, withV86: false });
+      if (same.v86) console.log(`weft at MTU 65520 / v86 adapter at MTU 1500: ${fmt(jumbo.weft.mbPerSecond / same.v86.mbPerSecond, 2)}`);
+    } catch (e) {
+      if (!(e instanceof BrowserBenchUnavailable)) throw e;
+      console.log(`\nbrowser — v86 guest in Chromium, weft worker vs v86's own Wisp adapter\nskipped: ${e.message}`);
+    }
+  },
   async dns() {
     console.log('\ndns — netns guest → resolver, dnsperf, side by side with dnsmasq as the forwarder (queries/s)');
     const why = dnsBenchUnavailable();
