@@ -121,7 +121,12 @@ export function createNetwork(options: NetworkOptions = {}): WeftNetwork {
       let attached = true;
       // The batcher copies each frame at once (ne2k hands out a view into its own memory).
       port.onFrame((frame) => {
-        if (attached && !closed) toWorker.push(frame);
+        if (!attached || closed) return;
+        toWorker.push(frame);
+        // With shared rings, take what the worker has written meanwhile at once: an emulator sends
+        // frames (e.g. ACKs) while it runs a time slice, and the frames for it can then reach its
+        // card within that slice instead of after it (reading an empty ring is one atomic load).
+        fromWorker?.drain(deliver);
       });
       return () => {
         attached = false;
