@@ -51,6 +51,10 @@ const MAX_SYNACK_RETRIES = 5;
 /** IPv4's 65,535 bytes less the IP header and the largest TCP header (60). */
 const MAX_OFFLOAD_PAYLOAD = 65535 - 20 - 60;
 
+/** The send buffer holds at least this many segments of the largest size, up to MAX_SEND_BUFFER. */
+const MIN_SEGMENTS_BUFFERED = 16;
+const MAX_SEND_BUFFER = 1024 * 1024;
+
 /** The largest whole number of MSS-sized pieces one offloaded segment can carry. */
 function offloadSegment(mss: number): number {
   return Math.max(mss, Math.floor(MAX_OFFLOAD_PAYLOAD / mss) * mss);
@@ -67,6 +71,8 @@ export class TcpConnection implements TimerOwner {
   irs = 0;
   private sender!: TcpSender;
   private receiver!: TcpReceiver;
+  /** The sender's buffer bound, settled with the segment size at negotiation. */
+  private sendBufferBytes = 0;
   private sackOk = false;
   private tsOk = false;
   private scaling = false;
@@ -172,15 +178,19 @@ export class TcpConnection implements TimerOwner {
       delayedAckMs: cfg.delayedAckMs,
     });
     this.lastAckSent = this.receiver.rcvNxt;
+    const maxSegment = env.segmentOffload ? offloadSegment(sendMss) : sendMss;
+    // Room for at least MIN_SEGMENTS_BUFFERED segments: with 64 KiB segments (a 65520 MTU, or
+    // offload) the configured 256 KiB would be 4 in flight, and ACK clocking stalls on each ACK.
+    this.sendBufferBytes = Math.max(cfg.sendBufferBytes, Math.min(MAX_SEND_BUFFER, MIN_SEGMENTS_BUFFERED * maxSegment));
     this.sender = new TcpSender(
       iss,
       {
         mss: sendMss,
-        maxSegment: env.segmentOffload ? offloadSegment(sendMss) : sendMss,
+        maxSegment,
         initialRtoMs: cfg.initialRtoMs,
         minRtoMs: cfg.minRtoMs,
         maxRtoMs: cfg.maxRtoMs,
-        sendBufferBytes: cfg.sendBufferBytes,
+        sendBufferBytes: this.sendBufferBytes,
         maxRetransmits: cfg.maxRetransmits,
         sackPermitted: this.sackOk,
       },
@@ -554,7 +564,7 @@ export class TcpConnection implements TimerOwner {
   }
 
   private resumeUpstreamIfRoom(): void {
-    if (this.upstreamPaused && this.sender.buffered < this.env.config.sendBufferBytes / 2) {
+    if (this.upstreamPaused && this.sender.buffered < this.sendBufferBytes / 2) {
       this.upstreamPaused = false;
       this.stream?.resume();
     }
