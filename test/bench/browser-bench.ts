@@ -155,6 +155,18 @@ async function download(guest: V86Guest, url: string, bytes: number): Promise<{ 
   }
 }
 
+/** The fields every peer's row has, from one download. */
+function row(peer: BrowserBenchRow['peer'], bytes: number, run: Awaited<ReturnType<typeof download>>): BrowserBenchRow {
+  return {
+    peer,
+    bytes,
+    seconds: run.seconds,
+    mbPerSecond: bytes / 1e6 / run.seconds,
+    mainThreadMs: run.mainThreadMs,
+    ...(run.guestBusy === undefined ? {} : { guestBusy: run.guestBusy }),
+  };
+}
+
 /** Leases an address with the guest's udhcpc (from weft's DHCP, or from v86's adapter's). */
 async function lease(guest: V86Guest): Promise<string> {
   const from = guest.serial.length;
@@ -206,12 +218,7 @@ export async function runBrowserBench(options: BrowserBenchOptions = {}): Promis
       const after = await weftStats(a.guest);
       const frames = after.stats.framesOut - before.stats.framesOut;
       weft = {
-        peer: 'weft worker',
-        bytes,
-        seconds: run.seconds,
-        mbPerSecond: bytes / 1e6 / run.seconds,
-        mainThreadMs: run.mainThreadMs,
-        ...(run.guestBusy === undefined ? {} : { guestBusy: run.guestBusy }),
+        ...row('weft worker', bytes, run),
         workerBusyMs: after.stats.workerBusyMs - before.stats.workerBusyMs,
         framesToGuest: frames,
         meanFrameBytes: frames > 0 ? (after.stats.bytesOut - before.stats.bytesOut) / frames : 0,
@@ -229,14 +236,7 @@ export async function runBrowserBench(options: BrowserBenchOptions = {}): Promis
       try {
         await lease(b.guest);
         const run = await download(b.guest, url, bytes);
-        v86 = {
-          peer: 'v86 wisp adapter',
-          bytes,
-          seconds: run.seconds,
-          mbPerSecond: bytes / 1e6 / run.seconds,
-          mainThreadMs: run.mainThreadMs,
-          ...(run.guestBusy === undefined ? {} : { guestBusy: run.guestBusy }),
-        };
+        v86 = row('v86 wisp adapter', bytes, run);
       } finally {
         await b.guest.close();
       }

@@ -169,15 +169,15 @@ describe('FrameRing across threads', () => {
   const dir = mkdtempSync(join(tmpdir(), 'weft-ring-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  /** A worker thread that writes `count` frames (frame i: length 1 + i % 1500, first byte i & 0xff). */
-  function writerThread(buffer: SharedArrayBuffer, count: number, doorbell: boolean): Worker {
+  /** A worker thread that writes `count` frames (frame i: length 1 + i % 1500, first byte i & 0xff); its doorbell is a 'ring' message. */
+  function writerThread(buffer: SharedArrayBuffer, count: number): Worker {
     const file = join(dir, 'writer.mjs');
     buildSync({
       stdin: {
         contents: `
           import { workerData, parentPort } from 'node:worker_threads';
           import { FrameRingWriter } from './worker/frame-ring';
-          const { buffer, count, doorbell } = workerData;
+          const { buffer, count } = workerData;
           const w = new FrameRingWriter(buffer, () => parentPort.postMessage('ring'), (fn) => fn());
           const nap = new Int32Array(new SharedArrayBuffer(4));
           for (let i = 0; i < count; ) {
@@ -197,7 +197,7 @@ describe('FrameRing across threads', () => {
       outfile: file,
       logLevel: 'silent',
     });
-    return new Worker(file, { workerData: { buffer, count, doorbell } });
+    return new Worker(file, { workerData: { buffer, count } });
   }
 
   for (const mode of ['waitAsync', 'doorbell'] as const) {
@@ -216,7 +216,7 @@ describe('FrameRing across threads', () => {
           if (next === count) done();
         });
       });
-      const worker = writerThread(buffer, count, mode === 'doorbell');
+      const worker = writerThread(buffer, count);
       worker.on('message', (m) => {
         if (m === 'ring') reader.ring();
       });
