@@ -1,7 +1,7 @@
 // One weft stack, one simulated guest (SimGuestTcp) and two seeded FaultInjectors (one per link
 // direction) on a simulated clock: time only moves when the harness jumps to the next deadline, so
 // a run is exact and repeatable. For tests of weft's sending direction (upstream → guest) under
-// loss and reordering. (test/unit/tcp-faults.test.ts has an older copy of this harness.)
+// loss and reordering (test/unit/tcp-loss-recovery.test.ts, test/unit/tcp-faults.test.ts).
 
 import { FaultInjector, type FaultConfig } from '../../core/link/fault-injector';
 import { Stack } from '../../core/stack';
@@ -25,6 +25,8 @@ export interface TcpSimOptions {
   toStack?: Partial<FaultConfig>;
   tcp?: Partial<TcpConfig>;
   guest?: Partial<SimGuestOptions>;
+  /** Connect every upstream stream as soon as it opens (default true). */
+  autoConnect?: boolean;
 }
 
 export interface SentSegment {
@@ -51,7 +53,10 @@ export class TcpSim {
   private readonly stackInbox: Uint8Array[] = [];
   private readonly connected = new Set<FakeTcpStream>();
 
+  private readonly autoConnect: boolean;
+
   constructor(o: TcpSimOptions) {
+    this.autoConnect = o.autoConnect ?? true;
     const rng = seededRandom(o.seed);
     const clock = { now: () => this.now };
     const base: Partial<FaultConfig> = { latencyMs: 5, corruptFromByte: 14, reorderHoldMs: 20, ...o.faults };
@@ -92,10 +97,12 @@ export class TcpSim {
       if (rounds > 100_000) throw new Error('the simulation does not settle');
       for (const f of this.stackInbox.splice(0)) this.stack.input(f);
       for (const f of this.guestInbox.splice(0)) this.guest.input(f);
-      for (const s of this.upstream.tcp) {
-        if (this.connected.has(s) || s.destroyed) continue;
-        this.connected.add(s);
-        s.connect();
+      if (this.autoConnect) {
+        for (const s of this.upstream.tcp) {
+          if (this.connected.has(s) || s.destroyed) continue;
+          this.connected.add(s);
+          s.connect();
+        }
       }
       this.pump?.();
     }
@@ -156,6 +163,15 @@ export class TcpSim {
     };
   }
 
+  /** Drops counted by the stack for frames that failed a checksum or a header check. */
+  stackRejected(): number {
+    let n = 0;
+    for (const [reason, count] of Object.entries(this.stack.counters().drops)) {
+      if (/^(ipv4|tcp)-(bad|truncated|option)/.test(reason)) n += count;
+    }
+    return n;
+  }
+
   /** Data segments the stack sent (payload or FIN), in order. */
   dataSegments(from = 0): SentSegment[] {
     return this.sent.slice(from).filter((e) => e.seg.payload.length > 0);
@@ -193,4 +209,14 @@ export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+export function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.length;
+  }
+  return out;
 }

@@ -3,204 +3,15 @@
 // frames. Time only moves when the harness jumps it to the next deadline, so every run is exact
 // and a two-minute backoff costs nothing.
 import { describe, expect, it } from 'vitest';
-import { FaultInjector, type FaultConfig } from '../../core/link/fault-injector';
-import { Stack } from '../../core/stack';
-import type { TcpConfig } from '../../core/config';
-import { parseIpv4 } from '../../core/wire/address';
-import { parseEthernet } from '../../core/wire/ethernet';
-import { IPPROTO_TCP, parseIpv4Packet } from '../../core/wire/ipv4';
-import { isDrop } from '../../core/wire/parse-result';
-import { ACK, parseTcp, RST, SYN, type TcpSegment } from '../../core/wire/tcp';
-import { FakeUpstream, type FakeTcpStream } from '../support/fake-upstream';
-import { GATEWAY_MAC, GUEST_IP, GUEST_MAC, seededRandom } from '../support/frames';
-import { SimGuestTcp, type SimGuestOptions } from '../support/sim-guest-tcp';
+import type { FaultConfig } from '../../core/link/fault-injector';
+import { ACK, RST, SYN, type TcpSegment } from '../../core/wire/tcp';
+import type { FakeTcpStream } from '../support/fake-upstream';
+import { seededRandom } from '../support/frames';
+import { concat, equalBytes, pattern, REMOTE, tcpOf, TcpSim } from '../support/tcp-sim';
 
-const REMOTE = { ip: parseIpv4('93.184.216.34'), port: 80 };
-/** The SYN flood goes to another port of the same host, so the test can tell the streams apart. */
 const FLOODED_PORT = 8080;
 const MIB = 1024 * 1024;
-
-interface SimOptions {
-  seed: number;
-  /** Faults on both directions unless `toGuest` / `toStack` say otherwise. */
-  faults?: Partial<FaultConfig>;
-  toGuest?: Partial<FaultConfig>;
-  toStack?: Partial<FaultConfig>;
-  tcp?: Partial<TcpConfig>;
-  guest?: Partial<SimGuestOptions>;
-  /** Connect every upstream stream as soon as it opens (default true). */
-  autoConnect?: boolean;
-}
-
-/** One stack, one sim guest, two faulty link directions and a clock. */
-class Sim {
-  now = 10_000;
-  readonly upstream = new FakeUpstream();
-  readonly stack: Stack;
-  readonly guest: SimGuestTcp;
-  readonly toGuest: FaultInjector;
-  readonly toStack: FaultInjector;
-  /** Every TCP segment the stack sent (before the link's faults), with its time. */
-  readonly sent: Array<{ at: number; seg: TcpSegment }> = [];
-  /** Return true to lose this stack segment before it reaches the link (a targeted loss). */
-  dropFromStack?: (seg: TcpSegment) => boolean;
-  private readonly guestInbox: Uint8Array[] = [];
-  private readonly stackInbox: Uint8Array[] = [];
-  private readonly connected = new Set<FakeTcpStream>();
-  private readonly autoConnect: boolean;
-  /** Called on every step: e.g. an upstream source feeding data while not paused. */
-  pump?: () => void;
-
-  constructor(o: SimOptions) {
-    const rng = seededRandom(o.seed);
-    const clock = { now: () => this.now };
-    this.autoConnect = o.autoConnect ?? true;
-    const base: Partial<FaultConfig> = { latencyMs: 5, corruptFromByte: 14, reorderHoldMs: 20, ...o.faults };
-    this.toGuest = new FaultInjector((f) => this.guestInbox.push(f), rng.next, { ...base, ...o.toGuest });
-    this.toStack = new FaultInjector((f) => this.stackInbox.push(f), rng.next, { ...base, ...o.toStack });
-    this.stack = new Stack({
-      clock,
-      random: seededRandom(o.seed ^ 0x5eed).fill,
-      upstream: this.upstream,
-      tcp: o.tcp,
-      output: (f) => {
-        const seg = tcpOf(f);
-        if (seg) {
-          this.sent.push({ at: this.now, seg });
-          if (this.dropFromStack?.(seg)) return;
-        }
-        this.toGuest.send(f, this.now);
-      },
-    });
-    this.guest = new SimGuestTcp(
-      {
-        clock, mac: GUEST_MAC, ip: GUEST_IP, port: 40_000, gatewayMac: GATEWAY_MAC, remote: REMOTE, iss: 0xfffff000,
-        mss: 1460, sackPermitted: true, timestamps: true, windowScale: 7, receiveBuffer: 256 * 1024, ...o.guest,
-      },
-      (f) => this.toStack.send(f, this.now),
-    );
-  }
-
-  get stream(): FakeTcpStream {
-    return this.upstream.tcp[this.upstream.tcp.length - 1];
-  }
-
-  /** Delivers what is in flight at this instant, until nothing moves. */
-  private settle(): void {
-    for (let rounds = 0; this.guestInbox.length > 0 || this.stackInbox.length > 0; rounds++) {
-      if (rounds > 100_000) throw new Error('the simulation does not settle');
-      for (const f of this.stackInbox.splice(0)) this.stack.input(f);
-      for (const f of this.guestInbox.splice(0)) this.guest.input(f);
-      if (this.autoConnect) {
-        for (const s of this.upstream.tcp) {
-          if (this.connected.has(s) || s.destroyed) continue;
-          this.connected.add(s);
-          s.connect();
-        }
-      }
-      this.pump?.();
-    }
-  }
-
-  /** Runs until `done()` holds or `limitMs` of simulated time pass; true if done. */
-  run(done: () => boolean, limitMs: number): boolean {
-    const end = this.now + limitMs;
-    for (let steps = 0, at = this.now; ; steps++) {
-      if (this.now !== at) [steps, at] = [0, this.now];
-      if (steps > 10_000) throw new Error(`the simulation is stuck at t=${this.now}`);
-      this.pump?.();
-      this.settle();
-      if (done()) return true;
-      let next = end;
-      for (const d of [this.stack.nextDeadline(), this.guest.nextDeadline(), this.toGuest.nextDeadline(), this.toStack.nextDeadline()]) {
-        if (d !== undefined && d < next) next = d;
-      }
-      if (next >= end) {
-        this.now = end;
-        this.poll();
-        this.settle();
-        return done();
-      }
-      this.now = Math.max(this.now, next);
-      this.poll();
-    }
-  }
-
-  private poll(): void {
-    this.toGuest.poll(this.now);
-    this.toStack.poll(this.now);
-    this.stack.poll(this.now);
-    this.guest.poll(this.now);
-  }
-
-  /** Opens the connection and waits for both ends to call it established. */
-  handshake(): void {
-    this.guest.connect();
-    const ok = this.run(() => this.guest.state === 'open' && this.stack.counters().tcpConnections.established === 1, 60_000);
-    expect(ok, 'handshake').toBe(true);
-  }
-
-  /** Upstream → guest: feeds `data` into the fake stream whenever the stack has not paused it, then ends it. */
-  feedFromUpstream(data: Uint8Array, chunk = 16 * 1024): void {
-    let off = 0;
-    let ended = false;
-    this.pump = () => {
-      const s = this.stream;
-      while (!s.paused && off < data.length && !s.destroyed) {
-        const n = Math.min(chunk, data.length - off);
-        s.send(data.slice(off, off + n));
-        off += n;
-      }
-      if (off === data.length && !ended) {
-        ended = true;
-        s.finish();
-      }
-    };
-  }
-
-  /** Drops counted by the stack for frames that failed a checksum or a header check. */
-  stackRejected(): number {
-    let n = 0;
-    for (const [reason, count] of Object.entries(this.stack.counters().drops)) {
-      if (/^(ipv4|tcp)-(bad|truncated|option)/.test(reason)) n += count;
-    }
-    return n;
-  }
-}
-
-/** The TCP segment in a frame the stack sent (its payload a view into the frame). */
-function tcpOf(frame: Uint8Array): TcpSegment | undefined {
-  const eth = parseEthernet(frame);
-  if (isDrop(eth)) return undefined;
-  const ip = parseIpv4Packet(eth.payload);
-  if (isDrop(ip) || ip.protocol !== IPPROTO_TCP) return undefined;
-  const seg = parseTcp(ip.payload);
-  return isDrop(seg) ? undefined : seg;
-}
-
 const dataLength = (seg: TcpSegment) => seg.payload.length;
-
-function pattern(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  seededRandom(seed).fill(out);
-  return out;
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
-}
 
 const LOSSY: Partial<FaultConfig> = { drop: 0.05, duplicate: 0.01, reorder: 0.25, corrupt: 0.001 };
 const SEEDS = [1, 2, 3];
@@ -208,8 +19,8 @@ const SEEDS = [1, 2, 3];
 describe('TCP under a lossy, duplicating, reordering, corrupting link', () => {
   for (const seed of SEEDS) {
     it(`guest → upstream: 2 MiB arrive byte-identical (seed ${seed})`, () => {
-      const sim = new Sim({ seed, faults: LOSSY });
-      sim.handshake();
+      const sim = new TcpSim({ seed, faults: LOSSY });
+      expect(sim.handshake(), 'handshake').toBe(true);
       const data = pattern(2 * MIB, seed);
       sim.guest.write(data);
       sim.guest.close();
@@ -227,8 +38,8 @@ describe('TCP under a lossy, duplicating, reordering, corrupting link', () => {
     });
 
     it(`upstream → guest: 2 MiB arrive byte-identical, then both sides close (seed ${seed})`, () => {
-      const sim = new Sim({ seed: seed + 100, faults: LOSSY });
-      sim.handshake();
+      const sim = new TcpSim({ seed: seed + 100, faults: LOSSY });
+      expect(sim.handshake(), 'handshake').toBe(true);
       const data = pattern(2 * MIB, seed + 100);
       sim.feedFromUpstream(data);
       const ok = sim.run(() => sim.guest.finReceived, 600_000);
@@ -246,8 +57,8 @@ describe('TCP under a lossy, duplicating, reordering, corrupting link', () => {
   }
 
   it('refuses every corrupted frame: with each frame corrupted, no byte reaches the upstream', () => {
-    const sim = new Sim({ seed: 9 });
-    sim.handshake();
+    const sim = new TcpSim({ seed: 9 });
+    expect(sim.handshake(), 'handshake').toBe(true);
     sim.toStack.configure({ corrupt: 1 });
     sim.guest.write(pattern(64 * 1024, 9));
     sim.run(() => false, 5_000);
@@ -260,8 +71,8 @@ describe('TCP under a lossy, duplicating, reordering, corrupting link', () => {
 
 describe('TCP retransmission timer', () => {
   it('doubles the RTO for each retransmission, then aborts with RST and destroys the upstream', () => {
-    const sim = new Sim({ seed: 4, faults: { latencyMs: 5 }, tcp: { initialRtoMs: 1000, maxRtoMs: 60_000, maxRetransmits: 6 } });
-    sim.handshake();
+    const sim = new TcpSim({ seed: 4, faults: { latencyMs: 5 }, tcp: { initialRtoMs: 1000, maxRtoMs: 60_000, maxRetransmits: 6 } });
+    expect(sim.handshake(), 'handshake').toBe(true);
     sim.toGuest.configure({ drop: 1 });
     sim.toStack.configure({ drop: 1 });
     const from = sim.sent.length;
@@ -280,8 +91,8 @@ describe('TCP retransmission timer', () => {
   });
 
   it('recovers when the link comes back before the limit, and the next loss starts from a fresh RTO', () => {
-    const sim = new Sim({ seed: 10, faults: { latencyMs: 5 }, tcp: { initialRtoMs: 1000, maxRtoMs: 60_000, maxRetransmits: 6 } });
-    sim.handshake();
+    const sim = new TcpSim({ seed: 10, faults: { latencyMs: 5 }, tcp: { initialRtoMs: 1000, maxRtoMs: 60_000, maxRetransmits: 6 } });
+    expect(sim.handshake(), 'handshake').toBe(true);
     sim.toGuest.configure({ drop: 1 });
     const from = sim.sent.length;
     sim.stream.send(new Uint8Array(100).fill(7));
@@ -305,8 +116,8 @@ describe('TCP retransmission timer', () => {
 describe('TCP fast recovery', () => {
   for (const sack of [true, false]) {
     it(`repairs a single loss by fast retransmit, well before the RTO (${sack ? 'SACK' : 'NewReno'})`, () => {
-      const sim = new Sim({ seed: 5, faults: { latencyMs: 5 }, guest: { sackPermitted: sack } });
-      sim.handshake();
+      const sim = new TcpSim({ seed: 5, faults: { latencyMs: 5 }, guest: { sackPermitted: sack } });
+      expect(sim.handshake(), 'handshake').toBe(true);
       const data = pattern(MIB, 5);
       let seen = 0;
       let lostSeq: number | undefined;
@@ -343,8 +154,8 @@ describe('TCP fast recovery', () => {
 
 describe('TCP zero window', () => {
   it('probes a closed window with growing spacing and resumes when it opens', () => {
-    const sim = new Sim({ seed: 6, faults: { latencyMs: 5 }, guest: { receiveBuffer: 32 * 1024, windowScale: undefined } });
-    sim.handshake();
+    const sim = new TcpSim({ seed: 6, faults: { latencyMs: 5 }, guest: { receiveBuffer: 32 * 1024, windowScale: undefined } });
+    expect(sim.handshake(), 'handshake').toBe(true);
     sim.guest.readPaused = true;
     const data = pattern(256 * 1024, 6);
     sim.feedFromUpstream(data);
@@ -371,8 +182,8 @@ describe('TCP zero window', () => {
 
 describe('TCP RST storm', () => {
   it('survives thousands of RSTs with wrong sequence numbers, answering at most with challenge ACKs', () => {
-    const sim = new Sim({ seed: 7, faults: { latencyMs: 5 } });
-    sim.handshake();
+    const sim = new TcpSim({ seed: 7, faults: { latencyMs: 5 } });
+    expect(sim.handshake(), 'handshake').toBe(true);
     sim.guest.write(pattern(10_000, 7));
     sim.run(() => sim.stream.bytesWritten === 10_000 && sim.guest.inFlight === 0, 10_000);
     const rng = seededRandom(77);
@@ -412,7 +223,7 @@ describe('TCP RST storm', () => {
 describe('TCP SYN flood', () => {
   it('keeps the half-open table bounded and still completes a legitimate handshake', () => {
     const maxHalfOpen = 512;
-    const sim = new Sim({ seed: 8, faults: { latencyMs: 5 }, tcp: { maxHalfOpen }, autoConnect: false });
+    const sim = new TcpSim({ seed: 8, faults: { latencyMs: 5 }, tcp: { maxHalfOpen }, autoConnect: false });
     const rng = seededRandom(88);
     let maxSeen = 0;
     let maxLiveStreams = 0;
