@@ -1,6 +1,7 @@
 // The relay's HTTP side: the Wisp WebSocket endpoint (with origin, token and client-count checks
 // before the upgrade), /healthz, /metrics, the optional demo site, and draining on shutdown.
 
+import './ws-masking'; // before ws
 import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type net from 'node:net';
