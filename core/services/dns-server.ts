@@ -5,7 +5,7 @@
 // got wrong, SERVFAIL when the forwarder fails or is silent for `timeoutMs`. Answers that do not fit
 // the requester's UDP size come back truncated (TC), so the guest retries over TCP and gets them whole.
 
-import { formatIpv4, type Ipv4Address } from '../wire/address';
+import type { Ipv4Address } from '../wire/address';
 import {
   DNS_EDNS_UDP_SIZE,
   DNS_FLAG_AA,
@@ -13,19 +13,13 @@ import {
   DNS_FLAG_RA,
   DNS_FLAG_RD,
   DNS_HEADER_LENGTH,
-  DnsClass,
   DnsOpcode,
   DnsRcode,
   DnsType,
-  aRdata,
-  ageDnsTtls,
   dnsNameKey,
-  dnsTtlRecords,
   emitDnsResponse,
-  encodeDnsName,
   parseDnsHeader,
   parseDnsMessage,
-  readSoaMinimum,
   requesterUdpLimit,
   setDnsFlag,
   setDnsId,
@@ -34,10 +28,12 @@ import {
   type DnsHeader,
   type DnsMessage,
   type DnsQuestion,
-  type DnsRecord,
 } from '../wire/dns';
 import { isDrop, type DropReason } from '../wire/parse-result';
-import { copyBytes } from '../wire/bytes';
+import { DnsCache, dnsCacheKey } from './dns-cache';
+import { DnsLocalZone } from './dns-local-zone';
+
+export { DEFAULT_LOCAL_DOMAIN, weftLocalRecords } from './dns-local-zone';
 
 export type DnsTransport = 'udp' | 'tcp';
 
@@ -107,18 +103,6 @@ export interface DnsServerCounters {
   pending: number;
 }
 
-export const DEFAULT_LOCAL_DOMAIN = 'weft.internal';
-
-/** The names weft answers itself: gateway.weft.internal and host.weft.internal → the gateway, plus `extra`. */
-export function weftLocalRecords(gateway: Ipv4Address, extra: Iterable<[string, Ipv4Address]> = []): Map<string, Ipv4Address> {
-  const records = new Map<string, Ipv4Address>([
-    [`gateway.${DEFAULT_LOCAL_DOMAIN}`, gateway],
-    [`host.${DEFAULT_LOCAL_DOMAIN}`, gateway],
-  ]);
-  for (const [name, ip] of extra) records.set(normalizeName(name), ip);
-  return records;
-}
-
 /** One requester waiting for an answer. */
 interface Request {
   id: number;
@@ -143,14 +127,6 @@ interface Pending {
   handle?: DnsForwardHandle;
 }
 
-interface CacheEntry {
-  message: Uint8Array;
-  parsed: DnsMessage;
-  records: DnsRecord[];
-  storedAt: number;
-  expiresAt: number;
-}
-
 const DEFAULTS = {
   cacheEntries: 1024,
   cacheBytes: 4 << 20,
@@ -165,11 +141,7 @@ const DEFAULTS = {
 const OUR_EDNS_SIZE = DNS_EDNS_UDP_SIZE;
 
 export class DnsServer {
-  private readonly local = new Map<string, Ipv4Address>();
-  private readonly reverse = new Map<string, Uint8Array>();
-  private readonly localDomains: string[];
-  /** Ancestors of local names inside local domains (and the domains): they exist, so NODATA. */
-  private readonly emptyNonTerminals = new Set<string>();
+  private readonly zone: DnsLocalZone;
   private readonly forwarder: DnsForwarder | undefined;
   private readonly limits: typeof DEFAULTS;
   private readonly random: (out: Uint8Array) => void;
@@ -178,9 +150,7 @@ export class DnsServer {
   /** In-flight forwarded queries by cache key + transport, in creation (= deadline) order. */
   private readonly pending = new Map<string, Pending>();
   private readonly pendingIds = new Set<number>();
-  /** LRU: Map order is recency, oldest first. */
-  private readonly cache = new Map<string, CacheEntry>();
-  private cacheBytesUsed = 0;
+  private readonly cache: DnsCache;
   /** The latest time seen in query()/poll(): forwarded answers are stored as of then (never later than true). */
   private lastNow = -Infinity;
   private readonly idBytes = new Uint8Array(2);
@@ -217,23 +187,9 @@ export class DnsServer {
       maxCacheTtl: opts.maxCacheTtl ?? DEFAULTS.maxCacheTtl,
       maxNegativeTtl: opts.maxNegativeTtl ?? DEFAULTS.maxNegativeTtl,
     };
-    this.localDomains = (opts.localDomains ?? [DEFAULT_LOCAL_DOMAIN]).map(normalizeName);
-    for (const d of this.localDomains) encodeDnsName(d); // throws on a bad name at start-up
-    for (const [name, ip] of opts.localRecords) {
-      const key = normalizeName(name);
-      const wire = encodeDnsName(key);
-      this.local.set(key, ip);
-      const rev = reverseName(ip);
-      if (!this.reverse.has(rev)) this.reverse.set(rev, wire);
-      for (const domain of this.localDomains) {
-        if (!isUnder(key, domain)) continue;
-        this.emptyNonTerminals.add(domain);
-        for (let p = key.indexOf('.'); p >= 0 && key.length - p - 1 > domain.length; p = key.indexOf('.', p + 1)) {
-          this.emptyNonTerminals.add(key.slice(p + 1));
-        }
-      }
-    }
-    for (const d of this.localDomains) this.emptyNonTerminals.add(d);
+    this.zone = new DnsLocalZone(opts.localRecords, opts.localDomains); // throws on a bad name at start-up
+    const l = this.limits;
+    this.cache = new DnsCache({ entries: l.cacheEntries, bytes: l.cacheBytes, maxTtl: l.maxCacheTtl, maxNegativeTtl: l.maxNegativeTtl }, this.onDrop);
   }
 
   /**
@@ -295,13 +251,12 @@ export class DnsServer {
   }
 
   counters(): DnsServerCounters {
-    return { ...this.stats, cacheEntries: this.cache.size, cacheBytes: this.cacheBytesUsed, pending: this.pending.size };
+    return { ...this.stats, cacheEntries: this.cache.size, cacheBytes: this.cache.bytes, pending: this.pending.size };
   }
 
   /** Empties the cache (e.g. when the upstream changes). */
   clearCache(): void {
     this.cache.clear();
-    this.cacheBytesUsed = 0;
   }
 
   private handle(message: Uint8Array, header: DnsHeader, transport: DnsTransport, now: number, respond: (reply: Uint8Array) => void): void {
@@ -333,23 +288,11 @@ export class DnsServer {
     const nameKey = dnsNameKey(q.name);
     if (this.answerLocal(req, nameKey)) return;
 
-    const key = cacheKey(nameKey, q, msg, header);
-    const hit = this.cache.get(key);
+    const key = dnsCacheKey(nameKey, q, msg, header);
+    const hit = this.cache.lookup(key, now);
     if (hit) {
-      if (hit.expiresAt > now) {
-        this.cache.delete(key);
-        this.cache.set(key, hit);
-        const out = copyBytes(hit.message);
-        ageDnsTtls(out, hit.records, Math.floor((now - hit.storedAt) / 1000));
-        // A hostile answer can point a compressed name into a TTL field: aging would then corrupt
-        // the name. Such an entry is dropped and the question asked again.
-        if (!isDrop(parseDnsMessage(out))) {
-          this.stats.answeredFromCache++;
-          return this.relay(req, out, hit.parsed);
-        }
-        this.onDrop('dns-cache-entry-corrupt');
-      }
-      this.evict(key, hit);
+      this.stats.answeredFromCache++;
+      return this.relay(req, hit.message, hit.parsed);
     }
     this.forward(req, message, key, now);
   }
@@ -357,34 +300,11 @@ export class DnsServer {
   // ---- local names --------------------------------------------------------------------------
 
   private answerLocal(req: Request, nameKey: string): boolean {
-    const q = req.question;
-    const ip = this.local.get(nameKey);
-    if (ip !== undefined) {
-      const a = (q.type === DnsType.A || q.type === DnsType.ANY) && (q.class === DnsClass.IN || q.class === DnsClass.ANY);
-      this.stats.answeredLocal++;
-      const answers = a ? [{ type: DnsType.A, class: DnsClass.IN, ttl: this.limits.localTtl, rdata: aRdata(ip) }] : [];
-      this.generated(req, DnsRcode.NOERROR, answers, true);
-      return true;
-    }
-    if (q.type === DnsType.PTR) {
-      const target = this.reverse.get(nameKey);
-      if (target) {
-        this.stats.answeredLocal++;
-        this.generated(req, DnsRcode.NOERROR, [{ type: DnsType.PTR, class: DnsClass.IN, ttl: this.limits.localTtl, rdata: target }], true);
-        return true;
-      }
-    }
-    if (this.emptyNonTerminals.has(nameKey)) {
-      this.stats.answeredLocal++;
-      this.generated(req, DnsRcode.NOERROR, [], true);
-      return true;
-    }
-    if (this.localDomains.some((d) => isUnder(nameKey, d))) {
-      this.stats.answeredLocal++;
-      this.generated(req, DnsRcode.NXDOMAIN, [], true);
-      return true;
-    }
-    return false;
+    const local = this.zone.answer(req.question, nameKey, this.limits.localTtl);
+    if (!local) return false;
+    this.stats.answeredLocal++;
+    this.generated(req, local.rcode, local.answers, true);
+    return true;
   }
 
   // ---- forwarding ---------------------------------------------------------------------------
@@ -444,7 +364,7 @@ export class DnsServer {
     if (msg.questions.length !== 1 || rq.type !== p.question.type || rq.class !== p.question.class || dnsNameKey(rq.name) !== dnsNameKey(p.question.name)) {
       return this.fail(p.waiters, 'dns-upstream-question-mismatch');
     }
-    const stored = this.store(p.cacheKey, own, msg);
+    const stored = this.cache.store(p.cacheKey, own, msg, this.lastNow);
     for (let i = 0; i < p.waiters.length; i++) {
       // The cache keeps `own` untouched; the last waiter may have it when it is not cached.
       const out = i === p.waiters.length - 1 && !stored ? own : own.slice();
@@ -464,56 +384,6 @@ export class DnsServer {
       out.set(req.question.nameWire, DNS_HEADER_LENGTH);
     }
     this.deliver(req, out, msg, req.udpLimit);
-  }
-
-  private store(key: string, message: Uint8Array, msg: DnsMessage): boolean {
-    const ttl = this.cacheTtl(message, msg);
-    if (ttl === undefined || ttl <= 0) return false;
-    if (message.length > this.limits.cacheBytes || this.limits.cacheEntries <= 0) return false;
-    const old = this.cache.get(key);
-    if (old) this.evict(key, old);
-    const entry: CacheEntry = {
-      message,
-      parsed: msg,
-      records: dnsTtlRecords(msg),
-      storedAt: this.lastNow,
-      expiresAt: this.lastNow + ttl * 1000,
-    };
-    this.cache.set(key, entry);
-    this.cacheBytesUsed += message.length;
-    for (const [k, e] of this.cache) {
-      if (this.cache.size <= this.limits.cacheEntries && this.cacheBytesUsed <= this.limits.cacheBytes) break;
-      this.evict(k, e);
-    }
-    return this.cache.get(key) === entry;
-  }
-
-  /**
-   * How long an answer may be cached, in seconds, or undefined if it may not: positive answers for
-   * their smallest TTL; NXDOMAIN and NODATA (RFC 2308) for min(SOA TTL, SOA MINIMUM), only with an SOA.
-   */
-  private cacheTtl(message: Uint8Array, msg: DnsMessage): number | undefined {
-    if (msg.header.tc) return undefined;
-    if (msg.rcode !== DnsRcode.NOERROR && msg.rcode !== DnsRcode.NXDOMAIN) return undefined;
-    let ttl = Infinity;
-    for (const r of msg.answers) ttl = Math.min(ttl, r.ttl);
-    const negative = msg.rcode === DnsRcode.NXDOMAIN || msg.answers.length === 0;
-    if (negative) {
-      const soa = msg.authority.find((r) => r.type === DnsType.SOA);
-      if (!soa) return undefined;
-      const minimum = readSoaMinimum(message, soa);
-      if (isDrop(minimum)) return undefined;
-      ttl = Math.min(ttl, soa.ttl, minimum, this.limits.maxNegativeTtl);
-    } else {
-      for (const r of msg.authority) ttl = Math.min(ttl, r.ttl);
-      ttl = Math.min(ttl, this.limits.maxCacheTtl);
-    }
-    return ttl;
-  }
-
-  private evict(key: string, entry: CacheEntry): void {
-    this.cache.delete(key);
-    this.cacheBytesUsed -= entry.message.length;
   }
 
   private removePending(p: Pending): void {
@@ -591,22 +461,4 @@ export class DnsServer {
     this.stats.dropped++;
     this.onDrop(reason);
   }
-}
-
-function cacheKey(nameKey: string, q: DnsQuestion, msg: DnsMessage, h: DnsHeader): string {
-  // EDNS presence is part of the key so a requester that sent no OPT never gets one back.
-  const flags = `${msg.edns ? 1 : 0}${msg.edns?.dnssecOk ? 1 : 0}${h.cd ? 1 : 0}`;
-  return `${nameKey}\0${q.type}\0${q.class}\0${flags}`;
-}
-
-function normalizeName(name: string): string {
-  return dnsNameKey(name.endsWith('.') ? name.slice(0, -1) : name);
-}
-
-function isUnder(name: string, domain: string): boolean {
-  return name === domain || (name.length > domain.length && name.endsWith(domain) && name[name.length - domain.length - 1] === '.');
-}
-
-function reverseName(ip: Ipv4Address): string {
-  return `${formatIpv4(ip).split('.').reverse().join('.')}.in-addr.arpa`;
 }
