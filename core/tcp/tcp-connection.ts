@@ -6,11 +6,13 @@
 import type { TcpConfig } from '../config';
 import type { TimerOwner } from '../timer-queue';
 import type { FlowEndpoint, FlowMeta, TcpStream, TcpStreamHandlers, Upstream, UpstreamError } from '../upstream';
-import { copyBytes } from '../wire/bytes';
-import { ACK, FIN, PSH, RST, SYN, type TcpOptions, type TcpRepr, type TcpSegment } from '../wire/tcp';
+import { ACK, FIN, PSH, RST, SYN, type TcpRepr, type TcpSegment } from '../wire/tcp';
+import { negotiate, synOffer } from './tcp-negotiation';
 import { TcpReceiver } from './tcp-receiver';
+import { TcpSegmentWriter } from './tcp-segment-writer';
 import { TcpSender } from './tcp-sender';
-import { seqAdd, seqDiff, seqLe, seqLt } from './seq';
+import { UpstreamPipe } from './upstream-pipe';
+import { seqAdd, seqDiff } from './seq';
 
 export type TcpState =
   | 'syn-sent'
@@ -48,17 +50,6 @@ export interface TcpConnectionEnv {
 }
 
 const MAX_SYNACK_RETRIES = 5;
-/** IPv4's 65,535 bytes less the IP header and the largest TCP header (60). */
-const MAX_OFFLOAD_PAYLOAD = 65535 - 20 - 60;
-
-/** The send buffer holds at least this many segments of the largest size, up to MAX_SEND_BUFFER. */
-const MIN_SEGMENTS_BUFFERED = 16;
-const MAX_SEND_BUFFER = 1024 * 1024;
-
-/** The largest whole number of MSS-sized pieces one offloaded segment can carry. */
-function offloadSegment(mss: number): number {
-  return Math.max(mss, Math.floor(MAX_OFFLOAD_PAYLOAD / mss) * mss);
-}
 /** How long a closing connection waits for a blocked upstream to take the guest's last bytes. */
 const UPSTREAM_DRAIN_MS = 60_000;
 
@@ -71,27 +62,13 @@ export class TcpConnection implements TimerOwner {
   irs = 0;
   private sender!: TcpSender;
   private receiver!: TcpReceiver;
+  private writer!: TcpSegmentWriter;
   /** The sender's buffer bound, settled with the segment size at negotiation. */
   private sendBufferBytes = 0;
-  private sackOk = false;
-  private tsOk = false;
-  private scaling = false;
-  private sndShift = 0;
-  private rcvShift = 0;
   private readonly tsOffset: number;
-  private tsRecent = 0;
-  private lastAckSent = 0;
-  /** Upstream bytes that arrived before an active open completed. */
-  private early: Uint8Array[] = [];
 
-  private stream: TcpStream | undefined;
-  private upstreamOpen = true;
-  private upstreamBlocked = false;
-  private upstreamPaused = false;
+  private readonly pipe = new UpstreamPipe();
   private upstreamEnded = false; // the upstream sent its FIN
-  private upstreamEndCalled = false; // we passed the guest's FIN on
-  private readonly backlog: Uint8Array[] = [];
-  private backlogBytes = 0;
 
   private connectDeadline: number | undefined;
   private synAckDeadline: number | undefined;
@@ -124,7 +101,7 @@ export class TcpConnection implements TimerOwner {
   static active(env: TcpConnectionEnv, key: string, guest: FlowEndpoint, local: FlowEndpoint, iss: number, tsOffset: number, attach: (h: TcpStreamHandlers) => TcpStream): TcpConnection {
     const c = new TcpConnection(env, key, guest, local, iss, tsOffset);
     c.state = 'syn-sent';
-    c.stream = attach(c.handlers());
+    c.pipe.attach(attach(c.handlers()));
     c.sendSyn();
     return c;
   }
@@ -144,61 +121,25 @@ export class TcpConnection implements TimerOwner {
     this.tsOffset = tsOffset;
   }
 
-  /** Our receive window shift when scaling is on: just enough to advertise the whole buffer. */
-  private plannedShift(): number {
-    let shift = 0;
-    while (shift < 14 && this.env.config.receiveBufferBytes >> shift > 0xffff) shift++;
-    return shift;
-  }
-
   /** Settles options from the guest's SYN or SYN-ACK and creates the two halves. */
   private negotiate(syn: TcpSegment): void {
-    const cfg = this.env.config;
     const env = this.env;
-    const iss = this.iss;
     this.irs = syn.seq;
-    const o = syn.options;
-    this.sackOk = cfg.sack && o.sackPermitted === true;
-    this.tsOk = cfg.timestamps && o.timestamp !== undefined;
-    if (o.timestamp) this.tsRecent = o.timestamp.value;
-    const scaling = cfg.windowScaling && o.windowScale !== undefined;
-    this.scaling = scaling;
-    this.sndShift = scaling ? Math.min(14, o.windowScale as number) : 0;
-    let rcvBuffer = cfg.receiveBufferBytes;
-    const shift = scaling ? this.plannedShift() : 0;
-    if (!scaling) rcvBuffer = Math.min(rcvBuffer, 0xffff);
-    this.rcvShift = shift;
-    const optionBytes = this.tsOk ? 12 : 0;
-    const guestMss = o.mss ?? 536; // RFC 9293 default when the SYN carries none
-    const sendMss = Math.max(64, Math.min(guestMss, env.linkMss) - optionBytes);
-    this.receiver = new TcpReceiver(syn.seq, {
-      bufferBytes: rcvBuffer,
-      windowShift: shift,
-      mss: env.linkMss - optionBytes,
-      delayedAckMs: cfg.delayedAckMs,
+    const n = negotiate(env.config, env.linkMss, env.segmentOffload, syn);
+    this.receiver = new TcpReceiver(syn.seq, n.receiver);
+    this.sendBufferBytes = n.sender.sendBufferBytes;
+    this.sender = new TcpSender(this.iss, n.sender, {
+      sendSegment: (seq, len, fin) => this.sendData(seq, len, fin),
+      sendProbe: () => this.sendControl(seqAdd(this.sender.sndUna, -1), ACK),
     });
-    this.lastAckSent = this.receiver.rcvNxt;
-    const maxSegment = env.segmentOffload ? offloadSegment(sendMss) : sendMss;
-    // Room for at least MIN_SEGMENTS_BUFFERED segments: with 64 KiB segments (a 65520 MTU, or
-    // offload) the configured 256 KiB would be 4 in flight, and ACK clocking stalls on each ACK.
-    this.sendBufferBytes = Math.max(cfg.sendBufferBytes, Math.min(MAX_SEND_BUFFER, MIN_SEGMENTS_BUFFERED * maxSegment));
-    this.sender = new TcpSender(
-      iss,
-      {
-        mss: sendMss,
-        maxSegment,
-        initialRtoMs: cfg.initialRtoMs,
-        minRtoMs: cfg.minRtoMs,
-        maxRtoMs: cfg.maxRtoMs,
-        sendBufferBytes: this.sendBufferBytes,
-        maxRetransmits: cfg.maxRetransmits,
-        sackPermitted: this.sackOk,
-      },
-      {
-        sendSegment: (seq, len, fin) => this.sendData(seq, len, fin),
-        sendProbe: () => this.sendControl(seqAdd(this.sender.sndUna, -1), ACK),
-      },
-    );
+    const output = {
+      srcPort: this.target.port,
+      dstPort: this.guest.port,
+      linkMss: env.linkMss,
+      now: () => env.now(),
+      send: (repr: TcpRepr, len: number, copy?: (out: Uint8Array, offset: number) => void) => env.send(this, repr, len, copy),
+    };
+    this.writer = new TcpSegmentWriter(output, n, this.tsOffset, this.receiver, () => this.pipe.backlogBytes);
   }
 
   private handlers(): TcpStreamHandlers {
@@ -213,7 +154,7 @@ export class TcpConnection implements TimerOwner {
 
   /** Opens the upstream stream; called by the table once the connection is registered. */
   start(meta: FlowMeta): void {
-    this.stream = this.env.upstream.openTcp(this.target, meta, this.handlers());
+    this.pipe.attach(this.env.upstream.openTcp(this.target, meta, this.handlers()));
     this.env.reschedule(this);
   }
 
@@ -228,7 +169,7 @@ export class TcpConnection implements TimerOwner {
   /** Bytes this connection holds in its own buffers (for memory accounting). */
   get bufferedBytes(): number {
     if (!this.sender) return 0;
-    return this.sender.buffered + this.backlogBytes + this.receiver.oooBytes;
+    return this.sender.buffered + this.pipe.backlogBytes + this.receiver.oooBytes;
   }
 
   get retransmissions(): number {
@@ -261,9 +202,7 @@ export class TcpConnection implements TimerOwner {
     }
     if (this.state === 'closed') return;
 
-    // PAWS (RFC 7323 §5.3): a segment whose timestamp is older than TS.Recent is a stale duplicate.
-    const ts = seg.options.timestamp;
-    if (this.tsOk && ts && !(flags & RST) && seqLt(ts.value, this.tsRecent)) {
+    if (!(flags & RST) && this.writer.stale(seg)) {
       this.sendAck();
       return;
     }
@@ -289,7 +228,7 @@ export class TcpConnection implements TimerOwner {
     }
     if (!(flags & ACK)) return;
 
-    if (this.tsOk && ts && seqLe(seg.seq, this.lastAckSent)) this.tsRecent = ts.value;
+    this.writer.noteTimestamp(seg);
 
     if (this.state === 'syn-received') {
       if (seg.ack !== seqAdd(this.iss, 1)) {
@@ -297,7 +236,7 @@ export class TcpConnection implements TimerOwner {
         return;
       }
       this.synAckDeadline = undefined;
-      this.sender.initWindow(seg.window << this.sndShift, seg.seq, seg.ack);
+      this.sender.initWindow(this.writer.sendWindow(seg), seg.seq, seg.ack);
       this.setState('established');
       if (this.upstreamEnded) this.closeSend();
     }
@@ -306,12 +245,12 @@ export class TcpConnection implements TimerOwner {
       {
         seq: seg.seq,
         ack: seg.ack,
-        window: seg.window << this.sndShift,
+        window: this.writer.sendWindow(seg),
         sack: seg.options.sack,
         dupCandidate: seg.payload.length === 0 && !(flags & FIN),
       },
       now,
-      this.tsOk && ts ? (ts.echo - this.tsOffset) >>> 0 : undefined,
+      this.writer.echoedSendTime(seg),
     );
     if (!ok) {
       this.sendAck();
@@ -378,16 +317,12 @@ export class TcpConnection implements TimerOwner {
     if (this.state === 'closed' || this.state === 'time-wait') return;
     if (this.state === 'syn-sent') {
       // The other side should wait for resume(); keep what came anyway, and hold it off.
-      this.early.push(copyBytes(data));
-      this.stream?.pause();
+      this.pipe.holdEarly(data);
       return;
     }
     this.bytesToGuest += data.length;
     if (!this.sender.write(data)) return this.abort('send-buffer-overflow', true);
-    if (this.sender.full && !this.upstreamPaused) {
-      this.upstreamPaused = true;
-      this.stream?.pause();
-    }
+    if (this.sender.full) this.pipe.pause();
     if (!this.halfOpen) this.sender.output(this.env.now());
   }
 
@@ -397,23 +332,17 @@ export class TcpConnection implements TimerOwner {
   }
 
   private onUpstreamDrain(): void {
-    this.upstreamBlocked = false;
-    while (this.backlog.length > 0 && !this.upstreamBlocked && this.stream) {
-      const chunk = this.backlog.shift() as Uint8Array;
-      this.backlogBytes -= chunk.length;
-      if (!this.stream.write(chunk)) this.upstreamBlocked = true;
-    }
+    this.pipe.drain();
     this.endUpstreamIfFlushed();
-    if (this.closeWhenDrained && this.backlog.length === 0) return this.finish(this.closeWhenDrained);
+    if (this.closeWhenDrained && this.pipe.flushed) return this.finish(this.closeWhenDrained);
     // The guest may be stalled on a closed window: tell it the window opened.
-    if (this.state !== 'closed' && this.receiver.windowGain(this.backlogBytes) >= Math.max(2 * this.sender.mss, this.env.config.receiveBufferBytes / 4)) {
+    if (this.state !== 'closed' && this.receiver.windowGain(this.pipe.backlogBytes) >= Math.max(2 * this.sender.mss, this.env.config.receiveBufferBytes / 4)) {
       this.sendAck();
     }
   }
 
   private onUpstreamClose(error?: UpstreamError): void {
-    this.upstreamOpen = false;
-    this.stream = undefined;
+    this.pipe.closed();
     if (this.closeWhenDrained) return this.finish(this.closeWhenDrained);
     if (error) {
       if (this.state === 'connecting') return this.refuse(error.kind);
@@ -422,7 +351,7 @@ export class TcpConnection implements TimerOwner {
     if (this.halfOpen) return this.abort('upstream-closed', true);
     // A clean close: the upstream ended its side (and took ours, if we sent one).
     if (!this.upstreamEnded) this.onUpstreamEnd();
-    if (this.backlogBytes > 0) this.abort('upstream-closed', true);
+    if (this.pipe.backlogBytes > 0) this.abort('upstream-closed', true);
   }
 
   // ── sending to the guest ─────────────────────────────────────────────────
@@ -434,28 +363,10 @@ export class TcpConnection implements TimerOwner {
     this.sender.output(this.env.now());
   }
 
-  private options(syn: boolean): TcpOptions {
-    const o: TcpOptions = {};
-    if (syn) {
-      o.mss = this.env.linkMss;
-      if (this.sackOk) o.sackPermitted = true;
-      if (this.scaling) o.windowScale = this.rcvShift;
-    }
-    if (this.tsOk) o.timestamp = { value: (this.env.now() + this.tsOffset) >>> 0, echo: this.tsRecent };
-    if (this.sackOk && !syn) {
-      const blocks = this.receiver.sackBlocks(this.tsOk ? 3 : 4);
-      if (blocks.length > 0) o.sack = blocks;
-    }
-    return o;
-  }
-
   /** Our SYN for an active open: we offer everything; negotiate() keeps what the guest echoes. */
   private sendSyn(): void {
     const cfg = this.env.config;
-    const options: TcpOptions = { mss: this.env.linkMss };
-    if (cfg.sack) options.sackPermitted = true;
-    if (cfg.windowScaling) options.windowScale = this.plannedShift();
-    if (cfg.timestamps) options.timestamp = { value: (this.env.now() + this.tsOffset) >>> 0, echo: 0 };
+    const options = synOffer(cfg, this.env.linkMss, (this.env.now() + this.tsOffset) >>> 0);
     this.env.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq: this.iss, ack: 0, flags: SYN, window: Math.min(cfg.receiveBufferBytes, 0xffff), options }, 0);
     const rto = cfg.initialRtoMs * 2 ** this.synAckRetries;
     this.synAckDeadline = this.env.now() + Math.min(rto, cfg.maxRtoMs);
@@ -471,38 +382,26 @@ export class TcpConnection implements TimerOwner {
     }
     if (flags & RST) {
       if (flags & ACK) {
-        this.stream?.destroy();
-        this.stream = undefined;
+        this.pipe.destroy();
         this.finish('guest-refused');
       }
       return;
     }
     if (!(flags & SYN) || !(flags & ACK)) return;
     this.negotiate(seg);
-    this.lastAckSent = this.receiver.rcvNxt;
     this.synAckDeadline = undefined;
     this.sender.initWindow(seg.window, seg.seq, seg.ack);
     this.setState('established');
     this.sendAck();
-    for (const chunk of this.early.splice(0)) this.onUpstreamData(chunk);
-    this.stream?.resume();
+    for (const chunk of this.pipe.takeEarly()) this.onUpstreamData(chunk);
+    this.pipe.release();
     if (this.upstreamEnded) this.closeSend();
     this.env.reschedule(this);
   }
 
   private sendSynAck(): void {
     const now = this.env.now();
-    this.env.send(this, {
-      srcPort: this.target.port,
-      dstPort: this.guest.port,
-      seq: this.iss,
-      ack: this.receiver.rcvNxt,
-      flags: SYN | ACK,
-      window: this.receiver.synWindow,
-      options: this.options(true),
-    }, 0);
-    this.receiver.ackSent();
-    this.lastAckSent = this.receiver.rcvNxt;
+    this.writer.synAck(this.iss);
     const rto = this.env.config.initialRtoMs * 2 ** this.synAckRetries;
     this.synAckDeadline = now + Math.min(rto, this.env.config.maxRtoMs);
   }
@@ -522,52 +421,33 @@ export class TcpConnection implements TimerOwner {
   }
 
   private sendSegment(seq: number, flags: number, len: number, copy?: (out: Uint8Array, off: number) => void): void {
-    this.env.send(this, {
-      srcPort: this.target.port,
-      dstPort: this.guest.port,
-      seq,
-      ack: this.receiver.rcvNxt,
-      flags,
-      window: this.receiver.windowField(this.backlogBytes),
-      options: this.options(false),
-    }, len, copy);
-    this.receiver.ackSent();
+    this.writer.segment(seq, flags, len, copy);
     this.ackDeferred = false;
-    this.lastAckSent = this.receiver.rcvNxt;
   }
 
   private sendControl(seq: number, flags: number): void {
-    if (flags & RST) {
-      this.env.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq, ack: 0, flags: RST, window: 0 }, 0);
-      return;
-    }
+    if (flags & RST) return this.sendReset(seq, 0, RST);
     this.sendSegment(seq, flags, 0);
+  }
+
+  /** RST carries no options and no window. */
+  private sendReset(seq: number, ack: number, flags: number): void {
+    this.env.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq, ack, flags, window: 0 }, 0);
   }
 
   // ── the upstream direction ──────────────────────────────────────────────
 
   private deliverUpstream(chunk: Uint8Array): void {
     this.bytesFromGuest += chunk.length;
-    if (!this.stream || !this.upstreamOpen) return this.abort('upstream-closed', true);
-    if (this.upstreamBlocked || this.backlog.length > 0) {
-      this.backlog.push(chunk);
-      this.backlogBytes += chunk.length;
-      return;
-    }
-    if (!this.stream.write(chunk)) this.upstreamBlocked = true;
+    if (!this.pipe.write(chunk)) this.abort('upstream-closed', true);
   }
 
   private endUpstreamIfFlushed(): void {
-    if (!this.receiver.finReceived || this.upstreamEndCalled || this.backlog.length > 0) return;
-    this.upstreamEndCalled = true;
-    this.stream?.end();
+    if (this.receiver.finReceived) this.pipe.endIfFlushed();
   }
 
   private resumeUpstreamIfRoom(): void {
-    if (this.upstreamPaused && this.sender.buffered < this.sendBufferBytes / 2) {
-      this.upstreamPaused = false;
-      this.stream?.resume();
-    }
+    if (this.sender.buffered < this.sendBufferBytes / 2) this.pipe.resume();
   }
 
   // ── timers ───────────────────────────────────────────────────────────────
@@ -576,8 +456,7 @@ export class TcpConnection implements TimerOwner {
     if (this.state === 'closed') {
       if (this.closeWhenDrained && this.drainDeadline !== undefined && now >= this.drainDeadline) {
         this.closeWhenDrained = undefined;
-        this.stream?.destroy();
-        this.stream = undefined;
+        this.pipe.destroy();
         this.env.closed(this, 'upstream-drain-timeout');
       }
       return this.closeWhenDrained ? this.drainDeadline : undefined;
@@ -589,8 +468,7 @@ export class TcpConnection implements TimerOwner {
     if (this.state === 'syn-sent') {
       if (this.synAckDeadline !== undefined && now >= this.synAckDeadline) {
         if (++this.synAckRetries > MAX_SYNACK_RETRIES) {
-          this.stream?.destroy();
-          this.stream = undefined;
+          this.pipe.destroy();
           this.finish('guest-unreachable');
           return undefined;
         }
@@ -660,9 +538,8 @@ export class TcpConnection implements TimerOwner {
 
   /** The upstream could not be reached: the guest's SYN is answered with RST. */
   private refuse(kind: string): void {
-    this.env.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq: 0, ack: this.receiver.rcvNxt, flags: RST | ACK, window: 0 }, 0);
-    this.stream?.destroy();
-    this.stream = undefined;
+    this.sendReset(0, this.receiver.rcvNxt, RST | ACK);
+    this.pipe.destroy();
     this.finish(`upstream-${kind}`);
   }
 
@@ -670,15 +547,9 @@ export class TcpConnection implements TimerOwner {
   abort(reason: string, tellGuest: boolean): void {
     if (this.state === 'closed') return;
     if (this.state === 'syn-sent') tellGuest = false;
-    if (tellGuest && this.state !== 'connecting') {
-      this.env.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq: this.sender.sndNxt, ack: this.receiver.rcvNxt, flags: RST | ACK, window: 0 }, 0);
-    } else if (tellGuest) {
-      this.env.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq: 0, ack: this.receiver.rcvNxt, flags: RST | ACK, window: 0 }, 0);
-    }
-    this.stream?.destroy();
-    this.stream = undefined;
-    this.backlog.length = 0;
-    this.backlogBytes = 0;
+    // Before our SYN-ACK the guest knows no sequence number of ours: seq 0, as for a refusal.
+    if (tellGuest) this.sendReset(this.state === 'connecting' ? 0 : this.sender.sndNxt, this.receiver.rcvNxt, RST | ACK);
+    this.pipe.destroy();
     this.finish(reason);
   }
 
@@ -694,7 +565,7 @@ export class TcpConnection implements TimerOwner {
     this.setState('closed');
     this.closeReason = reason;
     this.connectDeadline = this.synAckDeadline = this.timeWaitDeadline = undefined;
-    if (this.backlog.length > 0 && this.stream) {
+    if (this.pipe.draining) {
       this.closeWhenDrained = reason;
       this.drainDeadline = this.env.now() + UPSTREAM_DRAIN_MS;
       this.env.reschedule(this);
