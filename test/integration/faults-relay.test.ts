@@ -78,5 +78,5 @@ describeFaultMatrix({
   title: 'guest transfers through weft vm --upstream wisp:// and weft relay on a faulty link',
   path: 'weft vm --upstream wisp:// + weft relay',
   upstream: relayUpstream,
-  faults: issueFaults({ baseline: 50_000_000, loss: 10_000_000, duplication: 50_000_000, reordering: 8_000_000, corruption: 50_000_000 }),
+  faults: issueFaults({ baseline: 50_000_000, loss: 30_000_000, duplication: 50_000_000, reordering: 30_000_000, corruption: 50_000_000 }),
 });
