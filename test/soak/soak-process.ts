@@ -72,6 +72,8 @@ export class ProbedWeft {
   readonly closed = { tcp: 0, udp: 0 };
   closedByShutdown = 0;
   readonly closeReasons: Record<string, number> = {};
+  /** weft relay: UDP streams that lost datagrams from their destination (dropped while the WebSocket was congested), and how many. */
+  readonly udpDrops = { streams: 0, datagrams: 0 };
   probe: ProbeLine | undefined;
   probes = 0;
   /** The "ready" line (weft relay's has its port). */
@@ -123,6 +125,10 @@ export class ProbedWeft {
       const reason = `${protocol} ${String(e.reason ?? '(none)')}`;
       this.closeReasons[reason] = (this.closeReasons[reason] ?? 0) + 1;
       if (e.reason === 'shutdown') this.closedByShutdown++;
+      if (typeof e.dropped === 'number' && e.dropped > 0) {
+        this.udpDrops.streams++;
+        this.udpDrops.datagrams += e.dropped;
+      }
       return;
     }
     if (event === 'soak-probe') {

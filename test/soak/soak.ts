@@ -176,6 +176,8 @@ export interface ProcessReport {
 
 export interface RelayReport extends ProcessReport {
   streamsTotal: { tcp: number; udp: number };
+  /** UDP datagrams from destinations dropped while the WebSocket was congested, and on how many streams. */
+  udpDrops: { streams: number; datagrams: number };
   openAtEnd: { tcp: number; udp: number };
   bytes: { upload: number; download: number };
 }
@@ -432,8 +434,14 @@ export async function runSoak(partial: Partial<SoakOptions> = {}): Promise<SoakR
       const syn = synRetransmits.get(p.path)!;
       const errors = [...warmup.errors, ...soak.errors];
       const sum = addCounts(warmup, soak);
-      check(`${tag} guest traffic had no errors`, sum.tcpErrors + sum.udpErrors + sum.curlFailed === 0,
-        `tcp errors ${sum.tcpErrors}, udp errors ${sum.udpErrors}, curl failures ${sum.curlFailed}${errors.length ? `: ${errors.slice(0, 10).join('; ')}` : ''}`);
+      // The relay drops datagrams from a UDP destination while its WebSocket is congested (UDP cannot
+      // be paused; the 1 MiB echoes can back it up), and says so in the stream's close line: an echo
+      // lost that way is the relay working as designed, so each stream with drops excuses one UDP error.
+      const excused = p.path === 'wisp' && relay ? Math.min(sum.udpErrors, relay.udpDrops.streams) : 0;
+      check(`${tag} guest traffic had no errors${p.path === 'wisp' ? ' (UDP echoes only where the relay dropped datagrams under congestion)' : ''}`,
+        sum.tcpErrors + sum.udpErrors - excused + sum.curlFailed === 0,
+        `tcp errors ${sum.tcpErrors}, udp errors ${sum.udpErrors}${p.path === 'wisp' && relay ? ` (relay: ${relay.udpDrops.datagrams} datagrams dropped on ${relay.udpDrops.streams} streams)` : ''}, ` +
+        `curl failures ${sum.curlFailed}${errors.length ? `: ${errors.slice(0, 10).join('; ')}` : ''}`);
       check(`${tag} every flow closed within ${opts.drainMs / 1000} s of the end of traffic`, vm.closed.tcp >= guestTcp && vm.closed.udp >= guestUdp && drainedAfterMs !== undefined,
         `weft logged ${vm.closed.tcp} TCP closes for the guest's ${guestTcp} connections and ${vm.closed.udp} UDP closes for its ${guestUdp} flows` +
         `${drainedAfterMs !== undefined ? `, everything drained after ${(drainedAfterMs / 1000).toFixed(1)} s` : ''}`);
@@ -469,6 +477,7 @@ export async function runSoak(partial: Partial<SoakOptions> = {}): Promise<SoakR
       relayReport = {
         ...processReport(relay),
         streamsTotal: total,
+        udpDrops: { ...relay.udpDrops },
         openAtEnd: open,
         bytes: {
           upload: metrics.get('weft_relay_bytes_total{direction="upload"}') ?? 0,
@@ -630,7 +639,8 @@ export function formatReport(r: SoakReport, maxRows = 30): string {
   }
   if (r.relay) {
     lines.push(`relay: streams ${JSON.stringify(r.relay.streamsTotal)}, open at the end ${JSON.stringify(r.relay.openAtEnd)}, ` +
-      `${(r.relay.bytes.upload / 1e6).toFixed(0)} MB up / ${(r.relay.bytes.download / 1e6).toFixed(0)} MB down; close reasons ${JSON.stringify(r.relay.closeReasons)}`);
+      `${(r.relay.bytes.upload / 1e6).toFixed(0)} MB up / ${(r.relay.bytes.download / 1e6).toFixed(0)} MB down; close reasons ${JSON.stringify(r.relay.closeReasons)}; ` +
+      `UDP datagrams dropped under congestion ${r.relay.udpDrops.datagrams} (on ${r.relay.udpDrops.streams} streams)`);
   }
   lines.push(`drained ${r.drainedAfterMs === undefined ? 'NOT within the drain period' : `${(r.drainedAfterMs / 1000).toFixed(1)} s after the traffic`}`, '');
   lines.push(...r.checks.map((c) => `${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`));
