@@ -10,6 +10,6 @@ export type NodeWispUpstreamOptions = Omit<WispUpstreamOptions, 'scheduler' | 'c
 
 export class WispUpstream extends CoreWispUpstream {
   constructor(options: NodeWispUpstreamOptions) {
-    super({ scheduler: nodeScheduler, clock: { now: Date.now }, random: (out) => randomFillSync(out), ...options });
+    super({ scheduler: nodeScheduler, clock: { now: Date.now }, random: (out) => randomFillSync(out), allocate: (n) => Buffer.allocUnsafe(n), ...options });
   }
 }

@@ -1,6 +1,7 @@
 // The WebSocket under a WispUpstream, in Node: the `ws` package behind the small WispTransport
 // interface (the browser worker provides the same over the DOM WebSocket).
 
+import './relay/ws-masking'; // before ws
 import { WebSocket } from 'ws';
 import type { WispTransport, WispTransportFactory } from './wisp-upstream';
 
@@ -15,11 +16,16 @@ export const connectWsTransport: WispTransportFactory = (url, protocols) => {
     onopen: () => {},
     onmessage: () => {},
     onclose: () => {},
+    bufferedAmountLowThreshold: 0,
     send(data) {
       if (ws.readyState !== WebSocket.OPEN) return;
-      unsent += data.length;
+      const length = data.length;
+      unsent += length;
       ws.send(data, { binary: true }, () => {
-        unsent -= data.length;
+        unsent -= length;
+        // Called when this write crosses the threshold downwards (the callbacks come in order).
+        const low = transport.bufferedAmountLowThreshold ?? 0;
+        if (unsent <= low && unsent + length > low) transport.onbufferedamountlow?.();
       });
     },
     close(code, reason) {

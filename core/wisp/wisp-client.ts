@@ -25,6 +25,7 @@ import {
   parseMotd,
   parsePasswordServer,
   parseWispPacket,
+  type PacketAllocator,
   type PasswordCredentials,
   type WispExtension,
 } from './wisp-codec';
@@ -49,6 +50,8 @@ export interface WispClientOptions {
   halfClose?: boolean;
   /** Offer weft's per-stream flow control extension (PAUSE and RESUME packets). */
   flowControl?: boolean;
+  /** Allocates DATA packets and queued copies (every byte is written, so it need not zero-fill). */
+  allocate?: PacketAllocator;
 }
 
 export interface WispReadyInfo {
@@ -100,6 +103,13 @@ interface ClientStream {
 
 /** Queue entry that stands for END: it goes out in order behind the data, without a credit. */
 const END_MARK = new Uint8Array(0);
+
+/**
+ * Bytes a stream accepts between cork() and uncork() (within its credits) before write() says
+ * wait: what one uncork sends per stream, so streams take turns on the WebSocket and a writer with
+ * large credits does not pile up megabytes of copies.
+ */
+const CORKED_ACCEPT_BYTES = 1024 * 1024;
 
 /** UDP datagrams a stream holds while the handshake is still running. */
 const MAX_EARLY_DATAGRAMS = 16;
@@ -233,8 +243,8 @@ export class WispClientSession {
 
   /**
    * Queues `data` for stream `id`; returns false when the caller should wait for streamWritable
-   * (what is queued now is more than the stream's credits can carry). A caller that keeps writing
-   * past maxQueuedBytes has the stream failed with 0x81.
+   * (what is queued is more than the credits carry, more than one uncork sends, or the WebSocket is
+   * full). A caller that keeps writing past maxQueuedBytes has the stream failed with 0x81.
    */
   write(id: number, data: Uint8Array): boolean {
     const s = this.streams.get(id);
@@ -259,7 +269,7 @@ export class WispClientSession {
     }
     if (off < data.length) {
       // Copy: the caller may reuse its buffer once write() returns.
-      s.queue.push(copyBytes(off === 0 ? data : data.subarray(off)));
+      s.queue.push(this.copy(off === 0 ? data : data.subarray(off)));
       s.queuedBytes += data.length - off;
       if (this.corked || this.sendBlocked) this.corkedStreams.add(s);
     }
@@ -269,7 +279,11 @@ export class WispClientSession {
       this.fail(s, CloseReason.CLIENT_ERROR);
       return false;
     }
-    if (s.queuedBytes > 0 && !(this.corked && s.announced && Math.ceil(s.queuedBytes / max) <= s.credits)) {
+    // Corked, a write the credits will carry at uncork is accepted — unless the host's WebSocket is
+    // already full (nothing goes out at uncork then) or the stream holds its share.
+    const accepted = this.corked && !this.sendBlocked && s.announced && s.queuedBytes <= CORKED_ACCEPT_BYTES
+      && Math.ceil(s.queuedBytes / max) <= s.credits;
+    if (s.queuedBytes > 0 && !accepted) {
       s.wantsWritable = true;
       return false;
     }
@@ -463,7 +477,7 @@ export class WispClientSession {
     for (let i = 0; i < s.queue.length && s.queue[i] !== END_MARK && length < max; i++) {
       length = Math.min(max, length + s.queue[i].length - (i === 0 ? s.headOffset : 0));
     }
-    const packet = allocData(s.id, length);
+    const packet = allocData(s.id, length, this.options.allocate);
     let at = WISP_HEADER_LENGTH;
     while (at < packet.length) {
       const head = s.queue[0];
@@ -479,6 +493,13 @@ export class WispClientSession {
     }
     s.queuedBytes -= length;
     return packet;
+  }
+
+  private copy(data: Uint8Array): Uint8Array {
+    if (!this.options.allocate) return copyBytes(data);
+    const c = this.options.allocate(data.length);
+    c.set(data);
+    return c;
   }
 
   private fail(s: ClientStream, reason: number): void {

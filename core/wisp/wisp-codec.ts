@@ -155,8 +155,13 @@ function parseExtensions(b: Uint8Array): Parsed<WispExtension[]> {
   return out;
 }
 
-function header(type: number, streamId: number, payloadLength: number): Uint8Array {
-  const b = new Uint8Array(WISP_HEADER_LENGTH + payloadLength);
+/** Allocates a packet's bytes; a host may pass one that skips zero-filling (Node's Buffer.allocUnsafe). */
+export type PacketAllocator = (length: number) => Uint8Array;
+
+const zeroed: PacketAllocator = (length) => new Uint8Array(length);
+
+function header(type: number, streamId: number, payloadLength: number, alloc: PacketAllocator = zeroed): Uint8Array {
+  const b = alloc(WISP_HEADER_LENGTH + payloadLength);
   b[0] = type;
   writeU32LE(b, 1, streamId);
   return b;
@@ -173,12 +178,12 @@ export function encodeConnect(streamId: number, streamType: number, port: number
 }
 
 /** A DATA packet with room for `payloadLength` bytes at offset WISP_HEADER_LENGTH, for the caller to fill. */
-export function allocData(streamId: number, payloadLength: number): Uint8Array {
-  return header(PacketType.DATA, streamId, payloadLength);
+export function allocData(streamId: number, payloadLength: number, alloc?: PacketAllocator): Uint8Array {
+  return header(PacketType.DATA, streamId, payloadLength, alloc);
 }
 
-export function encodeData(streamId: number, payload: Uint8Array): Uint8Array {
-  const b = header(PacketType.DATA, streamId, payload.length);
+export function encodeData(streamId: number, payload: Uint8Array, alloc?: PacketAllocator): Uint8Array {
+  const b = header(PacketType.DATA, streamId, payload.length, alloc);
   b.set(payload, WISP_HEADER_LENGTH);
   return b;
 }

@@ -25,6 +25,7 @@ import {
   encodePasswordServer,
   parsePasswordClient,
   parseWispPacket,
+  type PacketAllocator,
   type PasswordCredentials,
   type WispExtension,
   type WispPacket,
@@ -54,6 +55,8 @@ export interface WispServerOptions {
   halfClose?: boolean;
   /** Offer weft's per-stream flow control extension (PAUSE and RESUME packets) to v2 clients. */
   flowControl?: boolean;
+  /** Allocates DATA packets (every byte is written, so it need not zero-fill). */
+  allocate?: PacketAllocator;
 }
 
 export interface WispStreamRequest {
@@ -171,7 +174,7 @@ export class WispServerSession {
     const s = this.streams.get(id);
     if (!s || this.state !== 'open') return;
     s.lastActivity = now;
-    this.host.send(encodeData(id, payload));
+    this.host.send(encodeData(id, payload, this.options.allocate));
   }
 
   /**

@@ -3,7 +3,7 @@
 // the socket (behind WispTransport, so a browser worker can supply its own), timers, reconnects
 // with backoff, and the gateway mapping. The streams themselves are in wisp-flows.ts.
 
-import { CloseReason } from './wisp-codec';
+import { CloseReason, type PacketAllocator } from './wisp-codec';
 import { WispClientSession } from './wisp-client';
 import { WispProtocolError } from './wisp-errors';
 import type {
@@ -46,6 +46,13 @@ export interface WispTransport {
    */
   pause?(): void;
   resume?(): void;
+  /**
+   * Optional, named as on RTCDataChannel: a transport that can tell when its bufferedAmount has
+   * fallen to bufferedAmountLowThreshold or below calls onbufferedamountlow then (Node's ws can;
+   * a browser WebSocket cannot, and then the upstream polls bufferedAmount while sending waits).
+   */
+  bufferedAmountLowThreshold?: number;
+  onbufferedamountlow?: () => void;
 }
 
 /** Opens a WebSocket; `protocols` is ['wisp-v2'] when offering Wisp v2, [] for v1. */
@@ -63,11 +70,12 @@ const PAUSE_READING_AT_FLOW_CONTROL = 32 * 1024 * 1024;
 const RESUME_READING_AT_FLOW_CONTROL = 8 * 1024 * 1024;
 /**
  * Unsent WebSocket bytes at which streams stop sending DATA, and the level at which they start
- * again (checked every millisecond while blocked). Credits bound each stream, not their sum.
+ * again: the transport says when (onbufferedamountlow), or else it is checked every few
+ * milliseconds while blocked. Credits bound each stream, not their sum.
  */
 const SEND_BLOCK_AT = 4 * 1024 * 1024;
 const SEND_UNBLOCK_AT = 1024 * 1024;
-const SEND_CHECK_MS = 1;
+const SEND_CHECK_MS = 2;
 
 export interface WispUpstreamOptions {
   /** ws:// or wss:// URL of the Wisp endpoint (wisp:// is accepted and means ws://). */
@@ -93,6 +101,8 @@ export interface WispUpstreamOptions {
   gateway?: Ipv4Address;
   allowHostLoopback?: boolean;
   log?: (event: object) => void;
+  /** Allocates outgoing DATA packets (they are written whole: it need not zero-fill). */
+  allocate?: PacketAllocator;
   /** Timers, time and randomness for reconnects and timeouts (core starts none itself). */
   scheduler: Scheduler;
   clock: Clock;
@@ -102,7 +112,7 @@ export interface WispUpstreamOptions {
 
 export class WispUpstream implements Upstream, StreamHost {
   readonly url: string;
-  private readonly o: Required<Omit<WispUpstreamOptions, 'password' | 'log' | 'gateway' | 'scheduler' | 'clock' | 'random'>> & Pick<WispUpstreamOptions, 'password' | 'gateway'>;
+  private readonly o: Required<Omit<WispUpstreamOptions, 'password' | 'log' | 'gateway' | 'scheduler' | 'clock' | 'random' | 'allocate'>> & Pick<WispUpstreamOptions, 'password' | 'gateway' | 'allocate'>;
   readonly scheduler: Scheduler;
   private readonly clock: Clock;
   private readonly random: (out: Uint8Array) => void;
@@ -137,6 +147,7 @@ export class WispUpstream implements Upstream, StreamHost {
       backoffMs: options.backoffMs ?? { initial: 250, max: 10_000 },
       gateway: options.gateway,
       allowHostLoopback: options.allowHostLoopback ?? false,
+      allocate: options.allocate,
     };
     this.log = options.log ?? (() => {});
     this.scheduler = options.scheduler;
@@ -252,6 +263,7 @@ export class WispUpstream implements Upstream, StreamHost {
         handshakeTimeoutMs: 10_000,
         halfClose: true,
         flowControl: true,
+        ...(this.o.allocate ? { allocate: this.o.allocate } : {}),
       },
       {
         send: (m) => this.send(m),
@@ -287,6 +299,12 @@ export class WispUpstream implements Upstream, StreamHost {
     const t = this.o.connect(this.url, protocols);
     this.transport = t;
     this.readingPaused = false;
+    if (t.bufferedAmountLowThreshold !== undefined) {
+      t.bufferedAmountLowThreshold = SEND_UNBLOCK_AT;
+      t.onbufferedamountlow = () => {
+        if (this.transport === t) this.unblockSend();
+      };
+    }
     let opened = false;
     t.onopen = () => {
       if (this.transport !== t) return;
@@ -327,7 +345,8 @@ export class WispUpstream implements Upstream, StreamHost {
     if (!this.sendBlocked && t.bufferedAmount > SEND_BLOCK_AT) {
       this.sendBlocked = true;
       this.session.setSendBlocked(true);
-      this.sendCheckTimer = this.scheduler.schedule(() => this.checkSendBuffer(), SEND_CHECK_MS);
+      // A transport with onbufferedamountlow says when; others are polled.
+      if (t.onbufferedamountlow === undefined) this.sendCheckTimer = this.scheduler.schedule(() => this.checkSendBuffer(), SEND_CHECK_MS);
     }
   }
 
@@ -338,6 +357,11 @@ export class WispUpstream implements Upstream, StreamHost {
       this.sendCheckTimer = this.scheduler.schedule(() => this.checkSendBuffer(), SEND_CHECK_MS);
       return;
     }
+    this.unblockSend();
+  }
+
+  private unblockSend(): void {
+    if (!this.sendBlocked) return;
     this.sendBlocked = false;
     this.session.setSendBlocked(false);
   }

@@ -232,6 +232,20 @@ describe('WispClientSession', () => {
     expect(h.sent.slice(-2)).toEqual([{ type: 'data', streamId: b, payload: Uint8Array.of(42) }, { type: 'close', streamId: b, reason: 2 }]);
   });
 
+  it('while the host has blocked sending, a corked write is queued but not accepted; unblocking sends it', () => {
+    const h = harness({ maxDataPayload: 8, maxQueuedBytes: 64 });
+    h.session.receive(encodeContinue(0, 4), 0);
+    const id = h.session.openStream('tcp', 'x', 1) as number;
+    h.session.setSendBlocked(true);
+    h.session.cork();
+    expect(h.session.write(id, Uint8Array.of(1, 2, 3))).toBe(false); // credits would carry it, the WebSocket is full
+    h.session.uncork();
+    expect(dataPackets(h.sent)).toEqual([]);
+    h.session.setSendBlocked(false);
+    expect(dataPackets(h.sent).map((p) => [...p.payload])).toEqual([[1, 2, 3]]);
+    expect(h.events).toEqual([`writable ${id}`]);
+  });
+
   it('asks a server with the flow control extension to pause and resume a stream, and no other server', () => {
     const h = harness({ flowControl: true });
     h.session.receive(encodeInfo(2, 0, [ext(0xf1)]), 0);

@@ -171,6 +171,46 @@ describe('WispUpstream', () => {
     open.close();
   });
 
+  it('stops sending DATA while the WebSocket holds over 4 MiB and starts again on onbufferedamountlow, without polling', async () => {
+    const server = fakeServer(() => 'connect');
+    let buffered = 0;
+    let sent = 0;
+    let transport: WispTransport | undefined;
+    const connect = (url: string, protocols: string[]): WispTransport => {
+      const t = server.connect(url, protocols);
+      const send = t.send;
+      t.send = (d) => {
+        buffered += d.length;
+        sent += d.length;
+        send(d);
+      };
+      Object.defineProperty(t, 'bufferedAmount', { get: () => buffered });
+      t.bufferedAmountLowThreshold = 0;
+      transport = t;
+      return t;
+    };
+    const up = new WispUpstream({ url: 'ws://relay/', connect });
+    const block = new Uint8Array(64 * 1024);
+    const streams = Array.from({ length: 16 }, () => {
+      const r = recorder();
+      return { r, stream: up.openTcp({ ip: parseIpv4('1.2.3.4'), port: 80 }, META, r.handlers) };
+    });
+    await tick();
+    // 16 streams x 8 credits x 64 KiB is 8 MiB: more than the 4 MiB the WebSocket may hold.
+    for (const { stream } of streams) while (stream.write(block));
+    await tick();
+    expect(transport!.bufferedAmountLowThreshold).toBe(1024 * 1024);
+    expect(sent).toBeGreaterThan(4 * 1024 * 1024);
+    expect(sent).toBeLessThan(4 * 1024 * 1024 + 2 * block.length);
+    const atBlock = sent;
+    await new Promise((r) => setTimeout(r, 30));
+    expect(sent).toBe(atBlock); // nothing polls and sends while the WebSocket is full
+    buffered = 0;
+    transport!.onbufferedamountlow!();
+    expect(sent).toBeGreaterThan(atBlock);
+    up.close();
+  });
+
   it('sends UDP datagrams and delivers replies from the destination', async () => {
     const server = fakeServer(() => 'connect');
     const up = new WispUpstream({ url: 'ws://relay.test/', connect: server.connect });
