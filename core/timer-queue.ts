@@ -68,9 +68,13 @@ export class TimerQueue {
     }
   }
 
-  /** Rebuilds the heap without stale entries once they are half of it. */
+  /**
+   * Rebuilds the heap without stale entries once they are half of it — however small it is: a
+   * stale entry keeps its owner (a closed connection and its buffers) reachable until it expires.
+   * Each rebuild removes at least half the heap, so the cost per entry stays constant.
+   */
   private compact(): void {
-    if (this.stale < 64 || this.stale * 2 < this.heap.length) return;
+    if (this.stale === 0 || this.stale * 2 < this.heap.length) return;
     const live = this.heap.filter((e) => e.owner.timerScheduledAt === e.at);
     this.heap = [];
     this.stale = 0;

@@ -32,6 +32,16 @@ describe('TimerQueue', () => {
     expect(fired).toHaveLength(100);
   });
 
+  it('releases a few cancelled owners too, not only many (a stale entry keeps its owner alive)', () => {
+    const q = new TimerQueue();
+    const live = owner([]);
+    q.schedule(live, 600_000);
+    const closed = Array.from({ length: 5 }, () => owner([]));
+    closed.forEach((o, i) => q.schedule(o, 600_000 + i));
+    for (const o of closed) q.cancel(o);
+    expect(q.size).toBeLessThanOrEqual(2);
+  });
+
   it('keeps the queue small when one owner keeps moving its deadline earlier', () => {
     const q = new TimerQueue();
     const o = owner([]);
