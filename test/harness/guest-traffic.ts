@@ -67,6 +67,8 @@ export interface GuestTrafficOptions {
   parallel: number;
   /** Open the TAP with a vnet header and offloads (`weft vm --tap-vnet-hdr`). */
   vnetHdr?: boolean;
+  /** Wait for weft's fds to return to the baseline (up to a minute: UDP flows idle out). Default true. */
+  checkFds?: boolean;
 }
 
 export function describeGuestTraffic(TITLE: string, label: string, o: GuestTrafficOptions): void {
@@ -217,7 +219,7 @@ describe.skipIf(!root.ok || missing.length > 0)(TITLE, () => {
     expect(result, r.stdout).toMatchObject({ conns: PARALLEL, opened: PARALLEL, ok: PARALLEL, errors: [] });
   }, 410_000);
 
-  it('closes every upstream socket afterwards (weft fd count back to its baseline)', async () => {
+  it.runIf(o.checkFds !== false)('closes every upstream socket afterwards (weft fd count back to its baseline)', async () => {
     const fds = await waitForFdCount(weft.pid!, baselineFds, FD_SETTLE_MS);
     const detail = fds > baselineFds ? `:\n${describeFds(weft.pid!).join('\n')}` : '';
     expect(fds, `weft has ${fds} fds open, ${baselineFds} before the traffic${detail}`).toBeLessThanOrEqual(baselineFds);
