@@ -4,6 +4,7 @@ import { jsonLineLog } from '../log';
 import { parseRelayOptions } from './relay-options';
 import { RelayServer } from './relay-server';
 import { defaultDemoRoot } from './static-site';
+import { collectAfterStreamBursts } from './idle-gc';
 
 /** How long open WebSockets get to close after SIGTERM before they are cut off. */
 const DRAIN_GRACE_MS = 3000;
@@ -36,12 +37,14 @@ export async function runRelayCommand(argv: readonly string[]): Promise<number> 
     },
     auth: options.password ? 'password' : options.token ? 'token' : 'none',
   });
+  const stopIdleGc = collectAfterStreamBursts(server.metrics, log);
 
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) return;
       stopping = true;
+      stopIdleGc();
       const started = Date.now();
       log('draining', { signal, clients: server.clientCount });
       // Whatever happens in the drain, the process is gone within 5 seconds.
