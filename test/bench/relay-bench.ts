@@ -40,6 +40,10 @@ const PATH_SECONDS = Number(process.env.WEFT_RELAY_BENCH_PATH_SECONDS ?? 4);
 const PATH_ROUNDS = Math.max(1, Number(process.env.WEFT_RELAY_BENCH_PATH_ROUNDS ?? 2));
 const PATH_TARGET = 0.6;
 const GATEWAY = parseIpv4('10.0.2.2');
+/** Only these throughput cells, e.g. `16:upload,256:download` (all when unset). */
+const CELLS = process.env.WEFT_RELAY_BENCH_CELLS?.split(',');
+/** Extra node flags for both server processes (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`). */
+const SERVER_FLAGS = process.env.WEFT_RELAY_BENCH_SERVER_FLAGS?.split(' ').filter(Boolean) ?? [];
 const BLOCK = Buffer.alloc(64 * 1024, 0x5a);
 
 type Direction = 'download' | 'upload';
@@ -85,6 +89,10 @@ createInterface({ input: process.stdin }).on('line', (l) => {
 /** Lets the bench ask a server process for a full GC (SIGUSR2), for the idle-stream RSS figures. */
 const GC_ON_SIGNAL = `
 process.on('SIGUSR2', () => {
+  if (process.env.WEFT_RELAY_BENCH_DEBUG) {
+    const spaces = require('node:v8').getHeapSpaceStatistics().map((s) => s.space_name.replace('_space', '') + ' ' + (s.space_size >> 10)).join(', ');
+    process.stderr.write('before gc: rss ' + (process.memoryUsage().rss >> 10) + ' KiB; space sizes KiB: ' + spaces + '\\n');
+  }
   global.gc?.(); global.gc?.();
   const m = process.memoryUsage();
   if (process.env.WEFT_RELAY_BENCH_DEBUG) process.stderr.write(JSON.stringify({ heapUsed: m.heapUsed >> 10, heapTotal: m.heapTotal >> 10, external: m.external >> 10, arrayBuffers: m.arrayBuffers >> 10, rss: m.rss >> 10 }) + '\\n');
@@ -103,6 +111,7 @@ wisp.options.allow_private_ips = true;
 const s = http.createServer();
 s.on('upgrade', (req, socket, head) => wisp.routeRequest(req, socket, head));
 s.listen(0, '127.0.0.1', () => console.log('listening ' + s.address().port));
+process.on('SIGTERM', () => process.exit(0));
 `;
 }
 
@@ -150,8 +159,8 @@ class Child {
 
   async gc(): Promise<void> {
     this.proc.kill('SIGUSR2');
-    const m = await this.waitFor(/(\{"heapUsed.*\n)?gc-done\n/, 120_000);
-    if (m[1]) console.log(`  ${this.name}: ${m[1].trim()}`);
+    const m = await this.waitFor(/(before gc.*\n)?(\{"heapUsed.*\n)?gc-done\n/, 120_000);
+    for (const line of [m[1], m[2]]) if (line) console.log(`  ${this.name}: ${line.trim()}`);
   }
 
   stop(): void {
@@ -211,9 +220,9 @@ interface Server {
 }
 
 async function startServer(which: 'weft' | 'wisp-js', dir: string, gcPreload?: string): Promise<Server> {
-  const nodeFlags = gcPreload ? ['--expose-gc', '--require', gcPreload] : [];
+  const nodeFlags = [...SERVER_FLAGS, ...(gcPreload ? ['--expose-gc', '--require', gcPreload] : [])];
   if (which === 'weft') {
-    const args = [...nodeFlags, weftBundle(), 'relay', '--listen', '127.0.0.1:0', '--allow-loopback', '--rate', '0',
+    const args = [...nodeFlags, process.env.WEFT_RELAY_BENCH_WEFT ?? weftBundle(), 'relay', '--listen', '127.0.0.1:0', '--allow-loopback', '--rate', '0',
       '--max-streams-per-client', String(Math.max(IDLE_STREAMS, 1024) + 16)];
     const child = new Child('weft relay', spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
     const port = (await child.waitFor(/"port":(\d+)/))[1];
@@ -327,7 +336,8 @@ async function throughputPart(dir: string, sink: SourceSink): Promise<void> {
       { server: js, up: await connectClient(js.url, 4096), key: 'js' as const },
     ];
     ups.push(...servers.map((s) => s.up));
-    const cells: Cell[] = STREAM_COUNTS.flatMap((streams) => (['download', 'upload'] as const).map((d) => ({ streams, dir: d, weft: [], js: [] })));
+    const cells: Cell[] = STREAM_COUNTS.flatMap((streams) => (['download', 'upload'] as const).map((d) => ({ streams, dir: d, weft: [] as number[], js: [] as number[] })))
+      .filter((c) => !CELLS || CELLS.includes(`${c.streams}:${c.dir}`));
     // Warm-up (JIT, TCP buffers) on both servers.
     for (const s of servers) await throughput(s.up, sink, 4, 'download');
     for (let r = 0; r < RELAY_BENCH_ROUNDS; r++) {
@@ -388,7 +398,7 @@ async function openIdle(run: IdleRun): Promise<void> {
 }
 
 async function idlePart(dir: string, sink: SourceSink): Promise<void> {
-  console.log(`\n2. idle streams — ${IDLE_STREAMS.toLocaleString('en-US')} idle TCP streams on one WebSocket; growth of the server process's RSS per stream after ${IDLE_SETTLE_MS / 1000} s idle, then after one GC (V8 gives back the young generation it grew while the streams opened only at a GC once allocation has been low for a while: on its own ~30 s after a burst, or later); the target is judged after the GC`);
+  console.log(`\n2. idle streams — ${IDLE_STREAMS.toLocaleString('en-US')} idle TCP streams on one WebSocket; growth of the server process's RSS per stream after ${IDLE_SETTLE_MS / 1000} s idle, then after one GC the bench forces (V8 gives back the young generation it grew while the streams opened only at a GC made while allocation is low: weft relay runs one itself ~5–10 s after a burst of 1,000+ new streams goes quiet, wisp-js waits for V8's own, ~30 s or later); the target is judged after the forced GC`);
   const gcPreload = join(dir, 'gc-on-signal.cjs');
   writeFileSync(gcPreload, GC_ON_SIGNAL);
   // Each server has its own sink process (one process cannot hold 2 x 10,000 sockets under the usual
