@@ -70,12 +70,12 @@ const PAUSE_READING_AT_FLOW_CONTROL = 32 * 1024 * 1024;
 const RESUME_READING_AT_FLOW_CONTROL = 8 * 1024 * 1024;
 /**
  * Unsent WebSocket bytes at which streams stop sending DATA, and the level at which they start
- * again: the transport says when (onbufferedamountlow), or else it is checked every few
- * milliseconds while blocked. Credits bound each stream, not their sum.
+ * again: the transport says when (onbufferedamountlow), or else it is checked every millisecond
+ * while blocked. Credits bound each stream, not their sum.
  */
 const SEND_BLOCK_AT = 4 * 1024 * 1024;
 const SEND_UNBLOCK_AT = 1024 * 1024;
-const SEND_CHECK_MS = 2;
+const SEND_CHECK_MS = 1;
 
 export interface WispUpstreamOptions {
   /** ws:// or wss:// URL of the Wisp endpoint (wisp:// is accepted and means ws://). */

@@ -446,16 +446,31 @@ export function wholePathUnavailable(): string | undefined {
   return undefined;
 }
 
+/**
+ * One iperf3 run, Gbit/s. iperf3 may answer with an error and no result (e.g. "the server is busy"
+ * while it still winds down the previous test): such a run is repeated, up to three times.
+ */
 async function iperf(ns: Netns, port: number, reverse: boolean, seconds: number): Promise<number> {
   const args = ['iperf3', '-c', '10.0.2.2', '-p', String(port), '-t', String(seconds), '-J', ...(reverse ? ['-R'] : [])];
-  const r = await ns.exec(args, (seconds + 20) * 1000);
-  if (r.code !== 0) {
-    const why = r.timedOut ? `no result within ${seconds + 20} s` : (/"error":\s*"([^"]*)"/.exec(r.stdout)?.[1] ?? (r.stderr || r.stdout.slice(0, 400)));
-    throw new Error(`iperf3 ${reverse ? '-R ' : ''}in ${ns.name} failed: ${why}`);
+  let why = '';
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    if (attempt > 1) await sleep(1000);
+    const r = await ns.exec(args, (seconds + 20) * 1000);
+    let json: { error?: string; end?: { sum_received?: { bits_per_second: number } } } | undefined;
+    try {
+      json = JSON.parse(r.stdout);
+    } catch {
+      json = undefined;
+    }
+    const bps = json?.end?.sum_received?.bits_per_second;
+    if (r.code === 0 && typeof bps === 'number') {
+      if (process.env.WEFT_RELAY_BENCH_DEBUG) console.log(`  ${ns.name} ${reverse ? 'download' : 'upload'} ${seconds} s: ${(bps / 1e9).toFixed(2)} Gbit/s`);
+      return bps / 1e9;
+    }
+    why = r.timedOut ? `no result within ${seconds + 20} s` : (json?.error ?? (r.stderr || r.stdout.slice(0, 400)));
+    console.log(`  (iperf3 ${reverse ? '-R ' : ''}in ${ns.name}, attempt ${attempt}: ${why})`);
   }
-  const json = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } };
-  if (process.env.WEFT_RELAY_BENCH_DEBUG) console.log(`  ${ns.name} ${reverse ? 'download' : 'upload'} ${seconds} s: ${(json.end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s`);
-  return json.end.sum_received.bits_per_second / 1e9;
+  throw new Error(`iperf3 ${reverse ? '-R ' : ''}in ${ns.name} failed: ${why}`);
 }
 
 async function guestRun(label: string, upstreamArgs: string[], port: number): Promise<{ upload: number; download: number }> {
