@@ -41,8 +41,13 @@ export class UpstreamError extends Error {
 export interface TcpStreamHandlers {
   /** The upstream connection is established; the guest's handshake may complete. */
   onConnect(): void;
-  /** Bytes from the far end. The stream keeps delivering until pause() is called. */
-  onData(data: Uint8Array): void;
+  /**
+   * Bytes from the far end. The stream keeps delivering until pause() is called. `more`: more
+   * bytes follow at once (this turn of the event loop), so the connection may hold back a segment
+   * smaller than a full one until a call without it — which the stream must then make (an empty
+   * `data` is fine). Streams that read in fixed-size pieces use it to keep every segment full.
+   */
+  onData(data: Uint8Array, more?: boolean): void;
   /** The far end sent FIN (half-close): no more onData. */
   onEnd(): void;
   /** The stream can take more writes after write() returned false. */

@@ -188,6 +188,12 @@ const WRITE_HIGH_WATER_MARK = 64 * 1024;
 
 export class DirectTcpStream implements TcpStream {
   private readonly socket: net.Socket;
+  private heldRead: Buffer | undefined;
+  private readonly releaseHeldRead = () => {
+    const held = this.heldRead;
+    this.heldRead = undefined;
+    if (held && !this.done) this.handlers.onData(held);
+  };
   /** Writes are corked until the current burst of guest frames has been handled. */
   private corked = false;
   private readonly uncork = () => {
@@ -236,9 +242,16 @@ export class DirectTcpStream implements TcpStream {
     socket.on('data', (data: Buffer) => {
       if (this.done) return;
       this.bytesIn += data.length;
-      this.handlers.onData(data);
+      // A read is at most 64 KiB, just over one 65,468-byte segment at MTU 65520: handed over
+      // alone, each would end in a tiny segment. The newest read waits until the next one (then
+      // it goes with "more follows") or until setImmediate, once this turn's reads are in.
+      const previous = this.heldRead;
+      this.heldRead = data;
+      if (previous) this.handlers.onData(previous, true);
+      else setImmediate(this.releaseHeldRead);
     });
     socket.on('end', () => {
+      this.releaseHeldRead();
       if (!this.done) this.handlers.onEnd();
     });
     socket.on('drain', () => {

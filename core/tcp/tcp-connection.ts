@@ -145,7 +145,7 @@ export class TcpConnection implements TimerOwner {
   private handlers(): TcpStreamHandlers {
     return {
       onConnect: () => this.upstreamEvent(() => this.onUpstreamConnect()),
-      onData: (data) => this.upstreamEvent(() => this.onUpstreamData(data)),
+      onData: (data, more) => this.upstreamEvent(() => this.onUpstreamData(data, more === true)),
       onEnd: () => this.upstreamEvent(() => this.onUpstreamEnd()),
       onDrain: () => this.upstreamEvent(() => this.onUpstreamDrain()),
       onClose: (error) => this.upstreamEvent(() => this.onUpstreamClose(error)),
@@ -313,17 +313,18 @@ export class TcpConnection implements TimerOwner {
     this.sendSynAck();
   }
 
-  private onUpstreamData(data: Uint8Array): void {
+  private onUpstreamData(data: Uint8Array, more: boolean): void {
     if (this.state === 'closed' || this.state === 'time-wait') return;
     if (this.state === 'syn-sent') {
       // The other side should wait for resume(); keep what came anyway, and hold it off.
-      this.pipe.holdEarly(data);
+      if (data.length > 0) this.pipe.holdEarly(data);
       return;
     }
     this.bytesToGuest += data.length;
-    if (!this.sender.write(data)) return this.abort('send-buffer-overflow', true);
+    if (data.length > 0 && !this.sender.write(data)) return this.abort('send-buffer-overflow', true);
     if (this.sender.full) this.pipe.pause();
-    if (!this.halfOpen) this.sender.output(this.env.now());
+    // With more to come at once, a short last segment waits for it (one full segment, not two).
+    if (!this.halfOpen) this.sender.output(this.env.now(), more);
   }
 
   private onUpstreamEnd(): void {
@@ -393,7 +394,7 @@ export class TcpConnection implements TimerOwner {
     this.sender.initWindow(seg.window, seg.seq, seg.ack);
     this.setState('established');
     this.sendAck();
-    for (const chunk of this.pipe.takeEarly()) this.onUpstreamData(chunk);
+    for (const chunk of this.pipe.takeEarly()) this.onUpstreamData(chunk, false);
     this.pipe.release();
     if (this.upstreamEnded) this.closeSend();
     this.env.reschedule(this);

@@ -389,8 +389,12 @@ export class TcpSender {
 
   // ── sending ──────────────────────────────────────────────────────────────
 
-  /** Sends whatever the windows allow: lost pieces first (lowest first), then new data, then FIN. */
-  output(now: number): void {
+  /**
+   * Sends whatever the windows allow: lost pieces first (lowest first), then new data, then FIN.
+   * `holdTail`: more data is about to be written, so a last piece shorter than a full segment
+   * waits for it (the next output() without the flag sends it).
+   */
+  output(now: number, holdTail = false): void {
     if (this.failed) return;
     const mss = this.cfg.mss;
     let sent = false;
@@ -410,6 +414,7 @@ export class TcpSender {
         // Silly-window avoidance (RFC 9293 §3.8.6.2.1): full segments, or everything that is
         // left, or at least half the largest window the guest has offered.
         if (len < mss && len < avail && len < this.maxSndWnd / 2) break;
+        if (holdTail && len === avail && len < this.maxSegment && !this.finQueued) break;
         if (len > mss && len < avail) len -= len % mss;
         this.sendNew(len, this.finQueued && len === avail, now);
         sent = true;
