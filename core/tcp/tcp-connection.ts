@@ -50,6 +50,8 @@ export interface TcpConnectionEnv {
 }
 
 const MAX_SYNACK_RETRIES = 5;
+/** RFC 5961 §7's throttle (Linux allows 1000/s for the whole host; one guest connection needs few). */
+export const CHALLENGE_ACKS_PER_SECOND = 100;
 /** How long a closing connection waits for a blocked upstream to take the guest's last bytes. */
 const UPSTREAM_DRAIN_MS = 60_000;
 
@@ -60,6 +62,8 @@ export class TcpConnection implements TimerOwner {
   readonly iss: number;
   // Set by negotiate() from the guest's SYN (passive open) or SYN-ACK (active open).
   irs = 0;
+  private challengeWindowStart = -Infinity;
+  private challengesSent = 0;
   private sender!: TcpSender;
   private receiver!: TcpReceiver;
   private writer!: TcpSegmentWriter;
@@ -219,11 +223,11 @@ export class TcpConnection implements TimerOwner {
     if (flags & RST) {
       // RFC 5961 §3: only an exact match resets; anything else in window gets a challenge ACK.
       if (seg.seq === this.receiver.rcvNxt) this.abort('guest-reset', false);
-      else this.sendAck();
+      else this.challengeAck();
       return;
     }
     if (flags & SYN) {
-      this.sendAck(); // RFC 5961 §4: challenge ACK for a SYN on a synchronized connection
+      this.challengeAck(); // RFC 5961 §4: challenge ACK for a SYN on a synchronized connection
       return;
     }
     if (!(flags & ACK)) return;
@@ -414,6 +418,22 @@ export class TcpConnection implements TimerOwner {
     // PSH marks the end of what we have, as Linux does; on every segment it costs the guest wake-ups.
     const push = len > 0 && offset + len >= buffer.length;
     this.sendSegment(seq, ACK | (push ? PSH : 0) | (fin ? FIN : 0), len, copy);
+  }
+
+  /**
+   * A challenge ACK, at most CHALLENGE_ACKS_PER_SECOND per connection (RFC 5961 §7): a storm of
+   * forged RSTs or SYNs must not turn into a storm of ACKs. Per connection, not stack-wide, so one
+   * connection's count says nothing about another's (the side channel of CVE-2016-5696).
+   */
+  private challengeAck(): void {
+    const now = this.env.now();
+    if (now - this.challengeWindowStart >= 1000) {
+      this.challengeWindowStart = now;
+      this.challengesSent = 0;
+    }
+    if (this.challengesSent >= CHALLENGE_ACKS_PER_SECOND) return;
+    this.challengesSent++;
+    this.sendAck();
   }
 
   private sendAck(): void {
