@@ -73,7 +73,9 @@ export interface StackOptions {
   batchAcks?: boolean;
   /**
    * The link takes TCP segments larger than the MTU and splits them itself (or the guest takes
-   * them whole), like a NIC with TSO: data to the guest then goes out in segments of up to 64 KiB.
+   * them whole), like a NIC with TSO: data to the guest then goes out in segments of up to 64 KiB,
+   * and those (only those) carry a partial checksum — the folded pseudo-header sum, as a driver
+   * hands a NIC with checksum offload.
    */
   segmentationOffload?: boolean;
   clock: Clock;

@@ -163,9 +163,10 @@ export class TapFdLink extends FrameLinkBase implements FrameLink {
 
   /**
    * The virtio_net_hdr for an outgoing frame. An IPv4 TCP segment longer than the MTU goes out as
-   * GSO (TCPV4, gso_size = the MTU's payload) with a partial checksum: the field holds only the
-   * pseudo-header sum and the guest's kernel treats the data as verified (it never leaves the
-   * host). Other TCP and UDP frames carry complete checksums and are marked DATA_VALID.
+   * GSO (TCPV4, gso_size = the MTU's payload) with a partial checksum — the stack wrote only the
+   * pseudo-header sum there (StackOptions.segmentationOffload) — which the guest's kernel treats as
+   * verified (the data never leaves the host). Other TCP and UDP frames carry complete checksums
+   * and are marked DATA_VALID.
    */
   private fillVnetHdr(frame: Uint8Array): void {
     const h = this.vnetHdr;
@@ -185,14 +186,6 @@ export class TapFdLink extends FrameLinkBase implements FrameLink {
     }
     const tcpAt = 14 + ihl;
     const tcpHeaderLength = (frame[tcpAt + 12] >> 4) * 4;
-    const segmentLength = totalLength - ihl;
-    // Pseudo-header sum (RFC 9293 §3.1), folded, not complemented: the kernel adds the rest.
-    let sum = ((frame[26] << 8) | frame[27]) + ((frame[28] << 8) | frame[29])
-      + ((frame[30] << 8) | frame[31]) + ((frame[32] << 8) | frame[33])
-      + IPPROTO_TCP + segmentLength;
-    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-    frame[tcpAt + 16] = sum >> 8;
-    frame[tcpAt + 17] = sum & 0xff;
     h[0] = VNET_F_NEEDS_CSUM;
     h[1] = VNET_GSO_TCPV4;
     h.writeUInt16LE(tcpAt + tcpHeaderLength, 2); // hdr_len
