@@ -44,7 +44,7 @@ export function run(cmd: string, args: readonly string[], timeoutMs = 20_000): P
     child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
     const timer = setTimeout(() => {
       timedOut = true;
-      if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
+      killQuietly(child);
     }, timeoutMs);
     child.once('error', (e) => {
       clearTimeout(timer);
@@ -64,6 +64,16 @@ export function netnsExists(name: string): boolean {
 
 function isRunning(p: ChildProcess): boolean {
   return p.pid !== undefined && p.exitCode === null && p.signalCode === null;
+}
+
+/** SIGKILL by PID; a process that exited since isRunning() looked (ESRCH) is fine. */
+function killQuietly(p: ChildProcess): void {
+  if (p.pid === undefined) return;
+  try {
+    process.kill(p.pid, 'SIGKILL');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
+  }
 }
 
 const live = new Set<Netns>();
@@ -158,7 +168,7 @@ export class Netns {
   /** Kills what is still running (by PID), waits for it, and deletes the namespace. Idempotent. */
   async cleanup(): Promise<void> {
     const running = [...this.processes].filter(isRunning);
-    for (const p of running) process.kill(p.pid!, 'SIGKILL');
+    for (const p of running) killQuietly(p);
     await Promise.all(
       running.map((p) => new Promise<void>((resolve) => {
         if (!isRunning(p)) return resolve();
@@ -171,15 +181,7 @@ export class Netns {
 
   /** The same for process exit handlers, where nothing asynchronous runs. */
   cleanupSync(): void {
-    for (const p of this.processes) {
-      if (isRunning(p)) {
-        try {
-          process.kill(p.pid!, 'SIGKILL');
-        } catch {
-          // gone meanwhile
-        }
-      }
-    }
+    for (const p of this.processes) if (isRunning(p)) killQuietly(p);
     this.deleteNamespace();
   }
 
