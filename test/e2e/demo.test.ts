@@ -18,7 +18,7 @@ import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../harness/repo-root';
 import { spawnWeft, type WeftProcess } from '../harness/weft-process';
-import { chromiumMissing, ensureGuestImage, launchChromium, type ChromiumSession } from './v86-harness';
+import { chromiumMissing, guestImageFor, launchChromium, type ChromiumSession } from './v86-harness';
 
 const SUITE = 'the demo page (npm start): a VM boots, wget shows up in the panel, pcap downloads';
 const RESULTS = join(REPO_ROOT, 'test-results');
@@ -84,10 +84,9 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
-    const built = await ensureGuestImage();
-    if ('skip' in built) {
-      skipReason = `cannot build the guest image here: ${built.skip}`;
-      console.warn(`[skip] ${SUITE}: ${skipReason}`);
+    const built = await guestImageFor(SUITE);
+    if (built.skipReason !== undefined) {
+      skipReason = built.skipReason;
       return;
     }
     demoBundle();

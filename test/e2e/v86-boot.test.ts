@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, type ExpectStatic } from 'vitest';
 import {
-  bootV86, bootV86Snapshot, chromiumMissing, ensureGuestImage, launchChromium, saveGuestState, serveStatic, stateName,
+  bootV86, bootV86Snapshot, chromiumMissing, guestImageFor, launchChromium, saveGuestState, serveStatic, stateName,
   v86ServeOptions,
   type ChromiumSession, type GuestImage, type StaticServer, type V86Guest,
 } from './v86-harness';
@@ -22,10 +22,9 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
   const guests: V86Guest[] = [];
 
   beforeAll(async () => {
-    const built = await ensureGuestImage();
-    if ('skip' in built) {
-      skipReason = `cannot build the guest image here: ${built.skip}`;
-      console.warn(`[skip] ${SUITE}: ${skipReason}`);
+    const built = await guestImageFor(SUITE);
+    if (built.skipReason !== undefined) {
+      skipReason = built.skipReason;
       return;
     }
     image = built.image;

@@ -199,6 +199,15 @@ export function loadGuestImage(dir = GUEST_DIR): GuestImage | undefined {
   };
 }
 
+/** ensureGuestImage for a test suite: the image, or why this machine cannot build it (printed as a skip). */
+export async function guestImageFor(suite: string): Promise<{ image: GuestImage; skipReason?: undefined } | { image?: undefined; skipReason: string }> {
+  const built = await ensureGuestImage();
+  if ('image' in built) return { image: built.image };
+  const skipReason = `cannot build the guest image here: ${built.skip}`;
+  console.warn(`[skip] ${suite}: ${skipReason}`);
+  return { skipReason };
+}
+
 /**
  * Runs `npm run guest-image`'s script (a no-op when the cache is current) and loads the image.
  * Resolves `{ skip }` when this machine cannot build it (no apt, not root); rejects when a build fails.

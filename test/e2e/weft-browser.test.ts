@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DNS_TEST_ZONE, startDnsTestServer, type DnsTestServer } from '../support/dns-test-server';
 import { expectedSha256, startHttpTestServer, type TestServer } from '../support/test-servers';
 import {
-  bootV86Snapshot, chromiumMissing, ensureGuestImage, launchChromium, serveStatic, v86ServeOptions,
+  bootV86Snapshot, chromiumMissing, guestImageFor, launchChromium, serveStatic, v86ServeOptions,
   type ChromiumSession, type GuestImage, type StaticServer, type V86Guest,
 } from './v86-harness';
 import { attachWeft, startRelay, stopWeftCapture, waitForWeftEvent, webBundleDir, weftEvents, weftStats, WEB_MOUNT, type RelayHandle } from './weft-page';
@@ -43,10 +43,9 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
   const guests: V86Guest[] = [];
 
   beforeAll(async () => {
-    const built = await ensureGuestImage();
-    if ('skip' in built) {
-      skipReason = `cannot build the guest image here: ${built.skip}`;
-      console.warn(`[skip] ${SUITE}: ${skipReason}`);
+    const built = await guestImageFor(SUITE);
+    if (built.skipReason !== undefined) {
+      skipReason = built.skipReason;
       return;
     }
     image = built.image;
