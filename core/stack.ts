@@ -151,12 +151,10 @@ export class Stack {
     fragmentsSent: 0,
   };
   private readonly drops = new Map<DropReason, number>();
-  private readonly segmentationOffload: boolean;
   /** The link vouched for the transport checksum of the frame being handled (checksum offload). */
   private checksumTrusted = false;
 
   constructor(opts: StackOptions) {
-    this.segmentationOffload = opts.segmentationOffload === true;
     this.config = resolveNetworkConfig(opts.network);
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.clock = opts.clock;
@@ -197,7 +195,7 @@ export class Stack {
     const flowOpened = (e: FlowEvent) => this.events.emit('flow-open', e);
     const flowClosed = (e: FlowEvent) => this.events.emit('flow-close', e);
     this.tcp = new TcpFlowTable({ ...DEFAULT_TCP, ...opts.tcp }, this.config.mtu, upstream, this.timers, {
-      segmentOffload: this.segmentationOffload,
+      segmentOffload: opts.segmentationOffload === true,
       now,
       random: opts.random,
       send: (src, dst, repr, len, copy) => this.sendTcp(src, dst, repr, len, copy),
@@ -268,6 +266,15 @@ export class Stack {
     } catch {
       this.drop('internal-error');
     }
+  }
+
+  /**
+   * Turns segmentation offload (StackOptions.segmentationOffload) on or off for connections opened
+   * from now on — the link learns what its guest takes after the stack starts (a card's features
+   * are negotiated when the guest's driver loads). Open connections keep what they negotiated.
+   */
+  setSegmentationOffload(on: boolean): void {
+    this.tcp.setSegmentOffload(on);
   }
 
   /** When poll() should next be called (absolute ms), or undefined when nothing is scheduled. */
@@ -463,8 +470,9 @@ export class Stack {
   // ── output path ─────────────────────────────────────────────────────────────
 
   /**
-   * Sends an IPv4 datagram whose payload `fill` writes. Fits in the MTU → built in place in the
-   * frame; larger → fragmented. Without `dstMac`, the destination is resolved with ARP.
+   * Sends an IPv4 datagram whose payload `fill` writes. Fits in the MTU (or `unsegmented`: a TCP
+   * segment the link segments) → built in place in the frame; larger → fragmented. Without
+   * `dstMac`, the destination is resolved with ARP.
    */
   private sendIpv4(
     src: Ipv4Address,
@@ -473,12 +481,12 @@ export class Stack {
     payloadLength: number,
     fill: (buf: Uint8Array, off: number) => number,
     dstMac?: MacAddress,
+    unsegmented = false,
   ): void {
     const id = this.nextIpId;
     this.nextIpId = (this.nextIpId + 1) & 0xffff;
     const mtuPayload = this.config.mtu - IPV4_HEADER_LENGTH;
-    const offloaded = this.segmentationOffload && protocol === IPPROTO_TCP && payloadLength <= 65535 - IPV4_HEADER_LENGTH;
-    if (payloadLength <= mtuPayload || offloaded) {
+    if (payloadLength <= mtuPayload || (unsegmented && payloadLength <= 65535 - IPV4_HEADER_LENGTH)) {
       const frame = this.allocFrame(IPV4_HEADER_LENGTH + payloadLength);
       const off = ETHERNET_HEADER_LENGTH;
       emitIpv4Header({ src, dst, protocol, payloadLength, id }, frame, off);
@@ -523,13 +531,23 @@ export class Stack {
 
   private sendTcp(src: Ipv4Address, dst: Ipv4Address, repr: TcpRepr, payloadLength: number, copy?: (out: Uint8Array, off: number) => void): void {
     const headerLength = tcpHeaderLength(repr.options);
-    // An offloaded segment (longer than the MTU) carries a partial checksum, as from a NIC driver:
-    // the link's far end never needs more, and summing 64 KiB here would be wasted.
-    const partial = this.segmentationOffload && IPV4_HEADER_LENGTH + headerLength + payloadLength > this.config.mtu;
-    this.sendIpv4(src, dst, IPPROTO_TCP, headerLength + payloadLength, (buf, off) => {
-      if (copy) copy(buf, off + headerLength);
-      return emitTcpHeader(repr, payloadLength, buf, off, src, dst, partial);
-    });
+    // Only a connection opened while segmentation offload was on sends segments longer than the
+    // MTU (negotiate()). Such a segment goes out whole, with a partial checksum as from a NIC
+    // driver — even after offload was turned off, since the link splits what it cannot take — and
+    // summing 64 KiB here would be wasted.
+    const partial = IPV4_HEADER_LENGTH + headerLength + payloadLength > this.config.mtu;
+    this.sendIpv4(
+      src,
+      dst,
+      IPPROTO_TCP,
+      headerLength + payloadLength,
+      (buf, off) => {
+        if (copy) copy(buf, off + headerLength);
+        return emitTcpHeader(repr, payloadLength, buf, off, src, dst, partial);
+      },
+      undefined,
+      partial,
+    );
   }
 
   private sendUdp(from: FlowEndpoint, to: FlowEndpoint, payload: Uint8Array): void {

@@ -23,6 +23,8 @@ export function tapFrames(
             cb(frame);
           });
         },
+        // Segmentation offload is the card's to say; the tap passes it through.
+        ...(port.offloadSegments ? { offloadSegments: port.offloadSegments.bind(port) } : {}),
       });
     },
   };

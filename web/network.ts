@@ -6,6 +6,8 @@
 // transferred ArrayBuffers.
 
 import * as Comlink from 'comlink';
+import { DEFAULT_NETWORK } from '../core/config';
+import { isOversizedTcpFrame, splitTcpFrame } from '../core/wire/tcp-segmentation';
 import { FrameBatcher, unpackFrames } from '../worker/frame-batch';
 import { DEFAULT_RING_BYTES, FrameRing, FrameRingReader, FrameRingWriter } from '../worker/frame-ring';
 import { RING_DOORBELL, type FlowSummary, type FramePath, type FrameRingBuffers, type NetworkEvent, type NetworkSettings, type NetworkStats, type RelayState, type WeftWorkerApi } from '../worker/worker-api';
@@ -62,6 +64,16 @@ export function createNetwork(options: NetworkOptions = {}): WeftNetwork {
   const channel = new MessageChannel();
   const listeners = new Map<string, Set<(e: NetworkEvent) => void>>();
   const ports = new Set<FramePort>();
+  const mtu = settings.mtu ?? DEFAULT_NETWORK.mtu;
+  /** Ports whose guest takes TCP segments longer than the MTU whole (FramePort.offloadSegments). */
+  const offloading = new Set<FramePort>();
+  let offload = false;
+  const updateOffload = () => {
+    const on = ports.size > 0 && offloading.size === ports.size;
+    if (on === offload || closed) return;
+    offload = on;
+    api.setSegmentationOffload(on).catch(() => undefined);
+  };
   let relayState: RelayState = 'none';
   let closed = false;
 
@@ -76,9 +88,16 @@ export function createNetwork(options: NetworkOptions = {}): WeftNetwork {
     }
   };
 
-  // Frames from the worker go to every attached port (there is one virtual link).
+  // Frames from the worker go to every attached port (there is one virtual link). A segment longer
+  // than the MTU, sent while every port took them, is split for a port that no longer does.
   const deliver = (frame: Uint8Array) => {
-    for (const p of ports) p.send(ports.size === 1 ? frame : frame.slice());
+    for (const p of ports) {
+      if (!offloading.has(p) && isOversizedTcpFrame(frame, mtu)) {
+        for (const piece of splitTcpFrame(frame, mtu)) p.send(piece);
+      } else {
+        p.send(ports.size === 1 ? frame : frame.slice());
+      }
+    }
   };
   let toWorker: { push(frame: Uint8Array): unknown };
   let rings: FrameRingBuffers | undefined;
@@ -119,6 +138,13 @@ export function createNetwork(options: NetworkOptions = {}): WeftNetwork {
       if (closed) throw new Error('this weft network is closed');
       ports.add(port);
       let attached = true;
+      port.offloadSegments?.(mtu, (on) => {
+        if (!attached) return;
+        if (on) offloading.add(port);
+        else offloading.delete(port);
+        updateOffload();
+      });
+      updateOffload();
       // The batcher copies each frame at once (ne2k hands out a view into its own memory).
       port.onFrame((frame) => {
         if (!attached || closed) return;
@@ -131,6 +157,8 @@ export function createNetwork(options: NetworkOptions = {}): WeftNetwork {
       return () => {
         attached = false;
         ports.delete(port);
+        offloading.delete(port);
+        updateOffload();
       };
     },
     ready,

@@ -59,6 +59,7 @@ class WeftWorker implements WeftWorkerApi {
   private busyDepth = 0;
   private framePath: FramePath = 'transfer';
   private rings: { fromPage: FrameRingReader; toPage: FrameRingWriter } | undefined;
+  private segmentationOffload = false;
 
   /** Runs `fn` and adds its wall time to busyMs (the worker's own work, not its idle waits). */
   private readonly measured = (fn: () => void): void => {
@@ -134,6 +135,7 @@ class WeftWorker implements WeftWorkerApi {
       clock,
       random: randomBytes,
       batchAcks: true,
+      segmentationOffload: this.segmentationOffload,
       wake: () => this.rearm(),
       output,
       capture: (frame, _dir, timeMs) => this.captureFrame(frame, timeMs),
@@ -191,6 +193,11 @@ class WeftWorker implements WeftWorkerApi {
     if (this.relay !== 'none') this.setRelay('none');
   }
 
+  async setSegmentationOffload(on: boolean): Promise<void> {
+    this.segmentationOffload = on;
+    this.stack?.setSegmentationOffload(on);
+  }
+
   async stats(): Promise<NetworkStats> {
     if (!this.stack) throw new Error('the network is not started');
     return {
@@ -200,6 +207,7 @@ class WeftWorker implements WeftWorkerApi {
       framesFromPage: this.framesFromPage,
       workerBusyMs: this.busyMs,
       framePath: this.framePath,
+      segmentationOffload: this.segmentationOffload,
       ringDrops: this.ringDrops(),
     };
   }

@@ -56,6 +56,11 @@ export interface NetworkStats extends StackCounters {
    * page is cross-origin isolated), 'transfer' as batches of transferred ArrayBuffers.
    */
   framePath: FramePath;
+  /**
+   * Whether new TCP connections send the guest segments of up to 64 KiB, which its card takes whole
+   * (every attached port said so: FramePort.offloadSegments).
+   */
+  segmentationOffload: boolean;
   /** Frames the rings dropped because they were full (page → worker and worker → page); 0 on 'transfer'. */
   ringDrops: { toWorker: number; toPage: number };
 }
@@ -80,6 +85,8 @@ export interface WeftWorkerApi {
    */
   start(settings: NetworkSettings, framePort: MessagePort, onEvent: (e: NetworkEvent) => void, rings?: FrameRingBuffers): Promise<void>;
   stop(): Promise<void>;
+  /** Segmentation offload towards the guest for connections opened from now on (see NetworkStats.segmentationOffload). */
+  setSegmentationOffload(on: boolean): Promise<void>;
   stats(): Promise<NetworkStats>;
   flows(): Promise<FlowSummary[]>;
   startCapture(): Promise<void>;

@@ -32,8 +32,8 @@ export interface TcpConnectionEnv {
   readonly config: TcpConfig;
   /** Our MSS towards the guest (link MTU − 40). */
   readonly linkMss: number;
-  /** The link does TCP segmentation offload: data segments may carry up to ~64 KiB. */
-  readonly segmentOffload: boolean;
+  /** The link does TCP segmentation offload: data segments may carry up to ~64 KiB (read at the handshake). */
+  segmentOffload: boolean;
   readonly upstream: Upstream;
   now(): number;
   /**

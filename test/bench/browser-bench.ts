@@ -9,6 +9,7 @@
 // `--allow ADDRESS/32`. Both runs use that address.
 
 import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import type { Page } from 'playwright-core';
@@ -17,7 +18,7 @@ import {
   bootV86Snapshot, chromiumMissing, ensureGuestImage, launchChromium, serveStatic, v86ServeOptions,
   type ChromiumSession, type StaticServer, type V86Guest,
 } from '../e2e/v86-harness';
-import { attachWeft, startRelay, webBundleDir, weftStats, WEB_MOUNT, type RelayHandle } from '../e2e/weft-page';
+import { attachWeft, startRelay, stopWeftCapture, webBundleDir, weftStats, WEB_MOUNT, type RelayHandle } from '../e2e/weft-page';
 import type { V86AttachOptions } from '../../web/index';
 
 export interface BrowserBenchRow {
@@ -58,6 +59,8 @@ export interface BrowserBenchOptions {
   withV86?: boolean;
   /** Passed to attachV86 (e.g. { virtioDataValid: false } to measure what DATA_VALID saves). */
   attach?: V86AttachOptions;
+  /** Write weft's capture of its download (up to 64 MiB of frames) to this pcap file. */
+  capturePath?: string;
   log?: (line: string) => void;
 }
 
@@ -208,7 +211,9 @@ export async function runBrowserBench(options: BrowserBenchOptions = {}): Promis
     // (a) weft: the worker's stack on the NIC, its Wisp client to the relay.
     const a = await bootV86Snapshot(session, server, image, {
       ...vm,
-      beforeRun: (g) => attachWeft(g, { relayUrl: relay!.wisp, ...(mtu === 1500 ? {} : { mtu }), ...(options.attach ? { attach: options.attach } : {}) }),
+      stateTag: 'weft',
+      beforeRun: (g) =>
+        attachWeft(g, { relayUrl: relay!.wisp, ...(mtu === 1500 ? {} : { mtu }), ...(options.attach ? { attach: options.attach } : {}), capture: options.capturePath !== undefined }),
     });
     let weft: BrowserBenchRow;
     try {
@@ -216,6 +221,7 @@ export async function runBrowserBench(options: BrowserBenchOptions = {}): Promis
       const before = await weftStats(a.guest);
       const run = await download(a.guest, url, bytes);
       const after = await weftStats(a.guest);
+      if (options.capturePath) writeFileSync(options.capturePath, await stopWeftCapture(a.guest));
       const frames = after.stats.framesOut - before.stats.framesOut;
       weft = {
         ...row('weft worker', bytes, run),

@@ -42,7 +42,8 @@ const suites: Record<string, () => Promise<void>> = {
     try {
       // The same VM (virtio-net, MTU 1500) through both; then weft with the card's MTU raised to
       // 65520, which v86's own adapter cannot use (its downloads stall at that MTU).
-      const same = await runBrowserBench();
+      // WEFT_BENCH_PCAP=FILE keeps weft's capture of the MTU-1500 download (for a closer look).
+      const same = await runBrowserBench(process.env.WEFT_BENCH_PCAP ? { capturePath: process.env.WEFT_BENCH_PCAP } : {});
       const jumbo = await runBrowserBench({ mtu: 65520, withV86: false });
       if (same.v86) console.log(`weft at MTU 65520 / v86 adapter at MTU 1500: ${fmt(jumbo.weft.mbPerSecond / same.v86.mbPerSecond, 2)}`);
     } catch (e) {

@@ -368,6 +368,11 @@ export interface V86BootOptions {
   relayUrl?: string;
   /** virtio only: the MTU the device offers the guest (v86 default 1500). */
   mtu?: number;
+  /**
+   * What else the saved state depends on, for its name (bootV86Snapshot): 'weft' when weft's
+   * adapter is attached at boot, which offers a virtio card segmentation offload.
+   */
+  stateTag?: string;
   /** URL path of a saved state to restore instead of booting the kernel. */
   initialState?: string;
   /** Runs after the emulator exists and before it starts: attach the network here. */
@@ -563,18 +568,18 @@ export async function bootV86(session: ChromiumSession, server: StaticServer, im
 }
 
 /** Where a saved state for this image, NIC and memory size lives (under the image dir). */
-export function stateName(image: GuestImage, options: Pick<V86BootOptions, 'nic' | 'memoryMiB' | 'mtu' | 'cmdlineExtra'>): string {
+export function stateName(image: GuestImage, options: Pick<V86BootOptions, 'nic' | 'memoryMiB' | 'mtu' | 'cmdlineExtra' | 'stateTag'>): string {
   const v86Version = (JSON.parse(readFileSync(join(V86_BUILD_DIR, '..', 'package.json'), 'utf8')) as { version: string }).version;
   const key = createHash('sha256')
-    .update([image.digest, v86Version, options.nic, options.memoryMiB ?? 128, options.mtu ?? '', options.cmdlineExtra ?? ''].join('\0'))
+    .update([image.digest, v86Version, options.nic, options.memoryMiB ?? 128, options.mtu ?? '', options.cmdlineExtra ?? '', options.stateTag ?? ''].join('\0'))
     .digest('hex')
     .slice(0, 16);
   return `${statePrefix(options)}${key}.bin`;
 }
 
-/** Saved states with this prefix are for the same NIC and MTU (a newer one replaces the older). */
-function statePrefix(options: Pick<V86BootOptions, 'nic' | 'mtu'>): string {
-  return `${options.nic}-${options.mtu ? `mtu${options.mtu}-` : ''}`;
+/** Saved states with this prefix are for the same NIC, MTU and tag (a newer one replaces the older). */
+function statePrefix(options: Pick<V86BootOptions, 'nic' | 'mtu' | 'stateTag'>): string {
+  return `${options.nic}-${options.mtu ? `mtu${options.mtu}-` : ''}${options.stateTag ? `${options.stateTag}-` : ''}`;
 }
 
 /**

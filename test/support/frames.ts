@@ -2,7 +2,8 @@
 import { emitArp, type ArpPacket } from '../../core/wire/arp';
 import { emitEthernetHeader, ETHERNET_HEADER_LENGTH, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from '../../core/wire/ethernet';
 import { emitIcmp, ICMP_ECHO_REQUEST } from '../../core/wire/icmpv4';
-import { emitIpv4Header, IPPROTO_ICMP, IPPROTO_UDP, IPV4_HEADER_LENGTH, type Ipv4HeaderRepr } from '../../core/wire/ipv4';
+import { emitIpv4Header, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LENGTH, type Ipv4HeaderRepr } from '../../core/wire/ipv4';
+import { emitTcpHeader, tcpHeaderLength } from '../../core/wire/tcp';
 import { emitUdp } from '../../core/wire/udp';
 import { parseIpv4, parseMac } from '../../core/wire/address';
 
@@ -91,4 +92,20 @@ export function dhcpClientPayload(type: number, mac: number, xid: number, extraO
 export function dhcpFrame(type: number, mac = GUEST_MAC, xid = 0x1234, extraOptions: number[] = []): Uint8Array {
   const udp = udpPayload(0, 0xffff_ffff, 68, 67, dhcpClientPayload(type, mac, xid, extraOptions));
   return ipv4Frame({ src: 0, dst: 0xffff_ffff, protocol: IPPROTO_UDP, id: 1 }, udp, mac, 0xffff_ffff_ffff);
+}
+
+/**
+ * A TCP segment from the gateway to the guest as the stack emits it with segmentation offload: one
+ * frame of any length, its TCP checksum complete or (`partial`) only the pseudo-header sum.
+ */
+export function tcpToGuestFrame(payload: Uint8Array, opts: { seq?: number; flags?: number; partial?: boolean; id?: number } = {}): Uint8Array {
+  const repr = { srcPort: 80, dstPort: 40000, seq: opts.seq ?? 1000, ack: 1, flags: opts.flags ?? 0x18, window: 65535, options: { timestamp: { value: 7, echo: 9 } } };
+  const tcpLength = tcpHeaderLength(repr.options) + payload.length;
+  const f = new Uint8Array(ETHERNET_HEADER_LENGTH + IPV4_HEADER_LENGTH + tcpLength);
+  emitEthernetHeader(f, 0, GUEST_MAC, GATEWAY_MAC, ETHERTYPE_IPV4);
+  emitIpv4Header({ src: GATEWAY_IP, dst: GUEST_IP, protocol: IPPROTO_TCP, payloadLength: tcpLength, id: opts.id ?? 100 }, f, ETHERNET_HEADER_LENGTH);
+  const tcpAt = ETHERNET_HEADER_LENGTH + IPV4_HEADER_LENGTH;
+  f.set(payload, tcpAt + tcpHeaderLength(repr.options));
+  emitTcpHeader(repr, payload.length, f, tcpAt, GATEWAY_IP, GUEST_IP, opts.partial === true);
+  return f;
 }
