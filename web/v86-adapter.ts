@@ -95,6 +95,8 @@ export interface V86Attachment {
   readonly queued: number;
   /** Frames handed to the card so far. */
   readonly delivered: number;
+  /** Times frames written straight into virtio buffers were announced to the guest (one interrupt at most each). */
+  readonly batches: number;
   /** How delivery is paced (known once the first frame has gone to the card). */
   readonly pacing: V86Pacing | undefined;
 }
@@ -140,6 +142,7 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
   let head = 0;
   let dropped = 0;
   let delivered = 0;
+  let batches = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let budget = 0;
   let budgetAt = performance.now();
@@ -220,7 +223,10 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
       // One used-ring update (and at most one interrupt) for all the buffers filled in this pass.
       const rx = staged;
       staged = undefined;
-      rx?.flush_replies?.();
+      if (rx) {
+        batches++;
+        rx.flush_replies?.();
+      }
     }
     if (head === queue.length) {
       queue.length = 0;
@@ -293,6 +299,9 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
     },
     get delivered() {
       return delivered;
+    },
+    get batches() {
+      return batches;
     },
     get pacing() {
       return pacing;

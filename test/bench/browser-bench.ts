@@ -1,7 +1,13 @@
-// `npm run bench -- browser`: the same v86 guest (virtio-net, restored from the same saved state)
-// downloads the same file through the same `weft relay`, (a) with weft's worker attached to the NIC,
-// (b) with v86's own Wisp adapter (`net_device.relay_url = "wisp://…"`), in one run; MB/s, the ratio,
-// and the time the weft worker and the page's main thread spent working.
+// `npm run bench -- browser`: the same v86 guest (image, memory, virtio-net card, MTU; restored from
+// a saved state at its shell) downloads the same file through the same `weft relay`, (a) with weft's
+// worker attached to the NIC, (b) with v86's own Wisp adapter (`net_device.relay_url = "wisp://…"`),
+// in alternating rounds of one run; MB/s, the median ratio, and where the time went (the page's
+// main thread, the guest's CPU, the weft worker). The two saved states differ in one thing: (a)'s
+// was booted with weft attached, so its card offered the guest segmentation offload, which is what
+// attachV86 does for any guest it sees boot; (b)'s card is as v86 makes it.
+//
+// Looking closer: WEFT_BENCH_PCAP=FILE.pcap keeps weft's capture of each download, and
+// WEFT_BENCH_PROFILE=PREFIX writes a CPU profile of the page's main thread per weft download.
 //
 // v86's adapter opens a Wisp stream to the literal destination address the guest dialled, so the
 // file must be served on an address the guest can route to: this machine's first non-loopback IPv4
@@ -30,21 +36,27 @@ export interface BrowserBenchRow {
   mainThreadMs: number;
   /** Share of the guest's own CPU time that was not idle during the download (its /proc/stat). */
   guestBusy?: number;
+  /** Share of the guest's CPU time spent in interrupts and softirqs (its receive path), during the download. */
+  guestSoftirq?: number;
   /** Time the weft worker spent working (weft only). */
   workerBusyMs?: number;
   /** Frames weft sent to the guest during the download, and their mean size in bytes (weft only). */
   framesToGuest?: number;
   meanFrameBytes?: number;
+  /** Frames per batch the adapter wrote into the card's buffers (one interrupt each; weft only). */
+  framesPerBatch?: number;
   /** How frames crossed between page and worker (weft only). */
   framePath?: string;
 }
 
 export interface BrowserBenchResult {
   mtu: number;
+  rounds: number;
+  /** The median round of each (by MB/s). */
   weft: BrowserBenchRow;
   /** Missing when the run left v86's adapter out (BrowserBenchOptions.withV86 false). */
   v86?: BrowserBenchRow;
-  /** weft MB/s ÷ v86 adapter MB/s. */
+  /** weft's median MB/s ÷ v86's adapter's median MB/s. */
   ratio?: number;
 }
 
@@ -55,11 +67,13 @@ export interface BrowserBenchOptions {
   mtu?: number;
   /** Serve the page cross-origin isolated, so weft's frames cross through its SharedArrayBuffer rings (default true). */
   crossOriginIsolated?: boolean;
+  /** Rounds of each download (default 3); the medians are compared. */
+  rounds?: number;
   /** Also run v86's own adapter (default true). */
   withV86?: boolean;
   /** Passed to attachV86 (e.g. { virtioDataValid: false } to measure what DATA_VALID saves). */
   attach?: V86AttachOptions;
-  /** Write weft's capture of its download (up to 64 MiB of frames) to this pcap file. */
+  /** Write weft's capture of each download (up to 64 MiB of frames) to this pcap file, numbered per round (a-1.pcap, …). */
   capturePath?: string;
   log?: (line: string) => void;
 }
@@ -130,18 +144,24 @@ async function mainThreadClock(page: Page): Promise<{ read(): Promise<number>; c
 }
 
 /** The guest's CPU time counters (/proc/stat's first line, in jiffies). */
-interface GuestCpu { busy: number; total: number }
+interface GuestCpu { busy: number; softirq: number; total: number }
 
 function parseCpuLine(line: string | undefined): GuestCpu | undefined {
   const m = /^cpu\s+([\d\s]+)$/m.exec(line ?? '');
   if (!m) return undefined;
   const f = m[1].trim().split(/\s+/).map(Number);
   const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - f[3] - (f[4] ?? 0), total };
+  return { busy: total - f[3] - (f[4] ?? 0), softirq: (f[5] ?? 0) + (f[6] ?? 0), total };
 }
 
-async function download(guest: V86Guest, url: string, bytes: number): Promise<{ seconds: number; mainThreadMs: number; guestBusy?: number }> {
+async function download(guest: V86Guest, url: string, bytes: number, profilePath?: string): Promise<{ seconds: number; mainThreadMs: number; guestBusy?: number; guestSoftirq?: number }> {
   const main = await mainThreadClock(guest.page);
+  const profiler = profilePath ? await guest.page.context().newCDPSession(guest.page) : undefined;
+  if (profiler) {
+    await profiler.send('Profiler.enable');
+    await profiler.send('Profiler.setSamplingInterval', { interval: 200 });
+    await profiler.send('Profiler.start');
+  }
   try {
     const main0 = await main.read();
     const t0 = performance.now();
@@ -151,10 +171,12 @@ async function download(guest: V86Guest, url: string, bytes: number): Promise<{ 
     if (r.status !== 0) throw new Error(`the guest's download of ${bytes} bytes failed (exit ${r.status}): ${r.output}`);
     const lines = r.output.split('\n').filter((l) => l.startsWith('cpu '));
     const [a, b] = [parseCpuLine(lines[0]), parseCpuLine(lines[1])];
-    const guestBusy = a && b && b.total > a.total ? (b.busy - a.busy) / (b.total - a.total) : undefined;
-    return { seconds, mainThreadMs: (await main.read()) - main0, ...(guestBusy === undefined ? {} : { guestBusy }) };
+    if (profiler && profilePath) writeFileSync(profilePath, JSON.stringify((await profiler.send('Profiler.stop')).profile));
+    const cpu = a && b && b.total > a.total ? { guestBusy: (b.busy - a.busy) / (b.total - a.total), guestSoftirq: (b.softirq - a.softirq) / (b.total - a.total) } : {};
+    return { seconds, mainThreadMs: (await main.read()) - main0, ...cpu };
   } finally {
     await main.close();
+    await profiler?.detach().catch(() => undefined);
   }
 }
 
@@ -167,6 +189,7 @@ function row(peer: BrowserBenchRow['peer'], bytes: number, run: Awaited<ReturnTy
     mbPerSecond: bytes / 1e6 / run.seconds,
     mainThreadMs: run.mainThreadMs,
     ...(run.guestBusy === undefined ? {} : { guestBusy: run.guestBusy }),
+    ...(run.guestSoftirq === undefined ? {} : { guestSoftirq: run.guestSoftirq }),
   };
 }
 
@@ -178,13 +201,21 @@ async function lease(guest: V86Guest): Promise<string> {
   return (await guest.waitForLease(5_000, from)).ip;
 }
 
+/** The row with the median MB/s (the lower middle one for an even count). */
+function median(rows: BrowserBenchRow[]): BrowserBenchRow {
+  const sorted = [...rows].sort((a, b) => a.mbPerSecond - b.mbPerSecond);
+  return sorted[(sorted.length - 1) >> 1];
+}
+
 /**
- * Runs both downloads of `bytes` (default 50 MiB) and prints the comparison. Throws
- * BrowserBenchUnavailable when the benchmark cannot run here, and an Error when a download fails.
+ * Runs both downloads of `bytes` (default 50 MiB) `rounds` times (default 3; the order of the two
+ * alternates) and prints every round and the medians. Throws BrowserBenchUnavailable when the
+ * benchmark cannot run here, and an Error when a download fails.
  */
 export async function runBrowserBench(options: BrowserBenchOptions = {}): Promise<BrowserBenchResult> {
   const bytes = options.bytes ?? 50 * 1024 * 1024;
   const mtu = options.mtu ?? 1500;
+  const rounds = Math.max(1, options.rounds ?? 3);
   const log = options.log ?? ((line: string) => console.log(line));
   const why = browserBenchUnavailable();
   if (why) throw new BrowserBenchUnavailable(why);
@@ -208,57 +239,76 @@ export async function runBrowserBench(options: BrowserBenchOptions = {}): Promis
     session = await launchChromium();
     const url = `http://${host}:${forward.port}/bytes/${bytes}`;
 
-    // (a) weft: the worker's stack on the NIC, its Wisp client to the relay.
-    const a = await bootV86Snapshot(session, server, image, {
-      ...vm,
-      stateTag: 'weft',
-      beforeRun: (g) =>
-        attachWeft(g, { relayUrl: relay!.wisp, ...(mtu === 1500 ? {} : { mtu }), ...(options.attach ? { attach: options.attach } : {}), capture: options.capturePath !== undefined }),
-    });
-    let weft: BrowserBenchRow;
-    try {
-      await lease(a.guest);
-      const before = await weftStats(a.guest);
-      const run = await download(a.guest, url, bytes);
-      const after = await weftStats(a.guest);
-      if (options.capturePath) writeFileSync(options.capturePath, await stopWeftCapture(a.guest));
-      const frames = after.stats.framesOut - before.stats.framesOut;
-      weft = {
-        ...row('weft worker', bytes, run),
-        workerBusyMs: after.stats.workerBusyMs - before.stats.workerBusyMs,
-        framesToGuest: frames,
-        meanFrameBytes: frames > 0 ? (after.stats.bytesOut - before.stats.bytesOut) / frames : 0,
-        framePath: after.stats.framePath,
-      };
-    } finally {
-      await a.guest.page.evaluate(() => window.weftNet?.close()).catch(() => undefined);
-      await a.guest.close();
-    }
-
-    // (b) v86's built-in Wisp adapter on the same saved state, against the same relay.
-    let v86: BrowserBenchRow | undefined;
-    if (options.withV86 ?? true) {
-      const b = await bootV86Snapshot(session, server, image, { ...vm, relayUrl: relay.wisp.replace(/^ws:/, 'wisp:') });
+    // (a) weft: the worker's stack on the NIC, its Wisp client to the relay. Its saved state was
+    // booted with weft attached, so the card offered the guest segmentation offload.
+    const runWeft = async (capturePath?: string): Promise<BrowserBenchRow> => {
+      const a = await bootV86Snapshot(session!, server!, image, {
+        ...vm,
+        stateTag: 'weft',
+        beforeRun: (g) =>
+          attachWeft(g, { relayUrl: relay!.wisp, ...(mtu === 1500 ? {} : { mtu }), ...(options.attach ? { attach: options.attach } : {}), capture: capturePath !== undefined }),
+      });
+      try {
+        await lease(a.guest);
+        const before = await weftStats(a.guest);
+        const run = await download(a.guest, url, bytes, process.env.WEFT_BENCH_PROFILE ? `${process.env.WEFT_BENCH_PROFILE}-${weftRows.length + 1}.cpuprofile` : undefined);
+        const after = await weftStats(a.guest);
+        if (capturePath) writeFileSync(capturePath, await stopWeftCapture(a.guest));
+        const frames = after.stats.framesOut - before.stats.framesOut;
+        return {
+          ...row('weft worker', bytes, run),
+          workerBusyMs: after.stats.workerBusyMs - before.stats.workerBusyMs,
+          framesToGuest: frames,
+          meanFrameBytes: frames > 0 ? (after.stats.bytesOut - before.stats.bytesOut) / frames : 0,
+          framePath: after.stats.framePath,
+          framesPerBatch: (after.attachmentDelivered - before.attachmentDelivered) / Math.max(1, after.attachmentBatches - before.attachmentBatches),
+        };
+      } finally {
+        await a.guest.page.evaluate(() => window.weftNet?.close()).catch(() => undefined);
+        await a.guest.close();
+      }
+    };
+    // (b) v86's built-in Wisp adapter against the same relay, on the card as v86 makes it.
+    const runV86 = async (): Promise<BrowserBenchRow> => {
+      const b = await bootV86Snapshot(session!, server!, image, { ...vm, relayUrl: relay!.wisp.replace(/^ws:/, 'wisp:') });
       try {
         await lease(b.guest);
-        const run = await download(b.guest, url, bytes);
-        v86 = row('v86 wisp adapter', bytes, run);
+        return row('v86 wisp adapter', bytes, await download(b.guest, url, bytes));
       } finally {
         await b.guest.close();
       }
-    }
+    };
 
-    const result: BrowserBenchResult = { mtu, weft, ...(v86 ? { v86, ratio: weft.mbPerSecond / v86.mbPerSecond } : {}) };
-    const fmt = (n: number | undefined, d = 0) => (n === undefined ? '—' : n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
-    log(`\nbrowser — v86 guest (virtio-net, MTU ${mtu}, restored state) downloads ${fmt(bytes / 1048576)} MiB to /dev/null through weft relay${weft.framePath ? ` (weft frames page↔worker: ${weft.framePath})` : ''}`);
-    log(`${'peer'.padEnd(18)} ${'seconds'.padStart(8)} ${'MB/s'.padStart(7)} ${'main thread ms'.padStart(15)} ${'guest CPU'.padStart(9)} ${'worker ms'.padStart(10)} ${'frames'.padStart(8)} ${'mean B'.padStart(7)}`);
-    for (const r of v86 ? [weft, v86] : [weft]) {
-      log(
-        `${r.peer.padEnd(18)} ${fmt(r.seconds, 1).padStart(8)} ${fmt(r.mbPerSecond, 2).padStart(7)} ${fmt(r.mainThreadMs).padStart(15)} ` +
-          `${(r.guestBusy === undefined ? '—' : `${fmt(r.guestBusy * 100)}%`).padStart(9)} ${fmt(r.workerBusyMs).padStart(10)} ${fmt(r.framesToGuest).padStart(8)} ${fmt(r.meanFrameBytes).padStart(7)}`,
-      );
+    const withV86 = options.withV86 ?? true;
+    const weftRows: BrowserBenchRow[] = [];
+    const v86Rows: BrowserBenchRow[] = [];
+    for (let i = 0; i < rounds; i++) {
+      // Alternate which goes first, so neither always runs on a fresher (or more tired) browser.
+      if (withV86 && i % 2 === 1) v86Rows.push(await runV86());
+      weftRows.push(await runWeft(options.capturePath ? options.capturePath.replace(/(\.pcap)?$/, `-${i + 1}.pcap`) : undefined));
+      if (withV86 && i % 2 === 0) v86Rows.push(await runV86());
     }
-    if (result.ratio !== undefined) log(`${'weft / v86'.padEnd(18)} ${''.padStart(8)} ${fmt(result.ratio, 2).padStart(7)}`);
+    const weft = median(weftRows);
+    const v86 = v86Rows.length > 0 ? median(v86Rows) : undefined;
+
+    const result: BrowserBenchResult = { mtu, rounds, weft, ...(v86 ? { v86, ratio: weft.mbPerSecond / v86.mbPerSecond } : {}) };
+    const fmt = (n: number | undefined, d = 0) => (n === undefined ? '—' : n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
+    log(`\nbrowser — v86 guest (virtio-net, MTU ${mtu}, restored state) downloads ${fmt(bytes / 1048576)} MiB to /dev/null through weft relay${weft.framePath ? ` (weft frames page↔worker: ${weft.framePath})` : ''}; ${rounds} round${rounds > 1 ? 's' : ''}`);
+    log(`${'peer'.padEnd(22)} ${'seconds'.padStart(8)} ${'MB/s'.padStart(7)} ${'main thread ms'.padStart(15)} ${'guest CPU (irq)'.padStart(15)} ${'worker ms'.padStart(10)} ${'frames'.padStart(8)} ${'mean B'.padStart(7)} ${'per irq'.padStart(7)}`);
+    const line = (label: string, r: BrowserBenchRow) =>
+      log(
+        `${label.padEnd(22)} ${fmt(r.seconds, 1).padStart(8)} ${fmt(r.mbPerSecond, 2).padStart(7)} ${fmt(r.mainThreadMs).padStart(15)} ` +
+          `${(r.guestBusy === undefined ? '—' : `${fmt(r.guestBusy * 100)}% (${fmt((r.guestSoftirq ?? 0) * 100)}%)`).padStart(15)} ${fmt(r.workerBusyMs).padStart(10)} ${fmt(r.framesToGuest).padStart(8)} ${fmt(r.meanFrameBytes).padStart(7)} ${fmt(r.framesPerBatch, 1).padStart(7)}`,
+      );
+    if (rounds > 1) {
+      weftRows.forEach((r, i) => line(`${r.peer} #${i + 1}`, r));
+      v86Rows.forEach((r, i) => line(`${r.peer} #${i + 1}`, r));
+    }
+    for (const r of v86 ? [weft, v86] : [weft]) line(rounds > 1 ? `${r.peer} median` : r.peer, r);
+    if (result.ratio !== undefined) {
+      const each = weftRows.map((w, i) => (v86Rows[i] ? w.mbPerSecond / v86Rows[i].mbPerSecond : NaN)).filter((x) => !Number.isNaN(x));
+      log(`${'weft / v86 (medians)'.padEnd(22)} ${''.padStart(8)} ${fmt(result.ratio, 2).padStart(7)}${each.length > 1 ? `   per round: ${each.map((x) => fmt(x, 2)).join(', ')}` : ''}`);
+    }
     return result;
   } finally {
     await session?.close();

@@ -40,12 +40,13 @@ const suites: Record<string, () => Promise<void>> = {
   relay: runRelayBench,
   async browser() {
     try {
-      // The same VM (virtio-net, MTU 1500) through both; then weft with the card's MTU raised to
-      // 65520, which v86's own adapter cannot use (its downloads stall at that MTU).
-      // WEFT_BENCH_PCAP=FILE keeps weft's capture of the MTU-1500 download (for a closer look).
-      const same = await runBrowserBench(process.env.WEFT_BENCH_PCAP ? { capturePath: process.env.WEFT_BENCH_PCAP } : {});
-      const jumbo = await runBrowserBench({ mtu: 65520, withV86: false });
-      if (same.v86) console.log(`weft at MTU 65520 / v86 adapter at MTU 1500: ${fmt(jumbo.weft.mbPerSecond / same.v86.mbPerSecond, 2)}`);
+      // The same VM (virtio-net, MTU 1500) through both, in rounds; then weft with the card's MTU
+      // raised to 65520, which v86's own adapter cannot use (its downloads stall at that MTU).
+      // WEFT_BENCH_ROUNDS sets the rounds; WEFT_BENCH_PCAP=FILE.pcap keeps weft's capture of each download (FILE-1.pcap, …).
+      const rounds = Number(process.env.WEFT_BENCH_ROUNDS ?? 3);
+      const same = await runBrowserBench({ rounds, ...(process.env.WEFT_BENCH_PCAP ? { capturePath: process.env.WEFT_BENCH_PCAP } : {}) });
+      const jumbo = await runBrowserBench({ mtu: 65520, withV86: false, rounds: 1 });
+      if (same.v86) console.log(`weft at MTU 65520 / v86 adapter at MTU 1500 (median): ${fmt(jumbo.weft.mbPerSecond / same.v86.mbPerSecond, 2)}`);
     } catch (e) {
       if (!(e instanceof BrowserBenchUnavailable)) throw e;
       console.log(`\nbrowser — v86 guest in Chromium, weft worker vs v86's own Wisp adapter\nskipped: ${e.message}`);

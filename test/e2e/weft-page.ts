@@ -90,6 +90,9 @@ export interface WeftPageStats {
   attachmentDropped: number;
   attachmentQueued: number;
   attachmentPacing: V86Attachment['pacing'];
+  /** Frames the attachment handed the card, and in how many batches (virtio: interrupts). */
+  attachmentDelivered: number;
+  attachmentBatches: number;
 }
 
 export async function weftStats(guest: V86Guest): Promise<WeftPageStats> {
@@ -98,6 +101,8 @@ export async function weftStats(guest: V86Guest): Promise<WeftPageStats> {
     attachmentDropped: window.weftAttachment.dropped,
     attachmentQueued: window.weftAttachment.queued,
     attachmentPacing: window.weftAttachment.pacing,
+    attachmentDelivered: window.weftAttachment.delivered,
+    attachmentBatches: window.weftAttachment.batches,
   }));
 }
 
