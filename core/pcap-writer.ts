@@ -13,7 +13,8 @@ export class PcapWriter {
 
   constructor(
     private readonly sink: PcapSink,
-    private readonly snaplen = 65535,
+    // tcpdump's default: whole frames, offloaded 64 KiB TCP segments (14 + 65535 bytes) included.
+    private readonly snaplen = 262144,
   ) {}
 
   /** Writes the global header; called implicitly by the first frame. */
