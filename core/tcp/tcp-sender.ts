@@ -88,6 +88,8 @@ export class TcpSender {
   inLoss = false;
   private recoveryPoint = 0;
   private dupAcks = 0;
+  /** Bytes acknowledged in congestion avoidance since cwnd last grew (RFC 3465 byte counting). */
+  private bytesAckedInAvoidance = 0;
   private readonly prr = new ProportionalRateReduction();
   private readonly undo = new ReductionUndo();
 
@@ -300,12 +302,32 @@ export class TcpSender {
       this.cwnd = Math.max(mss, this.cwnd - acked + mss);
     } else if (!this.inRecovery) {
       this.dupAcks = 0;
-      if (this.cwnd < this.ssthresh) this.cwnd += Math.min(acked, 2 * mss);
-      else this.cwnd += Math.max(1, Math.floor((mss * mss) / this.cwnd));
-      if (this.cwnd > MAX_CWND) this.cwnd = MAX_CWND;
+      this.growWindow(acked, mss);
     }
 
     this.rtoDeadline = this.flight === 0 ? undefined : now + this.rto;
+  }
+
+  /**
+   * Opens cwnd for `acked` new bytes, counting bytes rather than ACKs (RFC 3465) and without its
+   * per-ACK cap in slow start (as Linux does): a guest that takes offloaded segments ACKs each
+   * ~64 KiB once, and growth by two MSS per ACK would leave cwnd far below its window for seconds.
+   * Congestion avoidance adds one MSS per cwnd of bytes acknowledged (one per round trip).
+   */
+  private growWindow(acked: number, mss: number): void {
+    if (this.cwnd < this.ssthresh) {
+      const toThreshold = this.ssthresh - this.cwnd;
+      this.cwnd += Math.min(acked, toThreshold);
+      acked -= Math.min(acked, toThreshold);
+    }
+    if (acked > 0 && this.cwnd >= this.ssthresh) {
+      this.bytesAckedInAvoidance += acked;
+      while (this.bytesAckedInAvoidance >= this.cwnd) {
+        this.bytesAckedInAvoidance -= this.cwnd;
+        this.cwnd += mss;
+      }
+    }
+    if (this.cwnd > MAX_CWND) this.cwnd = MAX_CWND;
   }
 
   /** NewReno (no SACK): three duplicate ACKs start fast retransmit; more inflate the window. */
@@ -415,6 +437,11 @@ export class TcpSender {
         // left, or at least half the largest window the guest has offered.
         if (len < mss && len < avail && len < this.maxSndWnd / 2) break;
         if (holdTail && len === avail && len < this.maxSegment && !this.finQueued) break;
+        // Offloaded segments cost the receiver per segment, not per byte: while its window is what
+        // limits us and data is in flight (its ACK will open the window further), hold a piece
+        // shorter than a full segment and than a third of the largest window (as Linux's TSO
+        // deferral does) instead of chasing each small window update with a small segment.
+        if (this.maxSegment > mss && len === wndRoom && this.flight > 0 && !this.inRecovery && len < avail && len < this.maxSegment && len < this.maxSndWnd / 3) break;
         if (len > mss && len < avail) len -= len % mss;
         this.sendNew(len, this.finQueued && len === avail, now);
         sent = true;

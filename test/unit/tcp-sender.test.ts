@@ -55,8 +55,9 @@ describe('segment limit (TCP segmentation offload)', () => {
     t.s.output(t.now);
     expect(t.sent.map((e) => e.len)).toEqual([4000, 4000, 2000]); // 10 000 bytes of initial window
     t.ack(UNA + 10_000, undefined, 1000);
-    // Slow start: 2 MSS more, so 12 000 bytes may be out.
-    expect(t.sent.slice(3).map((e) => e.len)).toEqual([4000, 4000, 4000]);
+    // Slow start counts the bytes acknowledged: cwnd doubles to 20 000.
+    expect(t.s.cwnd).toBe(20_000);
+    expect(t.sent.slice(3).map((e) => e.len)).toEqual([4000, 4000, 4000, 4000, 4000]);
   });
 
   it('ends the queued data with a shorter segment, FIN on it', () => {
@@ -78,6 +79,22 @@ describe('segment limit (TCP segmentation offload)', () => {
     expect(t.s.segmentLimit).toBe(1000);
   });
 
+  it('holds a short piece while the receive window limits it and an ACK is due; sends it once all is acknowledged', () => {
+    const t = sender({ maxSegment: 64_000 });
+    t.s.cwnd = 1 << 20; // past slow start: only the guest's window limits
+    t.s.initWindow(180_000, 0, UNA);
+    t.s.write(new Uint8Array(1_000_000));
+    t.s.output(t.now);
+    // Two full segments; the 52 000 the window still allows wait (less than a third of it).
+    expect(t.sent.map((e) => e.len)).toEqual([64_000, 64_000]);
+    // The guest read some and opened the window by 64 000: a full segment goes, the rest waits again.
+    t.s.onAck({ seq: 0, ack: UNA + 64_000, window: 180_000, dupCandidate: false }, t.now);
+    expect(t.sent.slice(2).map((e) => e.len)).toEqual([64_000]);
+    // Everything acknowledged: nothing is in flight to bring another ACK, so what fits goes now.
+    t.s.onAck({ seq: 0, ack: UNA + 192_000, window: 40_000, dupCandidate: false }, t.now);
+    expect(t.sent.slice(3).map((e) => e.len)).toEqual([40_000]);
+  });
+
   it('resends a lost part of a large segment one MSS at a time', () => {
     const t = sender({ maxSegment: 4000 });
     t.s.write(new Uint8Array(12_000));
@@ -89,6 +106,22 @@ describe('segment limit (TCP segmentation offload)', () => {
     const rtx = t.sent.slice(3);
     expect(rtx[0]).toMatchObject({ seq: UNA + 1000, len: 1000 });
     expect(t.s.segmentsRetransmitted).toBe(1);
+  });
+});
+
+describe('window growth', () => {
+  it('slow start grows cwnd by the bytes a stretch ACK covers, up to ssthresh; then one MSS per window acknowledged', () => {
+    const t = sender({ maxSegment: 64_000 });
+    t.s.write(new Uint8Array(1_000_000));
+    t.s.output(t.now);
+    expect(t.s.cwnd).toBe(10_000);
+    t.ack(UNA + 10_000); // one ACK for ten segments' worth
+    expect(t.s.cwnd).toBe(20_000);
+    t.s.ssthresh = 30_000;
+    t.ack(UNA + 30_000); // 20 000 more: 10 000 to reach ssthresh, 10 000 counted towards avoidance
+    expect(t.s.cwnd).toBe(30_000);
+    t.ack(UNA + 50_000); // 30 000 counted in all: one window's worth, one MSS more
+    expect(t.s.cwnd).toBe(31_000);
   });
 });
 
