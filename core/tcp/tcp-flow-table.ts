@@ -86,12 +86,12 @@ export class TcpFlowTable {
     return this.conns.size;
   }
 
-  /** Connections by state, for counters and the demo's flow table. */
   /** Segmentation offload for connections opened from now on (open ones keep what they negotiated). */
   setSegmentOffload(on: boolean): void {
     this.env.segmentOffload = on;
   }
 
+  /** Connections by state, for counters and the demo's flow table. */
   countByState(): Record<string, number> {
     const out: Record<string, number> = {};
     for (const c of this.conns.values()) out[c.state] = (out[c.state] ?? 0) + 1;

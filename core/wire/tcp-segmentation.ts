@@ -4,16 +4,17 @@
 // card that stopped accepting large segments while some were already on their way.
 
 import { finishChecksum, pseudoHeaderSum, sumBytes } from './checksum';
-import { ETHERNET_HEADER_LENGTH } from './ethernet';
+import { ETHERNET_HEADER_LENGTH, ETHERTYPE_IPV4 } from './ethernet';
 import { IPPROTO_TCP } from './ipv4';
-
-const TCP_FLAG_FIN = 0x01;
-const TCP_FLAG_PSH = 0x08;
-const TCP_FLAG_CWR = 0x80;
+import { CWR, FIN, PSH } from './tcp';
 
 /** Whether `frame` is an IPv4 TCP segment whose IP packet is longer than `mtu`. */
 export function isOversizedTcpFrame(frame: Uint8Array, mtu: number): boolean {
-  return frame.length > ETHERNET_HEADER_LENGTH + mtu && frame[12] === 0x08 && frame[13] === 0x00 && frame[ETHERNET_HEADER_LENGTH + 9] === IPPROTO_TCP;
+  return (
+    frame.length > ETHERNET_HEADER_LENGTH + mtu &&
+    ((frame[12] << 8) | frame[13]) === ETHERTYPE_IPV4 &&
+    frame[ETHERNET_HEADER_LENGTH + 9] === IPPROTO_TCP
+  );
 }
 
 /**
@@ -55,7 +56,7 @@ export function splitTcpFrame(frame: Uint8Array, mtu: number): Uint8Array[] {
     o.setUint16(ip + 10, finishChecksum(sumBytes(out, ip, ihl)));
     o.setUint32(tcp + 4, (seq + (at - payloadAt)) >>> 0);
     const last = at + len >= payloadEnd;
-    out[tcp + 13] = flags & ~(last ? 0 : TCP_FLAG_FIN | TCP_FLAG_PSH) & ~(i === 0 ? 0 : TCP_FLAG_CWR);
+    out[tcp + 13] = flags & ~(last ? 0 : FIN | PSH) & ~(i === 0 ? 0 : CWR);
     o.setUint16(tcp + 16, 0);
     o.setUint16(tcp + 16, finishChecksum(sumBytes(out, tcp, thl + len, pseudoHeaderSum(src, dst, IPPROTO_TCP, thl + len))));
     pieces.push(out);
