@@ -18,7 +18,7 @@
 // pass through its receive path, and one ACK where there were some 45 frames and ~22 ACKs — at an
 // MTU of 1500 the guest's emulated CPU, not weft, is what limits a download.
 
-import { isOversizedTcpFrame, splitTcpFrame } from '../core/wire/tcp-segmentation';
+import { isOversizedTcpFrame, splitTcpFrame, tcpGsoFields } from '../core/wire/tcp-segmentation';
 import type { FramePort } from './frame-port';
 
 interface Ne2kLike {
@@ -418,17 +418,15 @@ function intoVirtQueue(rx: VirtQueueLike, frame: Uint8Array, mtu: number | undef
  * False when the frame's headers do not allow it.
  */
 function fillGsoHeader(header: Uint8Array, frame: Uint8Array, mtu: number): boolean {
-  const ihl = (frame[14] & 0x0f) * 4;
-  const tcpAt = 14 + ihl;
-  if (ihl < 20 || frame.length < tcpAt + 20) return false;
-  const tcpHeaderLength = (frame[tcpAt + 12] >> 4) * 4;
+  const gso = tcpGsoFields(frame, mtu);
+  if (!gso) return false;
   const view = new DataView(header.buffer);
   header[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
   header[1] = VIRTIO_NET_HDR_GSO_TCPV4;
-  view.setUint16(2, tcpAt + tcpHeaderLength, true); // hdr_len
-  view.setUint16(4, mtu - ihl - tcpHeaderLength, true); // gso_size
-  view.setUint16(6, tcpAt, true); // csum_start
-  view.setUint16(8, 16, true); // csum_offset: the TCP checksum field
+  view.setUint16(2, gso.headerLength, true);
+  view.setUint16(4, gso.segmentSize, true);
+  view.setUint16(6, gso.checksumStart, true);
+  view.setUint16(8, gso.checksumOffset, true);
   return true;
 }
 

@@ -17,6 +17,26 @@ export function isOversizedTcpFrame(frame: Uint8Array, mtu: number): boolean {
   );
 }
 
+/** What a virtio_net_hdr says of a TCP segment the receiver takes whole (GSO) — byte offsets in the frame. */
+export interface TcpGsoFields {
+  /** Ethernet, IP and TCP headers together (hdr_len). */
+  headerLength: number;
+  /** Payload per MTU-sized segment (gso_size). */
+  segmentSize: number;
+  /** Where the checksum sum starts (csum_start: the TCP header) and where it goes from there (csum_offset). */
+  checksumStart: number;
+  checksumOffset: number;
+}
+
+/** The GSO fields for an IPv4 TCP frame longer than `mtu`, or undefined when its headers do not allow them. */
+export function tcpGsoFields(frame: Uint8Array, mtu: number): TcpGsoFields | undefined {
+  const ihl = (frame[ETHERNET_HEADER_LENGTH] & 0x0f) * 4;
+  const tcp = ETHERNET_HEADER_LENGTH + ihl;
+  if (ihl < 20 || frame.length < tcp + 20) return undefined;
+  const thl = (frame[tcp + 12] >> 4) * 4;
+  return { headerLength: tcp + thl, segmentSize: mtu - ihl - thl, checksumStart: tcp, checksumOffset: 16 };
+}
+
 /**
  * Splits an IPv4 TCP frame into frames whose IP packets fit `mtu`. FIN and PSH stay on the last
  * piece, CWR on the first; IP identifiers count up from the original's. Returns the frame itself

@@ -19,6 +19,7 @@
 
 import fs from 'node:fs';
 import net from 'node:net';
+import { tcpGsoFields } from '../../core/wire/tcp-segmentation';
 import { FrameLinkBase, type FrameLink } from './frame-link';
 import { LinkError } from './link-error';
 
@@ -184,14 +185,14 @@ export class TapFdLink extends FrameLinkBase implements FrameLink {
       h[0] = VNET_F_DATA_VALID;
       return;
     }
-    const tcpAt = 14 + ihl;
-    const tcpHeaderLength = (frame[tcpAt + 12] >> 4) * 4;
+    const gso = tcpGsoFields(frame, this.mtu);
+    if (!gso) return;
     h[0] = VNET_F_NEEDS_CSUM;
     h[1] = VNET_GSO_TCPV4;
-    h.writeUInt16LE(tcpAt + tcpHeaderLength, 2); // hdr_len
-    h.writeUInt16LE(this.mtu - ihl - tcpHeaderLength, 4); // gso_size
-    h.writeUInt16LE(tcpAt, 6); // csum_start
-    h.writeUInt16LE(16, 8); // csum_offset: the TCP checksum field
+    h.writeUInt16LE(gso.headerLength, 2);
+    h.writeUInt16LE(gso.segmentSize, 4);
+    h.writeUInt16LE(gso.checksumStart, 6);
+    h.writeUInt16LE(gso.checksumOffset, 8);
   }
 
   close(): Promise<void> {
