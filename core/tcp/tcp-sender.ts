@@ -263,6 +263,7 @@ export class TcpSender {
         // Only the probe got through: it repaired a loss. Reduce as for a loss, at once.
         this.ssthresh = this.reducedSsthresh();
         this.cwnd = this.ssthresh;
+        this.bytesAckedInAvoidance = 0;
       }
       // The piece at SND.UNA SACKed means the guest dropped what it SACKed (reneging): start over.
       if (this.board.length > 0 && this.board.at(0).sacked) this.board.clearSacks();
@@ -316,16 +317,15 @@ export class TcpSender {
    */
   private growWindow(acked: number, mss: number): void {
     if (this.cwnd < this.ssthresh) {
-      const toThreshold = this.ssthresh - this.cwnd;
-      this.cwnd += Math.min(acked, toThreshold);
-      acked -= Math.min(acked, toThreshold);
+      const step = Math.min(acked, this.ssthresh - this.cwnd);
+      this.cwnd += step;
+      acked -= step;
     }
-    if (acked > 0 && this.cwnd >= this.ssthresh) {
-      this.bytesAckedInAvoidance += acked;
-      while (this.bytesAckedInAvoidance >= this.cwnd) {
-        this.bytesAckedInAvoidance -= this.cwnd;
-        this.cwnd += mss;
-      }
+    // Whatever slow start did not take counts towards congestion avoidance.
+    this.bytesAckedInAvoidance += acked;
+    while (this.bytesAckedInAvoidance >= this.cwnd) {
+      this.bytesAckedInAvoidance -= this.cwnd;
+      this.cwnd += mss;
     }
     if (this.cwnd > MAX_CWND) this.cwnd = MAX_CWND;
   }
@@ -387,6 +387,7 @@ export class TcpSender {
   private startReduction(): void {
     this.undo.begin(this.cwnd, this.ssthresh, this.sndUna, this.sndMax, this.cfg.sackPermitted && !this.rack.reorderingSeen);
     this.ssthresh = this.reducedSsthresh();
+    this.bytesAckedInAvoidance = 0; // counted towards the old cwnd, not the lowered one
     this.rttSeq = undefined;
   }
 
