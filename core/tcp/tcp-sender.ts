@@ -209,6 +209,15 @@ export class TcpSender {
     return seqDiff(this.sndMax, this.sndUna);
   }
 
+  /**
+   * Queued bytes never sent. The FIN follows the last byte, so once it is out there are none —
+   * whether or not it is acknowledged yet (flight counts the FIN only while it is outstanding, so
+   * buffer − flight would turn into a phantom byte past the FIN once the guest acknowledges it).
+   */
+  private get unsent(): number {
+    return this.finSent ? 0 : this.buffer.length - this.flight;
+  }
+
   /** Bytes believed in the network (RFC 6675 pipe); NewReno recovery counts the whole flight. */
   private pipe(): number {
     if (this.inRecovery && !this.cfg.sackPermitted) return this.flight;
@@ -429,8 +438,7 @@ export class TcpSender {
         sent = true;
         continue;
       }
-      const offset = this.flight - (this.finSent ? 1 : 0);
-      const avail = this.buffer.length - offset;
+      const avail = this.unsent;
       const wndRoom = seqDiff(seqAdd(this.sndUna, this.sndWnd), this.sndMax);
       let len = Math.min(avail, this.maxSegment, wndRoom, room);
       if (len > 0) {
@@ -455,8 +463,7 @@ export class TcpSender {
       break;
     }
     // Unsent data and nothing in flight to bring an ACK: probe (zero window) or override SWS.
-    const unsent = this.buffer.length - this.flight > 0;
-    if (unsent && this.flight === 0 && !sent) {
+    if (this.unsent > 0 && this.flight === 0 && !sent) {
       if (this.persistDeadline === undefined) {
         this.persistInterval = Math.max(this.rto, this.cfg.minRtoMs);
         this.persistDeadline = now + this.persistInterval;
@@ -539,8 +546,7 @@ export class TcpSender {
       } else {
         // A small window that SWS avoidance refused to fill: send what fits now.
         this.persistDeadline = undefined;
-        const offset = this.flight;
-        const len = Math.min(this.buffer.length - offset, this.sndWnd - offset, this.cfg.mss);
+        const len = Math.min(this.unsent, this.sndWnd - this.flight, this.cfg.mss);
         if (len > 0) this.sendNew(len, false, now);
       }
     }
