@@ -196,9 +196,11 @@ export class TcpConnection implements TimerOwner {
     if (this.state === 'syn-sent') return this.onSynSentSegment(seg);
     if (this.state === 'time-wait') {
       if (flags & RST) return this.finish('guest-reset');
+      // Data or a FIN again: our last ACK was lost, and the guest retransmits its oldest
+      // unacknowledged segment (data, not always the FIN). Acknowledge it (RFC 9293 §3.10.7.4);
+      // a FIN also restarts the 2MSL wait.
+      if (flags & FIN || seg.payload.length > 0) this.sendAck();
       if (flags & FIN) {
-        // Our ACK of the guest's FIN was lost: send it again and restart the 2MSL wait.
-        this.sendAck();
         this.timeWaitDeadline = now + this.env.config.timeWaitMs;
         this.env.reschedule(this);
       }
