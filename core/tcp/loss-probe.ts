@@ -64,8 +64,10 @@ export class LossProbe {
   }
 
   /**
-   * RFC 8985 §7.4: what an ACK says about the probe. `news`: it acknowledged or SACKed something,
-   * or carried a DSACK (the probe was answered). Returns true when only the probe got through, so
+   * RFC 8985 §7.4: what an ACK says about the probe. `news`: it acknowledged or SACKed something
+   * new. A DSACK alone does not count as progress: a probe whose copy keeps arriving twice while
+   * the hole below stays (its FIN not SACKed, say) must run out of tries and leave the rest to the
+   * RTO, which every probe pushes back. Returns true when only the probe got through, so
    * it repaired a loss and the sender must reduce its window as for any loss.
    */
   onAck(ack: number, dsack: [number, number] | undefined, news: boolean, dupAck: boolean): boolean {

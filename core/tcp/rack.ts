@@ -48,12 +48,14 @@ export class Rack {
    * RACK_detect_reordering for those of them that the ACK proves arrived just now: `arrived` (the
    * pieces of the first SACK block, and the piece that filled the hole at SND.UNA). Other pieces an
    * ACK covers may have arrived long ago, unreported when there were more holes than SACK blocks.
-   * `tsEcr` is the ACK's echoed timestamp in the clock's milliseconds (undefined without timestamps).
+   * delivered[0, sacked) were SACKed, the rest acknowledged cumulatively. `tsEcr` is the ACK's
+   * echoed timestamp in the clock's milliseconds (undefined without timestamps).
    */
-  onDelivered(delivered: readonly SentPiece[], arrived: readonly SentPiece[], now: number, tsEcr: number | undefined): void {
+  onDelivered(delivered: readonly SentPiece[], sacked: number, arrived: readonly SentPiece[], now: number, tsEcr: number | undefined): void {
     const fackBefore = this.fack;
     let latest: SentPiece | undefined;
-    for (const p of delivered) {
+    for (let i = 0; i < delivered.length; i++) {
+      const p = delivered[i];
       if (seqGt(p.end, this.fack)) this.fack = p.end;
       if (p.everRetransmitted) {
         if (this.recentRetransmitted.length >= RECENT_RETRANSMITTED) this.recentRetransmitted.shift();
@@ -61,8 +63,11 @@ export class Rack {
       }
       const rtt = now - p.xmitTime;
       if (p.everRetransmitted) {
-        // Ambiguous: the ACK may be for an earlier copy. Use it only if it cannot be.
-        if (tsEcr !== undefined && seqLt(tsEcr, p.xmitTime >>> 0)) continue;
+        // Ambiguous: the ACK may be for an earlier copy. Use it only if it cannot be. The echoed
+        // timestamp tells only for data that advanced the cumulative ACK: a receiver echoes the
+        // last in-order segment's timestamp (RFC 7323 §4.3), so the SACK of a retransmission
+        // above a hole — a loss probe's — always echoes an older time than the copy it reports.
+        if (i >= sacked && tsEcr !== undefined && seqLt(tsEcr, p.xmitTime >>> 0)) continue;
         if (rtt < this.minRtt) continue;
       }
       if (!latest || p.xmitOrder > latest.xmitOrder) latest = p;

@@ -127,7 +127,9 @@ export class SackScoreboard {
         continue; // the next iteration looks at the upper half
       }
       if (seqGt(p.end, r)) {
-        const cut = Math.floor(seqDiff(r, p.start) / mss) * mss;
+        // A block that ends where the FIN begins SACKs the data before it (a receiver may not SACK
+        // a FIN it holds out of order); otherwise cut at an MSS multiple.
+        const cut = p.fin && seqAdd(r, 1) === p.end ? seqDiff(r, p.start) : Math.floor(seqDiff(r, p.start) / mss) * mss;
         if (cut === 0) break;
         this.split(i, cut);
         p = this.pieces[i];
@@ -196,17 +198,44 @@ export class SackScoreboard {
     return undefined;
   }
 
-  /** The last `mss` bytes of the highest piece not SACKed, split off as a piece of their own (a loss probe). */
+  /**
+   * The last `mss` bytes of the highest piece not SACKed, split off as a piece of their own (a loss
+   * probe). A FIN sent on its own takes the data just below it along: a bare FIN above a hole
+   * tells the sender nothing from a receiver that does not SACK it.
+   */
   lastUnsacked(mss: number): SentPiece | undefined {
     for (let i = this.pieces.length - 1; i >= this.head; i--) {
       const p = this.pieces[i];
       if (p.sacked) continue;
       const data = seqDiff(p.end, p.start) - (p.fin ? 1 : 0);
+      if (data === 0 && i > this.head && this.mergeable(this.pieces[i - 1], p)) {
+        const below = this.pieces[i - 1];
+        const len = seqDiff(below.end, below.start);
+        if (len > mss) this.split(i - 1, len - mss);
+        const j = len > mss ? i : i - 1;
+        this.merge(j);
+        return this.pieces[j];
+      }
       if (data <= mss) return p;
       this.split(i, Math.ceil(data / mss) * mss - mss);
       return this.pieces[i + 1];
     }
     return undefined;
+  }
+
+  /** Whether two adjacent pieces carry the same marks, so they can travel as one. */
+  private mergeable(a: SentPiece, b: SentPiece): boolean {
+    return a.end === b.start && !a.sacked && !b.sacked && a.lost === b.lost && a.retrans === b.retrans;
+  }
+
+  /** Joins piece i+1 into piece i (same marks: the byte counters do not change). */
+  private merge(i: number): void {
+    const [a, b] = [this.pieces[i], this.pieces[i + 1]];
+    a.end = b.end;
+    a.fin = b.fin;
+    a.everRetransmitted ||= b.everRetransmitted;
+    if (b.xmitOrder > a.xmitOrder) [a.xmitTime, a.xmitOrder] = [b.xmitTime, b.xmitOrder];
+    this.pieces.splice(i + 1, 1);
   }
 
   /** Records a retransmission of `p` now. */

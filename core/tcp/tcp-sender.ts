@@ -259,7 +259,7 @@ export class TcpSender {
       arrived.length = 0;
       for (let i = 0; i < firstBlock; i++) arrived.push(delivered[i]);
       if (delivered.length > cumStart && delivered[cumStart].start === this.sndUna) arrived.push(delivered[cumStart]);
-      this.rack.onDelivered(delivered, arrived, now, tsEcr);
+      this.rack.onDelivered(delivered, cumStart, arrived, now, tsEcr);
     }
     if (dsack) this.onDsack(dsack, now);
 
@@ -268,7 +268,7 @@ export class TcpSender {
 
     if (sack) {
       const news = advanced || deliveredBytes > 0;
-      if (this.probe.onAck(ack, dsack, news || dsack !== undefined, !news && seg.dupCandidate) && !this.inRecovery && !this.inLoss) {
+      if (this.probe.onAck(ack, dsack, news, !news && seg.dupCandidate) && !this.inRecovery && !this.inLoss) {
         // Only the probe got through: it repaired a loss. Reduce as for a loss, at once.
         this.ssthresh = this.reducedSsthresh();
         this.cwnd = this.ssthresh;

@@ -92,6 +92,8 @@ export class SimGuestTcp {
   private sndShift = 0;
   private rcvShift = 0;
   private tsRecent = 0;
+  /** RCV.NXT as last sent in an ACK field (RFC 7323's Last.ACK.sent). */
+  private lastAckSent: number | undefined;
 
   // Sending.
   private out = new Uint8Array(64 * 1024);
@@ -304,7 +306,10 @@ export class SimGuestTcp {
       return;
     }
     const ts = seg.options.timestamp;
-    if (this.tsOk && ts && seqGe(ts.value, this.tsRecent)) this.tsRecent = ts.value;
+    // RFC 7323 §4.3, as Linux: TS.Recent follows only segments at or below the last ACK sent, so
+    // out-of-order data does not move it and the echo stays that of the last in-order segment.
+    const inOrder = this.lastAckSent === undefined || seqLe(seg.seq, this.lastAckSent);
+    if (this.tsOk && ts && inOrder && seqGe(ts.value, this.tsRecent)) this.tsRecent = ts.value;
     if (flags & SYN) {
       this.sendAck(); // the SYN-ACK again: our ACK of it was lost
       return;
@@ -525,11 +530,13 @@ export class SimGuestTcp {
 
   /** Out-of-order ranges as SACK blocks: the one holding the latest arrival first, then in order. */
   private sackBlocks(): Array<[number, number]> {
-    if (!this.sackOk || this.ooo.length === 0) return [];
-    const sorted = [...this.ooo].sort((a, b) => seqDiff(a.seq, b.seq));
+    // A FIN held out of order is SACKed like data (Linux queues it with the out-of-order data).
+    const finOoo = this.peerFinSeq !== undefined && !this.finReceived ? [{ seq: this.peerFinSeq, len: 1 }] : [];
+    if (!this.sackOk || this.ooo.length + finOoo.length === 0) return [];
+    const sorted = [...this.ooo.map((p) => ({ seq: p.seq, len: p.data.length })), ...finOoo].sort((a, b) => seqDiff(a.seq, b.seq));
     const ranges: Array<[number, number]> = [];
     for (const p of sorted) {
-      const end = seqAdd(p.seq, p.data.length);
+      const end = seqAdd(p.seq, p.len);
       const last = ranges[ranges.length - 1];
       if (last && seqLe(p.seq, last[1])) {
         if (seqGt(end, last[1])) last[1] = end;
@@ -597,6 +604,7 @@ export class SimGuestTcp {
 
   private emit(seg: { seq: number; ack: number; flags: number; window?: number; payload?: Uint8Array; options?: TcpOptions }): void {
     this.counters.segmentsOut++;
+    if (seg.flags & ACK) this.lastAckSent = seg.ack;
     this.output(this.frame(seg));
   }
 }
