@@ -57,7 +57,9 @@ export class Rack {
     for (let i = 0; i < delivered.length; i++) {
       const p = delivered[i];
       if (seqGt(p.end, this.fack)) this.fack = p.end;
-      if (p.everRetransmitted) {
+      // A DSACK for a piece a timeout resent tells of a spurious timeout (lost ACKs, SACK blocks
+      // that ran out), not of how late the original came: it is not reordering evidence.
+      if (p.everRetransmitted && !p.timedOut) {
         if (this.recentRetransmitted.length >= RECENT_RETRANSMITTED) this.recentRetransmitted.shift();
         this.recentRetransmitted.push({ start: p.start, end: p.end, firstXmitTime: p.firstXmitTime });
       }
@@ -136,8 +138,9 @@ export class Rack {
 
   /**
    * The reordering window (ms). `srtt` caps the multiplier's part, as in the RFC; the measured
-   * reordering is capped by `cap` (the sender passes SRTT + 4·RTTVAR), since a link that delays a
-   * quarter of its frames by 10 ms keeps SRTT below the reordering it causes.
+   * reordering is capped by `cap` (the sender passes what lets RACK still act before the RTO), not by
+   * SRTT, since a link that delays a quarter of its frames by 10 ms keeps SRTT below the reordering it
+   * causes.
    */
   reoWnd(inRecovery: boolean, sackedPieces: number, srtt: number | undefined, cap: number): number {
     const quarter = Number.isFinite(this.minRtt) ? this.minRtt / 4 : 0;

@@ -27,6 +27,8 @@ export interface SentPiece {
   retrans: boolean;
   /** Sent more than once, ever: ACKs of it are ambiguous (Karn). */
   everRetransmitted: boolean;
+  /** Deemed lost by a retransmission timeout (not by RACK or duplicate ACKs), ever. */
+  timedOut: boolean;
 }
 
 export class SackScoreboard {
@@ -59,7 +61,7 @@ export class SackScoreboard {
   append(start: number, len: number, fin: boolean, now: number, order: number): void {
     this.pieces.push({
       start, end: seqAdd(start, len + (fin ? 1 : 0)), fin, xmitTime: now, firstXmitTime: now, xmitOrder: order,
-      sacked: false, lost: false, retrans: false, everRetransmitted: false,
+      sacked: false, lost: false, retrans: false, everRetransmitted: false, timedOut: false,
     });
   }
 
@@ -162,7 +164,11 @@ export class SackScoreboard {
 
   /** Everything not SACKed is lost (a retransmission timeout). */
   markAllLost(): void {
-    for (let i = this.head; i < this.pieces.length; i++) this.markLost(this.pieces[i]);
+    for (let i = this.head; i < this.pieces.length; i++) {
+      const p = this.pieces[i];
+      if (!p.sacked) p.timedOut = true;
+      this.markLost(p);
+    }
   }
 
   /** Undoes lost marks of pieces not resent yet (the loss was spurious). */

@@ -61,6 +61,8 @@ export interface AckInfo {
 /** Cap on cwnd so it stays an exact, bounded integer however long a clean link runs. */
 const MAX_CWND = 64 * 1024 * 1024;
 const NO_SACK = { dsack: undefined, firstBlock: 0 };
+/** Multiplicative decrease on a loss (CUBIC's, RFC 9438 §4.6). */
+const LOSS_BETA = 0.7;
 /** Persist (zero-window probe) interval bounds, RFC 9293 §3.8.6.1. */
 const MAX_PERSIST_MS = 60_000;
 
@@ -81,6 +83,8 @@ export class TcpSender {
   finSeq: number | undefined;
 
   cwnd: number;
+  /** RFC 6928's initial window: also the least a loss leaves ssthresh at (see reducedSsthresh). */
+  private readonly initialWindow: number;
   ssthresh = MAX_CWND;
   /** Fast recovery (SACK/RACK or NewReno), until SND.UNA reaches `recoveryPoint`. */
   inRecovery = false;
@@ -128,7 +132,7 @@ export class TcpSender {
     // The SYN occupies iss; data starts after it. The connection acknowledges the SYN itself.
     this.sndUna = this.sndMax = seqAdd(iss, 1);
     this.buffer = new SendBuffer(Math.min(16 * 1024, cfg.sendBufferBytes), cfg.sendBufferBytes + 256 * 1024);
-    this.cwnd = Math.min(10 * cfg.mss, Math.max(2 * cfg.mss, 14600)); // RFC 6928 initial window
+    this.initialWindow = this.cwnd = Math.min(10 * cfg.mss, Math.max(2 * cfg.mss, 14600)); // RFC 6928
     this.rto = cfg.initialRtoMs;
     this.rack = new Rack(this.sndUna);
     this.maxSegment = cfg.mss;
@@ -377,12 +381,21 @@ export class TcpSender {
     const suspects = board.sackedBytes > 0 || board.retransBytes > 0 || board.lostBytes > 0;
     this.rackDeadline = undefined;
     if (suspects) {
-      const wait = this.rack.detectLoss(board, now, this.rack.reoWnd(this.inRecovery || this.inLoss, board.sackedPieces, this.srtt, this.rto));
+      const wait = this.rack.detectLoss(board, now, this.rack.reoWnd(this.inRecovery || this.inLoss, board.sackedPieces, this.srtt, this.reorderingCap()));
       if (wait > 0) this.rackDeadline = now + wait;
     }
     if (board.pendingBytes > pendingBefore && !this.inRecovery && !this.inLoss) this.enterRecovery();
     if (this.inRecovery) this.cwnd = this.prr.cwnd(this.pipe(), this.ssthresh, deliveredBytes, this.cfg.mss);
     if (this.rackDeadline !== undefined) this.probe.disarm();
+  }
+
+  /**
+   * The most measured reordering RACK may wait out: what still lets it mark a piece lost (a round
+   * trip after it was sent, plus the window) before the retransmission timer would fire. A window
+   * as long as the RTO turned every loss into a timeout.
+   */
+  private reorderingCap(): number {
+    return Math.max(1, this.rto - (this.srtt ?? 0));
   }
 
   private enterRecovery(): void {
@@ -400,9 +413,17 @@ export class TcpSender {
     this.rttSeq = undefined;
   }
 
-  /** RFC 5681 (4): half the flight, at least two segments. */
+  /**
+   * The window after a loss: 0.7 of the flight (CUBIC's β, RFC 9438, as Linux's default), and never
+   * below the initial window. RFC 5681's floor of two segments is for a shared path where loss means
+   * a full queue; weft's is one point-to-point virtual link to one guest, where loss is mostly
+   * damage (a test's fault wire, an emulator's ring) and a new connection may already send the
+   * initial window into it unasked (RFC 6928). Kernels that do not read loss as congestion (BBR, the
+   * default of many hosts) keep a floor of the same size; with the RFC's two segments, a link that
+   * loses 5% of its frames held weft's sending to a third of the guest kernel's.
+   */
   private reducedSsthresh(): number {
-    return Math.max(Math.floor(Math.min(this.flight, this.cwnd) / 2), 2 * this.cfg.mss);
+    return Math.max(Math.floor(Math.min(this.flight, this.cwnd) * LOSS_BETA), this.initialWindow);
   }
 
   /** The reduction was for nothing: restore the window and forget losses not yet resent. */

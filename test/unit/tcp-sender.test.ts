@@ -125,10 +125,46 @@ describe('window growth', () => {
   });
 });
 
+describe('the reduction on a loss', () => {
+  function lossAt(cwnd: number) {
+    const t = sender();
+    t.s.cwnd = cwnd;
+    t.s.write(new Uint8Array(cwnd));
+    t.s.output(t.now);
+    t.advance(10);
+    t.ack(UNA, [[UNA + 1000, UNA + 4000]], 1000); // the first segment lost, three SACKed after it
+    expect(t.s.inRecovery).toBe(true);
+    return t;
+  }
+
+  it('takes ssthresh to 0.7 of the flight (CUBIC\'s β, as Linux)', () => {
+    expect(lossAt(100_000).s.ssthresh).toBe(70_000);
+  });
+
+  it('never below the initial window (10 segments), however small the flight', () => {
+    expect(lossAt(12_000).s.ssthresh).toBe(10_000);
+    expect(lossAt(4000).s.ssthresh).toBe(10_000);
+  });
+
+  it('a timeout still restarts from one segment, then slow start up to that floor', () => {
+    const t = sender();
+    t.s.write(new Uint8Array(5000));
+    t.s.output(t.now);
+    t.advance(1000); // the initial RTO
+    expect(t.s.timeouts).toBe(1);
+    expect(t.s.cwnd).toBe(1000);
+    expect(t.s.ssthresh).toBe(10_000);
+  });
+});
+
 describe('undo of a needless reduction', () => {
-  /** Ten segments out; the guest SACKs 3–10, so 1 and 2 are lost (three or more SACKed: no reordering window). */
+  /**
+   * Twenty segments out (cwnd above the initial window, which a loss never goes below); the guest
+   * SACKs 3–10, so 1 and 2 are lost (three or more SACKed: no reordering window).
+   */
   function lossEpisode() {
     const t = sender();
+    t.s.cwnd = 20_000;
     t.s.write(new Uint8Array(20_000));
     t.s.output(t.now);
     const before = t.s.cwnd;
@@ -163,7 +199,7 @@ describe('undo of a needless reduction', () => {
   it('keeps the reduction when the retransmissions were needed', () => {
     const { t, before, rtxAt } = lossEpisode();
     t.advance(10);
-    t.ack(UNA + 10_000, undefined, rtxAt); // sent for the retransmitted copy
+    t.ack(UNA + 20_000, undefined, rtxAt); // sent for the retransmitted copy
     expect(t.s.spuriousUndone).toBe(0);
     expect(t.s.inRecovery).toBe(false);
     expect(t.s.cwnd).toBeLessThan(before);
