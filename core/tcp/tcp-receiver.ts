@@ -110,8 +110,8 @@ export class TcpReceiver {
       this.finReceived = true;
       this.rcvNxt = seqAdd(this.rcvNxt, 1);
       this.ackNow = true;
-    } else if (fin && !finInWindow) {
-      this.ackNow = true;
+    } else if (fin) {
+      this.ackNow = true; // beyond the window, or out of order: a duplicate ACK (with its SACK) at once
     }
     if (seqGt(this.rcvNxt, this.advRight)) this.advRight = this.rcvNxt;
     return delivered;
@@ -184,16 +184,24 @@ export class TcpReceiver {
     return [l, r];
   }
 
-  /** SACK blocks to send, most recent first, each widened to its current contiguous range. */
+  /**
+   * SACK blocks to send, most recent first, each widened to its current contiguous range. A FIN
+   * held out of order is SACKed like data, as Linux does: a sender's loss probe is often the last
+   * data with the FIN, and Linux counts the probe delivered only when its SACK covers the FIN too.
+   */
   sackBlocks(max: number): Array<[number, number]> {
-    if (this.ooo.length === 0) return [];
+    const fin = this.pendingFin !== undefined && !this.finReceived && seqGt(this.pendingFin, this.rcvNxt) ? this.pendingFin : undefined;
+    if (this.ooo.length === 0 && fin === undefined) return [];
+    const finEnd = fin === undefined ? undefined : seqAdd(fin, 1);
     const out: Array<[number, number]> = [];
     for (const [l] of this.recentSack) {
       const b = this.rangeContaining(l);
+      if (b[1] === fin) b[1] = finEnd as number;
       if (out.some(([a, c]) => a === b[0] && c === b[1])) continue;
       out.push(b);
       if (out.length >= max) break;
     }
+    if (fin !== undefined && out.length < max && !out.some(([, r]) => r === finEnd)) out.push([fin, finEnd as number]);
     return out;
   }
 

@@ -3,6 +3,7 @@
 // data, zero-window probing and loss probes stop at the FIN, and simultaneous close ends cleanly.
 import { describe, expect, it } from 'vitest';
 import { TcpSender, type SenderConfig } from '../../core/tcp/tcp-sender';
+import { TcpReceiver } from '../../core/tcp/tcp-receiver';
 import { Stack } from '../../core/stack';
 import { parseIpv4 } from '../../core/wire/address';
 import { parseEthernet } from '../../core/wire/ethernet';
@@ -287,4 +288,38 @@ describe('nothing past our FIN (simulation on a faulty link)', () => {
       expect(sim.sent.filter((e) => e.seg.flags & FIN).every((e) => ((e.seg.seq + e.seg.payload.length) >>> 0) === finSeq >>> 0)).toBe(true);
     });
   }
+});
+
+describe("the guest's FIN out of order (receiver)", () => {
+  const IRS = 5000;
+  const receiver = () => new TcpReceiver(IRS, { bufferBytes: 64 * 1024, windowShift: 0, mss: 1000, delayedAckMs: 40 });
+
+  it('SACKs the FIN with the data it came on, and acknowledges at once', () => {
+    const r = receiver();
+    const base = IRS + 1;
+    r.accept(base, new Uint8Array(1000), false, 0);
+    r.ackSent();
+    // 1000–2000 is lost; the guest's last data and FIN arrive (its loss probe, say).
+    r.accept(base + 2000, new Uint8Array(1000), true, 0);
+    expect(r.ackNow).toBe(true);
+    expect(r.finReceived).toBe(false);
+    expect(r.sackBlocks(3)).toEqual([[base + 2000, base + 3001]]);
+    // The hole filled: the FIN is in order now, no block left.
+    r.accept(base + 1000, new Uint8Array(1000), false, 0);
+    expect(r.finReceived).toBe(true);
+    expect(r.rcvNxt).toBe(base + 3001);
+    expect(r.sackBlocks(3)).toEqual([]);
+  });
+
+  it('SACKs a bare FIN that arrives above a hole as a block of its own', () => {
+    const r = receiver();
+    const base = IRS + 1;
+    r.accept(base, new Uint8Array(1000), false, 0);
+    r.ackSent();
+    r.accept(base + 3000, new Uint8Array(0), true, 0);
+    expect(r.ackNow).toBe(true);
+    expect(r.sackBlocks(3)).toEqual([[base + 3000, base + 3001]]);
+    r.accept(base + 2000, new Uint8Array(1000), false, 0);
+    expect(r.sackBlocks(3)).toEqual([[base + 2000, base + 3001]]);
+  });
 });
