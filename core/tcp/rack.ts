@@ -70,7 +70,11 @@ export class Rack {
         // last in-order segment's timestamp (RFC 7323 §4.3), so the SACK of a retransmission
         // above a hole — a loss probe's — always echoes an older time than the copy it reports.
         if (i >= sacked && tsEcr !== undefined && seqLt(tsEcr, p.xmitTime >>> 0)) continue;
-        if (rtt < this.minRtt) continue;
+        // An answer quicker than the fastest round trip was for an earlier copy that came late —
+        // which only reordering makes possible. Without it, such an answer is the clock's jitter
+        // (round trips of a few hundred microseconds vary by half), and a loss probe's SACK
+        // ignored for it left a lost tail to be probed one segment at a time.
+        if (this.reorderingSeen && rtt < this.minRtt) continue;
       }
       if (!latest || p.xmitOrder > latest.xmitOrder) latest = p;
     }
