@@ -180,6 +180,14 @@ export class TcpConnection implements TimerOwner {
     return this.sender ? this.sender.segmentsRetransmitted : 0;
   }
 
+  /** How weft's sending towards the guest went: what was sent again, and why. */
+  get sendStats(): { retransmits: number; timeouts: number; lossProbes: number; spuriousUndone: number } {
+    const s = this.sender;
+    return s
+      ? { retransmits: s.segmentsRetransmitted, timeouts: s.timeouts, lossProbes: s.lossProbes, spuriousUndone: s.spuriousUndone }
+      : { retransmits: 0, timeouts: 0, lossProbes: 0, spuriousUndone: 0 };
+  }
+
   // ── guest segments ──────────────────────────────────────────────────────
 
   onSegment(seg: TcpSegment): void {
@@ -342,8 +350,9 @@ export class TcpConnection implements TimerOwner {
     this.pipe.drain();
     this.endUpstreamIfFlushed();
     if (this.closeWhenDrained && this.pipe.flushed) return this.finish(this.closeWhenDrained);
-    // The guest may be stalled on a closed window: tell it the window opened.
-    if (this.state !== 'closed' && this.receiver.windowGain(this.pipe.backlogBytes) >= Math.max(2 * this.sender.mss, this.env.config.receiveBufferBytes / 4)) {
+    // The guest may be stalled on a closed window: tell it the window opened — unless it has sent
+    // its FIN (it sends no more; in TIME-WAIT it may be gone, and would answer with RST).
+    if (this.state !== 'closed' && !this.receiver.finReceived && this.receiver.windowGain(this.pipe.backlogBytes) >= Math.max(2 * this.sender.mss, this.env.config.receiveBufferBytes / 4)) {
       this.sendAck();
     }
   }

@@ -22,6 +22,14 @@ export interface TcpFlowEvent {
   bytesToGuest: number;
   openedAt: number;
   reason?: string;
+  /** Segments weft sent to the guest again (RACK/SACK repair, loss probes, timeouts). */
+  retransmits: number;
+  /** Retransmission timeouts that fired. */
+  timeouts: number;
+  /** Tail loss probes sent. */
+  lossProbes: number;
+  /** Congestion reductions undone because DSACKs or timestamps proved them needless. */
+  spuriousUndone: number;
 }
 
 export interface TcpFlowTableHooks {
@@ -242,6 +250,7 @@ export class TcpFlowTable {
       bytesToGuest: c.bytesToGuest,
       openedAt: c.openedAt,
       reason: c.closeReason,
+      ...c.sendStats,
     };
   }
 

@@ -9,7 +9,7 @@ import { parseIpv4 } from '../../core/wire/address';
 import { parseEthernet } from '../../core/wire/ethernet';
 import { IPPROTO_TCP, parseIpv4Packet } from '../../core/wire/ipv4';
 import { isDrop } from '../../core/wire/parse-result';
-import { ACK, emitTcp, FIN, parseTcp, PSH, RST, SYN, tcpHeaderLength, type TcpSegment } from '../../core/wire/tcp';
+import { ACK, emitTcp, FIN, parseTcp, PSH, RST, SYN, tcpHeaderLength, type TcpOptions, type TcpSegment } from '../../core/wire/tcp';
 import { FakeUpstream } from '../support/fake-upstream';
 import { GUEST_IP, ipv4Frame, seededRandom } from '../support/frames';
 import { concat, equalBytes, pattern, TcpSim } from '../support/tcp-sim';
@@ -171,7 +171,7 @@ describe('nothing past our FIN (sender)', () => {
 
 const DST = parseIpv4('93.184.216.34');
 
-function endpoint() {
+function endpoint(synOptions?: TcpOptions) {
   let now = 5_000;
   const out: Array<TcpSegment & { at: number }> = [];
   const upstream = new FakeUpstream();
@@ -189,9 +189,9 @@ function endpoint() {
       out.push({ ...seg, payload: seg.payload.slice(), at: now });
     },
   });
-  const send = (flags: number, seq: number, ack: number, payload = new Uint8Array(0)) => {
-    const repr = { srcPort: 40000, dstPort: 80, seq, ack, flags, window: 65535, payload };
-    const seg = new Uint8Array(tcpHeaderLength(undefined) + payload.length);
+  const send = (flags: number, seq: number, ack: number, payload = new Uint8Array(0), options?: TcpOptions) => {
+    const repr = { srcPort: 40000, dstPort: 80, seq, ack, flags, window: 65535, payload, options };
+    const seg = new Uint8Array(tcpHeaderLength(options) + payload.length);
     emitTcp(repr, seg, 0, GUEST_IP, DST);
     stack.input(ipv4Frame({ src: GUEST_IP, dst: DST, protocol: IPPROTO_TCP, id: 1 }, seg));
   };
@@ -201,7 +201,7 @@ function endpoint() {
       stack.poll(now);
     }
   };
-  send(SYN, 1000, 0);
+  send(SYN, 1000, 0, undefined, synOptions);
   upstream.tcp[0].connect();
   const synAck = out.shift() as TcpSegment;
   const una = (synAck.seq + 1) >>> 0;
@@ -321,5 +321,28 @@ describe("the guest's FIN out of order (receiver)", () => {
     expect(r.sackBlocks(3)).toEqual([[base + 3000, base + 3001]]);
     r.accept(base + 2000, new Uint8Array(1000), false, 0);
     expect(r.sackBlocks(3)).toEqual([[base + 2000, base + 3001]]);
+  });
+});
+
+describe('after the guest FIN', () => {
+  it('no window update when the upstream drains (the guest may be gone: it would answer RST)', () => {
+    const t = endpoint({ mss: 1460, windowScale: 2 }); // scaled: weft's window can open past 64 KiB
+    t.stream.highWaterMark = 1000; // the upstream pushes back: weft's window stays closed
+    let seq = 1001;
+    for (let i = 0; i < 120; i++) {
+      t.send(ACK | PSH, seq, t.una, new Uint8Array(1000));
+      seq += 1000;
+    }
+    t.stream.send(new Uint8Array(5));
+    t.stream.finish();
+    const fin = t.out.find((s) => s.flags & FIN) as TcpSegment;
+    t.send(ACK | FIN, seq, (fin.seq + 1) >>> 0);
+    expect(t.stack.counters().tcpConnections).toEqual({ 'time-wait': 1 });
+    expect(t.stack.counters().tcpBufferedBytes).toBeGreaterThanOrEqual(119_000); // held: the window closed by as much
+    const n = t.out.length;
+    t.stream.highWaterMark = Infinity;
+    t.stream.handlers.onDrain();
+    expect(t.stream.bytesWritten).toBe(120_000);
+    expect(t.out.slice(n)).toEqual([]);
   });
 });
