@@ -38,6 +38,13 @@ async function openLink(choice: LinkChoice, mtu: number | undefined): Promise<Fr
   }
 }
 
+/**
+ * The stack's clock: epoch milliseconds with a fraction, as the browser worker's. Date.now()'s whole
+ * milliseconds are coarser than a local link's round trip: a probe answered within the same tick
+ * measured 0 ms, less than the minimum RTT, and RACK ignored its SACK.
+ */
+const clock = { now: (): number => performance.timeOrigin + performance.now() };
+
 /** Keeps exactly one timer armed at the stack's next deadline. */
 class StackTimer {
   private timer: NodeJS.Timeout | undefined;
@@ -54,11 +61,11 @@ class StackTimer {
     this.timer = undefined;
     this.armedFor = deadline;
     if (deadline === undefined) return;
-    const delay = Math.min(MAX_TIMER_MS, Math.max(0, deadline - Date.now()));
+    const delay = Math.min(MAX_TIMER_MS, Math.max(0, Math.ceil(deadline - clock.now())));
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.armedFor = undefined;
-      this.stack.poll(Date.now());
+      this.stack.poll(clock.now());
       this.rearm();
     }, delay);
   }
@@ -79,7 +86,7 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
   let pcap: PcapFile | undefined;
   let link: FrameLink;
   try {
-    if (opts.pcap) pcap = new PcapFile(opts.pcap, (e) => log('pcap-error', { message: e.message }));
+    if (opts.pcap) pcap = new PcapFile(opts.pcap, (e) => log('pcap-error', { message: e.message }), opts.pcapSnaplen);
     link = await openLink(opts.link, opts.mtu);
   } catch (e) {
     pcap?.close();
@@ -127,7 +134,7 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
     batchAcks: true,
     segmentationOffload: link.segmentationOffload === true,
     wake: () => timer?.rearm(),
-    clock: { now: Date.now },
+    clock,
     random: (out) => randomFillSync(out),
     output: (frame) => link.send(frame),
     capture: pcap ? (frame, _direction, timeMs) => pcap.write(frame, timeMs) : undefined,
@@ -139,8 +146,9 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
     target: `${formatIpv4(e.target.ip)}:${e.target.port}`,
     bytesFromGuest: e.bytesFromGuest,
     bytesToGuest: e.bytesToGuest,
-    durationMs: Date.now() - e.openedAt,
+    durationMs: Math.round(clock.now() - e.openedAt),
     ...(e.reason === undefined ? {} : { reason: e.reason }),
+    ...(e.protocol === 'tcp' ? { retransmits: e.retransmits, timeouts: e.timeouts, lossProbes: e.lossProbes, spuriousUndone: e.spuriousUndone } : {}),
   });
   if (opts.logFlows) stack.on('flow-close', (e) => log('flow-close', describeFlow(e)));
 

@@ -18,6 +18,8 @@ export interface VmOptions {
   upstream: UpstreamChoice;
   mtu: number | undefined;
   pcap: string | undefined;
+  /** --pcap-snaplen: bytes kept of each frame (undefined: PcapFile's default). */
+  pcapSnaplen: number | undefined;
   allowHostLoopback: boolean;
   logFlows: boolean;
   forwards: PortForward[];
@@ -62,6 +64,9 @@ Options:
                           flows to 10.0.2.2 go to 127.0.0.1 on the relay host (weft relay --allow-loopback).
   --mtu N                 Link MTU handed out by DHCP, 576…65520 (default 1500).
   --pcap FILE             Write every frame in and out to FILE (classic pcap, Ethernet).
+  --pcap-snaplen N        Keep only the first N bytes of each frame in the pcap, 64…262144 (as tcpdump -s;
+                          default 65535). 128 keeps every header of a TCP/IPv4 frame: small captures of
+                          long transfers.
   --allow-host-loopback   Let the gateway address 10.0.2.2 reach this host's loopback services (127.0.0.1).
                           Off by default: without it, guest connections to 10.0.2.2 are refused.
   --log-flows             Log one JSON line per closed TCP connection / UDP flow (bytes, duration, reason).
@@ -91,6 +96,7 @@ const FLAGS = {
   upstream: { type: 'string' },
   mtu: { type: 'string' },
   pcap: { type: 'string' },
+  'pcap-snaplen': { type: 'string' },
   'log-flows': { type: 'boolean' },
   'dns-server': { type: 'string', multiple: true },
   'dns-record': { type: 'string', multiple: true },
@@ -137,6 +143,7 @@ export function parseVmOptions(argv: readonly string[]): VmOptions {
     upstream: parseUpstream(values.upstream),
     mtu: values.mtu === undefined ? undefined : parseMtu(values.mtu, values['tap-vnet-hdr'] === true),
     pcap: values.pcap === '' ? badValue('--pcap', '', 'a file name') : values.pcap,
+    pcapSnaplen: parsePcapSnaplen(values['pcap-snaplen'], values.pcap !== undefined),
     allowHostLoopback: values['allow-host-loopback'] ?? false,
     logFlows: values['log-flows'] ?? false,
   };
@@ -176,6 +183,16 @@ function parseMtu(value: string, vnetHdr: boolean): number {
     throw new UsageError(`--mtu ${mtu} is too large with --tap-vnet-hdr (at most ${VNET_HDR_MAX_MTU}; TCP already moves in 64 KiB segments there)`);
   }
   return mtu;
+}
+
+/** 64 keeps Ethernet + IPv4 + a bare TCP header; 262144 is tcpdump's (and PcapWriter's) maximum. */
+const PCAP_SNAPLEN_MIN = 64;
+const PCAP_SNAPLEN_MAX = 262144;
+
+function parsePcapSnaplen(value: string | undefined, pcap: boolean): number | undefined {
+  if (value === undefined) return undefined;
+  if (!pcap) throw new UsageError('--pcap-snaplen goes with --pcap FILE');
+  return parseInteger('--pcap-snaplen', value, PCAP_SNAPLEN_MIN, PCAP_SNAPLEN_MAX);
 }
 
 function parseDnsSearch(value: string): string[] {

@@ -1,5 +1,6 @@
 // The checks every link must pass with a real Linux guest (a network namespace): DHCP, ping,
-// fragmented ping, ARP, a clean SIGTERM, a pcap tshark can read, and nothing left behind.
+// fragmented ping, ARP, a clean SIGTERM, a pcap tshark can read (and weft-capture.ts's check
+// passes on), and nothing left behind.
 // Each transport's test file supplies how to connect weft to the namespace's TAP.
 
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -7,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { netnsExists, Netns, requireRoot, run, UDHCPC_SCRIPT } from './netns';
+import { assertCleanCapture, WeftCapture } from './weft-capture';
 import type { WeftProcess } from './weft-process';
 
 export interface GuestLink {
@@ -56,6 +58,8 @@ export function describeGuestOverLink(title: string, label: string, start: LinkS
       pcap = join(dir, 'weft.pcap');
       ns = Netns.create(label);
       link = await start(ns, ['--pcap', pcap]);
+      // A TAP link's weft has it already (Netns.spawnWeftOnTap); checked in the pcap test below.
+      link.weft.capture ??= WeftCapture.ofFile(pcap);
     });
 
     afterAll(async () => {
@@ -138,6 +142,11 @@ export function describeGuestOverLink(title: string, label: string, start: LinkS
       expect(count((f) => f['icmp.type'] === '8' && big(f)), 'reassembled echo requests').toBeGreaterThanOrEqual(2);
       expect(count((f) => f['icmp.type'] === '0' && big(f)), 'reassembled echo replies').toBeGreaterThanOrEqual(2);
       expect(count((f) => f['arp.opcode'] === '2' && f['arp.src.proto_ipv4'] === '10.0.2.2')).toBeGreaterThanOrEqual(2);
+    });
+
+    it('wrote a pcap that reads whole and shows nothing past a FIN from weft', async () => {
+      const scan = await assertCleanCapture(link.weft);
+      expect(scan.frames, 'at least the DHCP exchange').toBeGreaterThanOrEqual(4);
     });
 
     it('leaves no TAP and no namespace behind', async () => {

@@ -23,6 +23,8 @@ import {
   type GuestScripts,
 } from './guest-tools';
 import { Netns, requireRoot, UDHCPC_SCRIPT } from './netns';
+import { describeScan } from './pcap-tcp-check';
+import { assertCleanCapture } from './weft-capture';
 import type { WeftProcess } from './weft-process';
 import {
   closedTcpPort,
@@ -231,5 +233,16 @@ describe.skipIf(!root.ok || missing.length > 0)(TITLE, () => {
     expect(exit.code, weft.stderr.slice(-4000)).toBe(0);
     expect(weft.events.filter((e) => e.event === 'warning' || e.event === 'error')).toEqual([]);
   });
+
+  it('sent nothing past its FIN on any connection (its pcap, scanned)', async () => {
+    expect(weft.exit, 'weft has stopped').toBeDefined();
+    const start = performance.now();
+    const scan = await assertCleanCapture(weft);
+    console.log(`weft's capture: ${describeScan(scan)}; scanned in ${((performance.now() - start) / 1000).toFixed(1)} s`);
+    // The page, two half-closes, the download, the upload and the parallel echoes: each ends with
+    // weft's FIN, so the scan has judged each of them.
+    expect(scan.connections, describeScan(scan)).toBeGreaterThanOrEqual(PARALLEL + 5);
+    expect(scan.weftFins, describeScan(scan)).toBeGreaterThanOrEqual(PARALLEL + 5);
+  }, 120_000);
 });
 }

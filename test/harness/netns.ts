@@ -6,6 +6,8 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { HARNESS_DIR } from './repo-root';
+import { describeScan } from './pcap-tcp-check';
+import { recordCaptureProblems, WeftCapture } from './weft-capture';
 import { weftBundle } from './weft-bundle';
 import { spawnWrappedWeft, type WeftProcess } from './weft-process';
 
@@ -95,8 +97,13 @@ function installExitHooks(): void {
   process.on('SIGTERM', onSignal);
 }
 
+/** How long cleanup() gives a captured weft to stop on SIGTERM (flushing its pcap) before SIGKILL. */
+const CAPTURE_STOP_MS = 5_000;
+
 export class Netns {
   private readonly processes = new Set<ChildProcess>();
+  /** weft processes started here whose capture is checked at cleanup(). */
+  private readonly captured = new Set<WeftProcess>();
   private deleted = false;
 
   private constructor(readonly name: string) {}
@@ -149,24 +156,48 @@ export class Netns {
     return r.stdout.trim();
   }
 
-  /** `weft vm --tap-fd 3 ARGS…` on a new TAP in this namespace (weft itself stays in ours). */
   /**
+   * `weft vm --tap-fd 3 ARGS…` on a new TAP in this namespace (weft itself stays in ours).
    * `vnetHdr`: open the TAP with IFF_VNET_HDR and checksum/TSO offload and run weft with
    * `--tap-vnet-hdr` (64 KiB TCP segments both ways).
+   * `capture`: weft writes a pcap (header-only unless ARGS name one with --pcap) that cleanup()
+   * scans for bytes past weft's FIN (weft-capture.ts). Default: on under vitest, off elsewhere
+   * (benchmarks measure throughput).
    */
-  async spawnWeftOnTap(weftArgs: readonly string[], tap = 'tap0', opts: { vnetHdr?: boolean } = {}): Promise<WeftProcess> {
+  async spawnWeftOnTap(
+    weftArgs: readonly string[],
+    tap = 'tap0',
+    opts: { vnetHdr?: boolean; capture?: boolean } = {},
+  ): Promise<WeftProcess> {
+    const captured = (opts.capture ?? process.env.VITEST !== undefined) ? WeftCapture.forArgs(weftArgs) : undefined;
     const weft = spawnWrappedWeft('python3', [
       TAP_LAUNCHER, '--netns', this.name, '--tap', tap, ...(opts.vnetHdr ? ['--vnet-hdr'] : []), '--',
-      process.execPath, weftBundle(), 'vm', '--tap-fd', '3', ...(opts.vnetHdr ? ['--tap-vnet-hdr'] : []), ...weftArgs,
+      process.execPath, weftBundle(), 'vm', '--tap-fd', '3', ...(opts.vnetHdr ? ['--tap-vnet-hdr'] : []),
+      ...(captured?.args ?? weftArgs),
     ]);
     this.track(weft.child);
+    if (captured) {
+      weft.capture = captured.capture;
+      this.captured.add(weft);
+    }
     await weft.waitForEvent('ready');
     await this.bringUpTap(tap);
     return weft;
   }
 
-  /** Kills what is still running (by PID), waits for it, and deletes the namespace. Idempotent. */
+  /**
+   * Stops captured weft processes with SIGTERM (so their pcaps are complete) and checks those
+   * captures, kills what is still running (by PID), waits for it, and deletes the namespace.
+   * Problems in a capture that no test has reported yet are recorded for the file's afterAll
+   * (vitest-setup.ts) rather than thrown, so the caller's own cleanup still runs. Idempotent.
+   */
   async cleanup(): Promise<void> {
+    const captured = [...this.captured];
+    this.captured.clear();
+    await Promise.all(captured.map(async (weft) => {
+      weft.kill('SIGTERM');
+      await weft.waitForExit(CAPTURE_STOP_MS).catch(() => undefined);
+    }));
     const running = [...this.processes].filter(isRunning);
     for (const p of running) killQuietly(p);
     await Promise.all(
@@ -176,12 +207,21 @@ export class Netns {
         p.once('exit', () => { clearTimeout(t); resolve(); });
       })),
     );
+    for (const weft of captured) {
+      const report = await weft.capture!.check(weft);
+      if (report.scan) console.log(`weft's capture ${report.path}: ${describeScan(report.scan)}`);
+      if (!weft.capture!.reported) {
+        weft.capture!.reported = true;
+        recordCaptureProblems(report);
+      }
+    }
     this.deleteNamespace();
   }
 
   /** The same for process exit handlers, where nothing asynchronous runs. */
   cleanupSync(): void {
     for (const p of this.processes) if (isRunning(p)) killQuietly(p);
+    for (const weft of this.captured) weft.capture?.discardSync();
     this.deleteNamespace();
   }
 

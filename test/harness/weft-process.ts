@@ -2,6 +2,7 @@
 // and its exit. Plain text lines (usage errors) are kept too.
 
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import type { WeftCapture } from './weft-capture';
 import { weftBundle } from './weft-bundle';
 
 export interface WeftEvent { event: string; [field: string]: unknown }
@@ -12,6 +13,8 @@ export class WeftProcess {
   stderr = '';
   stdout = '';
   exit: ExitInfo | undefined;
+  /** The pcap this process writes and the check that runs when it stops (weft-capture.ts), if any. */
+  capture: WeftCapture | undefined;
   private readonly exited: Promise<ExitInfo>;
   private waiters: Array<() => void> = [];
   private partial = '';

@@ -20,7 +20,7 @@ describe('weft CLI', () => {
     const r = weft('vm', '--help');
     expect(r.code).toBe(0);
     for (const flag of ['--qemu unix:PATH', '--qemu tcp:HOST:PORT', '--dgram LPORT:RPORT', '--tap-fd N', '--upstream',
-      '--mtu N', '--pcap FILE', '--allow-host-loopback', '--forward']) {
+      '--mtu N', '--pcap FILE', '--pcap-snaplen N', '--allow-host-loopback', '--forward']) {
       expect(r.stdout).toContain(flag);
     }
   });
@@ -41,6 +41,9 @@ describe('weft CLI', () => {
     [['vm', '--tap-fd', '3', '--mtu', '9999999'], /bad value for --mtu/],
     [['vm', '--dgram', '1:2', '--tap-vnet-hdr'], /--tap-vnet-hdr goes with --tap-fd/],
     [['vm', '--tap-fd', '3', '--tap-vnet-hdr', '--mtu', '65520'], /at most 65500/],
+    [['vm', '--tap-fd', '3', '--pcap-snaplen', '128'], /--pcap-snaplen goes with --pcap FILE/],
+    [['vm', '--tap-fd', '3', '--pcap', 'x.pcap', '--pcap-snaplen', '63'], /bad value for --pcap-snaplen: "63" \(expected an integer value in 64…262144\)/],
+    [['vm', '--tap-fd', '3', '--pcap', 'x.pcap', '--pcap-snaplen', '262145'], /bad value for --pcap-snaplen/],
     [['vm', '--tap-fd', '3', '--upstream', 'socks'], /bad value for --upstream/],
     [['vm', '--tap-fd', '3', '--forward', '8080'], /bad value for --forward/],
     [['vm', '--tap-fd', '3', '--upstream', 'wisp://127.0.0.1:8080/wisp'], /bad value for --upstream/],
