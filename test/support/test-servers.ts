@@ -206,6 +206,8 @@ export interface SendThenReadReport {
   sha256: string;
   /** The connection ended with the client's FIN (not an error or reset). */
   clean: boolean;
+  /** The socket's error (its code, e.g. ECONNRESET), if it had one. */
+  error?: string;
 }
 
 export interface SendThenReadServer extends TestServer {
@@ -229,7 +231,11 @@ export async function startSendThenReadServer(bytes: number): Promise<SendThenRe
     let receivedAfterEnd = 0;
     let ended = false;
     let clean = false;
-    s.on('error', () => s.destroy());
+    let error: string | undefined;
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      error = e.code ?? e.message;
+      s.destroy();
+    });
     s.on('data', (c: Buffer) => {
       hash.update(c);
       received += c.length;
@@ -242,7 +248,7 @@ export async function startSendThenReadServer(bytes: number): Promise<SendThenRe
       ended = true;
     });
     s.on('close', () => {
-      reports.push({ sent: bytes, received, receivedAfterEnd, sha256: hash.digest('hex'), clean });
+      reports.push({ sent: bytes, received, receivedAfterEnd, sha256: hash.digest('hex'), clean, ...(error === undefined ? {} : { error }) });
       for (const w of waiters.splice(0)) w();
     });
     void writeDeterministic(s, bytes).then(() => {
