@@ -3,6 +3,7 @@
 import { BrowserBenchUnavailable, runBrowserBench } from './browser-bench';
 import { runStackBench } from './stack-bench';
 import { dnsBenchUnavailable, runDnsBench } from './dns-bench';
+import { faultsBenchUnavailable, runFaultsBench } from './faults-bench';
 import { runRelayBench } from './relay-bench';
 import { runTcpBench, tcpBenchUnavailable } from './tcp-bench';
 
@@ -63,6 +64,22 @@ const suites: Record<string, () => Promise<void>> = {
     console.log(`${'peer'.padEnd(16)} ${'cached'.padStart(9)} ${'forwarded'.padStart(10)}`);
     for (const r of [weft, dnsmasq]) console.log(`${r.peer.padEnd(16)} ${fmt(r.cachedQps).padStart(9)} ${fmt(r.forwardedQps).padStart(10)}`);
     console.log(`${'weft / dnsmasq'.padEnd(16)} ${fmt(weft.cachedQps / dnsmasq.cachedQps, 2).padStart(9)} ${fmt(weft.forwardedQps / dnsmasq.forwardedQps, 2).padStart(10)}`);
+  },
+  async faults() {
+    console.log('\nfaults — netns guest behind the fault wire ↔ weft vm --upstream direct: weft\'s TCP sending vs the guest kernel\'s, same faults both ways');
+    const why = faultsBenchUnavailable();
+    if (why) {
+      console.log(`skipped: ${why}`);
+      return;
+    }
+    // WEFT_FAULTS_CELLS=loss5,combined runs a subset; WEFT_FAULTS_SEED sets the wire's seed.
+    const cells = process.env.WEFT_FAULTS_CELLS?.split(',').map((c) => c.trim()).filter((c) => c !== '');
+    await runFaultsBench({
+      bytes: Number(process.env.WEFT_FAULTS_BYTES ?? 33554432),
+      rounds: Number(process.env.WEFT_BENCH_ROUNDS ?? 3),
+      seed: Number(process.env.WEFT_FAULTS_SEED ?? 1),
+      ...(cells && cells.length > 0 ? { cells } : {}),
+    });
   },
 };
 

@@ -14,13 +14,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FaultWire, type DirectionStats, type FaultConfig, type WireStats } from './fault-wire';
-import { describeExec, guestBash, missingCommands, shq, writeGuestScripts, type GuestScripts } from './guest-tools';
-import { Netns, requireRoot, UDHCPC_SCRIPT } from './netns';
+import type { DirectionStats, FaultConfig, FaultWire, WireStats } from './fault-wire';
+import { GATEWAY, guestDownload, guestUpload, startFaultyLink } from './faulty-link';
+import { missingCommands, shq, writeGuestScripts, type GuestScripts } from './guest-tools';
+import { requireRoot, type Netns } from './netns';
 import type { WeftProcess } from './weft-process';
-import { expectedSha256, startHttpTestServer, type TestServer, type UploadReply } from '../support/test-servers';
+import { startHttpTestServer, type TestServer } from '../support/test-servers';
 
-const GATEWAY = '10.0.2.2';
 const BYTES_OVERRIDE = envInt('WEFT_FAULT_BYTES', 0) || undefined;
 const SEED = envInt('WEFT_FAULT_SEED', 1);
 const PCAP = process.env.WEFT_FAULT_PCAP;
@@ -119,8 +119,8 @@ interface Row {
   wire: WireStats;
 }
 
-function mbps(bytes: number, ms: number): number {
-  return bytes / 1e6 / (ms / 1000);
+function mbps(bytes: number, seconds: number): number {
+  return bytes / 1e6 / seconds;
 }
 
 function formatTable(rows: Row[]): string {
@@ -165,7 +165,7 @@ export function describeFaultMatrix(o: FaultMatrixOptions): void {
     let connections = 0;
     const rows: Row[] = [];
 
-    const url = (path: string) => `http://${GATEWAY}:${httpServer!.port}${path}`;
+    const server = () => `http://${GATEWAY}:${httpServer!.port}`;
     const tcpCloses = () => weft.events.filter((e) => e.event === 'flow-close' && e.protocol === 'tcp');
 
     beforeAll(async () => {
@@ -174,15 +174,9 @@ export function describeFaultMatrix(o: FaultMatrixOptions): void {
       httpServer = await startHttpTestServer();
       upstream = await o.upstream();
 
-      wireNs = Netns.create('fwire');
-      guestNs = Netns.create('fguest');
-      weft = await wireNs.spawnWeftOnTap([
-        ...upstream.weftArgs, '--allow-host-loopback', '--log-flows', ...(PCAP ? ['--pcap', PCAP] : []),
-      ]);
-      wire = await FaultWire.start({ dir, guestNs, wireNs, seed: SEED });
-      await guestNs.bringUpTap('tap0');
-      const dhcp = await guestNs.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5'], 40_000);
-      if (dhcp.code !== 0) throw new Error(`udhcpc failed: ${describeExec(dhcp)}`);
+      ({ wireNs, guestNs, weft, wire } = await startFaultyLink({
+        dir, seed: SEED, weftArgs: [...upstream.weftArgs, '--allow-host-loopback', '--log-flows', ...(PCAP ? ['--pcap', PCAP] : [])],
+      }));
     }, 90_000);
 
     afterAll(async () => {
@@ -202,34 +196,20 @@ export function describeFaultMatrix(o: FaultMatrixOptions): void {
       const timeoutMs = transferTimeoutMs(bytes);
       it(`${fault.name}: ${bytes} bytes down and up, sha256 intact`, async () => {
         await wire!.set(fault.config);
-        const timeoutS = Math.ceil(timeoutMs / 1000);
 
-        const downStart = performance.now();
         connections++;
-        const down = await guestBash(
-          guestNs!,
-          `curl -sS --fail --max-time ${timeoutS} ${shq(url(`/bytes/${bytes}`))} | sha256sum`,
-          timeoutMs + 5_000,
-        );
-        const downMs = performance.now() - downStart;
-        expect(down.code, describeExec(down)).toBe(0);
-        expect(down.stdout.split(' ')[0], 'download sha256').toBe(expectedSha256(bytes));
+        const down = await guestDownload(guestNs!, server(), bytes, timeoutMs);
+        expect(down.problem, 'download').toBeUndefined();
 
-        const upStart = performance.now();
         connections++;
-        const up = await guestBash(
-          guestNs!,
-          `${shq(scripts.python)} ${shq(scripts.stream)} ${bytes} | curl -sS --fail --max-time ${timeoutS} -T - ${shq(url('/upload'))}`,
-          timeoutMs + 5_000,
-        );
-        const upMs = performance.now() - upStart;
-        expect(up.code, describeExec(up)).toBe(0);
-        const reply = JSON.parse(up.stdout) as UploadReply;
-        expect(reply, 'upload sha256 as the server saw it').toEqual({ sha256: expectedSha256(bytes), bytes });
+        const up = await guestUpload(guestNs!, server(), bytes, `${shq(scripts.python)} ${shq(scripts.stream)} ${bytes}`, timeoutMs);
+        expect(up.problem, 'upload').toBeUndefined();
 
         const stats = await wire!.stats();
-        rows.push({ fault: fault.name, bytes, downMBps: mbps(bytes, downMs), upMBps: mbps(bytes, upMs), wire: stats });
-        console.log(`${o.path}, ${fault.name}: ${bytes / 1e6} MB down ${mbps(bytes, downMs).toFixed(1)} MB/s, up ${mbps(bytes, upMs).toFixed(1)} MB/s`);
+        const downMBps = mbps(bytes, down.seconds);
+        const upMBps = mbps(bytes, up.seconds);
+        rows.push({ fault: fault.name, bytes, downMBps, upMBps, wire: stats });
+        console.log(`${o.path}, ${fault.name}: ${bytes / 1e6} MB down ${downMBps.toFixed(1)} MB/s, up ${upMBps.toFixed(1)} MB/s`);
         // The fault must really have hit both directions, at its rate, or the test proves nothing.
         if (fault.injected) {
           expectRate('to weft', stats.toWeft, fault.injected);
