@@ -6,13 +6,11 @@ import { TcpSender, type SenderConfig } from '../../core/tcp/tcp-sender';
 import { TcpReceiver } from '../../core/tcp/tcp-receiver';
 import { Stack } from '../../core/stack';
 import { parseIpv4 } from '../../core/wire/address';
-import { parseEthernet } from '../../core/wire/ethernet';
-import { IPPROTO_TCP, parseIpv4Packet } from '../../core/wire/ipv4';
-import { isDrop } from '../../core/wire/parse-result';
-import { ACK, emitTcp, FIN, parseTcp, PSH, RST, SYN, tcpHeaderLength, type TcpOptions, type TcpSegment } from '../../core/wire/tcp';
+import { ACK, emitTcp, FIN, PSH, RST, SYN, tcpHeaderLength, type TcpOptions, type TcpSegment } from '../../core/wire/tcp';
 import { FakeUpstream } from '../support/fake-upstream';
 import { GUEST_IP, ipv4Frame, seededRandom } from '../support/frames';
-import { concat, equalBytes, pattern, TcpSim } from '../support/tcp-sim';
+import { IPPROTO_TCP } from '../../core/wire/ipv4';
+import { concat, equalBytes, pattern, TcpSim, tcpOf } from '../support/tcp-sim';
 import { seqDiff } from '../../core/tcp/seq';
 
 const ISS = 1_000_000;
@@ -180,13 +178,8 @@ function endpoint(synOptions?: TcpOptions) {
     random: seededRandom(11).fill,
     upstream,
     output: (f) => {
-      const eth = parseEthernet(f);
-      if (isDrop(eth)) throw new Error(eth);
-      const ip = parseIpv4Packet(eth.payload);
-      if (isDrop(ip) || ip.protocol !== IPPROTO_TCP) return;
-      const seg = parseTcp(ip.payload);
-      if (isDrop(seg)) throw new Error(seg);
-      out.push({ ...seg, payload: seg.payload.slice(), at: now });
+      const seg = tcpOf(f);
+      if (seg) out.push({ ...seg, payload: seg.payload.slice(), at: now });
     },
   });
   const send = (flags: number, seq: number, ack: number, payload = new Uint8Array(0), options?: TcpOptions) => {
