@@ -92,27 +92,27 @@ export class Rack {
     for (const p of arrived) {
       if (p.everRetransmitted || !seqLt(p.end, fackBefore)) continue;
       // It arrived after a piece sent later than it: reordering.
-      this.reordered(now, p.xmitTime);
+      this.reordered(now - p.xmitTime);
     }
   }
 
   /** Reordering seen: remember how much later than the fastest round trip an ACK came. */
-  private reordered(now: number, sentAt: number): void {
+  private reordered(roundTrip: number): void {
     this.reorderingSeen = true;
     this.reoPersist = REO_WND_PERSIST;
-    const late = now - sentAt - (Number.isFinite(this.minRtt) ? this.minRtt : 0);
+    const late = roundTrip - (Number.isFinite(this.minRtt) ? this.minRtt : 0);
     if (late > this.reoExtent) this.reoExtent = late;
   }
 
   /**
    * A DSACK for [l, r) arrived: something was sent twice needlessly. It is reordering evidence: the
    * original of a retransmitted piece arrived after all, and the DSACK's time tells how late (at
-   * most: the copy that came second may be the retransmission). The multiplier grows once per
-   * round trip.
+   * most: the copy that came second may be the retransmission — the sender's cap keeps that from
+   * growing the window past what RACK can still use). The multiplier grows once per round trip.
    */
   onDsack(l: number, r: number, now: number, sndUna: number, sndMax: number): void {
     for (const e of this.recentRetransmitted) {
-      if (seqLt(e.start, r) && seqLt(l, e.end)) this.reordered(now, e.firstXmitTime);
+      if (seqLt(e.start, r) && seqLt(l, e.end)) this.reordered(now - e.firstXmitTime);
     }
     if (this.dsackRound !== undefined && seqGe(sndUna, this.dsackRound)) this.dsackRound = undefined;
     if (this.dsackRound !== undefined) return;

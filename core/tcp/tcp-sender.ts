@@ -6,7 +6,9 @@
 // - with SACK: RFC 6675 recovery (pipe, lost pieces resent lowest first, then new data) where RACK
 //   (RFC 8985, ./rack.ts) decides what is lost — by time, with a reordering window — and finds lost
 //   retransmissions; tail loss probes (./loss-probe.ts) instead of waiting for the timeout;
-//   proportional rate reduction (RFC 6937, ./prr.ts) paces the recovery;
+// - on a loss, the window is cut once per episode by half the share of recent rounds' bytes that
+//   were lost (DCTCP's rule applied to loss, ./loss-fraction.ts), never below the initial window,
+//   and keeps growing through the recovery;
 // - without SACK: NewReno fast retransmit and recovery (RFC 6582);
 // - undo of spurious reductions (Eifel timestamps or DSACKs, ./reduction-undo.ts) restores cwnd;
 // - zero-window probing and sender-side silly-window avoidance.
@@ -14,7 +16,7 @@
 
 import { SendBuffer } from './send-buffer';
 import { LossProbe } from './loss-probe';
-import { ProportionalRateReduction } from './prr';
+import { LossFraction } from './loss-fraction';
 import { ReductionUndo } from './reduction-undo';
 import { Rack } from './rack';
 import { SackScoreboard, type SentPiece } from './sack-scoreboard';
@@ -61,8 +63,6 @@ export interface AckInfo {
 /** Cap on cwnd so it stays an exact, bounded integer however long a clean link runs. */
 const MAX_CWND = 64 * 1024 * 1024;
 const NO_SACK = { dsack: undefined, firstBlock: 0 };
-/** Multiplicative decrease on a loss (CUBIC's, RFC 9438 §4.6). */
-const LOSS_BETA = 0.7;
 /** Persist (zero-window probe) interval bounds, RFC 9293 §3.8.6.1. */
 const MAX_PERSIST_MS = 60_000;
 
@@ -94,7 +94,7 @@ export class TcpSender {
   private dupAcks = 0;
   /** Bytes acknowledged in congestion avoidance since cwnd last grew (RFC 3465 byte counting). */
   private bytesAckedInAvoidance = 0;
-  private readonly prr = new ProportionalRateReduction();
+  private readonly lossFraction = new LossFraction();
   private readonly undo = new ReductionUndo();
 
   private readonly board = new SackScoreboard();
@@ -270,6 +270,7 @@ export class TcpSender {
     if (advanced) this.onNewAck(ack, acked, now, tsEcr);
     else if (ack === this.sndUna && seg.dupCandidate && !windowChanged && this.flight > 0 && !sack) this.onDupAck(now);
 
+    this.lossFraction.onDelivered(deliveredBytes, this.sndUna, this.sndMax);
     if (sack) {
       const news = advanced || deliveredBytes > 0;
       if (this.probe.onAck(ack, dsack, news, !news && seg.dupCandidate) && !this.inRecovery && !this.inLoss) {
@@ -280,7 +281,7 @@ export class TcpSender {
       }
       // The piece at SND.UNA SACKed means the guest dropped what it SACKed (reneging): start over.
       if (this.board.length > 0 && this.board.at(0).sacked) this.board.clearSacks();
-      this.detectLoss(now, deliveredBytes);
+      this.detectLoss(now);
     }
     if (this.sndWnd > 0) this.persistDeadline = undefined;
     this.output(now);
@@ -305,7 +306,6 @@ export class TcpSender {
 
     const mss = this.cfg.mss;
     if ((this.inRecovery || this.inLoss) && seqGe(ack, this.recoveryPoint)) {
-      if (this.inRecovery) this.cwnd = Math.max(this.ssthresh, Math.min(this.cwnd, this.pipe() + mss));
       this.inRecovery = this.inLoss = false;
       this.dupAcks = 0;
       this.rack.onRecoveryEnd();
@@ -314,8 +314,9 @@ export class TcpSender {
       // NewReno partial ACK: the next hole is lost too; retransmit it and deflate.
       this.retransmitHead(now);
       this.cwnd = Math.max(mss, this.cwnd - acked + mss);
-    } else if (!this.inRecovery) {
-      this.dupAcks = 0;
+    } else {
+      // The cut was taken once, when the episode began; the window grows on through it.
+      if (!this.inRecovery) this.dupAcks = 0;
       this.growWindow(acked, mss);
     }
 
@@ -374,8 +375,8 @@ export class TcpSender {
     this.rack.onDsack(l, r, now, this.sndUna, this.sndMax);
   }
 
-  /** Runs RACK; enters recovery if it found a loss; paces recovery with PRR. */
-  private detectLoss(now: number, deliveredBytes: number): void {
+  /** Runs RACK; enters recovery if it found a loss. */
+  private detectLoss(now: number): void {
     const board = this.board;
     const pendingBefore = board.pendingBytes;
     const suspects = board.sackedBytes > 0 || board.retransBytes > 0 || board.lostBytes > 0;
@@ -384,25 +385,27 @@ export class TcpSender {
       const wait = this.rack.detectLoss(board, now, this.rack.reoWnd(this.inRecovery || this.inLoss, board.sackedPieces, this.srtt, this.reorderingCap()));
       if (wait > 0) this.rackDeadline = now + wait;
     }
+    if (board.pendingBytes > pendingBefore) this.lossFraction.onLost(board.pendingBytes - pendingBefore);
     if (board.pendingBytes > pendingBefore && !this.inRecovery && !this.inLoss) this.enterRecovery();
-    if (this.inRecovery) this.cwnd = this.prr.cwnd(this.pipe(), this.ssthresh, deliveredBytes, this.cfg.mss);
     if (this.rackDeadline !== undefined) this.probe.disarm();
   }
 
   /**
-   * The most measured reordering RACK may wait out: what still lets it mark a piece lost (a round
-   * trip after it was sent, plus the window) before the retransmission timer would fire. A window
-   * as long as the RTO turned every loss into a timeout.
+   * The most measured reordering RACK may wait out: SRTT + 4·RTTVAR, the RTO without its 200 ms
+   * floor. A DSACK's time overstates how late an original came when a retransmission was lost or a
+   * report went missing; capped by the floored RTO, one such DSACK made RACK wait out every later
+   * loss until the timeout.
    */
   private reorderingCap(): number {
-    return Math.max(1, this.rto - (this.srtt ?? 0));
+    return this.srtt === undefined ? this.rto : this.srtt + 4 * this.rttvar;
   }
 
   private enterRecovery(): void {
     this.startReduction();
     this.inRecovery = true;
     this.recoveryPoint = this.sndMax;
-    this.prr.start(this.flight);
+    // RFC 6675 §5 (4.2–4.3): the window drops to ssthresh, but the first lost piece goes at once.
+    this.cwnd = Math.max(this.ssthresh, this.pipe() + this.cfg.mss);
   }
 
   /** Starts a congestion reduction: remembers what to undo to (./reduction-undo.ts), then lowers ssthresh. */
@@ -414,16 +417,16 @@ export class TcpSender {
   }
 
   /**
-   * The window after a loss: 0.7 of the flight (CUBIC's β, RFC 9438, as Linux's default), and never
+   * The window after a loss: cut by half the share of recent rounds' bytes that were lost
+   * (./loss-fraction.ts: all of it at first, so the first losses halve it as in RFC 5681), and never
    * below the initial window. RFC 5681's floor of two segments is for a shared path where loss means
-   * a full queue; weft's is one point-to-point virtual link to one guest, where loss is mostly
-   * damage (a test's fault wire, an emulator's ring) and a new connection may already send the
-   * initial window into it unasked (RFC 6928). Kernels that do not read loss as congestion (BBR, the
-   * default of many hosts) keep a floor of the same size; with the RFC's two segments, a link that
-   * loses 5% of its frames held weft's sending to a third of the guest kernel's.
+   * a full queue; weft's is one point-to-point virtual link to one guest, into which a new connection
+   * may send the initial window unasked (RFC 6928). With Reno's fixed half, a link that loses 5% of
+   * its frames held weft's sending to a third of a guest kernel's (BBR, which does not read loss as
+   * congestion, is the default of many hosts).
    */
   private reducedSsthresh(): number {
-    return Math.max(Math.floor(Math.min(this.flight, this.cwnd) * LOSS_BETA), this.initialWindow);
+    return Math.max(Math.floor(Math.min(this.flight, this.cwnd) * (1 - this.lossFraction.cut())), this.initialWindow);
   }
 
   /** The reduction was for nothing: restore the window and forget losses not yet resent. */
@@ -504,7 +507,6 @@ export class TcpSender {
     this.board.append(seq, len, fin, now, this.xmitOrder++);
     this.out.sendSegment(seq, len, fin);
     this.sndMax = seqAdd(seq, len + (fin ? 1 : 0));
-    if (this.inRecovery) this.prr.onSent(len + (fin ? 1 : 0));
     if (this.rtoDeadline === undefined) this.rtoDeadline = now + this.rto;
   }
 
@@ -514,7 +516,6 @@ export class TcpSender {
     this.segmentsRetransmitted++;
     this.rttSeq = undefined;
     if (!probe) this.undo.onRetransmit(seqDiff(p.end, p.start), now);
-    if (this.inRecovery) this.prr.onSent(seqDiff(p.end, p.start));
     this.out.sendSegment(p.start, len, p.fin);
     if (this.rtoDeadline === undefined) this.rtoDeadline = now + this.rto;
   }
@@ -555,7 +556,7 @@ export class TcpSender {
     if (this.rtoDeadline !== undefined && now >= this.rtoDeadline) this.onRetransmitTimeout(now);
     else if (this.rackDeadline !== undefined && now >= this.rackDeadline) {
       this.rackDeadline = undefined;
-      this.detectLoss(now, this.inRecovery ? 0 : this.cfg.mss);
+      this.detectLoss(now);
       this.output(now);
       this.armProbe(now);
     } else if (this.probe.deadline !== undefined && now >= this.probe.deadline) this.sendLossProbe(now);
@@ -588,7 +589,9 @@ export class TcpSender {
     this.inLoss = true;
     this.recoveryPoint = this.sndMax;
     this.dupAcks = 0;
+    const pendingBefore = this.board.pendingBytes;
     this.board.markAllLost();
+    this.lossFraction.onLost(this.board.pendingBytes - pendingBefore);
     this.rackDeadline = undefined;
     this.probe.reset();
     this.rto = Math.min(this.rto * 2, this.cfg.maxRtoMs);

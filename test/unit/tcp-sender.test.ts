@@ -126,27 +126,60 @@ describe('window growth', () => {
 });
 
 describe('the reduction on a loss', () => {
-  function lossAt(cwnd: number) {
-    const t = sender();
+  /** cwnd bytes in flight; the first segment is lost, the next three SACKed. */
+  function lossAt(t: ReturnType<typeof sender>, cwnd: number) {
     t.s.cwnd = cwnd;
+    const from = t.s.sndNxt;
     t.s.write(new Uint8Array(cwnd));
     t.s.output(t.now);
     t.advance(10);
-    t.ack(UNA, [[UNA + 1000, UNA + 4000]], 1000); // the first segment lost, three SACKed after it
+    t.ack(from, [[from + 1000, from + 4000]], t.now - 10);
     expect(t.s.inRecovery).toBe(true);
     return t;
   }
 
-  it('takes ssthresh to 0.7 of the flight (CUBIC\'s β, as Linux)', () => {
-    expect(lossAt(100_000).s.ssthresh).toBe(70_000);
+  it('halves ssthresh at first (no loss history: RFC 5681)', () => {
+    expect(lossAt(sender(), 100_000).s.ssthresh).toBe(50_000);
   });
 
   it('never below the initial window (10 segments), however small the flight', () => {
-    expect(lossAt(12_000).s.ssthresh).toBe(10_000);
-    expect(lossAt(4000).s.ssthresh).toBe(10_000);
+    expect(lossAt(sender(), 12_000).s.ssthresh).toBe(10_000);
+    expect(lossAt(sender(), 4000).s.ssthresh).toBe(10_000);
   });
 
-  it('a timeout still restarts from one segment, then slow start up to that floor', () => {
+  it('cuts by half the share of bytes lost in recent rounds: thin random loss costs little', () => {
+    const t = sender();
+    // 200 rounds of 50 segments, each losing one segment (2%), each repaired.
+    let una = UNA;
+    for (let round = 0; round < 200; round++) {
+      t.s.cwnd = 50_000;
+      t.s.write(new Uint8Array(50_000));
+      t.s.output(t.now);
+      t.advance(1);
+      t.ack(una, [[una + 1000, una + 50_000]], t.now - 1);
+      t.advance(1);
+      una += 50_000;
+      t.ack(una, undefined, t.now - 1);
+    }
+    const cwnd = t.s.cwnd;
+    lossAt(t, 100_000);
+    // The average is near 2%: the cut near 1%, not Reno's 50% or CUBIC's 30%.
+    expect(t.s.ssthresh).toBeGreaterThan(95_000);
+    expect(t.s.ssthresh).toBeLessThan(100_000);
+    expect(cwnd).toBeGreaterThan(0);
+  });
+
+  it('keeps growing the window through the recovery (the cut was taken once)', () => {
+    const t = lossAt(sender(), 40_000);
+    const cwnd = t.s.cwnd;
+    t.advance(1);
+    t.ack(UNA + 1000, [[UNA + 1000, UNA + 4000]], t.now - 1); // a partial ACK: the hole repaired, still in recovery
+    t.ack(UNA + 39_000, undefined, t.now - 1); // more than a window's worth, short of the recovery point
+    expect(t.s.inRecovery).toBe(true);
+    expect(t.s.cwnd).toBe(cwnd + 1000); // congestion avoidance: one segment per window acknowledged
+  });
+
+  it('a timeout still restarts from one segment', () => {
     const t = sender();
     t.s.write(new Uint8Array(5000));
     t.s.output(t.now);
@@ -170,8 +203,11 @@ describe('undo of a needless reduction', () => {
     const before = t.s.cwnd;
     t.advance(10);
     t.ack(UNA, [[UNA + 2000, UNA + 10_000]], 1000);
+    // The window drops to ssthresh (half the flight: no loss history yet), the pieces SACKed and
+    // lost leave the network, and the first lost piece goes at once (RFC 6675 §5 (4.3)).
     const rtx = t.sent.filter((e) => e.at === t.now && e.seq < UNA + 2000);
-    expect(rtx.map((e) => e.seq)).toEqual([UNA, UNA + 1000]);
+    expect(rtx.map((e) => e.seq)).toEqual([UNA]);
+    expect(t.s.ssthresh).toBe(10_000);
     expect(t.s.inRecovery).toBe(true);
     expect(t.s.cwnd).toBeLessThan(before);
     return { t, before, rtxAt: t.now };
