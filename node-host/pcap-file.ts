@@ -19,7 +19,8 @@ export class PcapFile {
   constructor(
     readonly path: string,
     private readonly onError: (error: Error) => void = () => {},
-    snaplen = 65535,
+    /** Bytes kept of each frame; the writer's default (262144) keeps offloaded 64 KiB segments whole. */
+    snaplen?: number,
   ) {
     try {
       this.fd = fs.openSync(path, 'w');
