@@ -6,6 +6,9 @@
 // credits that way, so when the WebSocket's unsent bytes pass HIGH_WATER every TCP destination of
 // this client stops reading until they fall below LOW_WATER. With weft's flow control extension the
 // client also pauses single streams (PAUSE/RESUME): that stream's destination stops being read.
+// Answers the relay makes itself (CLOSE for a refused CONNECT, say) have no destination to pause:
+// past READ_PAUSE_WATER the client's own WebSocket stops being read, so a client that sends
+// requests and never reads the answers cannot grow the queue; MAX_UNSENT is the backstop (1008).
 
 import { performance } from 'node:perf_hooks';
 import type { WebSocket } from 'ws';
@@ -25,6 +28,15 @@ import { RELAY_RESOLVER_HOSTNAME } from '../../core/wisp/wisp-upstream';
 
 const HIGH_WATER = 4 * 1024 * 1024;
 const LOW_WATER = 1024 * 1024;
+/** Unsent bytes past which the client's WebSocket is not read until they fall below LOW_WATER. */
+const READ_PAUSE_WATER = 2 * HIGH_WATER;
+/** Unsent bytes past which the client is closed with 1008: it does not read what it asked for. */
+const MAX_UNSENT = 4 * HIGH_WATER;
+/**
+ * What one queued WebSocket message costs beyond its bytes (frame header, callback, buffers): a
+ * flood of 9-byte answers costs mostly this, and is counted so.
+ */
+const MESSAGE_OVERHEAD = 512;
 /** CONTINUE value: packets each TCP stream may have in flight towards the relay. */
 export const BUFFER_PACKETS = 128;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -109,6 +121,8 @@ export class RelayConnection {
   private readonly upBudget: TokenBucket | undefined;
   private readonly downBudget: TokenBucket | undefined;
   private closed = false;
+  /** Closed for not reading its answers: nothing more is queued for it. */
+  private overrun = false;
   private uploadBuffered = 0;
   private readonly client: string;
   private username: string | undefined;
@@ -181,18 +195,30 @@ export class RelayConnection {
   // ---- WebSocket side -------------------------------------------------------------------------
 
   private send(message: Uint8Array): void {
-    if (this.closed || this.ws.readyState !== this.ws.OPEN) return;
-    this.unsentBytes += message.length;
+    if (this.closed || this.overrun || this.ws.readyState !== this.ws.OPEN) return;
+    const cost = message.length + MESSAGE_OVERHEAD;
+    this.unsentBytes += cost;
     this.ws.send(message, { binary: true }, () => {
-      this.unsentBytes -= message.length;
-      if (this.congested && this.unsentBytes < LOW_WATER) {
+      this.unsentBytes -= cost;
+      if (this.unsentBytes >= LOW_WATER) return;
+      if (this.congested) {
         this.congested = false;
         for (const s of this.streams.values()) if (!s.bandwidthPaused && !s.clientPaused) s.tcp?.resume();
       }
+      if (this.ws.isPaused && !this.closed) this.ws.resume();
     });
     if (!this.congested && this.unsentBytes > HIGH_WATER) {
       this.congested = true;
       for (const s of this.streams.values()) s.tcp?.pause();
+    }
+    if (this.unsentBytes > READ_PAUSE_WATER && !this.ws.isPaused) this.ws.pause();
+    if (this.unsentBytes > MAX_UNSENT) {
+      this.overrun = true;
+      this.ctx.metrics.connectionError('unread-overrun');
+      this.ctx.log('client-error', { client: this.client, code: 'unread-overrun', message: `more than ${MAX_UNSENT} bytes of answers unread` });
+      this.session.connectionLost();
+      this.ws.close(1008, 'not reading');
+      setTimeout(() => this.ws.terminate(), 2000).unref();
     }
   }
 
