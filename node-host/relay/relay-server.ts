@@ -70,7 +70,8 @@ export class RelayServer {
       metrics: this.metrics,
       log: deps.log,
       streamRate: options.rate > 0 ? new KeyedRateLimiter(options.rate, Math.max(1, options.rate * 2)) : undefined,
-      checkPassword: pw ? (c) => sameSecret(c.username, pw.username) && sameSecret(c.password, pw.password) : undefined,
+      // Both compared every time (no && short-circuit): the time taken must not tell whether the username was right.
+      checkPassword: pw ? (c) => [sameSecret(c.username, pw.username), sameSecret(c.password, pw.password)].every(Boolean) : undefined,
     };
     if (options.demo && deps.demoRoot) this.site = new StaticSite(deps.demoRoot, options.path);
     this.wss = new WebSocketServer({
