@@ -37,7 +37,8 @@ connects, so a name that resolves to a private address is refused like the addre
 Listening:
   --listen HOST:PORT      Address to listen on (default 127.0.0.1:8080; PORT 0 picks a free port)
   --path /wisp/           URL path of the Wisp endpoint (default /wisp/); also served: /healthz, /metrics
-  --demo                  Serve the demo page at / (dist/demo, built by npm start)
+  --demo                  Serve the demo page at / (dist/demo, built by npm start); without --origin,
+                          WebSockets are taken only from that page
 
 Destinations (safe by default: loopback, private 10/8 172.16/12 192.168/16, CGNAT 100.64/10,
 link-local 169.254/16 (169.254.169.254 included), multicast, broadcast, 0.0.0.0/8, reserved ranges

@@ -47,6 +47,22 @@ export interface RelayServerDeps {
   demoRoot?: string;
 }
 
+/**
+ * Whether a page at `origin` is the one this relay serves: its host is the request's Host, and, on
+ * a loopback listener, a loopback name (a DNS-rebound name would otherwise pass as "same origin").
+ */
+function isOwnOrigin(origin: string, host: string | undefined, listenHost: string): boolean {
+  let url: URL;
+  try {
+    url = new URL(origin);
+  } catch {
+    return false;
+  }
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || host === undefined || url.host !== host.toLowerCase()) return false;
+  const loopbackListener = /^(127\.|localhost$|::1$|\[::1\]$)/.test(listenHost);
+  return !loopbackListener || /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/.test(url.hostname);
+}
+
 export class RelayServer {
   readonly metrics = new RelayMetrics();
   private readonly http: http.Server;
@@ -153,6 +169,11 @@ export class RelayServer {
     const origin = req.headers.origin;
     const origins = this.options.origins;
     if (origins && !origins.includes('*') && (origin === undefined || !origins.includes(origin))) {
+      return refuse(403, 'Forbidden', 'origin');
+    }
+    // --demo without --origin: a page may connect only if it is the demo's own, so no other site
+    // the user visits can use the relay (with --allow-loopback, their own machine's services).
+    if (!origins && this.options.demo && origin !== undefined && !isOwnOrigin(origin, req.headers.host, this.options.host)) {
       return refuse(403, 'Forbidden', 'origin');
     }
     const version: 1 | 2 = req.headers['sec-websocket-protocol'] ? 2 : 1;

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import type http from 'node:http';
 import path from 'node:path';
+import { pipeline } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
 const TYPES: Record<string, string> = {
@@ -93,11 +94,13 @@ export class StaticSite {
     const mount = this.mounts.find(([prefix]) => rel.startsWith(prefix));
     const base = mount ? mount[1] : path.resolve(this.root);
     const file = path.resolve(base, `.${mount ? rel.slice(mount[0].length - 1) : rel}`);
-    // Never leave the folder, whatever the path says (.., encoded slashes, symlink-free resolve).
-    if (file !== base && !file.startsWith(base + path.sep)) return false;
+    // Never leave the folder, whatever the path says (.., encoded slashes) — nor through a symlink
+    // inside it: the real path must be inside the folder's real path too.
+    if (!inside(file, base)) return false;
     let stat: fs.Stats | undefined;
     try {
       stat = fs.statSync(file);
+      if (!inside(fs.realpathSync(file), fs.realpathSync(base))) return false;
     } catch {
       stat = undefined;
     }
@@ -116,7 +119,12 @@ export class StaticSite {
       ...ISOLATION,
     });
     if (req.method === 'HEAD') res.end();
-    else fs.createReadStream(file).pipe(res);
+    // A read error (EIO, a file replaced during a build) ends this response, not the relay.
+    else pipeline(fs.createReadStream(file), res, () => {});
     return true;
   }
+}
+
+function inside(file: string, dir: string): boolean {
+  return file === dir || file.startsWith(dir + path.sep);
 }

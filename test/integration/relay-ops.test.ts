@@ -3,6 +3,9 @@
 // which is closed with a reason while a well-behaved client on the same relay keeps working.
 
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeConnect, encodeData, type WispPacket } from '../../core/wisp/wisp-codec';
 import {
@@ -83,6 +86,49 @@ describe('--demo', () => {
       expect((await fetch(`${relay.http}/healthz`)).status).toBe(200);
     } finally {
       await relay.stop();
+    }
+  });
+
+  it('takes WebSockets only from its own page unless --origin says otherwise (no other site may use it)', async () => {
+    const relay = await startRelay(['--demo']);
+    try {
+      const own = `http://127.0.0.1:${relay.port}`;
+      await expect(RawWispClient.open(relay.wisp, [], { origin: 'https://evil.example' })).rejects.toMatchObject({ status: 403 });
+      // A name rebound to 127.0.0.1 is "same origin" by Host, but not the demo's own page.
+      const rebound = `rebound.example:${relay.port}`;
+      await expect(RawWispClient.open(relay.wisp, [], { origin: `http://${rebound}`, host: rebound })).rejects.toMatchObject({ status: 403 });
+      (await RawWispClient.open(relay.wisp, [], { origin: own })).close();
+      (await RawWispClient.open(relay.wisp)).close(); // no Origin: not a page (weft vm, say)
+    } finally {
+      await relay.stop();
+    }
+    const open = await startRelay(['--demo', '--origin', '*']);
+    try {
+      (await RawWispClient.open(open.wisp, [], { origin: 'https://elsewhere.example' })).close();
+    } finally {
+      await open.stop();
+    }
+  });
+
+  it('serves nothing through a symlink that leaves its folder', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'weft-guest-'));
+    writeFileSync(join(dir, 'inside.txt'), 'inside\n');
+    writeFileSync(join(dir, '..', `${basename(dir)}-secret.txt`), 'secret\n');
+    symlinkSync(join(dir, '..', `${basename(dir)}-secret.txt`), join(dir, 'link.txt'));
+    const before = process.env.WEFT_GUEST_DIR;
+    process.env.WEFT_GUEST_DIR = dir;
+    const relay = await startRelay(['--demo']).finally(() => {
+      if (before === undefined) delete process.env.WEFT_GUEST_DIR;
+      else process.env.WEFT_GUEST_DIR = before;
+    });
+    try {
+      expect(await (await fetch(`${relay.http}/guest/inside.txt`)).text()).toBe('inside\n');
+      expect((await fetch(`${relay.http}/guest/link.txt`)).status).toBe(404);
+      expect(relay.proc.exit).toBeUndefined();
+    } finally {
+      await relay.stop();
+      rmSync(join(dir, '..', `${basename(dir)}-secret.txt`), { force: true });
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
