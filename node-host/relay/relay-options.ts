@@ -17,6 +17,8 @@ export interface RelayOptions {
   /** Allowed Origin header values; undefined allows any (and requests without one). */
   origins: string[] | undefined;
   maxClients: number;
+  /** WebSocket clients at once from one IP address. */
+  maxClientsPerIp: number;
   maxStreamsPerClient: number;
   connectTimeoutMs: number;
   /** 0: streams never time out for being idle. */
@@ -59,6 +61,8 @@ Clients:
                           "Authorization: Bearer TOKEN" header. With --password, either one suffices.
   --origin LIST           Accept WebSocket upgrades only from these origins (comma-separated)
   --max-clients N         WebSocket clients at once (default 1000)
+  --max-clients-per-ip N  WebSocket clients at once from one IP address (default 64), so one
+                          address cannot take every slot
   --max-streams-per-client N   Streams open at once on one WebSocket (default 1024)
   --connect-timeout DUR   Give up connecting to a destination after DUR (default 10s; e.g. 500ms, 30s)
   --idle-timeout DUR      Close streams without traffic for DUR (default: never)
@@ -90,6 +94,7 @@ const FLAGS = {
   token: { type: 'string' },
   origin: { type: 'string', multiple: true },
   'max-clients': { type: 'string' },
+  'max-clients-per-ip': { type: 'string' },
   'max-streams-per-client': { type: 'string' },
   'connect-timeout': { type: 'string' },
   'idle-timeout': { type: 'string' },
@@ -197,6 +202,7 @@ export function parseRelayOptions(argv: readonly string[]): RelayOptions {
     token: values.token,
     origins,
     maxClients: integer('--max-clients', values['max-clients'], 1000, 1, 1_000_000),
+    maxClientsPerIp: integer('--max-clients-per-ip', values['max-clients-per-ip'], 64, 1, 1_000_000),
     maxStreamsPerClient: integer('--max-streams-per-client', values['max-streams-per-client'], 1024, 1, 1_000_000),
     connectTimeoutMs: positive('--connect-timeout', values['connect-timeout'], duration('--connect-timeout', values['connect-timeout'], 10_000)),
     idleTimeoutMs: duration('--idle-timeout', values['idle-timeout'], 0),

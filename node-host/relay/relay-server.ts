@@ -68,6 +68,8 @@ export class RelayServer {
   private readonly http: http.Server;
   private readonly wss: WebSocketServer;
   private readonly connections = new Set<RelayConnection>();
+  /** WebSockets per client IP, counted from admission until the socket closes (upgrade or not). */
+  private readonly perIp = new Map<string, number>();
   private readonly sockets = new Set<WebSocket>();
   private readonly ctx: RelayContext;
   private readonly site: StaticSite | undefined;
@@ -184,6 +186,15 @@ export class RelayServer {
     if (token !== undefined && !tokenOk && !passwordPossible) return refuse(401, 'Unauthorized', 'token');
     if (this.options.password !== undefined && !tokenOk && version === 1) return refuse(401, 'Unauthorized', 'password-needs-v2');
     if (this.connections.size >= this.options.maxClients) return refuse(503, 'Service Unavailable', 'max-clients');
+    const ip = req.socket.remoteAddress ?? '?';
+    const fromIp = this.perIp.get(ip) ?? 0;
+    if (fromIp >= this.options.maxClientsPerIp) return refuse(503, 'Service Unavailable', 'max-clients-per-ip');
+    this.perIp.set(ip, fromIp + 1);
+    socket.once('close', () => {
+      const n = (this.perIp.get(ip) ?? 1) - 1;
+      if (n > 0) this.perIp.set(ip, n);
+      else this.perIp.delete(ip);
+    });
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       const remote = req.socket;
       const conn = new RelayConnection(ws, {

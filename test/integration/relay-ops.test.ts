@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
 import { encodeConnect, encodeData, type WispPacket } from '../../core/wisp/wisp-codec';
 import {
   RawWispClient,
@@ -179,6 +180,41 @@ describe('admission', () => {
       const first = await RawWispClient.open(relay.wisp, [], { origin: 'https://good.example' });
       await expect(RawWispClient.open(relay.wisp, [], { origin: 'https://good.example' })).rejects.toMatchObject({ status: 503 });
       first.close();
+    } finally {
+      await relay.stop();
+    }
+  });
+
+  it('--max-clients-per-ip: one address cannot take every slot; others still get in', async () => {
+    const relay = await startRelay(['--max-clients-per-ip', '2']);
+    /** Opens a WebSocket from `localAddress`; resolves with it, or with the refusal's status. */
+    const open = (localAddress: string) =>
+      new Promise<WebSocket | number>((resolve, reject) => {
+        const ws = new WebSocket(relay.wisp, { localAddress });
+        ws.once('open', () => resolve(ws));
+        ws.once('unexpected-response', (_req, res) => {
+          resolve(res.statusCode ?? 0);
+          ws.terminate();
+        });
+        ws.once('error', reject);
+      });
+    try {
+      const a = await open('127.0.0.1');
+      const b = await open('127.0.0.1');
+      expect(typeof a).toBe('object');
+      expect(typeof b).toBe('object');
+      expect(await open('127.0.0.1')).toBe(503);
+      const other = await open('127.0.0.2');
+      expect(typeof other).toBe('object');
+      // A slot comes back when its WebSocket closes.
+      const closed = new Promise((r) => (a as WebSocket).once('close', r));
+      (a as WebSocket).close();
+      await closed;
+      await new Promise((r) => setTimeout(r, 100));
+      const again = await open('127.0.0.1');
+      expect(typeof again).toBe('object');
+      for (const ws of [b, other, again]) (ws as WebSocket).terminate();
+      expect(relay.proc.events.some((e) => e.event === 'upgrade-rejected' && e.cause === 'max-clients-per-ip')).toBe(true);
     } finally {
       await relay.stop();
     }
