@@ -20,6 +20,7 @@ import type { DestinationPolicy } from './destination-policy';
 import type { IpAddress } from './ip-range';
 import type { RelayMetrics } from './relay-metrics';
 import type { RelayOptions } from './relay-options';
+import { normalizeHostname } from './hostname';
 import { ResolveError, type Resolve } from './resolver';
 import { TcpDestination, type DestinationEvents } from './tcp-destination';
 import { KeyedRateLimiter, TokenBucket } from './token-bucket';
@@ -266,12 +267,20 @@ export class RelayConnection {
     return this.ctx.resolvers.some((r) => r.port === 53 && r.address.family === a.family && r.address.bytes.every((b, i) => b === a.bytes[i]));
   }
 
-  private openStream(request: WispStreamRequest): void {
+  private openStream(asked: WispStreamRequest): void {
     const { metrics, policy, streamRate } = this.ctx;
+    // Rules are matched against, and the resolver asked for, one and the same spelling.
+    const hostname = normalizeHostname(asked.hostname);
+    const request = hostname === undefined || hostname === asked.hostname ? asked : { ...asked, hostname };
     const s: RelayStream = { request, openedAt: performance.now(), bytesUp: 0, bytesDown: 0, bandwidthPaused: false, clientPaused: false, unflushed: 0 };
     this.streams.set(request.id, s);
     metrics.streamsTotal[request.type]++;
     metrics.openStreams[request.type]++;
+    if (hostname === undefined) {
+      s.refusal = 'not a hostname (bytes no hostname has, or an invalid name)';
+      this.session.closeStream(request.id, CloseReason.INVALID_INFO);
+      return;
+    }
     if (streamRate && !streamRate.tryTake(this.info.ip, performance.now())) {
       s.refusal = `more than ${this.ctx.options.rate} new streams per second from ${this.info.ip}`;
       this.session.closeStream(request.id, CloseReason.THROTTLED);
@@ -286,7 +295,7 @@ export class RelayConnection {
       s.refusal = `no connection within ${this.ctx.options.connectTimeoutMs} ms`;
       this.session.closeStream(request.id, CloseReason.CONNECT_TIMEOUT);
     }, this.ctx.options.connectTimeoutMs);
-    if (request.hostname.toLowerCase() === RELAY_RESOLVER_HOSTNAME) {
+    if (request.hostname === RELAY_RESOLVER_HOSTNAME) {
       // "The relay's resolver": the one place a client may reach past the policy, and only DNS.
       const r = this.ctx.resolvers[0];
       if (request.port !== 53 || !r) {
@@ -453,7 +462,7 @@ export class RelayConnection {
       ...(this.username ? { username: this.username } : {}),
       stream: id,
       type,
-      destination: hostname.includes(':') ? `[${hostname}]:${port}` : `${hostname}:${port}`,
+      destination: hostname.includes(":") ? `[${hostname.slice(0, 255)}]:${port}` : `${hostname.slice(0, 255)}:${port}`,
       ...(s.address ? { address: s.address } : {}),
       bytesUp: s.bytesUp,
       bytesDown: s.bytesDown,

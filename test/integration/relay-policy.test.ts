@@ -95,4 +95,23 @@ describe('allow flags open exactly what they name', () => {
       await relay.stop();
     }
   });
+
+  it('matches rules and resolves one spelling: a NUL, a space or a control byte is refused with 0x41, case and a trailing dot are the same name', async () => {
+    // With `.example.com` allowed, `localhost\0.example.com` once matched the rule while the system
+    // resolver stopped at the NUL and looked up localhost: the stream reached 127.0.0.1.
+    const relay = await startRelay(['--allow', '.example.com', '--deny', 'localhost', '--allow-loopback']);
+    const client = await RawWispClient.open(relay.wisp);
+    try {
+      expect(await outcome(client, 1, 'localhost\0.example.com', echo.port)).toBe(0x41);
+      expect(await outcome(client, 2, 'localhost .example.com', echo.port)).toBe(0x41);
+      expect(await outcome(client, 3, 'localhost\t.example.com', echo.port)).toBe(0x41);
+      // The deny rule holds for every spelling of the denied name.
+      expect(await outcome(client, 4, 'LOCALHOST.', echo.port)).toBe(0x48);
+      expect(await outcome(client, 5, 'ｌｏｃａｌｈｏｓｔ', echo.port)).toBe(0x48);
+      expect(await outcome(client, 6, '127.0.0.1', echo.port)).toBe('open');
+    } finally {
+      client.close();
+      await relay.stop();
+    }
+  });
 });
