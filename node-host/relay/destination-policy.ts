@@ -32,6 +32,16 @@ const DEFAULT_DENIED: ReadonlyArray<[RangeGroup, string]> = [
   ['reserved', '198.51.100.0/24'],
   ['reserved', '203.0.113.0/24'],
   ['reserved', '2001:db8::/32'],
+  ['reserved', '3fff::/20'], // documentation (RFC 9637)
+  // Not reachable as themselves, or wrapping other addresses (IANA special-purpose registries): a
+  // 6to4 or Teredo address can carry a private or loopback IPv4 address inside.
+  ['reserved', '192.88.99.0/24'], // 6to4 relay anycast (deprecated)
+  ['reserved', '2002::/16'], // 6to4
+  ['reserved', '2001::/32'], // Teredo
+  ['reserved', '2001:2::/48'], // benchmarking
+  ['reserved', '64:ff9b:1::/48'], // local-use NAT64
+  ['reserved', '100::/64'], // discard-only
+  ['reserved', '5f00::/16'], // SRv6 SIDs
 ];
 
 const DENIED: ReadonlyArray<[RangeGroup, Cidr]> = DEFAULT_DENIED.map(([g, text]) => [g, parseCidr(text)!]);

@@ -47,6 +47,10 @@ describe('DestinationPolicy', () => {
     '127.0.0.1', '0.0.0.0', '0.1.2.3', '10.0.0.1', '172.31.255.255', '192.168.0.1', '100.64.0.1', '169.254.169.254',
     '224.0.0.251', '239.255.255.250', '255.255.255.255', '240.0.0.1', '::1', '::', 'fe80::1', 'fc00::1', 'fdff::1',
     'ff02::1', '::ffff:127.0.0.1', '::ffff:192.168.0.1', '::ffff:169.254.169.254', '64:ff9b::7f00:1', '::7f00:1',
+    // special-purpose and transition ranges: 6to4 wrapping 127.0.0.1 and 192.168.0.1, Teredo, local-use
+    // NAT64, discard-only, benchmarking, documentation, SRv6, the 6to4 relay anycast
+    '2002:7f00:1::1', '2002:c0a8:1::1', '2001:0:4136:e378:8000:63bf:3fff:fdd2', '64:ff9b:1::7f00:1', '100::1',
+    '2001:2::1', '3fff::1', '5f00::1', '192.88.99.1',
   ])('denies %s by default', (addr) => {
     expect(allowed(policy(), 'x', addr)).toBe(false);
   });
