@@ -46,6 +46,10 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
  * packets; with up to MAX_MESSAGE_BYTES per packet that alone could be a lot, so this is the backstop.
  */
 const MAX_UPLOAD_BUFFERED = 64 * 1024 * 1024;
+/** No UDP datagram carries more (65,535 less the IPv4 and UDP headers). */
+const MAX_UDP_PAYLOAD = 65_507;
+/** Datagrams a UDP stream keeps while its name resolves. */
+const MAX_EARLY_DATAGRAMS = 16;
 
 /** A DNS server of the relay's own: guests may reach it on port 53 whatever the policy says. */
 export interface RelayResolver {
@@ -346,6 +350,8 @@ export class RelayConnection {
     } else {
       s.udp = new UdpDestination(allowed[0], port, events);
       for (const data of s.early?.splice(0) ?? []) s.udp.send(data);
+      this.uploadBuffered -= s.unflushed;
+      s.unflushed = 0;
     }
     s.early = undefined;
   }
@@ -375,6 +381,7 @@ export class RelayConnection {
     if (!s) return;
     s.bytesUp += payload.length;
     this.ctx.metrics.bytes.upload += payload.length;
+    if (s.request.type === 'udp') return this.datagramUp(s, payload);
     if (s.request.type === 'tcp') {
       s.unflushed += payload.length;
       this.uploadBuffered += payload.length;
@@ -390,9 +397,25 @@ export class RelayConnection {
       }
     }
     if (s.tcp) s.tcp.write(payload, () => this.release(s, payload.length));
-    else if (s.udp) s.udp.send(payload);
     // Still resolving: credits bound how much can pile up here (the session enforces them).
-    else if (s.request.type === 'tcp' || (s.early?.length ?? 0) < 16) (s.early ??= []).push(payload);
+    else (s.early ??= []).push(payload);
+  }
+
+  /**
+   * A datagram from the client. UDP cannot be paused at its source, so what does not fit is dropped,
+   * as a full link drops it: a datagram larger than any UDP datagram, one over --bandwidth, one past
+   * the few kept while the name resolves (those count with the client's other buffered bytes).
+   */
+  private datagramUp(s: RelayStream, payload: Uint8Array): void {
+    const fits = payload.length <= MAX_UDP_PAYLOAD && (this.upBudget?.tryConsume(payload.length, performance.now()) ?? true);
+    if (fits && s.udp) return s.udp.send(payload);
+    if (fits && !s.udp && (s.early?.length ?? 0) < MAX_EARLY_DATAGRAMS && this.uploadBuffered + payload.length <= MAX_UPLOAD_BUFFERED) {
+      s.unflushed += payload.length;
+      this.uploadBuffered += payload.length;
+      (s.early ??= []).push(payload);
+      return;
+    }
+    s.udpDropped = (s.udpDropped ?? 0) + 1;
   }
 
   /** The client half-closed (weft extension): FIN to the destination after its queued data. */
@@ -424,15 +447,16 @@ export class RelayConnection {
   }
 
   fromDestination(s: RelayStream, chunk: Uint8Array): void {
-    if (s.udp && this.congested) {
-      // UDP cannot be paused at its source; while the WebSocket is backed up, datagrams are dropped.
+    if (s.udp && (this.congested || !(this.downBudget?.tryConsume(chunk.length, performance.now()) ?? true))) {
+      // UDP cannot be paused at its source; while the WebSocket is backed up or the client is over
+      // --bandwidth, datagrams are dropped.
       s.udpDropped = (s.udpDropped ?? 0) + 1;
       return;
     }
     s.bytesDown += chunk.length;
     this.ctx.metrics.bytes.download += chunk.length;
     this.session.sendData(s.request.id, chunk, performance.now());
-    const wait = this.downBudget?.consume(chunk.length, performance.now()) ?? 0;
+    const wait = s.tcp ? (this.downBudget?.consume(chunk.length, performance.now()) ?? 0) : 0;
     if (wait > 0 && s.tcp && !s.bandwidthPaused) {
       s.bandwidthPaused = true;
       s.tcp.pause();

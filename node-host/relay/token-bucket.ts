@@ -41,6 +41,14 @@ export class TokenBucket {
     return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens * 1000) / this.rate);
   }
 
+  /** Takes `n` tokens only if there are that many (a datagram over the budget is dropped instead). */
+  tryConsume(n: number, now: number): boolean {
+    this.refill(now);
+    if (this.tokens < n) return false;
+    this.tokens -= n;
+    return true;
+  }
+
   /** True when the bucket is full (an idle client): its entry can be forgotten. */
   isFull(now: number): boolean {
     this.refill(now);

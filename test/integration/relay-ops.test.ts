@@ -13,6 +13,7 @@ import {
   RawWispClient,
   startRelay,
   tcpServer,
+  udpEchoServer,
   wispJsConnect,
   wispJsRoundTrip,
   type RunningRelay,
@@ -273,6 +274,41 @@ describe('limits', () => {
       expect(seconds).toBeGreaterThan(1.8);
       conn.close();
     } finally {
+      await relay.stop();
+    }
+  });
+
+  it('--bandwidth holds UDP too (datagrams over the budget are dropped), and no datagram is larger than UDP allows', async () => {
+    const relay = await startRelay(['--allow-loopback', '--bandwidth', '100K']);
+    const udpEcho = await udpEchoServer();
+    const client = await RawWispClient.open(relay.wisp);
+    try {
+      client.send(encodeConnect(1, 2, udpEcho.port, '127.0.0.1'));
+      const datagram = new Uint8Array(1000).fill(9);
+      // 2 s of datagrams as fast as they go (~tens of MB unpaced).
+      const started = performance.now();
+      let sent = 0;
+      while (performance.now() - started < 2000) {
+        for (let i = 0; i < 200; i++) client.send(encodeData(1, datagram));
+        sent += 200 * datagram.length;
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      const echoed = client.packets.filter((p) => p.type === 'data' && p.streamId === 1).reduce((n, p) => n + (p.type === 'data' ? p.payload.length : 0), 0);
+      // 100 KiB/s each way for ~2.5 s plus a 64 KiB burst: well under 1 MB, of several MB offered.
+      expect(sent).toBeGreaterThan(4_000_000);
+      expect(echoed).toBeGreaterThan(0);
+      expect(echoed).toBeLessThan(600_000);
+      // A 100 KiB "datagram" cannot exist: dropped, not sent in pieces.
+      const before = echoed;
+      await new Promise((r) => setTimeout(r, 1500)); // let the budget refill
+      client.send(encodeData(1, new Uint8Array(100 * 1024)));
+      await new Promise((r) => setTimeout(r, 300));
+      const after = client.packets.filter((p) => p.type === 'data' && p.streamId === 1).reduce((n, p) => n + (p.type === 'data' ? p.payload.length : 0), 0);
+      expect(after).toBe(before);
+    } finally {
+      client.close();
+      await udpEcho.close();
       await relay.stop();
     }
   });
