@@ -1,4 +1,8 @@
-// The relay's counters, rendered in the Prometheus text format at /metrics.
+// The relay's counters, rendered in the Prometheus text format at /metrics, with the process's own
+// pressure gauges (memory, open fds, CPU, event-loop lag), so an operator sees a squeeze coming.
+
+import { readdirSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 
 const CONNECT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -15,6 +19,17 @@ export class RelayMetrics {
   private readonly connectCounts = new Array<number>(CONNECT_BUCKETS.length).fill(0);
   private connectSum = 0;
   private connectCount = 0;
+  private loopDelay: ReturnType<typeof monitorEventLoopDelay> | undefined;
+
+  /** Starts sampling event-loop delay (a 20 ms resolution timer; unref'd by Node). */
+  watchEventLoop(): void {
+    this.loopDelay ??= monitorEventLoopDelay({ resolution: 20 });
+    this.loopDelay.enable();
+  }
+
+  stop(): void {
+    this.loopDelay?.disable();
+  }
 
   refused(reason: string): void {
     this.refusals.set(reason, (this.refusals.get(reason) ?? 0) + 1);
@@ -62,6 +77,31 @@ export class RelayMetrics {
     lines.push(`weft_relay_connect_seconds_bucket{le="+Inf"} ${this.connectCount}`);
     lines.push(`weft_relay_connect_seconds_sum ${this.connectSum}`);
     lines.push(`weft_relay_connect_seconds_count ${this.connectCount}`);
+    const mem = process.memoryUsage();
+    metric('weft_relay_process_resident_memory_bytes', 'gauge', 'Resident set size of the relay process.');
+    lines.push(`weft_relay_process_resident_memory_bytes ${mem.rss}`);
+    metric('weft_relay_process_heap_used_bytes', 'gauge', 'JavaScript heap in use.');
+    lines.push(`weft_relay_process_heap_used_bytes ${mem.heapUsed}`);
+    metric('weft_relay_process_open_fds', 'gauge', 'File descriptors open (sockets included).');
+    lines.push(`weft_relay_process_open_fds ${openFds()}`);
+    const cpu = process.cpuUsage();
+    metric('weft_relay_process_cpu_seconds_total', 'counter', 'CPU time used, user and system.');
+    lines.push(`weft_relay_process_cpu_seconds_total ${(cpu.user + cpu.system) / 1e6}`);
+    if (this.loopDelay) {
+      metric('weft_relay_event_loop_lag_seconds', 'gauge', 'Event-loop delay since the last scrape: mean and max.');
+      lines.push(`weft_relay_event_loop_lag_seconds{stat="mean"} ${(Number.isNaN(this.loopDelay.mean) ? 0 : this.loopDelay.mean) / 1e9}`);
+      lines.push(`weft_relay_event_loop_lag_seconds{stat="max"} ${this.loopDelay.max / 1e9}`);
+      this.loopDelay.reset();
+    }
     return `${lines.join('\n')}\n`;
+  }
+}
+
+/** Entries of /proc/self/fd (Linux); -1 where there is no such folder. */
+function openFds(): number {
+  try {
+    return readdirSync('/proc/self/fd').length;
+  } catch {
+    return -1;
   }
 }

@@ -111,6 +111,7 @@ export class RelayServer {
       this.http.once('error', reject);
       this.http.listen(this.options.port, this.options.host, () => {
         this.http.off('error', reject);
+        this.metrics.watchEventLoop();
         const a = this.http.address() as net.AddressInfo;
         resolve({ host: a.address, port: a.port });
       });
@@ -127,6 +128,7 @@ export class RelayServer {
    */
   async drain(graceMs: number): Promise<void> {
     this.draining = true;
+    this.metrics.stop();
     this.http.close();
     this.http.closeIdleConnections();
     for (const c of this.connections) c.drain();

@@ -3,7 +3,7 @@
 // which is closed with a reason while a well-behaved client on the same relay keeps working.
 
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -72,6 +72,15 @@ describe('operations', () => {
     expect(text).toMatch(/^weft_relay_refusals_total\{reason="blocked"\} 1$/m);
     expect(text).toMatch(/^weft_relay_connect_seconds_count [1-9]/m);
     expect(text).toMatch(/^# TYPE weft_relay_connect_seconds histogram$/m);
+    // The process's own pressure gauges, as /proc sees them.
+    const rss = Number(/^weft_relay_process_resident_memory_bytes (\d+)$/m.exec(text)?.[1]);
+    const statusRss = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${relay.proc.pid}/status`, 'utf8'))?.[1]) * 1024;
+    expect(rss).toBeGreaterThan(statusRss / 2);
+    expect(rss).toBeLessThan(statusRss * 2);
+    expect(Number(/^weft_relay_process_heap_used_bytes (\d+)$/m.exec(text)?.[1])).toBeGreaterThan(1_000_000);
+    expect(Number(/^weft_relay_process_open_fds (\d+)$/m.exec(text)?.[1])).toBeGreaterThan(5);
+    expect(Number(/^weft_relay_process_cpu_seconds_total ([\d.]+)$/m.exec(text)?.[1])).toBeGreaterThan(0);
+    expect(text).toMatch(/^weft_relay_event_loop_lag_seconds\{stat="max"\} [\d.e-]+$/m);
     client.close();
   });
 });
