@@ -67,6 +67,8 @@ export interface RelayContext {
   log: EventLog;
   streamRate: KeyedRateLimiter | undefined;
   checkPassword: ((c: { username: string; password: string }) => boolean) | undefined;
+  /** Password tries per client IP: a few at once, then one a second. */
+  passwordTries: KeyedRateLimiter;
 }
 
 export interface ClientInfo {
@@ -126,6 +128,8 @@ export class RelayConnection {
   private readonly upBudget: TokenBucket | undefined;
   private readonly downBudget: TokenBucket | undefined;
   private closed = false;
+  /** Whether this client's password try was granted (undefined: not asked yet). */
+  private passwordTry: boolean | undefined;
   /** Closed for not reading its answers: nothing more is queued for it. */
   private overrun = false;
   private uploadBuffered = 0;
@@ -153,7 +157,7 @@ export class RelayConnection {
         halfClose: true,
         flowControl: true,
         allocate: allocateUnsafe,
-        checkPassword: ctx.checkPassword,
+        checkPassword: ctx.checkPassword ? (c) => this.checkPassword(c) : undefined,
         passwordRequired: ctx.checkPassword !== undefined && !info.preauthorized,
         maxStreams: o.maxStreamsPerClient,
         handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
@@ -184,6 +188,19 @@ export class RelayConnection {
     });
     this.session.start(performance.now());
     this.schedule();
+  }
+
+  /**
+   * A password try, if this address has one left (a few at once, then one a second): past that the
+   * answer is "wrong" without a check, so guessing runs at a try a second, not thousands.
+   */
+  private checkPassword(c: { username: string; password: string }): boolean {
+    // One try per handshake, however many readings of its credentials the session checks.
+    if (this.passwordTry === undefined) {
+      this.passwordTry = this.ctx.passwordTries.tryTake(this.info.ip, performance.now());
+      if (!this.passwordTry) this.ctx.metrics.connectionError('password-tries-throttled');
+    }
+    return this.passwordTry && this.ctx.checkPassword?.(c) === true;
   }
 
   get openStreams(): number {

@@ -90,6 +90,7 @@ export class RelayServer {
       streamRate: options.rate > 0 ? new KeyedRateLimiter(options.rate, Math.max(1, options.rate * 2)) : undefined,
       // Both compared every time (no && short-circuit): the time taken must not tell whether the username was right.
       checkPassword: pw ? (c) => [sameSecret(c.username, pw.username), sameSecret(c.password, pw.password)].every(Boolean) : undefined,
+      passwordTries: new KeyedRateLimiter(1, 5),
     };
     if (options.demo && deps.demoRoot) this.site = new StaticSite(deps.demoRoot, options.path);
     this.wss = new WebSocketServer({

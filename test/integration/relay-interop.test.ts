@@ -103,6 +103,21 @@ describe('wisp-js client → weft relay --password', () => {
     await expect(wispJsConnect(relay.wisp, { wisp_version: 1 })).rejects.toThrow();
     await relay.proc.waitForEvent('client-error', (e) => e.code === 'auth-failed');
   });
+
+  it('lets one address guess a few times at once, then once a second (even the right password waits)', async () => {
+    const fresh = await startRelay(['--allow-loopback', '--password', 'alice:s3cret']);
+    try {
+      for (let i = 0; i < 6; i++) await expect(wispJsConnect(fresh.wisp, withPassword(`guess${i}`))).rejects.toThrow();
+      // The five tries of the burst are spent: the right password is not even checked now.
+      await expect(wispJsConnect(fresh.wisp, withPassword('s3cret'))).rejects.toThrow();
+      await new Promise((r) => setTimeout(r, 1200)); // one try comes back a second later
+      (await wispJsConnect(fresh.wisp, withPassword('s3cret'))).close();
+      const metrics = await (await fetch(`${fresh.http}/metrics`)).text();
+      expect(Number(/^weft_relay_connection_errors_total\{code="password-tries-throttled"\} (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(2);
+    } finally {
+      await fresh.stop();
+    }
+  });
 });
 
 /** Opens a TCP flow and collects what happens to it. */
