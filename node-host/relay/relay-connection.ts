@@ -59,7 +59,10 @@ export interface RelayResolver {
 
 export interface RelayContext {
   options: RelayOptions;
-  /** The relay's resolvers (--dns-server, else the host's resolv.conf), open to clients on port 53. */
+  /**
+   * The relay's resolvers (--dns-server, else the host's resolv.conf). Only the first is open to
+   * clients, on port 53 (as resolver.weft.internal or by its address), as the help says.
+   */
   resolvers: RelayResolver[];
   policy: DestinationPolicy;
   resolve: Resolve;
@@ -285,7 +288,8 @@ export class RelayConnection {
   // ---- streams --------------------------------------------------------------------------------
 
   private isResolver(a: IpAddress): boolean {
-    return this.ctx.resolvers.some((r) => r.port === 53 && r.address.family === a.family && r.address.bytes.every((b, i) => b === a.bytes[i]));
+    const r = this.ctx.resolvers[0];
+    return r !== undefined && r.port === 53 && r.address.family === a.family && r.address.bytes.every((b, i) => b === a.bytes[i]);
   }
 
   private openStream(asked: WispStreamRequest): void {

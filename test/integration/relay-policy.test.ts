@@ -96,6 +96,18 @@ describe('allow flags open exactly what they name', () => {
     }
   });
 
+  it('admits only its first resolver past the policy (port 53), as its help says', async () => {
+    // Two --dns-server entries; neither listens here. The second's address is loopback like any other.
+    const relay = await startRelay(['--dns-server', '127.0.0.1:5399', '--dns-server', '127.0.0.2']);
+    const client = await RawWispClient.open(relay.wisp);
+    try {
+      expect(await outcome(client, 1, '127.0.0.2', 53)).toBe(0x48);
+    } finally {
+      client.close();
+      await relay.stop();
+    }
+  });
+
   it('matches rules and resolves one spelling: a NUL, a space or a control byte is refused with 0x41, case and a trailing dot are the same name', async () => {
     // With `.example.com` allowed, `localhost\0.example.com` once matched the rule while the system
     // resolver stopped at the NUL and looked up localhost: the stream reached 127.0.0.1.
