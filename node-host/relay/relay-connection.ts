@@ -239,12 +239,21 @@ export class RelayConnection {
     if (this.unsentBytes > READ_PAUSE_WATER && !this.ws.isPaused) this.ws.pause();
     if (this.unsentBytes > MAX_UNSENT) {
       this.overrun = true;
-      this.ctx.metrics.connectionError('unread-overrun');
-      this.ctx.log('client-error', { client: this.client, code: 'unread-overrun', message: `more than ${MAX_UNSENT} bytes of answers unread` });
-      this.session.connectionLost();
-      this.ws.close(1008, 'not reading');
-      setTimeout(() => this.ws.terminate(), 2000).unref();
+      this.cutOff('unread-overrun', `more than ${MAX_UNSENT} bytes of answers unread`, 'not reading');
     }
+  }
+
+  /**
+   * Ends a client that broke a bound, once: every stream is reset now (what they buffered is freed),
+   * later packets are ignored (not logged and counted again), and the WebSocket is closed with 1008
+   * — cut off if the client ignores the close frame.
+   */
+  private cutOff(code: string, message: string, closeText: string): void {
+    this.ctx.metrics.connectionError(code);
+    this.ctx.log('client-error', { client: this.client, code, message });
+    this.session.connectionLost();
+    this.ws.close(1008, closeText);
+    setTimeout(() => this.ws.terminate(), 2000).unref();
   }
 
   /**
@@ -407,13 +416,7 @@ export class RelayConnection {
       s.unflushed += payload.length;
       this.uploadBuffered += payload.length;
       if (this.uploadBuffered > MAX_UPLOAD_BUFFERED) {
-        this.ctx.metrics.connectionError('upload-overrun');
-        this.ctx.log('client-error', { client: this.client, code: 'upload-overrun', message: `more than ${MAX_UPLOAD_BUFFERED} bytes waiting for destinations` });
-        // Once: every stream is reset now (what they buffered is freed), later packets are ignored
-        // (not logged and counted again), and a client that ignores the close frame is cut off.
-        this.session.connectionLost();
-        this.ws.close(1008, 'too much data in flight');
-        setTimeout(() => this.ws.terminate(), 2000).unref();
+        this.cutOff('upload-overrun', `more than ${MAX_UPLOAD_BUFFERED} bytes waiting for destinations`, 'too much data in flight');
         return;
       }
     }
@@ -430,7 +433,7 @@ export class RelayConnection {
   private datagramUp(s: RelayStream, payload: Uint8Array): void {
     const fits = payload.length <= MAX_UDP_PAYLOAD && (this.upBudget?.tryConsume(payload.length, performance.now()) ?? true);
     if (fits && s.udp) return s.udp.send(payload);
-    if (fits && !s.udp && (s.early?.length ?? 0) < MAX_EARLY_DATAGRAMS && this.uploadBuffered + payload.length <= MAX_UPLOAD_BUFFERED) {
+    if (fits && (s.early?.length ?? 0) < MAX_EARLY_DATAGRAMS && this.uploadBuffered + payload.length <= MAX_UPLOAD_BUFFERED) {
       s.unflushed += payload.length;
       this.uploadBuffered += payload.length;
       (s.early ??= []).push(payload);
@@ -501,13 +504,14 @@ export class RelayConnection {
     metrics.openStreams[s.request.type]--;
     const reasonName = closeReasonName(reason);
     if (s.connectedAt === undefined && by === 'server') metrics.refused(reasonName);
-    const { hostname, port, type } = s.request;
+    const { port, type } = s.request;
+    const hostname = s.request.hostname.slice(0, 255); // an invalid name can be as long as a message
     this.ctx.log('stream-close', {
       client: this.client,
       ...(this.username ? { username: this.username } : {}),
       stream: id,
       type,
-      destination: hostname.includes(":") ? `[${hostname.slice(0, 255)}]:${port}` : `${hostname.slice(0, 255)}:${port}`,
+      destination: hostname.includes(':') ? `[${hostname}]:${port}` : `${hostname}:${port}`,
       ...(s.address ? { address: s.address } : {}),
       bytesUp: s.bytesUp,
       bytesDown: s.bytesDown,

@@ -199,10 +199,9 @@ export class RelayServer {
       else this.perIp.delete(ip);
     });
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      const remote = req.socket;
       const conn = new RelayConnection(ws, {
-        ip: remote.remoteAddress ?? '?',
-        port: remote.remotePort ?? 0,
+        ip,
+        port: req.socket.remotePort ?? 0,
         version,
         preauthorized: tokenOk,
       }, this.ctx);
