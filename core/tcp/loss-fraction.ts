@@ -16,7 +16,7 @@ const GAIN = 1 / 16;
 
 export class LossFraction {
   /** The moving average; 1 until rounds say otherwise (RFC 8257 §3.3's initial value). */
-  average = 1;
+  private average = 1;
   /** The fraction of the last whole round: a burst of loss counts at once, not over 16 rounds. */
   private last = 0;
   /** SND.MAX when the current round began: it ends once SND.UNA passes it. */

@@ -385,8 +385,11 @@ export class TcpSender {
       const wait = this.rack.detectLoss(board, now, this.rack.reoWnd(this.inRecovery || this.inLoss, board.sackedPieces, this.srtt, this.reorderingCap()));
       if (wait > 0) this.rackDeadline = now + wait;
     }
-    if (board.pendingBytes > pendingBefore) this.lossFraction.onLost(board.pendingBytes - pendingBefore);
-    if (board.pendingBytes > pendingBefore && !this.inRecovery && !this.inLoss) this.enterRecovery();
+    const newlyLost = board.pendingBytes - pendingBefore;
+    if (newlyLost > 0) {
+      this.lossFraction.onLost(newlyLost);
+      if (!this.inRecovery && !this.inLoss) this.enterRecovery();
+    }
     if (this.rackDeadline !== undefined) this.probe.disarm();
   }
 
