@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DirectionStats, FaultConfig, FaultWire, WireStats } from './fault-wire';
-import { GATEWAY, guestDownload, guestUpload, startFaultyLink } from './faulty-link';
+import { GATEWAY, guestDownload, guestUpload, startFaultyLink, type FaultyLink } from './faulty-link';
 import { missingCommands, shq, writeGuestScripts, type GuestScripts } from './guest-tools';
 import { requireRoot, type Netns } from './netns';
 import type { WeftProcess } from './weft-process';
@@ -153,7 +153,7 @@ export function describeFaultMatrix(o: FaultMatrixOptions): void {
   if (missing.length) console.warn(`[skip] ${o.title}: missing ${missing.join(', ')} (apt-get install ${missing.join(' ')})`);
 
   describe.skipIf(!root.ok || missing.length > 0)(o.title, () => {
-    let wireNs: Netns | undefined;
+    let link: FaultyLink | undefined;
     let guestNs: Netns | undefined;
     let upstream: FaultUpstream | undefined;
     let weft: WeftProcess;
@@ -174,18 +174,17 @@ export function describeFaultMatrix(o: FaultMatrixOptions): void {
       httpServer = await startHttpTestServer();
       upstream = await o.upstream();
 
-      ({ wireNs, guestNs, weft, wire } = await startFaultyLink({
+      link = await startFaultyLink({
         dir, seed: SEED, weftArgs: [...upstream.weftArgs, '--allow-host-loopback', '--log-flows', ...(PCAP ? ['--pcap', PCAP] : [])],
-      }));
+      });
+      ({ guestNs, weft, wire } = link);
     }, 90_000);
 
     afterAll(async () => {
       if (rows.length > 0) {
         console.log(`\n${o.path} under faults (wire seed ${SEED}); frames counted per direction on the fault wire\n${formatTable(rows)}\n`);
       }
-      wire?.stop();
-      await guestNs?.cleanup();
-      await wireNs?.cleanup();
+      await link?.close();
       await upstream?.stop();
       await httpServer?.close();
       if (dir) rmSync(dir, { recursive: true, force: true });

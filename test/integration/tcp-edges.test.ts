@@ -22,9 +22,10 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FaultWire, type TailDropStats } from '../harness/fault-wire';
+import type { FaultWire, TailDropStats } from '../harness/fault-wire';
+import { GATEWAY, startFaultyLink, type FaultyLink } from '../harness/faulty-link';
 import { describeExec, guestBash, missingCommands, shq, writeGuestScripts, type GuestScripts } from '../harness/guest-tools';
-import { Netns, requireRoot, UDHCPC_SCRIPT } from '../harness/netns';
+import { requireRoot, type Netns } from '../harness/netns';
 import type { WeftProcess } from '../harness/weft-process';
 import {
   deterministicBytes,
@@ -36,7 +37,6 @@ import {
 } from '../support/test-servers';
 
 const TITLE = 'TCP edges with a real Linux guest: half-close then upload, tail loss repair';
-const GATEWAY = '10.0.2.2';
 const GREETING_BYTES = 1000;
 const UPLOAD_BYTES = 64 << 20;
 const DOWNLOAD_BYTES = 8 << 20;
@@ -208,7 +208,7 @@ const missing = root.ok ? missingCommands(['curl', 'socat', 'bash', 'sha256sum',
 if (missing.length) console.warn(`[skip] ${TITLE}: missing ${missing.join(', ')} (apt-get install ${missing.join(' ')})`);
 
 describe.skipIf(!root.ok || missing.length > 0)(TITLE, () => {
-  let wireNs: Netns | undefined;
+  let link: FaultyLink | undefined;
   let guestNs: Netns | undefined;
   let weft: WeftProcess;
   let wire: FaultWire | undefined;
@@ -233,19 +233,12 @@ describe.skipIf(!root.ok || missing.length > 0)(TITLE, () => {
     scripts = writeGuestScripts(dir);
     halfClose = await startSendThenReadServer(GREETING_BYTES);
     exact = await startExactHttpServer();
-    wireNs = Netns.create('ewire');
-    guestNs = Netns.create('eguest');
-    weft = await wireNs.spawnWeftOnTap(['--upstream', 'direct', '--allow-host-loopback', '--log-flows']);
-    wire = await FaultWire.start({ dir, guestNs, wireNs, seed: 1 });
-    await guestNs.bringUpTap('tap0');
-    const dhcp = await guestNs.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5'], 40_000);
-    if (dhcp.code !== 0) throw new Error(`udhcpc failed: ${describeExec(dhcp)}`);
+    link = await startFaultyLink({ dir, seed: 1, weftArgs: ['--upstream', 'direct', '--allow-host-loopback', '--log-flows'] });
+    ({ guestNs, weft, wire } = link);
   }, 60_000);
 
   afterAll(async () => {
-    wire?.stop();
-    await guestNs?.cleanup();
-    await wireNs?.cleanup();
+    await link?.close();
     await halfClose?.close();
     await exact?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
