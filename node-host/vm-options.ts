@@ -65,8 +65,8 @@ Options:
   --mtu N                 Link MTU handed out by DHCP, 576…65520 (default 1500).
   --pcap FILE             Write every frame in and out to FILE (classic pcap, Ethernet).
   --pcap-snaplen N        Keep only the first N bytes of each frame in the pcap, 64…262144 (as tcpdump -s;
-                          default 262144: whole 64 KiB offloaded segments). 128 keeps every header of a TCP/IPv4 frame: small captures of
-                          long transfers.
+                          default 262144: whole 64 KiB offloaded segments). 128 keeps every header of a
+                          TCP/IPv4 frame: small captures of long transfers.
   --allow-host-loopback   Let the gateway address 10.0.2.2 reach this host's loopback services (127.0.0.1).
                           Off by default: without it, guest connections to 10.0.2.2 are refused.
   --log-flows             Log one JSON line per closed TCP connection / UDP flow (bytes, duration, reason).
