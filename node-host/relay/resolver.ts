@@ -3,6 +3,8 @@
 // address they stand for, so they cannot slip past the policy either.
 
 import dns from 'node:dns';
+import { performance } from 'node:perf_hooks';
+import { HostsFile } from './hosts-file';
 import { parseIp, type IpAddress } from './ip-range';
 
 export class ResolveError extends Error {
@@ -28,30 +30,24 @@ function toAddresses(texts: string[]): IpAddress[] {
   return texts.map((t) => parseIp(t)).filter((a): a is IpAddress => a !== undefined);
 }
 
+/** c-ares settings: a server gets 3 s, then one more try; a silent one costs about 9 s in all. */
+const RESOLVER_OPTIONS = { timeout: 3000, tries: 2 };
+
 /**
- * The system resolver (getaddrinfo, as `dns.lookup`), or — with `servers` (the --dns-server flag) —
- * those DNS servers queried directly for A and AAAA records.
+ * Hostname → addresses, never through getaddrinfo. `dns.lookup` holds one of libuv's four pool
+ * threads per lookup, so a handful of names whose DNS never answers would stall every other
+ * client's lookups (and the relay's file reads) for as long as they hang. c-ares is asynchronous:
+ * a hanging name costs a timer, not a thread. The servers are `servers` (--dns-server) or, without
+ * them, resolv.conf's — and then /etc/hosts first, as the system resolver would.
  */
-export function createResolver(servers: readonly string[] = []): Resolve {
-  if (servers.length === 0) {
-    return async (hostname) => {
-      const literal = parseIp(hostname);
-      if (literal) return [literal];
-      try {
-        const found = await dns.promises.lookup(hostname, { all: true, verbatim: true });
-        const out = toAddresses(found.map((f) => f.address));
-        if (out.length === 0) throw new ResolveError('not-found', `${hostname}: no addresses`);
-        return out;
-      } catch (e) {
-        throw e instanceof ResolveError ? e : resolveError(hostname, e);
-      }
-    };
-  }
-  const resolver = new dns.promises.Resolver({ timeout: 3000, tries: 2 });
-  resolver.setServers([...servers]);
+export function createResolver(servers: readonly string[] = [], hosts: HostsFile | undefined = servers.length === 0 ? new HostsFile() : undefined): Resolve {
+  const resolver = new dns.promises.Resolver(RESOLVER_OPTIONS);
+  if (servers.length > 0) resolver.setServers([...servers]);
   return async (hostname) => {
     const literal = parseIp(hostname);
     if (literal) return [literal];
+    const listed = hosts?.lookup(hostname, performance.now());
+    if (listed) return listed;
     const [v4, v6] = await Promise.allSettled([resolver.resolve4(hostname), resolver.resolve6(hostname)]);
     const texts = [...(v4.status === 'fulfilled' ? v4.value : []), ...(v6.status === 'fulfilled' ? v6.value : [])];
     if (texts.length > 0) return toAddresses(texts);
