@@ -22,6 +22,13 @@ import type { Clock } from '../stack';
 
 export { upstreamErrorKind } from './wisp-flows';
 
+/**
+ * WebSocket close code with which weft relay ends a client that opened no stream in time
+ * (--first-stream-timeout). Nothing was lost, so the upstream does not reconnect at once: it
+ * reconnects when a flow next needs the relay.
+ */
+export const WS_CLOSE_NO_STREAM = 4000;
+
 /** The hostname that means "the relay's own DNS resolver" (weft relay maps it, port 53 only). */
 export const RELAY_RESOLVER_HOSTNAME = 'resolver.weft.internal';
 /**
@@ -125,6 +132,8 @@ export class WispUpstream implements Upstream, StreamHost {
   private pollTimer: TimerHandle | undefined;
   private useV1 = false;
   private stopped = false;
+  /** The relay closed us for opening no stream (WS_CLOSE_NO_STREAM): reconnect on the next flow. */
+  private dormant = false;
   private heldBytes = 0;
   private readingPaused = false;
   /** The session is corked until the deferred uncork runs (writes of one batch coalesce). */
@@ -192,6 +201,10 @@ export class WispUpstream implements Upstream, StreamHost {
 
   /** Opens a stream on the current session, or says why it could not. */
   attach(type: 'tcp' | 'udp', dst: FlowEndpoint, sink: StreamSink): number | AttachFailure {
+    if (this.dormant) {
+      this.dormant = false;
+      this.open();
+    }
     let host = formatIpv4(dst.ip);
     if (dst.ip === RELAY_RESOLVER.ip) host = RELAY_RESOLVER_HOSTNAME;
     else if (this.o.gateway !== undefined && dst.ip === this.o.gateway) {
@@ -283,7 +296,7 @@ export class WispUpstream implements Upstream, StreamHost {
           sink?.closed(reason);
         },
         terminate: (e) => {
-          this.log({ event: 'wisp-disconnected', url: this.url, code: e.code, message: e.message });
+          if (!this.dormant) this.log({ event: 'wisp-disconnected', url: this.url, code: e.code, message: e.message });
           const t = this.transport;
           this.transport = undefined;
           t?.close(1000, e.code);
@@ -324,7 +337,9 @@ export class WispUpstream implements Upstream, StreamHost {
       // A server that refuses the v2 subprotocol fails the upgrade: use v1 from now on, at once.
       // (A relay that is merely down fails before any answer and keeps us on v2.)
       const retryV1 = !opened && rejected === true && !this.useV1;
-      this.log({ event: 'wisp-disconnected', url: this.url, code, reason, ...(retryV1 ? { retry: 'v1' } : {}) });
+      this.dormant = opened && code === WS_CLOSE_NO_STREAM && this.sinks.size === 0;
+      if (this.dormant) this.log({ event: 'wisp-idle', url: this.url, code, reason });
+      else this.log({ event: 'wisp-disconnected', url: this.url, code, reason, ...(retryV1 ? { retry: 'v1' } : {}) });
       if (retryV1) {
         this.useV1 = true;
         this.delayMs = 0;
@@ -375,7 +390,7 @@ export class WispUpstream implements Upstream, StreamHost {
     if (this.stopped) return;
     this.sinks.clear();
     this.newSession();
-    this.scheduleReconnect();
+    if (!this.dormant) this.scheduleReconnect();
   }
 
   private cancel(handle: TimerHandle | undefined): void {

@@ -23,9 +23,10 @@ import type { RelayOptions } from './relay-options';
 import { normalizeHostname } from './hostname';
 import { ResolveError, type Resolve } from './resolver';
 import { TcpDestination, type DestinationEvents } from './tcp-destination';
+import type { LogThrottle } from './log-throttle';
 import { KeyedRateLimiter, TokenBucket } from './token-bucket';
 import { UdpDestination } from './udp-destination';
-import { RELAY_RESOLVER_HOSTNAME } from '../../core/wisp/wisp-upstream';
+import { RELAY_RESOLVER_HOSTNAME, WS_CLOSE_NO_STREAM } from '../../core/wisp/wisp-upstream';
 
 const HIGH_WATER = 4 * 1024 * 1024;
 const LOW_WATER = 1024 * 1024;
@@ -72,6 +73,8 @@ export interface RelayContext {
   checkPassword: ((c: { username: string; password: string }) => boolean) | undefined;
   /** Password tries per client IP: a few at once, then one a second. */
   passwordTries: KeyedRateLimiter;
+  /** Lines about refusals and protocol errors, per client IP. */
+  refusalLog: LogThrottle;
 }
 
 export interface ClientInfo {
@@ -126,6 +129,8 @@ export class RelayConnection {
   private readonly streams = new Map<number, RelayStream>();
   private readonly openedAt = Date.now();
   private timer: NodeJS.Timeout | undefined;
+  /** Armed until the first stream opens (--first-stream-timeout): an idle socket holds a slot. */
+  private firstStreamTimer: NodeJS.Timeout | undefined;
   private unsentBytes = 0;
   private congested = false;
   private readonly upBudget: TokenBucket | undefined;
@@ -191,6 +196,19 @@ export class RelayConnection {
     });
     this.session.start(performance.now());
     this.schedule();
+    if (o.firstStreamTimeoutMs > 0) {
+      this.firstStreamTimer = setTimeout(() => this.noStreamOpened(), o.firstStreamTimeoutMs);
+      this.firstStreamTimer.unref();
+    }
+  }
+
+  /** A client that connected and opened nothing gives its slot back (its own client can reconnect). */
+  private noStreamOpened(): void {
+    if (this.closed) return;
+    this.ctx.metrics.connectionError('no-stream');
+    this.ctx.log('client-idle', { client: this.client, message: `no stream opened within ${this.ctx.options.firstStreamTimeoutMs} ms` });
+    this.ws.close(WS_CLOSE_NO_STREAM, 'no stream opened');
+    setTimeout(() => this.ws.terminate(), 2000).unref();
   }
 
   /**
@@ -275,7 +293,8 @@ export class RelayConnection {
   private terminate(error: WispProtocolError): void {
     if (error.code === 'connection-lost') return;
     this.ctx.metrics.connectionError(error.code);
-    this.ctx.log('client-error', { client: this.client, code: error.code, message: error.message });
+    const extra = this.ctx.refusalLog.admit(this.info.ip, performance.now());
+    if (extra) this.ctx.log('client-error', { client: this.client, code: error.code, message: error.message, ...extra });
     this.ws.close(wsCloseCode(error), error.message.slice(0, 120));
     // A client that ignores our close frame is cut off.
     setTimeout(() => this.ws.terminate(), 2000).unref();
@@ -286,6 +305,7 @@ export class RelayConnection {
     this.session.connectionLost();
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
+    clearTimeout(this.firstStreamTimer);
     this.ctx.log('client-close', {
       client: this.client,
       code,
@@ -303,6 +323,7 @@ export class RelayConnection {
 
   private openStream(asked: WispStreamRequest): void {
     const { metrics, policy, streamRate } = this.ctx;
+    clearTimeout(this.firstStreamTimer);
     // Rules are matched against, and the resolver asked for, one and the same spelling.
     const hostname = normalizeHostname(asked.hostname);
     const request = hostname === undefined || hostname === asked.hostname ? asked : { ...asked, hostname };
@@ -503,7 +524,12 @@ export class RelayConnection {
     const { metrics } = this.ctx;
     metrics.openStreams[s.request.type]--;
     const reasonName = closeReasonName(reason);
-    if (s.connectedAt === undefined && by === 'server') metrics.refused(reasonName);
+    let extra: { suppressed?: number } | undefined = {};
+    if (s.connectedAt === undefined && by === 'server') {
+      metrics.refused(reasonName);
+      extra = this.ctx.refusalLog.admit(this.info.ip, performance.now());
+      if (!extra) return;
+    }
     const { port, type } = s.request;
     const hostname = s.request.hostname.slice(0, 255); // an invalid name can be as long as a message
     this.ctx.log('stream-close', {
@@ -521,6 +547,7 @@ export class RelayConnection {
       by,
       ...(s.refusal ? { why: s.refusal } : {}),
       ...(s.udpDropped ? { dropped: s.udpDropped } : {}),
+      ...extra,
     });
   }
 }

@@ -14,6 +14,8 @@ export class RelayMetrics {
   /** upload: client → destination; download: destination → client. */
   readonly bytes = { upload: 0, download: 0 };
   readonly refusals = new Map<string, number>();
+  /** Refusal log lines skipped by the per-IP log throttle. */
+  logLinesSuppressed = 0;
   readonly connectionErrors = new Map<string, number>();
   readonly rejectedUpgrades = new Map<string, number>();
   private readonly connectCounts = new Array<number>(CONNECT_BUCKETS.length).fill(0);
@@ -68,6 +70,8 @@ export class RelayMetrics {
     labelled('weft_relay_bytes_total', 'direction', this.bytes);
     metric('weft_relay_refusals_total', 'counter', 'Streams refused or failed before connecting, by close reason.');
     labelled('weft_relay_refusals_total', 'reason', this.refusals);
+    metric('weft_relay_log_lines_suppressed_total', 'counter', 'Refusal log lines not written because one client IP caused too many.');
+    lines.push(`weft_relay_log_lines_suppressed_total ${this.logLinesSuppressed}`);
     metric('weft_relay_connection_errors_total', 'counter', 'Clients disconnected for a protocol error, by code.');
     labelled('weft_relay_connection_errors_total', 'code', this.connectionErrors);
     metric('weft_relay_rejected_upgrades_total', 'counter', 'WebSocket upgrades refused, by cause.');

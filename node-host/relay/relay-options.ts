@@ -23,6 +23,8 @@ export interface RelayOptions {
   connectTimeoutMs: number;
   /** 0: streams never time out for being idle. */
   idleTimeoutMs: number;
+  /** A WebSocket that has opened no stream this long after it was accepted is closed; 0: never. */
+  firstStreamTimeoutMs: number;
   /** New streams per second per client IP; 0: unlimited. */
   rate: number;
   /** Bytes per second per client (each direction); 0: unlimited. */
@@ -66,6 +68,9 @@ Clients:
   --max-streams-per-client N   Streams open at once on one WebSocket (default 1024)
   --connect-timeout DUR   Give up connecting to a destination after DUR (default 10s; e.g. 500ms, 30s)
   --idle-timeout DUR      Close streams without traffic for DUR (default: never)
+  --first-stream-timeout DUR   Close a WebSocket that opens no stream within DUR of connecting
+                          (default 2m, longer than a VM takes to boot; 0: never). weft's own
+                          client reconnects when it next needs the relay.
   --rate N                New streams per second per client IP (default 200; 0: unlimited)
   --bandwidth BYTES       Bytes per second per client and direction, e.g. 1M or 500K (default: unlimited)
   -h, --help              Show this help
@@ -98,6 +103,7 @@ const FLAGS = {
   'max-streams-per-client': { type: 'string' },
   'connect-timeout': { type: 'string' },
   'idle-timeout': { type: 'string' },
+  'first-stream-timeout': { type: 'string' },
   rate: { type: 'string' },
   bandwidth: { type: 'string' },
   'dns-server': { type: 'string', multiple: true },
@@ -206,6 +212,7 @@ export function parseRelayOptions(argv: readonly string[]): RelayOptions {
     maxStreamsPerClient: integer('--max-streams-per-client', values['max-streams-per-client'], 1024, 1, 1_000_000),
     connectTimeoutMs: positive('--connect-timeout', values['connect-timeout'], duration('--connect-timeout', values['connect-timeout'], 10_000)),
     idleTimeoutMs: duration('--idle-timeout', values['idle-timeout'], 0),
+    firstStreamTimeoutMs: duration('--first-stream-timeout', values['first-stream-timeout'], 120_000),
     rate: integer('--rate', values.rate, 200, 0, 1_000_000),
     bandwidth: byteRate('--bandwidth', values.bandwidth),
     dnsServers,

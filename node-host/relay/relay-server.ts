@@ -4,6 +4,7 @@
 import './ws-masking'; // before ws
 import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
+import { performance } from 'node:perf_hooks';
 import type net from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { EventLog } from '../log';
@@ -14,6 +15,7 @@ import type { RelayOptions } from './relay-options';
 import { createResolver, type Resolve } from './resolver';
 import { StaticSite } from './static-site';
 import { destroyLingeringSockets } from './tcp-destination';
+import { LogThrottle } from './log-throttle';
 import { KeyedRateLimiter } from './token-bucket';
 import { readFileSync } from 'node:fs';
 import { formatIpv4 } from '../../core/wire/address';
@@ -91,6 +93,7 @@ export class RelayServer {
       // Both compared every time (no && short-circuit): the time taken must not tell whether the username was right.
       checkPassword: pw ? (c) => [sameSecret(c.username, pw.username), sameSecret(c.password, pw.password)].every(Boolean) : undefined,
       passwordTries: new KeyedRateLimiter(1, 5),
+      refusalLog: new LogThrottle(() => this.metrics.logLinesSuppressed++),
     };
     if (options.demo && deps.demoRoot) this.site = new StaticSite(deps.demoRoot, options.path);
     this.wss = new WebSocketServer({
@@ -166,7 +169,8 @@ export class RelayServer {
     const url = new URL(req.url ?? '/', 'http://relay');
     const refuse = (status: number, text: string, cause: string) => {
       this.metrics.upgradeRejected(cause);
-      this.deps.log('upgrade-rejected', { client: req.socket.remoteAddress, status, cause });
+      const extra = this.ctx.refusalLog.admit(req.socket.remoteAddress ?? '?', performance.now());
+      if (extra) this.deps.log('upgrade-rejected', { client: req.socket.remoteAddress, status, cause, ...extra });
       reject(socket, status, text);
     };
     if (url.pathname !== this.options.path) return refuse(404, 'Not Found', 'path');

@@ -8,7 +8,11 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
+import type { FlowMeta } from '../../core/upstream';
+import { parseIpv4 } from '../../core/wire/address';
 import { encodeConnect, encodeData, type WispPacket } from '../../core/wisp/wisp-codec';
+import { WispUpstream } from '../../node-host/wisp-upstream';
+import { connectWsTransport } from '../../node-host/ws-transport';
 import {
   RawWispClient,
   startRelay,
@@ -30,6 +34,14 @@ afterAll(async () => {
   await echo.close();
   await stall.close();
 });
+
+async function until(ok: () => boolean, what: string, ms: number): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!ok()) {
+    if (performance.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 const isClose = (id: number) => (p: WispPacket) => p.type === 'close' && p.streamId === id;
 
@@ -251,6 +263,75 @@ describe('limits', () => {
       flood.close();
       await new Promise((r) => setTimeout(r, 1000)); // let the bucket refill for the next client
       await healthyRoundTrip(relay);
+    } finally {
+      await relay.stop();
+    }
+  });
+
+  it('--first-stream-timeout frees the slot of a WebSocket that opens nothing; weft reconnects when it next needs the relay', async () => {
+    const relay = await startRelay(['--allow-loopback', '--first-stream-timeout', '400ms']);
+    try {
+      const idle = await RawWispClient.open(relay.wisp);
+      const busy = await RawWispClient.open(relay.wisp);
+      busy.send(encodeConnect(1, 1, stall.port, '127.0.0.1'));
+      const started = performance.now();
+      expect(await idle.waitForClose()).toBe(4000);
+      expect(performance.now() - started).toBeGreaterThanOrEqual(300);
+      await relay.proc.waitForEvent('client-idle');
+      await new Promise((r) => setTimeout(r, 400));
+      expect(busy.closeCode, 'a client that opened a stream stays').toBeUndefined();
+      busy.close();
+
+      // weft's own client: closed while idle, it does not reconnect by itself (no churn every
+      // timeout), and a flow that needs the relay later brings the connection back.
+      const logs: Array<{ event: string }> = [];
+      const up = new WispUpstream({ url: relay.wisp, connect: connectWsTransport, log: (e) => logs.push(e as { event: string }) });
+      try {
+        await until(() => logs.some((e) => e.event === 'wisp-idle'), 'the relay closing the idle upstream', 5000);
+        await new Promise((r) => setTimeout(r, 1500));
+        expect(up.connections, 'no reconnect while nothing needs the relay').toBe(1);
+        expect(logs.filter((e) => e.event === 'wisp-disconnected')).toEqual([]);
+        const loopback = parseIpv4('127.0.0.1');
+        const reply = await new Promise<string>((resolve, reject) => {
+          const meta: FlowMeta = { protocol: 'tcp', guest: { ip: parseIpv4('10.0.2.15'), port: 40000 }, target: { ip: loopback, port: echo.port } };
+          const stream = up.openTcp({ ip: loopback, port: echo.port }, meta, {
+            onConnect: () => stream.write(Buffer.from('back again')),
+            onData: (d) => resolve(Buffer.from(d).toString()),
+            onEnd: () => {},
+            onDrain: () => {},
+            onClose: (e) => reject(new Error(`closed: ${e?.kind ?? 'cleanly'}`)),
+          });
+        });
+        expect(reply).toBe('back again');
+        expect(up.connections).toBe(2);
+      } finally {
+        up.close();
+      }
+    } finally {
+      await relay.stop();
+    }
+  });
+
+  it('refusal log lines are throttled per client IP and the rest counted', async () => {
+    const relay = await startRelay(['--allow-loopback', '--rate', '0', '--ports', '1-1000']);
+    try {
+      const flood = await RawWispClient.open(relay.wisp);
+      for (let id = 1; id <= 2000; id++) flood.send(encodeConnect(id, 1, 2000 + (id % 1000), '127.0.0.1'));
+      await flood.waitFor(isClose(2000), 'the last CONNECT refused', 10_000);
+      expect(flood.packets.filter((p) => p.type === 'close' && p.reason === 0x48).length).toBe(2000);
+      await new Promise((r) => setTimeout(r, 300));
+      const lines = relay.proc.events.filter((e) => e.event === 'stream-close' && e.closeReason === 0x48).length;
+      expect(lines).toBeGreaterThan(10);
+      expect(lines).toBeLessThan(200);
+      const text = await (await fetch(`${relay.http}/metrics`)).text();
+      const suppressed = Number(/^weft_relay_log_lines_suppressed_total (\d+)$/m.exec(text)?.[1]);
+      expect(suppressed + lines).toBe(2000);
+      // After a pause, the next line says how many were skipped.
+      await new Promise((r) => setTimeout(r, 1000));
+      flood.send(encodeConnect(3000, 1, 2000, '127.0.0.1'));
+      const next = await relay.proc.waitForEvent('stream-close', (e) => e.stream === 3000);
+      expect(next.suppressed).toBe(suppressed);
+      flood.close();
     } finally {
       await relay.stop();
     }

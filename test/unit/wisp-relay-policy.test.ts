@@ -114,7 +114,7 @@ describe('relay flags', () => {
   it('has safe defaults', () => {
     expect(parseRelayOptions([])).toMatchObject({
       host: '127.0.0.1', port: 8080, path: '/wisp/', demo: false, rate: 200, bandwidth: 0, idleTimeoutMs: 0,
-      connectTimeoutMs: 10_000, policy: { allowPrivate: false, allowLoopback: false, allow: [], deny: [], ports: [] },
+      firstStreamTimeoutMs: 120_000, maxClientsPerIp: 64, connectTimeoutMs: 10_000, policy: { allowPrivate: false, allowLoopback: false, allow: [], deny: [], ports: [] },
     });
   });
   it('parses every flag', () => {
@@ -122,13 +122,13 @@ describe('relay flags', () => {
       '--listen', '[::1]:9000', '--path', '/w/', '--demo', '--allow', '10.0.0.0/8,db.internal', '--deny', '10.0.0.1',
       '--allow-private', '--allow-loopback', '--ports', '80,443,8000-8999', '--password', 'u:p:q', '--token', 't',
       '--origin', 'https://a.example,https://b.example', '--max-clients', '5', '--max-streams-per-client', '6',
-      '--connect-timeout', '500ms', '--idle-timeout', '2m', '--rate', '7', '--bandwidth', '1.5M', '--dns-server', '1.1.1.1',
+      '--connect-timeout', '500ms', '--idle-timeout', '2m', '--first-stream-timeout', '0', '--rate', '7', '--bandwidth', '1.5M', '--dns-server', '1.1.1.1',
       '--dns-server', '[2606:4700::1111]:53',
     ]);
     expect(o).toMatchObject({
       host: '::1', port: 9000, path: '/w/', demo: true, password: { username: 'u', password: 'p:q' }, token: 't',
       origins: ['https://a.example', 'https://b.example'], maxClients: 5, maxStreamsPerClient: 6, connectTimeoutMs: 500,
-      idleTimeoutMs: 120_000, rate: 7, bandwidth: 1.5 * 1024 * 1024, dnsServers: ['1.1.1.1', '[2606:4700::1111]:53'],
+      idleTimeoutMs: 120_000, firstStreamTimeoutMs: 0, rate: 7, bandwidth: 1.5 * 1024 * 1024, dnsServers: ['1.1.1.1', '[2606:4700::1111]:53'],
     });
     expect(o.policy.allow.map((e) => e.kind)).toEqual(['range', 'host']);
     expect(o.policy.ports).toEqual([[80, 80], [443, 443], [8000, 8999]]);
