@@ -8,6 +8,7 @@ import type http from 'node:http';
 import path from 'node:path';
 import { pipeline } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { etagMatches, fileEtag, parseRange } from './http-range';
 
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -110,17 +111,40 @@ export class StaticSite {
       res.end(req.method === 'HEAD' ? undefined : PLACEHOLDER.replace('WISP_PATH', this.wispPath));
       return true;
     }
-    res.writeHead(200, {
-      'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream',
-      'content-length': stat.size,
+    const etag = fileEtag(stat.size, stat.mtimeMs);
+    const common = {
+      etag,
+      'last-modified': stat.mtime.toUTCString(),
       // The page and its bundles change with every build, and the guest image with every
-      // `npm run guest-image`: revalidate rather than run yesterday's copy.
+      // `npm run guest-image`: revalidate (cheaply, by ETag) rather than run yesterday's copy.
       'cache-control': 'no-cache',
       ...ISOLATION,
+    };
+    if (etagMatches(req.headers['if-none-match'], etag)) {
+      res.writeHead(304, common);
+      res.end();
+      return true;
+    }
+    // If-Range: a range only of the copy the client already has part of; otherwise the whole file.
+    const ifRange = req.headers['if-range'];
+    const range = ifRange === undefined || ifRange === etag ? parseRange(req.headers.range, stat.size) : ({ kind: 'whole' } as const);
+    const type = TYPES[path.extname(file)] ?? 'application/octet-stream';
+    if (range.kind === 'unsatisfiable') {
+      res.writeHead(416, { ...common, 'content-range': `bytes */${stat.size}` });
+      res.end();
+      return true;
+    }
+    const { start, end } = range.kind === 'part' ? range : { start: 0, end: stat.size - 1 };
+    res.writeHead(range.kind === 'part' ? 206 : 200, {
+      ...common,
+      'content-type': type,
+      'content-length': Math.max(0, end - start + 1),
+      'accept-ranges': 'bytes',
+      ...(range.kind === 'part' ? { 'content-range': `bytes ${start}-${end}/${stat.size}` } : {}),
     });
-    if (req.method === 'HEAD') res.end();
+    if (req.method === 'HEAD' || end < start) res.end();
     // A read error (EIO, a file replaced during a build) ends this response, not the relay.
-    else pipeline(fs.createReadStream(file), res, () => {});
+    else pipeline(fs.createReadStream(file, { start, end }), res, () => {});
     return true;
   }
 }

@@ -156,6 +156,53 @@ describe('--demo', () => {
   });
 });
 
+describe('the demo\'s static files', () => {
+  it('answers Range requests (disk images are read in pieces) and revalidates with ETag and 304', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'weft-guest-'));
+    const image = randomBytes(3 * 1024 * 1024 + 17);
+    writeFileSync(join(dir, 'disk.img'), image);
+    const before = process.env.WEFT_GUEST_DIR;
+    process.env.WEFT_GUEST_DIR = dir;
+    const relay = await startRelay(['--demo']).finally(() => {
+      if (before === undefined) delete process.env.WEFT_GUEST_DIR;
+      else process.env.WEFT_GUEST_DIR = before;
+    });
+    try {
+      const url = `${relay.http}/guest/disk.img`;
+      const whole = await fetch(url);
+      expect(whole.status).toBe(200);
+      expect(whole.headers.get('accept-ranges')).toBe('bytes');
+      expect(Buffer.from(await whole.arrayBuffer()).equals(image)).toBe(true);
+      const etag = whole.headers.get('etag') as string;
+      expect(etag).toMatch(/^"[0-9a-f]+-[0-9a-f]+"$/);
+
+      const part = await fetch(url, { headers: { range: 'bytes=1048576-1114111' } });
+      expect(part.status).toBe(206);
+      expect(part.headers.get('content-range')).toBe(`bytes 1048576-1114111/${image.length}`);
+      expect(Buffer.from(await part.arrayBuffer()).equals(image.subarray(1048576, 1114112))).toBe(true);
+      const tail = await fetch(url, { headers: { range: 'bytes=-10' } });
+      expect(Buffer.from(await tail.arrayBuffer()).equals(image.subarray(image.length - 10))).toBe(true);
+      const past = await fetch(url, { headers: { range: `bytes=${image.length}-` } });
+      expect(past.status).toBe(416);
+      expect(past.headers.get('content-range')).toBe(`bytes */${image.length}`);
+      // If-Range with another copy's validator: the whole (new) file, not a piece of it.
+      const stale = await fetch(url, { headers: { range: 'bytes=0-9', 'if-range': '"0-0"' } });
+      expect(stale.status).toBe(200);
+      await stale.arrayBuffer();
+
+      const revalidated = await fetch(url, { headers: { 'if-none-match': etag } });
+      expect(revalidated.status).toBe(304);
+      writeFileSync(join(dir, 'disk.img'), image.subarray(0, 100));
+      const changed = await fetch(url, { headers: { 'if-none-match': etag } });
+      expect(changed.status).toBe(200);
+      expect((await changed.arrayBuffer()).byteLength).toBe(100);
+    } finally {
+      await relay.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('SIGTERM', () => {
   it('closes open streams with 0x02 and exits within 5 s, even with a stalled destination', async () => {
     const relay = await startRelay(['--allow-loopback']);
