@@ -1,4 +1,5 @@
-// Builds every bundle into dist/. Run by `npm install` (prepare), `npm test`, `npm start`, `npm run bench`.
+// Builds every bundle into dist/. Run by `npm install` (prepare), `npm test`, `npm start`, `npm run bench`;
+// with --declarations (`npm pack`, prepack) also the one .d.ts per package entry point.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
@@ -23,8 +24,14 @@ const browser = {
   logLevel: 'warning',
 };
 
+// What the package ships for Node uses its dependencies (ws, and bufferutil when it installed)
+// from node_modules: bundled, ws could not find bufferutil's native code beside itself.
+const shipped = { ...node, external: ['ws', 'bufferutil', 'utf-8-validate'] };
+
 const entries = [
-  { entryPoints: ['node-host/cli.ts'], outfile: 'dist/weft.js', ...node },
+  { entryPoints: ['node-host/cli.ts'], outfile: 'dist/weft.js', ...shipped },
+  { entryPoints: ['node-host/relay/index.ts'], outfile: 'dist/relay.js', ...shipped },
+  { entryPoints: ['node-host/node-api.ts'], outfile: 'dist/node.js', ...shipped },
   // playwright-core (the browser suite) stays a run-time import: it does not bundle.
   { entryPoints: ['test/bench/run.ts'], outfile: 'dist/bench.js', ...node, external: ['playwright-core'] },
   // The embedding library and its worker: the library finds the worker beside itself.
@@ -45,14 +52,48 @@ const entries = [
 
 await Promise.all(entries.filter((e) => existsSync(e.entryPoints[0])).map((e) => build(e)));
 
-// Type declarations for the web library (esbuild emits none): dist/web/weft.d.ts.
-const tsc = 'node_modules/typescript/bin/tsc';
-if (existsSync(tsc) && existsSync('web/index.ts')) {
-  // A type error here must not stop the CLI build; `npm test` type-checks everything anyway.
-  try {
-    execFileSync(process.execPath, [tsc, '-p', 'tsconfig.web.json'], { stdio: 'inherit' });
-    writeFileSync('dist/web/weft.d.ts', "export * from './types/web/index';\n");
-  } catch {
-    console.error('esbuild.config.mjs: the web library\'s type declarations were not written (type errors above)');
+// Declarations: tsc writes one file per module into dist/types, then API Extractor rolls each entry
+// point's up into one self-contained .d.ts (no relative imports, so it reads the same under every
+// moduleResolution) and checks it against the reviewed API report in api/.
+if (process.argv.includes('--declarations')) {
+  execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.declarations.json'], { stdio: 'inherit' });
+  const { Extractor, ExtractorConfig } = await import('@microsoft/api-extractor');
+  const update = process.argv.includes('--update-api');
+  const rollups = [
+    ['web', 'dist/types/web/index.d.ts', 'dist/web/weft.d.ts'],
+    ['relay', 'dist/types/node-host/relay/index.d.ts', 'dist/relay.d.ts'],
+    ['node', 'dist/types/node-host/node-api.d.ts', 'dist/node.d.ts'],
+  ];
+  let failed = false;
+  for (const [name, input, output] of rollups) {
+    const config = ExtractorConfig.prepare({
+      configObjectFullPath: undefined,
+      packageJsonFullPath: `${process.cwd()}/package.json`,
+      configObject: {
+        projectFolder: process.cwd(),
+        mainEntryPointFilePath: `<projectFolder>/${input}`,
+        compiler: { tsconfigFilePath: '<projectFolder>/tsconfig.declarations.json' },
+        apiReport: { enabled: true, reportFolder: '<projectFolder>/api/', reportTempFolder: '<projectFolder>/dist/api-temp/', reportFileName: `${name}.api.md` },
+        docModel: { enabled: false },
+        dtsRollup: { enabled: true, untrimmedFilePath: `<projectFolder>/${output}` },
+        tsdocMetadata: { enabled: false },
+        messages: {
+          compilerMessageReporting: { default: { logLevel: 'warning' } },
+          extractorMessageReporting: {
+            default: { logLevel: 'warning' },
+            'ae-missing-release-tag': { logLevel: 'none' },
+            'ae-forgotten-export': { logLevel: 'none' },
+            'ae-undocumented': { logLevel: 'none' },
+          },
+          tsdocMessageReporting: { default: { logLevel: 'none' } },
+        },
+      },
+    });
+    const result = Extractor.invoke(config, { localBuild: update, showVerboseMessages: false });
+    if (!result.succeeded) {
+      failed = true;
+      console.error(`esbuild.config.mjs: the ${name} declarations differ from api/${name}.api.md (review, then run \`node esbuild.config.mjs --declarations --update-api\`) or have errors`);
+    }
   }
+  if (failed) process.exit(1);
 }

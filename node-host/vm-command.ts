@@ -1,8 +1,8 @@
 // `weft vm`: one Stack, one link to a guest, an optional pcap, and the timers that drive the stack.
 // It runs until SIGINT/SIGTERM (exit 0) or until the link fails (exit 1), and leaves nothing open.
 
-import { randomFillSync } from 'node:crypto';
-import { Stack, type FlowEvent } from '../core/stack';
+import type { FlowEvent } from '../core/stack';
+import { nodeClock, runStack } from './stack-driver';
 import { DEFAULT_NETWORK } from '../core/config';
 import { DirectUpstream } from './direct-upstream';
 import { WispUpstream } from './wisp-upstream';
@@ -22,8 +22,6 @@ import { parseVmOptions, type LinkChoice, type VmOptions } from './vm-options';
 
 export { VM_HELP } from './vm-options';
 
-/** setTimeout's largest delay; a later deadline is simply re-armed when the timer fires. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 /** After a clean shutdown nothing should hold the event loop; if something does, exit anyway. */
 const EXIT_GRACE_MS = 500;
 
@@ -35,45 +33,6 @@ async function openLink(choice: LinkChoice, mtu: number | undefined): Promise<Fr
       return QemuStreamLink.listen(choice.endpoint);
     case 'dgram':
       return DgramLink.open(choice.localPort, choice.remotePort);
-  }
-}
-
-/**
- * The stack's clock: epoch milliseconds with a fraction, as the browser worker's. Date.now()'s whole
- * milliseconds are coarser than a local link's round trip: a probe answered within the same tick
- * measured 0 ms, less than the minimum RTT, and RACK ignored its SACK.
- */
-const clock = { now: (): number => performance.timeOrigin + performance.now() };
-
-/** Keeps exactly one timer armed at the stack's next deadline. */
-class StackTimer {
-  private timer: NodeJS.Timeout | undefined;
-  private armedFor: number | undefined;
-  private stopped = false;
-
-  constructor(private readonly stack: Stack) {}
-
-  rearm(): void {
-    if (this.stopped) return;
-    const deadline = this.stack.nextDeadline();
-    if (deadline === this.armedFor && this.timer) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.armedFor = deadline;
-    if (deadline === undefined) return;
-    const delay = Math.min(MAX_TIMER_MS, Math.max(0, Math.ceil(deadline - clock.now())));
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.armedFor = undefined;
-      this.stack.poll(clock.now());
-      this.rearm();
-    }, delay);
-  }
-
-  stop(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
   }
 }
 
@@ -126,27 +85,20 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
         onResolverError: (resolver, reason) => log('dns-resolver-error', { resolver: viaRelay ? 'relay' : `${formatIpv4(resolver.ip)}:${resolver.port}`, reason }),
       })
     : undefined;
-  let timer: StackTimer | undefined;
-  const stack = new Stack({
+  const running = runStack(link, {
     network,
     upstream,
     dns: { forwarder: dnsForwarder, records: new Map(opts.dnsRecords.map((r) => [r.name, r.ip])) },
-    batchAcks: true,
-    segmentationOffload: link.segmentationOffload === true,
-    wake: () => timer?.rearm(),
-    clock,
-    random: (out) => randomFillSync(out),
-    output: (frame) => link.send(frame),
     capture: pcap ? (frame, _direction, timeMs) => pcap.write(frame, timeMs) : undefined,
   });
-  timer = new StackTimer(stack);
+  const { stack } = running;
   const describeFlow = (e: FlowEvent) => ({
     protocol: e.protocol,
     guest: `${formatIpv4(e.guest.ip)}:${e.guest.port}`,
     target: `${formatIpv4(e.target.ip)}:${e.target.port}`,
     bytesFromGuest: e.bytesFromGuest,
     bytesToGuest: e.bytesToGuest,
-    durationMs: Math.round(clock.now() - e.openedAt),
+    durationMs: Math.round(nodeClock.now() - e.openedAt),
     ...(e.reason === undefined ? {} : { reason: e.reason }),
     ...(e.protocol === 'tcp' ? { retransmits: e.retransmits, timeouts: e.timeouts, lossProbes: e.lossProbes, spuriousUndone: e.spuriousUndone } : {}),
   });
@@ -167,29 +119,22 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
   } catch (e) {
     log('error', { message: (e as Error).message });
     await forwarder.close();
-    await link.close();
+    await running.close();
     pcap?.close();
     return 1;
   }
-  link.onFrame((frame, checksumTrusted) => stack.input(frame, checksumTrusted));
-  link.onBatchEnd(() => {
-    stack.flush();
-    timer?.rearm();
-  });
 
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = async (reason: Record<string, unknown>, code: number) => {
       if (stopping) return;
       stopping = true;
-      timer?.stop();
       // Read before shutting down: shutdown() empties the flow table the counters describe.
       const atStop = stack.counters();
       await forwarder.close();
-      stack.shutdown();
+      await running.close();
       upstream.closeAll();
       dnsUpstream.closeAll();
-      await link.close();
       pcap?.close();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
@@ -224,6 +169,5 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
       upstream: opts.upstream.kind === 'wisp' ? opts.upstream.url : 'direct',
       ...(opts.pcap ? { pcap: opts.pcap } : {}),
     });
-    timer?.rearm();
   });
 }

@@ -1,7 +1,6 @@
 // The WebSocket under a WispUpstream, in Node: the `ws` package behind the small WispTransport
 // interface (the browser worker provides the same over the DOM WebSocket).
 
-import './relay/ws-masking'; // before ws
 import { WebSocket } from 'ws';
 import type { WispTransport, WispTransportFactory } from './wisp-upstream';
 

@@ -1,11 +1,11 @@
 // The relay's HTTP side: the Wisp WebSocket endpoint (with origin, token and client-count checks
 // before the upgrade), /healthz, /metrics, the optional demo site, and draining on shutdown.
 
-import './ws-masking'; // before ws
 import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { EventLog } from '../log';
 import { DestinationPolicy } from './destination-policy';
@@ -35,7 +35,7 @@ function sameSecret(a: string, b: string): boolean {
   return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
 }
 
-function reject(socket: net.Socket, status: number, text: string): void {
+function reject(socket: Duplex, status: number, text: string): void {
   socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${text.length + 1}\r\n\r\n${text}\n`);
   setTimeout(() => socket.destroy(), 1000).unref();
 }
@@ -67,7 +67,7 @@ function isOwnOrigin(origin: string, host: string | undefined, listenHost: strin
 
 export class RelayServer {
   readonly metrics = new RelayMetrics();
-  private readonly http: http.Server;
+  private http: http.Server | undefined;
   private readonly wss: WebSocketServer;
   private readonly connections = new Set<RelayConnection>();
   /** WebSockets per client IP, counted from admission until the socket closes (upgrade or not). */
@@ -104,19 +104,20 @@ export class RelayServer {
       // (a ws client fails the handshake when none is selected).
       handleProtocols: (protocols) => protocols.values().next().value ?? false,
     });
-    this.http = http.createServer((req, res) => this.onRequest(req, res));
-    this.http.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.onUpgrade(req, socket, head));
-    this.http.on('clientError', (_e, socket: net.Socket) => socket.destroy());
   }
 
   /** Listens; resolves with the bound address (port 0 picks one). */
   listen(): Promise<{ host: string; port: number }> {
+    const server = http.createServer((req, res) => this.onRequest(req, res));
+    server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.handleUpgrade(req, socket, head));
+    server.on('clientError', (_e, socket: net.Socket) => socket.destroy());
+    this.http = server;
     return new Promise((resolve, reject) => {
-      this.http.once('error', reject);
-      this.http.listen(this.options.port, this.options.host, () => {
-        this.http.off('error', reject);
+      server.once('error', reject);
+      server.listen(this.options.port, this.options.host, () => {
+        server.off('error', reject);
         this.metrics.watchEventLoop();
-        const a = this.http.address() as net.AddressInfo;
+        const a = server.address() as net.AddressInfo;
         resolve({ host: a.address, port: a.port });
       });
     });
@@ -133,13 +134,13 @@ export class RelayServer {
   async drain(graceMs: number): Promise<void> {
     this.draining = true;
     this.metrics.stop();
-    this.http.close();
-    this.http.closeIdleConnections();
+    this.http?.close();
+    this.http?.closeIdleConnections();
     for (const c of this.connections) c.drain();
     const deadline = Date.now() + graceMs;
     while (this.sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const ws of this.sockets) ws.terminate();
-    this.http.closeAllConnections();
+    this.http?.closeAllConnections();
     destroyLingeringSockets();
   }
 
@@ -165,7 +166,8 @@ export class RelayServer {
     res.end('not found\n');
   }
 
-  private onUpgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+  /** A WebSocket upgrade request, from this relay's own server or an embedder's (weft-net/relay). */
+  handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
     const url = new URL(req.url ?? '/', 'http://relay');
     const refuse = (status: number, text: string, cause: string) => {
       this.metrics.upgradeRejected(cause);

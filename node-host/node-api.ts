@@ -1,0 +1,25 @@
+// weft-net/node: the stack for Node programs that drive a VM of their own. Open a link to the guest
+// (a QEMU socket, a TAP fd, a UDP pair), pick an upstream (direct sockets, or a Wisp relay), and
+// runStack() wires them together:
+//
+//     const link = await QemuStreamLink.listen({ kind: 'unix', path: '/tmp/vm.sock' });
+//     const upstream = new DirectUpstream({ gateway: parseIpv4('10.0.2.2') });
+//     const { stack, close } = runStack(link, { upstream });
+//     stack.on('lease', (e) => console.log('guest got', formatIpv4(e.ip)));
+
+export { Stack } from '../core/stack';
+export type { StackOptions, StackEvents, StackCounters, StackDnsOptions, LeaseEvent, FlowEvent, DropEvent, Clock, RandomSource } from '../core/stack';
+export type { NetworkConfig, StackLimits, TcpConfig, UdpConfig } from '../core/config';
+export { UpstreamError } from '../core/upstream';
+export type { Upstream, UpstreamErrorKind, FlowEndpoint, FlowMeta, TcpStream, TcpStreamHandlers, UdpFlow, UdpFlowHandlers } from '../core/upstream';
+export { formatIpv4, parseIpv4, formatMac } from '../core/wire/address';
+export type { Ipv4Address } from '../core/wire/address';
+export { runStack, nodeClock, nodeRandom, StackTimer, type NodeStackOptions, type RunningStack } from './stack-driver';
+export { DirectUpstream, type DirectUpstreamOptions } from './direct-upstream';
+export { WispUpstream, type NodeWispUpstreamOptions } from './wisp-upstream';
+export { connectWsTransport } from './ws-transport';
+export type { FrameLink, FrameLinkEvents } from './links/frame-link';
+export { QemuStreamLink, type StreamEndpoint } from './links/qemu-stream-link';
+export { TapFdLink, type TapFdLinkOptions } from './links/tap-fd-link';
+export { DgramLink } from './links/dgram-link';
+export { LinkError } from './links/link-error';
