@@ -81,7 +81,8 @@ Options:
                           listens on ADDR instead (e.g. 0.0.0.0 — mind who can then reach the guest).
   -h, --help              Show this help.
 
-Logs go to stderr, one JSON object per line ({"event":"ready",…}, {"event":"lease",…}, …).
+Logs go to stderr, one JSON object per line, each with its time (ISO 8601) and level:
+{"time":"…","level":"info","event":"ready",…}, {"event":"lease",…}, …
 SIGINT or SIGTERM stops weft: the link is closed, the pcap is flushed, final counters are logged,
 and weft exits with code 0.
 

@@ -81,8 +81,9 @@ weft's half-close (END packets, used only with clients that offer it, such as we
 Refusals carry Wisp close reasons: 0x48 blocked by policy, 0x49 throttled, 0x42 unreachable (also
 DNS failures), 0x43 connect timeout, 0x44 refused, 0x41 invalid request.
 
-Logs go to stderr, one JSON object per line: "ready" with the URLs, one "stream-close" per stream
-(client, destination, bytes each way, duration, reason), "client-close" per WebSocket.
+Logs go to stderr, one JSON object per line with "time" (ISO 8601), "level" and "event": "ready"
+with the URLs, one "stream-close" per stream (client, destination, bytes each way, duration,
+reason), "client-close" per WebSocket.
 SIGTERM or SIGINT drains: no new clients, every stream closed with 0x02, exit within 5 seconds.
 `;
 
