@@ -50,6 +50,7 @@ Link (exactly one):
   --dgram LPORT:RPORT     One frame per UDP datagram: bind 127.0.0.1:LPORT, send to 127.0.0.1:RPORT
                           (QEMU: "-netdev dgram,local.type=inet,local.host=127.0.0.1,local.port=RPORT,
                           remote.type=inet,remote.host=127.0.0.1,remote.port=LPORT").
+                          (--mtu at most 65493 then: a frame must fit one UDP datagram.)
   --tap-fd N              Use the Linux TAP device open on inherited file descriptor N (as QEMU's
                           "-netdev tap,fd=N"; a launcher opens /dev/net/tun with IFF_TAP|IFF_NO_PI).
   --tap-vnet-hdr          The TAP fd was opened with IFF_VNET_HDR and offloads TUN_F_CSUM|TUN_F_TSO4
@@ -142,7 +143,7 @@ export function parseVmOptions(argv: readonly string[]): VmOptions {
     dnsSearch: values['dns-search'] === undefined ? undefined : parseDnsSearch(values['dns-search']),
     link: parseLink(values),
     upstream: parseUpstream(values.upstream),
-    mtu: values.mtu === undefined ? undefined : parseMtu(values.mtu, values['tap-vnet-hdr'] === true),
+    mtu: values.mtu === undefined ? undefined : parseMtu(values.mtu, values['tap-vnet-hdr'] === true, (values.dgram ?? []).length > 0),
     pcap: values.pcap === '' ? badValue('--pcap', '', 'a file name') : values.pcap,
     pcapSnaplen: parsePcapSnaplen(values['pcap-snaplen'], values.pcap !== undefined),
     allowHostLoopback: values['allow-host-loopback'] ?? false,
@@ -178,10 +179,19 @@ function parseLink(values: { qemu?: string[]; dgram?: string[]; 'tap-fd'?: strin
  */
 export const VNET_HDR_MAX_MTU = 65500;
 
-function parseMtu(value: string, vnetHdr: boolean): number {
+/**
+ * With --dgram each frame is one UDP datagram, and a UDP datagram carries at most 65,507 bytes
+ * (65,535 less the IPv4 and UDP headers): the frame's 14-byte Ethernet header leaves 65,493.
+ */
+export const DGRAM_MAX_MTU = 65507 - 14;
+
+function parseMtu(value: string, vnetHdr: boolean, dgram: boolean): number {
   const mtu = parseInteger('--mtu', value, 576, 65520);
   if (vnetHdr && mtu > VNET_HDR_MAX_MTU) {
     throw new UsageError(`--mtu ${mtu} is too large with --tap-vnet-hdr (at most ${VNET_HDR_MAX_MTU}; TCP already moves in 64 KiB segments there)`);
+  }
+  if (dgram && mtu > DGRAM_MAX_MTU) {
+    throw new UsageError(`--mtu ${mtu} is too large with --dgram (at most ${DGRAM_MAX_MTU}: a frame travels as one UDP datagram, which carries at most 65507 bytes, Ethernet header included)`);
   }
   return mtu;
 }

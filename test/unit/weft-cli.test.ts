@@ -41,6 +41,7 @@ describe('weft CLI', () => {
     [['vm', '--tap-fd', '3', '--mtu', '9999999'], /bad value for --mtu/],
     [['vm', '--dgram', '1:2', '--tap-vnet-hdr'], /--tap-vnet-hdr goes with --tap-fd/],
     [['vm', '--tap-fd', '3', '--tap-vnet-hdr', '--mtu', '65520'], /at most 65500/],
+    [['vm', '--dgram', '5555:5556', '--mtu', '65494'], /too large with --dgram \(at most 65493: a frame travels as one UDP datagram/],
     [['vm', '--tap-fd', '3', '--pcap-snaplen', '128'], /--pcap-snaplen goes with --pcap FILE/],
     [['vm', '--tap-fd', '3', '--pcap', 'x.pcap', '--pcap-snaplen', '63'], /bad value for --pcap-snaplen: "63" \(expected an integer value in 64…262144\)/],
     [['vm', '--tap-fd', '3', '--pcap', 'x.pcap', '--pcap-snaplen', '262145'], /bad value for --pcap-snaplen/],
