@@ -1,7 +1,7 @@
 // The command line of `weft vm`: its flags, their help text, and parsing into a checked value.
 
 import { parseArgs } from 'node:util';
-import { NotImplementedError, UsageError } from './cli-errors';
+import { UsageError } from './cli-errors';
 import { parseDnsRecordFlag, parseDnsServerFlag } from './dns-config';
 import type { StreamEndpoint } from './links/qemu-stream-link';
 

@@ -24,8 +24,7 @@ const RECENT_RETRANSMITTED = 64;
 export class Rack {
   /** RTT of the most recently sent piece that was delivered. */
   rtt = 0;
-  /** Send time and order of that piece (order −1: none yet). */
-  private xmitTime = 0;
+  /** Send order of that piece (−1: none yet). */
   private xmitOrder = -1;
   /** Highest end sequence delivered (RACK.fack). */
   private fack: number;
@@ -82,7 +81,6 @@ export class Rack {
       this.rtt = now - latest.xmitTime;
       if (latest.xmitOrder > this.xmitOrder) {
         this.xmitOrder = latest.xmitOrder;
-        this.xmitTime = latest.xmitTime;
       }
       if (this.rtt <= this.minRtt || now - this.minRttAt > MIN_RTT_WINDOW_MS) {
         this.minRtt = this.rtt;

@@ -61,7 +61,7 @@ export class TcpFlowTable {
     private readonly config: TcpConfig,
     linkMtu: number,
     upstream: Upstream | undefined,
-    private readonly timers: TimerQueue,
+    timers: TimerQueue,
     private readonly hooks: TcpFlowTableHooks,
   ) {
     const secret = new Uint8Array(8);

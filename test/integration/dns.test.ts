@@ -8,7 +8,6 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeExec, missingCommands } from '../harness/guest-tools';
 import { Netns, requireRoot, UDHCPC_SCRIPT } from '../harness/netns';
-import type { WeftProcess } from '../harness/weft-process';
 import { DNS_TEST_BIG_TXT_STRINGS, DNS_TEST_RECORDS, DNS_TEST_ZONE, startDnsTestServer, type DnsTestServer } from '../support/dns-test-server';
 
 const TITLE = 'guest DNS through weft (10.0.2.3)';
@@ -54,7 +53,6 @@ print(sent, len(answered))
 
 describe.skipIf(!root.ok || missing.length > 0)(TITLE, () => {
   let ns: Netns | undefined;
-  let weft: WeftProcess;
   let zone: DnsTestServer;
   let dir: string;
 
@@ -64,7 +62,7 @@ describe.skipIf(!root.ok || missing.length > 0)(TITLE, () => {
     dir = mkdtempSync(join(tmpdir(), 'weft-dns-'));
     zone = await startDnsTestServer();
     ns = Netns.create('dns');
-    weft = await ns.spawnWeftOnTap([
+    await ns.spawnWeftOnTap([
       '--dns-server', `127.0.0.1:${zone.port}`,
       '--dns-record', 'myapp.test=10.0.2.77',
       '--dns-search', `${DNS_TEST_ZONE},weft.internal`,

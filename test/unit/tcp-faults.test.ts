@@ -8,7 +8,7 @@ import { CHALLENGE_ACKS_PER_SECOND } from '../../core/tcp/tcp-connection';
 import { ACK, RST, SYN, type TcpSegment } from '../../core/wire/tcp';
 import type { FakeTcpStream } from '../support/fake-upstream';
 import { seededRandom } from '../support/frames';
-import { concat, equalBytes, pattern, REMOTE, tcpOf, TcpSim } from '../support/tcp-sim';
+import { concat, equalBytes, pattern, REMOTE, TcpSim } from '../support/tcp-sim';
 
 const FLOODED_PORT = 8080;
 const MIB = 1024 * 1024;

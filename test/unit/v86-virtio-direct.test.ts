@@ -60,7 +60,6 @@ interface FakeVirtio {
 
 const GUEST_CSUM = 1 << 1;
 const GUEST_TSO4 = 1 << 7;
-const DRIVER_OK = 4;
 const V86_FEATURES = (1 << 5) | (1 << 16) | (1 << 3); // what v86's card offers in word 0
 
 function setup(queue: FakeVirtQueue, dataValid?: boolean, virtio: Partial<FakeVirtio> = {}) {
