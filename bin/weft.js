@@ -1,5 +1,6 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --expose-gc
 // The `weft` command: runs the bundled CLI that `npm install` (prepare) or `npm run build` produced.
+// --expose-gc: `weft relay` gives memory back after a burst of streams (node-host/relay/idle-gc.ts).
 import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 

@@ -6,8 +6,6 @@
 // streams have opened since the last such collection, and then a whole check interval passes with
 // no new stream and little traffic, the relay runs one full GC (tens of milliseconds for such a heap).
 
-import { runInNewContext } from 'node:vm';
-import { setFlagsFromString } from 'node:v8';
 import type { EventLog } from '../log';
 import type { RelayMetrics } from './relay-metrics';
 
@@ -16,23 +14,19 @@ const BURST_STREAMS = 1_000;
 /** Bytes relayed in one interval below which the relay counts as quiet. */
 const QUIET_BYTES = 1024 * 1024;
 
-/** Node's gc(), made available without --expose-gc; undefined where V8 refuses. */
+/** Node's gc(), there when node runs with --expose-gc (bin/weft.js passes it). */
 function fullGc(): (() => void) | undefined {
   const g = globalThis as { gc?: () => void };
-  if (typeof g.gc === 'function') return g.gc;
-  try {
-    setFlagsFromString('--expose-gc');
-    const gc = runInNewContext('gc') as unknown;
-    return typeof gc === 'function' ? (gc as () => void) : undefined;
-  } catch {
-    return undefined;
-  }
+  return typeof g.gc === 'function' ? g.gc : undefined;
 }
 
 /** Starts the check (an unref'd timer); returns a function that stops it. */
 export function collectAfterStreamBursts(metrics: RelayMetrics, log?: EventLog): () => void {
   const gc = fullGc();
-  if (!gc) return () => {};
+  if (!gc) {
+    log?.('idle-gc-off', { message: 'node runs without --expose-gc: memory after stream bursts is given back only when V8 decides' });
+    return () => {};
+  }
   const opened = () => metrics.streamsTotal.tcp + metrics.streamsTotal.udp;
   const moved = () => metrics.bytes.upload + metrics.bytes.download;
   let atLastGc = opened();

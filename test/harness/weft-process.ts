@@ -109,9 +109,9 @@ export class WeftProcess {
   }
 }
 
-/** Starts `node dist/weft.js ARGS…`. */
+/** Starts `node dist/weft.js ARGS…`, with the node flags bin/weft.js gives it. */
 export function spawnWeft(args: readonly string[], options: SpawnOptions = {}): WeftProcess {
-  return new WeftProcess(spawn(process.execPath, [weftBundle(), ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...options }));
+  return new WeftProcess(spawn(process.execPath, ['--expose-gc', weftBundle(), ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...options }));
 }
 
 /** Starts an arbitrary command whose final exec is weft (e.g. through the TAP launcher). */
