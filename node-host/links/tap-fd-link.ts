@@ -18,36 +18,11 @@
 // receive path per 64 KiB instead of per 1.5 KiB, which is where plain TAP spends its time.
 
 import fs from 'node:fs';
-import net from 'node:net';
+import type net from 'node:net';
 import { tcpGsoFields } from '../../core/wire/tcp-segmentation';
 import { FrameLinkBase, type FrameLink } from './frame-link';
+import { watchFd } from './fd-socket';
 import { LinkError } from './link-error';
-
-interface PipeHandle { open(fd: number): unknown; close(): void }
-interface PipeWrapBinding { Pipe: new (type: number) => PipeHandle; constants: { SOCKET: number } }
-
-/** Wraps `fd` in libuv's pipe handle (non-blocking reads via epoll), quietly. */
-function openPipeHandle(fd: number): PipeHandle {
-  const emitWarning = process.emitWarning;
-  // process.binding warns (DEP0111) under --pending-deprecation; that warning is not for our users.
-  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-    const code = typeof rest[0] === 'object' && rest[0] ? (rest[0] as { code?: string }).code : rest[1];
-    if (code === 'DEP0111') return;
-    (emitWarning as (...a: unknown[]) => void).call(process, warning, ...rest);
-  }) as typeof process.emitWarning;
-  try {
-    const binding = (process as unknown as { binding(name: string): PipeWrapBinding }).binding('pipe_wrap');
-    const handle = new binding.Pipe(binding.constants.SOCKET);
-    const err = handle.open(fd);
-    if (typeof err === 'number' && err < 0) {
-      handle.close();
-      throw new LinkError(`cannot watch --tap-fd ${fd} (uv error ${err})`);
-    }
-    return handle;
-  } finally {
-    process.emitWarning = emitWarning;
-  }
-}
 
 /** What libuv's stream read asks for (uv__read's 64 KiB). */
 const LIBUV_READ_SIZE = 65536;
@@ -103,8 +78,7 @@ export class TapFdLink extends FrameLinkBase implements FrameLink {
     this.segmentationOffload = options.vnetHdr === true;
     this.mtu = options.mtu ?? 1500;
     this.description = { link: 'tap-fd', fd, ...(this.segmentationOffload ? { vnetHdr: true } : {}) };
-    const handle = openPipeHandle(fd);
-    this.socket = new net.Socket({ handle, readable: true, writable: false } as unknown as net.SocketConstructorOpts);
+    this.socket = watchFd(fd);
     this.socket.on('data', (frame: Buffer) => this.onReadable(frame));
     this.socket.on('error', (e) => {
       if (!this.closed) this.fail(new LinkError(`reading the TAP fd failed: ${e.message}`));
