@@ -6,7 +6,7 @@ import { runRelayCommand } from './relay/relay-command';
 import { RELAY_HELP } from './relay/relay-options';
 import { runStartCommand, START_HELP } from './start-command';
 import { runVmCommand, VM_HELP } from './vm-command';
-import { wantsHelp } from './vm-options';
+import { wantsHelp } from './cli-values';
 
 const HELP = `Usage: weft <command> [options]
 

@@ -2,6 +2,7 @@
 
 import { parseArgs } from 'node:util';
 import { UsageError } from './cli-errors';
+import { badValue, parseArgsError, parseInteger } from './cli-values';
 import { parseDnsRecordFlag, parseDnsServerFlag } from './dns-config';
 import type { StreamEndpoint } from './links/qemu-stream-link';
 
@@ -107,27 +108,6 @@ const FLAGS = {
   forward: { type: 'string', multiple: true },
   help: { type: 'boolean', short: 'h' },
 } as const;
-
-/** True when the arguments ask for help (checked before anything else is validated). */
-export function wantsHelp(argv: readonly string[]): boolean {
-  const end = argv.indexOf('--');
-  return (end < 0 ? argv : argv.slice(0, end)).some((a) => a === '--help' || a === '-h');
-}
-
-/** Turns node:util's parse errors into one short sentence. */
-export function parseArgsError(e: unknown): UsageError {
-  const message = (e as Error).message ?? String(e);
-  const code = (e as { code?: string }).code;
-  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
-    const m = /'([^']+)'/.exec(message);
-    return new UsageError(`unknown option ${m ? m[1] : message}`);
-  }
-  if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
-    const m = /'([^']+)'/.exec(message);
-    return new UsageError(`unexpected argument ${m ? `'${m[1]}'` : message}`);
-  }
-  return new UsageError(message.split('. ')[0]);
-}
 
 export function parseVmOptions(argv: readonly string[]): VmOptions {
   let values;
@@ -245,13 +225,3 @@ function parsePort(flag: string, text: string, min = 1): number {
   return parseInteger(flag, text, min, 65535, 'port');
 }
 
-function parseInteger(flag: string, text: string, min: number, max: number, what = 'value'): number {
-  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
-    badValue(flag, text, `an integer ${what} in ${min}…${max}`);
-  }
-  return Number(text);
-}
-
-function badValue(flag: string, value: string, expected: string): never {
-  throw new UsageError(`bad value for ${flag}: ${JSON.stringify(value)} (expected ${expected})`);
-}

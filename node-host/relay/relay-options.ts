@@ -1,8 +1,7 @@
 // The command line of `weft relay`: its flags, their help text, and parsing into a checked value.
 
 import { parseArgs } from 'node:util';
-import { UsageError } from '../cli-errors';
-import { parseArgsError } from '../vm-options';
+import { badValue, parseArgsError, parseDuration, parseInteger } from '../cli-values';
 import { parsePolicyEntry, type PolicyConfig, type PolicyEntry } from './destination-policy';
 import { parseIp } from './ip-range';
 
@@ -111,23 +110,12 @@ const FLAGS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-function badValue(flag: string, value: string, expected: string): never {
-  throw new UsageError(`bad value for ${flag}: ${JSON.stringify(value)} (expected ${expected})`);
-}
-
 function integer(flag: string, text: string | undefined, fallback: number, min: number, max: number): number {
-  if (text === undefined) return fallback;
-  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) badValue(flag, text, `an integer in ${min}…${max}`);
-  return Number(text);
+  return text === undefined ? fallback : parseInteger(flag, text, min, max);
 }
 
-/** "10s", "500ms", "2m", or a bare number of seconds. */
 function duration(flag: string, text: string | undefined, fallbackMs: number): number {
-  if (text === undefined) return fallbackMs;
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text);
-  if (!m) badValue(flag, text, 'a duration such as 500ms, 10s or 5m');
-  const scale = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 's'] ?? 1000;
-  return Math.round(Number(m[1]) * scale);
+  return text === undefined ? fallbackMs : parseDuration(flag, text);
 }
 
 function positive(flag: string, text: string | undefined, ms: number): number {
