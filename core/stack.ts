@@ -104,7 +104,7 @@ export interface StackCounters {
   bytesIn: number;
   bytesOut: number;
   /** Frames (or fragments) dropped, keyed by reason. */
-  drops: Record<DropReason, number>;
+  drops: Partial<Record<DropReason, number>>;
   datagramsReassembled: number;
   fragmentsSent: number;
   arpCacheEntries: number;
@@ -318,7 +318,7 @@ export class Stack {
   counters(): StackCounters {
     return {
       ...this.stats,
-      drops: Object.fromEntries(this.drops),
+      drops: Object.fromEntries(this.drops) as StackCounters['drops'],
       arpCacheEntries: this.neighbors.size,
       reassemblyBytesHeld: this.reassembler.bytesHeld,
       tcpConnections: this.tcp.countByState(),

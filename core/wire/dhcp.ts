@@ -3,7 +3,7 @@
 // emitter builds a BOOTREPLY from a plain value; the server decides which fields to fill.
 
 import { readIpv4, readMac, writeIpv4, writeMac, type Ipv4Address, type MacAddress } from './address';
-import type { Parsed } from './parse-result';
+import type { DropReason, Parsed } from './parse-result';
 
 export const BOOTREQUEST = 1;
 export const BOOTREPLY = 2;
@@ -144,7 +144,7 @@ export function parseDhcp(udpPayload: Uint8Array): Parsed<DhcpMessage> {
   return readTypedOptions(msg) ?? msg;
 }
 
-function walkOptions(b: Uint8Array, start: number, end: number, into: Map<number, Uint8Array[]>): string | undefined {
+function walkOptions(b: Uint8Array, start: number, end: number, into: Map<number, Uint8Array[]>): DropReason | undefined {
   let i = start;
   while (i < end) {
     const code = b[i];
@@ -182,7 +182,7 @@ function concat(parts: Uint8Array[]): Uint8Array {
 
 // Fills the typed fields; a known option with an impossible length is a drop, since acting on half
 // of it (a 3-byte address) would be a guess.
-function readTypedOptions(msg: DhcpMessage): string | undefined {
+function readTypedOptions(msg: DhcpMessage): DropReason | undefined {
   const o = msg.options;
   const type = o.get(DhcpOption.MESSAGE_TYPE);
   if (type) {

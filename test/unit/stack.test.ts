@@ -4,7 +4,7 @@ import { ARP_REPLY, ARP_REQUEST, parseArp } from '../../core/wire/arp';
 import { ETHERTYPE_ARP, parseEthernet } from '../../core/wire/ethernet';
 import { ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_UNREACH_PORT, parseIcmp } from '../../core/wire/icmpv4';
 import { IPPROTO_ICMP, parseIpv4Packet } from '../../core/wire/ipv4';
-import { isDrop } from '../../core/wire/parse-result';
+import { DROP_REASONS, isDrop, type Parsed } from '../../core/wire/parse-result';
 import { parseIpv4, readIpv4 } from '../../core/wire/address';
 import {
   arpFrame, DNS_IP, fragmentFrames, GATEWAY_IP, GATEWAY_MAC, GUEST_IP, GUEST_MAC, icmpEcho, ipv4Frame, pingFrame,
@@ -19,7 +19,7 @@ function makeStack() {
   return { stack, out, advance: (ms: number) => (now += ms), now: () => now };
 }
 
-function ok<T>(v: T | string): T {
+function ok<T>(v: Parsed<T>): T {
   if (isDrop(v)) throw new Error(`parse failed: ${v}`);
   return v;
 }
@@ -160,5 +160,12 @@ describe('Stack: counters', () => {
     expect(c.framesOut).toBe(1);
     expect(c.bytesOut).toBe(out[0].length);
     expect(c.drops['eth-not-for-us']).toBe(1);
+  });
+});
+
+describe('drop reasons', () => {
+  it('are listed once each, kebab-case, named by their layer', () => {
+    expect(new Set(DROP_REASONS).size).toBe(DROP_REASONS.length);
+    for (const r of DROP_REASONS) expect(r).toMatch(/^(eth|arp|ipv4|ipv6|icmp|udp|tcp|dhcp|dns|wisp|internal)-[a-z0-9]+(-[a-z0-9]+)*$/);
   });
 });
