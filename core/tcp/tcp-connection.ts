@@ -5,7 +5,7 @@
 
 import type { TcpConfig } from '../config';
 import type { TimerOwner } from '../timer-queue';
-import type { FlowEndpoint, FlowMeta, TcpStream, TcpStreamHandlers, Upstream, UpstreamError } from '../upstream';
+import type { FlowEndpoint, FlowMeta, TcpStream, TcpStreamHandlers, Upstream, UpstreamError, UpstreamErrorKind } from '../upstream';
 import { ACK, FIN, PSH, RST, SYN, type TcpRepr, type TcpSegment } from '../wire/tcp';
 import { negotiate, synOffer } from './tcp-negotiation';
 import { TcpReceiver } from './tcp-receiver';
@@ -13,6 +13,24 @@ import { TcpSegmentWriter } from './tcp-segment-writer';
 import { TcpSender } from './tcp-sender';
 import { UpstreamPipe } from './upstream-pipe';
 import { seqAdd, seqDiff } from './seq';
+
+/** Why a connection ended: the `reason` of its flow-close event and log line. */
+export type TcpCloseReason =
+  | 'closed' // both sides closed in order
+  | 'guest-reset'
+  | 'guest-refused'
+  | 'guest-unreachable'
+  | 'handshake-timeout'
+  | 'retransmit-limit'
+  | 'keepalive-timeout'
+  | 'send-buffer-overflow'
+  | 'upstream-closed'
+  | 'upstream-drain-timeout' // the guest closed; what it sent could not be delivered in time
+  | `upstream-${UpstreamErrorKind}`
+  | 'reopened'
+  | 'syn-flood-evicted'
+  | 'time-wait-evicted'
+  | 'shutdown';
 
 export type TcpState =
   | 'syn-sent'
@@ -46,7 +64,7 @@ export interface TcpConnectionEnv {
   stateChanged(conn: TcpConnection, from: TcpState): void;
   /** Asks to send this connection's pure ACK later, at the end of the input batch; false = send now. */
   deferAck(conn: TcpConnection): boolean;
-  closed(conn: TcpConnection, reason: string): void;
+  closed(conn: TcpConnection, reason: TcpCloseReason): void;
 }
 
 const MAX_SYNACK_RETRIES = 5;
@@ -81,11 +99,11 @@ export class TcpConnection implements TimerOwner {
   private drainDeadline: number | undefined;
   private lastGuestActivity: number;
   private keepaliveProbesSent = 0;
-  private closeWhenDrained: string | undefined;
+  private closeWhenDrained: TcpCloseReason | undefined;
 
   bytesFromGuest = 0;
   bytesToGuest = 0;
-  closeReason: string | undefined;
+  closeReason: TcpCloseReason | undefined;
   /** A pure ACK is owed and waits for the end of the input batch. */
   ackDeferred = false;
 
@@ -569,14 +587,14 @@ export class TcpConnection implements TimerOwner {
   }
 
   /** The upstream could not be reached: the guest's SYN is answered with RST. */
-  private refuse(kind: string): void {
+  private refuse(kind: UpstreamErrorKind): void {
     this.sendReset(0, this.receiver.rcvNxt, RST | ACK);
     this.pipe.destroy();
     this.finish(`upstream-${kind}`);
   }
 
   /** Tears the connection down at once, telling the guest with RST if `tellGuest`. */
-  abort(reason: string, tellGuest: boolean): void {
+  abort(reason: TcpCloseReason, tellGuest: boolean): void {
     if (this.state === 'closed') return;
     if (this.state === 'syn-sent') tellGuest = false;
     // Before our SYN-ACK the guest knows no sequence number of ours: seq 0, as for a refusal.
@@ -586,7 +604,7 @@ export class TcpConnection implements TimerOwner {
   }
 
   /** Ends the connection; a clean end waits (bounded) for a blocked upstream to take the last bytes. */
-  private finish(reason: string): void {
+  private finish(reason: TcpCloseReason): void {
     if (this.state === 'closed') {
       if (this.closeWhenDrained) {
         this.closeWhenDrained = undefined;

@@ -11,7 +11,7 @@ import { ACK, FIN, RST, SYN, type TcpRepr, type TcpSegment } from '../wire/tcp';
 import type { DropReason } from '../wire/parse-result';
 import { IsnGenerator } from './isn';
 import { seqAdd } from './seq';
-import { TcpConnection, type TcpConnectionEnv, type TcpState } from './tcp-connection';
+import { TcpConnection, type TcpCloseReason, type TcpConnectionEnv, type TcpState } from './tcp-connection';
 
 export interface TcpFlowEvent {
   protocol: 'tcp';
@@ -21,7 +21,7 @@ export interface TcpFlowEvent {
   bytesFromGuest: number;
   bytesToGuest: number;
   openedAt: number;
-  reason?: string;
+  reason?: TcpCloseReason;
   /** Segments weft sent to the guest again (RACK/SACK repair, loss probes, timeouts). */
   retransmits: number;
   /** Retransmission timeouts that fired. */
@@ -216,7 +216,7 @@ export class TcpFlowTable {
   }
 
   /** Aborts every connection (the stack is shutting down). */
-  closeAll(reason: string): void {
+  closeAll(reason: TcpCloseReason): void {
     for (const c of [...this.conns.values()]) c.abort(reason, true);
   }
 
@@ -233,7 +233,7 @@ export class TcpFlowTable {
     }
   }
 
-  private onClosed(conn: TcpConnection, reason: string): void {
+  private onClosed(conn: TcpConnection, reason: TcpCloseReason): void {
     if (this.conns.get(conn.key) === conn) this.conns.delete(conn.key);
     this.halfOpen.delete(conn.key);
     this.timeWait.delete(conn.key);

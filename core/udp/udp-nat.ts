@@ -16,8 +16,11 @@ export interface UdpFlowEvent {
   bytesFromGuest: number;
   bytesToGuest: number;
   openedAt: number;
-  reason?: string;
+  reason?: UdpCloseReason;
 }
+
+/** Why a UDP flow ended: no datagram for the idle time, evicted for a newer one, or the stack stopped. */
+export type UdpCloseReason = 'idle' | 'evicted' | 'shutdown';
 
 export interface UdpNatHooks {
   now(): number;
@@ -123,7 +126,7 @@ export class UdpNat {
     return flow;
   }
 
-  close(flow: NatFlow, reason: string): void {
+  close(flow: NatFlow, reason: UdpCloseReason): void {
     if (flow.closed) return;
     flow.closed = true;
     this.timers.cancel(flow);
@@ -132,7 +135,7 @@ export class UdpNat {
     this.hooks.flowClosed({ ...this.describe(flow), reason });
   }
 
-  closeAll(reason: string): void {
+  closeAll(reason: UdpCloseReason): void {
     for (const f of [...this.flows.values()]) this.close(f, reason);
   }
 
