@@ -1,55 +1,20 @@
-// Running the sans-I/O stack in Node: its clock, its randomness, one timer kept at its next
-// deadline, and a frame link wired to it. `weft vm` and weft-net/node embedders use the same code.
+// Running the sans-I/O stack in Node: its clock, its randomness, the shared timer driver
+// (platform/stack-timer.ts, which the browser worker uses too), and a frame link wired to it.
+// `weft vm` and weft-net/node embedders use the same code.
 
 import { randomFillSync } from 'node:crypto';
 import { Stack, type StackOptions } from '../core/stack';
 import type { FrameLink } from './links/frame-link';
+import { monotonicClock, StackTimer } from '../platform/stack-timer';
 
-/** setTimeout's longest delay; a later deadline is re-armed when this fires. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/**
- * The stack's clock: monotonic milliseconds with a fraction (on the epoch's scale, as the browser
- * worker's). Date.now()'s whole milliseconds are coarser than a local link's round trip, and wall
- * time jumps when NTP steps it.
- */
-export const nodeClock = { now: (): number => performance.timeOrigin + performance.now() };
+/** The stack's clock in Node: monotonic, with a fraction (see platform/stack-timer.ts). */
+export const nodeClock = monotonicClock;
 
 export const nodeRandom = (out: Uint8Array): void => {
   randomFillSync(out);
 };
 
-/** Keeps exactly one timer armed at the stack's next deadline. */
-export class StackTimer {
-  private timer: NodeJS.Timeout | undefined;
-  private armedFor: number | undefined;
-  private stopped = false;
-
-  constructor(private readonly stack: Stack) {}
-
-  rearm(): void {
-    if (this.stopped) return;
-    const deadline = this.stack.nextDeadline();
-    if (deadline === this.armedFor && this.timer) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.armedFor = deadline;
-    if (deadline === undefined) return;
-    const delay = Math.min(MAX_TIMER_MS, Math.max(0, Math.ceil(deadline - nodeClock.now())));
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.armedFor = undefined;
-      this.stack.poll(nodeClock.now());
-      this.rearm();
-    }, delay);
-  }
-
-  stop(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-  }
-}
+export { StackTimer };
 
 export type NodeStackOptions = Omit<StackOptions, 'clock' | 'random' | 'output' | 'wake' | 'batchAcks' | 'segmentationOffload'> & Partial<Pick<StackOptions, 'clock' | 'random'>>;
 
@@ -74,7 +39,7 @@ export function runStack(link: FrameLink, options: NodeStackOptions): RunningSta
     wake: () => timer?.rearm(),
     output: (frame) => link.send(frame),
   });
-  timer = new StackTimer(stack);
+  timer = new StackTimer(stack, options.clock ?? nodeClock);
   link.onFrame((frame, checksumTrusted) => stack.input(frame, checksumTrusted));
   link.onBatchEnd(() => {
     stack.flush();

@@ -2,6 +2,7 @@
 import { randomFillSync } from 'node:crypto';
 import { WispUpstream as CoreWispUpstream, type WispUpstreamOptions } from '../core/wisp/wisp-upstream';
 import { nodeScheduler } from './node-scheduler';
+import { monotonicClock } from '../platform/stack-timer';
 
 export type { WispTransport, WispTransportFactory, WispUpstreamOptions } from '../core/wisp/wisp-upstream';
 export { upstreamErrorKind } from '../core/wisp/wisp-flows';
@@ -10,6 +11,6 @@ export type NodeWispUpstreamOptions = Omit<WispUpstreamOptions, 'scheduler' | 'c
 
 export class WispUpstream extends CoreWispUpstream {
   constructor(options: NodeWispUpstreamOptions) {
-    super({ scheduler: nodeScheduler, clock: { now: Date.now }, random: (out) => randomFillSync(out), allocate: (n) => Buffer.allocUnsafe(n), ...options });
+    super({ scheduler: nodeScheduler, clock: monotonicClock, random: (out) => randomFillSync(out), allocate: (n) => Buffer.allocUnsafe(n), ...options });
   }
 }

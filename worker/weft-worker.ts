@@ -4,6 +4,7 @@
 
 import * as Comlink from 'comlink';
 import { PcapWriter } from '../core/pcap-writer';
+import { monotonicClock, StackTimer } from '../platform/stack-timer';
 import type { Scheduler } from '../core/scheduler';
 import { UpstreamDnsForwarder } from '../core/services/dns-upstream-forwarder';
 import type { DnsForwarder } from '../core/services/dns-server';
@@ -37,15 +38,14 @@ const browserScheduler: Scheduler = {
   defer: (fn) => queueMicrotask(fn),
 };
 /** Epoch milliseconds with sub-millisecond resolution (pcap timestamps keep the microseconds). */
-const clock = { now: () => performance.timeOrigin + performance.now() };
+const clock = monotonicClock;
 const randomBytes = (out: Uint8Array) => void crypto.getRandomValues(out as Uint8Array<ArrayBuffer>);
 
 class WeftWorker implements WeftWorkerApi {
   private stack: Stack | undefined;
   private upstream: WispUpstream | undefined;
   private port: MessagePort | undefined;
-  private timer: ReturnType<typeof setTimeout> | undefined;
-  private armedFor: number | undefined;
+  private timer: StackTimer | undefined;
   private relay: RelayState = 'none';
   private emit: (e: NetworkEvent) => void = () => {};
   private capture: { chunks: Uint8Array[]; bytes: number; writer: PcapWriter } | undefined;
@@ -142,6 +142,7 @@ class WeftWorker implements WeftWorkerApi {
     };
     const stack = new Stack(options);
     this.stack = stack;
+    this.timer = new StackTimer(stack, clock, this.measured);
     stack.on('lease', (e) => this.emit({ type: 'lease', mac: formatMac(e.mac), ip: formatIpv4(e.ip), ...(e.hostname ? { hostname: e.hostname } : {}) }));
     stack.on('flow-open', (e) => this.emit({ type: 'flow-open', flow: summarizeFlow(e, formatIpv4) }));
     stack.on('flow-close', (e) => this.emit({ type: 'flow-close', flow: summarizeFlow(e, formatIpv4) }));
@@ -179,7 +180,7 @@ class WeftWorker implements WeftWorkerApi {
   }
 
   async stop(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer);
+    this.timer?.stop();
     if (this.dropTimer) clearTimeout(this.dropTimer);
     this.timer = this.dropTimer = undefined;
     this.rings?.fromPage.close();
@@ -251,22 +252,7 @@ class WeftWorker implements WeftWorkerApi {
   }
 
   private rearm(): void {
-    const stack = this.stack;
-    if (!stack) return;
-    const deadline = stack.nextDeadline();
-    if (deadline === this.armedFor && this.timer) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.armedFor = deadline;
-    if (deadline === undefined) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.armedFor = undefined;
-      this.measured(() => {
-        stack.poll(clock.now());
-        this.rearm();
-      });
-    }, Math.max(0, deadline - clock.now()));
+    this.timer?.rearm();
   }
 
   /**

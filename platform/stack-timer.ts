@@ -1,0 +1,54 @@
+// The one driver of the stack's timers, for every host (weft vm in Node, the browser worker, tests):
+// a monotonic clock, and exactly one timer kept at the stack's next deadline. Uses only what browsers
+// and Node both have (performance, setTimeout), so core stays free of timers.
+
+/** Monotonic milliseconds with a fraction, on the epoch's scale (for pcap timestamps and logs). */
+export const monotonicClock = { now: (): number => performance.timeOrigin + performance.now() };
+
+/** setTimeout's longest delay; a later deadline is re-armed when this fires. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** What the timer drives: the stack, or anything with its two timer methods. */
+export interface Deadlines {
+  nextDeadline(): number | undefined;
+  poll(now: number): void;
+}
+
+export class StackTimer {
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private armedFor: number | undefined;
+  private stopped = false;
+
+  /** `around`: runs each poll (the worker measures its busy time with it). */
+  constructor(
+    private readonly target: Deadlines,
+    private readonly clock: { now(): number } = monotonicClock,
+    private readonly around: (work: () => void) => void = (work) => work(),
+  ) {}
+
+  /** Re-arms for the target's current next deadline; call after anything that may have moved it. */
+  rearm(): void {
+    if (this.stopped) return;
+    const deadline = this.target.nextDeadline();
+    if (deadline === this.armedFor && this.timer) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.armedFor = deadline;
+    if (deadline === undefined) return;
+    const delay = Math.min(MAX_TIMER_MS, Math.max(0, Math.ceil(deadline - this.clock.now())));
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.armedFor = undefined;
+      this.around(() => {
+        this.target.poll(this.clock.now());
+        this.rearm();
+      });
+    }, delay);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
