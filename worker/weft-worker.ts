@@ -10,7 +10,7 @@ import { UpstreamDnsForwarder } from '../core/services/dns-upstream-forwarder';
 import type { DnsForwarder } from '../core/services/dns-server';
 import { Stack, type StackOptions } from '../core/stack';
 import { formatIpv4, formatMac, parseIpv4 } from '../core/wire/address';
-import { RELAY_RESOLVER, WispUpstream } from '../core/wisp/wisp-upstream';
+import { RELAY_RESOLVER, WispUpstream, type WispUpstreamState } from '../core/wisp/wisp-upstream';
 import { browserWebSocketCanPause, browserWebSocketFactory } from './browser-ws-transport';
 import { DohForwarder } from './doh-forwarder';
 import { FrameBatcher, unpackFrames } from './frame-batch';
@@ -54,7 +54,6 @@ class WeftWorker implements WeftWorkerApi {
   private pendingDrops: Record<string, number> = {};
   private dropTimer: ReturnType<typeof setTimeout> | undefined;
   private relayAttempts = 0;
-  private disconnectNoted = false;
   private busyMs = 0;
   private busyDepth = 0;
   private framePath: FramePath = 'transfer';
@@ -96,7 +95,7 @@ class WeftWorker implements WeftWorkerApi {
         allowHostLoopback: settings.allowHostLoopback ?? false,
         ...(browserWebSocketCanPause() ? {} : { maxPausedBytes: MAX_HELD_BYTES_WITHOUT_PAUSE }),
         ...(settings.password ? { password: settings.password } : {}),
-        log: (e) => this.onRelayLog(e as { event: string; message?: string; code?: unknown; reason?: unknown }, settings.relayUrl as string),
+        onState: (s) => this.onRelayState(s, settings.relayUrl as string),
       });
     }
     let forwarder: DnsForwarder | undefined;
@@ -256,30 +255,26 @@ class WeftWorker implements WeftWorkerApi {
   }
 
   /**
-   * Relay state from the upstream's log: 'connected' once a handshake completes; 'reconnecting' when
-   * an established connection drops; 'failed' after RELAY_ATTEMPTS_BEFORE_FAILED attempts in a row
-   * came to nothing (the upstream keeps retrying with backoff, and a later success is 'connected').
+   * Relay state from the upstream's typed state: 'connected' once a handshake completes (and while
+   * the relay has closed an idle connection, which comes back when a flow needs it); 'reconnecting'
+   * when an established connection drops; 'failed' after RELAY_ATTEMPTS_BEFORE_FAILED attempts in a
+   * row came to nothing (the upstream keeps retrying with backoff, and a later success is 'connected').
    */
-  private onRelayLog(e: { event: string; message?: string; code?: unknown; reason?: unknown }, url: string): void {
-    if (e.event === 'wisp-ready') {
+  private onRelayState(s: WispUpstreamState, url: string): void {
+    if (s.state === 'idle') return;
+    if (s.state === 'ready') {
       this.relayAttempts = 0;
       this.setRelay('connected', url);
       return;
     }
-    if (e.event !== 'wisp-disconnected') return;
-    // A dropped connection is logged twice in one go (the socket closed, then the session ended).
-    if (this.disconnectNoted) return;
-    this.disconnectNoted = true;
-    queueMicrotask(() => (this.disconnectNoted = false));
-    const why = e.message ?? (typeof e.code === 'number' ? `WebSocket closed (${e.code}${e.reason ? ` ${String(e.reason)}` : ''})` : undefined);
     if (this.relay === 'connected') {
       this.relayAttempts = 0;
-      this.setRelay('reconnecting', url, why);
+      this.setRelay('reconnecting', url, s.message);
       return;
     }
     this.relayAttempts++;
     if (this.relayAttempts >= RELAY_ATTEMPTS_BEFORE_FAILED) {
-      this.setRelay('failed', url, `${this.relayAttempts} attempts failed${why ? ` (last: ${why})` : ''}; still retrying`);
+      this.setRelay('failed', url, `${this.relayAttempts} attempts failed (last: ${s.message}); still retrying`);
     }
   }
 

@@ -62,6 +62,16 @@ export interface WispTransport {
   onbufferedamountlow?: () => void;
 }
 
+/**
+ * The upstream's connection, as it changes: 'ready' once a handshake completes; 'disconnected' when
+ * a connection drops or an attempt fails (it retries with backoff); 'idle' when the relay closed it
+ * for opening no stream (it reconnects when a flow needs it). Each change is reported once.
+ */
+export type WispUpstreamState =
+  | { state: 'ready'; version: 1 | 2 }
+  | { state: 'disconnected'; message: string; code?: number }
+  | { state: 'idle' };
+
 /** Opens a WebSocket; `protocols` is ['wisp-v2'] when offering Wisp v2, [] for v1. */
 export type WispTransportFactory = (url: string, protocols: string[]) => WispTransport;
 
@@ -108,6 +118,8 @@ export interface WispUpstreamOptions {
   gateway?: Ipv4Address;
   allowHostLoopback?: boolean;
   log?: (event: object) => void;
+  /** The connection's state changes, typed (the log says the same in words). */
+  onState?: (state: WispUpstreamState) => void;
   /** Allocates outgoing DATA packets (they are written whole: it need not zero-fill). */
   allocate?: PacketAllocator;
   /** Timers, time and randomness for reconnects and timeouts (core starts none itself). */
@@ -119,11 +131,14 @@ export interface WispUpstreamOptions {
 
 export class WispUpstream implements Upstream, StreamHost {
   readonly url: string;
-  private readonly o: Required<Omit<WispUpstreamOptions, 'password' | 'log' | 'gateway' | 'scheduler' | 'clock' | 'random' | 'allocate'>> & Pick<WispUpstreamOptions, 'password' | 'gateway' | 'allocate'>;
+  private readonly o: Required<Omit<WispUpstreamOptions, 'password' | 'log' | 'onState' | 'gateway' | 'scheduler' | 'clock' | 'random' | 'allocate'>> & Pick<WispUpstreamOptions, 'password' | 'gateway' | 'allocate'>;
   readonly scheduler: Scheduler;
   private readonly clock: Clock;
   private readonly random: (out: Uint8Array) => void;
   private readonly log: (event: object) => void;
+  private readonly onState: (state: WispUpstreamState) => void;
+  /** The state reported for this connection attempt (a drop is seen twice: the socket closing, then the session ending). */
+  private reported: WispUpstreamState['state'] | undefined;
   private transport: WispTransport | undefined;
   private session!: WispClientSession;
   private readonly sinks = new Map<number, StreamSink>();
@@ -159,6 +174,7 @@ export class WispUpstream implements Upstream, StreamHost {
       allocate: options.allocate,
     };
     this.log = options.log ?? (() => {});
+    this.onState = options.onState ?? (() => {});
     this.scheduler = options.scheduler;
     this.clock = options.clock;
     this.random = options.random;
@@ -283,6 +299,7 @@ export class WispUpstream implements Upstream, StreamHost {
         ready: (info) => {
           this.delayMs = this.o.backoffMs.initial;
           this.log({ event: 'wisp-ready', url: this.url, version: info.version, extensions: info.extensions, ...(info.motd ? { motd: info.motd } : {}) });
+          this.report({ state: 'ready', version: info.version });
           const confirms = this.session.confirmsOpens;
           for (const sink of [...this.sinks.values()]) sink.ready(confirms);
         },
@@ -296,7 +313,10 @@ export class WispUpstream implements Upstream, StreamHost {
           sink?.closed(reason);
         },
         terminate: (e) => {
-          if (!this.dormant) this.log({ event: 'wisp-disconnected', url: this.url, code: e.code, message: e.message });
+          if (!this.dormant) {
+            this.log({ event: 'wisp-disconnected', url: this.url, code: e.code, message: e.message });
+            this.report({ state: 'disconnected', message: e.message });
+          }
           const t = this.transport;
           this.transport = undefined;
           t?.close(1000, e.code);
@@ -308,6 +328,7 @@ export class WispUpstream implements Upstream, StreamHost {
 
   private open(): void {
     if (this.stopped) return;
+    this.reported = undefined;
     const protocols = this.useV1 ? [] : ['wisp-v2'];
     const t = this.o.connect(this.url, protocols);
     this.transport = t;
@@ -338,8 +359,13 @@ export class WispUpstream implements Upstream, StreamHost {
       // (A relay that is merely down fails before any answer and keeps us on v2.)
       const retryV1 = !opened && rejected === true && !this.useV1;
       this.dormant = opened && code === WS_CLOSE_NO_STREAM && this.sinks.size === 0;
-      if (this.dormant) this.log({ event: 'wisp-idle', url: this.url, code, reason });
-      else this.log({ event: 'wisp-disconnected', url: this.url, code, reason, ...(retryV1 ? { retry: 'v1' } : {}) });
+      if (this.dormant) {
+        this.log({ event: 'wisp-idle', url: this.url, code, reason });
+        this.report({ state: 'idle' });
+      } else {
+        this.log({ event: 'wisp-disconnected', url: this.url, code, reason, ...(retryV1 ? { retry: 'v1' } : {}) });
+        this.report({ state: 'disconnected', code, message: `WebSocket closed (${code}${reason ? ` ${reason}` : ''})` });
+      }
       if (retryV1) {
         this.useV1 = true;
         this.delayMs = 0;
@@ -391,6 +417,13 @@ export class WispUpstream implements Upstream, StreamHost {
     this.sinks.clear();
     this.newSession();
     if (!this.dormant) this.scheduleReconnect();
+  }
+
+  /** Reports a state change once: a drop seen by both the socket and the session is one change. */
+  private report(s: WispUpstreamState): void {
+    if (this.reported === s.state) return;
+    this.reported = s.state;
+    this.onState(s);
   }
 
   private cancel(handle: TimerHandle | undefined): void {

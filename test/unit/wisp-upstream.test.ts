@@ -229,3 +229,35 @@ describe('WispUpstream', () => {
     up.close();
   });
 });
+
+describe('WispUpstream state', () => {
+  it('reports ready, then one disconnected per drop and per failed attempt, typed', async () => {
+    const server = fakeServer(() => 'connect');
+    const transports: WispTransport[] = [];
+    const connect = (url: string, protocols: string[]): WispTransport => {
+      if (transports.length === 0) {
+        const t = server.connect(url, protocols);
+        transports.push(t);
+        return t;
+      }
+      // Later attempts fail before the socket opens (the relay is down).
+      const t: WispTransport = { onopen: () => {}, onmessage: () => {}, onclose: () => {}, send: () => {}, close: () => {}, bufferedAmount: 0 };
+      transports.push(t);
+      queueMicrotask(() => t.onclose({ code: 1006, reason: '' }));
+      return t;
+    };
+    const states: string[] = [];
+    const up = new WispUpstream({ url: 'ws://relay/', connect, backoffMs: { initial: 1, max: 2 }, onState: (s) => states.push(s.state === 'disconnected' ? `disconnected ${s.message}` : s.state) });
+    for (let i = 0; i < 50 && !states.includes('ready'); i++) await tick();
+    expect(states).toEqual(['ready']);
+    // The socket drops: closed socket and ended session are one change.
+    transports[0].onclose({ code: 1006, reason: 'gone' });
+    for (let i = 0; i < 50 && transports.length < 3; i++) await tick();
+    up.close();
+    expect(states[1]).toBe('disconnected WebSocket closed (1006 gone)');
+    expect(states.slice(2).every((s) => s === 'disconnected WebSocket closed (1006)')).toBe(true);
+    // One report per failed attempt (the last attempt may still be under way when close() ran).
+    expect(states.length - 2).toBeGreaterThanOrEqual(transports.length - 2);
+    expect(states.length - 2).toBeLessThanOrEqual(transports.length - 1);
+  });
+});
