@@ -1,9 +1,10 @@
 // createNetwork(): a weft network for a page. The stack runs in a Web Worker; this handle starts it,
-// carries frames to and from emulators, and reports what happens as typed events. One network can
-// serve several frame ports (all on one virtual link). Frames cross through two SharedArrayBuffer
-// rings when the page is cross-origin isolated (no message per batch, no allocation per batch, and
-// the worker can start on a frame while the emulator still runs), otherwise in batches of
-// transferred ArrayBuffers.
+// carries frames to and from emulators, and reports what happens as DOM events (it is an
+// EventTarget; see network-events.ts). One network can serve several frame ports (all on one
+// virtual link). What cannot proceed throws or rejects with a WeftError, and an AbortSignal closes
+// the network or detaches a port. Frames cross through two SharedArrayBuffer rings when the page is
+// cross-origin isolated (no message per batch, no allocation per batch, and the worker can start on
+// a frame while the emulator still runs), otherwise in batches of transferred ArrayBuffers.
 
 import * as Comlink from 'comlink';
 import { DEFAULT_NETWORK } from '../core/config';
@@ -12,39 +13,99 @@ import { FrameBatcher, unpackFrames } from '../worker/frame-batch';
 import { DEFAULT_RING_BYTES, FrameRing, FrameRingReader, FrameRingWriter } from '../worker/frame-ring';
 import { RING_DOORBELL, type FlowSummary, type FramePath, type FrameRingBuffers, type NetworkEvent, type NetworkSettings, type NetworkStats, type RelayState, type WeftWorkerApi } from '../worker/worker-api';
 import type { FramePort } from './frame-port';
+import { WeftEvent, type NetworkEventOf, type NetworkEventType, type WeftNetworkEventMap } from './network-events';
+import { WeftError } from './weft-error';
 
 export type { FlowSummary, FramePath, NetworkEvent, NetworkSettings, NetworkStats, RelayState };
 
 export interface NetworkOptions extends NetworkSettings {
-  /** Where the worker script is (default: weft-worker.js beside this module). */
+  /**
+   * Where the worker script is (default: `new URL('./weft-worker.js', import.meta.url)`, the file
+   * beside this module; the package ships it as `weft-net/web/weft-worker.js`). Set it when a
+   * bundler does not keep that expression (it then neither copies the file nor rewrites the URL),
+   * or when the page serves the file elsewhere. The worker must be same-origin with the page.
+   */
   workerUrl?: string | URL;
   /**
-   * How frames cross to the worker: 'sab' (SharedArrayBuffer rings; needs a cross-origin isolated
-   * page), 'transfer' (batches of transferred buffers), or 'auto' (default: 'sab' where it can).
+   * How frames cross to the worker (default 'auto': 'sab' where the page can share memory, else
+   * 'transfer'). 'sab' uses two SharedArrayBuffer rings, one per direction: no message and no
+   * allocation per batch; it needs a cross-origin isolated page (COOP same-origin, COEP
+   * require-corp), and createNetwork throws ERR_WEFT_SAB_UNAVAILABLE without one. 'transfer' sends
+   * batches of frames as transferred ArrayBuffers and works on every page.
    */
   framePath?: FramePath | 'auto';
-  /** Bytes per ring (each direction) on the 'sab' path (default 4 MiB); a full ring drops frames and counts them. */
+  /**
+   * Bytes per ring, each direction, on the 'sab' path (default 4 MiB). A full ring drops frames and
+   * counts them (stats().ringDrops). Unused on 'transfer'.
+   */
   ringBytes?: number;
+  /**
+   * Closes the network when aborted, as close() does; `ready` and calls under way then reject with
+   * the signal's reason. An already aborted signal makes createNetwork throw its reason (no worker
+   * is started).
+   */
+  signal?: AbortSignal;
 }
 
-type EventOf<T extends NetworkEvent['type']> = Extract<NetworkEvent, { type: T }>;
+/** Options of WeftNetwork.attach. */
+export interface AttachOptions {
+  /** Detaches the port when aborted; with an already aborted signal the port is not attached. */
+  signal?: AbortSignal;
+}
 
-export interface WeftNetwork {
-  /** Subscribes to one kind of event; returns the unsubscribe function. */
-  on<T extends NetworkEvent['type']>(type: T, listener: (e: EventOf<T>) => void): () => void;
-  /** Connects an emulator (or anything that speaks Ethernet frames); returns the detach function. */
-  attach(port: FramePort): () => void;
-  /** Resolves once the worker runs the stack (rejects with the reason if it cannot start). */
+/**
+ * A weft network: the stack in a worker, the frame ports attached to it, and its events. It is an
+ * EventTarget: `addEventListener('lease', (e) => e.detail.ip)`; each event's `detail` is the
+ * NetworkEvent (see WeftNetworkEventMap). Calls that cannot proceed reject with a WeftError.
+ */
+export interface WeftNetwork extends EventTarget {
+  /** Listens for one kind of event, typed by WeftNetworkEventMap: `addEventListener('lease', (e) => e.detail.ip)`. */
+  addEventListener<K extends keyof WeftNetworkEventMap>(
+    type: K,
+    listener: (this: WeftNetwork, ev: WeftNetworkEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+  /** Stops a listener added with addEventListener (same type, listener and capture flag). */
+  removeEventListener<K extends keyof WeftNetworkEventMap>(
+    type: K,
+    listener: (this: WeftNetwork, ev: WeftNetworkEventMap[K]) => unknown,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
+  /**
+   * Subscribes to one kind of event with a listener that gets the NetworkEvent itself (sugar for
+   * addEventListener; a listener that throws is logged, and the others still run); returns the
+   * unsubscribe function.
+   */
+  on<T extends NetworkEventType>(type: T, listener: (e: NetworkEventOf<T>) => void): () => void;
+  /**
+   * Connects an emulator (or anything that speaks Ethernet frames); returns the detach function.
+   * Throws a WeftError ERR_WEFT_CLOSED once the network is closed.
+   */
+  attach(port: FramePort, options?: AttachOptions): () => void;
+  /**
+   * Resolves once the worker runs the stack. Rejects with a WeftError ERR_WEFT_START_FAILED if it
+   * cannot start (also reported as an 'error' event), ERR_WEFT_CLOSED if the network is closed
+   * first, or the signal's reason if it is aborted first.
+   */
   readonly ready: Promise<void>;
   /** How frames cross between this page and the worker. */
   readonly framePath: FramePath;
+  /** The relay connection's state, as the last 'relay' event said ('none' without a relay). */
   readonly relayState: RelayState;
+  /** The stack's counters. */
   stats(): Promise<NetworkStats>;
+  /** The flows open now. */
   flows(): Promise<FlowSummary[]>;
+  /** Starts capturing every frame on the virtual link (in the worker, bounded). */
   startCapture(): Promise<void>;
   /** Stops the capture and returns it as a pcap file. */
   stopCapture(): Promise<Blob>;
-  /** Stops the stack and the worker. */
+  /**
+   * Detaches every port, stops the stack and ends the worker. From then on attach throws and the
+   * other calls reject with a WeftError ERR_WEFT_CLOSED (as do `ready` and calls still under way).
+   */
   close(): Promise<void>;
 }
 
@@ -53,138 +114,264 @@ function canShareMemory(): boolean {
   return (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === true && typeof SharedArrayBuffer === 'function';
 }
 
+/**
+ * Starts a weft network in a worker (see NetworkOptions). Throws a WeftError
+ * ERR_WEFT_SAB_UNAVAILABLE for framePath 'sab' on a page that is not cross-origin isolated,
+ * ERR_WEFT_START_FAILED when the browser refuses to create the worker, and the signal's reason when
+ * `signal` is already aborted.
+ */
 export function createNetwork(options: NetworkOptions = {}): WeftNetwork {
-  const { workerUrl, framePath: wantedPath = 'auto', ringBytes = DEFAULT_RING_BYTES, ...settings } = options;
-  if (wantedPath === 'sab' && !canShareMemory()) {
-    throw new Error("createNetwork: framePath 'sab' needs a cross-origin isolated page (serve it with COOP: same-origin and COEP: require-corp)");
-  }
-  const framePath: FramePath = wantedPath === 'transfer' || !canShareMemory() ? 'transfer' : 'sab';
-  const worker = new Worker(workerUrl ?? new URL('./weft-worker.js', import.meta.url), { type: 'module', name: 'weft' });
-  const api = Comlink.wrap<WeftWorkerApi>(worker);
-  const channel = new MessageChannel();
-  const listeners = new Map<string, Set<(e: NetworkEvent) => void>>();
-  const ports = new Set<FramePort>();
-  const mtu = settings.mtu ?? DEFAULT_NETWORK.mtu;
-  /** Ports whose guest takes TCP segments longer than the MTU whole (FramePort.offloadSegments). */
-  const offloading = new Set<FramePort>();
-  let offload = false;
-  const updateOffload = () => {
-    const on = ports.size > 0 && offloading.size === ports.size;
-    if (on === offload || closed) return;
-    offload = on;
-    api.setSegmentationOffload(on).catch(() => undefined);
-  };
-  let relayState: RelayState = 'none';
-  let closed = false;
+  return new Network(options);
+}
 
-  const emit = (e: NetworkEvent) => {
-    if (e.type === 'relay') relayState = e.state;
-    for (const l of listeners.get(e.type) ?? []) {
+const closedError = () => new WeftError('ERR_WEFT_CLOSED', 'this weft network is closed');
+
+class Network extends EventTarget implements WeftNetwork {
+  readonly ready: Promise<void>;
+  readonly framePath: FramePath;
+  private relay: RelayState = 'none';
+  private readonly worker: Worker;
+  private readonly api: Comlink.Remote<WeftWorkerApi>;
+  private readonly channel: MessageChannel;
+  private readonly ports = new Set<FramePort>();
+  /** The detach functions of the attached ports (close() calls them). */
+  private readonly detachers = new Set<() => void>();
+  /** Ports whose guest takes TCP segments longer than the MTU whole (FramePort.offloadSegments). */
+  private readonly offloading = new Set<FramePort>();
+  private offload = false;
+  private readonly mtu: number;
+  private readonly toWorker: { push(frame: Uint8Array): unknown };
+  private readonly fromWorker: FrameRingReader | undefined;
+  private readonly signal: AbortSignal | undefined;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  /** Rejects, once the network closes, with the reason: what `ready` and calls under way race with. */
+  private readonly whenClosed: Promise<never>;
+  private rejectWhenClosed!: (reason: unknown) => void;
+  /** Resolves when the worker reports an error it did not catch (a script that did not load is one). */
+  private readonly workerFailed: Promise<void>;
+
+  constructor(options: NetworkOptions) {
+    super();
+    const { workerUrl, framePath: wantedPath = 'auto', ringBytes = DEFAULT_RING_BYTES, signal, ...settings } = options;
+    signal?.throwIfAborted();
+    if (wantedPath === 'sab' && !canShareMemory()) {
+      throw new WeftError(
+        'ERR_WEFT_SAB_UNAVAILABLE',
+        "createNetwork: framePath 'sab' needs a cross-origin isolated page (serve it with COOP: same-origin and COEP: require-corp), or use framePath 'auto'",
+      );
+    }
+    this.framePath = wantedPath === 'transfer' || !canShareMemory() ? 'transfer' : 'sab';
+    this.mtu = settings.mtu ?? DEFAULT_NETWORK.mtu;
+    const url = workerUrl ?? new URL('./weft-worker.js', import.meta.url);
+    try {
+      this.worker = new Worker(url, { type: 'module', name: 'weft' });
+    } catch (e) {
+      throw new WeftError('ERR_WEFT_START_FAILED', `createNetwork: the browser would not start the worker ${String(url)}: ${messageOf(e)}`, { cause: e });
+    }
+    this.api = Comlink.wrap<WeftWorkerApi>(this.worker);
+    this.channel = new MessageChannel();
+    this.whenClosed = new Promise<never>((_, reject) => (this.rejectWhenClosed = reject));
+    this.whenClosed.catch(() => undefined);
+
+    let rings: FrameRingBuffers | undefined;
+    const port1 = this.channel.port1;
+    if (this.framePath === 'sab') {
+      rings = { toWorker: FrameRing.allocate(ringBytes), toPage: FrameRing.allocate(ringBytes) };
+      // A full ring drops the frame (the worker reports the count in stats().ringDrops).
+      this.toWorker = new FrameRingWriter(rings.toWorker, () => port1.postMessage(RING_DOORBELL));
+      const reader = new FrameRingReader(rings.toPage);
+      this.fromWorker = reader;
+      port1.onmessage = (e: MessageEvent) => {
+        if (e.data === RING_DOORBELL) reader.ring();
+      };
+    } else {
+      port1.onmessage = (e: MessageEvent) => {
+        if (e.data instanceof ArrayBuffer) unpackFrames(e.data, this.deliver);
+      };
+      this.toWorker = new FrameBatcher(
+        (batch) => port1.postMessage(batch, [batch]),
+        (fn) => queueMicrotask(fn),
+      );
+    }
+
+    const port2 = Comlink.transfer(this.channel.port2, [this.channel.port2]);
+    const onEvent = Comlink.proxy(this.emit);
+    const started = rings ? this.api.start(settings, port2, onEvent, rings) : this.api.start(settings, port2, onEvent);
+    let settled = false;
+    let settle!: (outcome: { error: unknown } | undefined) => boolean;
+    this.ready = new Promise<void>((resolve, reject) => {
+      settle = (outcome) => {
+        if (settled) return false;
+        settled = true;
+        if (outcome) reject(outcome.error);
+        else resolve();
+        return true;
+      };
+    });
+    // Nobody need await `ready`: a start that fails is also reported as an 'error' event.
+    this.ready.catch(() => undefined);
+    const failStart = (e: WeftError) => {
+      if (settle({ error: e })) this.emit({ type: 'error', code: e.code, message: e.message });
+    };
+    started.then(
+      () => settle(undefined),
+      (e: unknown) => failStart(new WeftError('ERR_WEFT_START_FAILED', `weft could not start: ${messageOf(e)}`, { cause: e })),
+    );
+    this.whenClosed.catch((reason: unknown) => settle({ error: reason }));
+    // Read from the start; as on the transfer path, frames that come before a port is attached are dropped.
+    this.fromWorker?.start(this.deliver);
+
+    // A worker script that does not load (a bundler that moved it, a 404) or that throws says so
+    // only here: without this, `ready` would wait for ever.
+    this.workerFailed = new Promise<void>((resolve) => {
+      this.worker.addEventListener('error', (ev) => {
+        resolve();
+        const thrown = (ev as Partial<ErrorEvent>).message;
+        if (!settled) {
+          const why = thrown || `the script ${String(url)} did not load (if a bundler moved weft-worker.js, set workerUrl)`;
+          failStart(new WeftError('ERR_WEFT_START_FAILED', `weft could not start its worker: ${why}`));
+        } else if (!this.closed) {
+          this.emit({ type: 'error', code: 'ERR_WEFT_WORKER_ERROR', message: `the weft worker threw: ${thrown || 'an error without a message'}` });
+        }
+      });
+    });
+
+    this.signal = signal;
+    signal?.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  get relayState(): RelayState {
+    return this.relay;
+  }
+
+  on<T extends NetworkEventType>(type: T, listener: (e: NetworkEventOf<T>) => void): () => void {
+    const wrapped = (e: Event) => {
       try {
-        l(e);
+        listener((e as WeftEvent<T>).detail);
       } catch (err) {
         console.error('weft: an event listener threw', err);
       }
+    };
+    this.addEventListener(type, wrapped);
+    return () => this.removeEventListener(type, wrapped);
+  }
+
+  attach(port: FramePort, options: AttachOptions = {}): () => void {
+    if (this.closed) throw new WeftError('ERR_WEFT_CLOSED', 'attach: this weft network is closed');
+    const { signal } = options;
+    if (signal?.aborted) return () => undefined;
+    this.ports.add(port);
+    let attached = true;
+    port.offloadSegments?.(this.mtu, (on) => {
+      if (!attached) return;
+      if (on) this.offloading.add(port);
+      else this.offloading.delete(port);
+      this.updateOffload();
+    });
+    this.updateOffload();
+    // The batcher copies each frame at once (ne2k hands out a view into its own memory).
+    port.onFrame((frame) => {
+      if (!attached || this.closed) return;
+      this.toWorker.push(frame);
+      // With shared rings, take what the worker has written meanwhile at once: an emulator sends
+      // frames (e.g. ACKs) while it runs a time slice, and the frames for it can then reach its
+      // card within that slice instead of after it (reading an empty ring is one atomic load).
+      this.fromWorker?.drain(this.deliver);
+    });
+    const detach = () => {
+      if (!attached) return;
+      attached = false;
+      signal?.removeEventListener('abort', detach);
+      this.detachers.delete(detach);
+      this.ports.delete(port);
+      this.offloading.delete(port);
+      this.updateOffload();
+    };
+    this.detachers.add(detach);
+    signal?.addEventListener('abort', detach, { once: true });
+    return detach;
+  }
+
+  stats(): Promise<NetworkStats> {
+    return this.call(() => this.api.stats());
+  }
+
+  flows(): Promise<FlowSummary[]> {
+    return this.call(() => this.api.flows());
+  }
+
+  startCapture(): Promise<void> {
+    return this.call(() => this.api.startCapture());
+  }
+
+  async stopCapture(): Promise<Blob> {
+    const bytes = await this.call(() => this.api.stopCapture());
+    return new Blob([bytes as BlobPart], { type: 'application/vnd.tcpdump.pcap' });
+  }
+
+  close(): Promise<void> {
+    return this.shutdown(closedError());
+  }
+
+  private readonly onAbort = () => {
+    // Nobody awaits an abort: a worker that fails to stop is ended all the same.
+    this.shutdown(this.signal?.reason).catch(() => undefined);
+  };
+
+  /** Closes the network (once); `reason` is what `ready` and calls under way reject with. */
+  private shutdown(reason: unknown): Promise<void> {
+    this.closing ??= this.stopWorker(reason);
+    return this.closing;
+  }
+
+  private async stopWorker(reason: unknown): Promise<void> {
+    this.closed = true;
+    this.signal?.removeEventListener('abort', this.onAbort);
+    this.rejectWhenClosed(reason);
+    for (const detach of [...this.detachers]) detach();
+    this.fromWorker?.close();
+    try {
+      // A worker whose script never loaded would never answer.
+      await Promise.race([this.api.stop(), this.workerFailed]);
+    } finally {
+      this.api[Comlink.releaseProxy]();
+      this.channel.port1.close();
+      this.worker.terminate();
     }
+  }
+
+  /** A call into the worker that rejects with ERR_WEFT_CLOSED once the network is closed (or with the reason it closed while under way). */
+  private call<R>(fn: () => Promise<R>): Promise<R> {
+    if (this.closed) return Promise.reject(closedError());
+    return Promise.race([fn(), this.whenClosed]);
+  }
+
+  private readonly emit = (e: NetworkEvent): void => {
+    if (e.type === 'relay') this.relay = e.state;
+    this.dispatchEvent(new WeftEvent(e));
   };
 
   // Frames from the worker go to every attached port (there is one virtual link). A segment longer
   // than the MTU, sent while every port took them, is split for a port that no longer does.
-  const deliver = (frame: Uint8Array) => {
-    for (const p of ports) {
-      if (!offloading.has(p) && isOversizedTcpFrame(frame, mtu)) {
-        for (const piece of splitTcpFrame(frame, mtu)) p.send(piece);
+  private readonly deliver = (frame: Uint8Array): void => {
+    for (const p of this.ports) {
+      if (!this.offloading.has(p) && isOversizedTcpFrame(frame, this.mtu)) {
+        for (const piece of splitTcpFrame(frame, this.mtu)) p.send(piece);
       } else {
-        p.send(ports.size === 1 ? frame : frame.slice());
+        p.send(this.ports.size === 1 ? frame : frame.slice());
       }
     }
   };
-  let toWorker: { push(frame: Uint8Array): unknown };
-  let rings: FrameRingBuffers | undefined;
-  let fromWorker: FrameRingReader | undefined;
-  if (framePath === 'sab') {
-    rings = { toWorker: FrameRing.allocate(ringBytes), toPage: FrameRing.allocate(ringBytes) };
-    // A full ring drops the frame (the worker reports the count in stats().ringDrops).
-    toWorker = new FrameRingWriter(rings.toWorker, () => channel.port1.postMessage(RING_DOORBELL));
-    const reader = new FrameRingReader(rings.toPage);
-    fromWorker = reader;
-    channel.port1.onmessage = (e: MessageEvent) => {
-      if (e.data === RING_DOORBELL) reader.ring();
-    };
-  } else {
-    channel.port1.onmessage = (e: MessageEvent) => {
-      if (e.data instanceof ArrayBuffer) unpackFrames(e.data, deliver);
-    };
-    toWorker = new FrameBatcher(
-      (batch) => channel.port1.postMessage(batch, [batch]),
-      (fn) => queueMicrotask(fn),
-    );
+
+  private updateOffload(): void {
+    const on = this.ports.size > 0 && this.offloading.size === this.ports.size;
+    if (on === this.offload || this.closed) return;
+    this.offload = on;
+    this.api.setSegmentationOffload(on).catch(() => undefined);
   }
+}
 
-  const port2 = Comlink.transfer(channel.port2, [channel.port2]);
-  const ready = rings ? api.start(settings, port2, Comlink.proxy(emit), rings) : api.start(settings, port2, Comlink.proxy(emit));
-  // Read from the start; as on the transfer path, frames that come before a port is attached are dropped.
-  fromWorker?.start(deliver);
-  ready.catch((e: unknown) => emit({ type: 'error', message: `weft could not start: ${(e as Error).message}` }));
-
-  return {
-    on(type, listener) {
-      let set = listeners.get(type);
-      if (!set) listeners.set(type, (set = new Set()));
-      set.add(listener as (e: NetworkEvent) => void);
-      return () => set.delete(listener as (e: NetworkEvent) => void);
-    },
-    attach(port) {
-      if (closed) throw new Error('this weft network is closed');
-      ports.add(port);
-      let attached = true;
-      port.offloadSegments?.(mtu, (on) => {
-        if (!attached) return;
-        if (on) offloading.add(port);
-        else offloading.delete(port);
-        updateOffload();
-      });
-      updateOffload();
-      // The batcher copies each frame at once (ne2k hands out a view into its own memory).
-      port.onFrame((frame) => {
-        if (!attached || closed) return;
-        toWorker.push(frame);
-        // With shared rings, take what the worker has written meanwhile at once: an emulator sends
-        // frames (e.g. ACKs) while it runs a time slice, and the frames for it can then reach its
-        // card within that slice instead of after it (reading an empty ring is one atomic load).
-        fromWorker?.drain(deliver);
-      });
-      return () => {
-        attached = false;
-        ports.delete(port);
-        offloading.delete(port);
-        updateOffload();
-      };
-    },
-    ready,
-    framePath,
-    get relayState() {
-      return relayState;
-    },
-    stats: () => api.stats(),
-    flows: () => api.flows(),
-    startCapture: () => api.startCapture(),
-    async stopCapture() {
-      const bytes = await api.stopCapture();
-      return new Blob([bytes as BlobPart], { type: 'application/vnd.tcpdump.pcap' });
-    },
-    async close() {
-      if (closed) return;
-      closed = true;
-      ports.clear();
-      fromWorker?.close();
-      try {
-        await api.stop();
-      } finally {
-        api[Comlink.releaseProxy]();
-        channel.port1.close();
-        worker.terminate();
-      }
-    },
-  };
+function messageOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }

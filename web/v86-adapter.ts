@@ -58,11 +58,17 @@ export interface V86Emulator {
 }
 
 export interface V86AttachOptions {
-  /** Which card: 0 for net0 (default). */
+  /** Which network card of the emulator: N for netN (default 0, net0; only net0's card can be read for pacing). */
   adapter?: number;
-  /** Frames waiting for the card before the oldest are dropped (default 1024). */
+  /**
+   * Frames waiting for the card before the oldest are dropped (default 1024). v86 drops a frame the
+   * card has no room for, so frames wait here; a drop is counted in V86Attachment.dropped.
+   */
   maxQueuedFrames?: number;
-  /** Without card introspection: bytes handed over per millisecond (default 256 KiB/ms). */
+  /**
+   * Bytes handed to the card per millisecond when its receive ring or queue cannot be read (a card
+   * other than net0, or a v86 build whose card this adapter does not know); default 256 KiB/ms.
+   */
   bytesPerMs?: number;
   /**
    * virtio-net: mark the frames weft hands the guest as checksum-verified (the header's DATA_VALID
@@ -77,8 +83,14 @@ export interface V86AttachOptions {
    * driver negotiated before the state was saved.
    */
   virtioSegmentationOffload?: boolean;
+  /**
+   * Detaches when aborted, as V86Attachment.detach() does (default: none). With an already aborted
+   * signal nothing is attached: the attachment returned is detached from the start.
+   */
+  signal?: AbortSignal;
 }
 
+/** What attachV86 attaches to: a WeftNetwork, or anything that takes a FramePort as one does. */
 export interface NetworkAttachable {
   attach(port: FramePort): () => void;
 }
@@ -105,6 +117,8 @@ export interface V86Attachment {
 export function attachV86(emulator: V86Emulator, network: NetworkAttachable, options: V86AttachOptions = {}): V86Attachment {
   const bus = emulator.bus;
   if (bus === undefined) throw new TypeError('attachV86: this object has no v86 bus (pass the V86 instance, after `new V86(...)`)');
+  const signal = options.signal;
+  if (signal?.aborted) return DETACHED;
   const receiveEvent = `net${options.adapter ?? 0}-receive`;
   const dataValid = options.virtioDataValid ?? true;
   const offerOffload = dataValid && (options.virtioSegmentationOffload ?? true);
@@ -259,7 +273,7 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
     }
   }
 
-  const detachNetwork = network.attach({
+  const port: FramePort = {
     send(frame) {
       if (detached) return;
       if (queue.length - head >= maxQueued) {
@@ -277,12 +291,22 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
       offloadAccepts = accepts;
       checkOffload();
     },
-  });
+  };
+  let detachNetwork: () => void;
+  try {
+    detachNetwork = network.attach(port);
+  } catch (e) {
+    // A closed network (WeftError ERR_WEFT_CLOSED): take the listeners back.
+    emulator.remove_listener(sendEvent, onSend);
+    emulator.remove_listener('emulator-loaded', onLoaded);
+    throw e;
+  }
 
-  return {
+  const attachment: V86Attachment = {
     detach() {
       if (detached) return;
       detached = true;
+      signal?.removeEventListener('abort', attachment.detach);
       if (timer !== undefined) clearTimeout(timer);
       unwatch?.();
       emulator.remove_listener(sendEvent, onSend);
@@ -307,7 +331,12 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
       return pacing;
     },
   };
+  signal?.addEventListener('abort', attachment.detach, { once: true });
+  return attachment;
 }
+
+/** What attachV86 returns for an already aborted signal. */
+const DETACHED: V86Attachment = Object.freeze({ detach: () => undefined, dropped: 0, queued: 0, delivered: 0, batches: 0, pacing: undefined });
 
 const EMPTY = new Uint8Array(0);
 /** ne2k ISR bit: packet received. */

@@ -4,30 +4,68 @@
 import type { FlowEvent, StackCounters } from '../core/stack';
 
 export interface NetworkSettings {
-  /** ws:// or wss:// URL of a Wisp endpoint (weft relay: ws://HOST:PORT/wisp/). Without one, only DNS over HTTPS and local services work. */
+  /**
+   * ws:// or wss:// URL of a Wisp endpoint, such as `weft relay`'s ws://HOST:PORT/wisp/ (default: none).
+   * The guest's TCP and UDP flows beyond the virtual network go out through it, and weft's DNS
+   * (10.0.2.3) asks it to resolve names unless `dohUrl` is set. Without one the guest reaches only
+   * weft's own DHCP and DNS: its other connections are refused.
+   */
   relayUrl?: string;
-  /** The virtual network: defaults 10.0.2.0/24, gateway .2, DNS .3, first lease .15. */
+  /**
+   * The virtual network, each field an address in dotted form (defaults: network 10.0.2.0,
+   * prefixLength 24, gateway 10.0.2.2, dns 10.0.2.3, firstLease 10.0.2.15 — the addresses QEMU's
+   * user networking uses). DHCP hands out leases from `firstLease` on; the gateway and DNS server
+   * must lie inside the network.
+   */
   network?: { network?: string; prefixLength?: number; gateway?: string; dns?: string; firstLease?: string };
+  /** The link MTU, announced to the guest by DHCP: an integer in 576…65520 (default 1500). */
   mtu?: number;
-  /** DNS over HTTPS endpoint (RFC 8484), used when there is no relay. */
+  /**
+   * A DNS over HTTPS endpoint (RFC 8484, e.g. https://cloudflare-dns.com/dns-query) that weft's DNS
+   * forwards the guest's queries to (default: none — queries go through the relay, and without a
+   * relay only `dnsRecords` are answered). When set it is used even with a relay. Failures are
+   * reported as 'error' events.
+   */
   dohUrl?: string;
-  /** Extra local DNS names → IPv4 addresses. */
+  /**
+   * Names weft's DNS answers itself, before forwarding anything: name → IPv4 address, e.g.
+   * `{ 'files.test': '10.0.2.2' }` (default: none). Names are matched case-insensitively; a trailing
+   * dot is ignored.
+   */
   dnsRecords?: Record<string, string>;
-  /** Let the gateway address reach the relay host's loopback (the relay must allow loopback too). */
+  /**
+   * Let the guest reach the relay host's own loopback through the gateway (default false). With it,
+   * a connection to 10.0.2.2 (the gateway) goes to 127.0.0.1 on the relay host — but only when the
+   * relay allows loopback too (`weft relay --allow-loopback`). Without it, such a connection (e.g.
+   * `wget http://10.0.2.2:8080/` for a server on the relay's machine) is refused.
+   */
   allowHostLoopback?: boolean;
-  /** Wisp v2 password extension credentials. */
+  /**
+   * Credentials for a relay that requires Wisp v2 password authentication (`weft relay --password
+   * USER:PASS`) (default: none). They travel inside the WebSocket: use a wss:// relayUrl.
+   */
   password?: { username: string; password: string };
 }
 
 export type RelayState = 'none' | 'connecting' | 'connected' | 'reconnecting' | 'failed';
 
+/** What the network reports; a WeftNetwork dispatches each as a WeftEvent named by its `type`, with it as `detail`. */
 export type NetworkEvent =
   | { type: 'relay'; state: RelayState; url?: string; message?: string }
   | { type: 'lease'; mac: string; ip: string; hostname?: string }
   | { type: 'flow-open'; flow: FlowSummary }
   | { type: 'flow-close'; flow: FlowSummary }
   | { type: 'drops'; drops: Record<string, number> }
-  | { type: 'error'; message: string };
+  | { type: 'error'; message: string; code?: WeftErrorCode };
+
+/**
+ * The stable codes of weft's errors (WeftError.code, and the 'error' event's code):
+ * - ERR_WEFT_SAB_UNAVAILABLE: framePath 'sab' was asked for on a page that is not cross-origin isolated.
+ * - ERR_WEFT_START_FAILED: the worker could not be created or loaded, or the stack in it could not start.
+ * - ERR_WEFT_WORKER_ERROR: the worker threw an error nothing caught (an 'error' event; the stack may have stopped).
+ * - ERR_WEFT_CLOSED: the network is closed (attach or a call after close(), or one still waiting when it closed).
+ */
+export type WeftErrorCode = 'ERR_WEFT_SAB_UNAVAILABLE' | 'ERR_WEFT_START_FAILED' | 'ERR_WEFT_WORKER_ERROR' | 'ERR_WEFT_CLOSED';
 
 /** A flow as the page shows it (addresses formatted). */
 export interface FlowSummary {
@@ -65,6 +103,7 @@ export interface NetworkStats extends StackCounters {
   ringDrops: { toWorker: number; toPage: number };
 }
 
+/** How frames cross between the page and the worker: SharedArrayBuffer rings ('sab') or transferred batches ('transfer'). */
 export type FramePath = 'sab' | 'transfer';
 
 /** The shared buffers of the two frame rings (made by FrameRing.allocate). */

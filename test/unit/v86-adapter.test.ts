@@ -4,6 +4,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { attachV86, type V86Emulator } from '../../web/v86-adapter';
 import type { FramePort } from '../../web/frame-port';
+import { WeftError } from '../../web/weft-error';
 
 const RX = 0x01;
 
@@ -77,6 +78,9 @@ function fakeNetwork() {
   const fromGuest: Uint8Array[] = [];
   return {
     fromGuest,
+    get attached() {
+      return port !== undefined;
+    },
     attach(p: FramePort) {
       port = p;
       p.onFrame((f) => fromGuest.push(f.slice()));
@@ -188,5 +192,44 @@ describe('attachV86 with a virtio-net card', () => {
     vi.advanceTimersByTime(5);
     expect(got).toHaveLength(5);
     expect(a.queued).toBe(0);
+  });
+});
+
+describe('attachV86 with an AbortSignal', () => {
+  it('aborting detaches, as detach() does', () => {
+    const card = new FakeNe2k();
+    const emulator = fakeEmulator(card);
+    const net = fakeNetwork();
+    const controller = new AbortController();
+    const a = attachV86(emulator, net, { signal: controller.signal });
+    net.deliver(Array.from({ length: 20 }, (_, i) => frame(i)));
+    expect(a.queued).toBeGreaterThan(0);
+    controller.abort();
+    expect(net.attached).toBe(false);
+    expect(emulator.sendListeners).toHaveLength(0);
+    expect(a.queued).toBe(0);
+    expect(Object.getOwnPropertyDescriptor(card, 'isr')).toHaveProperty('value');
+    expect(() => a.detach()).not.toThrow();
+  });
+
+  it('an already aborted signal attaches nothing', () => {
+    const emulator = fakeEmulator(new FakeNe2k());
+    const attach = vi.fn();
+    const a = attachV86(emulator, { attach }, { signal: AbortSignal.abort() });
+    expect(attach).not.toHaveBeenCalled();
+    expect(emulator.sendListeners).toHaveLength(0);
+    expect(a).toMatchObject({ queued: 0, delivered: 0, dropped: 0, pacing: undefined });
+    expect(() => a.detach()).not.toThrow();
+  });
+
+  it('a closed network throws ERR_WEFT_CLOSED, and the emulator keeps no listener of the adapter', () => {
+    const emulator = fakeEmulator(new FakeNe2k());
+    const closed = {
+      attach(): () => void {
+        throw new WeftError('ERR_WEFT_CLOSED', 'attach: this weft network is closed');
+      },
+    };
+    expect(() => attachV86(emulator, closed)).toThrowError(expect.objectContaining({ code: 'ERR_WEFT_CLOSED' }));
+    expect(emulator.sendListeners).toHaveLength(0);
   });
 });

@@ -1,0 +1,325 @@
+// The page API of createNetwork() against a fake worker: a MessageChannel whose far end exposes a
+// scripted WeftWorkerApi through comlink, as weft-worker.js does. Events as an EventTarget (typed
+// addEventListener, and on() as before), WeftError codes, and AbortSignal for the network and its ports.
+import * as Comlink from 'comlink';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { FrameBatcher, unpackFrames } from '../../worker/frame-batch';
+import type { FlowSummary, NetworkEvent, NetworkSettings, NetworkStats, WeftWorkerApi } from '../../worker/worker-api';
+import { createNetwork, WeftError, WeftEvent, type FramePort, type WeftNetwork } from '../../web/index';
+
+/** What the fake worker does when the page starts it. */
+type StartMode = 'ok' | 'hang' | 'throw';
+
+/** The worker side: records what the page sent, and plays events and frames on request. */
+class FakeStack implements WeftWorkerApi {
+  settings: NetworkSettings | undefined;
+  onEvent: ((e: NetworkEvent) => void) | undefined;
+  port: MessagePort | undefined;
+  readonly fromPage: Uint8Array[] = [];
+  stopped = 0;
+
+  constructor(private readonly mode: StartMode) {}
+
+  async start(settings: NetworkSettings, framePort: MessagePort, onEvent: (e: NetworkEvent) => void): Promise<void> {
+    this.settings = settings;
+    this.onEvent = onEvent;
+    this.port = framePort;
+    framePort.onmessage = (e: MessageEvent) => unpackFrames(e.data as ArrayBuffer, (f) => void this.fromPage.push(f.slice()));
+    if (this.mode === 'throw') throw new RangeError('MTU must be an integer in 576…65520, got 9');
+    if (this.mode === 'hang') await new Promise(() => undefined);
+  }
+  async stop(): Promise<void> {
+    this.stopped++;
+  }
+  async setSegmentationOffload(): Promise<void> {}
+  stats(): Promise<NetworkStats> {
+    return new Promise(() => undefined); // answers never: a call the page must give up on when it closes
+  }
+  async flows(): Promise<FlowSummary[]> {
+    return [];
+  }
+  async startCapture(): Promise<void> {}
+  async stopCapture(): Promise<Uint8Array> {
+    return new Uint8Array(24);
+  }
+
+  event(e: NetworkEvent): void {
+    void this.onEvent!(e);
+  }
+  toPage(frames: Uint8Array[]): void {
+    const batcher = new FrameBatcher((batch) => this.port!.postMessage(batch, [batch]), () => undefined);
+    for (const f of frames) batcher.push(f);
+    batcher.send();
+  }
+}
+
+/** Stands in for `Worker`: 'refuse' throws as a browser does for a cross-origin script, 'no-script' fires 'error' as for a 404. */
+class FakeWorker extends EventTarget {
+  static created: FakeWorker[] = [];
+  static behaviour: StartMode | 'refuse' | 'no-script' = 'ok';
+  readonly stack: FakeStack;
+  terminated = false;
+  private readonly port: MessagePort;
+
+  constructor(readonly url: string | URL) {
+    super();
+    if (FakeWorker.behaviour === 'refuse') throw new DOMException('Script at a cross-origin URL cannot be accessed', 'SecurityError');
+    const { port1, port2 } = new MessageChannel();
+    this.port = port1;
+    this.stack = new FakeStack(FakeWorker.behaviour === 'no-script' ? 'hang' : FakeWorker.behaviour);
+    if (FakeWorker.behaviour === 'no-script') setTimeout(() => this.dispatchEvent(new Event('error')), 1);
+    else Comlink.expose(this.stack, port2);
+    port1.addEventListener('message', (e) => this.dispatchEvent(new MessageEvent('message', { data: (e as MessageEvent).data })));
+    port1.start();
+    FakeWorker.created.push(this);
+  }
+  postMessage(message: unknown, transfer: Transferable[] = []): void {
+    this.port.postMessage(message, transfer);
+  }
+  terminate(): void {
+    this.terminated = true;
+    this.port.close();
+  }
+}
+
+/** Resolves with the next event of `type` the network dispatches. */
+function nextEvent<K extends 'relay' | 'lease' | 'error'>(net: WeftNetwork, type: K): Promise<WeftEvent<K>> {
+  return new Promise((resolve) => net.addEventListener(type, (e) => resolve(e as WeftEvent<K>), { once: true }));
+}
+
+async function expectCode(p: Promise<unknown>, code: WeftError['code']): Promise<WeftError> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  expect(e).toBeInstanceOf(WeftError);
+  expect((e as WeftError).code).toBe(code);
+  return e as WeftError;
+}
+
+/** Every wait here takes milliseconds: a test that waits longer waits for something that will not come. */
+const QUICK = { timeout: 10_000 };
+
+const lease: NetworkEvent = { type: 'lease', mac: '52:54:00:12:34:56', ip: '10.0.2.15', hostname: 'guest' };
+
+let networks: WeftNetwork[] = [];
+function network(options: Parameters<typeof createNetwork>[0] = {}): WeftNetwork {
+  const net = createNetwork(options);
+  networks.push(net);
+  return net;
+}
+const stackOf = () => FakeWorker.created.at(-1)!.stack;
+
+beforeEach(() => {
+  FakeWorker.created = [];
+  FakeWorker.behaviour = 'ok';
+  vi.stubGlobal('Worker', FakeWorker);
+});
+afterEach(async () => {
+  await Promise.allSettled(networks.map((n) => n.close()));
+  networks = [];
+  vi.unstubAllGlobals();
+  vi.restoreAllMocks();
+});
+
+describe('WeftNetwork events', QUICK, () => {
+  it('dispatches each NetworkEvent as a typed event whose detail is the NetworkEvent', async () => {
+    const net = network({ relayUrl: 'ws://relay.test/wisp/' });
+    await net.ready;
+    const got = nextEvent(net, 'lease');
+    const ips: string[] = [];
+    net.addEventListener('lease', (e) => ips.push(e.detail.ip));
+    // @ts-expect-error a relay event has no ip: the event map types each event's detail
+    net.addEventListener('relay', (e) => e.detail.ip);
+    stackOf().event(lease);
+    const e = await got;
+    expect(e).toBeInstanceOf(WeftEvent);
+    expect(e).toBeInstanceOf(Event);
+    expect(e.type).toBe('lease');
+    expect(e.detail).toEqual(lease);
+    expect(ips).toEqual(['10.0.2.15']);
+  });
+
+  it('keeps on(): the listener gets the NetworkEvent itself, one that throws is logged and the others still run, and unsubscribe works', async () => {
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    const net = network();
+    await net.ready;
+    const seen: string[] = [];
+    net.on('relay', () => {
+      throw new Error('a page bug');
+    });
+    const off = net.on('relay', (e) => seen.push(e.state));
+    stackOf().event({ type: 'relay', state: 'connecting', url: 'ws://relay.test/wisp/' });
+    await vi.waitFor(() => expect(seen).toEqual(['connecting']));
+    expect(logged).toHaveBeenCalledWith('weft: an event listener threw', expect.any(Error));
+    off();
+    const last = nextEvent(net, 'relay');
+    stackOf().event({ type: 'relay', state: 'connected' });
+    expect((await last).detail).toEqual({ type: 'relay', state: 'connected' });
+    expect(seen).toEqual(['connecting']);
+    expect(net.relayState).toBe('connected');
+  });
+
+  it('removeEventListener takes a listener off', async () => {
+    const net = network();
+    await net.ready;
+    const seen: string[] = [];
+    const listener = (e: WeftEvent<'lease'>) => void seen.push(e.detail.ip);
+    net.addEventListener('lease', listener);
+    net.removeEventListener('lease', listener);
+    const got = nextEvent(net, 'lease');
+    stackOf().event(lease);
+    await got;
+    expect(seen).toEqual([]);
+  });
+
+  it('sends the worker only the network settings (not the signal, worker URL or frame path)', async () => {
+    const net = network({ relayUrl: 'ws://relay.test/wisp/', mtu: 1400, allowHostLoopback: true, signal: new AbortController().signal, framePath: 'transfer', workerUrl: '/w.js' });
+    await net.ready;
+    expect(stackOf().settings).toEqual({ relayUrl: 'ws://relay.test/wisp/', mtu: 1400, allowHostLoopback: true });
+    expect(String(FakeWorker.created[0].url)).toBe('/w.js');
+  });
+});
+
+describe('WeftError codes', QUICK, () => {
+  it("framePath 'sab' on a page that is not cross-origin isolated throws ERR_WEFT_SAB_UNAVAILABLE, before any worker starts", () => {
+    let thrown: unknown;
+    try {
+      createNetwork({ framePath: 'sab' });
+    } catch (e) {
+      thrown = e;
+    }
+    expect(thrown).toBeInstanceOf(WeftError);
+    expect(thrown).toMatchObject({ name: 'WeftError', code: 'ERR_WEFT_SAB_UNAVAILABLE', message: expect.stringContaining('cross-origin isolated') });
+    expect(FakeWorker.created).toEqual([]);
+  });
+
+  it('a stack that cannot start rejects ready with ERR_WEFT_START_FAILED (the cause kept) and reports an error event with the code', async () => {
+    FakeWorker.behaviour = 'throw';
+    const net = network();
+    const event = nextEvent(net, 'error');
+    const e = await expectCode(net.ready, 'ERR_WEFT_START_FAILED');
+    expect(e.message).toContain('MTU must be an integer');
+    expect(e.cause).toBeInstanceOf(Error);
+    expect((await event).detail).toEqual({ type: 'error', code: 'ERR_WEFT_START_FAILED', message: e.message });
+  });
+
+  it('a worker script that does not load rejects ready with ERR_WEFT_START_FAILED naming workerUrl, and close() still ends', async () => {
+    FakeWorker.behaviour = 'no-script';
+    const net = network({ workerUrl: '/assets/weft-worker.js' });
+    const e = await expectCode(net.ready, 'ERR_WEFT_START_FAILED');
+    expect(e.message).toContain('/assets/weft-worker.js');
+    expect(e.message).toContain('workerUrl');
+    await net.close();
+    expect(FakeWorker.created[0].terminated).toBe(true);
+  });
+
+  it('a worker the browser refuses to create makes createNetwork throw ERR_WEFT_START_FAILED', () => {
+    FakeWorker.behaviour = 'refuse';
+    expect(() => createNetwork({ workerUrl: 'https://cdn.test/weft-worker.js' })).toThrowError(
+      expect.objectContaining({ code: 'ERR_WEFT_START_FAILED', cause: expect.objectContaining({ name: 'SecurityError' }) }),
+    );
+  });
+
+  it('an error the worker throws after it started is an error event with ERR_WEFT_WORKER_ERROR', async () => {
+    const net = network();
+    await net.ready;
+    const event = nextEvent(net, 'error');
+    FakeWorker.created[0].dispatchEvent(Object.assign(new Event('error'), { message: 'Uncaught TypeError: x is undefined' }));
+    expect((await event).detail).toEqual({ type: 'error', code: 'ERR_WEFT_WORKER_ERROR', message: 'the weft worker threw: Uncaught TypeError: x is undefined' });
+  });
+
+  it('close(): ready and calls under way reject with ERR_WEFT_CLOSED, later calls too, attach throws it, and the worker ends', async () => {
+    FakeWorker.behaviour = 'hang';
+    const net = network();
+    const stats = expectCode(net.stats(), 'ERR_WEFT_CLOSED');
+    const closing = net.close();
+    expect(net.close()).toBe(closing);
+    await closing;
+    await expectCode(net.ready, 'ERR_WEFT_CLOSED');
+    await stats;
+    await expectCode(net.flows(), 'ERR_WEFT_CLOSED');
+    await expectCode(net.stopCapture(), 'ERR_WEFT_CLOSED');
+    expect(() => net.attach({ send() {}, onFrame() {} })).toThrowError(expect.objectContaining({ code: 'ERR_WEFT_CLOSED' }));
+    expect(FakeWorker.created[0].terminated).toBe(true);
+    expect(stackOf().stopped).toBe(1);
+  });
+});
+
+describe('AbortSignal', QUICK, () => {
+  it('createNetwork with an aborted signal throws its reason and starts no worker', () => {
+    const reason = new Error('the user left');
+    expect(() => createNetwork({ signal: AbortSignal.abort(reason) })).toThrow(reason);
+    expect(FakeWorker.created).toEqual([]);
+  });
+
+  it('aborting closes the network: ready rejects with the reason, the worker stops and ends, attach throws ERR_WEFT_CLOSED', async () => {
+    FakeWorker.behaviour = 'hang';
+    const controller = new AbortController();
+    const net = network({ signal: controller.signal });
+    const reason = new DOMException('the page is done with it', 'AbortError');
+    const stats = expect(net.stats()).rejects.toBe(reason);
+    controller.abort(reason);
+    await expect(net.ready).rejects.toBe(reason);
+    await stats;
+    await vi.waitFor(() => expect(FakeWorker.created[0].terminated).toBe(true));
+    expect(stackOf().stopped).toBe(1);
+    expect(() => net.attach({ send() {}, onFrame() {} })).toThrowError(expect.objectContaining({ code: 'ERR_WEFT_CLOSED' }));
+    // Aborting after close, or closing after aborting, does nothing more.
+    await net.close();
+    expect(stackOf().stopped).toBe(1);
+  });
+
+  it('aborting after ready leaves ready resolved', async () => {
+    const controller = new AbortController();
+    const net = network({ signal: controller.signal });
+    await net.ready;
+    controller.abort();
+    await expect(net.ready).resolves.toBeUndefined();
+    await vi.waitFor(() => expect(FakeWorker.created[0].terminated).toBe(true));
+  });
+
+  /** A port that records the frames weft sends it and can send frames as its guest. */
+  function recordingPort(): FramePort & { got: number[]; guestSends(byte: number): void } {
+    let cb: ((frame: Uint8Array) => void) | undefined;
+    const got: number[] = [];
+    return {
+      got,
+      send: (frame) => void got.push(frame[0]),
+      onFrame: (f) => void (cb = f),
+      guestSends: (byte) => cb?.(new Uint8Array(60).fill(byte)),
+    };
+  }
+
+  it('attach(port, { signal }): aborting detaches the port in both directions; the other port stays', async () => {
+    const net = network();
+    await net.ready;
+    const controller = new AbortController();
+    const a = recordingPort();
+    const b = recordingPort();
+    net.attach(a, { signal: controller.signal });
+    net.attach(b);
+    stackOf().toPage([new Uint8Array(60).fill(1)]);
+    await vi.waitFor(() => expect(b.got).toEqual([1]));
+    expect(a.got).toEqual([1]);
+    a.guestSends(2);
+    await vi.waitFor(() => expect(stackOf().fromPage.map((f) => f[0])).toEqual([2]));
+
+    controller.abort();
+    stackOf().toPage([new Uint8Array(60).fill(3)]);
+    await vi.waitFor(() => expect(b.got).toEqual([1, 3]));
+    expect(a.got, 'nothing reaches the detached port').toEqual([1]);
+    a.guestSends(4);
+    b.guestSends(5);
+    await vi.waitFor(() => expect(stackOf().fromPage.map((f) => f[0])).toEqual([2, 5]));
+  });
+
+  it('attach with an already aborted signal attaches nothing', async () => {
+    const net = network();
+    await net.ready;
+    const onFrame = vi.fn();
+    const detach = net.attach({ send() {}, onFrame }, { signal: AbortSignal.abort() });
+    expect(onFrame).not.toHaveBeenCalled();
+    expect(() => detach()).not.toThrow();
+  });
+});
