@@ -20,7 +20,6 @@
 //   … finally: await session.close(); await server.close();
 // bootV86Snapshot() restores a saved state (≈1 s) at the shell prompt instead; then `guest.run('weft-dhcp')`.
 
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -30,12 +29,12 @@ import { extname, join, normalize, resolve, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import type { V86 } from 'v86';
-import { HARNESS_DIR, REPO_ROOT } from '../harness/repo-root';
+import { runGuestImageBuild } from '../harness/guest-image-build';
+import { REPO_ROOT } from '../harness/repo-root';
 
 export const CHROMIUM_PATH = process.env.WEFT_CHROMIUM ?? '/usr/bin/chromium';
 export const V86_BUILD_DIR = join(REPO_ROOT, 'node_modules', 'v86', 'build');
 export const GUEST_DIR = process.env.WEFT_GUEST_DIR ? resolve(process.env.WEFT_GUEST_DIR) : join(REPO_ROOT, '.cache', 'guest');
-export const GUEST_BUILD_SCRIPT = join(HARNESS_DIR, 'guest-image', 'build.mjs');
 export const V86_PAGE = '/v86.html';
 
 declare global {
@@ -212,28 +211,12 @@ export async function guestImageFor(suite: string): Promise<{ image: GuestImage;
  * Runs `npm run guest-image`'s script (a no-op when the cache is current) and loads the image.
  * Resolves `{ skip }` when this machine cannot build it (no apt, not root); rejects when a build fails.
  */
-export function ensureGuestImage(timeoutMs = 15 * 60_000): Promise<{ image: GuestImage } | { skip: string }> {
-  return new Promise((resolveResult, reject) => {
-    const child = spawn(process.execPath, [GUEST_BUILD_SCRIPT], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WEFT_GUEST_DIR: GUEST_DIR } });
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => process.stdout.write(s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => {
-      stderr += s;
-      process.stderr.write(s);
-    });
-    const timer = setTimeout(() => child.pid !== undefined && process.kill(child.pid, 'SIGKILL'), timeoutMs);
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      const image = code === 0 ? loadGuestImage() : undefined;
-      if (image) resolveResult({ image });
-      else if (code === 3) resolveResult({ skip: stderr.trim().replace(/^guest-image: /, '') });
-      else reject(new Error(`guest image build failed (exit ${code}): ${stderr.trim()}`));
-    });
-  });
+export async function ensureGuestImage(timeoutMs = 15 * 60_000): Promise<{ image: GuestImage } | { skip: string }> {
+  const built = await runGuestImageBuild('v86', { WEFT_GUEST_DIR: GUEST_DIR }, timeoutMs);
+  if ('skip' in built) return built;
+  const image = loadGuestImage();
+  if (!image) throw new Error(`the guest image build succeeded but ${GUEST_DIR} holds no complete image`);
+  return { image };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -73,6 +73,9 @@ export interface PcapTcpScan {
   unreadableFromGuest: number;
   /** The file ended inside a record (a capture cut short, e.g. weft killed without a flush). */
   truncatedTail: boolean;
+  /** The longest frame (its original length: Ethernet header and payload, no FCS) from weft, and from any guest. */
+  largestFrameFromWeft: number;
+  largestFrameFromGuest: number;
   /** The first `maxViolations` violations, in capture order. */
   violations: FinViolation[];
   violationsTotal: number;
@@ -120,6 +123,8 @@ export class PcapTcpChecker {
     unreadableFromWeft: 0,
     unreadableFromGuest: 0,
     truncatedTail: false,
+    largestFrameFromWeft: 0,
+    largestFrameFromGuest: 0,
     violations: [],
     violationsTotal: 0,
   };
@@ -186,8 +191,11 @@ export class PcapTcpChecker {
   /** `captured` may be shorter than the frame was (`original` bytes): lengths come from the headers. */
   private frame(captured: Uint8Array, original: number, timeMs: number): void {
     const eth = parseEthernet(captured);
-    if (isDrop(eth) || eth.ethertype !== ETHERTYPE_IPV4) return;
+    if (isDrop(eth)) return;
     const fromWeft = eth.src === this.weftMac;
+    if (fromWeft) this.scan.largestFrameFromWeft = Math.max(this.scan.largestFrameFromWeft, original);
+    else this.scan.largestFrameFromGuest = Math.max(this.scan.largestFrameFromGuest, original);
+    if (eth.ethertype !== ETHERTYPE_IPV4) return;
     const ipStart = ETHERNET_HEADER_LENGTH;
     const claimsTcp = captured.length > ipStart + 9 && captured[ipStart + 9] === IPPROTO_TCP;
     const unreadable = () => {

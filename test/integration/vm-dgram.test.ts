@@ -1,22 +1,13 @@
 // `weft vm --dgram LPORT:RPORT` with a real Linux guest: dgram-bridge.py carries frames between the
 // namespace's TAP and UDP on 127.0.0.1, as QEMU's `-netdev dgram` would.
 import { spawn } from 'node:child_process';
-import dgram from 'node:dgram';
 import { describeGuestOverLink } from '../harness/guest-scenario';
 import { DGRAM_BRIDGE, waitForStdout } from '../harness/netns';
 import { spawnWeft } from '../harness/weft-process';
-
-/** Two free UDP ports on 127.0.0.1 (held open together, so they differ). */
-async function freeUdpPorts(): Promise<[number, number]> {
-  const sockets = [dgram.createSocket('udp4'), dgram.createSocket('udp4')];
-  await Promise.all(sockets.map((s) => new Promise<void>((r) => s.bind(0, '127.0.0.1', r))));
-  const ports = sockets.map((s) => s.address().port) as [number, number];
-  await Promise.all(sockets.map((s) => new Promise<void>((r) => s.close(r))));
-  return ports;
-}
+import { freeUdpPorts } from '../support/test-servers';
 
 describeGuestOverLink('weft vm --dgram with a Linux guest in a netns', 'dgram', async (ns, weftArgs) => {
-  const [weftPort, bridgePort] = await freeUdpPorts();
+  const [weftPort, bridgePort] = await freeUdpPorts(2);
   const weft = spawnWeft(['vm', '--dgram', `${weftPort}:${bridgePort}`, ...weftArgs]);
   ns.track(weft.child);
   const ready = await weft.waitForEvent('ready');

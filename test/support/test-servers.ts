@@ -103,6 +103,15 @@ export async function closedTcpPort(): Promise<number> {
   return port;
 }
 
+/** `count` free UDP ports on 127.0.0.1, distinct (held open together, then released). */
+export async function freeUdpPorts(count: number): Promise<number[]> {
+  const sockets = Array.from({ length: count }, () => dgram.createSocket('udp4'));
+  await Promise.all(sockets.map((s) => new Promise<void>((r) => s.bind(0, '127.0.0.1', r))));
+  const ports = sockets.map((s) => s.address().port);
+  await Promise.all(sockets.map((s) => new Promise<void>((r) => s.close(r))));
+  return ports;
+}
+
 /** Tracks a server's connections so close() ends them instead of waiting for the clients. */
 function closer(server: net.Server): () => Promise<void> {
   const sockets = new Set<net.Socket>();

@@ -255,6 +255,18 @@ describe('pcap TCP check: nothing past weft\'s FIN', () => {
     new DataView(huge.buffer).setUint32(24 + 8, 2 ** 30, true);
     expect(() => scan(huge)).toThrow(/is not a frame/);
   });
+
+  it('reports the longest frame each way by its original length, also when the capture keeps only headers', () => {
+    // Ethernet 14 + IPv4 20 + TCP 32 (with timestamps) + payload.
+    const segs: Seg[] = [
+      { from: 'weft', seq: 1, flags: ACK, length: 1448, options: TS },
+      { from: 'guest', seq: 1, flags: ACK, length: 8948, options: TS },
+      { from: 'weft', seq: 1449, flags: ACK, length: 100, options: TS },
+    ];
+    for (const snaplen of [undefined, 128]) {
+      expect(scan(pcapOf(segs, snaplen))).toMatchObject({ largestFrameFromWeft: 1514, largestFrameFromGuest: 9014 });
+    }
+  });
 });
 
 describe('weft capture check: a scan held against what weft logged', () => {

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// `npm run guest-image`: builds weft's default test/demo guest for v86 from Debian packages.
+// `npm run guest-image`: builds weft's test guests from Debian packages. Two targets:
 //
+// --target v86 (the default): weft's default test/demo guest for v86, into WEFT_GUEST_DIR, default
+// <repo>/.cache/guest/
 //   bzImage      the i386 kernel from Debian's newest `linux-image-<abi>-686`
 //   initrd.img   a gzip'd newc cpio: busybox-static:i386 as /bin/busybox with its applet links, the
 //                NIC modules (ne2k-pci, the virtio set) with their dependencies, and an /init that
@@ -9,51 +11,74 @@
 //   manifest.json  package versions, the recipe hash, file sizes and digests, the kernel cmdline
 //   states/      v86 states the e2e harness saves (test/e2e/v86-harness.ts); removed on rebuild
 //
-// Output goes to WEFT_GUEST_DIR, default <repo>/.cache/guest/ (git-ignored: never commit kernels
-// or BIOS images). A second run does nothing while the recipe (the files beside this script) and
-// the package versions apt would pick are unchanged.
+// --target qemu: the x86-64 guest the QEMU tests boot (test/harness/qemu-guest.ts), into
+// WEFT_QEMU_GUEST_DIR, default <repo>/.cache/guest-qemu/
+//   bzImage      the kernel from Debian's newest `linux-image-<abi>-cloud-amd64`
+//   initrd.img   the same initramfs with busybox-static:amd64, the virtio-net set and qemu_fw_cfg:
+//                /init runs the script QEMU hands over as `-fw_cfg name=opt/weft/script,file=…`
+//                after DHCP, then powers off (see init.sh)
+//   manifest.json  as above
 //
-// Flags: --force rebuild anyway · --update run `apt-get update` first · --check only report
-// whether the cached image is current (exit 0) or not (exit 1) · --help.
+// Both folders are git-ignored: never commit kernels or BIOS images. A second run does nothing while
+// the recipe (the files beside this script) and the package versions apt would pick are unchanged.
+//
+// Flags: --target v86|qemu · --force rebuild anyway · --update run `apt-get update` first ·
+// --check only report whether the cached image is current (exit 0) or not (exit 1) · --help.
 // Exit codes: 0 built or current · 1 failed · 3 this machine cannot build it (no apt, not root);
 // the message says what to do.
 
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
-  copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync,
-  statSync, writeFileSync,
+  existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
+import {
+  CpioWriter, EXIT_FAILED, EXIT_UNSUPPORTED, GuestImageError, have, moduleIndex, resolveModuleSet,
+} from './initramfs.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = resolve(HERE, '..', '..', '..');
-export const GUEST_DIR = process.env.WEFT_GUEST_DIR ? resolve(process.env.WEFT_GUEST_DIR) : join(REPO_ROOT, '.cache', 'guest');
-export const CMDLINE = 'console=ttyS0 quiet cryptomgr.notests noisapnp';
 const MANIFEST_FORMAT = 1;
+const VIRTIO_NET = ['virtio', 'virtio_ring', 'virtio_pci', 'failover', 'net_failover', 'virtio_net'];
 
-const EXIT_FAILED = 1;
-const EXIT_UNSUPPORTED = 3;
-
-/** Module sets loaded by /init, each listed by its roots; dependencies are added in load order. */
-const MODULE_SETS = {
-  ne2k: ['ne2k-pci', '8390'],
-  virtio: ['virtio', 'virtio_ring', 'virtio_pci', 'failover', 'net_failover', 'virtio_net'],
+/**
+ * What differs between the guests. `moduleSets`: the sets /init may load, each listed by its roots
+ * (dependencies are added in load order); `firmware`: SeaBIOS goes in too (v86 needs it; QEMU
+ * brings its own).
+ */
+const TARGETS = {
+  v86: {
+    dir: process.env.WEFT_GUEST_DIR || join(REPO_ROOT, '.cache', 'guest'),
+    arch: 'i386',
+    kernelFlavour: '686',
+    cmdline: 'console=ttyS0 quiet cryptomgr.notests noisapnp',
+    moduleSets: { ne2k: ['ne2k-pci', '8390'], virtio: VIRTIO_NET },
+    firmware: true,
+  },
+  qemu: {
+    dir: process.env.WEFT_QEMU_GUEST_DIR || join(REPO_ROOT, '.cache', 'guest-qemu'),
+    arch: 'amd64',
+    kernelFlavour: 'cloud-amd64',
+    // panic=-1: a guest that panics reboots at once, which ends QEMU (-no-reboot) instead of hanging a test.
+    cmdline: 'console=ttyS0 quiet cryptomgr.notests weft.nic=virtio panic=-1',
+    moduleSets: { virtio: VIRTIO_NET, fwcfg: ['qemu_fw_cfg'] },
+    firmware: false,
+  },
 };
 
-/** The files beside this script that end up in the image; their hash is the recipe's identity. */
-const RECIPE_FILES = ['build.mjs', 'init.sh', 'weft-dhcp.sh', 'udhcpc.script', 'inittab', 'profile'];
+/** The files beside this script that end up in the image; their hash (and the target's name) is the recipe's identity. */
+const RECIPE_FILES = ['build.mjs', 'initramfs.mjs', 'init.sh', 'weft-dhcp.sh', 'udhcpc.script', 'inittab', 'profile'];
 
-class GuestImageError extends Error {
-  /** @param {string} message @param {number} exitCode */
-  constructor(message, exitCode = EXIT_FAILED) {
-    super(message);
-    this.name = 'GuestImageError';
-    this.exitCode = exitCode;
-  }
+function parseTarget(argv) {
+  const at = argv.indexOf('--target');
+  const name = at >= 0 ? argv[at + 1] : 'v86';
+  const target = TARGETS[name];
+  if (!target) throw new GuestImageError(`--target ${name ?? ''}: expected one of ${Object.keys(TARGETS).join(', ')}`);
+  return { name, ...target, dir: resolve(target.dir) };
 }
 
 function log(line) {
@@ -62,10 +87,6 @@ function log(line) {
 
 function sha256(data) {
   return createHash('sha256').update(data).digest('hex');
-}
-
-function have(cmd) {
-  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 }
 
 /** Runs a command, returning stdout; throws with its stderr on a non-zero exit unless `allowFail`. */
@@ -84,35 +105,38 @@ const isRoot = () => process.getuid?.() === 0;
 // ---------------------------------------------------------------------------------------------
 // apt: architecture, package choice, download
 
-function checkTools() {
+function checkTools(target) {
   const missing = ['apt-get', 'apt-cache', 'dpkg', 'dpkg-deb'].filter((t) => !have(t));
   if (missing.length > 0) {
     throw new GuestImageError(
       `cannot build the guest image here: ${missing.join(', ')} not found. It is built from Debian packages, ` +
-        'so run `npm run guest-image` on Debian or Ubuntu (as root, or with sudo for the one-time ' +
-        '`dpkg --add-architecture i386 && apt-get update`), or copy a built folder here and point ' +
-        'WEFT_GUEST_DIR at it (bzImage, initrd.img, bios.bin, manifest.json).',
+        `so run \`npm run guest-image -- --target ${target.name}\` on Debian or Ubuntu (as root, or with sudo ` +
+        'for the one-time `dpkg --add-architecture i386 && apt-get update` of the v86 guest), or copy a built ' +
+        `folder here and point ${target.name === 'v86' ? 'WEFT_GUEST_DIR' : 'WEFT_QEMU_GUEST_DIR'} at it ` +
+        '(bzImage, initrd.img, manifest.json, and bios.bin for v86).',
       EXIT_UNSUPPORTED,
     );
   }
 }
 
-/** Makes sure apt knows i386 packages; returns whether the architecture was just added. */
-function ensureI386() {
-  const native = run('dpkg', ['--print-architecture']).stdout.trim();
-  if (native === 'i386') return false;
+let native;
+const nativeArch = () => (native ??= run('dpkg', ['--print-architecture']).stdout.trim());
+
+/** Makes sure apt knows the target's packages' architecture; returns whether it was just added. */
+function ensureArch({ arch }) {
+  if (nativeArch() === arch) return false;
   const foreign = run('dpkg', ['--print-foreign-architectures']).stdout.split(/\s+/);
-  if (foreign.includes('i386')) return false;
+  if (foreign.includes(arch)) return false;
   if (!isRoot()) {
     throw new GuestImageError(
-      'apt does not know the i386 architecture yet, and adding it needs root. Run once:\n' +
-        '  sudo dpkg --add-architecture i386 && sudo apt-get update\n' +
+      `apt does not know the ${arch} architecture yet, and adding it needs root. Run once:\n` +
+        `  sudo dpkg --add-architecture ${arch} && sudo apt-get update\n` +
         'then `npm run guest-image` again (or run it as root).',
       EXIT_UNSUPPORTED,
     );
   }
-  log('adding the i386 architecture to dpkg (dpkg --add-architecture i386)');
-  run('dpkg', ['--add-architecture', 'i386']);
+  log(`adding the ${arch} architecture to dpkg (dpkg --add-architecture ${arch})`);
+  run('dpkg', ['--add-architecture', arch]);
   return true;
 }
 
@@ -129,7 +153,10 @@ function aptUpdate() {
   }
 }
 
-/** apt's candidate versions for `pkgs` (e.g. "busybox-static:i386"), in one apt-cache run. */
+/**
+ * apt's candidate versions for `pkgs` (e.g. "busybox-static:i386"), in one apt-cache run. apt names
+ * a package of the native architecture without the suffix ("busybox-static" for ":amd64" on amd64).
+ */
 function candidates(pkgs) {
   const out = new Map();
   const r = run('apt-cache', ['policy', ...pkgs], { allowFail: true });
@@ -143,11 +170,13 @@ function candidates(pkgs) {
   return out;
 }
 
-/** Kernel package names `linux-image-X.Y.Z-ABI-686`, newest first. */
-function kernelPackages() {
-  if (process.env.WEFT_GUEST_KERNEL) return [process.env.WEFT_GUEST_KERNEL];
-  const r = run('apt-cache', ['search', '--names-only', '^linux-image-[0-9.]+-[0-9]+-686$'], { allowFail: true });
-  const names = [...new Set(r.stdout.split('\n').map((l) => l.split(' ')[0]).filter((n) => /^linux-image-[\d.]+-\d+-686$/.test(n)))];
+/** Kernel package names `linux-image-X.Y.Z-ABI-<flavour>` (686, cloud-amd64), newest first. */
+function kernelPackages({ name, kernelFlavour }) {
+  const pinned = process.env[name === 'v86' ? 'WEFT_GUEST_KERNEL' : 'WEFT_QEMU_GUEST_KERNEL'];
+  if (pinned) return [pinned];
+  const r = run('apt-cache', ['search', '--names-only', `^linux-image-[0-9.]+-[0-9]+-${kernelFlavour}$`], { allowFail: true });
+  const pattern = new RegExp(`^linux-image-[\\d.]+-\\d+-${kernelFlavour}$`);
+  const names = [...new Set(r.stdout.split('\n').map((l) => l.split(' ')[0]).filter((n) => pattern.test(n)))];
   const key = (n) => n.match(/\d+/g).map(Number);
   return names.sort((a, b) => {
     const ka = key(a);
@@ -159,16 +188,21 @@ function kernelPackages() {
   });
 }
 
-/** The exact packages apt would download now: { kernel, busybox, seabios } → { name, arch, version }. */
-function resolvePackages() {
-  const kernels = kernelPackages();
-  const versions = candidates([...kernels.map((k) => `${k}:i386`), 'busybox-static:i386', 'seabios']);
+/** The packages a target is built from: kernel, busybox (and seabios for v86). */
+const packageKeys = (target) => (target.firmware ? ['kernel', 'busybox', 'seabios'] : ['kernel', 'busybox']);
+
+/** The exact packages apt would download now: { kernel, busybox, seabios? } → { name, arch, version }. */
+function resolvePackages(target) {
+  const { arch } = target;
+  const spec = (name) => (arch === nativeArch() ? name : `${name}:${arch}`);
+  const kernels = kernelPackages(target);
+  const versions = candidates([...kernels.map(spec), spec('busybox-static'), ...(target.firmware ? ['seabios'] : [])]);
   const found = {};
-  const kernel = kernels.find((k) => versions.has(`${k}:i386`));
-  if (kernel) found.kernel = { name: kernel, arch: 'i386', version: versions.get(`${kernel}:i386`) };
-  if (versions.has('busybox-static:i386')) found.busybox = { name: 'busybox-static', arch: 'i386', version: versions.get('busybox-static:i386') };
-  if (versions.has('seabios')) found.seabios = { name: 'seabios', arch: 'all', version: versions.get('seabios') };
-  const missing = ['kernel', 'busybox', 'seabios'].filter((k) => !found[k]);
+  const kernel = kernels.find((k) => versions.has(spec(k)));
+  if (kernel) found.kernel = { name: kernel, arch, version: versions.get(spec(kernel)) };
+  if (versions.has(spec('busybox-static'))) found.busybox = { name: 'busybox-static', arch, version: versions.get(spec('busybox-static')) };
+  if (target.firmware && versions.has('seabios')) found.seabios = { name: 'seabios', arch: 'all', version: versions.get('seabios') };
+  const missing = packageKeys(target).filter((k) => !found[k]);
   return { found, missing };
 }
 
@@ -194,128 +228,13 @@ function download(pkgs, dir) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// kernel modules
+// initramfs
 
-/** name (with `_` for `-`) → { path, file } for every module in the kernel package's tree. */
-function moduleIndex(modRoot) {
-  const index = new Map();
-  const walk = (dir) => {
-    for (const ent of readdirSync(dir, { withFileTypes: true })) {
-      const p = join(dir, ent.name);
-      if (ent.isDirectory()) walk(p);
-      else if (/\.ko(\.xz|\.zst|\.gz)?$/.test(ent.name)) {
-        index.set(ent.name.replace(/\.ko(\.xz|\.zst|\.gz)?$/, '').replace(/-/g, '_'), { path: p, file: ent.name });
-      }
-    }
-  };
-  walk(join(modRoot, 'kernel'));
-  return index;
-}
-
-function readModule(path) {
-  if (path.endsWith('.ko')) return readFileSync(path);
-  const tool = path.endsWith('.xz') ? 'xz' : path.endsWith('.zst') ? 'zstd' : 'gzip';
-  if (!have(tool)) throw new GuestImageError(`${path} is compressed; install ${tool} to unpack it`);
-  return execFileSync(tool, ['-dc', path], { maxBuffer: 64 << 20 });
-}
-
-/** The `depends=` list from a module's .modinfo strings. */
-function moduleDepends(bytes) {
-  const m = /(?:^|\0)depends=([^\0]*)\0/.exec(bytes.toString('latin1'));
-  return m && m[1] ? m[1].split(',').filter(Boolean).map((d) => d.replace(/-/g, '_')) : [];
-}
-
-/** Resolves a set's roots to a load order (dependencies first); built-in modules are skipped. */
-function resolveModuleSet(roots, index, builtin, cache) {
-  const order = [];
-  const seen = new Set();
-  const visit = (raw, via) => {
-    const name = raw.replace(/-/g, '_');
-    if (seen.has(name)) return;
-    seen.add(name);
-    if (builtin.has(name)) return;
-    const mod = index.get(name);
-    if (!mod) throw new GuestImageError(`kernel module ${raw} (needed by ${via}) is not in the kernel package`);
-    if (!cache.has(name)) cache.set(name, readModule(mod.path));
-    for (const dep of moduleDepends(cache.get(name))) visit(dep, name);
-    order.push(name);
-  };
-  for (const r of roots) visit(r, 'the image');
-  return order;
-}
-
-// ---------------------------------------------------------------------------------------------
-// newc cpio (the initramfs format the kernel unpacks)
-
-class CpioWriter {
-  constructor() {
-    this.chunks = [];
-    this.length = 0;
-    this.ino = 1;
-    this.dirs = new Set(['']);
-  }
-
-  push(buf) {
-    this.chunks.push(buf);
-    this.length += buf.length;
-  }
-
-  pad() {
-    const n = (4 - (this.length % 4)) % 4;
-    if (n) this.push(Buffer.alloc(n));
-  }
-
-  entry(name, mode, data = Buffer.alloc(0), { rdevMajor = 0, rdevMinor = 0, nlink = 1 } = {}) {
-    const nameBuf = Buffer.from(`${name}\0`);
-    const fields = [this.ino++, mode, 0, 0, nlink, 0, data.length, 0, 0, rdevMajor, rdevMinor, nameBuf.length, 0];
-    this.push(Buffer.from(`070701${fields.map((f) => f.toString(16).padStart(8, '0')).join('')}`, 'ascii'));
-    this.push(nameBuf);
-    this.pad();
-    this.push(data);
-    this.pad();
-  }
-
-  /** Adds `path`'s parent directories (each once), so the kernel can create what follows. */
-  parents(path) {
-    const parts = path.split('/');
-    for (let i = 1; i < parts.length; i++) this.dir(parts.slice(0, i).join('/'));
-  }
-
-  dir(path, mode = 0o755) {
-    if (this.dirs.has(path)) return;
-    this.parents(path);
-    this.dirs.add(path);
-    this.entry(path, 0o040000 | mode, undefined, { nlink: 2 });
-  }
-
-  file(path, data, mode = 0o644) {
-    this.parents(path);
-    this.entry(path, 0o100000 | mode, Buffer.isBuffer(data) ? data : Buffer.from(data));
-  }
-
-  symlink(path, target) {
-    this.parents(path);
-    this.entry(path, 0o120777, Buffer.from(target));
-  }
-
-  charDev(path, major, minor, mode = 0o600) {
-    this.parents(path);
-    this.entry(path, 0o020000 | mode, undefined, { rdevMajor: major, rdevMinor: minor });
-  }
-
-  finish() {
-    this.entry('TRAILER!!!', 0);
-    const n = (512 - (this.length % 512)) % 512;
-    if (n) this.push(Buffer.alloc(n));
-    return Buffer.concat(this.chunks);
-  }
-}
-
-/** Applet paths ("usr/bin/wget") from the static busybox itself, when this machine can run i386 code. */
+/** Applet paths ("usr/bin/wget") from the static busybox itself, when this machine can run its code. */
 function busyboxApplets(busybox) {
   const r = spawnSync(busybox, ['--list-full'], { encoding: 'utf8' });
   if (r.status !== 0 || !r.stdout) {
-    log('cannot run the i386 busybox here; /init will create the applet links at boot');
+    log('cannot run this busybox here; /init will create the applet links at boot');
     return [];
   }
   return r.stdout.split('\n').map((l) => l.trim()).filter(Boolean);
@@ -360,40 +279,40 @@ function buildInitramfs({ busybox, kernelRelease, modules, sets }) {
 // ---------------------------------------------------------------------------------------------
 // cache
 
-function recipeHash() {
-  const h = createHash('sha256');
+function recipeHash(target) {
+  const h = createHash('sha256').update(`target ${target.name}\0`);
   for (const f of RECIPE_FILES) h.update(`${f}\0`).update(readFileSync(join(HERE, f))).update('\0');
   return h.digest('hex');
 }
 
-function readManifest() {
+function readManifest(dir) {
   try {
-    return JSON.parse(readFileSync(join(GUEST_DIR, 'manifest.json'), 'utf8'));
+    return JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
   } catch {
     return undefined;
   }
 }
 
 /** Why the cached image cannot be used as is (ignoring package updates), or undefined when it can. */
-function staleReason(manifest, recipe) {
+function staleReason(manifest, recipe, dir) {
   if (!manifest) return 'no image built yet';
   if (manifest.format !== MANIFEST_FORMAT) return 'the manifest format changed';
   if (manifest.recipe !== recipe) return 'the recipe (files in test/harness/guest-image/) changed';
   for (const f of Object.values(manifest.files ?? {})) {
-    const p = join(GUEST_DIR, f.path);
+    const p = join(dir, f.path);
     if (!existsSync(p) || statSync(p).size !== f.size) return `${f.path} is missing or changed`;
   }
   return undefined;
 }
 
-function samePackages(a, b) {
-  return ['kernel', 'busybox', 'seabios'].every((k) => a[k] && b[k] && a[k].name === b[k].name && a[k].version === b[k].version);
+function samePackages(keys, a, b) {
+  return keys.every((k) => a[k] && b[k] && a[k].name === b[k].name && a[k].version === b[k].version);
 }
 
 /** A lock directory so two builds (say `npm run guest-image` and a test run) do not interleave. */
-async function withLock(fn) {
-  mkdirSync(GUEST_DIR, { recursive: true });
-  const lock = join(GUEST_DIR, '.lock');
+async function withLock(dir, fn) {
+  mkdirSync(dir, { recursive: true });
+  const lock = join(dir, '.lock');
   const deadline = Date.now() + 15 * 60_000;
   for (;;) {
     try {
@@ -435,7 +354,8 @@ async function withLock(fn) {
 
 // ---------------------------------------------------------------------------------------------
 
-function build(pkgs, recipe) {
+function build(target, pkgs, recipe) {
+  const { dir } = target;
   const work = mkdtempSync(join(tmpdir(), 'weft-guest-'));
   try {
     download(pkgs, work);
@@ -465,7 +385,7 @@ function build(pkgs, recipe) {
     );
     const modules = new Map();
     const sets = {};
-    for (const [set, wanted] of Object.entries(MODULE_SETS)) {
+    for (const [set, wanted] of Object.entries(target.moduleSets)) {
       sets[set] = resolveModuleSet(wanted, index, builtin, modules);
       log(`modules for ${set}: ${sets[set].join(' → ')}`);
     }
@@ -475,46 +395,50 @@ function build(pkgs, recipe) {
     log('packing the initramfs');
     const initrd = buildInitramfs({ busybox, kernelRelease, modules, sets });
 
-    const seabiosDir = join(roots.seabios, 'usr', 'share', 'seabios');
-    const bios = readFileSync(join(seabiosDir, 'bios.bin'));
-    if (bios.length !== 128 * 1024) throw new GuestImageError(`seabios bios.bin is ${bios.length} bytes, expected 131072`);
-    const vgaBios = readFileSync(join(seabiosDir, 'vgabios-stdvga.bin'));
+    const outputs = { bzimage: ['bzImage', kernel], initrd: ['initrd.img', initrd] };
+    if (target.firmware) {
+      const seabiosDir = join(roots.seabios, 'usr', 'share', 'seabios');
+      const bios = readFileSync(join(seabiosDir, 'bios.bin'));
+      if (bios.length !== 128 * 1024) throw new GuestImageError(`seabios bios.bin is ${bios.length} bytes, expected 131072`);
+      outputs.bios = ['bios.bin', bios];
+      outputs.vgaBios = ['vgabios.bin', readFileSync(join(seabiosDir, 'vgabios-stdvga.bin'))];
+    }
 
     // Write everything into a staging folder, then move it into place with the manifest last.
-    mkdirSync(GUEST_DIR, { recursive: true });
-    const stage = mkdtempSync(join(GUEST_DIR, '.stage-'));
-    const outputs = { bzimage: ['bzImage', kernel], initrd: ['initrd.img', initrd], bios: ['bios.bin', bios], vgaBios: ['vgabios.bin', vgaBios] };
+    mkdirSync(dir, { recursive: true });
+    const stage = mkdtempSync(join(dir, '.stage-'));
     const files = {};
     for (const [key, [name, data]] of Object.entries(outputs)) {
       writeFileSync(join(stage, name), data);
       files[key] = { path: name, size: data.length, sha256: sha256(data) };
     }
-    for (const [name] of Object.values(outputs)) renameSync(join(stage, name), join(GUEST_DIR, name));
+    for (const [name] of Object.values(outputs)) renameSync(join(stage, name), join(dir, name));
     // v86 states saved by the e2e harness hold the old kernel and initramfs in their memory.
-    rmSync(join(GUEST_DIR, 'states'), { recursive: true, force: true });
+    rmSync(join(dir, 'states'), { recursive: true, force: true });
     rmSync(stage, { recursive: true, force: true });
     const manifest = {
       format: MANIFEST_FORMAT,
       recipe,
       builtAt: new Date().toISOString(),
       kernelRelease,
-      cmdline: CMDLINE,
+      target: target.name,
+      cmdline: target.cmdline,
       packages: pkgs,
       modules: sets,
       files,
     };
-    writeFileSync(join(GUEST_DIR, 'manifest.json.tmp'), `${JSON.stringify(manifest, null, 2)}\n`);
-    renameSync(join(GUEST_DIR, 'manifest.json.tmp'), join(GUEST_DIR, 'manifest.json'));
+    writeFileSync(join(dir, 'manifest.json.tmp'), `${JSON.stringify(manifest, null, 2)}\n`);
+    renameSync(join(dir, 'manifest.json.tmp'), join(dir, 'manifest.json'));
     return manifest;
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
 }
 
-function summary(m) {
+function summary(m, dir) {
   const size = (k) => `${(m.files[k].size / 1024).toFixed(0)} KiB`;
   return `kernel ${m.packages.kernel.name} ${m.packages.kernel.version} (${size('bzimage')}), initrd ${size('initrd')}, ` +
-    `busybox ${m.packages.busybox.version}, seabios ${m.packages.seabios.version} → ${relative(process.cwd(), GUEST_DIR) || '.'}`;
+    `busybox ${m.packages.busybox.version}${m.packages.seabios ? `, seabios ${m.packages.seabios.version}` : ''} → ${relative(process.cwd(), dir) || '.'}`;
 }
 
 async function main(argv) {
@@ -524,20 +448,22 @@ async function main(argv) {
     process.stdout.write(`${header.map((l) => l.replace(/^\/\/ ?/, '')).join('\n')}\n`);
     return 0;
   }
+  const target = parseTarget(argv);
+  const { dir } = target;
   const force = argv.includes('--force');
   const update = argv.includes('--update');
   const checkOnly = argv.includes('--check');
-  const recipe = recipeHash();
+  const recipe = recipeHash(target);
   const aptThere = ['apt-get', 'apt-cache', 'dpkg', 'dpkg-deb'].every(have);
 
   const quickCheck = () => {
-    const manifest = readManifest();
-    const stale = staleReason(manifest, recipe);
+    const manifest = readManifest(dir);
+    const stale = staleReason(manifest, recipe, dir);
     if (stale || force || update) return { manifest, stale: stale ?? (force ? '--force' : '--update') };
     if (!aptThere) return { manifest, note: 'apt is not available to look for newer packages' };
-    const { found, missing } = resolvePackages();
+    const { found, missing } = resolvePackages(target);
     if (missing.length > 0) return { manifest, note: `apt has no candidate for ${missing.join(', ')} right now` };
-    if (!samePackages(found, manifest.packages)) {
+    if (!samePackages(packageKeys(target), found, manifest.packages)) {
       return { manifest, stale: `newer packages: ${Object.values(found).map(describePkg).join(' ')}` };
     }
     return { manifest };
@@ -545,36 +471,36 @@ async function main(argv) {
 
   let state = quickCheck();
   if (checkOnly) {
-    log(state.stale ? `not current: ${state.stale}` : `current: ${summary(state.manifest)}`);
+    log(state.stale ? `not current: ${state.stale}` : `current: ${summary(state.manifest, dir)}`);
     return state.stale ? EXIT_FAILED : 0;
   }
   if (!state.stale) {
-    log(`up to date: ${summary(state.manifest)}${state.note ? ` (${state.note})` : ''}`);
+    log(`up to date: ${summary(state.manifest, dir)}${state.note ? ` (${state.note})` : ''}`);
     return 0;
   }
 
-  return withLock(async () => {
+  return withLock(dir, async () => {
     state = quickCheck(); // another build may have finished while we waited
     if (!state.stale) {
-      log(`up to date: ${summary(state.manifest)}`);
+      log(`up to date: ${summary(state.manifest, dir)}`);
       return 0;
     }
-    log(`building into ${GUEST_DIR} (${state.stale})`);
-    checkTools();
-    const added = ensureI386();
+    log(`building the ${target.name} guest into ${dir} (${state.stale})`);
+    checkTools(target);
+    const added = ensureArch(target);
     let updated = false;
     if (added || update) {
       aptUpdate();
       updated = true;
     }
-    let { found, missing } = resolvePackages();
+    let { found, missing } = resolvePackages(target);
     if (missing.length > 0 && !updated) {
       log(`apt has no candidate for ${missing.join(', ')}; refreshing the package lists`);
       aptUpdate();
-      ({ found, missing } = resolvePackages());
+      ({ found, missing } = resolvePackages(target));
     }
     if (missing.length > 0) {
-      const what = { kernel: 'linux-image-<abi>-686:i386', busybox: 'busybox-static:i386', seabios: 'seabios' };
+      const what = { kernel: `linux-image-<abi>-${target.kernelFlavour}:${target.arch}`, busybox: `busybox-static:${target.arch}`, seabios: 'seabios' };
       throw new GuestImageError(
         `apt cannot find ${missing.map((k) => what[k]).join(', ')}. Check that Debian's main archive is in ` +
           '/etc/apt/sources.list(.d) and run `sudo apt-get update`, then try again.',
@@ -583,8 +509,8 @@ async function main(argv) {
     }
     log(`packages: ${Object.values(found).map(describePkg).join(' ')}`);
     const t0 = Date.now();
-    const manifest = build(found, recipe);
-    log(`built in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${summary(manifest)}`);
+    const manifest = build(target, found, recipe);
+    log(`built in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${summary(manifest, dir)}`);
     return 0;
   });
 }

@@ -1,10 +1,13 @@
 #!/bin/busybox sh
-# /init of weft's v86 test guest (packed into the initramfs by build.mjs). As PID 1 it mounts the
-# kernel filesystems, loads the NIC driver, brings eth0 up, leases an address, prints WEFT-* marker
-# lines on the serial console for tests to wait on, then becomes busybox init, which keeps a shell
-# running on ttyS0 (see /etc/inittab).
+# /init of weft's test guests, v86 and QEMU (packed into the initramfs by build.mjs). As PID 1 it
+# mounts the kernel filesystems, loads the NIC driver, brings eth0 up, leases an address, prints
+# WEFT-* marker lines on the serial console for tests to wait on, then becomes busybox init, which
+# keeps a shell running on ttyS0 (see /etc/inittab).
 #
-# Kernel command line knobs (after the usual `console=ttyS0 quiet cryptomgr.notests noisapnp`):
+# A QEMU test hands over a script for this boot with `-fw_cfg name=opt/weft/script,file=FILE`: then
+# /init runs it after DHCP (its output goes to ttyS0), prints `WEFT-SCRIPT-END rc=N` and powers off.
+#
+# Kernel command line knobs (after the image's own `console=ttyS0 quiet …`, see TARGETS in build.mjs):
 #   weft.dhcp=off          do not run DHCP at boot (type `weft-dhcp` later, e.g. after a state restore)
 #   weft.nic=ne2k|virtio   load only that driver set (default: ne2k-pci, then virtio_net if no eth0)
 
@@ -50,6 +53,9 @@ case "$nic" in
   *) load_set ne2k; wait_eth0 5 || { load_set virtio; wait_eth0 30; } ;;
 esac
 
+# QEMU's fw_cfg files (the QEMU image has the module; the v86 image has no such set).
+[ -e /etc/weft/modules-fwcfg ] && load_set fwcfg
+
 ip link set lo up
 if [ -e /sys/class/net/eth0 ]; then
   ip link set eth0 up
@@ -62,6 +68,15 @@ if [ -e /sys/class/net/eth0 ]; then
   fi
 else
   echo "WEFT-BOOT-FAIL reason=no-eth0 kernel=$(uname -r)"
+fi
+
+script=/sys/firmware/qemu_fw_cfg/by_name/opt/weft/script/raw
+if [ -e "$script" ]; then
+  cp "$script" /tmp/weft-script
+  echo "WEFT-SCRIPT-START uptime=$(cut -d' ' -f1 /proc/uptime)"
+  sh /tmp/weft-script
+  echo "WEFT-SCRIPT-END rc=$? uptime=$(cut -d' ' -f1 /proc/uptime)"
+  poweroff -f
 fi
 
 exec /bin/busybox init
