@@ -51,6 +51,9 @@ const entries = [
 ];
 
 await Promise.all(entries.filter((e) => existsSync(e.entryPoints[0])).map((e) => build(e)));
+// The worker is a script to start, not a module to import; its types say so (for type checkers that
+// look up every exported path).
+writeFileSync('dist/web/weft-worker.d.ts', "// weft's worker script: start it with new Worker(url, { type: 'module' }) (createNetwork does). It exports nothing.\nexport {};\n");
 
 // Declarations: tsc writes one file per module into dist/types, then API Extractor rolls each entry
 // point's up into one self-contained .d.ts (no relative imports, so it reads the same under every
@@ -89,7 +92,14 @@ if (process.argv.includes('--declarations')) {
         },
       },
     });
-    const result = Extractor.invoke(config, { localBuild: update, showVerboseMessages: false });
+    const result = Extractor.invoke(config, {
+      localBuild: update,
+      showVerboseMessages: false,
+      // Its "Analysis will use the bundled TypeScript …" notice would land in `npm pack --json`'s output.
+      messageCallback: (m) => {
+        if (m.messageId === 'console-preamble') m.handled = true;
+      },
+    });
     if (!result.succeeded) {
       failed = true;
       console.error(`esbuild.config.mjs: the ${name} declarations differ from api/${name}.api.md (review, then run \`node esbuild.config.mjs --declarations --update-api\`) or have errors`);

@@ -21,7 +21,8 @@ import { formatIpv4, type Ipv4Address } from '../core/wire/address';
 export interface DirectUpstreamOptions {
   /** The stack's gateway address (10.0.2.2 by default); with allowHostLoopback it maps to 127.0.0.1. */
   gateway: Ipv4Address;
-  allowHostLoopback: boolean;
+  /** Let flows to the gateway reach this host's loopback services (default false: they are refused). */
+  allowHostLoopback?: boolean;
   /**
    * For weft's own flows whose destinations the guest does not choose (DNS resolvers such as
    * 127.0.0.53): allow loopback destinations. Never for guest flows.
@@ -87,7 +88,7 @@ export class DirectUpstream implements Upstream {
 
   constructor(options: DirectUpstreamOptions) {
     this.gateway = options.gateway;
-    this.allowHostLoopback = options.allowHostLoopback;
+    this.allowHostLoopback = options.allowHostLoopback ?? false;
     this.trustedDestinations = options.trustedDestinations ?? false;
     this.connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     this.log = options.log ?? (() => {});
