@@ -90,7 +90,8 @@ export async function runStartCommand(argv: readonly string[]): Promise<number> 
   if (interrupted) return 130;
 
   const listen = relayArgs.some((a) => a === '--listen' || a.startsWith('--listen=')) ? [] : ['--listen', '127.0.0.1:8080'];
-  const child = spawn(process.execPath, [process.argv[1], 'relay', '--demo', ...listen, ...relayArgs], {
+  // --expose-gc, as bin/weft.js gives it: the relay gives memory back after stream bursts.
+  const child = spawn(process.execPath, ['--expose-gc', process.argv[1], 'relay', '--demo', ...listen, ...relayArgs], {
     stdio: ['ignore', 'inherit', 'pipe'],
   });
 
@@ -101,9 +102,10 @@ export async function runStartCommand(argv: readonly string[]): Promise<number> 
     const lines = (partial + chunk).split('\n');
     partial = lines.pop() ?? '';
     for (const line of lines) {
-      if (!line.startsWith('{"event":"ready"')) continue;
+      if (!line.includes('"event":"ready"')) continue;
       try {
-        const ready = JSON.parse(line) as { url: string; wisp: string; policy: { allowLoopback: boolean } };
+        const ready = JSON.parse(line) as { event: string; url: string; wisp: string; policy: { allowLoopback: boolean } };
+        if (ready.event !== 'ready') continue;
         out(
           `\n  weft demo: ${ready.url}\n\n` +
             `  Open it in a browser; the VM boots in the page and reaches the network through the Wisp relay at ${ready.wisp}.\n` +

@@ -206,8 +206,9 @@ async function startRelay(dir: string, args: string[]) {
   const events = (name: string) =>
     readFileSync(logPath, 'utf8')
       .split('\n')
-      .filter((l) => l.startsWith(`{"event":"${name}"`))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+      .filter((l) => l.includes(`"event":"${name}"`))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((e) => e.event === name);
   const deadline = performance.now() + 10_000;
   let port: number | undefined;
   while (port === undefined) {

@@ -19,7 +19,7 @@ import { randomBytes } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative, sep } from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanSerial, chromiumMissing, guestImageFor, launchChromium, type ChromiumSession, type GuestImage } from '../e2e/v86-harness';
@@ -284,8 +284,16 @@ describe(SUITE, () => {
   beforeAll(async () => {
     work = mkdtempSync(join(tmpdir(), 'weft-consumer-'));
     const t0 = performance.now();
-    // prepack builds the bundles and the declarations (and checks them against api/).
-    await runOk('npm', ['pack', '--pack-destination', work], REPO_ROOT, 180_000);
+    // prepack builds the bundles and the declarations (and checks them against api/). It runs in a
+    // copy of the repository: a build in place would rewrite dist/ under the other test files, which
+    // run weft from it at the same time.
+    const source = join(work, 'source');
+    cpSync(REPO_ROOT, source, {
+      recursive: true,
+      filter: (from) => !/^(node_modules|dist|\.cache|test-results|\.git)$/.test(relative(REPO_ROOT, from).split(sep)[0] ?? ''),
+    });
+    symlinkSync(join(REPO_ROOT, 'node_modules'), join(source, 'node_modules'));
+    await runOk('npm', ['pack', '--pack-destination', work], source, 180_000);
     const packed = readdirSync(work).filter((f) => f.endsWith('.tgz'));
     expect(packed).toEqual([`weft-net-${PACKAGE.version}.tgz`]);
     tarball = join(work, packed[0]);
