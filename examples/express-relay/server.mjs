@@ -20,7 +20,7 @@ const port = Number(process.env.PORT ?? 8080);
 const relay = createRelay({
   path: '/wisp/',
   allowLoopback: process.env.ALLOW_LOOPBACK === '1',
-  origins: process.env.ORIGIN?.split(','),
+  origin: process.env.ORIGIN?.split(','),
 });
 
 const app = express();

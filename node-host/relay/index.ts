@@ -26,7 +26,9 @@ export interface RelayOptions {
   password?: { username: string; password: string };
   /** A token clients present as ?token=… or "Authorization: Bearer …". */
   token?: string;
-  /** Origins whose pages may connect (default: any). */
+  /** Origins whose pages may connect, as --origin (default: any). A list, or one comma-separated string. */
+  origin?: string | string[];
+  /** The same as `origin`. */
   origins?: string[];
   /** WebSocket clients at once (default 1000). */
   maxClients?: number;
@@ -85,7 +87,8 @@ function toArgv(o: RelayOptions): string[] {
   if (o.ports !== undefined) flag('ports', typeof o.ports === 'string' ? o.ports : o.ports.map((p) => (Array.isArray(p) ? `${p[0]}-${p[1]}` : String(p))).join(','));
   if (o.password) flag('password', `${o.password.username}:${o.password.password}`);
   flag('token', o.token);
-  if (o.origins) flag('origin', o.origins.join(','));
+  const origins = [...(typeof o.origin === 'string' ? [o.origin] : (o.origin ?? [])), ...(o.origins ?? [])];
+  if (o.origin !== undefined || o.origins !== undefined) flag('origin', origins.join(','));
   flag('max-clients', o.maxClients);
   flag('max-clients-per-ip', o.maxClientsPerIp);
   flag('max-streams-per-client', o.maxStreamsPerClient);
