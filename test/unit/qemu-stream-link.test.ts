@@ -240,3 +240,38 @@ describe('weft vm --qemu (QEMU stream framing)', () => {
     await stop(weft);
   });
 });
+
+describe('QemuStreamLink writes', () => {
+  it('sends the frames of one burst in one write, each intact and in order, and later bursts reuse the buffer', async () => {
+    const { QemuStreamLink, StreamFrameDecoder } = await import('../../node-host/links/qemu-stream-link');
+    const dir = mkdtempSync(join(tmpdir(), 'weft-stream-'));
+    const path = join(dir, 'link.sock');
+    const link = await QemuStreamLink.listen({ kind: 'unix', path });
+    const writes: number[] = [];
+    const write = net.Socket.prototype.write;
+    try {
+      const client = net.connect(path);
+      await new Promise((r) => client.once('connect', r));
+      await new Promise((r) => setTimeout(r, 50)); // the link accepts it
+      const received: Buffer[] = [];
+      const decoder = new StreamFrameDecoder();
+      client.on('data', (chunk: Buffer) => decoder.push(chunk, (f) => received.push(Buffer.from(f))));
+      net.Socket.prototype.write = function (this: net.Socket, ...args: Parameters<typeof write>) {
+        if (this !== client) writes.push((args[0] as Uint8Array).length);
+        return write.apply(this, args);
+      } as typeof write;
+      const frames = Array.from({ length: 40 }, (_, i) => Buffer.alloc(60 + i * 37, i));
+      for (const f of frames) link.send(f);
+      await new Promise((r) => setTimeout(r, 50));
+      for (const f of frames.slice(0, 3)) link.send(f);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(writes).toEqual([frames.reduce((n, f) => n + 4 + f.length, 0), frames.slice(0, 3).reduce((n, f) => n + 4 + f.length, 0)]);
+      expect(received.map((f) => f.toString('hex'))).toEqual([...frames, ...frames.slice(0, 3)].map((f) => f.toString('hex')));
+      client.destroy();
+    } finally {
+      net.Socket.prototype.write = write;
+      await link.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
