@@ -5,6 +5,7 @@ import { runStackBench } from './stack-bench';
 import { dnsBenchUnavailable, runDnsBench } from './dns-bench';
 import { faultsBenchUnavailable, runFaultsBench } from './faults-bench';
 import { runRelayBench } from './relay-bench';
+import { qemuBenchUnavailable, runQemuBench, runQemuProfile, type PeerName } from './qemu-bench';
 import { runTcpBench, tcpBenchUnavailable } from './tcp-bench';
 
 const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -79,6 +80,34 @@ const suites: Record<string, () => Promise<void>> = {
       rounds: Number(process.env.WEFT_BENCH_ROUNDS ?? 3),
       seed: Number(process.env.WEFT_FAULTS_SEED ?? 1),
       ...(cells && cells.length > 0 ? { cells } : {}),
+    });
+  },
+  async qemu() {
+    console.log('\nqemu — a QEMU guest through weft vm --qemu (stream) and --dgram, QEMU -netdev user and passt, side by side (MB/s; CPU s of the stack process)');
+    const why = qemuBenchUnavailable();
+    if (why) {
+      console.log(`skipped: ${why}`);
+      return;
+    }
+    // WEFT_QEMU_BENCH_MIB sets the size of each transfer; WEFT_QEMU_BENCH_PER_BOOT the measured transfers
+    // each way per boot; WEFT_QEMU_BENCH_PROFILE=1 profiles weft on the stream link instead of comparing.
+    const bytes = Number(process.env.WEFT_QEMU_BENCH_MIB ?? 128) * 1048576;
+    // WEFT_QEMU_BENCH_STACKS=stream,passt runs a subset (stream, dgram, user, passt).
+    const names: Record<string, PeerName> = { stream: 'weft stream', dgram: 'weft dgram', user: 'user', passt: 'passt' };
+    const stacks = process.env.WEFT_QEMU_BENCH_STACKS?.split(',').map((s) => {
+      const name = names[s.trim()];
+      if (!name) throw new Error(`WEFT_QEMU_BENCH_STACKS: unknown stack "${s}"; available: ${Object.keys(names).join(', ')}`);
+      return name;
+    });
+    if (process.env.WEFT_QEMU_BENCH_PROFILE === '1') {
+      await runQemuProfile({ bytes });
+      return;
+    }
+    await runQemuBench({
+      bytes,
+      rounds: Number(process.env.WEFT_BENCH_ROUNDS ?? 5),
+      perBoot: Number(process.env.WEFT_QEMU_BENCH_PER_BOOT ?? 1),
+      ...(stacks && stacks.length > 0 ? { stacks } : {}),
     });
   },
 };

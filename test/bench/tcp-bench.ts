@@ -4,8 +4,8 @@
 // ratios weft / peer are the figures. CPU seconds are those of the stack's own process (utime +
 // stime from /proc), over both directions' measured runs.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { Netns, UDHCPC_SCRIPT } from '../harness/netns';
+import { cpuSecondsOf } from './proc-stats';
 
 export interface TcpBenchRow {
   peer: string;
@@ -17,7 +17,6 @@ export interface TcpBenchRow {
 }
 
 const SECONDS = Number(process.env.WEFT_BENCH_SECONDS ?? 5);
-const CLOCK_TICKS = 100; // USER_HZ on Linux
 
 function have(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
@@ -28,18 +27,6 @@ export function tcpBenchUnavailable(): string | undefined {
   const missing = ['iperf3', 'slirp4netns', 'busybox', 'ip'].filter((c) => !have(c));
   if (missing.length > 0) return `missing ${missing.join(', ')} (apt-get install iperf3 slirp4netns busybox-static iproute2)`;
   return undefined;
-}
-
-/** utime + stime of `pid` in seconds, or NaN when it cannot be read. */
-function cpuSecondsOf(pid: number | undefined): number {
-  if (pid === undefined) return NaN;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-  } catch {
-    return NaN;
-  }
 }
 
 async function iperf(ns: Netns, port: number, reverse: boolean): Promise<number> {

@@ -180,6 +180,8 @@ export async function chooseAccel(image: QemuGuestImage): Promise<AccelChoice> {
 export type QemuLink =
   | { kind: 'stream'; path: string }
   | { kind: 'dgram'; weftPort: number; qemuPort: number }
+  /** QEMU's own slirp (`-netdev user`): benchmarks compare weft with it. */
+  | { kind: 'user' }
   | { kind: 'none' };
 
 /** QEMU's arguments for a virtio-net-pci NIC on `link` (nothing for 'none'). */
@@ -194,6 +196,10 @@ export function qemuNetArgs(link: QemuLink, mac = DEFAULT_GUEST_MAC): string[] {
     case 'dgram':
       netdev = `dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=${link.qemuPort},` +
         `remote.type=inet,remote.host=127.0.0.1,remote.port=${link.weftPort}`;
+      break;
+    case 'user':
+      // libslirp inside QEMU: the guest leases 10.0.2.15, and 10.0.2.2 reaches the host's loopback.
+      netdev = 'user,id=n0';
       break;
   }
   // romfile=: no iPXE option ROM (qboot would not run it anyway; it only costs time).

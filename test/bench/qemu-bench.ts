@@ -1,0 +1,492 @@
+// The QEMU suite (issue 16): the same QEMU guest (test/harness/qemu-guest.ts: Debian cloud kernel,
+// busybox, virtio-net) moves the same bytes through four user-mode stacks in one run:
+//
+//   weft stream   `weft vm --qemu unix:PATH`, QEMU `-netdev stream` to it
+//   weft dgram    `weft vm --dgram L:R`, QEMU `-netdev dgram` (one frame per UDP datagram)
+//   user          QEMU `-netdev user`: libslirp inside the QEMU process
+//   passt         Debian's passt, QEMU `-netdev stream` to its unix socket
+//
+// Each round boots the guest once per stack, in turn (A B C D, A B C D, …), so drift in the load of a
+// shared machine falls on all alike. In each boot the guest warms up (a small download and upload),
+// then downloads N MiB from an HTTP server on the host's 127.0.0.1 (busybox wget -O /dev/null) and
+// uploads N MiB to a TCP sink there (busybox nc < a file in the guest's RAM), both through the
+// gateway address the DHCP lease named, which every stack maps to the host's loopback. Transfers are
+// timed by the guest's clock (/proc/uptime, 10 ms steps), from before the client starts until it
+// has exited; N = 128 MiB keeps a download over a second (≈130 MB/s is the fastest seen here).
+// Under TCG the guest's own CPU bounds uploads (10–25 MB/s here), so they mostly compare what each
+// stack costs the guest (its ACKs, its interrupts) and the CPU beside it.
+//
+// CPU seconds are utime + stime from /proc over each measured transfer (from the request reaching
+// the host to the guest's result line for downloads, to the sink's end of stream for uploads): of
+// the stack's own process (weft vm, passt), and of QEMU. With -netdev user the stack runs inside
+// QEMU, so its "stack" CPU is not separable: the fair CPU comparison is the total, stack + QEMU.
+//
+// All four run at MTU 1500 (weft's and slirp's default; passt hands out 65520 unless told, so it
+// gets -m 1500). The table shows medians (min–max) over the rounds and the ratios weft / peer.
+//
+// WEFT_BENCH_ROUNDS (default 5) and WEFT_QEMU_BENCH_MIB (default 128) set the rounds and the size;
+// WEFT_QEMU_BENCH_PER_BOOT (default 1) runs more measured transfers each way within each boot;
+// WEFT_QEMU_BENCH_STACKS=stream,passt runs only some of the stacks (stream, dgram, user, passt).
+// WEFT_QEMU_BENCH_PROFILE=1 runs only a profile instead: `weft vm --qemu` under node --cpu-prof for
+// one boot, and prints where weft's CPU time went during one download and one upload (self time
+// per function, mapped to the TypeScript sources through dist/weft.js.map).
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  bootQemuGuest, chooseAccel, cleanupOnExit, describeRun, killAllQemuGuests, qemuGuestImageFor, qemuMissing,
+  type AccelChoice, type GuestRun, type QemuGuest, type QemuGuestImage,
+} from '../harness/qemu-guest';
+import { REPO_ROOT } from '../harness/weft-bundle';
+import type { WeftProcess } from '../harness/weft-process';
+import { readCpuProfile, summariseProfile, type ProfileEntry, type ProfileSummary } from './cpu-profile';
+import { cpuSecondsOf, syscallCountsOf } from './proc-stats';
+import {
+  EventQueue, MTU, passtMissing, startHostServers, startPasst, startWeft, userPeer,
+  type CpuSample, type HostEvent, type HostServers, type Peer, type PeerName,
+} from './qemu-bench-host';
+
+export type { PeerName } from './qemu-bench-host';
+
+const MIB = 1 << 20;
+/**
+ * Each boot's warm-up (the guest's first connections and, in the first round, weft's JIT): a short
+ * download, and a shorter upload, since uploads move a tenth as fast under TCG.
+ */
+const WARM_UP_DOWNLOAD_BYTES = 8 * MIB;
+const WARM_UP_UPLOAD_BYTES = 2 * MIB;
+const DEFAULT_BYTES = 128 * MIB;
+/** Room for the upload files in the guest's RAM (its /tmp is the initramfs) beside the kernel and busybox. */
+const GUEST_MEMORY_MIB = 512;
+/** A boot with its transfers takes 10–20 s under TCG here; this leaves room for a slow, loaded machine. */
+const BOOT_TIMEOUT_MS = 240_000;
+/** The target of issue 16: weft at least as fast as each peer, both ways. */
+const TARGET_RATIO = 1.0;
+const TOP_FUNCTIONS = 15;
+const TOP_FILES = 8;
+/** The profiler's sampling interval: 4 samples a millisecond. */
+const PROFILE_INTERVAL_US = 250;
+
+// ---- options and results ------------------------------------------------------------------------
+
+export interface QemuBenchOptions {
+  /** Boots per stack (default 5). */
+  rounds?: number;
+  /** Bytes each way per measured transfer (default 128 MiB). */
+  bytes?: number;
+  /** Measured transfers each way within one boot (default 1). */
+  perBoot?: number;
+  /** Only these stacks (default: all four). */
+  stacks?: readonly PeerName[];
+  log?: (line: string) => void;
+}
+
+/** MB/s (10^6 bytes) or CPU seconds over the measured transfers. */
+export interface Spread { median: number; min: number; max: number; each: number[] }
+
+export interface QemuBenchRow {
+  peer: PeerName;
+  label: string;
+  download?: Spread;
+  upload?: Spread;
+  /** CPU s of the stack's own process per transfer; undefined for `user` (it is QEMU). */
+  stackCpu: { download?: Spread; upload?: Spread };
+  /** CPU s of the stack and QEMU together per transfer (for `user`: QEMU alone). */
+  totalCpu: { download?: Spread; upload?: Spread };
+  /** Why this stack's remaining rounds were skipped, if one failed. */
+  failure?: string;
+}
+
+/** Why the suite cannot run here, or undefined. passt is optional (its rows then say why not). */
+export function qemuBenchUnavailable(): string | undefined {
+  if (process.platform !== 'linux') return 'QEMU guests run on Linux only';
+  return qemuMissing();
+}
+
+function positive(name: string, v: number): number {
+  if (!Number.isSafeInteger(v) || v < 1) throw new Error(`qemu bench: ${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
+// ---- one boot -------------------------------------------------------------------------------------
+
+interface TransferPlan {
+  name: string;
+  direction: 'download' | 'upload';
+  bytes: number;
+  measured: boolean;
+}
+
+interface Transfer extends TransferPlan {
+  mbPerSecond: number;
+  guestSeconds: number;
+  /** The sink's first to last byte (uploads). */
+  hostSeconds?: number;
+  stackCpu: number;
+  /** System calls of the stack's process during the transfer. */
+  stackReads: number;
+  stackWrites: number;
+  qemuCpu: number;
+  /** The host-side window, CLOCK_MONOTONIC µs (for a profile). */
+  fromUs: number;
+  toUs: number;
+}
+
+function plan(bytes: number, perBoot: number): TransferPlan[] {
+  const p: TransferPlan[] = [
+    { name: 'warm-download', direction: 'download', bytes: WARM_UP_DOWNLOAD_BYTES, measured: false },
+    { name: 'warm-upload', direction: 'upload', bytes: WARM_UP_UPLOAD_BYTES, measured: false },
+  ];
+  for (let i = 1; i <= perBoot; i++) {
+    p.push({ name: `download-${i}`, direction: 'download', bytes, measured: true });
+    p.push({ name: `upload-${i}`, direction: 'upload', bytes, measured: true });
+  }
+  return p;
+}
+
+/**
+ * The guest's side. `stamp` reads /proc/uptime without a fork (centiseconds in $T); the server is
+ * the router of the lease, which each stack maps to the host's loopback. Uploads read a file in the
+ * guest's RAM, made before any clock starts: `dd | nc` would time busybox's pipe, which under TCG
+ * moves a quarter of what nc reading a file does.
+ */
+function guestScript(transfers: readonly TransferPlan[], httpPort: number, sinkPort: number): string {
+  const sizes = [...new Set(transfers.filter((t) => t.direction === 'upload').map((t) => t.bytes))];
+  const lines = transfers.map((t) => `${t.direction} ${t.name} ${t.bytes}`);
+  return `
+GW=$(ip route show default | awk '{ print $3; exit }')
+echo "WEFT-RESULT link mtu=$(cat /sys/class/net/eth0/mtu) gw=$GW"
+for n in ${sizes.join(' ')}; do dd if=/dev/zero of=/tmp/upload-$n bs=65536 count=$((n / 65536)) 2>/dev/null || exit 1; done
+stamp() { read -r up _ < /proc/uptime; T=\${up%.*}\${up#*.}; }
+download() { # NAME BYTES
+  stamp; t0=$T
+  wget -q -O /dev/null "http://$GW:${httpPort}/bytes/$2"; rc=$?
+  stamp; echo "WEFT-RESULT $1 rc=$rc cs=$((T - t0))"
+}
+upload() { # NAME BYTES: nc half-closes at the end of the file and ends at the sink's FIN
+  stamp; t0=$T
+  nc "$GW" ${sinkPort} < /tmp/upload-$2 > /dev/null; rc=$?
+  stamp; echo "WEFT-RESULT $1 rc=$rc cs=$((T - t0))"
+}
+${lines.join('\n')}
+`;
+}
+
+interface BootResult {
+  transfers: Transfer[];
+  mtu: string | undefined;
+  run: GuestRun;
+}
+
+/** Resolves with `p`, or rejects with the boot's serial output when QEMU ends first. */
+function whileGuestRuns<T>(guest: QemuGuest, p: Promise<T>, what: string): Promise<T> {
+  return Promise.race([
+    p,
+    guest.finished.then((run) => {
+      throw new Error(`${run.label} ended while waiting for ${what}: ${describeRun(run)}`);
+    }),
+  ]);
+}
+
+async function bootAndTransfer(
+  o: { image: QemuGuestImage; accel: AccelChoice; peer: Peer; servers: HostServers; transfers: readonly TransferPlan[]; label: string },
+): Promise<BootResult> {
+  const queue = new EventQueue();
+  const guest = bootQemuGuest({
+    image: o.image, accel: o.accel.accel, link: o.peer.link, label: o.label, timeoutMs: BOOT_TIMEOUT_MS, memoryMiB: GUEST_MEMORY_MIB,
+    script: guestScript(o.transfers, o.servers.httpPort, o.servers.sinkPort),
+  });
+  const sample = (): CpuSample => ({
+    stack: cpuSecondsOf(o.peer.pid),
+    stackSyscalls: syscallCountsOf(o.peer.pid),
+    qemu: cpuSecondsOf(guest.pid),
+    atUs: Number(process.hrtime.bigint() / 1000n),
+  });
+  o.servers.attach(queue, sample);
+  try {
+    const next = async <K extends HostEvent['kind']>(kind: K, name: string): Promise<Extract<HostEvent, { kind: K }>> => {
+      const e = await whileGuestRuns(guest, queue.next(), `the host to see ${name} (${kind})`);
+      if (e.kind !== kind) throw new Error(`${o.label}: expected ${kind} for ${name}, the host saw ${e.kind}`);
+      return e as Extract<HostEvent, { kind: K }>;
+    };
+    const transfers: Transfer[] = [];
+    for (const t of o.transfers) {
+      const start = await next(t.direction === 'download' ? 'download-start' : 'upload-start', t.name);
+      let end: CpuSample | undefined;
+      let hostSeconds: number | undefined;
+      if (t.direction === 'upload') {
+        const e = await next('upload-end', t.name);
+        if (e.bytes !== t.bytes) throw new Error(`${o.label}: the sink got ${e.bytes} bytes of ${t.name}, not ${t.bytes}`);
+        end = e.cpu;
+        hostSeconds = e.firstToLastMs / 1000;
+      }
+      const marker = await guest.waitForMarker('RESULT', (m) => m.name === t.name, BOOT_TIMEOUT_MS);
+      end ??= sample();
+      const { rc, cs } = marker.fields;
+      if (rc !== '0') throw new Error(`${o.label}: ${t.name} failed in the guest (${marker.line}): ${guest.describeSerial()}`);
+      const guestSeconds = Number(cs) / 100;
+      const stackCpu = end.stack - start.cpu.stack;
+      const qemuCpu = end.qemu - start.cpu.qemu;
+      transfers.push({
+        ...t, guestSeconds, mbPerSecond: t.bytes / 1e6 / guestSeconds, ...(hostSeconds === undefined ? {} : { hostSeconds }),
+        stackCpu, qemuCpu, fromUs: start.cpu.atUs, toUs: end.atUs,
+        stackReads: end.stackSyscalls.reads - start.cpu.stackSyscalls.reads,
+        stackWrites: end.stackSyscalls.writes - start.cpu.stackSyscalls.writes,
+      });
+    }
+    const run = await guest.finished;
+    if (run.scriptRc !== 0) throw new Error(`${o.label}: the guest's script did not finish: ${describeRun(run)}`);
+    return { transfers, mtu: run.results.link?.mtu, run };
+  } finally {
+    guest.kill();
+    await guest.finished;
+  }
+}
+
+// ---- the comparison -------------------------------------------------------------------------------
+
+function spread(values: number[]): Spread | undefined {
+  const v = values.filter((x) => Number.isFinite(x));
+  if (v.length === 0) return undefined;
+  const sorted = [...v].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  const median = sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  return { median, min: sorted[0], max: sorted[sorted.length - 1], each: v };
+}
+
+async function prepare(log: (line: string) => void): Promise<{ image: QemuGuestImage; accel: AccelChoice }> {
+  const built = await qemuGuestImageFor('qemu bench');
+  if (built.skipReason !== undefined) throw new Error(`no QEMU guest image: ${built.skipReason}`);
+  const accel = await chooseAccel(built.image);
+  log(`guest: ${built.image.kernelPackage}, ${accel.accel.toUpperCase()} (${accel.reason})`);
+  return { image: built.image, accel };
+}
+
+/** Runs every stack for `rounds` boots each, interleaved, and prints a line per boot and then the table. */
+export async function runQemuBench(o: QemuBenchOptions = {}): Promise<QemuBenchRow[]> {
+  const log = o.log ?? ((line: string) => console.log(line));
+  const rounds = positive('rounds (WEFT_BENCH_ROUNDS)', o.rounds ?? 5);
+  const bytes = positive('MiB (WEFT_QEMU_BENCH_MIB)', (o.bytes ?? DEFAULT_BYTES) / MIB) * MIB;
+  const perBoot = positive('transfers per boot (WEFT_QEMU_BENCH_PER_BOOT)', o.perBoot ?? 1);
+  const started = performance.now();
+  const { image, accel } = await prepare(log);
+
+  const dir = mkdtempSync(join(tmpdir(), 'weft-qemu-bench-'));
+  const unregisterDir = cleanupOnExit(() => rmSync(dir, { recursive: true, force: true }));
+  const servers = await startHostServers();
+  const peers: Peer[] = [];
+  const rows = new Map<PeerName, { transfers: Transfer[]; mtus: Set<string>; failure?: string }>();
+  const skipped: string[] = [];
+  try {
+    const wanted = (name: PeerName) => !o.stacks || o.stacks.includes(name);
+    if (wanted('weft stream')) peers.push(await startWeft('stream', dir));
+    if (wanted('weft dgram')) peers.push(await startWeft('dgram', dir));
+    if (wanted('user')) peers.push(userPeer());
+    const noPasst = passtMissing();
+    if (wanted('passt') && noPasst) skipped.push(`passt: ${noPasst}`);
+    else if (wanted('passt')) peers.push(await startPasst());
+    for (const p of peers) rows.set(p.name, { transfers: [], mtus: new Set() });
+
+    const transfers = plan(bytes, perBoot);
+    for (let round = 1; round <= rounds; round++) {
+      for (const peer of peers) {
+        const row = rows.get(peer.name)!;
+        if (row.failure) continue;
+        const label = `${peer.label}, round ${round}`;
+        try {
+          const broken = peer.broken();
+          if (broken) throw new Error(broken);
+          const boot = await bootAndTransfer({ image, accel, peer, servers, transfers, label });
+          if (boot.mtu) row.mtus.add(boot.mtu);
+          const measured = boot.transfers.filter((t) => t.measured);
+          row.transfers.push(...measured);
+          const parts = measured.map((t) => {
+            const host = t.hostSeconds === undefined ? '' : `, sink ${(t.bytes / 1e6 / t.hostSeconds).toFixed(1)} MB/s first→last byte`;
+            const stack = Number.isFinite(t.stackCpu) ? `stack ${t.stackCpu.toFixed(2)} + ` : '';
+            return `${t.direction} ${t.mbPerSecond.toFixed(1)} MB/s (${stack}QEMU ${t.qemuCpu.toFixed(2)} CPU s${host})`;
+          });
+          log(`  ${label}: ${parts.join('; ')}; boot ${((boot.run.bootMs ?? NaN) / 1000).toFixed(1)} s, MTU ${boot.mtu ?? '?'}`);
+        } catch (e) {
+          row.failure = `round ${round}: ${(e as Error).message}`;
+          log(`  ${label}: FAILED (${(e as Error).message.split('\n')[0]}; details below the table)`);
+        }
+      }
+    }
+  } finally {
+    killAllQemuGuests();
+    await Promise.all(peers.map((p) => p.stop()));
+    await servers.close();
+    rmSync(dir, { recursive: true, force: true });
+    unregisterDir();
+  }
+
+  const result: QemuBenchRow[] = peers.map((p) => {
+    const r = rows.get(p.name)!;
+    const of = (direction: 'download' | 'upload', pick: (t: Transfer) => number) => spread(r.transfers.filter((t) => t.direction === direction).map(pick));
+    const total = (t: Transfer) => (Number.isFinite(t.stackCpu) ? t.stackCpu : 0) + t.qemuCpu;
+    const otherMtus = [...r.mtus].filter((m) => m !== String(MTU));
+    const download = of('download', (t) => t.mbPerSecond);
+    const upload = of('upload', (t) => t.mbPerSecond);
+    return {
+      peer: p.name,
+      label: p.label,
+      ...(download ? { download } : {}),
+      ...(upload ? { upload } : {}),
+      stackCpu: p.pid === undefined ? {} : { download: of('download', (t) => t.stackCpu), upload: of('upload', (t) => t.stackCpu) },
+      totalCpu: { download: of('download', total), upload: of('upload', total) },
+      ...(r.failure ? { failure: r.failure } : otherMtus.length > 0 ? { failure: `the guest's eth0 had MTU ${otherMtus.join(', ')}, not ${MTU}` } : {}),
+    };
+  });
+  log(formatQemuTable(result, { rounds, bytes, perBoot, accel, skipped, minutes: (performance.now() - started) / 60_000 }));
+  return result;
+}
+
+/** A 1500-byte frame carries 1448 bytes of TCP payload (with timestamps): the transfer's data frames. */
+const PAYLOAD_PER_FRAME = 1448;
+
+/**
+ * "12,345 reads + 6,789 writes (0.5 per data frame)": read(v)/write(v) as /proc/PID/io counts them,
+ * which is every socket call of a stream link (libuv), but not sendmsg/recvmsg (UDP, passt).
+ */
+function formatSyscalls(t: Transfer): string {
+  const frames = t.bytes / PAYLOAD_PER_FRAME;
+  return `${t.stackReads.toLocaleString('en-US')} reads + ${t.stackWrites.toLocaleString('en-US')} writes ` +
+    `(${((t.stackReads + t.stackWrites) / frames).toFixed(2)} per data frame)`;
+}
+
+function formatSpread(s: Spread | undefined, digits = 1): string {
+  if (!s) return '—';
+  return s.each.length > 1 ? `${s.median.toFixed(digits)} (${s.min.toFixed(digits)}–${s.max.toFixed(digits)})` : s.median.toFixed(digits);
+}
+
+function formatPair(d: Spread | undefined, u: Spread | undefined): string {
+  return d || u ? `${d ? d.median.toFixed(2) : '—'} / ${u ? u.median.toFixed(2) : '—'}` : '—';
+}
+
+function table(header: string[], cells: string[][]): string[] {
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
+  const line = (c: string[]) => c.map((v, i) => (i === 0 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join('  ');
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...cells.map(line)];
+}
+
+/** The table, the ratios weft / peer, whether the target holds, and what failed. */
+export function formatQemuTable(
+  rows: readonly QemuBenchRow[],
+  run: { rounds: number; bytes: number; perBoot: number; accel: AccelChoice; skipped: string[]; minutes: number },
+): string {
+  const samples = run.rounds * run.perBoot;
+  const out = [
+    `\nqemu — one QEMU guest (${run.accel.accel.toUpperCase()}, 1 vCPU, virtio-net, MTU ${MTU} on every stack) through the user-mode stacks below; ` +
+      `${run.bytes / MIB} MiB each way per transfer (busybox wget -O /dev/null from, and nc < a file in RAM to, 127.0.0.1 on the host via the lease's router), ` +
+      `timed by the guest's clock; ${samples === 1 ? 'one transfer' : `median (min–max) of ${samples} transfers`} each way ` +
+      `(${run.rounds} boot${run.rounds === 1 ? '' : 's'} per stack, interleaved${run.perBoot > 1 ? `, ${run.perBoot} transfers each way per boot` : ''}); ` +
+      'CPU s per transfer (medians): the stack\'s own process, and stack + QEMU; for -netdev user the stack is inside QEMU. ' +
+      `Settings: weft vm --allow-host-loopback (defaults, MTU ${MTU}); -netdev user: QEMU's defaults; passt: -4, --mtu ${MTU} (its default is 65520).`,
+    ...table(
+      ['stack', 'download MB/s', 'upload MB/s', 'stack CPU s ↓ / ↑', 'stack+QEMU CPU s ↓ / ↑'],
+      rows.map((r) => [
+        r.failure ? `${r.label} (FAILED)` : r.label,
+        formatSpread(r.download),
+        formatSpread(r.upload),
+        r.peer === 'user' ? '(in QEMU)' : formatPair(r.stackCpu.download, r.stackCpu.upload),
+        formatPair(r.totalCpu.download, r.totalCpu.upload),
+      ]),
+    ),
+    '',
+  ];
+  const ratio = (a: Spread | undefined, b: Spread | undefined) => (a && b ? a.median / b.median : undefined);
+  const fmt = (x: number | undefined) => (x === undefined ? '—' : x.toFixed(2));
+  const ratioCells: string[][] = [];
+  const verdicts: string[] = [];
+  for (const w of rows.filter((r) => r.peer.startsWith('weft'))) {
+    const met: string[] = [];
+    const missed: string[] = [];
+    for (const p of rows.filter((r) => !r.peer.startsWith('weft'))) {
+      const down = ratio(w.download, p.download);
+      const up = ratio(w.upload, p.upload);
+      ratioCells.push([
+        `${w.peer} / ${p.peer}`, fmt(down), fmt(up),
+        p.peer === 'user' ? '—' : `${fmt(ratio(w.stackCpu.download, p.stackCpu.download))} / ${fmt(ratio(w.stackCpu.upload, p.stackCpu.upload))}`,
+        `${fmt(ratio(w.totalCpu.download, p.totalCpu.download))} / ${fmt(ratio(w.totalCpu.upload, p.totalCpu.upload))}`,
+      ]);
+      for (const [what, x] of [['download', down], ['upload', up]] as const) {
+        if (x === undefined) continue;
+        (x >= TARGET_RATIO ? met : missed).push(`${what} vs ${p.peer} ${x.toFixed(2)}`);
+      }
+    }
+    verdicts.push(missed.length === 0
+      ? `${w.peer}: met (${met.join(', ')})`
+      : `${w.peer}: missed (${missed.join(', ')})${met.length > 0 ? `; met: ${met.join(', ')}` : ''}`);
+  }
+  out.push(...table(['ratio (weft / peer, medians)', 'download', 'upload', 'stack CPU ↓ / ↑', 'stack+QEMU CPU ↓ / ↑'], ratioCells));
+  out.push(`\ntarget ≥ ${TARGET_RATIO.toFixed(1)}× -netdev user and passt both ways (MB/s): ${verdicts.join('; ')}`);
+  for (const s of run.skipped) out.push(`skipped: ${s}`);
+  const failed = rows.filter((r) => r.failure);
+  if (failed.length > 0) out.push('\nfailures:', ...failed.map((r) => `${r.label}: ${r.failure}`));
+  out.push(`(${run.minutes.toFixed(1)} min)`);
+  return out.join('\n');
+}
+
+// ---- the profile ----------------------------------------------------------------------------------
+
+/**
+ * `weft vm --qemu` under node --cpu-prof for one boot: a warm-up, then one download and one upload of
+ * `bytes`; prints the transfers (slowed by the profiler) and where weft's CPU time went in them.
+ */
+export async function runQemuProfile(o: { bytes?: number; log?: (line: string) => void } = {}): Promise<ProfileSummary> {
+  const log = o.log ?? ((line: string) => console.log(line));
+  const bytes = positive('MiB (WEFT_QEMU_BENCH_MIB)', (o.bytes ?? DEFAULT_BYTES) / MIB) * MIB;
+  const { image, accel } = await prepare(log);
+  const dir = mkdtempSync(join(tmpdir(), 'weft-qemu-profile-'));
+  const unregisterDir = cleanupOnExit(() => rmSync(dir, { recursive: true, force: true }));
+  const profDir = join(dir, 'profile');
+  const servers = await startHostServers();
+  let peer: (Peer & { weft: WeftProcess }) | undefined;
+  try {
+    peer = await startWeft('stream', dir, ['--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-interval', String(PROFILE_INTERVAL_US)]);
+    const boot = await bootAndTransfer({ image, accel, peer, servers, transfers: plan(bytes, 1), label: 'weft vm --qemu under --cpu-prof' });
+    const measured = boot.transfers.filter((t) => t.measured);
+    for (const t of measured) {
+      log(`  ${t.direction} ${t.mbPerSecond.toFixed(1)} MB/s under the profiler; weft ${t.stackCpu.toFixed(2)} CPU s, QEMU ${t.qemuCpu.toFixed(2)} CPU s; ` +
+        `weft's read/write system calls ${formatSyscalls(t)}`);
+    }
+    // The profile is written when weft exits (on SIGTERM it stops cleanly).
+    await peer.stop();
+    const files = existsSync(profDir) ? readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile')) : [];
+    if (files.length !== 1) throw new Error(`expected one .cpuprofile in ${profDir}, found ${files.length}; weft's stderr: ${peer.weft.stderr.slice(-1500)}`);
+    const summary = summariseProfile(
+      readCpuProfile(join(profDir, files[0])),
+      measured.map((t) => ({ label: t.direction, fromUs: t.fromUs, toUs: t.toUs })),
+      REPO_ROOT,
+    );
+    log(formatProfile(summary, bytes));
+    return summary;
+  } finally {
+    killAllQemuGuests();
+    await peer?.stop();
+    await servers.close();
+    rmSync(dir, { recursive: true, force: true });
+    unregisterDir();
+  }
+}
+
+function formatProfile(s: ProfileSummary, bytes: number): string {
+  const labels = s.windows.map((w) => w.label);
+  const busy = s.windows.reduce((sum, w) => sum + w.busyMs, 0);
+  const cells = (e: ProfileEntry) => [
+    ...labels.map((l) => (e.ms[l] ?? 0).toFixed(0)),
+    `${((100 * e.totalMs) / busy).toFixed(1)}%`,
+  ];
+  const msHeaders = labels.map((l) => `${l} ms`);
+  const spans = s.windows.map((w) => `${w.label}: ${(w.busyMs / 1000).toFixed(2)} s on the CPU in ${(w.wallMs / 1000).toFixed(2)} s`).join('; ');
+  return [
+    `\nqemu profile — weft vm --qemu (stream link) under node --cpu-prof (${PROFILE_INTERVAL_US} µs), ` +
+      `${s.windowed ? `one ${bytes / MIB} MiB download and one upload` : 'the whole process (the transfers\' times did not fall inside the profile)'}; ${spans}`,
+    `self time per function (share of the busy time):`,
+    ...table(['function', 'where', ...msHeaders, 'share'], s.functions.slice(0, TOP_FUNCTIONS).map((f) => [f.name, f.where, ...cells(f)])),
+    '\nself time per source file:',
+    ...table(['file', ...msHeaders, 'share'], s.files.slice(0, TOP_FILES).map((f) => [f.name, ...cells(f)])),
+    '\ntime below weft\'s code (native bindings, node:* internals) by the nearest weft function on the stack:',
+    ...table(['weft function', 'where', ...msHeaders, 'share'], s.callers.slice(0, TOP_FILES).map((f) => [f.name, f.where, ...cells(f)])),
+  ].join('\n');
+}
