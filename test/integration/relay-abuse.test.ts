@@ -201,7 +201,7 @@ async function sink(mode: 'stall' | 'discard'): Promise<{ port: number; close():
 async function startRelay(dir: string, args: string[]) {
   const logPath = join(dir, 'relay.log');
   const log = openSync(logPath, 'w');
-  const child = spawn(process.execPath, [bundle!, 'relay', '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'ignore', log] });
+  const child = spawn(process.execPath, ['--expose-gc', bundle!, 'relay', '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'ignore', log] });
   closeSync(log);
   const events = (name: string) =>
     readFileSync(logPath, 'utf8')
@@ -213,7 +213,10 @@ async function startRelay(dir: string, args: string[]) {
   let port: number | undefined;
   while (port === undefined) {
     if (child.exitCode !== null) throw new Error(`weft relay exited (${child.exitCode}): ${readFileSync(logPath, 'utf8')}`);
-    if (performance.now() > deadline) throw new Error('weft relay did not get ready within 10 s');
+    if (performance.now() > deadline) {
+      child.kill('SIGKILL'); // nothing started by a failed test may outlive it
+      throw new Error(`weft relay did not get ready within 10 s: ${readFileSync(logPath, 'utf8')}`);
+    }
     port = events('ready')[0]?.port as number | undefined;
     if (port === undefined) await new Promise((r) => setTimeout(r, 20));
   }
