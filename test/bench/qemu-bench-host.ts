@@ -14,8 +14,12 @@ import { spawnWeft, spawnWrappedWeft, type WeftProcess } from '../harness/weft-p
 import { freeUdpPorts } from '../support/test-servers';
 
 const MIB = 1 << 20;
-/** The link MTU of every stack: weft's and slirp's default; passt is told (its default is 65520). */
-export const MTU = 1500;
+/**
+ * The link MTU of every stack: weft's and slirp's default; passt is told (its default is 65520).
+ * WEFT_QEMU_BENCH_MTU sets another for weft and passt (each at its large-frame best: 65493 is the
+ * most a dgram link carries); -netdev user has no MTU setting and is left out then.
+ */
+export const MTU = Number(process.env.WEFT_QEMU_BENCH_MTU ?? 1500);
 /** passt drops to this user when started as root; its socket folder must be writable by it. */
 const NOBODY = 65534;
 
