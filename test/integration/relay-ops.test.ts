@@ -138,12 +138,7 @@ describe('--demo', () => {
     writeFileSync(join(dir, 'inside.txt'), 'inside\n');
     writeFileSync(join(dir, '..', `${basename(dir)}-secret.txt`), 'secret\n');
     symlinkSync(join(dir, '..', `${basename(dir)}-secret.txt`), join(dir, 'link.txt'));
-    const before = process.env.WEFT_GUEST_DIR;
-    process.env.WEFT_GUEST_DIR = dir;
-    const relay = await startRelay(['--demo']).finally(() => {
-      if (before === undefined) delete process.env.WEFT_GUEST_DIR;
-      else process.env.WEFT_GUEST_DIR = before;
-    });
+    const relay = await startRelay(['--demo'], { WEFT_GUEST_DIR: dir });
     try {
       expect(await (await fetch(`${relay.http}/guest/inside.txt`)).text()).toBe('inside\n');
       expect((await fetch(`${relay.http}/guest/link.txt`)).status).toBe(404);
@@ -161,12 +156,7 @@ describe('the demo\'s static files', () => {
     const dir = mkdtempSync(join(tmpdir(), 'weft-guest-'));
     const image = randomBytes(3 * 1024 * 1024 + 17);
     writeFileSync(join(dir, 'disk.img'), image);
-    const before = process.env.WEFT_GUEST_DIR;
-    process.env.WEFT_GUEST_DIR = dir;
-    const relay = await startRelay(['--demo']).finally(() => {
-      if (before === undefined) delete process.env.WEFT_GUEST_DIR;
-      else process.env.WEFT_GUEST_DIR = before;
-    });
+    const relay = await startRelay(['--demo'], { WEFT_GUEST_DIR: dir });
     try {
       const url = `${relay.http}/guest/disk.img`;
       const whole = await fetch(url);

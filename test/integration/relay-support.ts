@@ -16,9 +16,9 @@ export interface RunningRelay {
   stop(): Promise<void>;
 }
 
-/** Starts `weft relay --listen 127.0.0.1:0 ARGS…` and waits for its ready line. */
-export async function startRelay(args: string[] = []): Promise<RunningRelay> {
-  const proc = spawnWeft(['relay', '--listen', '127.0.0.1:0', ...args]);
+/** Starts `weft relay --listen 127.0.0.1:0 ARGS…` (with `env` added to ours) and waits for its ready line. */
+export async function startRelay(args: string[] = [], env: Record<string, string> = {}): Promise<RunningRelay> {
+  const proc = spawnWeft(['relay', '--listen', '127.0.0.1:0', ...args], { env: { ...process.env, ...env } });
   const ready = await proc.waitForEvent('ready');
   const port = ready.port as number;
   return {
