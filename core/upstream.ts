@@ -57,7 +57,10 @@ export interface TcpStreamHandlers {
 }
 
 export interface TcpStream {
-  /** Queues bytes towards the far end; returns false when the caller should wait for onDrain. */
+  /**
+   * Queues bytes towards the far end; returns false when the caller should wait for onDrain. The
+   * stream takes `data` as it is (no copy): the caller must not change it afterwards.
+   */
   write(data: Uint8Array): boolean;
   /** Half-close: the guest sent FIN. */
   end(): void;

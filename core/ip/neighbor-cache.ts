@@ -28,6 +28,8 @@ export interface NeighborCacheOptions {
 export class NeighborCache {
   /** Insertion order = least recently confirmed first. */
   private readonly entries = new Map<Ipv4Address, Entry>();
+  /** The address learnt last: already the newest in `entries`, so learning it again only refreshes it. */
+  private newest: Ipv4Address | undefined;
   private readonly pending = new Map<Ipv4Address, Pending>();
   private pendingFrames = 0;
 
@@ -53,6 +55,14 @@ export class NeighborCache {
   /** Records a binding; returns frames that were waiting for it, ready to send to `mac`. */
   learn(ip: Ipv4Address, mac: MacAddress, now: number): Uint8Array[] {
     const existing = this.entries.get(ip);
+    // Every frame from the guest teaches its binding again: for the newest entry that is a refresh,
+    // not a delete and re-insert (nothing can be pending for an address that resolved).
+    if (existing && ip === this.newest) {
+      existing.mac = mac;
+      existing.expires = now + this.opts.entryLifetimeMs;
+      return [];
+    }
+    this.newest = ip;
     if (existing) this.entries.delete(ip);
     else if (this.entries.size >= this.opts.maxEntries) {
       const oldest = this.entries.keys().next().value as Ipv4Address;
@@ -68,6 +78,7 @@ export class NeighborCache {
 
   forget(ip: Ipv4Address): void {
     this.entries.delete(ip);
+    if (ip === this.newest) this.newest = undefined;
   }
 
   /**
