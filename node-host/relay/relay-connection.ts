@@ -207,8 +207,7 @@ export class RelayConnection {
     if (this.closed) return;
     this.ctx.metrics.connectionError('no-stream');
     this.ctx.log('client-idle', { client: this.client, message: `no stream opened within ${this.ctx.options.firstStreamTimeoutMs} ms` });
-    this.ws.close(WS_CLOSE_NO_STREAM, 'no stream opened');
-    setTimeout(() => this.ws.terminate(), 2000).unref();
+    this.closeWs(WS_CLOSE_NO_STREAM, 'no stream opened');
   }
 
   /**
@@ -263,14 +262,18 @@ export class RelayConnection {
 
   /**
    * Ends a client that broke a bound, once: every stream is reset now (what they buffered is freed),
-   * later packets are ignored (not logged and counted again), and the WebSocket is closed with 1008
-   * — cut off if the client ignores the close frame.
+   * later packets are ignored (not logged and counted again), and the WebSocket is closed with 1008.
    */
   private cutOff(code: string, message: string, closeText: string): void {
     this.ctx.metrics.connectionError(code);
     this.ctx.log('client-error', { client: this.client, code, message });
     this.session.connectionLost();
-    this.ws.close(1008, closeText);
+    this.closeWs(1008, closeText);
+  }
+
+  /** Closes the WebSocket with `code`; a client that ignores the close frame is cut off 2 s later. */
+  private closeWs(code: number, reason: string): void {
+    this.ws.close(code, reason);
     setTimeout(() => this.ws.terminate(), 2000).unref();
   }
 
@@ -295,9 +298,7 @@ export class RelayConnection {
     this.ctx.metrics.connectionError(error.code);
     const extra = this.ctx.refusalLog.admit(this.info.ip, performance.now());
     if (extra) this.ctx.log('client-error', { client: this.client, code: error.code, message: error.message, ...extra });
-    this.ws.close(wsCloseCode(error), error.message.slice(0, 120));
-    // A client that ignores our close frame is cut off.
-    setTimeout(() => this.ws.terminate(), 2000).unref();
+    this.closeWs(wsCloseCode(error), error.message.slice(0, 120));
   }
 
   private onClose(code: number): void {
