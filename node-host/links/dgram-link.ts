@@ -1,6 +1,7 @@
 // `--dgram LPORT:RPORT`: one frame per UDP datagram on loopback, as QEMU's `-netdev dgram`
 // (local.port=RPORT, remote.port=LPORT). We bind 127.0.0.1:LPORT and send to 127.0.0.1:RPORT.
-// Datagrams from any other source are dropped: only the configured peer is the guest.
+// The socket is connected to that port, so the kernel drops datagrams from any other source: only
+// the configured peer is the guest.
 
 import dgram from 'node:dgram';
 import { FrameLinkBase, type FrameLink } from './frame-link';
@@ -21,11 +22,7 @@ export class DgramLink extends FrameLinkBase implements FrameLink {
   ) {
     super();
     this.batchPending = false;
-    socket.on('message', (msg, rinfo) => {
-      if (rinfo.port !== remotePort || rinfo.address !== LOOPBACK) {
-        this.drop('dgram-foreign-source');
-        return;
-      }
+    socket.on('message', (msg) => {
       this.frameListener(msg);
       // libuv delivers up to 32 datagrams per wake-up, one callback each: end the batch after them.
       if (!this.batchPending) {

@@ -19,7 +19,8 @@ export class ResolveError extends Error {
 
 export type Resolve = (hostname: string) => Promise<IpAddress[]>;
 
-const NOT_FOUND = new Set(['ENOTFOUND', 'ENODATA', 'EAI_NONAME', 'EAI_NODATA', 'ESERVFAIL', 'NXDOMAIN']);
+/** c-ares's codes for "this name has no such record". */
+const NOT_FOUND = new Set(['ENOTFOUND', 'ENODATA', 'ESERVFAIL', 'NXDOMAIN']);
 
 function resolveError(hostname: string, e: unknown): ResolveError {
   const code = (e as NodeJS.ErrnoException)?.code ?? '';
