@@ -76,13 +76,18 @@ function sha256Of(bytes: number): string {
 }
 
 /**
- * The guest downloads `GET /bytes/N` from `server` (e.g. http://10.0.2.2:PORT) with curl and checks
- * its sha256; curl gives up after `timeoutMs`.
+ * The guest downloads `GET /bytes/N` from `server` (e.g. http://10.0.2.2:PORT) with curl into a
+ * file on tmpfs and checks its sha256 once curl is done; curl gives up after `timeoutMs`. Hashing
+ * after the transfer, not in a pipe behind curl, keeps coreutils' sha256sum (no SHA extensions,
+ * a third of a core at 100 MB/s) off the measured path: the upload's hash runs in the host's
+ * server on OpenSSL and costs a few per cent, so hashing inline charged the download, and with it
+ * weft's sending, for CPU the 2-core machine then lacked.
  */
 export async function guestDownload(ns: Netns, server: string, bytes: number, timeoutMs: number): Promise<GuestTransfer> {
   const r = await guestBash(
     ns,
-    `curl -sS --fail --max-time ${Math.ceil(timeoutMs / 1000)} ${CURL_TIMES} ${shq(`${server}/bytes/${bytes}`)} | sha256sum`,
+    `f=$(mktemp -p /dev/shm weft-download.XXXXXX) && trap 'rm -f "$f"' EXIT && ` +
+      `curl -sS --fail --max-time ${Math.ceil(timeoutMs / 1000)} ${CURL_TIMES} -o "$f" ${shq(`${server}/bytes/${bytes}`)} && sha256sum "$f"`,
     timeoutMs + 5_000,
   );
   const seconds = curlSeconds(r.stderr);
