@@ -48,6 +48,12 @@ export interface RelayOptions {
   bandwidth?: number;
   /** DNS servers ("IP" or "IP:PORT") to resolve with instead of resolv.conf's. */
   dnsServers?: string[];
+  /**
+   * Reverse proxies in front of your server (CIDRs or addresses, as --trust-proxy): from these
+   * peers the rightmost untrusted X-Forwarded-For address counts as the client for per-IP limits
+   * and logs (default: none; the TCP peer is the client).
+   */
+  trustProxy?: string | string[];
   /** Where the JSON log events go (default: one JSON line each on stderr). */
   log?: (event: string, fields: Record<string, unknown>) => void;
 }
@@ -99,6 +105,7 @@ function toArgv(o: RelayOptions): string[] {
   flag('rate', o.rate);
   flag('bandwidth', o.bandwidth);
   for (const s of o.dnsServers ?? []) flag('dns-server', s);
+  for (const t of typeof o.trustProxy === 'string' ? [o.trustProxy] : (o.trustProxy ?? [])) flag('trust-proxy', t);
   return argv;
 }
 

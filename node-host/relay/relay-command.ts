@@ -1,7 +1,11 @@
 // `weft relay`: parse flags, listen, log a ready line, and drain on SIGTERM/SIGINT (exit ≤ 5 s).
+// With --workers N the process that parses the command line becomes the primary (relay-primary.ts)
+// and starts N copies of itself as workers, which serve the connections it hands them.
 
-import { jsonLineLog } from '../log';
-import { parseRelayOptions } from './relay-options';
+import type net from 'node:net';
+import { jsonLineLog, type EventLog } from '../log';
+import { RelayPrimary, WORKER_ENV, type FromWorker, type ToWorker } from './relay-primary';
+import { parseRelayOptions, type RelayOptions } from './relay-options';
 import { RelayServer } from './relay-server';
 import { defaultDemoRoot } from './static-site';
 import { collectAfterStreamBursts } from './idle-gc';
@@ -15,6 +19,9 @@ const EXIT_DEADLINE_MS = 4500;
 export async function runRelayCommand(argv: readonly string[]): Promise<number> {
   const options = parseRelayOptions(argv);
   const log = jsonLineLog();
+  const workerIndex = process.env[WORKER_ENV];
+  if (workerIndex !== undefined && process.send) return runWorker(options, Number(workerIndex), log);
+  if (options.workers > 1) return runPrimary(options, argv, log);
   const server = new RelayServer(options, { log, demoRoot: options.demo ? defaultDemoRoot() : undefined });
   let bound: { host: string; port: number };
   try {
@@ -24,19 +31,7 @@ export async function runRelayCommand(argv: readonly string[]): Promise<number> 
     process.stderr.write(`weft relay: cannot listen on ${options.host}:${options.port}: ${err.code ?? ''} ${err.message}\n`);
     return 1;
   }
-  const hostPart = bound.host.includes(':') ? `[${bound.host}]` : bound.host;
-  log('ready', {
-    url: `http://${hostPart}:${bound.port}/`,
-    wisp: `ws://${hostPart}:${bound.port}${options.path}`,
-    port: bound.port,
-    policy: {
-      allowPrivate: options.policy.allowPrivate,
-      allowLoopback: options.policy.allowLoopback,
-      allow: options.policy.allow.map((e) => (e.kind === 'host' ? e.name : e.text)),
-      deny: options.policy.deny.map((e) => (e.kind === 'host' ? e.name : e.text)),
-    },
-    auth: options.password ? 'password' : options.token ? 'token' : 'none',
-  });
+  log('ready', readyFields(options, bound));
   const stopIdleGc = collectAfterStreamBursts(server.metrics, log);
 
   return new Promise<number>((resolve) => {
@@ -59,5 +54,91 @@ export async function runRelayCommand(argv: readonly string[]): Promise<number> 
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+function readyFields(options: RelayOptions, bound: { host: string; port: number }): Record<string, unknown> {
+  const hostPart = bound.host.includes(':') ? `[${bound.host}]` : bound.host;
+  return {
+    url: `http://${hostPart}:${bound.port}/`,
+    wisp: `ws://${hostPart}:${bound.port}${options.path}`,
+    port: bound.port,
+    workers: options.workers,
+    policy: {
+      allowPrivate: options.policy.allowPrivate,
+      allowLoopback: options.policy.allowLoopback,
+      allow: options.policy.allow.map((e) => (e.kind === 'host' ? e.name : e.text)),
+      deny: options.policy.deny.map((e) => (e.kind === 'host' ? e.name : e.text)),
+    },
+    auth: options.password ? 'password' : options.token ? 'token' : 'none',
+    ...(options.trustProxy.empty ? {} : { trustProxy: options.trustProxy.describe() }),
+  };
+}
+
+/** The primary of `--workers N`: starts the workers, listens, and stops them on SIGTERM/SIGINT. */
+async function runPrimary(options: RelayOptions, argv: readonly string[], log: EventLog): Promise<number> {
+  const primary = new RelayPrimary(options, { log, argv });
+  let bound: { host: string; port: number };
+  try {
+    bound = await primary.start();
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    process.stderr.write(`weft relay: cannot listen on ${options.host}:${options.port}: ${err.code ?? ''} ${err.message}\n`);
+    await primary.stop(1000);
+    return 1;
+  }
+  log('ready', readyFields(options, bound));
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      const started = Date.now();
+      log('draining', { signal, clients: primary.clientCount });
+      primary.stop(EXIT_DEADLINE_MS).then(() => {
+        log('stopped', { ms: Date.now() - started });
+        resolve(0);
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+/** One worker of `--workers N`: serves the connections its primary hands over; never listens. */
+async function runWorker(options: RelayOptions, index: number, baseLog: EventLog): Promise<number> {
+  const log: EventLog = (event, fields = {}) => baseLog(event, { worker: index, ...fields });
+  const send = (m: FromWorker) => {
+    if (process.connected) process.send!(m, undefined, undefined, () => undefined);
+  };
+  const server = new RelayServer(options, {
+    log,
+    demoRoot: options.demo ? defaultDemoRoot() : undefined,
+    onClientCount: (n) => send({ type: 'clients', n }),
+  });
+  const accept = server.serveHandedOver();
+  process.on('message', (m: ToWorker, handle?: net.Socket) => {
+    if (m.type === 'connection' && handle) accept(handle, Buffer.from(m.head, 'latin1'));
+    else if (m.type === 'metrics') send({ type: 'metrics', id: m.id, text: server.metrics.render() });
+  });
+  const stopIdleGc = collectAfterStreamBursts(server.metrics, log);
+  send({ type: 'ready' });
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = () => {
+      if (stopping) return;
+      stopping = true;
+      stopIdleGc();
+      setTimeout(() => process.exit(0), EXIT_DEADLINE_MS).unref();
+      server.drain(DRAIN_GRACE_MS).then(() => {
+        // The IPC channel would keep this process alive after the drain.
+        if (process.connected) process.disconnect();
+        resolve(0);
+      });
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+    // The primary is gone (killed outright): nobody hands this worker connections any more.
+    process.once('disconnect', stop);
   });
 }

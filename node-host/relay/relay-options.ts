@@ -3,6 +3,8 @@
 import { parseArgs } from 'node:util';
 import { badValue, parseArgsError, parseDuration, parseInteger } from '../cli-values';
 import { parsePolicyEntry, type PolicyConfig, type PolicyEntry } from './destination-policy';
+import { availableParallelism } from 'node:os';
+import { TrustedProxies } from './client-address';
 import { parseIp } from './ip-range';
 
 export interface RelayOptions {
@@ -29,6 +31,10 @@ export interface RelayOptions {
   /** Bytes per second per client (each direction); 0: unlimited. */
   bandwidth: number;
   dnsServers: string[];
+  /** Reverse proxies whose X-Forwarded-For names the client (--trust-proxy); none by default. */
+  trustProxy: TrustedProxies;
+  /** Relay processes sharing the listener (--workers); 1 runs everything in this process. */
+  workers: number;
 }
 
 export const RELAY_HELP = `Usage: weft relay [--listen HOST:PORT] [--path /wisp/] [--demo] [policy flags]
@@ -40,6 +46,12 @@ connects, so a name that resolves to a private address is refused like the addre
 Listening:
   --listen HOST:PORT      Address to listen on (default 127.0.0.1:8080; PORT 0 picks a free port)
   --path /wisp/           URL path of the Wisp endpoint (default /wisp/); also served: /healthz, /metrics
+  --workers N|auto        Relay processes sharing the listener (default 1; auto: one per core). Each
+                          client IP is served by one worker, so per-IP limits hold as with one
+                          process; /metrics labels each worker's series with worker="K"
+  --trust-proxy CIDR      The reverse proxies in front of the relay (repeatable or comma-separated):
+                          from these peers only, the rightmost untrusted X-Forwarded-For address
+                          is the client, for per-IP limits and logs
   --demo                  Serve the demo page at / (dist/demo, built by npm start); without --origin,
                           WebSockets are taken only from that page
 
@@ -107,6 +119,8 @@ const FLAGS = {
   rate: { type: 'string' },
   bandwidth: { type: 'string' },
   'dns-server': { type: 'string', multiple: true },
+  workers: { type: 'string' },
+  'trust-proxy': { type: 'string', multiple: true },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -205,5 +219,22 @@ export function parseRelayOptions(argv: readonly string[]): RelayOptions {
     rate: integer('--rate', values.rate, 200, 0, 1_000_000),
     bandwidth: byteRate('--bandwidth', values.bandwidth),
     dnsServers,
+    trustProxy: trustProxy(values['trust-proxy']),
+    workers: workers(values.workers),
   };
+}
+
+function trustProxy(values: string[] | undefined): TrustedProxies {
+  const parsed = TrustedProxies.parse(list(values));
+  if ('invalid' in parsed) badValue('--trust-proxy', parsed.invalid, 'an address range (CIDR) or an address, e.g. 127.0.0.1 or 10.0.0.0/8');
+  return parsed;
+}
+
+/** Upper bound: each worker is a Node process of ~50 MB before its first client. */
+const MAX_WORKERS = 64;
+
+function workers(text: string | undefined): number {
+  if (text === 'auto') return Math.min(MAX_WORKERS, availableParallelism());
+  if (text !== undefined && !/^\d+$/.test(text)) badValue('--workers', text, `a number of processes in 1…${MAX_WORKERS}, or auto`);
+  return integer('--workers', text, 1, 1, MAX_WORKERS);
 }

@@ -47,6 +47,8 @@ export interface RelayServerDeps {
   /** Overrides DNS resolution (tests); defaults to the system resolver or --dns-server. */
   resolve?: Resolve;
   demoRoot?: string;
+  /** Told the number of WebSocket clients after each change (a worker tells its primary). */
+  onClientCount?: (clients: number) => void;
 }
 
 /**
@@ -108,10 +110,7 @@ export class RelayServer {
 
   /** Listens; resolves with the bound address (port 0 picks one). */
   listen(): Promise<{ host: string; port: number }> {
-    const server = http.createServer((req, res) => this.onRequest(req, res));
-    server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.handleUpgrade(req, socket, head));
-    server.on('clientError', (_e, socket: net.Socket) => socket.destroy());
-    this.http = server;
+    const server = this.httpServer();
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen(this.options.port, this.options.host, () => {
@@ -121,6 +120,31 @@ export class RelayServer {
         resolve({ host: a.address, port: a.port });
       });
     });
+  }
+
+  /**
+   * Serves connections handed over by a primary process (`--workers`) instead of listening:
+   * `head` is what the primary already read from the socket (the request's head), replayed into
+   * the HTTP parser before the socket's own bytes.
+   */
+  serveHandedOver(): (socket: net.Socket, head: Buffer) => void {
+    const server = this.httpServer();
+    this.metrics.watchEventLoop();
+    return (socket, head) => {
+      server.emit('connection', socket);
+      // The HTTP parser reads the socket's handle directly once attached; the replayed head goes
+      // through its 'data' listener, which it keeps for exactly this kind of injected input.
+      if (head.length > 0) socket.emit('data', head);
+      socket.resume();
+    };
+  }
+
+  private httpServer(): http.Server {
+    const server = http.createServer((req, res) => this.onRequest(req, res));
+    server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.handleUpgrade(req, socket, head));
+    server.on('clientError', (_e, socket: net.Socket) => socket.destroy());
+    this.http = server;
+    return server;
   }
 
   get clientCount(): number {
@@ -169,10 +193,11 @@ export class RelayServer {
   /** A WebSocket upgrade request, from this relay's own server or an embedder's (weft-net/relay). */
   handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
     const url = new URL(req.url ?? '/', 'http://relay');
+    const ip = this.options.trustProxy.clientAddress(req.socket.remoteAddress, req.headers['x-forwarded-for']);
     const refuse = (status: number, text: string, cause: string) => {
       this.metrics.upgradeRejected(cause);
-      const extra = this.ctx.refusalLog.admit(req.socket.remoteAddress ?? '?', performance.now());
-      if (extra) this.deps.log('upgrade-rejected', { client: req.socket.remoteAddress, status, cause, ...extra });
+      const extra = this.ctx.refusalLog.admit(ip, performance.now());
+      if (extra) this.deps.log('upgrade-rejected', { client: ip, status, cause, ...extra });
       reject(socket, status, text);
     };
     if (url.pathname !== this.options.path) return refuse(404, 'Not Found', 'path');
@@ -195,7 +220,6 @@ export class RelayServer {
     if (token !== undefined && !tokenOk && !passwordPossible) return refuse(401, 'Unauthorized', 'token');
     if (this.options.password !== undefined && !tokenOk && version === 1) return refuse(401, 'Unauthorized', 'password-needs-v2');
     if (this.connections.size >= this.options.maxClients) return refuse(503, 'Service Unavailable', 'max-clients');
-    const ip = req.socket.remoteAddress ?? '?';
     const fromIp = this.perIp.get(ip) ?? 0;
     if (fromIp >= this.options.maxClientsPerIp) return refuse(503, 'Service Unavailable', 'max-clients-per-ip');
     this.perIp.set(ip, fromIp + 1);
@@ -215,10 +239,12 @@ export class RelayServer {
       this.sockets.add(ws);
       this.metrics.clients = this.connections.size;
       this.metrics.connectionsTotal++;
+      this.deps.onClientCount?.(this.connections.size);
       ws.on('close', () => {
         this.connections.delete(conn);
         this.sockets.delete(ws);
         this.metrics.clients = this.connections.size;
+        this.deps.onClientCount?.(this.connections.size);
       });
     });
   }

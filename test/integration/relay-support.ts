@@ -140,8 +140,9 @@ export class RawWispClient {
     ws.on('error', () => {});
   }
 
-  static open(url: string, protocols: string[] = [], headers: Record<string, string> = {}): Promise<RawWispClient> {
-    const ws = new WebSocket(url, protocols, { headers });
+  /** `localAddress` picks the client's own address (any of 127/8 on loopback), for per-IP tests. */
+  static open(url: string, protocols: string[] = [], headers: Record<string, string> = {}, localAddress?: string): Promise<RawWispClient> {
+    const ws = new WebSocket(url, protocols, { headers, ...(localAddress ? { localAddress } : {}) });
     return withTimeout(
       new Promise((resolve, reject) => {
         ws.once('open', () => resolve(new RawWispClient(ws)));
