@@ -109,7 +109,7 @@ async function runPrimary(options: RelayOptions, argv: readonly string[], log: E
 async function runWorker(options: RelayOptions, index: number, baseLog: EventLog): Promise<number> {
   const log: EventLog = (event, fields = {}) => baseLog(event, { worker: index, ...fields });
   const send = (m: FromWorker) => {
-    if (process.connected) process.send!(m, undefined, undefined, () => undefined);
+    if (process.connected) process.send?.(m, undefined, undefined, () => undefined);
   };
   const server = new RelayServer(options, {
     log,
@@ -132,7 +132,7 @@ async function runWorker(options: RelayOptions, index: number, baseLog: EventLog
       setTimeout(() => process.exit(0), EXIT_DEADLINE_MS).unref();
       server.drain(DRAIN_GRACE_MS).then(() => {
         // The IPC channel would keep this process alive after the drain.
-        if (process.connected) process.disconnect();
+        if (process.connected) process.disconnect?.();
         resolve(0);
       });
     };
