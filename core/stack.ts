@@ -1,123 +1,38 @@
 // The stack: one virtual Ethernet link with weft's router on it. It is sans-I/O — frames come in
-// through input(), go out through the output callback, and time only moves when poll(now) is
-// called — so the same code runs in a Web Worker, in Node, and in deterministic tests.
+// through input(), go out through the output callback, and time is read only from the injected
+// clock (see clock.ts) — so the same code runs in a Web Worker, in Node, and in deterministic tests
+// that move a simulated clock.
+//
+// This file wires the parts together, holds the driver's API (input, poll, flush, nextDeadline) and
+// demuxes what comes in. What goes out leaves through ip/ipv4-output.ts and link/ethernet-port.ts;
+// ICMP lives in services/icmp-responder.ts. A second IP version would get its own input branch and
+// output path beside IPv4's, on the same port; a second link would be a second EthernetPort.
 
-import { DEFAULT_LIMITS, DEFAULT_TCP, DEFAULT_UDP, resolveNetworkConfig, type NetworkConfig, type StackLimits, type TcpConfig, type UdpConfig } from './config';
+import type { Clock } from './clock';
+import { DEFAULT_LIMITS, DEFAULT_TCP, DEFAULT_UDP, resolveNetworkConfig, type NetworkConfig, type StackLimits } from './config';
 import { TypedEvents } from './events';
+import { Ipv4Output } from './ip/ipv4-output';
 import { Ipv4Reassembler } from './ip/ipv4-reassembly';
-import { NeighborCache } from './ip/neighbor-cache';
+import { EthernetPort } from './link/ethernet-port';
 import { DhcpServer } from './services/dhcp-server';
-import { DnsServer, weftLocalRecords, type DnsForwarder, type DnsServerCounters } from './services/dns-server';
+import { DnsServer, weftLocalRecords } from './services/dns-server';
+import { IcmpResponder } from './services/icmp-responder';
 import { LocalServicesUpstream } from './services/local-services';
-import { TcpFlowTable, type TcpFlowEvent } from './tcp/tcp-flow-table';
-import { FrameAllocator } from './frame-allocator';
+import type { FlowEvent, StackCounters, StackEvents } from './stack-events';
+import type { StackOptions } from './stack-options';
+import { TcpFlowTable } from './tcp/tcp-flow-table';
 import { TimerQueue } from './timer-queue';
-import { UdpNat, type UdpFlowEvent } from './udp/udp-nat';
-import type { FlowEndpoint, TcpStream, TcpStreamHandlers, Upstream, UpstreamError } from './upstream';
-import { BROADCAST_MAC, IPV4_BROADCAST, isGroupMac, prefixMask, type Ipv4Address, type MacAddress } from './wire/address';
-import { ARP_REPLY, ARP_REQUEST, emitArp, parseArp, type ArpPacket } from './wire/arp';
+import { UdpNat } from './udp/udp-nat';
+import type { TcpStream, TcpStreamHandlers } from './upstream';
+import { IPV4_BROADCAST, isGroupMac, prefixMask, type Ipv4Address, type MacAddress } from './wire/address';
+import { ARP_REQUEST, parseArp } from './wire/arp';
 import { parseDhcp } from './wire/dhcp';
-import { emitEthernetHeader, ETHERNET_HEADER_LENGTH, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, parseEthernet, type EthernetFrame } from './wire/ethernet';
-import { emitIcmp, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_UNREACH_ADMIN, ICMP_UNREACH_HOST, ICMP_UNREACH_PORT, parseIcmp } from './wire/icmpv4';
-import { emitIpv4Header, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LENGTH, parseIpv4Packet } from './wire/ipv4';
-import { emitTcpHeader, parseTcp, tcpHeaderLength, verifyTcpChecksum, type TcpRepr } from './wire/tcp';
+import { ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, parseEthernet, type EthernetFrame } from './wire/ethernet';
+import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, parseIpv4Packet } from './wire/ipv4';
+import { parseTcp, verifyTcpChecksum } from './wire/tcp';
 import { isDrop, type DropReason } from './wire/parse-result';
 import { emitUdp, parseUdp, UDP_HEADER_LENGTH } from './wire/udp';
 
-export interface Clock {
-  now(): number;
-}
-/** Fills `out` with random bytes (crypto.getRandomValues in a page, crypto.randomFillSync in Node). */
-export type RandomSource = (out: Uint8Array) => void;
-
-export interface LeaseEvent {
-  mac: MacAddress;
-  ip: Ipv4Address;
-  hostname?: string;
-  expiresAt: number;
-}
-
-export interface DropEvent {
-  reason: DropReason;
-  count: number;
-}
-
-export type FlowEvent = TcpFlowEvent | UdpFlowEvent;
-
-export interface StackEvents {
-  lease: LeaseEvent;
-  drop: DropEvent;
-  'flow-open': FlowEvent;
-  'flow-close': FlowEvent;
-}
-
-export interface StackOptions {
-  network?: Partial<NetworkConfig>;
-  limits?: Partial<StackLimits>;
-  tcp?: Partial<TcpConfig>;
-  udp?: Partial<UdpConfig>;
-  /** Where guest TCP and UDP flows go. Without one, they fail as unreachable. */
-  upstream?: Upstream;
-  /** The DNS server on the DNS address (UDP and TCP port 53). */
-  dns?: StackDnsOptions;
-  /**
-   * Called when nextDeadline() moved earlier outside input()/poll() — an upstream event armed a
-   * timer — so the driver re-arms its own timer.
-   */
-  wake?: (deadline: number) => void;
-  /**
-   * Coalesce ACKs: the ACKs that input() would send for in-order data wait until flush() (or the
-   * next poll()), so a burst of segments read at once gets one ACK. The driver must then call
-   * flush() after each burst of input() calls. Off by default (every ACK is sent at once).
-   */
-  batchAcks?: boolean;
-  /**
-   * The link takes TCP segments larger than the MTU and splits them itself (or the guest takes
-   * them whole), like a NIC with TSO: data to the guest then goes out in segments of up to 64 KiB,
-   * and those (only those) carry a partial checksum — the folded pseudo-header sum, as a driver
-   * hands a NIC with checksum offload.
-   */
-  segmentationOffload?: boolean;
-  clock: Clock;
-  random: RandomSource;
-  /**
-   * Called synchronously with every frame the stack sends; the stack never touches it again. A
-   * frame may be a view into a larger buffer (mind byteOffset; copy before transferring it).
-   */
-  output: (frame: Uint8Array) => void;
-  /** Sees every frame in both directions (for pcap): input as received, output as sent. */
-  capture?: (frame: Uint8Array, direction: 'in' | 'out', timeMs: number) => void;
-}
-
-export interface StackDnsOptions {
-  /** Where names weft does not answer itself go; without one they get SERVFAIL. */
-  forwarder?: DnsForwarder;
-  /** Extra local names (lowercase, no trailing dot) → IPv4, beside gateway/host.weft.internal. */
-  records?: ReadonlyMap<string, Ipv4Address>;
-  /** Domains answered only locally (NXDOMAIN for unknown names); default ['weft.internal']. */
-  localDomains?: string[];
-}
-
-export interface StackCounters {
-  framesIn: number;
-  framesOut: number;
-  bytesIn: number;
-  bytesOut: number;
-  /** Frames (or fragments) dropped, keyed by reason. */
-  drops: Partial<Record<DropReason, number>>;
-  datagramsReassembled: number;
-  fragmentsSent: number;
-  arpCacheEntries: number;
-  reassemblyBytesHeld: number;
-  tcpConnections: Record<string, number>;
-  tcpConnectionsOpened: number;
-  tcpBufferedBytes: number;
-  udpFlows: number;
-  dns: DnsServerCounters;
-}
-
-/** Ethernet's minimum frame size without FCS: shorter frames are padded as a NIC would. */
-const MIN_FRAME = 60;
 const DHCP_SERVER_PORT = 67;
 const DHCP_CLIENT_PORT = 68;
 
@@ -126,30 +41,21 @@ export class Stack {
   readonly limits: StackLimits;
   private readonly events = new TypedEvents<StackEvents>();
   private readonly clock: Clock;
-  private readonly output: (frame: Uint8Array) => void;
-  private readonly capture?: StackOptions['capture'];
   private readonly mask: number;
   private readonly subnetBroadcast: Ipv4Address;
-  private readonly neighbors: NeighborCache;
+  private readonly port: EthernetPort;
+  private readonly ipv4: Ipv4Output;
+  private readonly icmp: IcmpResponder;
   private readonly reassembler: Ipv4Reassembler;
   private readonly dhcp: DhcpServer;
   private readonly timers: TimerQueue;
-  private readonly frames = new FrameAllocator();
   private readonly tcp: TcpFlowTable;
   private readonly udp: UdpNat;
   private readonly dns: DnsServer;
   /** Calls deferred to the end of the current input()/poll()/flush() (local services use it). */
   private readonly deferred: Array<() => void> = [];
-  private nextIpId: number;
   private lastLeaseIp: Ipv4Address | undefined;
-  private readonly stats = {
-    framesIn: 0,
-    framesOut: 0,
-    bytesIn: 0,
-    bytesOut: 0,
-    datagramsReassembled: 0,
-    fragmentsSent: 0,
-  };
+  private datagramsReassembled = 0;
   private readonly drops = new Map<DropReason, number>();
   /** The link vouched for the transport checksum of the frame being handled (checksum offload). */
   private checksumTrusted = false;
@@ -158,32 +64,29 @@ export class Stack {
     this.config = resolveNetworkConfig(opts.network);
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.clock = opts.clock;
-    this.output = opts.output;
-    this.capture = opts.capture;
+    const clock = opts.clock;
     this.mask = prefixMask(this.config.prefixLength);
     this.subnetBroadcast = (this.config.network | ~this.mask) >>> 0;
     const countDrop = (reason: DropReason, count = 1) => this.drop(reason, count);
-    this.neighbors = new NeighborCache(
-      {
-        maxEntries: this.limits.arpCacheEntries,
-        maxPendingFrames: this.limits.arpPendingFrames,
-        entryLifetimeMs: 20 * 60_000,
-        retryIntervalMs: 1000,
-        maxAttempts: 3,
-      },
-      countDrop,
-    );
+    this.port = new EthernetPort({ mac: this.config.gatewayMac, output: opts.output, capture: opts.capture, clock });
+    this.ipv4 = new Ipv4Output(this.port, {
+      mtu: this.config.mtu,
+      gateway: this.config.gateway,
+      subnetBroadcast: this.subnetBroadcast,
+      limits: this.limits,
+      clock,
+      random: opts.random,
+      drop: countDrop,
+    });
+    this.icmp = new IcmpResponder(this.ipv4, (ip) => this.ownsAddress(ip), countDrop);
     this.reassembler = new Ipv4Reassembler(this.limits, countDrop);
     this.dhcp = new DhcpServer(this.config, (lease) => {
       this.lastLeaseIp = lease.ip;
-      this.sendQueued(this.neighbors.learn(lease.ip, lease.mac, this.clock.now()), lease.mac);
+      this.ipv4.learn(lease.ip, lease.mac, clock.now());
       this.events.emit('lease', lease);
     });
-    const seed = new Uint8Array(2);
-    opts.random(seed);
-    this.nextIpId = (seed[0] << 8) | seed[1];
     this.timers = new TimerQueue(opts.wake);
-    const now = () => this.clock.now();
+    const now = () => clock.now();
     this.dns = new DnsServer({
       localRecords: weftLocalRecords(this.config.gateway, opts.dns?.records ? new Map(opts.dns.records) : undefined),
       localDomains: opts.dns?.localDomains,
@@ -198,7 +101,7 @@ export class Stack {
       segmentOffload: opts.segmentationOffload === true,
       now,
       random: opts.random,
-      send: (src, dst, repr, len, copy) => this.sendTcp(src, dst, repr, len, copy),
+      send: (src, dst, repr, len, copy) => this.ipv4.sendTcp(src, dst, repr, len, copy),
       drop: countDrop,
       flowOpened,
       flowClosed,
@@ -206,8 +109,8 @@ export class Stack {
     this.tcp.deferAcks = opts.batchAcks === true;
     this.udp = new UdpNat({ ...DEFAULT_UDP, ...opts.udp }, upstream, this.timers, {
       now,
-      sendToGuest: (from, to, payload) => this.sendUdp(from, to, payload),
-      unreachable: (flow, error, header) => this.udpUnreachable(flow.guest, flow.target, error, header),
+      sendToGuest: (from, to, payload) => this.ipv4.sendUdp(from, to, payload),
+      unreachable: (flow, error, header) => this.icmp.udpUnreachable(flow.guest, flow.target, error, header),
       drop: countDrop,
       flowOpened,
       flowClosed,
@@ -225,9 +128,7 @@ export class Stack {
    */
   input(frame: Uint8Array, checksumTrusted = false): void {
     const now = this.clock.now();
-    this.stats.framesIn++;
-    this.stats.bytesIn += frame.length;
-    if (this.capture) this.capture(frame, 'in', now);
+    this.port.received(frame, now);
     this.checksumTrusted = checksumTrusted;
     try {
       this.handleFrame(frame, now);
@@ -244,11 +145,12 @@ export class Stack {
     for (let i = 0; i < 1024 && this.deferred.length > 0; i++) (this.deferred.shift() as () => void)();
   }
 
-  /** Fires the timers that are due at `now`. */
-  poll(now: number): void {
+  /** Fires the timers due by the clock's time; the driver calls it once nextDeadline() has come. */
+  poll(): void {
+    const now = this.clock.now();
     try {
       this.reassembler.poll(now);
-      for (const ip of this.neighbors.poll(now)) this.sendArpRequest(ip);
+      this.ipv4.poll(now);
       this.timers.run(now);
       this.dns.poll(now);
       this.runDeferred();
@@ -277,11 +179,11 @@ export class Stack {
     this.tcp.setSegmentOffload(on);
   }
 
-  /** When poll() should next be called (absolute ms), or undefined when nothing is scheduled. */
+  /** When poll() should next be called (absolute ms on the clock's scale), or undefined when nothing is scheduled. */
   nextDeadline(): number | undefined {
     let d: number | undefined;
     if (this.deferred.length > 0) return this.clock.now();
-    for (const t of [this.reassembler.nextDeadline(), this.neighbors.nextDeadline(), this.timers.nextDeadline(), this.dns.nextDeadline()]) {
+    for (const t of [this.reassembler.nextDeadline(), this.ipv4.nextDeadline(), this.timers.nextDeadline(), this.dns.nextDeadline()]) {
       if (t !== undefined && (d === undefined || t < d)) d = t;
     }
     return d;
@@ -317,9 +219,11 @@ export class Stack {
 
   counters(): StackCounters {
     return {
-      ...this.stats,
+      ...this.port.counters(),
+      datagramsReassembled: this.datagramsReassembled,
+      fragmentsSent: this.ipv4.fragmentsSent,
       drops: Object.fromEntries(this.drops) as StackCounters['drops'],
-      arpCacheEntries: this.neighbors.size,
+      arpCacheEntries: this.ipv4.arpCacheEntries,
       reassemblyBytesHeld: this.reassembler.bytesHeld,
       tcpConnections: this.tcp.countByState(),
       tcpConnectionsOpened: this.tcp.connectionsOpened,
@@ -359,22 +263,14 @@ export class Stack {
     if (arp.senderMac !== eth.src) return this.drop('arp-sender-mismatch');
     if (this.ownsAddress(arp.senderIp)) return this.drop('arp-address-conflict');
     // Learn from requests, replies and gratuitous announcements alike (sender = target IP).
-    if (this.inSubnet(arp.senderIp) && arp.senderIp !== 0) {
-      this.sendQueued(this.neighbors.learn(arp.senderIp, arp.senderMac, now), arp.senderMac);
-    }
+    if (this.inSubnet(arp.senderIp) && arp.senderIp !== 0) this.ipv4.learn(arp.senderIp, arp.senderMac, now);
     if (arp.operation !== ARP_REQUEST) return;
     if (!this.ownsAddress(arp.targetIp)) {
       // Gratuitous ARP and requests for other guests are not ours to answer.
       if (arp.senderIp !== arp.targetIp) this.drop('arp-not-for-us');
       return;
     }
-    this.sendArp(eth.src, {
-      operation: ARP_REPLY,
-      senderMac: this.config.gatewayMac,
-      senderIp: arp.targetIp,
-      targetMac: arp.senderMac,
-      targetIp: arp.senderIp,
-    });
+    this.ipv4.answerArp(arp);
   }
 
   private handleIpv4(eth: EthernetFrame, now: number): void {
@@ -382,19 +278,19 @@ export class Stack {
     if (isDrop(ip)) return this.drop(ip);
     if (ip.src !== 0 && this.inSubnet(ip.src) && !this.ownsAddress(ip.src) && ip.src !== this.subnetBroadcast) {
       // The link is ours alone: a packet from a guest address confirms its MAC.
-      this.sendQueued(this.neighbors.learn(ip.src, eth.src, now), eth.src);
+      this.ipv4.learn(ip.src, eth.src, now);
     }
     let payload = ip.payload;
     if (ip.moreFragments || ip.fragmentOffset !== 0) {
       const whole = this.reassembler.add(ip, now);
       if (!whole) return;
-      this.stats.datagramsReassembled++;
+      this.datagramsReassembled++;
       payload = whole.payload;
       this.checksumTrusted = false; // offload marks whole packets, never fragments
     }
     switch (ip.protocol) {
       case IPPROTO_ICMP:
-        return this.handleIcmp(ip.src, ip.dst, payload, eth.src);
+        return this.icmp.input(ip.src, ip.dst, payload, eth.src);
       case IPPROTO_UDP:
         return this.handleUdp(ip.src, ip.dst, payload, eth.src, now);
       case IPPROTO_TCP:
@@ -402,16 +298,6 @@ export class Stack {
       default:
         return this.drop('ipv4-unsupported-protocol');
     }
-  }
-
-  private handleIcmp(src: Ipv4Address, dst: Ipv4Address, payload: Uint8Array, srcMac: MacAddress): void {
-    const icmp = parseIcmp(payload);
-    if (isDrop(icmp)) return this.drop(icmp);
-    if (!this.ownsAddress(dst)) return this.drop('icmp-no-route');
-    if (icmp.type !== ICMP_ECHO_REQUEST) return this.drop('icmp-unhandled-type');
-    if (icmp.code !== 0) return this.drop('icmp-bad-code');
-    const reply = { type: ICMP_ECHO_REPLY, code: 0, restOfHeader: icmp.restOfHeader, data: icmp.data };
-    this.sendIpv4(dst, src, IPPROTO_ICMP, 8 + icmp.data.length, (buf, off) => emitIcmp(reply, buf, off), srcMac);
   }
 
   private handleUdp(src: Ipv4Address, dst: Ipv4Address, payload: Uint8Array, srcMac: MacAddress, now: number): void {
@@ -424,12 +310,12 @@ export class Stack {
     if (!this.isGuestSource(src)) return this.drop('udp-bad-source');
     if (dst === this.config.dns && udp.dstPort === 53) {
       const guest = { ip: src, port: udp.srcPort };
-      this.dns.query(udp.payload, 'udp', now, (reply) => this.sendUdp({ ip: dst, port: 53 }, guest, reply));
+      this.dns.query(udp.payload, 'udp', now, (reply) => this.ipv4.sendUdp({ ip: dst, port: 53 }, guest, reply));
       return;
     }
     if (dst === this.config.dns || (this.inSubnet(dst) && dst !== this.config.gateway)) {
       // Nothing listens there (yet): say so, as a host would, so clients fail fast.
-      return this.sendIcmpError(ICMP_DEST_UNREACHABLE, ICMP_UNREACH_PORT, src, dst, IPPROTO_UDP, payload.subarray(0, 8), payload.length, srcMac);
+      return this.icmp.portUnreachable(src, dst, IPPROTO_UDP, payload, srcMac);
     }
     this.udp.input(src, udp.srcPort, dst, udp.dstPort, udp.payload, payload);
   }
@@ -457,161 +343,9 @@ export class Stack {
     if (reply === null) return;
     if (isDrop(reply)) return this.drop(reply);
     const datagram = { srcPort: DHCP_SERVER_PORT, dstPort: DHCP_CLIENT_PORT, payload: reply.payload };
-    this.sendIpv4(
-      this.config.gateway,
-      reply.dstIp,
-      IPPROTO_UDP,
-      UDP_HEADER_LENGTH + reply.payload.length,
-      (buf, off) => emitUdp(datagram, this.config.gateway, reply.dstIp, buf, off),
-      reply.dstMac,
-    );
-  }
-
-  // ── output path ─────────────────────────────────────────────────────────────
-
-  /**
-   * Sends an IPv4 datagram whose payload `fill` writes. Fits in the MTU (or `unsegmented`: a TCP
-   * segment the link segments) → built in place in the frame; larger → fragmented. Without
-   * `dstMac`, the destination is resolved with ARP.
-   */
-  private sendIpv4(
-    src: Ipv4Address,
-    dst: Ipv4Address,
-    protocol: number,
-    payloadLength: number,
-    fill: (buf: Uint8Array, off: number) => number,
-    dstMac?: MacAddress,
-    unsegmented = false,
-  ): void {
-    const id = this.nextIpId;
-    this.nextIpId = (this.nextIpId + 1) & 0xffff;
-    const mtuPayload = this.config.mtu - IPV4_HEADER_LENGTH;
-    if (payloadLength <= mtuPayload || (unsegmented && payloadLength <= 65535 - IPV4_HEADER_LENGTH)) {
-      const frame = this.allocFrame(IPV4_HEADER_LENGTH + payloadLength);
-      const off = ETHERNET_HEADER_LENGTH;
-      emitIpv4Header({ src, dst, protocol, payloadLength, id }, frame, off);
-      fill(frame, off + IPV4_HEADER_LENGTH);
-      return this.sendFrame(frame, dst, dstMac);
-    }
-    if (payloadLength > 65535 - IPV4_HEADER_LENGTH) return this.drop('ipv4-too-large-to-send');
-    const whole = new Uint8Array(payloadLength);
-    fill(whole, 0);
-    const chunk = mtuPayload & ~7;
-    for (let offset = 0; offset < payloadLength; offset += chunk) {
-      const len = Math.min(chunk, payloadLength - offset);
-      const moreFragments = offset + len < payloadLength;
-      const frame = this.allocFrame(IPV4_HEADER_LENGTH + len);
-      const off = ETHERNET_HEADER_LENGTH;
-      emitIpv4Header({ src, dst, protocol, payloadLength: len, id, moreFragments, fragmentOffset: offset }, frame, off);
-      frame.set(whole.subarray(offset, offset + len), off + IPV4_HEADER_LENGTH);
-      this.stats.fragmentsSent++;
-      this.sendFrame(frame, dst, dstMac);
-    }
-  }
-
-  private sendIcmpError(
-    type: number,
-    code: number,
-    guest: Ipv4Address,
-    from: Ipv4Address,
-    protocol: number,
-    transportHead: Uint8Array,
-    transportLength: number,
-    guestMac?: MacAddress,
-  ): void {
-    // Quote the offending header and the first 8 bytes of its payload (RFC 792); the original
-    // header is rebuilt since reassembly may have consumed the fragments' own headers.
-    const head = transportHead.subarray(0, 8);
-    const quoted = new Uint8Array(IPV4_HEADER_LENGTH + head.length);
-    emitIpv4Header({ src: guest, dst: from, protocol, payloadLength: transportLength, id: 0 }, quoted, 0);
-    quoted.set(head, IPV4_HEADER_LENGTH);
-    const msg = { type, code, restOfHeader: 0, data: quoted };
-    this.sendIpv4(from, guest, IPPROTO_ICMP, 8 + quoted.length, (buf, off) => emitIcmp(msg, buf, off), guestMac);
-  }
-
-  private sendTcp(src: Ipv4Address, dst: Ipv4Address, repr: TcpRepr, payloadLength: number, copy?: (out: Uint8Array, off: number) => void): void {
-    const headerLength = tcpHeaderLength(repr.options);
-    // Only a connection opened while segmentation offload was on sends segments longer than the
-    // MTU (negotiate()). Such a segment goes out whole, with a partial checksum as from a NIC
-    // driver — even after offload was turned off, since the link splits what it cannot take — and
-    // summing 64 KiB here would be wasted.
-    const partial = IPV4_HEADER_LENGTH + headerLength + payloadLength > this.config.mtu;
-    this.sendIpv4(
-      src,
-      dst,
-      IPPROTO_TCP,
-      headerLength + payloadLength,
-      (buf, off) => {
-        if (copy) copy(buf, off + headerLength);
-        return emitTcpHeader(repr, payloadLength, buf, off, src, dst, partial);
-      },
-      undefined,
-      partial,
-    );
-  }
-
-  private sendUdp(from: FlowEndpoint, to: FlowEndpoint, payload: Uint8Array): void {
-    if (payload.length > 65535 - IPV4_HEADER_LENGTH - UDP_HEADER_LENGTH) return this.drop('udp-too-large');
-    const d = { srcPort: from.port, dstPort: to.port, payload };
-    this.sendIpv4(from.ip, to.ip, IPPROTO_UDP, UDP_HEADER_LENGTH + payload.length, (buf, off) => emitUdp(d, from.ip, to.ip, buf, off));
-  }
-
-  private udpUnreachable(guest: FlowEndpoint, target: FlowEndpoint, error: UpstreamError, header: Uint8Array): void {
-    const code = error.kind === 'refused' ? ICMP_UNREACH_PORT : error.kind === 'blocked' ? ICMP_UNREACH_ADMIN : ICMP_UNREACH_HOST;
-    const length = (header[4] << 8) | header[5];
-    this.sendIcmpError(ICMP_DEST_UNREACHABLE, code, guest.ip, target.ip, IPPROTO_UDP, header, length);
-  }
-
-  private sendArp(dstMac: MacAddress, arp: ArpPacket): void {
-    const frame = this.allocFrame(28);
-    emitEthernetHeader(frame, 0, dstMac, this.config.gatewayMac, ETHERTYPE_ARP);
-    emitArp(arp, frame, ETHERNET_HEADER_LENGTH);
-    this.emitFrame(frame);
-  }
-
-  private sendArpRequest(ip: Ipv4Address): void {
-    this.sendArp(BROADCAST_MAC, {
-      operation: ARP_REQUEST,
-      senderMac: this.config.gatewayMac,
-      senderIp: this.config.gateway,
-      targetMac: 0,
-      targetIp: ip,
-    });
-  }
-
-  /** A frame buffer with room for `l3Length` bytes after the Ethernet header, padded to the minimum. */
-  private allocFrame(l3Length: number): Uint8Array {
-    return this.frames.alloc(Math.max(MIN_FRAME, ETHERNET_HEADER_LENGTH + l3Length));
-  }
-
-  private sendFrame(frame: Uint8Array, dstIp: Ipv4Address, dstMac: MacAddress | undefined): void {
-    const now = this.clock.now();
-    if (dstMac === undefined) {
-      if (dstIp === IPV4_BROADCAST || dstIp === this.subnetBroadcast) dstMac = BROADCAST_MAC;
-      else dstMac = this.neighbors.lookup(dstIp, now);
-    }
-    if (dstMac === undefined) {
-      emitEthernetHeader(frame, 0, 0, this.config.gatewayMac, ETHERTYPE_IPV4);
-      if (this.neighbors.enqueue(dstIp, frame, now)) this.sendArpRequest(dstIp);
-      return;
-    }
-    emitEthernetHeader(frame, 0, dstMac, this.config.gatewayMac, ETHERTYPE_IPV4);
-    this.emitFrame(frame);
-  }
-
-  /** Sends frames that waited for ARP, now that `mac` is known. */
-  private sendQueued(frames: Uint8Array[], mac: MacAddress): void {
-    for (const frame of frames) {
-      emitEthernetHeader(frame, 0, mac, this.config.gatewayMac, ETHERTYPE_IPV4);
-      this.emitFrame(frame);
-    }
-  }
-
-  private emitFrame(frame: Uint8Array): void {
-    this.stats.framesOut++;
-    this.stats.bytesOut += frame.length;
-    if (this.capture) this.capture(frame, 'out', this.clock.now());
-    this.output(frame);
+    const { gateway } = this.config;
+    const fill = (buf: Uint8Array, off: number) => emitUdp(datagram, gateway, reply.dstIp, buf, off);
+    this.ipv4.send(gateway, reply.dstIp, IPPROTO_UDP, UDP_HEADER_LENGTH + reply.payload.length, fill, reply.dstMac);
   }
 
   private inSubnet(ip: Ipv4Address): boolean {

@@ -8,7 +8,10 @@
 //     stack.on('lease', (e) => console.log('guest got', formatIpv4(e.ip)));
 
 export { Stack } from '../core/stack';
-export type { StackOptions, StackEvents, StackCounters, StackDnsOptions, LeaseEvent, FlowEvent, DropEvent, Clock, RandomSource } from '../core/stack';
+export type { StackOptions, StackDnsOptions } from '../core/stack-options';
+export type { StackEvents, StackCounters, LeaseEvent, FlowEvent, DropEvent } from '../core/stack-events';
+export type { Clock } from '../core/clock';
+export type { RandomSource } from '../core/random';
 export type { NetworkConfig, StackLimits, TcpConfig, UdpConfig } from '../core/config';
 export { UpstreamError } from '../core/upstream';
 export type { Upstream, UpstreamErrorKind, FlowEndpoint, FlowMeta, TcpStream, TcpStreamHandlers, UdpFlow, UdpFlowHandlers } from '../core/upstream';

@@ -3,7 +3,8 @@
 // `weft vm` and weft-net/node embedders use the same code.
 
 import { randomFillSync } from 'node:crypto';
-import { Stack, type StackOptions } from '../core/stack';
+import { Stack } from '../core/stack';
+import type { StackOptions } from '../core/stack-options';
 import type { FrameLink } from './links/frame-link';
 import { monotonicClock, StackTimer } from '../platform/stack-timer';
 

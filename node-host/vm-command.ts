@@ -1,7 +1,7 @@
 // `weft vm`: one Stack, one link to a guest, an optional pcap, and the timers that drive the stack.
 // It runs until SIGINT/SIGTERM (exit 0) or until the link fails (exit 1), and leaves nothing open.
 
-import type { FlowEvent } from '../core/stack';
+import type { FlowEvent } from '../core/stack-events';
 import { nodeClock, runStack } from './stack-driver';
 import { DEFAULT_NETWORK } from '../core/config';
 import { DirectUpstream } from './direct-upstream';

@@ -1,6 +1,8 @@
 // The one driver of the stack's timers, for every host (weft vm in Node, the browser worker, tests):
 // a monotonic clock, and exactly one timer kept at the stack's next deadline. Uses only what browsers
-// and Node both have (performance, setTimeout), so core stays free of timers.
+// and Node both have (performance, setTimeout), so core stays free of timers. The stack reads the time
+// from the clock it was built with (core/clock.ts); this timer must be given the same clock, and only
+// uses it to turn a deadline into a delay.
 
 /** Monotonic milliseconds with a fraction, on the epoch's scale (for pcap timestamps and logs). */
 export const monotonicClock = { now: (): number => performance.timeOrigin + performance.now() };
@@ -10,8 +12,10 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** What the timer drives: the stack, or anything with its two timer methods. */
 export interface Deadlines {
+  /** Absolute time on the clock's scale, or undefined when nothing is scheduled. */
   nextDeadline(): number | undefined;
-  poll(now: number): void;
+  /** Runs what is due; the target reads the time from its own clock. */
+  poll(): void;
 }
 
 export class StackTimer {
@@ -40,7 +44,7 @@ export class StackTimer {
       this.timer = undefined;
       this.armedFor = undefined;
       this.around(() => {
-        this.target.poll(this.clock.now());
+        this.target.poll();
         this.rearm();
       });
     }, delay);

@@ -1,7 +1,7 @@
 // What the page and the weft worker say to each other (through comlink), and the events the
 // network reports. Types only: web/ imports these, worker/ implements them.
 
-import type { FlowEvent, StackCounters } from '../core/stack';
+import type { FlowEvent, StackCounters } from '../core/stack-events';
 
 export interface NetworkSettings {
   /**

@@ -2,6 +2,8 @@
 // F a keyed hash, so ISNs are unpredictable to an outsider yet increase for a reused 4-tuple. F is
 // HalfSipHash-2-4 (32-bit SipHash): a real keyed PRF that needs only 32-bit adds, rotates and xors.
 
+import { toSeq, type SeqNum } from './seq';
+
 function rotl(x: number, b: number): number {
   return ((x << b) | (x >>> (32 - b))) >>> 0;
 }
@@ -18,9 +20,9 @@ export class IsnGenerator {
   }
 
   /** ISN for a connection, at time `nowMs`. */
-  isn(localIp: number, localPort: number, remoteIp: number, remotePort: number, nowMs: number): number {
+  isn(localIp: number, localPort: number, remoteIp: number, remotePort: number, nowMs: number): SeqNum {
     const f = this.hash(localIp, remoteIp, ((localPort << 16) | remotePort) >>> 0);
-    return (f + Math.floor(nowMs * 250)) >>> 0;
+    return toSeq(f + Math.floor(nowMs * 250));
   }
 
   private hash(a: number, b: number, c: number): number {

@@ -9,7 +9,7 @@
 // round at once, and the cut follows: the first rounds (the average starts at 1) and heavy losses
 // still halve the window.
 
-import { seqLt } from './seq';
+import { seqLt, type SeqNum } from './seq';
 
 /** Weight of each round in the average (DCTCP's g). */
 const GAIN = 1 / 16;
@@ -20,7 +20,7 @@ export class LossFraction {
   /** The fraction of the last whole round: a burst of loss counts at once, not over 16 rounds. */
   private last = 0;
   /** SND.MAX when the current round began: it ends once SND.UNA passes it. */
-  private roundEnd: number | undefined;
+  private roundEnd: SeqNum | undefined;
   private delivered = 0;
   private lost = 0;
 
@@ -33,7 +33,7 @@ export class LossFraction {
    * Bytes an ACK reported delivered. A round ends once SND.UNA has passed SND.MAX as it was when the
    * round began; with nothing in flight then, the next round begins at the next ACK.
    */
-  onDelivered(bytes: number, sndUna: number, sndMax: number): void {
+  onDelivered(bytes: number, sndUna: SeqNum, sndMax: SeqNum): void {
     this.delivered += bytes;
     if (this.roundEnd === undefined) {
       this.roundEnd = sndMax;

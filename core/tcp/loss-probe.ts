@@ -1,9 +1,11 @@
 // The tail loss probe (TLP, RFC 8985 §7): when the ACKs stop for about two round trips with data
 // in flight, the sender sends one segment again, so the guest's answer (its SACK blocks, or a
 // DSACK) tells RACK what was lost without waiting for the retransmission timeout. This holds the
-// probe's timer and what the ACKs say about it; the sender picks and sends the segment.
+// probe's timer (the connection's 'loss-probe' slot) and what the ACKs say about it; the sender
+// picks and sends the segment.
 
-import { seqGe, seqGt, seqLt } from './seq';
+import { seqGe, seqGt, seqLt, type SeqNum } from './seq';
+import type { TcpTimers } from './tcp-timers';
 
 /** Worst-case delayed ACK of the guest when only one segment is in flight (Linux: 40 ms). */
 const WC_DEL_ACK_MS = 40;
@@ -22,44 +24,46 @@ export function probeTimeout(srtt: number, singleSegment: boolean): number {
 }
 
 export class LossProbe {
-  /** When the probe is due, if armed. */
-  deadline: number | undefined;
   /** Probes sent, ever. */
   sent = 0;
   /** SND.MAX after the last probe, until an ACK settles what it found (TLP.end_seq). */
-  private end: number | undefined;
+  private end: SeqNum | undefined;
   private unanswered = 0;
   /** The range the last probe sent again: a DSACK for it is expected, not a sign of reordering. */
-  private copy: [number, number] = [0, 0];
+  private copy: [SeqNum, SeqNum] = [0 as SeqNum, 0 as SeqNum];
+
+  constructor(private readonly timers: TcpTimers) {}
 
   /** (Re)arms the timer, unless it would not fire before the RTO or enough probes went unanswered. */
-  arm(now: number, srtt: number, singleSegment: boolean, rtoDeadline: number | undefined): void {
-    this.deadline = undefined;
+  arm(now: number, srtt: number, singleSegment: boolean): void {
+    this.timers.clear('loss-probe');
     if (this.unanswered >= MAX_PROBES) return;
     const at = now + probeTimeout(srtt, singleSegment) * 2 ** this.unanswered;
-    if (rtoDeadline === undefined || at < rtoDeadline) this.deadline = at;
+    const rto = this.timers.get('retransmit');
+    if (rto === undefined || at < rto) this.timers.set('loss-probe', at);
   }
 
   disarm(): void {
-    this.deadline = undefined;
+    this.timers.clear('loss-probe');
   }
 
   /** A retransmission timeout: probing starts over once ACKs come back. */
   reset(): void {
-    this.deadline = this.end = undefined;
+    this.timers.clear('loss-probe');
+    this.end = undefined;
   }
 
   /** The probe went out: a copy of [start, end); `sndMax` is SND.MAX after it. */
-  onSent(start: number, end: number, sndMax: number): void {
+  onSent(start: SeqNum, end: SeqNum, sndMax: SeqNum): void {
     this.copy = [start, end];
     this.sent++;
     this.unanswered++;
     this.end = sndMax;
-    this.deadline = undefined;
+    this.timers.clear('loss-probe');
   }
 
   /** Whether a DSACK for [l, r) reports the probe's own copy. */
-  isProbeCopy(l: number, r: number): boolean {
+  isProbeCopy(l: SeqNum, r: SeqNum): boolean {
     return seqLt(l, this.copy[1]) && seqLt(this.copy[0], r);
   }
 
@@ -70,7 +74,7 @@ export class LossProbe {
    * RTO, which every probe pushes back. Returns true when only the probe got through, so
    * it repaired a loss and the sender must reduce its window as for any loss.
    */
-  onAck(ack: number, dsack: [number, number] | undefined, news: boolean, dupAck: boolean): boolean {
+  onAck(ack: SeqNum, dsack: [SeqNum, SeqNum] | undefined, news: boolean, dupAck: boolean): boolean {
     if (news) this.unanswered = 0;
     const end = this.end;
     if (end === undefined || seqLt(ack, end)) return false;

@@ -10,7 +10,7 @@
 // much later than the fastest round trip the ACK of a piece that arrived out of order came.
 
 import type { SackScoreboard, SentPiece } from './sack-scoreboard';
-import { seqGe, seqGt, seqLt } from './seq';
+import { seqGe, seqGt, seqLt, stampLt, type SeqNum } from './seq';
 
 /** Recoveries without new reordering evidence before the window shrinks back (RFC 8985 §6.2). */
 const REO_WND_PERSIST = 16;
@@ -27,7 +27,7 @@ export class Rack {
   /** Send order of that piece (−1: none yet). */
   private xmitOrder = -1;
   /** Highest end sequence delivered (RACK.fack). */
-  private fack: number;
+  private fack: SeqNum;
   minRtt = Infinity;
   private minRttAt = 0;
   reorderingSeen = false;
@@ -35,10 +35,10 @@ export class Rack {
   private reoPersist = 0;
   /** Reordering measured in time (ms), see the header comment. */
   private reoExtent = 0;
-  private dsackRound: number | undefined;
-  private readonly recentRetransmitted: Array<{ start: number; end: number; firstXmitTime: number }> = [];
+  private dsackRound: SeqNum | undefined;
+  private readonly recentRetransmitted: Array<{ start: SeqNum; end: SeqNum; firstXmitTime: number }> = [];
 
-  constructor(sndUna: number) {
+  constructor(sndUna: SeqNum) {
     this.fack = sndUna;
   }
 
@@ -68,7 +68,7 @@ export class Rack {
         // timestamp tells only for data that advanced the cumulative ACK: a receiver echoes the
         // last in-order segment's timestamp (RFC 7323 §4.3), so the SACK of a retransmission
         // above a hole — a loss probe's — always echoes an older time than the copy it reports.
-        if (i >= sacked && tsEcr !== undefined && seqLt(tsEcr, p.xmitTime >>> 0)) continue;
+        if (i >= sacked && tsEcr !== undefined && stampLt(tsEcr, p.xmitTime >>> 0)) continue;
         // An answer quicker than the fastest round trip was for an earlier copy that came late —
         // which only reordering makes possible. Without it, such an answer is the clock's jitter
         // (round trips of a few hundred microseconds vary by half), and a loss probe's SACK
@@ -108,7 +108,7 @@ export class Rack {
    * most: the copy that came second may be the retransmission — the sender's cap keeps that from
    * growing the window past what RACK can still use). The multiplier grows once per round trip.
    */
-  onDsack(l: number, r: number, now: number, sndUna: number, sndMax: number): void {
+  onDsack(l: SeqNum, r: SeqNum, now: number, sndUna: SeqNum, sndMax: SeqNum): void {
     for (const e of this.recentRetransmitted) {
       if (seqLt(e.start, r) && seqLt(l, e.end)) this.reordered(now - e.firstXmitTime);
     }

@@ -9,14 +9,14 @@
 // unproven, joins it: on a reordering link one spurious recovery often follows another, and only
 // the first remembers the window from before them.
 
-import { seqDiff, seqLt } from './seq';
+import { seqDiff, seqLt, stampLt, type SeqNum } from './seq';
 
 interface Reduction {
   /** The window to go back to. */
   cwnd: number;
   ssthresh: number;
   /** SND.UNA when it began: DSACKs below are for older data. */
-  marker: number;
+  marker: SeqNum;
   /** Timestamp (ms, mod 2^32) of its first retransmission. */
   retransStamp?: number;
   /** Bytes retransmitted and not yet reported duplicate. */
@@ -24,7 +24,7 @@ interface Reduction {
   /** Its recovery is over (late DSACKs may still prove it needless). */
   ended: boolean;
   /** SND.MAX when it ended: a reduction that begins before SND.UNA gets there joins it. */
-  horizon: number;
+  horizon: SeqNum;
   /** It began before any reordering was seen. */
   blind: boolean;
 }
@@ -33,7 +33,7 @@ export class ReductionUndo {
   private r: Reduction | undefined;
 
   /** A reduction begins (fast recovery, or the first timeout of an episode). */
-  begin(cwnd: number, ssthresh: number, sndUna: number, sndMax: number, blind: boolean): void {
+  begin(cwnd: number, ssthresh: number, sndUna: SeqNum, sndMax: SeqNum, blind: boolean): void {
     const r = this.r;
     if (r && r.ended && r.retransBytes > 0 && seqLt(sndUna, r.horizon)) {
       r.ended = false;
@@ -45,7 +45,7 @@ export class ReductionUndo {
   }
 
   /** Its recovery ended at SND.MAX = `sndMax`. */
-  end(sndMax: number): void {
+  end(sndMax: SeqNum): void {
     if (!this.r) return;
     this.r.ended = true;
     this.r.horizon = sndMax;
@@ -62,11 +62,11 @@ export class ReductionUndo {
   /** An ACK advanced SND.UNA echoing `tsEcr`: true if it proves the running reduction needless. */
   eifel(tsEcr: number | undefined): boolean {
     const r = this.r;
-    return r !== undefined && !r.ended && r.retransStamp !== undefined && tsEcr !== undefined && seqLt(tsEcr, r.retransStamp);
+    return r !== undefined && !r.ended && r.retransStamp !== undefined && tsEcr !== undefined && stampLt(tsEcr, r.retransStamp);
   }
 
   /** A DSACK for [l, r) below `recoveryPoint`: true if the reduction is now proven needless. */
-  dsack(l: number, right: number, recoveryPoint: number): boolean {
+  dsack(l: SeqNum, right: SeqNum, recoveryPoint: SeqNum): boolean {
     const r = this.r;
     if (!r || r.retransStamp === undefined || seqLt(l, r.marker) || !seqLt(l, recoveryPoint)) return false;
     r.retransBytes -= seqDiff(right, l);

@@ -7,12 +7,12 @@
 // Pieces are split only at multiples of the MSS from their start, so a guest cannot fragment the
 // board with odd SACK edges: it holds at most about (outstanding bytes / MSS) entries.
 
-import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from './seq';
+import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt, type SeqNum } from './seq';
 
 export interface SentPiece {
-  start: number;
+  start: SeqNum;
   /** One past the last sequence number (a FIN counts one). */
-  end: number;
+  end: SeqNum;
   fin: boolean;
   /** Time (ms) and send order of the latest transmission; the order breaks ties in equal times. */
   xmitTime: number;
@@ -58,7 +58,7 @@ export class SackScoreboard {
   }
 
   /** Records a first transmission at the right edge. */
-  append(start: number, len: number, fin: boolean, now: number, order: number): void {
+  append(start: SeqNum, len: number, fin: boolean, now: number, order: number): void {
     this.pieces.push({
       start, end: seqAdd(start, len + (fin ? 1 : 0)), fin, xmitTime: now, firstXmitTime: now, xmitOrder: order,
       sacked: false, lost: false, retrans: false, everRetransmitted: false, timedOut: false,
@@ -71,7 +71,7 @@ export class SackScoreboard {
   }
 
   /** Drops pieces below `ack`; those not SACKed before go to `delivered`. */
-  ackTo(ack: number, delivered: SentPiece[]): void {
+  ackTo(ack: SeqNum, delivered: SentPiece[]): void {
     while (this.length > 0) {
       const p = this.pieces[this.head];
       if (seqLe(p.end, ack)) {
@@ -99,7 +99,7 @@ export class SackScoreboard {
    * block (the guest's latest arrival) first. A first block below the ACK, or inside the second
    * block, reports a duplicate (RFC 2883 DSACK) and is returned instead.
    */
-  applySack(blocks: ReadonlyArray<[number, number]>, ack: number, sndUna: number, sndMax: number, mss: number, delivered: SentPiece[]): { dsack: [number, number] | undefined; firstBlock: number } {
+  applySack(blocks: ReadonlyArray<[SeqNum, SeqNum]>, ack: SeqNum, sndUna: SeqNum, sndMax: SeqNum, mss: number, delivered: SentPiece[]): { dsack: [SeqNum, SeqNum] | undefined; firstBlock: number } {
     if (blocks.length === 0) return { dsack: undefined, firstBlock: 0 };
     const [l, r] = blocks[0];
     const dsack = seqLe(r, ack) || (blocks.length > 1 && seqGe(l, blocks[1][0]) && seqLe(r, blocks[1][1])) ? blocks[0] : undefined;
@@ -114,7 +114,7 @@ export class SackScoreboard {
   }
 
   /** Marks the pieces inside [l, r) SACKed; the newly SACKed go to `delivered`; returns their bytes. */
-  sack(l: number, r: number, mss: number, delivered: SentPiece[]): number {
+  sack(l: SeqNum, r: SeqNum, mss: number, delivered: SentPiece[]): number {
     let i = this.find(l);
     let bytes = 0;
     for (; i < this.pieces.length; i++) {
@@ -258,7 +258,7 @@ export class SackScoreboard {
   }
 
   /** Index of the piece holding `seq` (or the first above it). */
-  private find(seq: number): number {
+  private find(seq: SeqNum): number {
     let lo = this.head;
     let hi = this.pieces.length;
     while (lo < hi) {

@@ -2,17 +2,21 @@
 // machine follows RFC 9293 with weft in the passive role, plus one state of its own, `connecting`:
 // the guest's SYN is held (retransmissions absorbed) until the upstream connect succeeds, so the
 // guest sees a refused or unreachable destination as an RST instead of an accept-then-reset.
+// A connection is built from the guest's SYN (or, for an active open, its SYN-ACK: before that,
+// ./tcp-active-open.ts stands in), so its sender, receiver and segment writer exist from the start.
+// All its timers are slots of one TcpTimers (./tcp-timers.ts).
 
 import type { TcpConfig } from '../config';
 import type { TimerOwner } from '../timer-queue';
-import type { FlowEndpoint, FlowMeta, TcpStream, TcpStreamHandlers, Upstream, UpstreamError, UpstreamErrorKind } from '../upstream';
+import type { FlowEndpoint, FlowMeta, TcpStreamHandlers, Upstream, UpstreamError, UpstreamErrorKind } from '../upstream';
 import { ACK, FIN, PSH, RST, SYN, type TcpRepr, type TcpSegment } from '../wire/tcp';
-import { negotiate, synOffer } from './tcp-negotiation';
+import { negotiate } from './tcp-negotiation';
 import { TcpReceiver } from './tcp-receiver';
 import { TcpSegmentWriter } from './tcp-segment-writer';
 import { TcpSender } from './tcp-sender';
+import { TcpTimers } from './tcp-timers';
 import { UpstreamPipe } from './upstream-pipe';
-import { seqAdd, seqDiff } from './seq';
+import { seqAdd, seqDiff, type SeqNum } from './seq';
 
 /** Why a connection ended: the `reason` of its flow-close event and log line. */
 export type TcpCloseReason =
@@ -45,6 +49,38 @@ export type TcpState =
   | 'time-wait'
   | 'closed';
 
+/** Counters of weft's sending towards the guest: what was sent again, and why. */
+export interface TcpSendStats {
+  retransmits: number;
+  timeouts: number;
+  lossProbes: number;
+  spuriousUndone: number;
+}
+
+/**
+ * What the flow table holds for a 4-tuple: a connection, or an active open whose SYN the guest has
+ * not answered yet (./tcp-active-open.ts).
+ */
+export interface TcpFlow extends TimerOwner {
+  readonly key: string;
+  readonly guest: FlowEndpoint;
+  /** weft's side: the destination the guest asked for, or the local end of an active open. */
+  readonly target: FlowEndpoint;
+  readonly openedAt: number;
+  readonly state: TcpState;
+  readonly halfOpen: boolean;
+  readonly closeReason: TcpCloseReason | undefined;
+  readonly bytesFromGuest: number;
+  readonly bytesToGuest: number;
+  /** Bytes held in the flow's own buffers (for memory accounting). */
+  readonly bufferedBytes: number;
+  readonly sendStats: TcpSendStats;
+  onSegment(seg: TcpSegment): void;
+  /** Tears the flow down at once, telling the guest with RST if `tellGuest` (and it knows our sequence numbers). */
+  abort(reason: TcpCloseReason, tellGuest: boolean): void;
+  nextDeadline(): number | undefined;
+}
+
 /** What a connection needs from its surroundings (the flow table provides it). */
 export interface TcpConnectionEnv {
   readonly config: TcpConfig;
@@ -58,45 +94,39 @@ export interface TcpConnectionEnv {
    * Sends a segment to the guest from `local`. `payloadLength` bytes are written by `copyPayload`
    * at the given offset of the frame buffer.
    */
-  send(conn: TcpConnection, repr: TcpRepr, payloadLength: number, copyPayload?: (out: Uint8Array, offset: number) => void): void;
-  /** Timers changed: the connection's deadline must be (re)scheduled. */
-  reschedule(conn: TcpConnection): void;
-  stateChanged(conn: TcpConnection, from: TcpState): void;
+  send(flow: TcpFlow, repr: TcpRepr, payloadLength: number, copyPayload?: (out: Uint8Array, offset: number) => void): void;
+  /** Timers changed: the flow's deadline must be (re)scheduled. */
+  reschedule(flow: TcpFlow): void;
+  stateChanged(flow: TcpFlow, from: TcpState): void;
   /** Asks to send this connection's pure ACK later, at the end of the input batch; false = send now. */
   deferAck(conn: TcpConnection): boolean;
-  closed(conn: TcpConnection, reason: TcpCloseReason): void;
+  closed(flow: TcpFlow, reason: TcpCloseReason): void;
+  /** The guest accepted an active open: `conn` takes the place of `open` (same key, timers moved). */
+  replaced(open: TcpFlow, conn: TcpConnection): void;
 }
 
-const MAX_SYNACK_RETRIES = 5;
+/** SYN (active open) or SYN-ACK retransmissions before the handshake is given up. */
+export const MAX_SYN_RETRIES = 5;
 /** RFC 5961 §7's throttle (Linux allows 1000/s for the whole host; one guest connection needs few). */
 export const CHALLENGE_ACKS_PER_SECOND = 100;
 /** How long a closing connection waits for a blocked upstream to take the guest's last bytes. */
 const UPSTREAM_DRAIN_MS = 60_000;
 
-export class TcpConnection implements TimerOwner {
-  state: TcpState = 'connecting';
+export class TcpConnection implements TcpFlow {
+  state: TcpState;
   timerScheduledAt?: number;
-  readonly openedAt: number;
-  readonly iss: number;
-  // Set by negotiate() from the guest's SYN (passive open) or SYN-ACK (active open).
-  irs = 0;
+  readonly iss: SeqNum;
+  readonly irs: SeqNum;
   private challengeWindowStart = -Infinity;
   private challengesSent = 0;
-  private sender!: TcpSender;
-  private receiver!: TcpReceiver;
-  private writer!: TcpSegmentWriter;
+  private readonly timers = new TcpTimers();
+  private readonly sender: TcpSender;
+  private readonly receiver: TcpReceiver;
+  private readonly writer: TcpSegmentWriter;
   /** The sender's buffer bound, settled with the segment size at negotiation. */
-  private sendBufferBytes = 0;
-  private readonly tsOffset: number;
+  private readonly sendBufferBytes: number;
 
-  private readonly pipe = new UpstreamPipe();
-  private upstreamEnded = false; // the upstream sent its FIN
-
-  private connectDeadline: number | undefined;
-  private synAckDeadline: number | undefined;
   private synAckRetries = 0;
-  private timeWaitDeadline: number | undefined;
-  private drainDeadline: number | undefined;
   private lastGuestActivity: number;
   private keepaliveProbesSent = 0;
   private closeWhenDrained: TcpCloseReason | undefined;
@@ -108,63 +138,71 @@ export class TcpConnection implements TimerOwner {
   ackDeferred = false;
 
   /** A connection the guest opened (its SYN in hand); the upstream is opened by start(). */
-  static passive(env: TcpConnectionEnv, key: string, guest: FlowEndpoint, target: FlowEndpoint, syn: TcpSegment, iss: number, tsOffset: number): TcpConnection {
-    const c = new TcpConnection(env, key, guest, target, iss, tsOffset);
-    c.negotiate(syn);
-    c.connectDeadline = c.openedAt + env.config.connectTimeoutMs;
+  static passive(env: TcpConnectionEnv, key: string, guest: FlowEndpoint, target: FlowEndpoint, syn: TcpSegment, iss: SeqNum, tsOffset: number): TcpConnection {
+    const c = new TcpConnection(env, key, guest, target, iss, tsOffset, syn, 'connecting', env.now(), new UpstreamPipe(), false);
+    c.timers.set('connect', c.openedAt + env.config.connectTimeoutMs);
     return c;
   }
 
   /**
-   * A connection weft opens to the guest (port forwarding): `local` is weft's side. `attach` gets
-   * the connection's handlers and returns the stream for the other side, which the connection
-   * resumes once the guest accepted (or destroys if it refused).
+   * An active open the guest accepted with `synAck` (./tcp-active-open.ts hands over what it held:
+   * when it began, the stream and whether that stream has ended). Completes the handshake.
    */
-  static active(env: TcpConnectionEnv, key: string, guest: FlowEndpoint, local: FlowEndpoint, iss: number, tsOffset: number, attach: (h: TcpStreamHandlers) => TcpStream): TcpConnection {
-    const c = new TcpConnection(env, key, guest, local, iss, tsOffset);
-    c.state = 'syn-sent';
-    c.pipe.attach(attach(c.handlers()));
-    c.sendSyn();
-    return c;
+  static active(
+    env: TcpConnectionEnv,
+    key: string,
+    guest: FlowEndpoint,
+    local: FlowEndpoint,
+    iss: SeqNum,
+    tsOffset: number,
+    synAck: TcpSegment,
+    held: { openedAt: number; pipe: UpstreamPipe; upstreamEnded: boolean },
+  ): TcpConnection {
+    return new TcpConnection(env, key, guest, local, iss, tsOffset, synAck, 'syn-sent', held.openedAt, held.pipe, held.upstreamEnded);
   }
 
+  /** Settles options from the guest's SYN or SYN-ACK and creates the two halves. */
   private constructor(
     private readonly env: TcpConnectionEnv,
     readonly key: string,
     readonly guest: FlowEndpoint,
     readonly target: FlowEndpoint,
-    iss: number,
+    iss: SeqNum,
     tsOffset: number,
+    syn: TcpSegment,
+    state: TcpState,
+    readonly openedAt: number,
+    private readonly pipe: UpstreamPipe,
+    private upstreamEnded: boolean, // the upstream sent its FIN
   ) {
-    const now = env.now();
-    this.openedAt = now;
-    this.lastGuestActivity = now;
+    this.state = state;
+    this.lastGuestActivity = env.now();
     this.iss = iss;
-    this.tsOffset = tsOffset;
-  }
-
-  /** Settles options from the guest's SYN or SYN-ACK and creates the two halves. */
-  private negotiate(syn: TcpSegment): void {
-    const env = this.env;
     this.irs = syn.seq;
     const n = negotiate(env.config, env.linkMss, env.segmentOffload, syn);
-    this.receiver = new TcpReceiver(syn.seq, n.receiver);
+    this.receiver = new TcpReceiver(syn.seq, n.receiver, this.timers);
     this.sendBufferBytes = n.sender.sendBufferBytes;
-    this.sender = new TcpSender(this.iss, n.sender, {
-      sendSegment: (seq, len, fin) => this.sendData(seq, len, fin),
-      sendProbe: () => this.sendControl(seqAdd(this.sender.sndUna, -1), ACK),
-    });
+    this.sender = new TcpSender(
+      iss,
+      n.sender,
+      {
+        sendSegment: (seq, len, fin) => this.sendData(seq, len, fin),
+        sendProbe: () => this.sendControl(seqAdd(this.sender.sndUna, -1), ACK),
+      },
+      this.timers,
+    );
     const output = {
-      srcPort: this.target.port,
-      dstPort: this.guest.port,
+      srcPort: target.port,
+      dstPort: guest.port,
       linkMss: env.linkMss,
       now: () => env.now(),
       send: (repr: TcpRepr, len: number, copy?: (out: Uint8Array, offset: number) => void) => env.send(this, repr, len, copy),
     };
-    this.writer = new TcpSegmentWriter(output, n, this.tsOffset, this.receiver, () => this.pipe.backlogBytes);
+    this.writer = new TcpSegmentWriter(output, n, tsOffset, this.receiver, () => this.pipe.backlogBytes);
   }
 
-  private handlers(): TcpStreamHandlers {
+  /** The stream's events, for the upstream this connection opens (or took over from an active open). */
+  streamHandlers(): TcpStreamHandlers {
     return {
       onConnect: () => this.upstreamEvent(() => this.onUpstreamConnect()),
       onData: (data, more) => this.upstreamEvent(() => this.onUpstreamData(data, more === true)),
@@ -176,11 +214,22 @@ export class TcpConnection implements TimerOwner {
 
   /** Opens the upstream stream; called by the table once the connection is registered. */
   start(meta: FlowMeta): void {
-    this.pipe.attach(this.env.upstream.openTcp(this.target, meta, this.handlers()));
+    this.pipe.attach(this.env.upstream.openTcp(this.target, meta, this.streamHandlers()));
     this.env.reschedule(this);
   }
 
-  get rcvNxt(): number {
+  /** The rest of an active open, once this connection has taken its place: the guest's SYN-ACK acknowledged. */
+  completeActiveOpen(synAck: TcpSegment): void {
+    this.sender.initWindow(synAck.window, synAck.seq, synAck.ack);
+    this.setState('established');
+    this.sendAck();
+    for (const chunk of this.pipe.takeEarly()) this.onUpstreamData(chunk, false);
+    this.pipe.release();
+    if (this.upstreamEnded) this.closeSend();
+    this.env.reschedule(this);
+  }
+
+  get rcvNxt(): SeqNum {
     return this.receiver.rcvNxt;
   }
 
@@ -188,22 +237,19 @@ export class TcpConnection implements TimerOwner {
     return this.state === 'connecting' || this.state === 'syn-received' || this.state === 'syn-sent';
   }
 
-  /** Bytes this connection holds in its own buffers (for memory accounting). */
+  /** Both sides know each other's sequence numbers and neither has finished: the sender and keep-alive run. */
+  private get synchronized(): boolean {
+    return !this.halfOpen && this.state !== 'time-wait' && this.state !== 'closed';
+  }
+
   get bufferedBytes(): number {
-    if (!this.sender) return 0;
     return this.sender.buffered + this.pipe.backlogBytes + this.receiver.oooBytes;
   }
 
-  get retransmissions(): number {
-    return this.sender ? this.sender.segmentsRetransmitted : 0;
-  }
-
   /** How weft's sending towards the guest went: what was sent again, and why. */
-  get sendStats(): { retransmits: number; timeouts: number; lossProbes: number; spuriousUndone: number } {
+  get sendStats(): TcpSendStats {
     const s = this.sender;
-    return s
-      ? { retransmits: s.segmentsRetransmitted, timeouts: s.timeouts, lossProbes: s.lossProbes, spuriousUndone: s.spuriousUndone }
-      : { retransmits: 0, timeouts: 0, lossProbes: 0, spuriousUndone: 0 };
+    return { retransmits: s.segmentsRetransmitted, timeouts: s.timeouts, lossProbes: s.lossProbes, spuriousUndone: s.spuriousUndone };
   }
 
   // ── guest segments ──────────────────────────────────────────────────────
@@ -212,6 +258,7 @@ export class TcpConnection implements TimerOwner {
     const now = this.env.now();
     this.lastGuestActivity = now;
     this.keepaliveProbesSent = 0;
+    if (this.synchronized) this.armKeepalive();
     const flags = seg.flags;
 
     if (this.state === 'connecting') {
@@ -219,7 +266,6 @@ export class TcpConnection implements TimerOwner {
       // A retransmitted SYN is absorbed: the SYN-ACK follows once the upstream connects.
       return;
     }
-    if (this.state === 'syn-sent') return this.onSynSentSegment(seg);
     if (this.state === 'time-wait') {
       if (flags & RST) return this.finish('guest-reset');
       // Data or a FIN again: our last ACK was lost, and the guest retransmits its oldest
@@ -227,12 +273,12 @@ export class TcpConnection implements TimerOwner {
       // a FIN also restarts the 2MSL wait.
       if (flags & FIN || seg.payload.length > 0) this.sendAck();
       if (flags & FIN) {
-        this.timeWaitDeadline = now + this.env.config.timeWaitMs;
+        this.timers.set('time-wait', now + this.env.config.timeWaitMs);
         this.env.reschedule(this);
       }
       return;
     }
-    if (this.state === 'closed') return;
+    if (this.state === 'closed' || this.state === 'syn-sent') return;
 
     if (!(flags & RST) && this.writer.stale(seg)) {
       this.sendAck();
@@ -267,7 +313,7 @@ export class TcpConnection implements TimerOwner {
         this.sendControl(seg.ack, RST);
         return;
       }
-      this.synAckDeadline = undefined;
+      this.timers.clear('handshake');
       this.sender.initWindow(this.writer.sendWindow(seg), seg.seq, seg.ack);
       this.setState('established');
       if (this.upstreamEnded) this.closeSend();
@@ -340,7 +386,7 @@ export class TcpConnection implements TimerOwner {
 
   private onUpstreamConnect(): void {
     if (this.state !== 'connecting') return;
-    this.connectDeadline = undefined;
+    this.timers.clear('connect');
     this.setState('syn-received');
     this.sendSynAck();
   }
@@ -397,50 +443,14 @@ export class TcpConnection implements TimerOwner {
     this.sender.output(this.env.now());
   }
 
-  /** Our SYN for an active open: we offer everything; negotiate() keeps what the guest echoes. */
-  private sendSyn(): void {
-    const cfg = this.env.config;
-    const options = synOffer(cfg, this.env.linkMss, (this.env.now() + this.tsOffset) >>> 0);
-    this.env.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq: this.iss, ack: 0, flags: SYN, window: Math.min(cfg.receiveBufferBytes, 0xffff), options }, 0);
-    const rto = cfg.initialRtoMs * 2 ** this.synAckRetries;
-    this.synAckDeadline = this.env.now() + Math.min(rto, cfg.maxRtoMs);
-    this.env.reschedule(this);
-  }
-
-  /** RFC 9293 §3.10.7.3, for the one way weft opens connections (no simultaneous open). */
-  private onSynSentSegment(seg: TcpSegment): void {
-    const flags = seg.flags;
-    if (flags & ACK && seg.ack !== seqAdd(this.iss, 1)) {
-      if (!(flags & RST)) this.sendControl(seg.ack, RST);
-      return;
-    }
-    if (flags & RST) {
-      if (flags & ACK) {
-        this.pipe.destroy();
-        this.finish('guest-refused');
-      }
-      return;
-    }
-    if (!(flags & SYN) || !(flags & ACK)) return;
-    this.negotiate(seg);
-    this.synAckDeadline = undefined;
-    this.sender.initWindow(seg.window, seg.seq, seg.ack);
-    this.setState('established');
-    this.sendAck();
-    for (const chunk of this.pipe.takeEarly()) this.onUpstreamData(chunk, false);
-    this.pipe.release();
-    if (this.upstreamEnded) this.closeSend();
-    this.env.reschedule(this);
-  }
-
   private sendSynAck(): void {
     const now = this.env.now();
     this.writer.synAck(this.iss);
     const rto = this.env.config.initialRtoMs * 2 ** this.synAckRetries;
-    this.synAckDeadline = now + Math.min(rto, this.env.config.maxRtoMs);
+    this.timers.set('handshake', now + Math.min(rto, this.env.config.maxRtoMs));
   }
 
-  private sendData(seq: number, len: number, fin: boolean): void {
+  private sendData(seq: SeqNum, len: number, fin: boolean): void {
     const offset = seqDiff(seq, this.sender.sndUna);
     const buffer = this.sender.buffer;
     const copy = len > 0 ? (out: Uint8Array, off: number) => buffer.copy(offset, len, out, off) : undefined;
@@ -470,12 +480,12 @@ export class TcpConnection implements TimerOwner {
     this.sendSegment(seq, ACK, 0);
   }
 
-  private sendSegment(seq: number, flags: number, len: number, copy?: (out: Uint8Array, off: number) => void): void {
+  private sendSegment(seq: SeqNum, flags: number, len: number, copy?: (out: Uint8Array, off: number) => void): void {
     this.writer.segment(seq, flags, len, copy);
     this.ackDeferred = false;
   }
 
-  private sendControl(seq: number, flags: number): void {
+  private sendControl(seq: SeqNum, flags: number): void {
     if (flags & RST) return this.sendReset(seq, 0, RST);
     this.sendSegment(seq, flags, 0);
   }
@@ -502,87 +512,70 @@ export class TcpConnection implements TimerOwner {
 
   // ── timers ───────────────────────────────────────────────────────────────
 
+  /** Runs what is due, in a fixed order: handshake timers, TIME-WAIT, the delayed ACK, the sender's, keep-alive. */
   onTimer(now: number): number | undefined {
+    const timers = this.timers;
     if (this.state === 'closed') {
-      if (this.closeWhenDrained && this.drainDeadline !== undefined && now >= this.drainDeadline) {
+      if (this.closeWhenDrained && timers.due('drain', now)) {
         this.closeWhenDrained = undefined;
+        timers.clear('drain');
         this.pipe.destroy();
         this.env.closed(this, 'upstream-drain-timeout');
       }
-      return this.closeWhenDrained ? this.drainDeadline : undefined;
+      return this.nextDeadline();
     }
-    if (this.connectDeadline !== undefined && now >= this.connectDeadline) {
+    if (timers.due('connect', now)) {
       this.refuse('timeout');
       return undefined;
     }
-    if (this.state === 'syn-sent') {
-      if (this.synAckDeadline !== undefined && now >= this.synAckDeadline) {
-        if (++this.synAckRetries > MAX_SYNACK_RETRIES) {
-          this.pipe.destroy();
-          this.finish('guest-unreachable');
-          return undefined;
-        }
-        this.sendSyn();
-      }
-      return this.synAckDeadline;
-    }
-    if (this.synAckDeadline !== undefined && now >= this.synAckDeadline) {
-      if (++this.synAckRetries > MAX_SYNACK_RETRIES) {
+    if (timers.due('handshake', now)) {
+      if (++this.synAckRetries > MAX_SYN_RETRIES) {
         this.abort('handshake-timeout', true);
         return undefined;
       }
       this.sendSynAck();
     }
-    if (this.timeWaitDeadline !== undefined && now >= this.timeWaitDeadline) {
+    if (timers.due('time-wait', now)) {
       this.finish('closed');
       return this.nextDeadline();
     }
-    if (this.receiver.delackDue(now)) this.sendAck();
+    if (timers.due('delayed-ack', now)) this.sendAck();
     if (!this.halfOpen) {
       this.sender.onTimer(now);
       if (this.sender.failed) {
         this.abort('retransmit-limit', true);
         return undefined;
       }
-      this.keepalive(now);
+      if (timers.due('keepalive', now)) this.keepalive();
     }
     return this.nextDeadline();
   }
 
-  private keepalive(now: number): void {
-    const cfg = this.env.config;
-    if (this.state === 'time-wait' || this.state === 'closed') return;
-    const due = this.lastGuestActivity + cfg.keepaliveIdleMs + this.keepaliveProbesSent * cfg.keepaliveIntervalMs;
-    if (now < due) return;
-    if (this.keepaliveProbesSent >= cfg.keepaliveProbes) return this.abort('keepalive-timeout', true);
+  /** The keep-alive timer fired: probe, or give up after keepaliveProbes unanswered probes. */
+  private keepalive(): void {
+    if (this.keepaliveProbesSent >= this.env.config.keepaliveProbes) return this.abort('keepalive-timeout', true);
     this.keepaliveProbesSent++;
+    this.armKeepalive();
     this.sendControl(seqAdd(this.sender.sndUna, -1), ACK);
   }
 
+  /** Keep-alive runs while synchronized: idle time after the guest's last segment, then one probe per interval. */
+  private armKeepalive(): void {
+    const cfg = this.env.config;
+    this.timers.set('keepalive', this.lastGuestActivity + cfg.keepaliveIdleMs + this.keepaliveProbesSent * cfg.keepaliveIntervalMs);
+  }
+
   nextDeadline(): number | undefined {
-    if (this.state === 'closed') return this.closeWhenDrained ? this.drainDeadline : undefined;
-    if (this.state === 'syn-sent') return this.synAckDeadline;
-    let d: number | undefined;
-    const consider = (t: number | undefined) => {
-      if (t !== undefined && (d === undefined || t < d)) d = t;
-    };
-    consider(this.connectDeadline);
-    consider(this.synAckDeadline);
-    consider(this.timeWaitDeadline);
-    consider(this.receiver.nextDeadline());
-    if (!this.halfOpen && this.state !== 'time-wait') {
-      consider(this.sender.nextDeadline());
-      const cfg = this.env.config;
-      consider(this.lastGuestActivity + cfg.keepaliveIdleMs + this.keepaliveProbesSent * cfg.keepaliveIntervalMs);
-    }
-    return d;
+    // A closed connection may still wait for its upstream to drain, and runs nothing else (the
+    // sender's slots may still be armed: an upstream end after the close still sends our FIN).
+    return this.state === 'closed' ? this.timers.get('drain') : this.timers.nextDeadline();
   }
 
   // ── endings ──────────────────────────────────────────────────────────────
 
   private enterTimeWait(now: number): void {
     this.setState('time-wait');
-    this.timeWaitDeadline = now + this.env.config.timeWaitMs;
+    this.timers.set('time-wait', now + this.env.config.timeWaitMs);
     this.endUpstreamIfFlushed();
   }
 
@@ -596,7 +589,6 @@ export class TcpConnection implements TimerOwner {
   /** Tears the connection down at once, telling the guest with RST if `tellGuest`. */
   abort(reason: TcpCloseReason, tellGuest: boolean): void {
     if (this.state === 'closed') return;
-    if (this.state === 'syn-sent') tellGuest = false;
     // Before our SYN-ACK the guest knows no sequence number of ours: seq 0, as for a refusal.
     if (tellGuest) this.sendReset(this.state === 'connecting' ? 0 : this.sender.sndNxt, this.receiver.rcvNxt, RST | ACK);
     this.pipe.destroy();
@@ -608,16 +600,17 @@ export class TcpConnection implements TimerOwner {
     if (this.state === 'closed') {
       if (this.closeWhenDrained) {
         this.closeWhenDrained = undefined;
+        this.timers.clear('drain');
         this.env.closed(this, reason);
       }
       return;
     }
     this.setState('closed');
     this.closeReason = reason;
-    this.connectDeadline = this.synAckDeadline = this.timeWaitDeadline = undefined;
+    this.timers.clearAllBut();
     if (this.pipe.draining) {
       this.closeWhenDrained = reason;
-      this.drainDeadline = this.env.now() + UPSTREAM_DRAIN_MS;
+      this.timers.set('drain', this.env.now() + UPSTREAM_DRAIN_MS);
       this.env.reschedule(this);
       return;
     }
@@ -627,7 +620,12 @@ export class TcpConnection implements TimerOwner {
   private setState(next: TcpState): void {
     const prev = this.state;
     if (prev === next) return;
+    const wasSynchronized = this.synchronized;
     this.state = next;
+    // Keep-alive and the sender run only while synchronized (the sender's timers disarm themselves
+    // once all is acknowledged, which TIME-WAIT implies).
+    if (this.synchronized && !wasSynchronized) this.armKeepalive();
+    else if (next === 'time-wait') this.timers.clear('keepalive');
     this.env.stateChanged(this, prev);
   }
 }

@@ -11,7 +11,8 @@ import { ACK, FIN, RST, SYN, type TcpRepr, type TcpSegment } from '../wire/tcp';
 import type { DropReason } from '../wire/parse-result';
 import { IsnGenerator } from './isn';
 import { seqAdd } from './seq';
-import { TcpConnection, type TcpCloseReason, type TcpConnectionEnv, type TcpState } from './tcp-connection';
+import { TcpActiveOpen } from './tcp-active-open';
+import { TcpConnection, type TcpCloseReason, type TcpConnectionEnv, type TcpFlow, type TcpState } from './tcp-connection';
 
 export interface TcpFlowEvent {
   protocol: 'tcp';
@@ -45,10 +46,10 @@ export interface TcpFlowTableHooks {
 }
 
 export class TcpFlowTable {
-  private readonly conns = new Map<string, TcpConnection>();
+  private readonly conns = new Map<string, TcpFlow>();
   /** Insertion-ordered views for oldest-first eviction. */
-  private readonly halfOpen = new Map<string, TcpConnection>();
-  private readonly timeWait = new Map<string, TcpConnection>();
+  private readonly halfOpen = new Map<string, TcpFlow>();
+  private readonly timeWait = new Map<string, TcpFlow>();
   private readonly isn: IsnGenerator;
   private readonly env: TcpConnectionEnv;
   private readonly hasUpstream: boolean;
@@ -85,6 +86,11 @@ export class TcpFlowTable {
       closed: (conn, reason) => {
         timers.cancel(conn);
         table.onClosed(conn, reason);
+      },
+      replaced: (open, conn) => {
+        timers.cancel(open);
+        table.conns.set(conn.key, conn);
+        if (table.halfOpen.has(conn.key)) table.halfOpen.set(conn.key, conn); // keeps its place in the eviction order
       },
     };
     this.hasUpstream = upstream !== undefined;
@@ -145,12 +151,12 @@ export class TcpFlowTable {
       return;
     }
     if (this.halfOpen.size >= this.config.maxHalfOpen) {
-      const oldest = this.halfOpen.values().next().value as TcpConnection;
+      const oldest = this.halfOpen.values().next().value as TcpFlow;
       oldest.abort('syn-flood-evicted', true);
       this.hooks.drop('tcp-half-open-evicted');
     }
     if (this.conns.size >= this.config.maxConnections) {
-      const tw = this.timeWait.values().next().value as TcpConnection | undefined;
+      const tw = this.timeWait.values().next().value as TcpFlow | undefined;
       if (tw) tw.abort('time-wait-evicted', false);
       else {
         this.sendReset(src, dst, seg);
@@ -204,7 +210,7 @@ export class TcpFlowTable {
       this.hooks.random(tsOffset);
       const local = { ip: localIp, port };
       const iss = this.isn.isn(localIp, port, guest.ip, guest.port, now);
-      const conn = TcpConnection.active(this.env, key, guest, local, iss, new DataView(tsOffset.buffer).getUint32(0), attach);
+      const conn = new TcpActiveOpen(this.env, key, guest, local, iss, new DataView(tsOffset.buffer).getUint32(0), attach);
       if (conn.state === 'closed') return false;
       this.conns.set(key, conn);
       this.halfOpen.set(key, conn);
@@ -220,12 +226,12 @@ export class TcpFlowTable {
     for (const c of [...this.conns.values()]) c.abort(reason, true);
   }
 
-  private onStateChanged(conn: TcpConnection, from: TcpState): void {
+  private onStateChanged(conn: TcpFlow, from: TcpState): void {
     if (!conn.halfOpen) this.halfOpen.delete(conn.key);
     if (conn.state === 'time-wait') {
       this.timeWait.set(conn.key, conn);
       if (this.timeWait.size > this.config.maxTimeWait) {
-        const oldest = this.timeWait.values().next().value as TcpConnection;
+        const oldest = this.timeWait.values().next().value as TcpFlow;
         oldest.abort('time-wait-evicted', false);
       }
     } else if (from === 'time-wait') {
@@ -233,14 +239,14 @@ export class TcpFlowTable {
     }
   }
 
-  private onClosed(conn: TcpConnection, reason: TcpCloseReason): void {
+  private onClosed(conn: TcpFlow, reason: TcpCloseReason): void {
     if (this.conns.get(conn.key) === conn) this.conns.delete(conn.key);
     this.halfOpen.delete(conn.key);
     this.timeWait.delete(conn.key);
     this.hooks.flowClosed({ ...this.describe(conn), reason });
   }
 
-  private describe(c: TcpConnection): TcpFlowEvent {
+  private describe(c: TcpFlow): TcpFlowEvent {
     return {
       protocol: 'tcp',
       guest: c.guest,

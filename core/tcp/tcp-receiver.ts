@@ -1,13 +1,15 @@
 // The receiving half of a guest connection: bytes from the guest on their way upstream. It decides
 // which segments are acceptable, reassembles out-of-order data (bounded by the window), produces
 // SACK blocks (RFC 2018: the most recent first), computes the advertised window with receiver-side
-// silly-window avoidance and never shrinks it, and runs the delayed-ACK policy.
+// silly-window avoidance and never shrinks it, and runs the delayed-ACK policy (the connection's
+// 'delayed-ack' timer).
 
-import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt, seqMax } from './seq';
+import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt, seqMax, type SeqNum } from './seq';
+import type { TcpTimers } from './tcp-timers';
 import { copyBytes } from '../wire/bytes';
 
 interface OooSegment {
-  seq: number;
+  seq: SeqNum;
   data: Uint8Array;
 }
 
@@ -24,24 +26,24 @@ export interface ReceiverConfig {
 const MAX_OOO_SEGMENTS = 512;
 
 export class TcpReceiver {
-  rcvNxt: number;
+  rcvNxt: SeqNum;
   /** Right edge of the window last advertised; it never moves left. */
-  private advRight: number;
+  private advRight: SeqNum;
   private readonly ooo: OooSegment[] = [];
   oooBytes = 0;
-  private recentSack: Array<[number, number]> = [];
-  private pendingFin: number | undefined;
+  private recentSack: Array<[SeqNum, SeqNum]> = [];
+  private pendingFin: SeqNum | undefined;
   finReceived = false;
 
   /** An ACK should go out now (out-of-order data, a filled hole, FIN, or every second segment). */
   ackNow = false;
   private unackedSegments = 0;
-  private delackDeadline: number | undefined;
   oooDropped = 0;
 
   constructor(
-    irs: number,
+    irs: SeqNum,
     private readonly cfg: ReceiverConfig,
+    private readonly timers: TcpTimers,
   ) {
     this.rcvNxt = seqAdd(irs, 1);
     // The SYN-ACK's window is never scaled (RFC 7323), so the first edge is at most 64 KiB away.
@@ -59,7 +61,7 @@ export class TcpReceiver {
   }
 
   /** RFC 9293 §3.10.7.4 segment acceptability test. */
-  acceptable(seq: number, len: number): boolean {
+  acceptable(seq: SeqNum, len: number): boolean {
     const wnd = this.window;
     if (len === 0) return wnd === 0 ? seq === this.rcvNxt : seqGe(seq, this.rcvNxt) && seqLt(seq, this.advRight);
     if (wnd === 0) return false;
@@ -71,7 +73,7 @@ export class TcpReceiver {
    * Takes the text and FIN of an acceptable segment. Returns the bytes that are now in order, as
    * copies the caller may keep. Sets `ackNow` or arms the delayed ACK.
    */
-  accept(seq: number, payload: Uint8Array, fin: boolean, now: number): Uint8Array[] {
+  accept(seq: SeqNum, payload: Uint8Array, fin: boolean, now: number): Uint8Array[] {
     const delivered: Uint8Array[] = [];
     let start = seq;
     let data = payload;
@@ -97,7 +99,7 @@ export class TcpReceiver {
         this.pullInOrder(delivered);
         this.unackedSegments++;
         if (filled || this.unackedSegments >= 2 || this.ooo.length > 0) this.ackNow = true;
-        else if (this.delackDeadline === undefined) this.delackDeadline = now + this.cfg.delayedAckMs;
+        else if (!this.timers.armed('delayed-ack')) this.timers.set('delayed-ack', now + this.cfg.delayedAckMs);
       } else {
         this.insertOutOfOrder(start, data);
         this.ackNow = true; // a duplicate ACK with SACK blocks tells the guest what is missing
@@ -130,7 +132,7 @@ export class TcpReceiver {
     this.recentSack = this.recentSack.filter(([, r]) => seqGt(r, this.rcvNxt));
   }
 
-  private insertOutOfOrder(start: number, data: Uint8Array): void {
+  private insertOutOfOrder(start: SeqNum, data: Uint8Array): void {
     const end = seqAdd(start, data.length);
     const pieces: OooSegment[] = [];
     let cursor = start;
@@ -161,7 +163,7 @@ export class TcpReceiver {
   }
 
   /** The contiguous out-of-order range that contains `seq`. */
-  private rangeContaining(seq: number): [number, number] {
+  private rangeContaining(seq: SeqNum): [SeqNum, SeqNum] {
     let l = seq;
     let r = seq;
     let found = false;
@@ -189,19 +191,19 @@ export class TcpReceiver {
    * held out of order is SACKed like data, as Linux does: a sender's loss probe is often the last
    * data with the FIN, and Linux counts the probe delivered only when its SACK covers the FIN too.
    */
-  sackBlocks(max: number): Array<[number, number]> {
+  sackBlocks(max: number): Array<[SeqNum, SeqNum]> {
     const fin = this.pendingFin !== undefined && !this.finReceived && seqGt(this.pendingFin, this.rcvNxt) ? this.pendingFin : undefined;
     if (this.ooo.length === 0 && fin === undefined) return [];
     const finEnd = fin === undefined ? undefined : seqAdd(fin, 1);
-    const out: Array<[number, number]> = [];
+    const out: Array<[SeqNum, SeqNum]> = [];
     for (const [l] of this.recentSack) {
       const b = this.rangeContaining(l);
-      if (b[1] === fin) b[1] = finEnd as number;
+      if (b[1] === fin) b[1] = finEnd as SeqNum;
       if (out.some(([a, c]) => a === b[0] && c === b[1])) continue;
       out.push(b);
       if (out.length >= max) break;
     }
-    if (fin !== undefined && out.length < max && !out.some(([, r]) => r === finEnd)) out.push([fin, finEnd as number]);
+    if (fin !== undefined && out.length < max && !out.some(([, r]) => r === finEnd)) out.push([fin, finEnd as SeqNum]);
     return out;
   }
 
@@ -234,15 +236,6 @@ export class TcpReceiver {
   ackSent(): void {
     this.ackNow = false;
     this.unackedSegments = 0;
-    this.delackDeadline = undefined;
-  }
-
-  /** True when the delayed ACK is due. */
-  delackDue(now: number): boolean {
-    return this.delackDeadline !== undefined && now >= this.delackDeadline;
-  }
-
-  nextDeadline(): number | undefined {
-    return this.delackDeadline;
+    this.timers.clear('delayed-ack');
   }
 }

@@ -4,7 +4,7 @@
 // guest's segments against.
 
 import { ACK, SYN, type TcpOptions, type TcpRepr, type TcpSegment } from '../wire/tcp';
-import { seqLe, seqLt } from './seq';
+import { seqLe, stampLt, type SeqNum } from './seq';
 import type { TcpNegotiated } from './tcp-negotiation';
 import type { TcpReceiver } from './tcp-receiver';
 
@@ -22,7 +22,7 @@ export interface TcpSegmentOutput {
 
 export class TcpSegmentWriter {
   private tsRecent: number;
-  private lastAckSent: number;
+  private lastAckSent: SeqNum;
 
   constructor(
     private readonly out: TcpSegmentOutput,
@@ -45,7 +45,7 @@ export class TcpSegmentWriter {
   /** PAWS (RFC 7323 §5.3): a segment whose timestamp is older than TS.Recent is a stale duplicate. */
   stale(seg: TcpSegment): boolean {
     const ts = seg.options.timestamp;
-    return this.negotiated.tsOk && ts !== undefined && seqLt(ts.value, this.tsRecent);
+    return this.negotiated.tsOk && ts !== undefined && stampLt(ts.value, this.tsRecent);
   }
 
   /** Takes TS.Recent from an acceptable segment that covers the last ACK we sent. */
@@ -60,7 +60,7 @@ export class TcpSegmentWriter {
     return this.negotiated.tsOk && ts ? (ts.echo - this.tsOffset) >>> 0 : undefined;
   }
 
-  synAck(iss: number): void {
+  synAck(iss: SeqNum): void {
     this.out.send({
       srcPort: this.out.srcPort,
       dstPort: this.out.dstPort,
@@ -75,7 +75,7 @@ export class TcpSegmentWriter {
   }
 
   /** A segment carrying the current ACK and window. */
-  segment(seq: number, flags: number, len: number, copy?: CopyPayload): void {
+  segment(seq: SeqNum, flags: number, len: number, copy?: CopyPayload): void {
     this.out.send({
       srcPort: this.out.srcPort,
       dstPort: this.out.dstPort,

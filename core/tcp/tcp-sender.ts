@@ -12,19 +12,23 @@
 // - without SACK: NewReno fast retransmit and recovery (RFC 6582);
 // - undo of spurious reductions (Eifel timestamps or DSACKs, ./reduction-undo.ts) restores cwnd;
 // - zero-window probing and sender-side silly-window avoidance.
-// Segments leave through `SenderOutput`; the per-piece bookkeeping is in ./sack-scoreboard.ts.
+// Segments leave through `SenderOutput`; the per-piece bookkeeping is in ./sack-scoreboard.ts; the
+// recovery state (open, disorder, recovery, loss) and what moves it are in ./recovery-state.ts; the
+// timers (retransmit, reorder, loss-probe, persist) are slots of the connection's ./tcp-timers.ts.
 
 import { SendBuffer } from './send-buffer';
 import { LossProbe } from './loss-probe';
 import { LossFraction } from './loss-fraction';
 import { ReductionUndo } from './reduction-undo';
 import { Rack } from './rack';
+import { nextRecoveryState, reducing, type RecoveryEvent, type RecoveryState } from './recovery-state';
 import { SackScoreboard, type SentPiece } from './sack-scoreboard';
-import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from './seq';
+import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt, toSeq, type SeqNum } from './seq';
+import type { TcpTimers } from './tcp-timers';
 
 export interface SenderOutput {
   /** Sends `len` bytes of the send buffer starting at sequence `seq`, with FIN after them if `fin`. */
-  sendSegment(seq: number, len: number, fin: boolean): void;
+  sendSegment(seq: SeqNum, len: number, fin: boolean): void;
   /** Sends an ACK with seq = SND.UNA − 1 and no data, which makes the guest answer with its window. */
   sendProbe(): void;
 }
@@ -52,10 +56,10 @@ export interface SenderConfig {
 
 /** An ACK's acknowledgement fields, as the connection hands them over. */
 export interface AckInfo {
-  seq: number;
-  ack: number;
+  seq: SeqNum;
+  ack: SeqNum;
   window: number;
-  sack?: Array<[number, number]>;
+  sack?: Array<[SeqNum, SeqNum]>;
   /** No data and no FIN: it may count as a duplicate ACK. */
   dupCandidate: boolean;
 }
@@ -70,27 +74,26 @@ const MAX_PERSIST_MS = 60_000;
 export class TcpSender {
   readonly buffer: SendBuffer;
   /** Oldest unacknowledged sequence number; the buffer's first byte has this sequence number. */
-  sndUna: number;
+  sndUna: SeqNum;
   /** Highest sequence number sent so far; new data goes out here (retransmissions go by piece). */
-  sndMax: number;
+  sndMax: SeqNum;
   sndWnd = 0;
   maxSndWnd = 0;
-  private sndWl1 = 0;
-  private sndWl2 = 0;
+  private sndWl1 = toSeq(0);
+  private sndWl2 = toSeq(0);
 
   private finQueued = false;
   /** Sequence number of our FIN, once the upstream has ended. */
-  finSeq: number | undefined;
+  finSeq: SeqNum | undefined;
 
   cwnd: number;
   /** RFC 6928's initial window: also the least a loss leaves ssthresh at (see reducedSsthresh). */
   private readonly initialWindow: number;
   ssthresh = MAX_CWND;
-  /** Fast recovery (SACK/RACK or NewReno), until SND.UNA reaches `recoveryPoint`. */
-  inRecovery = false;
-  /** Recovery after a retransmission timeout, until SND.UNA reaches `recoveryPoint`. */
-  inLoss = false;
-  private recoveryPoint = 0;
+  private state: RecoveryState = 'open';
+  /** SND.MAX when the running recovery or loss began: it ends once SND.UNA gets there. */
+  private recoveryPoint = toSeq(0);
+  /** Duplicate ACKs in a row (counted without SACK only: NewReno's trigger). */
   private dupAcks = 0;
   /** Bytes acknowledged in congestion avoidance since cwnd last grew (RFC 3465 byte counting). */
   private bytesAckedInAvoidance = 0;
@@ -107,15 +110,11 @@ export class TcpSender {
   srtt: number | undefined;
   private rttvar = 0;
   rto: number;
-  private rtoDeadline: number | undefined;
   private retransmits = 0;
-  private rttSeq: number | undefined;
+  private rttSeq: SeqNum | undefined;
   private rttStart = 0;
-  private persistDeadline: number | undefined;
   private persistInterval = 0;
-  /** RACK's reordering timer: a piece's time to be deemed lost is up then. */
-  private rackDeadline: number | undefined;
-  private readonly probe = new LossProbe();
+  private readonly probe: LossProbe;
 
   /** Set when the retransmission limit is reached; the connection must abort. */
   failed = false;
@@ -125,12 +124,15 @@ export class TcpSender {
   spuriousUndone = 0;
 
   constructor(
-    iss: number,
+    iss: SeqNum,
     private readonly cfg: SenderConfig,
     private readonly out: SenderOutput,
+    /** The connection's timers; the sender runs 'retransmit', 'reorder', 'persist' and, through its LossProbe, 'loss-probe'. */
+    private readonly timers: TcpTimers,
   ) {
     // The SYN occupies iss; data starts after it. The connection acknowledges the SYN itself.
     this.sndUna = this.sndMax = seqAdd(iss, 1);
+    this.probe = new LossProbe(timers);
     this.buffer = new SendBuffer(Math.min(16 * 1024, cfg.sendBufferBytes), cfg.sendBufferBytes + 256 * 1024);
     this.initialWindow = this.cwnd = Math.min(10 * cfg.mss, Math.max(2 * cfg.mss, 14600)); // RFC 6928
     this.rto = cfg.initialRtoMs;
@@ -144,8 +146,12 @@ export class TcpSender {
     return this.probe.sent;
   }
 
+  get recoveryState(): RecoveryState {
+    return this.state;
+  }
+
   /** Sets the guest's window from its SYN (not scaled) and the reference point for updates. */
-  initWindow(wnd: number, segSeq: number, segAck: number): void {
+  initWindow(wnd: number, segSeq: SeqNum, segAck: SeqNum): void {
     this.sndWnd = wnd;
     this.maxSndWnd = wnd;
     this.sndWl1 = segSeq;
@@ -169,7 +175,7 @@ export class TcpSender {
   }
 
   /** SND.NXT: the next new sequence number (retransmissions do not move it back). */
-  get sndNxt(): number {
+  get sndNxt(): SeqNum {
     return this.sndMax;
   }
 
@@ -224,7 +230,7 @@ export class TcpSender {
 
   /** Bytes believed in the network (RFC 6675 pipe); NewReno recovery counts the whole flight. */
   private pipe(): number {
-    if (this.inRecovery && !this.cfg.sackPermitted) return this.flight;
+    if (this.state === 'recovery' && !this.cfg.sackPermitted) return this.flight;
     return this.flight - this.board.notInFlight;
   }
 
@@ -273,7 +279,7 @@ export class TcpSender {
     this.lossFraction.onDelivered(deliveredBytes, this.sndUna, this.sndMax);
     if (sack) {
       const news = advanced || deliveredBytes > 0;
-      if (this.probe.onAck(ack, dsack, news, !news && seg.dupCandidate) && !this.inRecovery && !this.inLoss) {
+      if (this.probe.onAck(ack, dsack, news, !news && seg.dupCandidate) && !reducing(this.state)) {
         // Only the probe got through: it repaired a loss. Reduce as for a loss, at once.
         this.ssthresh = this.reducedSsthresh();
         this.cwnd = this.ssthresh;
@@ -283,13 +289,19 @@ export class TcpSender {
       if (this.board.length > 0 && this.board.at(0).sacked) this.board.clearSacks();
       this.detectLoss(now);
     }
-    if (this.sndWnd > 0) this.persistDeadline = undefined;
+    this.note(this.dupAcks > 0 || this.board.sackedBytes > 0 ? 'out-of-order' : 'in-order');
+    if (this.sndWnd > 0) this.timers.clear('persist');
     this.output(now);
     this.armProbe(now);
     return true;
   }
 
-  private onNewAck(ack: number, acked: number, now: number, tsEcr: number | undefined): void {
+  /** Moves the recovery state (./recovery-state.ts); what each move costs is done by the caller. */
+  private note(event: RecoveryEvent): void {
+    this.state = nextRecoveryState(this.state, event);
+  }
+
+  private onNewAck(ack: SeqNum, acked: number, now: number, tsEcr: number | undefined): void {
     this.buffer.consume(Math.min(acked, this.buffer.length));
     this.sndUna = ack;
     this.retransmits = 0;
@@ -305,22 +317,23 @@ export class TcpSender {
     if (this.undo.eifel(tsEcr)) this.undoReduction();
 
     const mss = this.cfg.mss;
-    if ((this.inRecovery || this.inLoss) && seqGe(ack, this.recoveryPoint)) {
-      this.inRecovery = this.inLoss = false;
+    if (reducing(this.state) && seqGe(ack, this.recoveryPoint)) {
+      this.note('recovered');
       this.dupAcks = 0;
       this.rack.onRecoveryEnd();
       this.undo.end(this.sndMax);
-    } else if (this.inRecovery && !this.cfg.sackPermitted) {
+    } else if (this.state === 'recovery' && !this.cfg.sackPermitted) {
       // NewReno partial ACK: the next hole is lost too; retransmit it and deflate.
       this.retransmitHead(now);
       this.cwnd = Math.max(mss, this.cwnd - acked + mss);
     } else {
       // The cut was taken once, when the episode began; the window grows on through it.
-      if (!this.inRecovery) this.dupAcks = 0;
+      if (this.state !== 'recovery') this.dupAcks = 0;
       this.growWindow(acked, mss);
     }
 
-    this.rtoDeadline = this.flight === 0 ? undefined : now + this.rto;
+    if (this.flight === 0) this.timers.clear('retransmit');
+    else this.timers.set('retransmit', now + this.rto);
   }
 
   /**
@@ -348,13 +361,13 @@ export class TcpSender {
   private onDupAck(now: number): void {
     this.dupAcks++;
     const mss = this.cfg.mss;
-    if (this.inRecovery) {
+    if (this.state === 'recovery') {
       this.cwnd += mss;
       return;
     }
-    if (this.dupAcks < 3 || this.inLoss) return;
+    if (this.dupAcks < 3 || this.state === 'loss') return;
     this.startReduction();
-    this.inRecovery = true;
+    this.note('loss');
     this.recoveryPoint = this.sndMax;
     this.retransmitHead(now);
     this.cwnd = this.ssthresh + 3 * mss;
@@ -369,7 +382,7 @@ export class TcpSender {
   }
 
   /** A DSACK: [l, r) arrived twice (a loss probe's copy is expected to). */
-  private onDsack([l, r]: [number, number], now: number): void {
+  private onDsack([l, r]: [SeqNum, SeqNum], now: number): void {
     if (this.probe.isProbeCopy(l, r)) return;
     if (this.undo.dsack(l, r, this.recoveryPoint)) this.undoReduction();
     this.rack.onDsack(l, r, now, this.sndUna, this.sndMax);
@@ -380,17 +393,17 @@ export class TcpSender {
     const board = this.board;
     const pendingBefore = board.pendingBytes;
     const suspects = board.sackedBytes > 0 || board.retransBytes > 0 || board.lostBytes > 0;
-    this.rackDeadline = undefined;
+    this.timers.clear('reorder');
     if (suspects) {
-      const wait = this.rack.detectLoss(board, now, this.rack.reoWnd(this.inRecovery || this.inLoss, board.sackedPieces, this.srtt, this.reorderingCap()));
-      if (wait > 0) this.rackDeadline = now + wait;
+      const wait = this.rack.detectLoss(board, now, this.rack.reoWnd(reducing(this.state), board.sackedPieces, this.srtt, this.reorderingCap()));
+      if (wait > 0) this.timers.set('reorder', now + wait);
     }
     const newlyLost = board.pendingBytes - pendingBefore;
     if (newlyLost > 0) {
       this.lossFraction.onLost(newlyLost);
-      if (!this.inRecovery && !this.inLoss) this.enterRecovery();
+      if (!reducing(this.state)) this.enterRecovery();
     }
-    if (this.rackDeadline !== undefined) this.probe.disarm();
+    if (this.timers.armed('reorder')) this.probe.disarm();
   }
 
   /**
@@ -405,7 +418,7 @@ export class TcpSender {
 
   private enterRecovery(): void {
     this.startReduction();
-    this.inRecovery = true;
+    this.note('loss');
     this.recoveryPoint = this.sndMax;
     // RFC 6675 §5 (4.2–4.3): the window drops to ssthresh, but the first lost piece goes at once.
     this.cwnd = Math.max(this.ssthresh, this.pipe() + this.cfg.mss);
@@ -439,8 +452,8 @@ export class TcpSender {
     this.cwnd = Math.max(this.cwnd, u.cwnd);
     this.ssthresh = Math.max(this.ssthresh, u.ssthresh);
     this.board.unmarkPending();
-    if (this.inRecovery || this.inLoss) this.rack.onRecoveryEnd();
-    this.inRecovery = this.inLoss = false;
+    if (reducing(this.state)) this.rack.onRecoveryEnd();
+    this.note('undone');
     this.dupAcks = 0;
     this.rack.onSpurious();
     this.spuriousUndone++;
@@ -477,7 +490,7 @@ export class TcpSender {
         // limits us and data is in flight (its ACK will open the window further), hold a piece
         // shorter than a full segment and than a third of the largest window (as Linux's TSO
         // deferral does) instead of chasing each small window update with a small segment.
-        if (this.maxSegment > mss && len === wndRoom && this.flight > 0 && !this.inRecovery && len < avail && len < this.maxSegment && len < this.maxSndWnd / 3) break;
+        if (this.maxSegment > mss && len === wndRoom && this.flight > 0 && this.state !== 'recovery' && len < avail && len < this.maxSegment && len < this.maxSndWnd / 3) break;
         if (len > mss && len < avail) len -= len % mss;
         this.sendNew(len, this.finQueued && len === avail, now);
         sent = true;
@@ -491,12 +504,12 @@ export class TcpSender {
     }
     // Unsent data and nothing in flight to bring an ACK: probe (zero window) or override SWS.
     if (this.unsent > 0 && this.flight === 0 && !sent) {
-      if (this.persistDeadline === undefined) {
+      if (!this.timers.armed('persist')) {
         this.persistInterval = Math.max(this.rto, this.cfg.minRtoMs);
-        this.persistDeadline = now + this.persistInterval;
+        this.timers.set('persist', now + this.persistInterval);
       }
     } else if (sent) {
-      this.persistDeadline = undefined;
+      this.timers.clear('persist');
       this.armProbe(now);
     }
   }
@@ -510,7 +523,7 @@ export class TcpSender {
     this.board.append(seq, len, fin, now, this.xmitOrder++);
     this.out.sendSegment(seq, len, fin);
     this.sndMax = seqAdd(seq, len + (fin ? 1 : 0));
-    if (this.rtoDeadline === undefined) this.rtoDeadline = now + this.rto;
+    if (!this.timers.armed('retransmit')) this.timers.set('retransmit', now + this.rto);
   }
 
   private resend(p: SentPiece, now: number, probe = false): void {
@@ -520,7 +533,7 @@ export class TcpSender {
     this.rttSeq = undefined;
     if (!probe) this.undo.onRetransmit(seqDiff(p.end, p.start), now);
     this.out.sendSegment(p.start, len, p.fin);
-    if (this.rtoDeadline === undefined) this.rtoDeadline = now + this.rto;
+    if (!this.timers.armed('retransmit')) this.timers.set('retransmit', now + this.rto);
   }
 
   /**
@@ -532,9 +545,9 @@ export class TcpSender {
   private armProbe(now: number): void {
     this.probe.disarm();
     if (!this.cfg.sackPermitted || this.srtt === undefined || this.retransmits > 0) return;
-    if (this.rackDeadline !== undefined || this.flight === 0) return;
-    const single = !this.inRecovery && !this.inLoss && this.flight <= this.cfg.mss + 1;
-    this.probe.arm(now, this.srtt, single, this.rtoDeadline);
+    if (this.timers.armed('reorder') || this.flight === 0) return;
+    const single = !reducing(this.state) && this.flight <= this.cfg.mss + 1;
+    this.probe.arm(now, this.srtt, single);
   }
 
   /**
@@ -549,28 +562,30 @@ export class TcpSender {
     if (!p) return;
     this.resend(p, now, true);
     this.probe.onSent(p.start, p.end, this.sndMax);
-    this.rtoDeadline = now + this.rto;
+    this.timers.set('retransmit', now + this.rto);
     this.armProbe(now);
   }
 
   // ── timers ───────────────────────────────────────────────────────────────
 
+  /** Runs the sender's timers that are due: the RTO before RACK's before the loss probe; persist besides. */
   onTimer(now: number): void {
-    if (this.rtoDeadline !== undefined && now >= this.rtoDeadline) this.onRetransmitTimeout(now);
-    else if (this.rackDeadline !== undefined && now >= this.rackDeadline) {
-      this.rackDeadline = undefined;
+    const timers = this.timers;
+    if (timers.due('retransmit', now)) this.onRetransmitTimeout(now);
+    else if (timers.due('reorder', now)) {
+      timers.clear('reorder');
       this.detectLoss(now);
       this.output(now);
       this.armProbe(now);
-    } else if (this.probe.deadline !== undefined && now >= this.probe.deadline) this.sendLossProbe(now);
-    if (this.persistDeadline !== undefined && now >= this.persistDeadline) {
+    } else if (timers.due('loss-probe', now)) this.sendLossProbe(now);
+    if (timers.due('persist', now)) {
       if (this.sndWnd === 0) {
         this.out.sendProbe();
         this.persistInterval = Math.min(this.persistInterval * 2, MAX_PERSIST_MS);
-        this.persistDeadline = now + this.persistInterval;
+        timers.set('persist', now + this.persistInterval);
       } else {
         // A small window that SWS avoidance refused to fill: send what fits now.
-        this.persistDeadline = undefined;
+        timers.clear('persist');
         const len = Math.min(this.unsent, this.sndWnd - this.flight, this.cfg.mss);
         if (len > 0) this.sendNew(len, false, now);
       }
@@ -582,37 +597,28 @@ export class TcpSender {
     this.timeouts++;
     if (this.retransmits > this.cfg.maxRetransmits) {
       this.failed = true;
-      this.rtoDeadline = undefined;
+      this.timers.clear('retransmit');
       return;
     }
     // RFC 5681 (4): ssthresh drops once per loss episode, not on every backed-off timeout.
     if (this.retransmits === 1) this.startReduction();
     this.cwnd = this.cfg.mss;
-    this.inRecovery = false;
-    this.inLoss = true;
+    this.note('timeout');
     this.recoveryPoint = this.sndMax;
     this.dupAcks = 0;
     const pendingBefore = this.board.pendingBytes;
     this.board.markAllLost();
     this.lossFraction.onLost(this.board.pendingBytes - pendingBefore);
-    this.rackDeadline = undefined;
+    this.timers.clear('reorder');
     this.probe.reset();
     this.rto = Math.min(this.rto * 2, this.cfg.maxRtoMs);
-    this.rtoDeadline = now + this.rto;
+    this.timers.set('retransmit', now + this.rto);
     const before = this.segmentsRetransmitted;
     this.output(now);
     if (this.segmentsRetransmitted === before && this.flight > 0) {
       // Nothing could be sent: a probe keeps the conversation alive.
       this.out.sendProbe();
     }
-  }
-
-  nextDeadline(): number | undefined {
-    let d: number | undefined;
-    for (const t of [this.rtoDeadline, this.persistDeadline, this.rackDeadline, this.probe.deadline]) {
-      if (t !== undefined && (d === undefined || t < d)) d = t;
-    }
-    return d;
   }
 
   private sampleRtt(r: number): void {

@@ -3,6 +3,7 @@
 // emitter writes into a caller's buffer. Window values are the raw 16-bit field: scaling is the
 // connection's business, not the codec's.
 
+import type { SeqNum } from '../tcp/seq';
 import type { Ipv4Address } from './address';
 import { finishChecksum, pseudoHeaderSum, sumBytes } from './checksum';
 import type { Parsed } from './parse-result';
@@ -40,27 +41,31 @@ export interface TcpTimestamp {
   echo: number;
 }
 
-export interface TcpOptions {
+/**
+ * `S` is how SACK edges are typed: parsed segments carry sequence numbers (SeqNum); what is emitted
+ * may be any 32-bit numbers (a test's hand-made blocks).
+ */
+export interface TcpOptions<S extends number = number> {
   mss?: number;
   windowScale?: number;
   sackPermitted?: boolean;
   /** SACK blocks as [left, right) sequence-number edges. */
-  sack?: Array<[number, number]>;
+  sack?: Array<[S, S]>;
   timestamp?: TcpTimestamp;
 }
 
 export interface TcpSegment {
   srcPort: number;
   dstPort: number;
-  seq: number;
-  ack: number;
+  seq: SeqNum;
+  ack: SeqNum;
   /** Header length in 32-bit words. */
   dataOffset: number;
   flags: number;
   window: number;
   checksum: number;
   urgent: number;
-  options: TcpOptions;
+  options: TcpOptions<SeqNum>;
   /** A view into the parsed buffer, not a copy. */
   payload: Uint8Array;
 }
@@ -94,8 +99,8 @@ export function parseTcp(segment: Uint8Array): Parsed<TcpSegment> {
   return {
     srcPort: readU16(segment, 0),
     dstPort: readU16(segment, 2),
-    seq: readU32(segment, 4),
-    ack: readU32(segment, 8),
+    seq: readU32(segment, 4) as SeqNum,
+    ack: readU32(segment, 8) as SeqNum,
     dataOffset,
     flags: ((segment[12] & 0x01) << 8) | segment[13],
     window: readU16(segment, 14),
@@ -109,8 +114,8 @@ export function parseTcp(segment: Uint8Array): Parsed<TcpSegment> {
 // Known options with a wrong length are ignored, as Linux does (tcp_parse_options): a peer's odd
 // option should cost it that option, not the whole segment. Only a length that breaks the walk
 // itself (too short to advance, or past the header) makes the segment unparseable.
-function parseOptions(b: Uint8Array, start: number, end: number): Parsed<TcpOptions> {
-  const opts: TcpOptions = {};
+function parseOptions(b: Uint8Array, start: number, end: number): Parsed<TcpOptions<SeqNum>> {
+  const opts: TcpOptions<SeqNum> = {};
   let i = start;
   while (i < end) {
     const kind = b[i];
@@ -134,8 +139,8 @@ function parseOptions(b: Uint8Array, start: number, end: number): Parsed<TcpOpti
         break;
       case OPT_SACK:
         if ((len - 2) % 8 === 0 && len > 2) {
-          const blocks: Array<[number, number]> = [];
-          for (let j = i + 2; j < i + len; j += 8) blocks.push([readU32(b, j), readU32(b, j + 4)]);
+          const blocks: Array<[SeqNum, SeqNum]> = [];
+          for (let j = i + 2; j < i + len; j += 8) blocks.push([readU32(b, j) as SeqNum, readU32(b, j + 4) as SeqNum]);
           opts.sack = blocks;
         }
         break;

@@ -18,7 +18,7 @@ import type {
 import { formatIpv4, type Ipv4Address } from '../wire/address';
 import { WispTcpStream, WispUdpFlow, type AttachFailure, type StreamHost, type StreamSink } from './wisp-flows';
 import type { Scheduler, TimerHandle } from '../scheduler';
-import type { Clock } from '../stack';
+import type { Clock } from '../clock';
 
 export { upstreamErrorKind } from './wisp-flows';
 

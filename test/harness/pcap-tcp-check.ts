@@ -16,7 +16,7 @@
 
 import { open } from 'node:fs/promises';
 import { DEFAULT_NETWORK } from '../../core/config';
-import { seqAdd, seqDiff, seqGt } from '../../core/tcp/seq';
+import { seqAdd, seqDiff, seqGt, toSeq, type SeqNum } from '../../core/tcp/seq';
 import { formatIpv4, type MacAddress } from '../../core/wire/address';
 import { ETHERNET_HEADER_LENGTH, ETHERTYPE_IPV4, parseEthernet } from '../../core/wire/ethernet';
 import { IPPROTO_TCP, IPV4_HEADER_LENGTH, parseIpv4Packet } from '../../core/wire/ipv4';
@@ -97,8 +97,8 @@ export class PcapFormatError extends Error {
 
 interface WeftSide {
   /** weft's ISN, if its SYN was seen. */
-  isn: number | undefined;
-  finSeq: number | undefined;
+  isn: SeqNum | undefined;
+  finSeq: SeqNum | undefined;
 }
 
 /** Feeds a pcap file's bytes in order (`push`), then `finish()` for the result. */
@@ -231,7 +231,7 @@ export class PcapTcpChecker {
     this.weftSegment(flow, tcp.seq, tcp.payload.length, tcp.flags, timeMs);
   }
 
-  private weftSegment(flow: string, seq: number, length: number, flags: number, timeMs: number): void {
+  private weftSegment(flow: string, seq: SeqNum, length: number, flags: number, timeMs: number): void {
     let side = this.weftSides.get(flow);
     if (flags & SYN) {
       // A new ISN is a new connection on this 4-tuple; the same one, a retransmitted SYN(-ACK).
@@ -303,8 +303,8 @@ export function formatTcpFlags(flags: number): string {
 
 /** One line per violation, e.g. for a test failure message. */
 export function describeFinViolation(v: FinViolation): string {
-  const at = (n: number) => (v.isn === undefined ? `${n}` : `${n} (relative ${seqDiff(n, v.isn)})`);
-  const offset = seqDiff(v.seq, v.finSeq);
+  const at = (n: number) => (v.isn === undefined ? `${n}` : `${n} (relative ${seqDiff(toSeq(n), toSeq(v.isn))})`);
+  const offset = seqDiff(toSeq(v.seq), toSeq(v.finSeq));
   return `frame ${v.frame} at ${new Date(v.timeMs).toISOString()}: ${v.flow} [${v.flags}] seq ${at(v.seq)} = FIN${offset < 0 ? '' : '+'}${offset}, ` +
     `${v.length} byte${v.length === 1 ? '' : 's'}: ${v.kind} (weft's FIN is at ${at(v.finSeq)})`;
 }

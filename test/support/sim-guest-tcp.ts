@@ -1,12 +1,23 @@
-// A small TCP peer that plays the guest in simulations: it opens one connection to the stack,
-// sends a byte stream reliably and receives one, so tests can drive weft's TCP through a faulty
-// link and check what comes out. It is deliberately simple — a fixed congestion window, RTO with
-// exponential backoff, fast retransmit on three duplicate ACKs with NewReno-style partial-ACK
-// retransmission, an out-of-order buffer, an ACK for every segment received (with SACK blocks when
-// negotiated) — but correct: it checks every checksum and never acknowledges bytes it lacks.
-// Frames are built with core/wire emitters and the stack's frames parsed with core/wire parsers.
+// A small TCP peer that plays the guest in simulations, and the oracle those simulations trust: it
+// opens one connection to the stack, sends a byte stream reliably and receives one, and throws an
+// OracleViolation (failing the test where it happened) the moment weft sends what a correct TCP
+// never would.
+//
+// It shares no logic with weft's TCP, only the wire codecs: a checker built from the code it checks
+// repeats its bugs. Sequence numbers are unwrapped once, where a segment comes in, into plain
+// offsets from each stream's first byte (ISS + 1 for what it sends, IRS + 1 for what it receives);
+// everything after that is ordinary arithmetic. The receiving half is a set of held byte ranges
+// (sim-guest-stream.ts) from which the ACK and SACK blocks are read off; what it accepts follows
+// RFC 9293 §3.10.7.4 as written (stricter than Linux, which also takes a FIN at the window's edge).
+// The sending half is deliberately simple: a fixed congestion window, RTO with exponential backoff,
+// fast retransmit on three duplicate ACKs with NewReno-style partial-ACK retransmission.
+//
+// What it refuses from weft: data before the stream's start or past the right edge of any window it
+// advertised; a byte different from the one first sent at that offset; a FIN that moves; data at or
+// past the FIN; an empty segment whose sequence number lies outside [IRS, right edge] (FIN + 1 once
+// the FIN is known); a SYN-ACK with another ISN, or that acknowledges anything but the SYN; a
+// segment without ACK after the handshake; an ACK or SACK block covering bytes it never sent.
 
-import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from '../../core/tcp/seq';
 import type { FlowEndpoint } from '../../core/upstream';
 import { BROADCAST_MAC, type Ipv4Address, type MacAddress } from '../../core/wire/address';
 import { ARP_REPLY, ARP_REQUEST, emitArp, parseArp } from '../../core/wire/arp';
@@ -14,6 +25,9 @@ import { emitEthernetHeader, ETHERNET_HEADER_LENGTH, ETHERTYPE_ARP, ETHERTYPE_IP
 import { emitIpv4Header, IPPROTO_TCP, IPV4_HEADER_LENGTH, parseIpv4Packet } from '../../core/wire/ipv4';
 import { isDrop } from '../../core/wire/parse-result';
 import { ACK, emitTcp, FIN, parseTcp, PSH, RST, SYN, tcpHeaderLength, verifyTcpChecksum, type TcpOptions, type TcpSegment } from '../../core/wire/tcp';
+import { OracleViolation, ReceivedStream } from './sim-guest-stream';
+
+export { OracleViolation } from './sim-guest-stream';
 
 export interface SimGuestOptions {
   /** The simulation's clock (ms); timestamps and timers read it. */
@@ -65,16 +79,17 @@ export interface SimGuestCounters {
   duplicateData: number;
 }
 
-interface Piece {
-  seq: number;
-  data: Uint8Array;
-}
-
 /** One received segment as the test sees it, with the simulated time it arrived. */
 export interface SimSegmentEvent {
   at: number;
   seg: TcpSegment;
 }
+
+/** A sequence number `offset` bytes after `base` (ISS + 1 or IRS + 1), as it goes on the wire. */
+const wrap = (base: number, offset: number): number => (base + offset) >>> 0;
+
+/** The offset of `seq` from `base`, taken as the one nearest `near` (an offset): one wrap, here only. */
+const unwrap = (base: number, seq: number, near: number): number => near + ((seq - wrap(base, near)) | 0);
 
 export class SimGuestTcp {
   state: SimGuestState = 'idle';
@@ -92,20 +107,22 @@ export class SimGuestTcp {
   private sndShift = 0;
   private rcvShift = 0;
   private tsRecent = 0;
-  /** RCV.NXT as last sent in an ACK field (RFC 7323's Last.ACK.sent). */
+  /** The receive offset last sent in an ACK field (RFC 7323's Last.ACK.sent). */
   private lastAckSent: number | undefined;
 
-  // Sending.
+  // Sending, in offsets from ISS + 1 (the SYN is at −1).
+  private readonly txBase: number;
   private out = new Uint8Array(64 * 1024);
   private outLen = 0;
-  sndUna: number;
-  sndNxt: number;
-  private sndMax: number;
+  private sndUna = -1;
+  private sndNxtOffset = 0;
+  private sndMax = 0;
   private peerWnd = 0;
+  /** The segment that last set the window (RFC 9293's SND.WL1 as a receive offset, SND.WL2 as a send offset). */
   private wl1 = 0;
   private wl2 = 0;
-  private finQueued = false;
-  private finSeq: number | undefined;
+  /** Our FIN's offset (the length of what we send), once the application closed. */
+  private finOffset: number | undefined;
   private rto: number;
   private rtoDeadline: number | undefined;
   private retries = 0;
@@ -113,21 +130,21 @@ export class SimGuestTcp {
   private inRecovery = false;
   private recover = 0;
 
-  // Receiving.
-  rcvNxt = 0;
+  // Receiving, in offsets from IRS + 1.
+  private irs = 0;
+  private readonly rx = new ReceivedStream();
+  /** The right edge of the window we advertised; it never moves left (RFC 9293 §3.8.6). */
   private advRight = 0;
-  private readonly ooo: Piece[] = [];
-  private lastOooSeq: number | undefined;
+  /** Where weft's FIN sits, from the first segment that carried it. */
+  private peerFin: number | undefined;
+  /** Where the latest out-of-order bytes (or FIN) landed: its range is SACKed first. */
+  private latestArrival: number | undefined;
   /** Duplicate data to report first in the next ACK (RFC 2883), when `dsack` is on. */
   private dsackBlock: [number, number] | undefined;
-  private readonly received: Uint8Array[] = [];
-  receivedBytes = 0;
-  /** Bytes received in order and not yet read by the application (they hold the window closed). */
-  private unread = 0;
+  /** What the application has read: bytes below it no longer hold the window closed. */
+  private consumed = 0;
   /** While true, the application does not read: the window closes as data arrives. */
   readPaused = false;
-  private peerFinSeq: number | undefined;
-  finReceived = false;
   private ipId = 1;
 
   private readonly rcvBuffer: number;
@@ -137,7 +154,7 @@ export class SimGuestTcp {
     private readonly opts: SimGuestOptions,
     private readonly output: (frame: Uint8Array) => void,
   ) {
-    this.sndUna = this.sndNxt = this.sndMax = opts.iss >>> 0;
+    this.txBase = (opts.iss + 1) >>> 0;
     this.rcvBuffer = opts.receiveBuffer ?? 64 * 1024;
     this.baseRto = this.rto = opts.rtoMs ?? 200;
   }
@@ -148,14 +165,13 @@ export class SimGuestTcp {
   connect(): void {
     if (this.state !== 'idle') return;
     this.state = 'syn-sent';
-    this.sndNxt = this.sndMax = seqAdd(this.opts.iss, 1);
     this.sendSyn();
     this.rtoDeadline = this.now() + this.rto;
   }
 
   /** Queues bytes to send. */
   write(data: Uint8Array): void {
-    if (this.finQueued) throw new Error('write after close');
+    if (this.finOffset !== undefined) throw new Error('write after close');
     if (this.outLen + data.length > this.out.length) {
       let cap = this.out.length;
       while (cap < this.outLen + data.length) cap *= 2;
@@ -170,44 +186,58 @@ export class SimGuestTcp {
 
   /** Half-close: a FIN follows the queued bytes. */
   close(): void {
-    if (this.finQueued) return;
-    this.finQueued = true;
-    this.finSeq = seqAdd(this.opts.iss, 1 + this.outLen);
+    if (this.finOffset !== undefined) return;
+    this.finOffset = this.outLen;
     this.transmit(this.now());
   }
 
   /** Aborts with an RST. */
   abort(): void {
     if (this.state !== 'open') return;
-    this.emit({ seq: this.sndNxt, ack: 0, flags: RST });
+    this.emit({ seq: wrap(this.txBase, this.sndNxtOffset), ack: 0, flags: RST });
     this.state = 'reset';
   }
 
   /** The application reads everything received so far; a window update goes out if it reopened. */
   read(): void {
     const before = this.windowBytes();
-    this.unread = 0;
+    this.consumed = this.receivedBytes;
     if (this.state === 'open' && this.windowBytes() - before >= Math.min(this.rcvBuffer / 2, this.peerMss)) this.sendAck();
+  }
+
+  /** Bytes received in order (weft's FIN not counted). */
+  get receivedBytes(): number {
+    const next = this.rx.next;
+    return this.peerFin !== undefined && next > this.peerFin ? this.peerFin : next;
   }
 
   /** Everything received in order, as one array. */
   receivedData(): Uint8Array {
-    const all = new Uint8Array(this.receivedBytes);
-    let off = 0;
-    for (const c of this.received) {
-      all.set(c, off);
-      off += c.length;
-    }
-    return all;
+    return this.rx.prefix(this.receivedBytes);
+  }
+
+  /** weft's FIN has arrived in order. */
+  get finReceived(): boolean {
+    return this.peerFin !== undefined && this.rx.next > this.peerFin;
+  }
+
+  /** RCV.NXT as a sequence number (0 before the handshake). */
+  get rcvNxt(): number {
+    return this.state === 'idle' || this.state === 'syn-sent' ? 0 : wrap(this.irs + 1, this.rx.next);
+  }
+
+  /** SND.NXT as a sequence number. */
+  get sndNxt(): number {
+    return wrap(this.txBase, this.sndNxtOffset);
   }
 
   get finAcked(): boolean {
-    return this.finSeq !== undefined && seqGt(this.sndUna, this.finSeq);
+    return this.finOffset !== undefined && this.sndUna > this.finOffset;
   }
 
   /** Bytes sent and not yet acknowledged. */
   get inFlight(): number {
-    return seqDiff(this.sndMax, this.sndUna);
+    return this.sndMax - this.sndUna;
   }
 
   // ── time ──────────────────────────────────────────────────────────────────
@@ -235,8 +265,8 @@ export class SimGuestTcp {
       this.retransmitFirst();
     } else if (this.unsent() > 0) {
       // Zero-window probe: one byte past the closed window.
-      this.sendData(this.sndNxt, 1, false);
-      this.sndNxt = this.sndMax = seqAdd(this.sndNxt, 1);
+      this.sendData(this.sndNxtOffset, 1, false);
+      this.sndNxtOffset = this.sndMax = this.sndNxtOffset + 1;
     } else {
       this.rtoDeadline = undefined;
     }
@@ -296,30 +326,48 @@ export class SimGuestTcp {
     const flags = seg.flags;
     if (this.state === 'syn-sent') return this.onSynSent(seg, now);
     if (this.state !== 'open') return;
+    const start = unwrap(this.irs + 1, seg.seq, this.rx.next);
     if (flags & RST) {
       this.counters.rstIn++;
       // RFC 5961 on our side too: only a reset at RCV.NXT counts.
-      if (seg.seq === this.rcvNxt) {
+      if (start === this.rx.next) {
         this.state = 'reset';
         this.rtoDeadline = undefined;
       }
       return;
     }
-    const ts = seg.options.timestamp;
-    // RFC 7323 §4.3, as Linux: TS.Recent follows only segments at or below the last ACK sent, so
-    // out-of-order data does not move it and the echo stays that of the last in-order segment.
-    const inOrder = this.lastAckSent === undefined || seqLe(seg.seq, this.lastAckSent);
-    if (this.tsOk && ts && inOrder && seqGe(ts.value, this.tsRecent)) this.tsRecent = ts.value;
     if (flags & SYN) {
+      if (seg.seq !== this.irs) this.violation(seg, `a SYN with ISN ${seg.seq} after ${this.irs}`);
       this.sendAck(); // the SYN-ACK again: our ACK of it was lost
       return;
     }
-    if (flags & ACK) this.onAck(seg, now);
-    if (seg.payload.length > 0 || flags & FIN) {
-      this.onData(seg.seq, seg.payload, (flags & FIN) !== 0);
+    if (!(flags & ACK)) this.violation(seg, 'a segment without ACK after the handshake');
+    const ack = unwrap(this.txBase, seg.ack, this.sndUna);
+    if (ack < 0 || ack > this.sndMax) this.violation(seg, `ACK of offset ${ack}, but only [0, ${this.sndMax}] was sent`);
+    for (const [l, r] of seg.options.sack ?? []) {
+      const [lo, ro] = [unwrap(this.txBase, l, this.sndUna), unwrap(this.txBase, r, this.sndUna)];
+      if (!(lo >= 0 && lo < ro && ro <= this.sndMax)) this.violation(seg, `SACK block [${lo}, ${ro}) outside [0, ${this.sndMax}] sent`);
+    }
+    const fin = (flags & FIN) !== 0;
+    this.checkPlacement(seg, start, fin);
+    const duplicate = this.rx.overlap(start, seg.payload);
+    const dupBytes = duplicate.reduce((n, [l, r]) => n + r - l, 0);
+    if (dupBytes > 0 && dupBytes === seg.payload.length) this.counters.duplicateData++;
+    if (this.opts.dsack && duplicate.length > 0) this.dsackBlock = duplicate[0];
+
+    if (!this.acceptable(start, seg.payload.length + (fin ? 1 : 0))) {
+      this.sendAck(); // e.g. data we hold already, or a zero-window probe (SEQ = RCV.NXT − 1)
+      return;
+    }
+    // RFC 7323 §4.3, as Linux: TS.Recent follows only segments at or below the last ACK sent, so
+    // out-of-order data does not move it and the echo stays that of the last in-order segment.
+    const ts = seg.options.timestamp;
+    const inOrder = this.lastAckSent === undefined || start <= this.lastAckSent;
+    if (this.tsOk && ts && inOrder && ((ts.value - this.tsRecent) | 0) >= 0) this.tsRecent = ts.value;
+    this.onAck(seg, start, ack, now);
+    if (seg.payload.length > 0 || fin) {
+      this.take(start, seg.payload, fin);
       this.sendAck();
-    } else if (!this.acceptableEmpty(seg.seq)) {
-      this.sendAck(); // e.g. a zero-window probe (SEQ = RCV.NXT − 1): answer with our window
     }
     this.transmit(now);
   }
@@ -327,14 +375,15 @@ export class SimGuestTcp {
   private onSynSent(seg: TcpSegment, now: number): void {
     const synAck = SYN | ACK;
     if (seg.flags & RST) {
-      if (seg.flags & ACK && seg.ack === this.sndNxt) {
+      if (seg.flags & ACK && seg.ack === this.txBase) {
         this.counters.rstIn++;
         this.state = 'reset';
         this.rtoDeadline = undefined;
       }
       return;
     }
-    if ((seg.flags & synAck) !== synAck || seg.ack !== this.sndNxt) return;
+    if ((seg.flags & synAck) !== synAck) return;
+    if (seg.ack !== this.txBase) this.violation(seg, `a SYN-ACK acknowledging ${seg.ack}, not our SYN (${this.opts.iss >>> 0})`);
     const o = seg.options;
     const offered = this.opts;
     this.peerMss = o.mss ?? 536;
@@ -345,12 +394,13 @@ export class SimGuestTcp {
       this.sndShift = o.windowScale;
       this.rcvShift = offered.windowScale;
     }
-    this.rcvNxt = seqAdd(seg.seq, 1);
-    this.advRight = seqAdd(this.rcvNxt, Math.min(this.rcvBuffer, 0xffff));
-    this.sndUna = seg.ack;
+    this.irs = seg.seq;
+    // The window our SYN offered (never scaled) is the first one weft may fill.
+    this.advRight = Math.min(this.rcvBuffer, 0xffff);
+    this.sndUna = 0;
     this.peerWnd = seg.window; // never scaled in a SYN
-    this.wl1 = seg.seq;
-    this.wl2 = seg.ack;
+    this.wl1 = -1;
+    this.wl2 = 0;
     this.state = 'open';
     this.rto = this.baseRto;
     this.retries = 0;
@@ -359,9 +409,84 @@ export class SimGuestTcp {
     this.transmit(now);
   }
 
-  private acceptableEmpty(seq: number): boolean {
-    const wnd = seqDiff(this.advRight, this.rcvNxt);
-    return wnd <= 0 ? seq === this.rcvNxt : seqGe(seq, this.rcvNxt) && seqLt(seq, this.advRight);
+  private violation(seg: TcpSegment, what: string): never {
+    const flags = [[SYN, 'S'], [FIN, 'F'], [RST, 'R'], [PSH, 'P'], [ACK, '.']].filter(([f]) => seg.flags & (f as number)).map(([, n]) => n).join('');
+    throw new OracleViolation(`weft sent ${what} (t=${this.now()} seq=${seg.seq} ack=${seg.ack} [${flags}] len=${seg.payload.length}, RCV.NXT at offset ${this.rx.next})`);
+  }
+
+  // ── the receiving half ────────────────────────────────────────────────────
+
+  /**
+   * Where a segment's sequence numbers may lie at all, whatever the window is now: weft may only
+   * send into space we advertised, and its stream ends for good at its FIN.
+   */
+  private checkPlacement(seg: TcpSegment, start: number, fin: boolean): void {
+    const end = start + seg.payload.length;
+    if (seg.payload.length > 0) {
+      if (start < 0) this.violation(seg, `data before the stream's first byte (offset ${start})`);
+      if (end > this.advRight) this.violation(seg, `data up to offset ${end}, past every window we advertised (right edge ${this.advRight})`);
+      if (this.peerFin !== undefined && end > this.peerFin) this.violation(seg, `data up to offset ${end}, past its FIN at ${this.peerFin}`);
+    }
+    if (fin) {
+      if (this.peerFin !== undefined && end !== this.peerFin) this.violation(seg, `a FIN at offset ${end}, having sent it at ${this.peerFin}`);
+      // A FIN at the edge is outside the window, but Linux sends one there too: only trimmed, below.
+      if (end > this.advRight) this.violation(seg, `a FIN at offset ${end}, past every window we advertised (right edge ${this.advRight})`);
+      // Once the FIN is known, data past it is refused above; before, check what is already held.
+      if (this.peerFin === undefined && this.rx.end > end) this.violation(seg, `a FIN at offset ${end} below data it sent up to ${this.rx.end}`);
+      this.peerFin = end;
+    } else if (seg.payload.length === 0) {
+      const highest = this.peerFin !== undefined ? this.peerFin + 1 : this.advRight;
+      if (start < -1 || start > highest) this.violation(seg, `sequence number at offset ${start}, outside [-1, ${highest}]`);
+    }
+  }
+
+  /** RFC 9293 §3.10.7.4, the four cases of the segment acceptability test, by offsets. */
+  private acceptable(start: number, len: number): boolean {
+    const next = this.rx.next;
+    const wnd = Math.max(0, this.advRight - next);
+    const inWindow = (o: number) => next <= o && o < next + wnd;
+    if (len === 0) return wnd === 0 ? start === next : inWindow(start);
+    return wnd > 0 && (inWindow(start) || inWindow(start + len - 1));
+  }
+
+  /** Keeps the part of an acceptable segment inside the window; the rest is trimmed (§3.10.7.4). */
+  private take(start: number, payload: Uint8Array, fin: boolean): void {
+    const next = this.rx.next;
+    const from = Math.max(start, next);
+    const to = Math.min(start + payload.length, this.advRight);
+    if (from < to) {
+      this.rx.hold(from, payload.subarray(from - start, to - start));
+      if (from > next) this.latestArrival = from;
+    }
+    const finAt = start + payload.length;
+    if (fin && finAt >= next && finAt < this.advRight) {
+      this.rx.holdSlot(finAt);
+      if (finAt > next) this.latestArrival = finAt;
+    }
+    if (!this.readPaused) this.consumed = this.receivedBytes;
+  }
+
+  /**
+   * SACK blocks: the range holding the latest arrival first (RFC 2018 §4), then the others lowest
+   * first, nearest the holes weft must repair. A FIN held above a hole is in them as its slot.
+   */
+  private sackBlocks(max: number): Array<[number, number]> {
+    const ranges = this.rx.above();
+    const latest = ranges.findIndex(([l, r]) => this.latestArrival !== undefined && l <= this.latestArrival && this.latestArrival < r);
+    if (latest > 0) ranges.unshift(...ranges.splice(latest, 1));
+    return ranges.slice(0, max);
+  }
+
+  private windowBytes(): number {
+    return Math.max(0, this.rcvBuffer - (this.receivedBytes - this.consumed));
+  }
+
+  /** The window field to advertise; the right edge never moves left (RFC 9293 §3.8.6). */
+  private windowField(): number {
+    const next = this.rx.next;
+    const field = Math.min(0xffff, this.windowBytes() >>> this.rcvShift);
+    this.advRight = Math.max(this.advRight, next + field * 2 ** this.rcvShift);
+    return Math.min(0xffff, Math.floor(Math.max(0, this.advRight - next) / 2 ** this.rcvShift));
   }
 
   // ── the sending half ──────────────────────────────────────────────────────
@@ -372,32 +497,28 @@ export class SimGuestTcp {
 
   /** Queued bytes not yet sent. */
   private unsent(): number {
-    return this.outLen - seqDiff(this.sndNxt, seqAdd(this.opts.iss, 1));
+    return this.outLen - this.sndNxtOffset;
   }
 
-  private onAck(seg: TcpSegment, now: number): void {
-    const ack = seg.ack;
-    if (seqGt(ack, this.sndMax)) {
-      this.sendAck(); // acknowledges something never sent
-      return;
-    }
-    const wnd = seg.window << this.sndShift;
+  /** The ACK field and window of an acceptable segment; `seq` and `ack` as offsets. */
+  private onAck(seg: TcpSegment, seq: number, ack: number, now: number): void {
+    const wnd = seg.window * 2 ** this.sndShift;
     let windowChanged = false;
-    if (seqLt(this.wl1, seg.seq) || (this.wl1 === seg.seq && seqLe(this.wl2, ack))) {
+    if (this.wl1 < seq || (this.wl1 === seq && this.wl2 <= ack)) {
       windowChanged = wnd !== this.peerWnd;
       this.peerWnd = wnd;
-      this.wl1 = seg.seq;
+      this.wl1 = seq;
       this.wl2 = ack;
     }
-    if (seqGt(ack, this.sndUna)) {
+    if (ack > this.sndUna) {
       this.sndUna = ack;
-      if (seqLt(this.sndNxt, ack)) this.sndNxt = ack;
+      if (this.sndNxtOffset < ack) this.sndNxtOffset = ack;
       this.dupAcks = 0;
       this.retries = 0;
       this.rto = this.baseRto;
       this.rtoDeadline = this.sndUna === this.sndMax ? undefined : now + this.rto;
       if (this.inRecovery) {
-        if (seqGe(ack, this.recover)) this.inRecovery = false;
+        if (ack >= this.recover) this.inRecovery = false;
         else this.retransmitFirst(); // a partial ACK: the next hole was lost too
       }
     } else if (ack === this.sndUna && seg.payload.length === 0 && !(seg.flags & FIN) && !windowChanged && this.sndMax !== this.sndUna) {
@@ -416,16 +537,16 @@ export class SimGuestTcp {
     const cap = this.opts.maxInFlight ?? 64 * 1024;
     for (;;) {
       const avail = this.unsent();
-      const room = Math.min(seqDiff(seqAdd(this.sndUna, this.peerWnd), this.sndNxt), cap - seqDiff(this.sndNxt, this.sndUna));
+      const room = Math.min(this.sndUna + this.peerWnd - this.sndNxtOffset, cap - (this.sndNxtOffset - this.sndUna));
       const len = Math.min(avail, this.sendMss, room);
       if (len > 0) {
-        const fin = this.finQueued && len === avail;
-        this.sendData(this.sndNxt, len, fin);
+        const fin = this.finOffset !== undefined && len === avail;
+        this.sendData(this.sndNxtOffset, len, fin);
         this.advance(len + (fin ? 1 : 0), now);
         continue;
       }
-      if (avail === 0 && this.finQueued && seqLe(this.sndNxt, this.finSeq as number) && room >= 0) {
-        this.sendData(this.sndNxt, 0, true);
+      if (avail === 0 && this.finOffset !== undefined && this.sndNxtOffset <= this.finOffset && room >= 0) {
+        this.sendData(this.sndNxtOffset, 0, true);
         this.advance(1, now);
       }
       break;
@@ -435,120 +556,36 @@ export class SimGuestTcp {
   }
 
   private advance(n: number, now: number): void {
-    this.sndNxt = seqAdd(this.sndNxt, n);
-    if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
+    this.sndNxtOffset += n;
+    if (this.sndNxtOffset > this.sndMax) this.sndMax = this.sndNxtOffset;
     if (this.rtoDeadline === undefined) this.rtoDeadline = now + this.rto;
   }
 
   private retransmitFirst(): void {
-    const dataEnd = seqAdd(this.opts.iss, 1 + this.outLen);
-    const len = Math.max(0, Math.min(this.sendMss, seqDiff(seqLt(dataEnd, this.sndMax) ? dataEnd : this.sndMax, this.sndUna)));
-    const fin = this.finSeq !== undefined && seqGt(this.sndMax, this.finSeq) && seqAdd(this.sndUna, len) === this.finSeq;
+    // Every other retransmission starts a third of a segment below SND.UNA, as a stack that
+    // re-packetizes may: weft must trim bytes it has from the front of bytes it lacks.
+    const from = this.sndUna - Math.min(this.sndUna, this.counters.retransmits % 2 === 1 ? Math.floor(this.sendMss / 3) : 0);
+    const len = Math.max(0, Math.min(this.sendMss, Math.min(this.outLen, this.sndMax) - from));
+    const fin = this.finOffset !== undefined && this.sndMax > this.finOffset && from + len === this.finOffset;
     if (len === 0 && !fin) return;
     this.counters.retransmits++;
-    this.sendData(this.sndUna, len, fin);
+    this.sendData(from, len, fin);
   }
 
-  private sendData(seq: number, len: number, fin: boolean): void {
-    const offset = seqDiff(seq, seqAdd(this.opts.iss, 1));
+  private sendData(offset: number, len: number, fin: boolean): void {
     const payload = this.out.subarray(offset, offset + len);
     if (len > 0) this.counters.dataSegmentsOut++;
-    this.emit({ seq, ack: this.rcvNxt, flags: ACK | (len > 0 ? PSH : 0) | (fin ? FIN : 0), payload, window: this.windowField(), options: this.tsOption() });
-  }
-
-  // ── the receiving half ────────────────────────────────────────────────────
-
-  private windowBytes(): number {
-    return Math.max(0, this.rcvBuffer - this.unread);
-  }
-
-  /** The window field to advertise; the right edge never moves left (RFC 9293 §3.8.6). */
-  private windowField(): number {
-    const field = Math.min(0xffff, this.windowBytes() >>> this.rcvShift);
-    const right = seqAdd(this.rcvNxt, field << this.rcvShift);
-    if (seqGt(right, this.advRight)) this.advRight = right;
-    return Math.min(0xffff, Math.max(0, seqDiff(this.advRight, this.rcvNxt)) >>> this.rcvShift);
-  }
-
-  private onData(seq: number, payload: Uint8Array, fin: boolean): void {
-    let start = seq;
-    let data = payload;
-    if (seqLt(start, this.rcvNxt)) {
-      const skip = Math.min(data.length, seqDiff(this.rcvNxt, start));
-      data = data.subarray(skip);
-      start = seqAdd(start, skip);
-    }
-    let finInWindow = fin;
-    const room = seqDiff(this.advRight, start);
-    if (data.length > room) {
-      data = data.subarray(0, Math.max(0, room));
-      finInWindow = false;
-    }
-    if (payload.length > 0 && data.length === 0) {
-      this.counters.duplicateData++;
-      if (this.opts.dsack) this.dsackBlock = [seq, seqAdd(seq, payload.length)];
-    } else if (this.opts.dsack && data.length > 0 && start !== this.rcvNxt && this.ooo.some((p) => p.seq === start && p.data.length >= data.length)) {
-      this.dsackBlock = [start, seqAdd(start, data.length)];
-    }
-    if (finInWindow) this.peerFinSeq = seqAdd(seq, payload.length);
-    if (data.length > 0) {
-      if (start === this.rcvNxt) {
-        this.deliver(data);
-        this.pullInOrder();
-      } else if (!this.ooo.some((p) => p.seq === start && p.data.length >= data.length)) {
-        this.ooo.push({ seq: start, data: data.slice() });
-        this.lastOooSeq = start;
-      }
-    }
-    if (this.peerFinSeq !== undefined && this.rcvNxt === this.peerFinSeq && !this.finReceived) {
-      this.finReceived = true;
-      this.rcvNxt = seqAdd(this.rcvNxt, 1);
-    }
-  }
-
-  private deliver(data: Uint8Array): void {
-    this.received.push(data.slice());
-    this.receivedBytes += data.length;
-    this.rcvNxt = seqAdd(this.rcvNxt, data.length);
-    if (this.readPaused) this.unread += data.length;
-  }
-
-  private pullInOrder(): void {
-    for (let progress = true; progress; ) {
-      progress = false;
-      for (let i = 0; i < this.ooo.length; i++) {
-        const p = this.ooo[i];
-        if (seqGt(p.seq, this.rcvNxt)) continue;
-        this.ooo.splice(i, 1);
-        const end = seqAdd(p.seq, p.data.length);
-        if (seqGt(end, this.rcvNxt)) this.deliver(p.data.subarray(seqDiff(this.rcvNxt, p.seq)));
-        progress = true;
-        break;
-      }
-    }
-  }
-
-  /** Out-of-order ranges as SACK blocks: the one holding the latest arrival first, then in order. */
-  private sackBlocks(): Array<[number, number]> {
-    // A FIN held out of order is SACKed like data (Linux queues it with the out-of-order data).
-    const finOoo = this.peerFinSeq !== undefined && !this.finReceived ? [{ seq: this.peerFinSeq, len: 1 }] : [];
-    if (!this.sackOk || this.ooo.length + finOoo.length === 0) return [];
-    const sorted = [...this.ooo.map((p) => ({ seq: p.seq, len: p.data.length })), ...finOoo].sort((a, b) => seqDiff(a.seq, b.seq));
-    const ranges: Array<[number, number]> = [];
-    for (const p of sorted) {
-      const end = seqAdd(p.seq, p.len);
-      const last = ranges[ranges.length - 1];
-      if (last && seqLe(p.seq, last[1])) {
-        if (seqGt(end, last[1])) last[1] = end;
-      } else ranges.push([p.seq, end]);
-    }
-    const latest = this.lastOooSeq;
-    const first = ranges.findIndex(([l, r]) => latest !== undefined && seqLe(l, latest) && seqLt(latest, r));
-    if (first > 0) ranges.unshift(...ranges.splice(first, 1));
-    return ranges.slice(0, this.tsOk ? 3 : 4);
+    const window = this.windowField();
+    this.emit({ seq: wrap(this.txBase, offset), ack: this.ackField(), flags: ACK | (len > 0 ? PSH : 0) | (fin ? FIN : 0), payload, window, options: this.tsOption() });
   }
 
   // ── building segments ─────────────────────────────────────────────────────
+
+  /** RCV.NXT for the ACK field; remembered as Last.ACK.sent. */
+  private ackField(): number {
+    this.lastAckSent = this.rx.next;
+    return wrap(this.irs + 1, this.rx.next);
+  }
 
   private tsOption(): TcpOptions {
     return this.tsOk ? { timestamp: { value: this.tsValue(), echo: this.tsRecent } } : {};
@@ -566,15 +603,16 @@ export class SimGuestTcp {
   /** Tells the peer RCV.NXT and our window now (with SACK blocks when there is a hole). */
   sendAck(): void {
     const options = this.tsOption();
-    const sack = this.sackBlocks();
-    if (this.dsackBlock && this.sackOk) {
-      sack.unshift(this.dsackBlock);
-      if (sack.length > (this.tsOk ? 3 : 4)) sack.pop();
-      this.dsackBlock = undefined;
+    const max = this.tsOk ? 3 : 4;
+    if (this.sackOk) {
+      const blocks = this.sackBlocks(max);
+      if (this.dsackBlock) blocks.unshift(this.dsackBlock);
+      if (blocks.length > 0) options.sack = blocks.slice(0, max).map(([l, r]) => [wrap(this.irs + 1, l), wrap(this.irs + 1, r)]);
     }
-    if (sack.length > 0) options.sack = sack;
+    this.dsackBlock = undefined;
     this.counters.acksOut++;
-    this.emit({ seq: this.sndNxt, ack: this.rcvNxt, flags: ACK, window: this.windowField(), options });
+    const window = this.windowField();
+    this.emit({ seq: wrap(this.txBase, this.sndNxtOffset), ack: this.ackField(), flags: ACK, window, options });
   }
 
   private sendSyn(): void {
@@ -604,7 +642,6 @@ export class SimGuestTcp {
 
   private emit(seg: { seq: number; ack: number; flags: number; window?: number; payload?: Uint8Array; options?: TcpOptions }): void {
     this.counters.segmentsOut++;
-    if (seg.flags & ACK) this.lastAckSent = seg.ack;
     this.output(this.frame(seg));
   }
 }

@@ -1,7 +1,9 @@
 // One weft stack, one simulated guest (SimGuestTcp) and two seeded FaultInjectors (one per link
 // direction) on a simulated clock: time only moves when the harness jumps to the next deadline, so
 // a run is exact and repeatable. For tests of weft's sending direction (upstream → guest) under
-// loss and reordering (test/unit/tcp-loss-recovery.test.ts, test/unit/tcp-faults.test.ts).
+// loss and reordering (test/unit/tcp-loss-recovery.test.ts, test/unit/tcp-faults.test.ts). The
+// guest is also the oracle: it throws OracleViolation out of run() when weft sends what no correct
+// TCP would (data outside its windows or past the FIN, changed bytes, a moving FIN).
 
 import { FaultInjector, type FaultConfig } from '../../core/link/fault-injector';
 import { Stack } from '../../core/stack';
@@ -135,7 +137,7 @@ export class TcpSim {
   private poll(): void {
     this.toGuest.poll(this.now);
     this.toStack.poll(this.now);
-    this.stack.poll(this.now);
+    this.stack.poll();
     this.guest.poll(this.now);
   }
 

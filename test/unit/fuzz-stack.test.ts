@@ -185,7 +185,7 @@ describe('Stack under arbitrary frame sequences', () => {
             break;
           case 'time':
             now += a.ms;
-            stack.poll(now);
+            stack.poll();
             break;
           case 'upstream':
             driveUpstream(upstream, state, a.which, a.op, a.size);
@@ -198,7 +198,7 @@ describe('Stack under arbitrary frame sequences', () => {
         expect(total).toBeLessThanOrEqual(cfg.maxConnections);
       }
       now += 600_000;
-      stack.poll(now);
+      stack.poll();
       expect(stack.counters().drops['internal-error'] ?? 0).toBe(0);
     }), runs(501, 400, 0.1));
   });

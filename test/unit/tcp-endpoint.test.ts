@@ -41,7 +41,7 @@ function setup(tcp = {}) {
   };
   const advance = (ms: number) => {
     now += ms;
-    stack.poll(now);
+    stack.poll();
   };
   /** SYN → upstream connects → SYN-ACK → ACK; returns our ISN+1 (next seq to ACK). */
   const handshake = (options: TcpOptions = { mss: 1460 }) => {

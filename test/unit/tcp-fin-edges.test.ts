@@ -11,7 +11,8 @@ import { FakeUpstream } from '../support/fake-upstream';
 import { GUEST_IP, ipv4Frame, seededRandom } from '../support/frames';
 import { IPPROTO_TCP } from '../../core/wire/ipv4';
 import { concat, equalBytes, pattern, TcpSim, tcpOf } from '../support/tcp-sim';
-import { seqDiff } from '../../core/tcp/seq';
+import { seqDiff, toSeq, type SeqNum } from '../../core/tcp/seq';
+import { TcpTimers } from '../../core/tcp/tcp-timers';
 
 const ISS = 1_000_000;
 const UNA = ISS + 1;
@@ -22,14 +23,17 @@ function sender(cfg: Partial<SenderConfig> = {}) {
   let now = 1000;
   const sent: Sent[] = [];
   let probes = 0;
+  const timers = new TcpTimers();
   const s = new TcpSender(
-    ISS,
+    toSeq(ISS),
     { mss: 1000, initialRtoMs: 1000, minRtoMs: 200, maxRtoMs: 60_000, sendBufferBytes: 1 << 20, maxRetransmits: 12, sackPermitted: true, ...cfg },
     { sendSegment: (seq, len, fin) => sent.push({ seq, len, fin, at: now }), sendProbe: () => probes++ },
+    timers,
   );
-  s.initWindow(1 << 20, 0, UNA);
+  s.initWindow(1 << 20, toSeq(0), toSeq(UNA));
   return {
     s,
+    timers,
     sent,
     get probes() {
       return probes;
@@ -42,7 +46,8 @@ function sender(cfg: Partial<SenderConfig> = {}) {
       s.onTimer(now);
     },
     ack(ack: number, opts: { sack?: Array<[number, number]>; window?: number; seq?: number; dup?: boolean; tsEcr?: number } = {}) {
-      s.onAck({ seq: opts.seq ?? 0, ack, window: opts.window ?? 1 << 20, sack: opts.sack, dupCandidate: opts.dup ?? true }, now, opts.tsEcr);
+      const sack = opts.sack?.map(([l, r]): [SeqNum, SeqNum] => [toSeq(l), toSeq(r)]);
+      s.onAck({ seq: toSeq(opts.seq ?? 0), ack: toSeq(ack), window: opts.window ?? 1 << 20, sack, dupCandidate: opts.dup ?? true }, now, opts.tsEcr);
     },
     /** Runs the timers for `ms` in 1 ms steps. */
     idle(ms: number) {
@@ -73,7 +78,7 @@ describe('nothing past our FIN (sender)', () => {
     for (let i = 1; i <= 20; i++) t.ack(UNA + 2501, { seq: i * 1000, dup: i % 2 === 0, window: (1 << 20) - i });
     t.idle(5000);
     expect(t.sent).toHaveLength(3);
-    expect(t.s.nextDeadline()).toBeUndefined();
+    expect(t.timers.nextDeadline()).toBeUndefined();
   });
 
   it('a FIN alone (no data) is acknowledged and never followed', () => {
@@ -149,7 +154,7 @@ describe('nothing past our FIN (sender)', () => {
     const t = sender();
     t.s.write(new Uint8Array(1500));
     t.s.finish();
-    t.s.initWindow(0, 0, UNA); // the guest's window is closed
+    t.s.initWindow(0, toSeq(0), toSeq(UNA)); // the guest's window is closed
     t.s.output(t.now);
     expect(t.sent).toEqual([]);
     t.idle(5000);
@@ -191,7 +196,7 @@ function endpoint(synOptions?: TcpOptions) {
   const advance = (ms: number) => {
     for (let i = 0; i < ms; i += 10) {
       now += 10;
-      stack.poll(now);
+      stack.poll();
     }
   };
   send(SYN, 1000, 0, undefined, synOptions);
@@ -276,7 +281,7 @@ describe('nothing past our FIN (simulation on a faulty link)', () => {
       const fin = sim.sent.find((e) => e.seg.flags & FIN);
       expect(fin).toBeDefined();
       const finSeq = (fin as { seg: TcpSegment }).seg.seq + (fin as { seg: TcpSegment }).seg.payload.length;
-      const past = sim.sent.filter((e) => !(e.seg.flags & SYN) && seqDiff(e.seg.seq + e.seg.payload.length + (e.seg.flags & FIN ? 1 : 0), finSeq) > 1);
+      const past = sim.sent.filter((e) => !(e.seg.flags & SYN) && seqDiff(toSeq(e.seg.seq + e.seg.payload.length + (e.seg.flags & FIN ? 1 : 0)), toSeq(finSeq)) > 1);
       expect(past).toEqual([]);
       expect(sim.sent.filter((e) => e.seg.flags & FIN).every((e) => ((e.seg.seq + e.seg.payload.length) >>> 0) === finSeq >>> 0)).toBe(true);
     });
@@ -285,20 +290,20 @@ describe('nothing past our FIN (simulation on a faulty link)', () => {
 
 describe("the guest's FIN out of order (receiver)", () => {
   const IRS = 5000;
-  const receiver = () => new TcpReceiver(IRS, { bufferBytes: 64 * 1024, windowShift: 0, mss: 1000, delayedAckMs: 40 });
+  const receiver = () => new TcpReceiver(toSeq(IRS), { bufferBytes: 64 * 1024, windowShift: 0, mss: 1000, delayedAckMs: 40 }, new TcpTimers());
 
   it('SACKs the FIN with the data it came on, and acknowledges at once', () => {
     const r = receiver();
     const base = IRS + 1;
-    r.accept(base, new Uint8Array(1000), false, 0);
+    r.accept(toSeq(base), new Uint8Array(1000), false, 0);
     r.ackSent();
     // 1000–2000 is lost; the guest's last data and FIN arrive (its loss probe, say).
-    r.accept(base + 2000, new Uint8Array(1000), true, 0);
+    r.accept(toSeq(base + 2000), new Uint8Array(1000), true, 0);
     expect(r.ackNow).toBe(true);
     expect(r.finReceived).toBe(false);
     expect(r.sackBlocks(3)).toEqual([[base + 2000, base + 3001]]);
     // The hole filled: the FIN is in order now, no block left.
-    r.accept(base + 1000, new Uint8Array(1000), false, 0);
+    r.accept(toSeq(base + 1000), new Uint8Array(1000), false, 0);
     expect(r.finReceived).toBe(true);
     expect(r.rcvNxt).toBe(base + 3001);
     expect(r.sackBlocks(3)).toEqual([]);
@@ -307,12 +312,12 @@ describe("the guest's FIN out of order (receiver)", () => {
   it('SACKs a bare FIN that arrives above a hole as a block of its own', () => {
     const r = receiver();
     const base = IRS + 1;
-    r.accept(base, new Uint8Array(1000), false, 0);
+    r.accept(toSeq(base), new Uint8Array(1000), false, 0);
     r.ackSent();
-    r.accept(base + 3000, new Uint8Array(0), true, 0);
+    r.accept(toSeq(base + 3000), new Uint8Array(0), true, 0);
     expect(r.ackNow).toBe(true);
     expect(r.sackBlocks(3)).toEqual([[base + 3000, base + 3001]]);
-    r.accept(base + 2000, new Uint8Array(1000), false, 0);
+    r.accept(toSeq(base + 2000), new Uint8Array(1000), false, 0);
     expect(r.sackBlocks(3)).toEqual([[base + 2000, base + 3001]]);
   });
 });

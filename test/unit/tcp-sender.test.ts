@@ -1,7 +1,9 @@
 // TcpSender on its own: ACKs in, segments out, time passed in. The segment limit for links with
 // segmentation offload, and the undo of reductions that DSACKs or timestamps prove needless.
 import { describe, expect, it } from 'vitest';
+import { toSeq, type SeqNum } from '../../core/tcp/seq';
 import { TcpSender, type SenderConfig } from '../../core/tcp/tcp-sender';
+import { TcpTimers } from '../../core/tcp/tcp-timers';
 
 const ISS = 1_000_000;
 const UNA = ISS + 1;
@@ -17,11 +19,12 @@ function sender(cfg: Partial<SenderConfig> = {}) {
   let now = 1000;
   const sent: Sent[] = [];
   const s = new TcpSender(
-    ISS,
+    toSeq(ISS),
     { mss: 1000, initialRtoMs: 1000, minRtoMs: 200, maxRtoMs: 60_000, sendBufferBytes: 1 << 20, maxRetransmits: 12, sackPermitted: true, ...cfg },
     { sendSegment: (seq, len, fin) => sent.push({ seq, len, fin, at: now }), sendProbe: () => {} },
+    new TcpTimers(),
   );
-  s.initWindow(1 << 20, 0, UNA);
+  s.initWindow(1 << 20, toSeq(0), toSeq(UNA));
   return {
     s,
     sent,
@@ -35,7 +38,8 @@ function sender(cfg: Partial<SenderConfig> = {}) {
     },
     /** An ACK from the guest; `tsEcr` is the echoed send time (ms), if timestamps are on. */
     ack(ack: number, sack?: Array<[number, number]>, tsEcr?: number) {
-      s.onAck({ seq: 0, ack, window: 1 << 20, sack, dupCandidate: true }, now, tsEcr);
+      const blocks = sack?.map(([l, r]): [SeqNum, SeqNum] => [toSeq(l), toSeq(r)]);
+      s.onAck({ seq: toSeq(0), ack: toSeq(ack), window: 1 << 20, sack: blocks, dupCandidate: true }, now, tsEcr);
     },
   };
 }
@@ -82,16 +86,16 @@ describe('segment limit (TCP segmentation offload)', () => {
   it('holds a short piece while the receive window limits it and an ACK is due; sends it once all is acknowledged', () => {
     const t = sender({ maxSegment: 64_000 });
     t.s.cwnd = 1 << 20; // past slow start: only the guest's window limits
-    t.s.initWindow(180_000, 0, UNA);
+    t.s.initWindow(180_000, toSeq(0), toSeq(UNA));
     t.s.write(new Uint8Array(1_000_000));
     t.s.output(t.now);
     // Two full segments; the 52 000 the window still allows wait (less than a third of it).
     expect(t.sent.map((e) => e.len)).toEqual([64_000, 64_000]);
     // The guest read some and opened the window by 64 000: a full segment goes, the rest waits again.
-    t.s.onAck({ seq: 0, ack: UNA + 64_000, window: 180_000, dupCandidate: false }, t.now);
+    t.s.onAck({ seq: toSeq(0), ack: toSeq(UNA + 64_000), window: 180_000, dupCandidate: false }, t.now);
     expect(t.sent.slice(2).map((e) => e.len)).toEqual([64_000]);
     // Everything acknowledged: nothing is in flight to bring another ACK, so what fits goes now.
-    t.s.onAck({ seq: 0, ack: UNA + 192_000, window: 40_000, dupCandidate: false }, t.now);
+    t.s.onAck({ seq: toSeq(0), ack: toSeq(UNA + 192_000), window: 40_000, dupCandidate: false }, t.now);
     expect(t.sent.slice(3).map((e) => e.len)).toEqual([40_000]);
   });
 
@@ -134,7 +138,7 @@ describe('the reduction on a loss', () => {
     t.s.output(t.now);
     t.advance(10);
     t.ack(from, [[from + 1000, from + 4000]], t.now - 10);
-    expect(t.s.inRecovery).toBe(true);
+    expect(t.s.recoveryState).toBe('recovery');
     return t;
   }
 
@@ -175,7 +179,7 @@ describe('the reduction on a loss', () => {
     t.advance(1);
     t.ack(UNA + 1000, [[UNA + 1000, UNA + 4000]], t.now - 1); // a partial ACK: the hole repaired, still in recovery
     t.ack(UNA + 39_000, undefined, t.now - 1); // more than a window's worth, short of the recovery point
-    expect(t.s.inRecovery).toBe(true);
+    expect(t.s.recoveryState).toBe('recovery');
     expect(t.s.cwnd).toBe(cwnd + 1000); // congestion avoidance: one segment per window acknowledged
   });
 
@@ -208,7 +212,7 @@ describe('undo of a needless reduction', () => {
     const rtx = t.sent.filter((e) => e.at === t.now && e.seq < UNA + 2000);
     expect(rtx.map((e) => e.seq)).toEqual([UNA]);
     expect(t.s.ssthresh).toBe(10_000);
-    expect(t.s.inRecovery).toBe(true);
+    expect(t.s.recoveryState).toBe('recovery');
     expect(t.s.cwnd).toBeLessThan(before);
     return { t, before, rtxAt: t.now };
   }
@@ -220,7 +224,7 @@ describe('undo of a needless reduction', () => {
     t.ack(UNA + 10_000, [[UNA, UNA + 1000]]);
     t.ack(UNA + 10_000, [[UNA + 1000, UNA + 2000]]);
     expect(t.s.spuriousUndone).toBe(1);
-    expect(t.s.inRecovery).toBe(false);
+    expect(t.s.recoveryState).not.toBe('recovery');
     expect(t.s.cwnd).toBeGreaterThanOrEqual(before);
   });
 
@@ -237,7 +241,7 @@ describe('undo of a needless reduction', () => {
     t.advance(10);
     t.ack(UNA + 20_000, undefined, rtxAt); // sent for the retransmitted copy
     expect(t.s.spuriousUndone).toBe(0);
-    expect(t.s.inRecovery).toBe(false);
+    expect(t.s.recoveryState).not.toBe('recovery');
     expect(t.s.cwnd).toBeLessThan(before);
   });
 

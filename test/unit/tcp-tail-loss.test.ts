@@ -5,9 +5,10 @@
 // about one round trip — with timestamps on and off.
 import { describe, expect, it } from 'vitest';
 import { FIN } from '../../core/wire/tcp';
-import { seqDiff } from '../../core/tcp/seq';
+import { seqDiff, toSeq } from '../../core/tcp/seq';
 import { equalBytes, pattern, TcpSim } from '../support/tcp-sim';
 import { TcpSender } from '../../core/tcp/tcp-sender';
+import { TcpTimers } from '../../core/tcp/tcp-timers';
 
 const ISS = 1_000_000;
 const UNA = ISS + 1;
@@ -25,13 +26,13 @@ function tailLoss(seed: number, holeSegments: number, timestamps: boolean) {
   // Segments are an MSS long: 1448 bytes with timestamps, 1460 without.
   const mss = Math.max(...sim.sent.map((e) => e.seg.payload.length));
   const bytes = 600 * mss;
-  const base = seqDiff(sim.sent.at(-1)!.seg.seq + sim.sent.at(-1)!.seg.payload.length, 0) >>> 0;
+  const base = seqDiff(toSeq(sim.sent.at(-1)!.seg.seq + sim.sent.at(-1)!.seg.payload.length), toSeq(0)) >>> 0;
 
   // The response whose last `holeSegments` segments and FIN are lost on their first transmission.
   const data = pattern(bytes, seed + 1);
   const holeStart = (base + bytes - holeSegments * mss) >>> 0;
   const holeEnd = (base + bytes + 1) >>> 0; // the FIN included
-  const inHole = (seq: number) => seqDiff(seq, holeStart) >= 0;
+  const inHole = (seq: number) => seqDiff(toSeq(seq), toSeq(holeStart)) >= 0;
   const firstSeen = new Set<number>();
   let lostAt: number | undefined;
   let lowestLost: number | undefined;
@@ -57,9 +58,9 @@ function tailLoss(seed: number, holeSegments: number, timestamps: boolean) {
       seen.add(e.seg.seq); // the first (lost) transmission
       continue;
     }
-    again.push({ at: e.at, seq: seqDiff(e.seg.seq, holeStart), end: seqDiff(e.seg.seq + len, holeStart) });
+    again.push({ at: e.at, seq: seqDiff(e.seg.seq, toSeq(holeStart)), end: seqDiff(toSeq(e.seg.seq + len), toSeq(holeStart)) });
   }
-  return { lostAt: lostAt as number, lowestLost: seqDiff(lowestLost as number, holeStart), holeBytes: seqDiff(holeEnd, holeStart), again };
+  return { lostAt: lostAt as number, lowestLost: seqDiff(toSeq(lowestLost as number), toSeq(holeStart)), holeBytes: seqDiff(toSeq(holeEnd), toSeq(holeStart)), again };
 }
 
 describe('tail loss: the whole hole repaired in one round trip after the probe, lowest first', () => {
@@ -94,24 +95,25 @@ describe('tail loss, segment by segment (sender alone)', () => {
     let now = 1000;
     const sent: Array<{ seq: number; len: number; fin: boolean; at: number }> = [];
     const s = new TcpSender(
-      ISS,
+      toSeq(ISS),
       { mss: 1000, initialRtoMs: 1000, minRtoMs: 200, maxRtoMs: 60_000, sendBufferBytes: 1 << 20, maxRetransmits: 12, sackPermitted: true },
       { sendSegment: (seq, len, fin) => sent.push({ seq: seq - UNA, len, fin, at: now }), sendProbe: () => {} },
+      new TcpTimers(),
     );
-    s.initWindow(1 << 20, 0, UNA);
+    s.initWindow(1 << 20, toSeq(0), toSeq(UNA));
     s.write(new Uint8Array(10_000));
     s.finish();
     s.output(now);
     expect(sent.map((e) => [e.seq, e.len, e.fin])).toEqual([...Array(10).keys()].map((i) => [i * 1000, 1000, i === 9]));
     now += 10;
-    s.onAck({ seq: 0, ack: UNA + 5000, window: 1 << 20, dupCandidate: false }, now, timestamps ? 1000 : undefined);
+    s.onAck({ seq: toSeq(0), ack: toSeq(UNA + 5000), window: 1 << 20, dupCandidate: false }, now, timestamps ? 1000 : undefined);
     // Nothing more comes back: the probe goes 2·SRTT + 2 ms later — the last segment with the FIN.
     for (let i = 0; i < 22; i++) s.onTimer(++now);
     expect(sent.slice(10)).toEqual([{ seq: 9000, len: 1000, fin: true, at: 1032 }]);
     expect(s.lossProbes).toBe(1);
     // Its SACK, echoing the time of segment 5 (the last in order): the hole is lost, repaired lowest first.
     now += probeAnswerMs;
-    s.onAck({ seq: 0, ack: UNA + 5000, window: 1 << 20, sack: [[UNA + 9000, UNA + 10_001]], dupCandidate: true }, now, timestamps ? 1000 : undefined);
+    s.onAck({ seq: toSeq(0), ack: toSeq(UNA + 5000), window: 1 << 20, sack: [[toSeq(UNA + 9000), toSeq(UNA + 10_001)]], dupCandidate: true }, now, timestamps ? 1000 : undefined);
     return { s, sent: sent.slice(11), now };
   }
 
@@ -119,7 +121,7 @@ describe('tail loss, segment by segment (sender alone)', () => {
     it(`the probe's SACK ${answer} ms later marks the whole hole lost at once (timestamps ${timestamps ? 'on' : 'off'})`, () => {
       // 7.5 ms is quicker than the one round trip measured (10 ms): jitter, with no reordering seen.
       const { s, sent, now } = lostTail(timestamps, answer);
-      expect(s.inRecovery).toBe(true);
+      expect(s.recoveryState).toBe('recovery');
       expect(sent.length).toBeGreaterThan(0);
       expect(sent.every((e) => e.at === now && e.len === 1000 && !e.fin)).toBe(true);
       expect(sent.map((e) => e.seq)).toEqual([5000, 6000, 7000, 8000].slice(0, sent.length));

@@ -1,0 +1,71 @@
+// weft's router on one Ethernet link: every frame in either direction is counted and shown to the
+// capture hook here, and every frame out gets its Ethernet header, its padding and its buffer here.
+// The IP layers send through a port and know nothing of the link; a second link (a switch with
+// several guests' ports) would be a second port beside this one.
+
+import type { Clock } from '../clock';
+import { FrameAllocator } from '../frame-allocator';
+import type { MacAddress } from '../wire/address';
+import { emitEthernetHeader, ETHERNET_HEADER_LENGTH } from '../wire/ethernet';
+
+/** Ethernet's minimum frame size without FCS: shorter frames are padded as a NIC would. */
+const MIN_FRAME = 60;
+
+export interface EthernetPortOptions {
+  /** The router's MAC on this link: the source of every frame it sends. */
+  mac: MacAddress;
+  /** Takes each frame sent, synchronously; the port never touches it again. */
+  output: (frame: Uint8Array) => void;
+  /** Sees every frame in both directions (for pcap). */
+  capture?: (frame: Uint8Array, direction: 'in' | 'out', timeMs: number) => void;
+  clock: Clock;
+}
+
+export interface EthernetPortCounters {
+  framesIn: number;
+  framesOut: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+export class EthernetPort {
+  readonly mac: MacAddress;
+  private readonly output: (frame: Uint8Array) => void;
+  private readonly capture?: EthernetPortOptions['capture'];
+  private readonly clock: Clock;
+  private readonly frames = new FrameAllocator();
+  private readonly stats: EthernetPortCounters = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0 };
+
+  constructor(opts: EthernetPortOptions) {
+    this.mac = opts.mac;
+    this.output = opts.output;
+    this.capture = opts.capture;
+    this.clock = opts.clock;
+  }
+
+  counters(): EthernetPortCounters {
+    return { ...this.stats };
+  }
+
+  /** Counts and captures a frame from the link, before anything parses it. */
+  received(frame: Uint8Array, now: number): void {
+    this.stats.framesIn++;
+    this.stats.bytesIn += frame.length;
+    if (this.capture) this.capture(frame, 'in', now);
+  }
+
+  /** A zeroed frame with room for `payloadLength` bytes after the Ethernet header, padded to the minimum. */
+  alloc(payloadLength: number): Uint8Array {
+    return this.frames.alloc(Math.max(MIN_FRAME, ETHERNET_HEADER_LENGTH + payloadLength));
+  }
+
+  /** Writes the Ethernet header into a frame from alloc() and sends it. */
+  send(frame: Uint8Array, dstMac: MacAddress, ethertype: number): void {
+    emitEthernetHeader(frame, 0, dstMac, this.mac, ethertype);
+    this.stats.framesOut++;
+    this.stats.bytesOut += frame.length;
+    // Read here, not passed in: frames also leave from upstream callbacks, outside input()/poll().
+    if (this.capture) this.capture(frame, 'out', this.clock.now());
+    this.output(frame);
+  }
+}

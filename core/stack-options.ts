@@ -1,0 +1,56 @@
+// What a host gives the Stack when it builds one. Defaults live in config.ts; the host's driver
+// (platform/stack-timer.ts and its users) supplies the clock, randomness and the frame output.
+
+import type { Clock } from './clock';
+import type { NetworkConfig, StackLimits, TcpConfig, UdpConfig } from './config';
+import type { RandomSource } from './random';
+import type { DnsForwarder } from './services/dns-server';
+import type { Upstream } from './upstream';
+import type { Ipv4Address } from './wire/address';
+
+export interface StackOptions {
+  network?: Partial<NetworkConfig>;
+  limits?: Partial<StackLimits>;
+  tcp?: Partial<TcpConfig>;
+  udp?: Partial<UdpConfig>;
+  /** Where guest TCP and UDP flows go. Without one, they fail as unreachable. */
+  upstream?: Upstream;
+  /** The DNS server on the DNS address (UDP and TCP port 53). */
+  dns?: StackDnsOptions;
+  /**
+   * Called when nextDeadline() moved earlier outside input()/poll() — an upstream event armed a
+   * timer — so the driver re-arms its own timer.
+   */
+  wake?: (deadline: number) => void;
+  /**
+   * Coalesce ACKs: the ACKs that input() would send for in-order data wait until flush() (or the
+   * next poll()), so a burst of segments read at once gets one ACK. The driver must then call
+   * flush() after each burst of input() calls. Off by default (every ACK is sent at once).
+   */
+  batchAcks?: boolean;
+  /**
+   * The link takes TCP segments larger than the MTU and splits them itself (or the guest takes
+   * them whole), like a NIC with TSO: data to the guest then goes out in segments of up to 64 KiB,
+   * and those (only those) carry a partial checksum — the folded pseudo-header sum, as a driver
+   * hands a NIC with checksum offload.
+   */
+  segmentationOffload?: boolean;
+  clock: Clock;
+  random: RandomSource;
+  /**
+   * Called synchronously with every frame the stack sends; the stack never touches it again. A
+   * frame may be a view into a larger buffer (mind byteOffset; copy before transferring it).
+   */
+  output: (frame: Uint8Array) => void;
+  /** Sees every frame in both directions (for pcap): input as received, output as sent. */
+  capture?: (frame: Uint8Array, direction: 'in' | 'out', timeMs: number) => void;
+}
+
+export interface StackDnsOptions {
+  /** Where names weft does not answer itself go; without one they get SERVFAIL. */
+  forwarder?: DnsForwarder;
+  /** Extra local names (lowercase, no trailing dot) → IPv4, beside gateway/host.weft.internal. */
+  records?: ReadonlyMap<string, Ipv4Address>;
+  /** Domains answered only locally (NXDOMAIN for unknown names); default ['weft.internal']. */
+  localDomains?: string[];
+}
