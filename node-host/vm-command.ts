@@ -9,6 +9,7 @@ import { WispUpstream } from './wisp-upstream';
 import { RELAY_RESOLVER } from '../core/wisp/wisp-upstream';
 import { connectWsTransport } from './ws-transport';
 import { PortForwarder } from './port-forward';
+import { publishGuestPort } from '../core/wisp/guest-publication';
 import { dnsResolvers } from './dns-config';
 import { UpstreamDnsForwarder } from '../core/services/dns-upstream-forwarder';
 import { formatIpv4, formatMac } from '../core/wire/address';
@@ -58,9 +59,11 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
     searchDomains: opts.dnsSearch ?? ['weft.internal'],
   };
   const upstreamLog = (fields: object) => log('upstream', fields as Record<string, unknown>);
-  const upstream = opts.upstream.kind === 'wisp'
+  const relay = opts.upstream.kind === 'wisp' ? relayCredentials(opts.upstream.url) : undefined;
+  const upstream = relay
     ? new WispUpstream({
-        url: opts.upstream.url,
+        url: relay.url,
+        ...(relay.password ? { password: relay.password } : {}),
         connect: connectWsTransport,
         gateway: 0x0a000202,
         allowHostLoopback: opts.allowHostLoopback,
@@ -114,6 +117,13 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
   });
   link.on('log', (event, fields) => log(event, fields));
   const forwarder = new PortForwarder(stack, opts.forwards, log);
+  const publications = upstream instanceof WispUpstream
+    ? opts.publishes.map((p) => publishGuestPort(upstream, stack, p.guestPort, p.relayPort, {
+        published: (guestPort, relayPort) => log('published', { guestPort, relayPort }),
+        refused: (guestPort, reason) => log('publish-refused', { level: 'warn', guestPort, message: reason }),
+        dropped: (guestPort, from, why) => log('publish-dropped', { guestPort, from, message: why }),
+      }))
+    : [];
   try {
     await forwarder.start();
   } catch (e) {
@@ -131,6 +141,7 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
       stopping = true;
       // Read before shutting down: shutdown() empties the flow table the counters describe.
       const atStop = stack.counters();
+      for (const p of publications) p.close();
       await forwarder.close();
       await running.close();
       upstream.closeAll();
@@ -170,4 +181,14 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
       ...(opts.pcap ? { pcap: opts.pcap } : {}),
     });
   });
+}
+
+/** USER:PASS@ in a relay URL is Wisp v2 password authentication, not HTTP's: it leaves the URL. */
+function relayCredentials(url: string): { url: string; password?: { username: string; password: string } } {
+  const u = new URL(url.replace(/^wisp(s?):/, 'ws$1:'));
+  if (u.username === '') return { url };
+  const password = { username: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
+  u.username = '';
+  u.password = '';
+  return { url: u.toString(), password };
 }

@@ -24,6 +24,8 @@ export interface VmOptions {
   allowHostLoopback: boolean;
   logFlows: boolean;
   forwards: PortForward[];
+  /** --publish: guest ports the relay listens for (relayPort 0: any port it allows). */
+  publishes: Array<{ relayPort: number; guestPort: number }>;
   /** --dns-server values (raw; parsed with the resolver list), --dns-record pairs, --dns-search names. */
   dnsServers: string[];
   dnsRecords: Array<{ name: string; ip: number }>;
@@ -64,6 +66,8 @@ Options:
   --upstream wisp://HOST:PORT/PATH/   streams on one WebSocket to a Wisp server such as "weft relay"
                           (ws:// and wss:// work too; the path ends with "/"). With --allow-host-loopback,
                           flows to 10.0.2.2 go to 127.0.0.1 on the relay host (weft relay --allow-loopback).
+                          A relay's --token goes in the query (wss://HOST/wisp/?token=T), its --password
+                          as user info (wss://USER:PASS@HOST/wisp/; Wisp v2 password authentication).
   --mtu N                 Link MTU handed out by DHCP, 576…65520 (default 1500).
   --pcap FILE             Write every frame in and out to FILE (classic pcap, Ethernet).
   --pcap-snaplen N        Keep only the first N bytes of each frame in the pcap, 64…262144 (as tcpdump -s;
@@ -81,6 +85,11 @@ Options:
                           Forward TCP: connections to 127.0.0.1:HOSTPORT on this host reach GUESTPORT on the
                           guest (its leased address), arriving from 10.0.2.2. Repeatable. [ADDR:]HOSTPORT:GUESTPORT
                           listens on ADDR instead (e.g. 0.0.0.0 — mind who can then reach the guest).
+  --publish [RELAYPORT:]GUESTPORT
+                          With --upstream wisp://…: ask the relay to listen for GUESTPORT (on RELAYPORT,
+                          or any port it allows) — anyone who can reach the relay's port then reaches
+                          the guest's server. Needs weft relay --publish-ports and a --token or
+                          --password. Logs {"event":"published","guestPort":G,"relayPort":P}. Repeatable.
   -h, --help              Show this help.
 
 Logs go to stderr, one JSON object per line, each with its time (ISO 8601) and level:
@@ -106,6 +115,7 @@ const FLAGS = {
   'dns-search': { type: 'string' },
   'allow-host-loopback': { type: 'boolean' },
   forward: { type: 'string', multiple: true },
+  publish: { type: 'string', multiple: true },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -118,6 +128,7 @@ export function parseVmOptions(argv: readonly string[]): VmOptions {
   }
   return {
     forwards: (values.forward ?? []).map(parseForward),
+    publishes: parsePublishes(values.publish ?? [], values.upstream),
     dnsServers: (values['dns-server'] ?? []).map((v) => (parseDnsServerFlag(v), v)),
     dnsRecords: (values['dns-record'] ?? []).map(parseDnsRecordFlag),
     dnsSearch: values['dns-search'] === undefined ? undefined : parseDnsSearch(values['dns-search']),
@@ -217,8 +228,20 @@ export function parseStreamEndpoint(value: string): StreamEndpoint {
 
 function parseUpstream(value: string | undefined): UpstreamChoice {
   if (value === undefined || value === 'direct') return { kind: 'direct' };
-  if (/^(wisps?|wss?):\/\/[^/\s]+\/(\S*\/)?$/.test(value)) return { kind: 'wisp', url: value };
-  return badValue('--upstream', value, '"direct" or wisp://HOST:PORT/PATH/ (ending in "/")');
+  if (/^(wisps?|wss?):\/\/[^/\s]+\/(\S*\/)?(\?\S*)?$/.test(value)) return { kind: 'wisp', url: value };
+  return badValue('--upstream', value, '"direct" or wisp://HOST:PORT/PATH/ (the path ending in "/", then an optional ?token=…)');
+}
+
+function parsePublishes(values: string[], upstream: string | undefined): Array<{ relayPort: number; guestPort: number }> {
+  const out = values.map((v) => {
+    const m = /^(?:(\d+):)?(\d+)$/.exec(v);
+    if (!m) return badValue('--publish', v, 'GUESTPORT or RELAYPORT:GUESTPORT, e.g. 80 or 20080:80');
+    return { relayPort: m[1] === undefined ? 0 : parsePort('--publish', m[1]), guestPort: parsePort('--publish', m[2]) };
+  });
+  if (out.length > 0 && !/^(wisps?|wss?):/.test(upstream ?? '')) {
+    throw new UsageError('--publish needs --upstream wisp://…: the relay is what listens (for this host, use --forward)');
+  }
+  return out;
 }
 
 function parsePort(flag: string, text: string, min = 1): number {

@@ -34,9 +34,11 @@ export const DROP_REASONS = [
   'dns-record-truncated', 'dns-respond-failed', 'dns-soa-bad-length', 'dns-soa-overrun',
   'dns-too-many-pending', 'dns-too-many-waiters', 'dns-trailing-data', 'dns-truncated-header',
   'dns-upstream-malformed', 'dns-upstream-mismatch', 'dns-upstream-question-mismatch',
+  'wisp-accept-bad-utf8', 'wisp-accept-short',
   'wisp-close-short', 'wisp-connect-bad-utf8', 'wisp-connect-short', 'wisp-connection-closed',
   'wisp-continue-short', 'wisp-info-extension-overrun', 'wisp-info-extension-short',
-  'wisp-info-short', 'wisp-password-short', 'wisp-short-packet', 'wisp-too-many-streams',
+  'wisp-info-short', 'wisp-listen-result-short', 'wisp-listen-short', 'wisp-password-short',
+  'wisp-publish-short', 'wisp-publish-unsupported', 'wisp-short-packet', 'wisp-too-many-streams',
   'wisp-udp-unsupported',
   'internal-error',
 ] as const;

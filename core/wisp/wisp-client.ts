@@ -12,6 +12,7 @@
 import {
   CloseReason,
   ExtensionId,
+  SERVER_STREAM_ID_BASE,
   StreamType,
   WISP_HEADER_LENGTH,
   allocData,
@@ -21,7 +22,9 @@ import {
   encodeEnd,
   encodeFlow,
   encodeInfo,
+  encodeListen,
   encodePasswordClient,
+  encodeUnlisten,
   parseMotd,
   parsePasswordServer,
   parseWispPacket,
@@ -52,6 +55,8 @@ export interface WispClientOptions {
   flowControl?: boolean;
   /** Allocates DATA packets and queued copies (every byte is written, so it need not zero-fill). */
   allocate?: PacketAllocator;
+  /** Offer weft's publish extension (LISTEN/ACCEPT: the server listens for this client). */
+  publish?: boolean;
 }
 
 export interface WispReadyInfo {
@@ -73,6 +78,13 @@ export interface WispClientHost {
   streamEnded(id: number): void;
   /** write() returned false earlier; the queue has drained. */
   streamWritable(id: number): void;
+  /** With publish: the server answered LISTEN (`status` 0: listening on `port`; else a close reason). */
+  listenResult?(listenerId: number, status: number, port: number): void;
+  /**
+   * With publish: the server accepted a connection for listener `listenerId` and opened stream `id`
+   * for it, already connected (write() works at once). Without a host for it, the stream is closed.
+   */
+  streamAccepted?(listenerId: number, id: number, remote: { address: string; port: number }): void;
   /** The server closed the stream, or it failed locally. Not called for close(). */
   streamClosed(id: number, reason: number): void;
   /** The connection is over (handshake failed or rejected, or abort()). Streams were reported first. */
@@ -161,6 +173,23 @@ export class WispClientSession {
     return this.negotiated.includes(ExtensionId.WEFT_HALF_CLOSE);
   }
 
+  /** True when the server speaks weft's publish extension, so listen() reaches it. */
+  get publishes(): boolean {
+    return this.negotiated.includes(ExtensionId.WEFT_PUBLISH);
+  }
+
+  /** Asks the server to listen for us (publish extension); the answer comes as listenResult. */
+  listen(listenerId: number, port: number): Parsed<void> {
+    if (this.state !== 'open' || !this.publishes) return 'wisp-publish-unsupported';
+    this.host.send(encodeListen(listenerId, StreamType.TCP, port));
+    return undefined;
+  }
+
+  /** Stops a listener; streams it opened stay open. */
+  unlisten(listenerId: number): void {
+    if (this.state === 'open' && this.publishes) this.host.send(encodeUnlisten(listenerId));
+  }
+
   /** True when the server speaks weft's flow control extension, so pauseStream() reaches it. */
   get controlsFlow(): boolean {
     return this.negotiated.includes(ExtensionId.WEFT_FLOW_CONTROL);
@@ -194,6 +223,11 @@ export class WispClientSession {
       }
       return;
     }
+    if (p.type === 'listen-result') {
+      if (this.publishes) this.host.listenResult?.(p.streamId, p.status, p.port);
+      return;
+    }
+    if (p.type === 'accept') return this.accepted(p.streamId, p.listenerId, p.bufferRemaining, p.remoteAddress, p.remotePort);
     const s = this.streams.get(p.streamId);
     if (!s) return;
     switch (p.type) {
@@ -230,8 +264,9 @@ export class WispClientSession {
       return 'wisp-udp-unsupported';
     }
     let id = this.nextId;
-    while (id === 0 || this.streams.has(id)) id = (id + 1) >>> 0;
-    this.nextId = (id + 1) >>> 0;
+    // Ids from SERVER_STREAM_ID_BASE up are the server's (publish extension): stay below them.
+    while (id === 0 || id >= SERVER_STREAM_ID_BASE || this.streams.has(id)) id = id >= SERVER_STREAM_ID_BASE ? 1 : id + 1;
+    this.nextId = id + 1;
     const s: ClientStream = {
       id, type, hostname, port, announced: false, confirmed: false, credits: this.initialCredits,
       queue: [], headOffset: 0, queuedBytes: 0, paused: false, wantsWritable: false, ended: false,
@@ -381,6 +416,18 @@ export class WispClientSession {
 
   // ---- internals ------------------------------------------------------------------------------
 
+  private accepted(id: number, listenerId: number, credits: number, address: string, port: number): void {
+    const refuse = (reason: number) => this.host.send(encodeClose(id, reason));
+    if (!this.publishes || id < SERVER_STREAM_ID_BASE || this.streams.has(id)) return refuse(CloseReason.INVALID_INFO);
+    if (!this.host.streamAccepted) return refuse(CloseReason.BLOCKED);
+    if (this.streams.size >= this.options.maxStreams) return refuse(CloseReason.THROTTLED);
+    this.streams.set(id, {
+      id, type: 'tcp', hostname: address, port, announced: true, confirmed: true, credits,
+      queue: [], headOffset: 0, queuedBytes: 0, paused: false, wantsWritable: false, ended: false,
+    });
+    this.host.streamAccepted(listenerId, id, { address, port });
+  }
+
   private answerInfo(serverExts: WispExtension[]): void {
     const o = this.options;
     const byId = new Map(serverExts.map((e) => [e.id, e]));
@@ -402,6 +449,7 @@ export class WispClientSession {
     mine.push({ id: ExtensionId.STREAM_OPEN_CONFIRMATION, payload: new Uint8Array(0) });
     if (o.halfClose) mine.push({ id: ExtensionId.WEFT_HALF_CLOSE, payload: new Uint8Array(0) });
     if (o.flowControl) mine.push({ id: ExtensionId.WEFT_FLOW_CONTROL, payload: new Uint8Array(0) });
+    if (o.publish) mine.push({ id: ExtensionId.WEFT_PUBLISH, payload: new Uint8Array(0) });
     const motd = byId.get(ExtensionId.MOTD);
     if (motd) this.motd = parseMotd(motd.payload);
     this.negotiated = mine.map((e) => e.id).filter((id) => byId.has(id));

@@ -27,7 +27,22 @@ export const PacketType = {
    */
   PAUSE: 0xf1,
   RESUME: 0xf2,
+  /**
+   * weft's publish extension (ExtensionId.WEFT_PUBLISH), the way in: LISTEN (client → server) asks
+   * the server to listen on a port of its own for the client; LISTEN_RESULT answers it; ACCEPT
+   * (server → client) opens a stream for each connection the server accepts there; UNLISTEN
+   * (client → server) stops listening. The stream id of LISTEN, LISTEN_RESULT and UNLISTEN is a
+   * listener id the client chose (its own number space); ACCEPT's is the new stream's id, which the
+   * server takes from SERVER_STREAM_ID_BASE up so it never meets an id the client chose.
+   */
+  LISTEN: 0xf3,
+  LISTEN_RESULT: 0xf4,
+  ACCEPT: 0xf5,
+  UNLISTEN: 0xf6,
 } as const;
+
+/** Server-opened stream ids (ACCEPT) start here; with the publish extension clients stay below. */
+export const SERVER_STREAM_ID_BASE = 0x8000_0000;
 
 export const StreamType = {
   TCP: 0x01,
@@ -74,6 +89,11 @@ export const ExtensionId = {
   WEFT_HALF_CLOSE: 0xf0,
   /** weft's per-stream flow control extension (no payload): both ends understand PAUSE and RESUME. */
   WEFT_FLOW_CONTROL: 0xf1,
+  /**
+   * weft's publish extension: LISTEN, LISTEN_RESULT, ACCEPT, UNLISTEN. The server's payload is a
+   * u16 LE: how many listeners this client may have at once; the client's is empty.
+   */
+  WEFT_PUBLISH: 0xf2,
 } as const;
 
 /** One entry of an INFO packet, payload uninterpreted (its meaning depends on who sent it). */
@@ -91,6 +111,14 @@ export type WispPacket =
   | { type: 'end'; streamId: number }
   | { type: 'pause'; streamId: number }
   | { type: 'resume'; streamId: number }
+  /** Publish: listen on `port` (0: any the server allows) for streams of `streamType`; streamId is the listener id. */
+  | { type: 'listen'; streamId: number; streamType: number; port: number }
+  /** Publish: `status` 0 = listening on `port`; otherwise a close reason and port 0. streamId is the listener id. */
+  | { type: 'listen-result'; streamId: number; status: number; port: number }
+  /** Publish: a connection to listener `listenerId` from `remoteAddress`:`remotePort`, as stream `streamId`. */
+  | { type: 'accept'; streamId: number; listenerId: number; bufferRemaining: number; remotePort: number; remoteAddress: string }
+  /** Publish: stop listening; streamId is the listener id. */
+  | { type: 'unlisten'; streamId: number }
   /** A type this implementation does not know (kept so a caller can ignore it, as v2 allows). */
   | { type: 'unknown'; streamId: number; packetType: number };
 
@@ -137,6 +165,27 @@ export function parseWispPacket(b: Uint8Array): Parsed<WispPacket> {
       return { type: 'pause', streamId };
     case PacketType.RESUME:
       return { type: 'resume', streamId };
+    case PacketType.LISTEN:
+      if (b.length < p + 3) return 'wisp-listen-short';
+      return { type: 'listen', streamId, streamType: b[p], port: b[p + 1] | (b[p + 2] << 8) };
+    case PacketType.LISTEN_RESULT:
+      if (b.length < p + 3) return 'wisp-listen-result-short';
+      return { type: 'listen-result', streamId, status: b[p], port: b[p + 1] | (b[p + 2] << 8) };
+    case PacketType.ACCEPT: {
+      if (b.length < p + 10) return 'wisp-accept-short';
+      let remoteAddress: string;
+      try {
+        remoteAddress = utf8Decoder.decode(b.subarray(p + 10));
+      } catch {
+        return 'wisp-accept-bad-utf8';
+      }
+      return {
+        type: 'accept', streamId, listenerId: readU32LE(b, p), bufferRemaining: readU32LE(b, p + 4),
+        remotePort: b[p + 8] | (b[p + 9] << 8), remoteAddress,
+      };
+    }
+    case PacketType.UNLISTEN:
+      return { type: 'unlisten', streamId };
     default:
       return { type: 'unknown', streamId, packetType: type };
   }
@@ -207,6 +256,47 @@ export function encodeEnd(streamId: number): Uint8Array {
 /** weft's flow control: PAUSE (`paused`) or RESUME for a stream. */
 export function encodeFlow(streamId: number, paused: boolean): Uint8Array {
   return header(paused ? PacketType.PAUSE : PacketType.RESUME, streamId, 0);
+}
+
+export function encodeListen(listenerId: number, streamType: number, port: number): Uint8Array {
+  const b = header(PacketType.LISTEN, listenerId, 3);
+  b[5] = streamType;
+  b[6] = port & 0xff;
+  b[7] = (port >>> 8) & 0xff;
+  return b;
+}
+
+export function encodeListenResult(listenerId: number, status: number, port: number): Uint8Array {
+  const b = header(PacketType.LISTEN_RESULT, listenerId, 3);
+  b[5] = status;
+  b[6] = port & 0xff;
+  b[7] = (port >>> 8) & 0xff;
+  return b;
+}
+
+export function encodeAccept(streamId: number, listenerId: number, bufferRemaining: number, remotePort: number, remoteAddress: string): Uint8Array {
+  const address = utf8Encoder.encode(remoteAddress);
+  const b = header(PacketType.ACCEPT, streamId, 10 + address.length);
+  writeU32LE(b, 5, listenerId);
+  writeU32LE(b, 9, bufferRemaining);
+  b[13] = remotePort & 0xff;
+  b[14] = (remotePort >>> 8) & 0xff;
+  b.set(address, 15);
+  return b;
+}
+
+export function encodeUnlisten(listenerId: number): Uint8Array {
+  return header(PacketType.UNLISTEN, listenerId, 0);
+}
+
+/** The server's WEFT_PUBLISH payload: listeners a client may hold at once. */
+export function encodePublishServer(maxListeners: number): Uint8Array {
+  return Uint8Array.of(maxListeners & 0xff, (maxListeners >>> 8) & 0xff);
+}
+
+export function parsePublishServer(payload: Uint8Array): Parsed<{ maxListeners: number }> {
+  if (payload.length < 2) return 'wisp-publish-short';
+  return { maxListeners: payload[0] | (payload[1] << 8) };
 }
 
 export function encodeInfo(major: number, minor: number, extensions: readonly WispExtension[]): Uint8Array {

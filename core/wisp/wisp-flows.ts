@@ -31,6 +31,8 @@ export type AttachFailure = { kind: UpstreamErrorKind; message: string };
 export interface StreamHost {
   readonly scheduler: Scheduler;
   attach(type: 'tcp' | 'udp', dst: FlowEndpoint, sink: StreamSink): number | AttachFailure;
+  /** Routes an existing stream's events (one the server opened: publish extension) to `sink`. */
+  adopt(id: number, sink: StreamSink): void;
   write(id: number, data: Uint8Array): boolean;
   /** Half-close; false when the server cannot carry it. */
   end(id: number): boolean;
@@ -92,6 +94,11 @@ export class WispTcpStream implements TcpStream {
   private readonly timer: TimerHandle;
   private readonly flow: string;
 
+  /**
+   * `adopted`: the id of a stream the server opened (publish extension) instead of opening one:
+   * it is connected already, and starts paused — the stack resumes it once the guest accepts the
+   * connection it carries, and until then the server is asked not to read its end.
+   */
   constructor(
     private readonly up: StreamHost,
     dst: FlowEndpoint,
@@ -99,10 +106,30 @@ export class WispTcpStream implements TcpStream {
     private readonly handlers: TcpStreamHandlers,
     timeoutMs: number,
     private readonly maxPausedBytes: number,
+    adopted?: { id: number; remote: string },
   ) {
-    this.flow = `tcp ${formatIpv4(meta.guest.ip)}:${meta.guest.port} → ${formatIpv4(dst.ip)}:${dst.port}`;
+    this.flow = adopted
+      ? `tcp ${adopted.remote} → ${formatIpv4(meta.guest.ip)}:${meta.guest.port} (published)`
+      : `tcp ${formatIpv4(meta.guest.ip)}:${meta.guest.port} → ${formatIpv4(dst.ip)}:${dst.port}`;
     this.timer = this.up.scheduler.schedule(() => this.fail('timeout', `no connection within ${timeoutMs} ms`, CloseReason.CONNECT_TIMEOUT), timeoutMs);
-    const id = up.attach('tcp', dst, {
+    const sink = this.sink();
+    if (adopted) {
+      this.id = adopted.id;
+      up.adopt(adopted.id, sink);
+      this.pause();
+      this.up.scheduler.defer(() => this.markConnected());
+      return;
+    }
+    const id = up.attach('tcp', dst, sink);
+    if (typeof id !== 'number') {
+      this.up.scheduler.defer(() => this.fail(id.kind, id.message));
+      return;
+    }
+    this.id = id;
+  }
+
+  private sink(): StreamSink {
+    return {
       ready: (confirms) => {
         if (!confirms) this.markConnected();
       },
@@ -116,12 +143,7 @@ export class WispTcpStream implements TcpStream {
         this.afterHeld();
       },
       closed: (reason) => this.serverClosed(reason),
-    });
-    if (typeof id !== 'number') {
-      this.up.scheduler.defer(() => this.fail(id.kind, id.message));
-      return;
-    }
-    this.id = id;
+    };
   }
 
   write(data: Uint8Array): boolean {

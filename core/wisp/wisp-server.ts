@@ -16,8 +16,12 @@ import {
   CloseReason,
   ExtensionId,
   StreamType,
+  SERVER_STREAM_ID_BASE,
+  encodeAccept,
   encodeClose,
   encodeContinue,
+  encodeListenResult,
+  encodePublishServer,
   encodeData,
   encodeEnd,
   encodeInfo,
@@ -57,6 +61,8 @@ export interface WispServerOptions {
   flowControl?: boolean;
   /** Allocates DATA packets (every byte is written, so it need not zero-fill). */
   allocate?: PacketAllocator;
+  /** Offer weft's publish extension (LISTEN/ACCEPT) with this many listeners per client. */
+  publish?: { maxListeners: number };
 }
 
 export interface WispStreamRequest {
@@ -79,6 +85,13 @@ export interface WispServerHost {
   streamEnd(id: number): void;
   /** With flow control: stop (`paused`) or restart reading stream `id`'s destination. */
   streamPaused?(id: number, paused: boolean): void;
+  /**
+   * With publish: the client asks for a listener (`port` 0: any). Answer with listenResult(), now or
+   * later. Only TCP is asked for (the session refuses UDP itself).
+   */
+  listen?(listenerId: number, port: number): void;
+  /** With publish: the client no longer wants listener `listenerId` (streams it opened stay). */
+  unlisten?(listenerId: number): void;
   /** The single exit of every stream, whoever ended it. The host frees the destination socket. */
   streamClosed(id: number, reason: number, by: 'client' | 'server'): void;
   /** The connection is over: close the WebSocket. Every stream has been reported closed before this. */
@@ -113,6 +126,10 @@ export class WispServerSession {
   private confirmOpens = false;
   private halfClose = false;
   private flowControl = false;
+  private publish = false;
+  /** Listener ids the client holds (publish extension). */
+  private readonly listeners = new Set<number>();
+  private nextServerStreamId = SERVER_STREAM_ID_BASE;
   /** Ignored input, counted by reason (`data-unknown-stream`, `unknown-packet-type`, …). */
   readonly ignored = new Map<string, number>();
 
@@ -198,6 +215,34 @@ export class WispServerSession {
     return this.flowControl;
   }
 
+  /** True when both ends speak weft's publish extension. */
+  get publishes(): boolean {
+    return this.publish;
+  }
+
+  /** The answer to a LISTEN: `status` 0 and the port listened on, or a close reason (port 0). */
+  listenResult(listenerId: number, status: number, port: number): void {
+    if (!this.listeners.has(listenerId)) return;
+    if (status !== 0) this.listeners.delete(listenerId);
+    if (this.state === 'open') this.host.send(encodeListenResult(listenerId, status, status === 0 ? port : 0));
+  }
+
+  /**
+   * A connection arrived at listener `listenerId`: opens a server-side stream for it (ACCEPT) and
+   * returns its id, already connected; undefined when the client cannot take one now (the host
+   * then drops the connection). Credits work as for a CONNECTed stream.
+   */
+  acceptStream(listenerId: number, remoteAddress: string, remotePort: number, now: number): number | undefined {
+    if (this.state !== 'open' || !this.listeners.has(listenerId) || this.streams.size >= this.options.maxStreams) return undefined;
+    let id = this.nextServerStreamId;
+    while (this.streams.has(id)) id = id === 0xffff_ffff ? SERVER_STREAM_ID_BASE : id + 1;
+    this.nextServerStreamId = id === 0xffff_ffff ? SERVER_STREAM_ID_BASE : id + 1;
+    const B = this.options.bufferPackets;
+    this.streams.set(id, { id, type: 'tcp', granted: B, ceiling: B, received: 0, queued: 0, releasedSinceGrant: 0, lastActivity: now, clientEnded: false });
+    this.host.send(encodeAccept(id, listenerId, B, remotePort, remoteAddress));
+    return id;
+  }
+
   /** `count` packets of stream `id` have left the host's buffers; may grant more credit. */
   released(id: number, count = 1): void {
     const s = this.streams.get(id);
@@ -259,6 +304,7 @@ export class WispServerSession {
     exts.push({ id: ExtensionId.STREAM_OPEN_CONFIRMATION, payload: new Uint8Array(0) });
     if (o.halfClose) exts.push({ id: ExtensionId.WEFT_HALF_CLOSE, payload: new Uint8Array(0) });
     if (o.flowControl) exts.push({ id: ExtensionId.WEFT_FLOW_CONTROL, payload: new Uint8Array(0) });
+    if (o.publish) exts.push({ id: ExtensionId.WEFT_PUBLISH, payload: encodePublishServer(o.publish.maxListeners) });
     return exts;
   }
 
@@ -294,6 +340,7 @@ export class WispServerSession {
     this.confirmOpens = common.includes(ExtensionId.STREAM_OPEN_CONFIRMATION);
     this.halfClose = common.includes(ExtensionId.WEFT_HALF_CLOSE);
     this.flowControl = common.includes(ExtensionId.WEFT_FLOW_CONTROL);
+    this.publish = common.includes(ExtensionId.WEFT_PUBLISH);
     this.state = 'open';
     this.handshakeDeadline = Infinity;
     this.host.send(encodeContinue(0, o.bufferPackets));
@@ -330,6 +377,15 @@ export class WispServerSession {
         this.host.streamPaused?.(p.streamId, p.type === 'pause');
         return;
       }
+      case 'listen':
+        return this.onListen(p.streamId, p.streamType, p.port);
+      case 'unlisten':
+        if (!this.listeners.delete(p.streamId)) return this.count('unlisten-unknown');
+        this.host.unlisten?.(p.streamId);
+        return;
+      case 'listen-result':
+      case 'accept':
+        return this.count('server-packet-from-client');
       case 'continue':
         return this.count('client-continue');
       case 'info':
@@ -339,8 +395,24 @@ export class WispServerSession {
     }
   }
 
+  private onListen(listenerId: number, streamType: number, port: number): void {
+    const answer = (status: number) => this.host.send(encodeListenResult(listenerId, status, 0));
+    if (!this.publish || !this.host.listen) {
+      this.count('listen-ignored');
+      return answer(CloseReason.BLOCKED);
+    }
+    if (this.listeners.has(listenerId)) return answer(CloseReason.INVALID_INFO);
+    // UDP would need datagram streams opened by the server; not offered.
+    if (streamType !== StreamType.TCP) return answer(CloseReason.BLOCKED);
+    if (this.listeners.size >= this.options.publish!.maxListeners) return answer(CloseReason.THROTTLED);
+    this.listeners.add(listenerId);
+    this.host.listen(listenerId, port);
+  }
+
   private onConnect(id: number, streamType: number, hostname: string, port: number, now: number): void {
     if (id === 0) return this.count('connect-stream-zero');
+    // With publish, ids from SERVER_STREAM_ID_BASE up are the server's (ACCEPT).
+    if (this.publish && id >= SERVER_STREAM_ID_BASE && !this.streams.has(id)) return void this.host.send(encodeClose(id, CloseReason.INVALID_INFO));
     const existing = this.streams.get(id);
     if (existing) {
       // The client reused a live id: nothing it says on that id can be trusted any more.

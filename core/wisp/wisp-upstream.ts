@@ -3,7 +3,7 @@
 // the socket (behind WispTransport, so a browser worker can supply its own), timers, reconnects
 // with backoff, and the gateway mapping. The streams themselves are in wisp-flows.ts.
 
-import { CloseReason, type PacketAllocator } from './wisp-codec';
+import { CloseReason, closeReasonName, type PacketAllocator } from './wisp-codec';
 import { WispClientSession } from './wisp-client';
 import { WispProtocolError } from './wisp-errors';
 import type {
@@ -71,6 +71,34 @@ export type WispUpstreamState =
   | { state: 'ready'; version: 1 | 2 }
   | { state: 'disconnected'; message: string; code?: number }
   | { state: 'idle' };
+
+/** A connection the relay accepted on a published port, waiting for the host to carry it to the guest. */
+export interface InboundConnection {
+  /** Who connected to the relay's port. */
+  remote: { address: string; port: number };
+  /**
+   * The stream as the stack's TcpStream for the guest side `meta` (an active open into the guest:
+   * Stack.connectToGuest's attach). It starts paused; the stack resumes it once the guest accepts.
+   */
+  adopt(meta: FlowMeta, handlers: TcpStreamHandlers): TcpStream;
+  /** The guest cannot take it (no lease, connection table full): close it at the relay. */
+  refuse(): void;
+}
+
+export interface PublishHandlers {
+  /** The relay listens for us on `port` (again after each reconnect; the port may change). */
+  onPublished(port: number): void;
+  /** The relay refused, or cannot publish at all; `reason` says why. The publication stays asked for. */
+  onRefused(reason: string): void;
+  onConnection(c: InboundConnection): void;
+}
+
+export interface Publication {
+  /** The relay's port, while published. */
+  readonly port: number | undefined;
+  /** Stops listening at the relay (connections already carried stay open). */
+  close(): void;
+}
 
 /** Opens a WebSocket; `protocols` is ['wisp-v2'] when offering Wisp v2, [] for v1. */
 export type WispTransportFactory = (url: string, protocols: string[]) => WispTransport;
@@ -157,6 +185,9 @@ export class WispUpstream implements Upstream, StreamHost {
   private sendCheckTimer: TimerHandle | undefined;
   /** Times a WebSocket to the server was established (for tests and logs). */
   connections = 0;
+  /** Publications asked for (publish extension), by listener id; re-asked on every connection. */
+  private readonly listeners = new Map<number, { asked: number; port: number | undefined; handlers: PublishHandlers }>();
+  private nextListenerId = 1;
 
   constructor(options: WispUpstreamOptions) {
     this.url = options.url.replace(/^wisp:/, 'ws:').replace(/^wisps:/, 'wss:');
@@ -213,6 +244,75 @@ export class WispUpstream implements Upstream, StreamHost {
     return new WispUdpFlow(this, dst, meta, handlers);
   }
 
+  /**
+   * Asks the relay to listen for us (weft's publish extension; the relay needs --publish-ports):
+   * on `port` of its range, or 0 for any. Kept across reconnects, asking for the port it had.
+   */
+  publish(port: number, handlers: PublishHandlers): Publication {
+    const id = this.nextListenerId++;
+    const entry = { asked: port, port: undefined as number | undefined, handlers };
+    this.listeners.set(id, entry);
+    if (this.dormant) {
+      this.dormant = false;
+      this.open();
+    }
+    if (this.session.isOpen) this.askListen(id);
+    return {
+      get port() {
+        return entry.port;
+      },
+      close: () => {
+        if (!this.listeners.delete(id)) return;
+        this.session.unlisten(id);
+      },
+    };
+  }
+
+  private askListen(id: number): void {
+    const l = this.listeners.get(id);
+    if (!l) return;
+    const r = this.session.listen(id, l.port ?? l.asked);
+    if (r !== undefined) this.scheduler.defer(() => l.handlers.onRefused('the relay does not offer publishing (weft relay --publish-ports, with a token or password)'));
+  }
+
+  private listenResult(id: number, status: number, port: number): void {
+    const l = this.listeners.get(id);
+    if (!l) return;
+    if (status === 0) {
+      l.port = port;
+      this.log({ event: 'wisp-published', url: this.url, port });
+      l.handlers.onPublished(port);
+      return;
+    }
+    // After a reconnect the old port may have been taken meanwhile: any port will do then.
+    if (l.port !== undefined && l.asked === 0) {
+      l.port = undefined;
+      this.askListen(id);
+      return;
+    }
+    l.port = undefined;
+    l.handlers.onRefused(`the relay refused to listen${l.asked ? ` on port ${l.asked}` : ''} (${closeReasonName(status)})`);
+  }
+
+  private accepted(listenerId: number, id: number, remote: { address: string; port: number }): void {
+    const l = this.listeners.get(listenerId);
+    if (!l) {
+      this.session.close(id, CloseReason.BLOCKED);
+      return;
+    }
+    let taken = false;
+    l.handlers.onConnection({
+      remote,
+      adopt: (meta, handlers) => {
+        taken = true;
+        return new WispTcpStream(this, meta.target, meta, handlers, this.o.connectTimeoutMs, this.o.maxPausedBytes, { id, remote: `${remote.address}:${remote.port}` });
+      },
+      refuse: () => {
+        if (!taken) this.session.close(id, CloseReason.REFUSED);
+      },
+    });
+  }
+
   // ---- used by the stream classes ----------------------------------------------------------------
 
   /** Opens a stream on the current session, or says why it could not. */
@@ -235,6 +335,10 @@ export class WispUpstream implements Upstream, StreamHost {
       this.scheduler.defer(() => sink.ready(confirms));
     }
     return id;
+  }
+
+  adopt(id: number, sink: StreamSink): void {
+    this.sinks.set(id, sink);
   }
 
   write(id: number, data: Uint8Array): boolean {
@@ -292,6 +396,7 @@ export class WispUpstream implements Upstream, StreamHost {
         handshakeTimeoutMs: 10_000,
         halfClose: true,
         flowControl: true,
+        publish: true,
         ...(this.o.allocate ? { allocate: this.o.allocate } : {}),
       },
       {
@@ -302,7 +407,10 @@ export class WispUpstream implements Upstream, StreamHost {
           this.report({ state: 'ready', version: info.version });
           const confirms = this.session.confirmsOpens;
           for (const sink of [...this.sinks.values()]) sink.ready(confirms);
+          for (const id of [...this.listeners.keys()]) this.askListen(id);
         },
+        listenResult: (id, status, port) => this.listenResult(id, status, port),
+        streamAccepted: (listenerId, id, remote) => this.accepted(listenerId, id, remote),
         streamConfirmed: (id) => this.sinks.get(id)?.confirmed(),
         streamData: (id, p) => this.sinks.get(id)?.data(p),
         streamWritable: (id) => this.sinks.get(id)?.writable(),
@@ -358,7 +466,7 @@ export class WispUpstream implements Upstream, StreamHost {
       // A server that refuses the v2 subprotocol fails the upgrade: use v1 from now on, at once.
       // (A relay that is merely down fails before any answer and keeps us on v2.)
       const retryV1 = !opened && rejected === true && !this.useV1;
-      this.dormant = opened && code === WS_CLOSE_NO_STREAM && this.sinks.size === 0;
+      this.dormant = opened && code === WS_CLOSE_NO_STREAM && this.sinks.size === 0 && this.listeners.size === 0;
       if (this.dormant) {
         this.log({ event: 'wisp-idle', url: this.url, code, reason });
         this.report({ state: 'idle' });

@@ -10,6 +10,7 @@
 // past READ_PAUSE_WATER the client's own WebSocket stops being read, so a client that sends
 // requests and never reads the answers cannot grow the queue; MAX_UNSENT is the backstop (1008).
 
+import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { WebSocket } from 'ws';
 import { CloseReason, closeReasonName } from '../../core/wisp/wisp-codec';
@@ -75,7 +76,18 @@ export interface RelayContext {
   passwordTries: KeyedRateLimiter;
   /** Lines about refusals and protocol errors, per client IP. */
   refusalLog: LogThrottle;
+  /** Ports this relay listens on for its clients now (publish extension), over all clients. */
+  publishedPorts: Set<number>;
 }
+
+/** A port the relay listens on for this client (publish extension). */
+interface Published {
+  server: net.Server;
+  port: number;
+}
+
+/** Ports tried for a LISTEN that names none, before the range counts as full. */
+const PUBLISH_TRIES = 64;
 
 export interface ClientInfo {
   ip: string;
@@ -143,6 +155,8 @@ export class RelayConnection {
   private uploadBuffered = 0;
   private readonly client: string;
   private username: string | undefined;
+  /** Listener id → the port listened on (publish extension); null while binding. */
+  private readonly published = new Map<number, Published | null>();
 
   constructor(
     private readonly ws: WebSocket,
@@ -170,6 +184,7 @@ export class RelayConnection {
         maxStreams: o.maxStreamsPerClient,
         handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
         idleTimeoutMs: o.idleTimeoutMs,
+        ...(o.publishPorts ? { publish: { maxListeners: o.maxPublishedPerClient } } : {}),
       },
       {
         send: (m) => this.send(m),
@@ -182,6 +197,8 @@ export class RelayConnection {
         streamEnd: (id) => this.streamEnd(id),
         streamPaused: (id, paused) => this.streamPaused(id, paused),
         streamClosed: (id, reason, by) => this.streamClosed(id, reason, by),
+        listen: (listenerId, port) => this.listen(listenerId, port),
+        unlisten: (listenerId) => this.unlisten(listenerId),
         terminate: (e) => this.terminate(e),
       },
     );
@@ -307,12 +324,83 @@ export class RelayConnection {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     clearTimeout(this.firstStreamTimer);
+    for (const id of [...this.published.keys()]) this.unlisten(id);
     this.ctx.log('client-close', {
       client: this.client,
       code,
       durationMs: Date.now() - this.openedAt,
       ...(this.session.ignored.size ? { ignored: Object.fromEntries(this.session.ignored) } : {}),
     });
+  }
+
+  // ---- published ports (weft's publish extension) ---------------------------------------------
+
+  /** Listens on `asked` (0: a free port of --publish-ports) for this client. */
+  private async listen(listenerId: number, asked: number): Promise<void> {
+    const [lo, hi] = this.ctx.options.publishPorts!;
+    const refuse = (reason: number, why: string) => {
+      this.published.delete(listenerId);
+      this.ctx.log('publish-refused', { client: this.client, listener: listenerId, port: asked, why });
+      this.session.listenResult(listenerId, reason, 0);
+    };
+    clearTimeout(this.firstStreamTimer);
+    if (asked !== 0 && (asked < lo || asked > hi)) return refuse(CloseReason.BLOCKED, `port ${asked} is not in --publish-ports ${lo}-${hi}`);
+    this.published.set(listenerId, null);
+    const size = hi - lo + 1;
+    const start = Math.floor(Math.random() * size);
+    const candidates = asked !== 0 ? [asked] : Array.from({ length: Math.min(size, PUBLISH_TRIES) }, (_, i) => lo + ((start + i) % size));
+    for (const port of candidates) {
+      if (this.ctx.publishedPorts.has(port)) continue;
+      const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.inbound(listenerId, port, socket));
+      const ok = await new Promise<boolean>((resolve) => {
+        server.once('error', () => resolve(false));
+        server.listen(port, this.ctx.options.host, () => resolve(true));
+      });
+      if (!ok) continue;
+      // The client went away (or gave the listener up) while this port was being bound.
+      if (this.closed || this.published.get(listenerId) !== null) {
+        server.close();
+        return;
+      }
+      server.on('error', () => {});
+      this.ctx.publishedPorts.add(port);
+      this.published.set(listenerId, { server, port });
+      this.ctx.metrics.publishedPorts = this.ctx.publishedPorts.size;
+      this.ctx.log('published', { client: this.client, listener: listenerId, port });
+      this.session.listenResult(listenerId, 0, port);
+      return;
+    }
+    if (this.published.get(listenerId) !== null) return;
+    refuse(asked !== 0 ? CloseReason.REFUSED : CloseReason.THROTTLED, asked !== 0 ? `port ${asked} is in use` : `no free port in --publish-ports ${lo}-${hi}`);
+  }
+
+  private unlisten(listenerId: number): void {
+    const p = this.published.get(listenerId);
+    this.published.delete(listenerId);
+    if (!p) return;
+    p.server.close();
+    this.ctx.publishedPorts.delete(p.port);
+    this.ctx.metrics.publishedPorts = this.ctx.publishedPorts.size;
+    this.ctx.log('unpublished', { client: this.client, listener: listenerId, port: p.port });
+  }
+
+  /** A connection to a published port: a stream to the client, opened by the relay. */
+  private inbound(listenerId: number, port: number, socket: net.Socket): void {
+    const id = this.closed ? undefined : this.session.acceptStream(listenerId, socket.remoteAddress ?? '?', socket.remotePort ?? 0, performance.now());
+    if (id === undefined) {
+      socket.destroy();
+      return;
+    }
+    const request: WispStreamRequest = { id, type: 'tcp', hostname: `published:${port}`, port: socket.remotePort ?? 0 };
+    const now = performance.now();
+    const s: RelayStream = { request, openedAt: now, connectedAt: now, address: socket.remoteAddress, bytesUp: 0, bytesDown: 0, bandwidthPaused: false, clientPaused: false, unflushed: 0 };
+    this.streams.set(id, s);
+    this.ctx.metrics.streamsTotal.tcp++;
+    this.ctx.metrics.openStreams.tcp++;
+    this.ctx.metrics.publishedConnections++;
+    s.tcp = TcpDestination.adopt(socket, new StreamEvents(this, s));
+    if (this.congested) s.tcp.pause();
+    else socket.resume();
   }
 
   // ---- streams --------------------------------------------------------------------------------

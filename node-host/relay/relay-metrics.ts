@@ -14,6 +14,10 @@ export class RelayMetrics {
   /** upload: client → destination; download: destination → client. */
   readonly bytes = { upload: 0, download: 0 };
   readonly refusals = new Map<string, number>();
+  /** Ports listened on for clients now (publish extension). */
+  publishedPorts = 0;
+  /** Connections accepted on published ports since start. */
+  publishedConnections = 0;
   /** Refusal log lines skipped by the per-IP log throttle. */
   logLinesSuppressed = 0;
   readonly connectionErrors = new Map<string, number>();
@@ -70,6 +74,10 @@ export class RelayMetrics {
     labelled('weft_relay_bytes_total', 'direction', this.bytes);
     metric('weft_relay_refusals_total', 'counter', 'Streams refused or failed before connecting, by close reason.');
     labelled('weft_relay_refusals_total', 'reason', this.refusals);
+    metric('weft_relay_published_ports', 'gauge', 'Ports listened on for clients now (weft publish extension).');
+    lines.push(`weft_relay_published_ports ${this.publishedPorts}`);
+    metric('weft_relay_published_connections_total', 'counter', 'Connections accepted on published ports since start.');
+    lines.push(`weft_relay_published_connections_total ${this.publishedConnections}`);
     metric('weft_relay_log_lines_suppressed_total', 'counter', 'Refusal log lines not written because one client IP caused too many.');
     lines.push(`weft_relay_log_lines_suppressed_total ${this.logLinesSuppressed}`);
     metric('weft_relay_connection_errors_total', 'counter', 'Clients disconnected for a protocol error, by code.');

@@ -1,6 +1,7 @@
 // The command line of `weft relay`: its flags, their help text, and parsing into a checked value.
 
 import { parseArgs } from 'node:util';
+import { UsageError } from '../cli-errors';
 import { badValue, parseArgsError, parseDuration, parseInteger } from '../cli-values';
 import { parsePolicyEntry, type PolicyConfig, type PolicyEntry } from './destination-policy';
 import { availableParallelism } from 'node:os';
@@ -35,6 +36,10 @@ export interface RelayOptions {
   trustProxy: TrustedProxies;
   /** Relay processes sharing the listener (--workers); 1 runs everything in this process. */
   workers: number;
+  /** Ports clients may have the relay listen on for them (weft's publish extension); undefined: off. */
+  publishPorts: [number, number] | undefined;
+  /** Published ports one client may hold at once. */
+  maxPublishedPerClient: number;
 }
 
 export const RELAY_HELP = `Usage: weft relay [--listen HOST:PORT] [--path /wisp/] [--demo] [policy flags]
@@ -67,6 +72,13 @@ and the IPv6 equivalents ::1 fc00::/7 fe80::/10 ff00::/8 ::, also as ::ffff:-map
   --dns-server IP[:PORT]  Resolve with these DNS servers instead of the system resolver. Repeatable.
                           Clients reach the first one (default: the first nameserver in /etc/resolv.conf)
                           as resolver.weft.internal:53 — DNS only, on port 53, whatever the policy says.
+
+Publishing (weft's extension: a guest's server reachable at a port of this host; off by default):
+  --publish-ports LO-HI   Let authenticated clients have the relay listen on a port in LO-HI for
+                          them (e.g. weft vm --publish 80): each connection there becomes a stream
+                          to the client's guest. Needs --token or --password. Listens on --listen's
+                          host, so 0.0.0.0 for the outside world
+  --max-published-per-client N   Published ports one client may hold at once (default 4)
 
 Clients:
   --password USER:PASS    Require Wisp v2 password authentication (v1 clients then need --token)
@@ -120,6 +132,8 @@ const FLAGS = {
   bandwidth: { type: 'string' },
   'dns-server': { type: 'string', multiple: true },
   workers: { type: 'string' },
+  'publish-ports': { type: 'string' },
+  'max-published-per-client': { type: 'string' },
   'trust-proxy': { type: 'string', multiple: true },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -221,7 +235,20 @@ export function parseRelayOptions(argv: readonly string[]): RelayOptions {
     dnsServers,
     trustProxy: trustProxy(values['trust-proxy']),
     workers: workers(values.workers),
+    publishPorts: publishPorts(values['publish-ports'], values.token !== undefined || password !== undefined),
+    maxPublishedPerClient: integer('--max-published-per-client', values['max-published-per-client'], 4, 1, 1000),
   };
+}
+
+function publishPorts(text: string | undefined, authenticated: boolean): [number, number] | undefined {
+  if (text === undefined) return undefined;
+  const m = /^(\d+)-(\d+)$/.exec(text) ?? /^(\d+)$/.exec(text);
+  const lo = m ? Number(m[1]) : NaN;
+  const hi = m?.[2] !== undefined ? Number(m[2]) : lo;
+  if (!m || lo < 1 || hi > 65535 || lo > hi) badValue('--publish-ports', text, 'a port range such as 20000-20099');
+  // Anyone could otherwise open ports on this host and point them at a VM of their choosing.
+  if (!authenticated) throw new UsageError('--publish-ports needs --token or --password: it lets clients open ports on this host, so only clients you know may');
+  return [lo, hi];
 }
 
 function trustProxy(values: string[] | undefined): TrustedProxies {

@@ -96,6 +96,7 @@ export class RelayServer {
       checkPassword: pw ? (c) => [sameSecret(c.username, pw.username), sameSecret(c.password, pw.password)].every(Boolean) : undefined,
       passwordTries: new KeyedRateLimiter(1, 5),
       refusalLog: new LogThrottle(() => this.metrics.logLinesSuppressed++),
+      publishedPorts: new Set(),
     };
     if (options.demo && deps.demoRoot) this.site = new StaticSite(deps.demoRoot, options.path);
     this.wss = new WebSocketServer({

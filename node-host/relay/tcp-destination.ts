@@ -82,7 +82,26 @@ export class TcpDestination {
     private readonly events: DestinationEvents,
   ) {
     this.addresses = addresses;
-    this.attempt(0);
+    if (addresses.length > 0) this.attempt(0);
+  }
+
+  /**
+   * A socket a published port accepted (weft's publish extension): already connected, so no
+   * `connected` event follows; the rest behaves as for a socket this relay opened.
+   */
+  static adopt(socket: net.Socket, events: DestinationEvents): TcpDestination {
+    const d = new TcpDestination([], 0, events);
+    const owned = socket as OwnedSocket;
+    owned[OWNER] = d;
+    d.socket = socket;
+    d.connected = true;
+    d.addresses = undefined;
+    socket.setNoDelay(true);
+    socket.on('error', onSocketError);
+    socket.on('end', onSocketEnd);
+    socket.on('data', onSocketData);
+    socket.on('close', onSocketClose);
+    return d;
   }
 
   private attempt(index: number): void {
