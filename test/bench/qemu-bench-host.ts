@@ -177,6 +177,16 @@ async function stopWeft(weft: WeftProcess): Promise<void> {
 }
 
 /** `weft vm` on a fresh link in `dir`, with node flags (the profiler) when given. */
+/**
+ * WEFT_BENCH_PCAP=PREFIX: each stack (weft and passt, both have --pcap) captures its guest link to
+ * PREFIX-NAME.pcap, the last boot's overwriting the one before — to compare how the stacks pace
+ * their segments against the guest's window, not for timing (a capture costs both CPU).
+ */
+function benchPcap(name: string): string[] {
+  const prefix = process.env.WEFT_BENCH_PCAP;
+  return prefix ? ['--pcap', `${prefix}-${name}.pcap`] : [];
+}
+
 export async function startWeft(kind: 'stream' | 'dgram', dir: string, nodeFlags: string[] = []): Promise<Peer & { weft: WeftProcess }> {
   let link: QemuLink;
   let linkArgs: string[];
@@ -188,7 +198,7 @@ export async function startWeft(kind: 'stream' | 'dgram', dir: string, nodeFlags
     link = { kind, weftPort, qemuPort };
     linkArgs = ['--dgram', `${weftPort}:${qemuPort}`];
   }
-  const args = ['vm', ...linkArgs, '--allow-host-loopback', '--mtu', String(MTU)];
+  const args = ['vm', ...linkArgs, '--allow-host-loopback', '--mtu', String(MTU), ...benchPcap(`weft-${kind}`)];
   const weft = nodeFlags.length === 0
     ? spawnWeft(args)
     : spawnWrappedWeft(process.execPath, ['--expose-gc', ...nodeFlags, weftBundle(), ...args]);
@@ -228,7 +238,7 @@ export async function startPasst(): Promise<Peer> {
   const path = join(sockDir, 'passt.sock');
   const child: ChildProcess = spawn('passt', [
     '--foreground', '--quiet', '--ipv4-only', '--socket', path, '--mtu', String(MTU),
-    '--address', '10.0.2.15', '--netmask', '24', '--gateway', '10.0.2.2',
+    '--address', '10.0.2.15', '--netmask', '24', '--gateway', '10.0.2.2', ...benchPcap('passt'),
   ], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
