@@ -22,6 +22,7 @@ import type { FlowEvent, StackCounters, StackEvents } from './stack-events';
 import type { StackOptions } from './stack-options';
 import { TcpFlowTable } from './tcp/tcp-flow-table';
 import { TimerQueue } from './timer-queue';
+import { GuestUdpPorts, type GuestUdpHandlers, type GuestUdpSocket } from './udp/guest-udp-ports';
 import { UdpNat } from './udp/udp-nat';
 import type { TcpStream, TcpStreamHandlers } from './upstream';
 import { IPV4_BROADCAST, isGroupMac, prefixMask, type Ipv4Address, type MacAddress } from './wire/address';
@@ -51,6 +52,7 @@ export class Stack {
   private readonly timers: TimerQueue;
   private readonly tcp: TcpFlowTable;
   private readonly udp: UdpNat;
+  private readonly guestUdp: GuestUdpPorts;
   private readonly dns: DnsServer;
   /** Calls deferred to the end of the current input()/poll()/flush() (local services use it). */
   private readonly deferred: Array<() => void> = [];
@@ -115,6 +117,11 @@ export class Stack {
       flowOpened,
       flowClosed,
     });
+    this.guestUdp = new GuestUdpPorts(
+      (localPort, guestIp, guestPort, payload) => this.ipv4.sendUdp({ ip: this.config.gateway, port: localPort }, { ip: guestIp, port: guestPort }, payload),
+      opts.random,
+      this.udp.config.maxFlows,
+    );
   }
 
   on<K extends keyof StackEvents>(name: K, listener: (e: StackEvents[K]) => void): () => void {
@@ -212,9 +219,19 @@ export class Stack {
   }
 
   /** Resets every flow (the stack is going away); upstream streams are destroyed. */
+  /**
+   * A UDP socket on the gateway address connected to the guest's `guestPort` (port forwarding):
+   * send() reaches the guest; its answers to that socket's port come to `handlers`. Undefined when
+   * the bound on such sockets (the UDP flow limit) is reached.
+   */
+  openGuestUdp(guestPort: number, handlers: GuestUdpHandlers, guestIp?: Ipv4Address): GuestUdpSocket | undefined {
+    return this.guestUdp.open(guestIp ?? this.lastLeaseIp ?? this.config.firstLease, guestPort, handlers);
+  }
+
   shutdown(): void {
     this.tcp.closeAll('shutdown');
     this.udp.closeAll('shutdown');
+    this.guestUdp.closeAll();
   }
 
   counters(): StackCounters {
@@ -317,6 +334,7 @@ export class Stack {
       // Nothing listens there (yet): say so, as a host would, so clients fail fast.
       return this.icmp.portUnreachable(src, dst, IPPROTO_UDP, payload, srcMac);
     }
+    if (dst === this.config.gateway && this.guestUdp.input(src, udp.srcPort, udp.dstPort, udp.payload)) return;
     this.udp.input(src, udp.srcPort, dst, udp.dstPort, udp.payload, payload);
   }
 

@@ -1,36 +1,68 @@
-// `weft vm --forward HOSTPORT:GUESTPORT`: a host TCP listener whose connections the stack carries
-// to a port on the guest. Each accepted socket stays paused until the guest accepts the forwarded
-// connection (the stack resumes it), and is destroyed if the guest refuses or never answers.
+// `weft vm --forward [udp:]HOSTPORT:GUESTPORT`: a host listener whose traffic the stack carries to a
+// port on the guest.
+// TCP: each accepted socket stays paused until the guest accepts the forwarded connection (the
+// stack resumes it), and is destroyed if the guest refuses or never answers.
+// UDP: each host peer (address and port) gets a UDP socket of its own on the gateway address,
+// connected to the guest port, so the guest's answers find their way back to that peer; a peer
+// quiet for UDP_IDLE_MS is forgotten, and at most MAX_UDP_PEERS are kept (the oldest goes first).
 
+import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Stack } from '../core/stack';
+import type { GuestUdpSocket } from '../core/udp/guest-udp-ports';
 import { DirectTcpStream } from './direct-upstream';
 import type { PortForward } from './vm-options';
+
+const UDP_IDLE_MS = 60_000;
+const MAX_UDP_PEERS = 256;
+
+type Log = (event: string, fields: Record<string, unknown>) => void;
+
+interface UdpPeer {
+  socket: GuestUdpSocket;
+  timer: NodeJS.Timeout;
+}
 
 export class PortForwarder {
   private readonly servers: net.Server[] = [];
   private readonly sockets = new Set<net.Socket>();
+  private readonly udpSockets: dgram.Socket[] = [];
+  private readonly udpPeers = new Map<string, UdpPeer>();
 
   constructor(
     private readonly stack: Stack,
     private readonly forwards: readonly PortForward[],
-    private readonly log: (event: string, fields: Record<string, unknown>) => void,
+    private readonly log: Log,
   ) {}
 
   /** Listens on every forward; rejects with a clear message if a port cannot be bound. */
   async start(): Promise<void> {
     for (const f of this.forwards) {
-      const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.accept(socket, f));
-      this.servers.push(server);
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', (e: NodeJS.ErrnoException) =>
-          reject(new Error(`--forward ${f.hostPort}:${f.guestPort}: cannot listen on ${f.host}:${f.hostPort} (${e.code ?? e.message})`)),
-        );
-        server.listen(f.hostPort, f.host, () => resolve());
-      });
-      server.on('error', (e) => this.log('forward-error', { host: f.host, hostPort: f.hostPort, message: e.message }));
-      this.log('forward', { listen: `${f.host}:${f.hostPort}`, guestPort: f.guestPort });
+      if (f.protocol === 'udp') await this.startUdp(f);
+      else await this.startTcp(f);
+      this.log('forward', { protocol: f.protocol, listen: `${f.host}:${f.hostPort}`, guestPort: f.guestPort });
     }
+  }
+
+  private async startTcp(f: PortForward): Promise<void> {
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.accept(socket, f));
+    this.servers.push(server);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e: NodeJS.ErrnoException) => reject(cannotListen(f, e)));
+      server.listen(f.hostPort, f.host, () => resolve());
+    });
+    server.on('error', (e) => this.log('forward-error', { host: f.host, hostPort: f.hostPort, message: e.message }));
+  }
+
+  private async startUdp(f: PortForward): Promise<void> {
+    const socket = dgram.createSocket(net.isIPv6(f.host) ? 'udp6' : 'udp4');
+    this.udpSockets.push(socket);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', (e: NodeJS.ErrnoException) => reject(cannotListen(f, e)));
+      socket.bind(f.hostPort, f.host, () => resolve());
+    });
+    socket.on('error', (e) => this.log('forward-error', { protocol: 'udp', host: f.host, hostPort: f.hostPort, message: e.message }));
+    socket.on('message', (msg, rinfo) => this.datagram(socket, f, msg, rinfo));
   }
 
   private accept(socket: net.Socket, f: PortForward): void {
@@ -44,9 +76,52 @@ export class PortForwarder {
     }
   }
 
+  private datagram(socket: dgram.Socket, f: PortForward, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const key = `${f.hostPort}|${rinfo.address}|${rinfo.port}`;
+    let peer = this.udpPeers.get(key);
+    if (peer) {
+      // Most recently used last: the Map's order is the eviction order.
+      this.udpPeers.delete(key);
+      this.udpPeers.set(key, peer);
+      peer.timer.refresh();
+    } else {
+      if (this.udpPeers.size >= MAX_UDP_PEERS) this.forget(this.udpPeers.keys().next().value as string);
+      const guest = this.stack.openGuestUdp(f.guestPort, {
+        onDatagram: (payload) => {
+          const p = this.udpPeers.get(key);
+          if (!p) return;
+          p.timer.refresh();
+          socket.send(payload, rinfo.port, rinfo.address);
+        },
+      });
+      if (!guest) {
+        this.log('forward-refused', { protocol: 'udp', flow: `${rinfo.address}:${rinfo.port} → guest:${f.guestPort}`, reason: 'no free gateway port' });
+        return;
+      }
+      peer = { socket: guest, timer: setTimeout(() => this.forget(key), UDP_IDLE_MS).unref() };
+      this.udpPeers.set(key, peer);
+    }
+    peer.socket.send(msg);
+  }
+
+  private forget(key: string): void {
+    const peer = this.udpPeers.get(key);
+    if (!peer) return;
+    this.udpPeers.delete(key);
+    clearTimeout(peer.timer);
+    peer.socket.close();
+  }
+
   /** Stops listening and closes every forwarded socket. */
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
+    for (const key of [...this.udpPeers.keys()]) this.forget(key);
+    for (const s of this.udpSockets) s.close();
     await Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   }
+}
+
+function cannotListen(f: PortForward, e: NodeJS.ErrnoException): Error {
+  const prefix = f.protocol === 'udp' ? 'udp:' : '';
+  return new Error(`--forward ${prefix}${f.hostPort}:${f.guestPort}: cannot listen on ${f.host}:${f.hostPort}${f.protocol === 'udp' ? '/udp' : ''} (${e.code ?? e.message})`);
 }

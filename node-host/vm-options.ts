@@ -33,6 +33,7 @@ export interface VmOptions {
 }
 
 export interface PortForward {
+  protocol: 'tcp' | 'udp';
   /** Host address to listen on (default 127.0.0.1). */
   host: string;
   hostPort: number;
@@ -85,6 +86,8 @@ Options:
                           Forward TCP: connections to 127.0.0.1:HOSTPORT on this host reach GUESTPORT on the
                           guest (its leased address), arriving from 10.0.2.2. Repeatable. [ADDR:]HOSTPORT:GUESTPORT
                           listens on ADDR instead (e.g. 0.0.0.0 — mind who can then reach the guest).
+                          udp:[ADDR:]HOSTPORT:GUESTPORT forwards UDP: each host peer gets a port of 10.0.2.2
+                          of its own, and the guest's answers to it go back to that peer (idle 60 s: forgotten).
   --publish [RELAYPORT:]GUESTPORT
                           With --upstream wisp://…: ask the relay to listen for GUESTPORT (on RELAYPORT,
                           or any port it allows) — anyone who can reach the relay's port then reaches
@@ -206,9 +209,12 @@ function parseDnsSearch(value: string): string[] {
 }
 
 export function parseForward(value: string): PortForward {
-  const m = /^(?:(\[[^\]]+\]|[^:]+):)?(\d+):(\d+)$/.exec(value);
-  if (!m) return badValue('--forward', value, 'HOSTPORT:GUESTPORT or ADDR:HOSTPORT:GUESTPORT, e.g. 8080:80');
+  const udp = value.startsWith('udp:');
+  const rest = value.replace(/^(tcp|udp):/, '');
+  const m = /^(?:(\[[^\]]+\]|[^:]+):)?(\d+):(\d+)$/.exec(rest);
+  if (!m) return badValue('--forward', value, '[udp:]HOSTPORT:GUESTPORT or [udp:]ADDR:HOSTPORT:GUESTPORT, e.g. 8080:80 or udp:5353:53');
   return {
+    protocol: udp ? 'udp' : 'tcp',
     host: m[1] ? m[1].replace(/^\[|\]$/g, '') : '127.0.0.1',
     hostPort: parsePort('--forward', m[2]),
     guestPort: parsePort('--forward', m[3]),

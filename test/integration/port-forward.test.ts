@@ -1,7 +1,8 @@
-// `weft vm --forward HOSTPORT:GUESTPORT` with a real Linux guest (a network namespace on a TAP):
-// a server in the guest, a client on the host's 127.0.0.1, bytes checked end to end; a guest port
-// with nothing listening makes the host connection fail at once.
+// `weft vm --forward [udp:]HOSTPORT:GUESTPORT` with a real Linux guest (a network namespace on a
+// TAP): a server in the guest, a client on the host's 127.0.0.1, bytes checked end to end; a guest
+// port with nothing listening makes the host connection fail at once; UDP answers find their peer.
 
+import dgram from 'node:dgram';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeExec } from '../harness/guest-tools';
@@ -38,13 +39,17 @@ describe.skipIf(!root.ok)(TITLE, () => {
   let ns: Netns | undefined;
   let echoPort: number;
   let closedPort: number;
+  let udpPort: number;
 
   beforeAll(async () => {
-    [echoPort, closedPort] = [await freePort(), await freePort()];
+    [echoPort, closedPort, udpPort] = [await freePort(), await freePort(), await freePort()];
     ns = Netns.create('forward');
-    await ns.spawnWeftOnTap(['--forward', `${echoPort}:7000`, '--forward', `${closedPort}:7001`]);
+    await ns.spawnWeftOnTap(['--forward', `${echoPort}:7000`, '--forward', `${closedPort}:7001`, '--forward', `udp:${udpPort}:7002`]);
     const dhcp = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5'], 40_000);
     if (dhcp.code !== 0) throw new Error(`udhcpc failed: ${describeExec(dhcp)}`);
+    // A guest UDP server that answers each datagram with "echo:" and the datagram, to its sender.
+    const udpEcho = 'import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(("0.0.0.0", 7002))\nwhile True:\n    d, a = s.recvfrom(65535)\n    s.sendto(b"echo:" + d, a)\n';
+    ns.track((await import('node:child_process')).spawn('ip', ['netns', 'exec', ns.name, 'python3', '-c', udpEcho], { stdio: 'ignore' }));
     // A guest server that echoes the sha256 of what it received, after the client's FIN.
     const server = ns.track(
       (await import('node:child_process')).spawn('ip', ['netns', 'exec', ns.name, 'socat', 'TCP-LISTEN:7000,reuseaddr,fork', 'SYSTEM:sha256sum'], { stdio: 'ignore' }),
@@ -83,4 +88,26 @@ describe.skipIf(!root.ok)(TITLE, () => {
     expect(outcome).toBe('closed');
     expect(Date.now() - started).toBeLessThan(2000);
   });
+
+  it('forwards UDP: each host peer gets its own answers', async () => {
+    const ask = async (text: string): Promise<string> => {
+      const sock = dgram.createSocket('udp4');
+      try {
+        await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+        const reply = new Promise<string>((resolve) => sock.once('message', (m) => resolve(m.toString())));
+        // UDP may be lost before the guest's socat has bound: ask again until it answers.
+        for (let i = 0; i < 20; i++) {
+          sock.send(`${text}\n`, udpPort, '127.0.0.1');
+          const got = await Promise.race([reply, new Promise<undefined>((r) => setTimeout(r, 250))]);
+          if (got !== undefined) return got;
+        }
+        throw new Error('no UDP answer from the guest');
+      } finally {
+        sock.close();
+      }
+    };
+    const [a, b] = await Promise.all([ask('first peer'), ask('second peer')]);
+    expect(a).toBe('echo:first peer\n');
+    expect(b).toBe('echo:second peer\n');
+  }, 30_000);
 });

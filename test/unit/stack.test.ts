@@ -133,6 +133,32 @@ describe('Stack: ICMP echo', () => {
   });
 });
 
+describe('Stack: UDP into the guest (openGuestUdp)', () => {
+  it('sends from a gateway port to the guest port, takes only that guest port\'s answers, and lets go on close', () => {
+    const { stack, out } = makeStack();
+    // The guest must be known by MAC for the frame to leave without an ARP request first.
+    stack.input(arpFrame({ operation: ARP_REQUEST, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: 0, targetIp: GATEWAY_IP }));
+    out.length = 0;
+    const got: number[][] = [];
+    const sock = stack.openGuestUdp(5353, { onDatagram: (p) => got.push([...p]) }, GUEST_IP)!;
+    expect(sock.localPort).toBeGreaterThanOrEqual(49152);
+    sock.send(Uint8Array.of(7, 8));
+    expect(out).toHaveLength(1);
+    const ip = ok(parseIpv4Packet(ok(parseEthernet(out[0])).payload));
+    expect([ip.src, ip.dst, ip.protocol]).toEqual([GATEWAY_IP, GUEST_IP, IPPROTO_UDP]);
+    const srcPort = (ip.payload[0] << 8) | ip.payload[1];
+    const dstPort = (ip.payload[2] << 8) | ip.payload[3];
+    expect([srcPort, dstPort, ...ip.payload.subarray(8)]).toEqual([sock.localPort, 5353, 7, 8]);
+    // The guest's answer from 5353 reaches the socket; one from another port does not.
+    stack.input(ipv4Frame({ src: GUEST_IP, dst: GATEWAY_IP, protocol: IPPROTO_UDP, id: 2 }, udpPayload(GUEST_IP, GATEWAY_IP, 5353, sock.localPort, Uint8Array.of(9))));
+    stack.input(ipv4Frame({ src: GUEST_IP, dst: GATEWAY_IP, protocol: IPPROTO_UDP, id: 3 }, udpPayload(GUEST_IP, GATEWAY_IP, 5354, sock.localPort, Uint8Array.of(10))));
+    expect(got).toEqual([[9]]);
+    sock.close();
+    stack.input(ipv4Frame({ src: GUEST_IP, dst: GATEWAY_IP, protocol: IPPROTO_UDP, id: 4 }, udpPayload(GUEST_IP, GATEWAY_IP, 5353, sock.localPort, Uint8Array.of(11))));
+    expect(got).toEqual([[9]]);
+  });
+});
+
 describe('Stack: UDP to weft addresses', () => {
   it('answers a closed port with ICMP port unreachable quoting the datagram', () => {
     const { stack, out } = makeStack();
