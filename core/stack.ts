@@ -218,7 +218,6 @@ export class Stack {
     }
   }
 
-  /** Resets every flow (the stack is going away); upstream streams are destroyed. */
   /**
    * A UDP socket on the gateway address connected to the guest's `guestPort` (port forwarding):
    * send() reaches the guest; its answers to that socket's port come to `handlers`. Undefined when
@@ -228,6 +227,7 @@ export class Stack {
     return this.guestUdp.open(guestIp ?? this.lastLeaseIp ?? this.config.firstLease, guestPort, handlers);
   }
 
+  /** Resets every flow (the stack is going away); upstream streams are destroyed. */
   shutdown(): void {
     this.tcp.closeAll('shutdown');
     this.udp.closeAll('shutdown');
