@@ -37,6 +37,9 @@ const entries = [
   // The embedding library and its worker: the library finds the worker beside itself.
   { entryPoints: ['web/index.ts'], outfile: 'dist/web/weft.mjs', ...browser },
   { entryPoints: ['worker/weft-worker.ts'], outfile: 'dist/web/weft-worker.js', ...browser },
+  // The preview Service Worker (servePreview registers it): a classic script, which every browser
+  // with Service Workers runs (module workers are newer).
+  { entryPoints: ['web/preview-sw.ts'], outfile: 'dist/web/preview-sw.js', ...browser, format: 'iife' },
   // The demo page (served by `weft relay --demo`): its page, script and styles, and the worker beside
   // the script, where createNetwork() looks for it. v86 itself is loaded at run time from /v86/.
   {
@@ -54,6 +57,7 @@ await Promise.all(entries.filter((e) => existsSync(e.entryPoints[0])).map((e) =>
 // The worker is a script to start, not a module to import; its types say so (for type checkers that
 // look up every exported path).
 writeFileSync('dist/web/weft-worker.d.ts', "// weft's worker script: start it with new Worker(url, { type: 'module' }) (createNetwork does). It exports nothing.\nexport {};\n");
+writeFileSync('dist/web/preview-sw.d.ts', "// weft's preview Service Worker: network.servePreview() registers it. It exports nothing.\nexport {};\n");
 
 // Declarations: tsc writes one file per module into dist/types, then API Extractor rolls each entry
 // point's up into one self-contained .d.ts (no relative imports, so it reads the same under every

@@ -5,4 +5,6 @@ export { WeftEvent, type NetworkEventOf, type NetworkEventType, type WeftNetwork
 export { WeftError, type WeftErrorCode } from './weft-error';
 export { attachV86, type NetworkAttachable, type V86Emulator, type V86AttachOptions, type V86Attachment, type V86Pacing } from './v86-adapter';
 export type { FramePort } from './frame-port';
+export type { ConnectTcpOptions, GuestTcpConnection } from './guest-connection';
+export type { PreviewServer, ServePreviewOptions } from './preview-server';
 export { loadSettings, saveSettings, saveImage, loadImage, downloadBlob, type StoredSettings } from './settings';

@@ -13,8 +13,11 @@ import { FrameBatcher, unpackFrames } from '../worker/frame-batch';
 import { DEFAULT_RING_BYTES, FrameRing, FrameRingReader, FrameRingWriter } from '../worker/frame-ring';
 import { RING_DOORBELL, type FlowSummary, type FramePath, type FrameRingBuffers, type NetworkEvent, type NetworkSettings, type NetworkStats, type RelayState, type WeftWorkerApi } from '../worker/worker-api';
 import type { FramePort } from './frame-port';
+import { connectGuestTcp, type ConnectTcpOptions, type GuestTcpConnection } from './guest-connection';
+import { GuestHttpClient } from './guest-http';
 import { WeftEvent, type NetworkEventOf, type NetworkEventType, type WeftNetworkEventMap } from './network-events';
 import { WeftError } from './weft-error';
+import { startPreview, type PreviewServer, type ServePreviewOptions } from './preview-server';
 
 export type { FlowSummary, FramePath, NetworkEvent, NetworkSettings, NetworkStats, RelayState };
 
@@ -103,6 +106,34 @@ export interface WeftNetwork extends EventTarget {
   /** Stops the capture and returns it as a pcap file. */
   stopCapture(): Promise<Blob>;
   /**
+   * Opens a TCP connection from weft's gateway address into the guest (default: the address it
+   * leased most recently) and resolves once the guest accepted it, with WHATWG streams that honour
+   * back-pressure both ways (see GuestTcpConnection). Rejects with a WeftError
+   * ERR_WEFT_GUEST_REFUSED (nothing listens: the guest answered RST), ERR_WEFT_GUEST_UNREACHABLE
+   * (no lease yet and no guestIp, or no answer at all), ERR_WEFT_GUEST_TIMEOUT (options.timeout),
+   * ERR_WEFT_TOO_MANY_CONNECTIONS or ERR_WEFT_CLOSED; with the signal's reason when it is aborted.
+   */
+  connectTcp(port: number, options?: ConnectTcpOptions): Promise<GuestTcpConnection>;
+  /**
+   * fetch() against the guest's HTTP server: `http://10.0.2.15:8000/…`, or `http://guest:8000/…`
+   * for the address the guest leased most recently. HTTP/1.1 over connectTcp, with keep-alive (up
+   * to 4 idle connections per origin, closed after 5 s idle), Content-Length and chunked bodies
+   * both ways (a ReadableStream body, with `duplex: 'half'`, goes chunked), a Response whose body
+   * streams as the guest sends it, redirects per init.redirect ('manual' returns the redirect
+   * itself), and init.signal. Fails as fetch does, with a TypeError; its `cause` is the WeftError
+   * when weft could not connect (cause.code ERR_WEFT_GUEST_REFUSED when nothing listens). No
+   * cookies are kept, and only http: reaches the guest (no TLS).
+   */
+  fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
+  /**
+   * Serves the guest's web servers on this page's origin: `<scope><port>/<path>` (in an iframe or
+   * another tab) is answered from the guest's port — through this page, which must stay open (see
+   * ServePreviewOptions and README). Registers the shipped Service Worker at the scope when it is
+   * not registered there yet. Rejects with a WeftError ERR_WEFT_PREVIEW_UNAVAILABLE when the page
+   * cannot use Service Workers or the registration fails.
+   */
+  servePreview(options: ServePreviewOptions): Promise<PreviewServer>;
+  /**
    * Detaches every port, stops the stack and ends the worker. From then on attach throws and the
    * other calls reject with a WeftError ERR_WEFT_CLOSED (as do `ready` and calls still under way).
    */
@@ -150,6 +181,11 @@ class Network extends EventTarget implements WeftNetwork {
   private rejectWhenClosed!: (reason: unknown) => void;
   /** Resolves when the worker reports an error it did not catch (a script that did not load is one). */
   private readonly workerFailed: Promise<void>;
+  /** network.fetch's HTTP/1.1 client (made at the first fetch). */
+  private http: GuestHttpClient | undefined;
+  /** The addresses guests leased, for the preview's Location rewriting. */
+  private readonly leasedIps = new Set<string>();
+  private readonly previews = new Set<PreviewServer>();
 
   constructor(options: NetworkOptions) {
     super();
@@ -314,6 +350,40 @@ class Network extends EventTarget implements WeftNetwork {
     return this.shutdown(closedError());
   }
 
+  connectTcp(port: number, options: ConnectTcpOptions = {}): Promise<GuestTcpConnection> {
+    if (this.closed) return Promise.reject(closedError());
+    return connectGuestTcp(this.api, port, options, this.whenClosed);
+  }
+
+  fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
+    if (this.closed) return Promise.reject(new TypeError('network.fetch: this weft network is closed', { cause: closedError() }));
+    return this.httpClient().fetch(input, init);
+  }
+
+  async servePreview(options: ServePreviewOptions): Promise<PreviewServer> {
+    if (this.closed) throw closedError();
+    const http = this.httpClient();
+    const preview = await startPreview(options, {
+      exchange: (req) => http.exchange(req),
+      guestHosts: () => this.leasedIps,
+    });
+    this.previews.add(preview);
+    return preview;
+  }
+
+  /** The guest's HTTP client: a URL's host is 'guest' (the latest lease) or an IPv4 address. */
+  private httpClient(): GuestHttpClient {
+    this.http ??= new GuestHttpClient({
+      connect: async (hostname, port, signal) => {
+        if (hostname !== 'guest' && !/^\d{1,3}(\.\d{1,3}){3}$/.test(hostname)) {
+          throw new TypeError(`network.fetch reaches only the guest: use http://guest:PORT/ or its address (http://10.0.2.15:PORT/), not ${hostname}`);
+        }
+        return this.connectTcp(port, { ...(hostname === 'guest' ? {} : { guestIp: hostname }), ...(signal ? { signal } : {}) });
+      },
+    });
+    return this.http;
+  }
+
   private readonly onAbort = () => {
     // Nobody awaits an abort: a worker that fails to stop is ended all the same.
     this.shutdown(this.signal?.reason).catch(() => undefined);
@@ -330,6 +400,8 @@ class Network extends EventTarget implements WeftNetwork {
     this.signal?.removeEventListener('abort', this.onAbort);
     this.rejectWhenClosed(reason);
     for (const detach of [...this.detachers]) detach();
+    this.http?.close();
+    for (const p of this.previews) void p.close();
     this.fromWorker?.close();
     try {
       // A worker whose script never loaded would never answer.
@@ -349,6 +421,7 @@ class Network extends EventTarget implements WeftNetwork {
 
   private readonly emit = (e: NetworkEvent): void => {
     if (e.type === 'relay') this.relay = e.state;
+    if (e.type === 'lease') this.leasedIps.add(e.ip);
     this.dispatchEvent(new WeftEvent(e));
   };
 

@@ -16,9 +16,10 @@ import { browserWebSocketCanPause, browserWebSocketFactory } from './browser-ws-
 import { DohForwarder } from './doh-forwarder';
 import { FrameBatcher, unpackFrames } from './frame-batch';
 import { FrameRingReader, FrameRingWriter } from './frame-ring';
+import { GuestConnector } from './guest-tcp';
 import {
-  RING_DOORBELL, summarizeFlow, type FlowSummary, type FramePath, type FrameRingBuffers, type NetworkEvent, type NetworkSettings, type NetworkStats,
-  type RelayState, type WeftWorkerApi,
+  RING_DOORBELL, summarizeFlow, type FlowSummary, type FramePath, type FrameRingBuffers, type GuestConnectRequest, type GuestConnectResult,
+  type GuestTcpEnd, type NetworkEvent, type NetworkSettings, type NetworkStats, type RelayState, type WeftWorkerApi,
 } from './worker-api';
 
 /** Captures stop growing past this (the page can download and restart). */
@@ -60,6 +61,8 @@ class WeftWorker implements WeftWorkerApi {
   private framePath: FramePath = 'transfer';
   private rings: { fromPage: FrameRingReader; toPage: FrameRingWriter } | undefined;
   private segmentationOffload = false;
+  /** The page's connections into the guest (connectTcp). */
+  private guests: GuestConnector | undefined;
 
   /** Runs `fn` and adds its wall time to busyMs (the worker's own work, not its idle waits). */
   private readonly measured = (fn: () => void): void => {
@@ -147,6 +150,7 @@ class WeftWorker implements WeftWorkerApi {
     stack.on('flow-open', (e) => this.emit({ type: 'flow-open', flow: summarizeFlow(e, formatIpv4) }));
     stack.on('flow-close', (e) => this.emit({ type: 'flow-close', flow: summarizeFlow(e, formatIpv4) }));
     stack.on('drop', (e) => this.countDrop(e.reason, e.count));
+    this.guests = new GuestConnector(stack);
 
     const fromPage = this.rings?.fromPage;
     framePort.onmessage = (e: MessageEvent) => {
@@ -185,6 +189,8 @@ class WeftWorker implements WeftWorkerApi {
     this.timer = this.dropTimer = undefined;
     this.rings?.fromPage.close();
     this.rings = undefined;
+    this.guests?.close();
+    this.guests = undefined;
     this.stack?.shutdown();
     this.upstream?.close();
     this.port?.close();
@@ -244,6 +250,21 @@ class WeftWorker implements WeftWorkerApi {
       off += chunk.length;
     }
     return Comlink.transfer(out, [out.buffer]);
+  }
+
+  async connectTcp(request: GuestConnectRequest, onEnd: (end: GuestTcpEnd) => void): Promise<GuestConnectResult> {
+    if (!this.guests) throw new Error('the network is not started');
+    const r = await this.guests.connect(request, (end) => {
+      // onEnd is the page's function behind a comlink proxy: called once, then let go.
+      onEnd(end);
+      (onEnd as unknown as Comlink.Remote<unknown>)[Comlink.releaseProxy]();
+    });
+    // The streams move to the page (see guest-tcp.ts for why transferable streams).
+    return r.ok ? Comlink.transfer(r, [r.readable, r.writable]) : r;
+  }
+
+  async abortTcp(id: number): Promise<void> {
+    this.guests?.abort(id);
   }
 
   private captureFrame(frame: Uint8Array, timeMs: number): void {

@@ -64,8 +64,52 @@ export type NetworkEvent =
  * - ERR_WEFT_START_FAILED: the worker could not be created or loaded, or the stack in it could not start.
  * - ERR_WEFT_WORKER_ERROR: the worker threw an error nothing caught (an 'error' event; the stack may have stopped).
  * - ERR_WEFT_CLOSED: the network is closed (attach or a call after close(), or one still waiting when it closed).
+ * - ERR_WEFT_GUEST_REFUSED: the guest refused a connection (it answered RST: nothing listens on that port).
+ * - ERR_WEFT_GUEST_UNREACHABLE: no guest to connect to (none has taken a lease, and no guestIp was given), or
+ *   the guest never answered weft's SYN (the stack gave up after its retries, about a minute).
+ * - ERR_WEFT_GUEST_TIMEOUT: the guest did not accept a connection within the page's timeout.
+ * - ERR_WEFT_GUEST_RESET: an open connection to the guest was reset (by the guest, or weft gave up on it).
+ * - ERR_WEFT_TOO_MANY_CONNECTIONS: the page has as many connections into the guest open as weft allows, or the
+ *   stack's connection table is full.
+ * - ERR_WEFT_PREVIEW_UNAVAILABLE: servePreview cannot run here (no Service Workers: not a secure context), its scope
+ *   is not a path of this origin, or the preview Service Worker could not be registered.
  */
-export type WeftErrorCode = 'ERR_WEFT_SAB_UNAVAILABLE' | 'ERR_WEFT_START_FAILED' | 'ERR_WEFT_WORKER_ERROR' | 'ERR_WEFT_CLOSED';
+export type WeftErrorCode =
+  | 'ERR_WEFT_SAB_UNAVAILABLE'
+  | 'ERR_WEFT_START_FAILED'
+  | 'ERR_WEFT_WORKER_ERROR'
+  | 'ERR_WEFT_CLOSED'
+  | 'ERR_WEFT_GUEST_REFUSED'
+  | 'ERR_WEFT_GUEST_UNREACHABLE'
+  | 'ERR_WEFT_GUEST_TIMEOUT'
+  | 'ERR_WEFT_GUEST_RESET'
+  | 'ERR_WEFT_TOO_MANY_CONNECTIONS'
+  | 'ERR_WEFT_PREVIEW_UNAVAILABLE';
+
+/** What the page asks for with connectTcp: a connection from weft's gateway address to a port on the guest. */
+export interface GuestConnectRequest {
+  /** Chosen by the page, unique among its connections: what abortTcp names. */
+  id: number;
+  port: number;
+  /** Dotted address; default the guest's latest lease. */
+  guestIp?: string;
+  /** Milliseconds the guest has to accept before the attempt fails with ERR_WEFT_GUEST_TIMEOUT. */
+  timeoutMs: number;
+}
+
+/**
+ * The answer to connectTcp: once the guest accepted, the two streams (transferred to the page), or
+ * why there is no connection.
+ */
+export type GuestConnectResult =
+  | { ok: true; readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array>; guestIp: string }
+  | { ok: false; code: WeftErrorCode; message: string };
+
+/** How a connection into the guest ended: without `code` cleanly (or because the page ended it), with one as that error. */
+export interface GuestTcpEnd {
+  code?: WeftErrorCode;
+  message: string;
+}
 
 /** A flow as the page shows it (addresses formatted). */
 export interface FlowSummary {
@@ -131,6 +175,14 @@ export interface WeftWorkerApi {
   startCapture(): Promise<void>;
   /** Stops capturing and returns the pcap file's bytes. */
   stopCapture(): Promise<Uint8Array>;
+  /**
+   * Opens a TCP connection into the guest (Stack.connectToGuest) and resolves once the guest
+   * accepted it, with its two streams transferred to the page, or with why not. `onEnd` is called
+   * once, when the connection is over.
+   */
+  connectTcp(request: GuestConnectRequest, onEnd: (end: GuestTcpEnd) => void): Promise<GuestConnectResult>;
+  /** Resets a connection connectTcp opened (or is opening): the page's AbortSignal. */
+  abortTcp(id: number): Promise<void>;
 }
 
 export function summarizeFlow(e: FlowEvent, format: (ip: number) => string): FlowSummary {

@@ -4,7 +4,7 @@
 import * as Comlink from 'comlink';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { FrameBatcher, unpackFrames } from '../../worker/frame-batch';
-import type { FlowSummary, NetworkEvent, NetworkSettings, NetworkStats, WeftWorkerApi } from '../../worker/worker-api';
+import type { FlowSummary, GuestConnectRequest, GuestConnectResult, NetworkEvent, NetworkSettings, NetworkStats, WeftWorkerApi } from '../../worker/worker-api';
 import { createNetwork, WeftError, WeftEvent, type FramePort, type WeftNetwork } from '../../web/index';
 
 /** What the fake worker does when the page starts it. */
@@ -42,6 +42,10 @@ class FakeStack implements WeftWorkerApi {
   async stopCapture(): Promise<Uint8Array> {
     return new Uint8Array(24);
   }
+  async connectTcp(request: GuestConnectRequest): Promise<GuestConnectResult> {
+    return { ok: false, code: 'ERR_WEFT_GUEST_REFUSED', message: `the guest refused the connection to port ${request.port}` };
+  }
+  async abortTcp(): Promise<void> {}
 
   event(e: NetworkEvent): void {
     void this.onEvent!(e);
