@@ -7,4 +7,5 @@ export { attachV86, type NetworkAttachable, type V86Emulator, type V86AttachOpti
 export type { FramePort } from './frame-port';
 export type { ConnectTcpOptions, GuestTcpConnection } from './guest-connection';
 export type { PreviewServer, ServePreviewOptions } from './preview-server';
+export type { GuestPublication, PublishOptions } from './guest-publication';
 export { loadSettings, saveSettings, saveImage, loadImage, downloadBlob, type StoredSettings } from './settings';

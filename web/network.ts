@@ -15,6 +15,7 @@ import { RING_DOORBELL, type FlowSummary, type FramePath, type FrameRingBuffers,
 import type { FramePort } from './frame-port';
 import { connectGuestTcp, type ConnectTcpOptions, type GuestTcpConnection } from './guest-connection';
 import { GuestHttpClient } from './guest-http';
+import { publishGuestPort, type GuestPublication, type PublishOptions } from './guest-publication';
 import { WeftEvent, type NetworkEventOf, type NetworkEventType, type WeftNetworkEventMap } from './network-events';
 import { WeftError } from './weft-error';
 import { startPreview, type PreviewServer, type ServePreviewOptions } from './preview-server';
@@ -134,6 +135,14 @@ export interface WeftNetwork extends EventTarget {
    */
   servePreview(options: ServePreviewOptions): Promise<PreviewServer>;
   /**
+   * Has the relay listen for the guest's `guestPort` (weft's publish extension: the relay needs
+   * `--publish-ports` and a token or password), so anyone who can reach the relay's host reaches
+   * the guest's server at `publication.url`. Resolves once the relay listens; rejects with a
+   * WeftError ERR_WEFT_NO_RELAY (no relayUrl) or ERR_WEFT_PUBLISH_REFUSED (with the relay's reason).
+   * The publication is asked for again after the relay connection comes back; `port` may change then.
+   */
+  publish(guestPort: number, options?: PublishOptions): Promise<GuestPublication>;
+  /**
    * Detaches every port, stops the stack and ends the worker. From then on attach throws and the
    * other calls reject with a WeftError ERR_WEFT_CLOSED (as do `ready` and calls still under way).
    */
@@ -186,11 +195,13 @@ class Network extends EventTarget implements WeftNetwork {
   /** The addresses guests leased, for the preview's Location rewriting. */
   private readonly leasedIps = new Set<string>();
   private readonly previews = new Set<PreviewServer>();
+  private readonly relayUrl: string | undefined;
 
   constructor(options: NetworkOptions) {
     super();
     const { workerUrl, framePath: wantedPath = 'auto', ringBytes = DEFAULT_RING_BYTES, signal, ...settings } = options;
     signal?.throwIfAborted();
+    this.relayUrl = settings.relayUrl;
     if (wantedPath === 'sab' && !canShareMemory()) {
       throw new WeftError(
         'ERR_WEFT_SAB_UNAVAILABLE',
@@ -358,6 +369,11 @@ class Network extends EventTarget implements WeftNetwork {
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
     if (this.closed) return Promise.reject(new TypeError('network.fetch: this weft network is closed', { cause: closedError() }));
     return this.httpClient().fetch(input, init);
+  }
+
+  publish(guestPort: number, options: PublishOptions = {}): Promise<GuestPublication> {
+    if (this.closed) return Promise.reject(closedError());
+    return publishGuestPort(this.api, this.relayUrl, guestPort, options, this.whenClosed);
   }
 
   async servePreview(options: ServePreviewOptions): Promise<PreviewServer> {

@@ -11,7 +11,8 @@ import type { DnsForwarder } from '../core/services/dns-server';
 import { Stack } from '../core/stack';
 import type { StackOptions } from '../core/stack-options';
 import { formatIpv4, formatMac, parseIpv4 } from '../core/wire/address';
-import { RELAY_RESOLVER, WispUpstream, type WispUpstreamState } from '../core/wisp/wisp-upstream';
+import { RELAY_RESOLVER, WispUpstream, type Publication, type WispUpstreamState } from '../core/wisp/wisp-upstream';
+import { publishGuestPort } from '../core/wisp/guest-publication';
 import { browserWebSocketCanPause, browserWebSocketFactory } from './browser-ws-transport';
 import { DohForwarder } from './doh-forwarder';
 import { FrameBatcher, unpackFrames } from './frame-batch';
@@ -19,7 +20,7 @@ import { FrameRingReader, FrameRingWriter } from './frame-ring';
 import { GuestConnector } from './guest-tcp';
 import {
   RING_DOORBELL, summarizeFlow, type FlowSummary, type FramePath, type FrameRingBuffers, type GuestConnectRequest, type GuestConnectResult,
-  type GuestTcpEnd, type NetworkEvent, type NetworkSettings, type NetworkStats, type RelayState, type WeftWorkerApi,
+  type GuestTcpEnd, type NetworkEvent, type PublishEvent, type NetworkSettings, type NetworkStats, type RelayState, type WeftWorkerApi,
 } from './worker-api';
 
 /** Captures stop growing past this (the page can download and restart). */
@@ -46,6 +47,8 @@ const randomBytes = (out: Uint8Array) => void crypto.getRandomValues(out as Uint
 class WeftWorker implements WeftWorkerApi {
   private stack: Stack | undefined;
   private upstream: WispUpstream | undefined;
+  /** The page's publications (network.publish), by the page's id. */
+  private readonly publications = new Map<number, { publication: Publication; onEvent: (e: PublishEvent) => void }>();
   private port: MessagePort | undefined;
   private timer: StackTimer | undefined;
   private relay: RelayState = 'none';
@@ -192,6 +195,7 @@ class WeftWorker implements WeftWorkerApi {
     this.guests?.close();
     this.guests = undefined;
     this.stack?.shutdown();
+    for (const id of [...this.publications.keys()]) await this.unpublish(id);
     this.upstream?.close();
     this.port?.close();
     this.stack = undefined;
@@ -265,6 +269,29 @@ class WeftWorker implements WeftWorkerApi {
 
   async abortTcp(id: number): Promise<void> {
     this.guests?.abort(id);
+  }
+
+  async publish(id: number, guestPort: number, relayPort: number, onEvent: (e: PublishEvent) => void): Promise<void> {
+    const stack = this.stack;
+    if (!stack || !this.upstream) {
+      onEvent({ type: 'refused', code: 'ERR_WEFT_NO_RELAY', message: 'publish needs a relay: createNetwork({ relayUrl })' });
+      return;
+    }
+    await this.unpublish(id);
+    const publication = publishGuestPort(this.upstream, stack, guestPort, relayPort, {
+      published: (_guestPort, port) => onEvent({ type: 'published', port }),
+      refused: (_guestPort, message) => onEvent({ type: 'refused', code: 'ERR_WEFT_PUBLISH_REFUSED', message }),
+    });
+    this.publications.set(id, { publication, onEvent });
+  }
+
+  async unpublish(id: number): Promise<void> {
+    const p = this.publications.get(id);
+    if (!p) return;
+    this.publications.delete(id);
+    p.publication.close();
+    // onEvent is the page's function behind a comlink proxy: let it go with the publication.
+    (p.onEvent as unknown as Comlink.Remote<unknown>)[Comlink.releaseProxy]();
   }
 
   private captureFrame(frame: Uint8Array, timeMs: number): void {

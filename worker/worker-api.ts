@@ -2,6 +2,7 @@
 // network reports. Types only: web/ imports these, worker/ implements them.
 
 import type { FlowEvent, StackCounters } from '../core/stack-events';
+import type { Ipv4Address } from '../core/wire/address';
 
 export interface NetworkSettings {
   /**
@@ -71,6 +72,9 @@ export type NetworkEvent =
  * - ERR_WEFT_GUEST_RESET: an open connection to the guest was reset (by the guest, or weft gave up on it).
  * - ERR_WEFT_TOO_MANY_CONNECTIONS: the page has as many connections into the guest open as weft allows, or the
  *   stack's connection table is full.
+ * - ERR_WEFT_NO_RELAY: publish needs a relay (relayUrl) and there is none.
+ * - ERR_WEFT_PUBLISH_REFUSED: the relay does not publish (weft relay --publish-ports, with a token or password), the
+ *   port asked for is outside its range or taken, or this client holds as many published ports as it may.
  * - ERR_WEFT_PREVIEW_UNAVAILABLE: servePreview cannot run here (no Service Workers: not a secure context), its scope
  *   is not a path of this origin, or the preview Service Worker could not be registered.
  */
@@ -84,7 +88,12 @@ export type WeftErrorCode =
   | 'ERR_WEFT_GUEST_TIMEOUT'
   | 'ERR_WEFT_GUEST_RESET'
   | 'ERR_WEFT_TOO_MANY_CONNECTIONS'
-  | 'ERR_WEFT_PREVIEW_UNAVAILABLE';
+  | 'ERR_WEFT_PREVIEW_UNAVAILABLE'
+  | 'ERR_WEFT_NO_RELAY'
+  | 'ERR_WEFT_PUBLISH_REFUSED';
+
+/** What the worker reports about a publication (network.publish): each (re)publication, or a refusal. */
+export type PublishEvent = { type: 'published'; port: number } | { type: 'refused'; message: string; code: WeftErrorCode };
 
 /** What the page asks for with connectTcp: a connection from weft's gateway address to a port on the guest. */
 export interface GuestConnectRequest {
@@ -183,9 +192,16 @@ export interface WeftWorkerApi {
   connectTcp(request: GuestConnectRequest, onEnd: (end: GuestTcpEnd) => void): Promise<GuestConnectResult>;
   /** Resets a connection connectTcp opened (or is opening): the page's AbortSignal. */
   abortTcp(id: number): Promise<void>;
+  /**
+   * Asks the relay to listen for the guest's `guestPort` (weft's publish extension), on `relayPort`
+   * or any port it allows (0). `onEvent` hears each publication (again after a reconnect) and refusals.
+   */
+  publish(id: number, guestPort: number, relayPort: number, onEvent: (e: PublishEvent) => void): Promise<void>;
+  /** Stops publication `id`. */
+  unpublish(id: number): Promise<void>;
 }
 
-export function summarizeFlow(e: FlowEvent, format: (ip: number) => string): FlowSummary {
+export function summarizeFlow(e: FlowEvent, format: (ip: Ipv4Address) => string): FlowSummary {
   const guest = `${format(e.guest.ip)}:${e.guest.port}`;
   const target = `${format(e.target.ip)}:${e.target.port}`;
   return {

@@ -15,7 +15,7 @@ import {
   bootV86Snapshot, chromiumMissing, guestImageFor, launchChromium, serveStatic, v86ServeOptions,
   type ChromiumSession, type GuestImage, type StaticServer, type V86Guest,
 } from './v86-harness';
-import { attachWeft, webBundleDir, WEB_MOUNT } from './weft-page';
+import { attachWeft, startRelay, webBundleDir, WEB_MOUNT, type RelayHandle } from './weft-page';
 
 const SUITE = 'inbound: the page reaches a v86 guest’s servers (fetch, connectTcp, Service Worker preview)';
 const missing = process.platform !== 'linux' ? 'needs Linux' : chromiumMissing();
@@ -60,6 +60,7 @@ const INDEX_HTML = `<!doctype html><title>${MARKER}</title><h1 id=m>${MARKER}</h
 const CGI = '#!/bin/sh\\necho "Content-Type: text/plain"\\necho "Set-Cookie: weft=yes; Path=/"\\necho ""\\necho "cookie=$HTTP_COOKIE"\\n';
 /** A CGI script that redirects to an absolute URL naming the guest's address (the preview must rewrite it). */
 const REDIRECT_CGI = '#!/bin/sh\\necho "Status: 302 Found"\\necho "Location: http://10.0.2.15:8000/index.html"\\necho ""\\n';
+const PUBLISH_TOKEN = 'inbound-publish-token';
 /** A file the preview streams to another tab. */
 const BIG_KIB = 4096;
 
@@ -71,6 +72,7 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
   let guest: V86Guest | undefined;
   const image3x2 = png();
   let bigSha: string | undefined;
+  let relay: RelayHandle | undefined;
 
   beforeAll(async () => {
     const built = await guestImageFor(SUITE);
@@ -84,11 +86,13 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     const sw = readFileSync(join(webDir, 'preview-sw.js'));
     server = await serveStatic(v86ServeOptions(image, { mounts: { [WEB_MOUNT]: webDir }, files: { '/preview-sw.js': sw } }));
     session = await launchChromium();
+    // A relay that publishes (network.publish), on a small range, for a client with its token.
+    relay = await startRelay(['--token', PUBLISH_TOKEN, '--publish-ports', '47200-47209']);
     const t0 = performance.now();
     const { guest: g, restored } = await bootV86Snapshot(session, server, image, {
       nic: 'virtio',
       stateTag: 'weft',
-      beforeRun: (b) => attachWeft(b, {}),
+      beforeRun: (b) => attachWeft(b, { relayUrl: `${relay!.wisp}?token=${PUBLISH_TOKEN}` }),
     });
     guest = g;
     const from = g.serial.length;
@@ -116,6 +120,25 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     }
     await session?.close();
     await server?.close();
+    await relay?.stop();
+  });
+
+  it('network.publish: the relay listens for the guest’s web server, this host fetches the page there, and close() stops it', async ({ skip }) => {
+    if (skipReason || !guest) skip(skipReason ?? 'no guest');
+    const p = await guest!.page.evaluate(async () => {
+      const pub = await window.weftNet.publish(8000);
+      (window as unknown as { pub: { close(): Promise<void> } }).pub = pub;
+      return { port: pub.port, url: pub.url };
+    });
+    expect(p.port).toBeGreaterThanOrEqual(47200);
+    expect(p.port).toBeLessThanOrEqual(47209);
+    expect(p.url).toBe(`http://127.0.0.1:${p.port}/`);
+    const res = await fetch(p.url);
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain('dot.png');
+    expect(relay!.proc.events.some((e) => e.event === 'published' && e.port === p.port)).toBe(true);
+    await guest!.page.evaluate(() => (window as unknown as { pub: { close(): Promise<void> } }).pub.close());
+    await expect.poll(async () => fetch(p.url).then(() => 'answered', () => 'refused'), { timeout: 5000 }).toBe('refused');
   });
 
   it('network.fetch gets the guest’s page and its image; a port with no listener rejects at once with the refused error', async ({ skip }) => {

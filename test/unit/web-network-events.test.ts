@@ -4,7 +4,7 @@
 import * as Comlink from 'comlink';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { FrameBatcher, unpackFrames } from '../../worker/frame-batch';
-import type { FlowSummary, GuestConnectRequest, GuestConnectResult, NetworkEvent, NetworkSettings, NetworkStats, WeftWorkerApi } from '../../worker/worker-api';
+import type { FlowSummary, GuestConnectRequest, GuestConnectResult, NetworkEvent, NetworkSettings, NetworkStats, PublishEvent, WeftWorkerApi } from '../../worker/worker-api';
 import { createNetwork, WeftError, WeftEvent, type FramePort, type WeftNetwork } from '../../web/index';
 
 /** What the fake worker does when the page starts it. */
@@ -46,6 +46,15 @@ class FakeStack implements WeftWorkerApi {
     return { ok: false, code: 'ERR_WEFT_GUEST_REFUSED', message: `the guest refused the connection to port ${request.port}` };
   }
   async abortTcp(): Promise<void> {}
+  readonly unpublished: number[] = [];
+  /** A relay that publishes guest port 80 on 47001 and refuses anything else. */
+  async publish(_id: number, guestPort: number, _relayPort: number, onEvent: (e: PublishEvent) => void): Promise<void> {
+    if (guestPort === 80) onEvent({ type: 'published', port: 47001 });
+    else onEvent({ type: 'refused', code: 'ERR_WEFT_PUBLISH_REFUSED', message: 'the relay refused to listen (throttled)' });
+  }
+  async unpublish(id: number): Promise<void> {
+    this.unpublished.push(id);
+  }
 
   event(e: NetworkEvent): void {
     void this.onEvent!(e);
@@ -247,6 +256,22 @@ describe('WeftError codes', QUICK, () => {
     expect(() => net.attach({ send() {}, onFrame() {} })).toThrowError(expect.objectContaining({ code: 'ERR_WEFT_CLOSED' }));
     expect(FakeWorker.created[0].terminated).toBe(true);
     expect(stackOf().stopped).toBe(1);
+  });
+});
+
+describe('publish', QUICK, () => {
+  it('resolves with the relay port and a URL on the relay host; refusals and a missing relay are WeftErrors; close() unpublishes', async () => {
+    const net = network({ relayUrl: 'wss://relay.example:8443/wisp/' });
+    await net.ready;
+    const p = await net.publish(80);
+    expect([p.guestPort, p.port, p.url]).toEqual([80, 47001, 'http://relay.example:47001/']);
+    await expectCode(net.publish(81), 'ERR_WEFT_PUBLISH_REFUSED');
+    await p.close();
+    expect(stackOf().unpublished.length).toBe(2); // the refused one, then the closed one
+    await expect(net.publish(0)).rejects.toThrow(RangeError);
+    const without = network();
+    await without.ready;
+    await expectCode(without.publish(80), 'ERR_WEFT_NO_RELAY');
   });
 });
 
