@@ -5,7 +5,25 @@
 // no caller can hand two parts of the stack two different clocks. Monotonic, because deadlines (RTO,
 // keep-alive, TIME_WAIT, leases) must not move when the wall clock is stepped.
 
+/**
+ * A point in time: milliseconds on the injected Clock's scale (a fraction is allowed). Branded, at no
+ * run-time cost, so that a duration (an RTO, a `…Ms` setting) or a wall-clock `Date.now()` cannot
+ * be passed where a deadline or a clock reading is expected: deadlines are made with after().
+ * Durations stay plain numbers, and `b - a` of two instants is one.
+ */
+export type Instant = number & { readonly __brand: 'Instant' };
+
+/** A number known to be on the clock's scale (a host's clock reading, a test's simulated time) as an Instant. */
+export function instant(ms: number): Instant {
+  return ms as Instant;
+}
+
+/** The deadline `ms` milliseconds after `t`. */
+export function after(t: Instant, ms: number): Instant {
+  return (t + ms) as Instant;
+}
+
 export interface Clock {
   /** Milliseconds, never decreasing; a fraction is allowed. */
-  now(): number;
+  now(): Instant;
 }

@@ -1,4 +1,4 @@
-import { parseIpv4, prefixMask, type Ipv4Address, type MacAddress } from './wire/address';
+import { ipv4Diff, ipv4Network, ipv4SubnetBroadcast, parseIpv4, parseMac, prefixMask, type Ipv4Address, type MacAddress } from './wire/address';
 
 /** The virtual network weft presents to its guests (slirp's defaults, which users already know). */
 export interface NetworkConfig {
@@ -30,7 +30,7 @@ export const DEFAULT_NETWORK: NetworkConfig = {
   firstLease: parseIpv4('10.0.2.15'),
   leaseCount: 64,
   // Locally administered, unicast; "52:55" as slirp uses, so captures look familiar.
-  gatewayMac: 0x5255_0a00_0202,
+  gatewayMac: parseMac('52:55:0a:00:02:02'),
   mtu: 1500,
   leaseTimeSeconds: 86400,
   domainName: 'weft.internal',
@@ -63,15 +63,15 @@ export const DEFAULT_LIMITS: StackLimits = {
 export function resolveNetworkConfig(partial: Partial<NetworkConfig> = {}): NetworkConfig {
   const cfg: NetworkConfig = { ...DEFAULT_NETWORK, ...partial };
   const mask = prefixMask(cfg.prefixLength);
-  cfg.network = (cfg.network & mask) >>> 0;
+  cfg.network = ipv4Network(cfg.network, mask);
   for (const [name, ip] of [['gateway', cfg.gateway], ['dns', cfg.dns], ['firstLease', cfg.firstLease]] as const) {
-    if (((ip & mask) >>> 0) !== cfg.network) throw new RangeError(`${name} is outside the network`);
+    if (ipv4Network(ip, mask) !== cfg.network) throw new RangeError(`${name} is outside the network`);
   }
   if (!Number.isInteger(cfg.mtu) || cfg.mtu < 576 || cfg.mtu > 65520) {
     throw new RangeError(`MTU must be an integer in 576…65520, got ${cfg.mtu}`);
   }
-  const lastHost = (cfg.network | ~mask) >>> 0;
-  if (cfg.leaseCount < 1 || cfg.firstLease + cfg.leaseCount - 1 >= lastHost) {
+  const lastHost = ipv4SubnetBroadcast(cfg.network, mask);
+  if (cfg.leaseCount < 1 || cfg.leaseCount > ipv4Diff(lastHost, cfg.firstLease)) {
     throw new RangeError('the lease pool runs past the end of the network');
   }
   return cfg;

@@ -1,7 +1,7 @@
 // What a host gives the Stack when it builds one. Defaults live in config.ts; the host's driver
 // (platform/stack-timer.ts and its users) supplies the clock, randomness and the frame output.
 
-import type { Clock } from './clock';
+import type { Clock, Instant } from './clock';
 import type { NetworkConfig, StackLimits, TcpConfig, UdpConfig } from './config';
 import type { RandomSource } from './random';
 import type { DnsForwarder } from './services/dns-server';
@@ -21,7 +21,7 @@ export interface StackOptions {
    * Called when nextDeadline() moved earlier outside input()/poll() — an upstream event armed a
    * timer — so the driver re-arms its own timer.
    */
-  wake?: (deadline: number) => void;
+  wake?: (deadline: Instant) => void;
   /**
    * Coalesce ACKs: the ACKs that input() would send for in-order data wait until flush() (or the
    * next poll()), so a burst of segments read at once gets one ACK. The driver must then call

@@ -8,7 +8,7 @@
 // ICMP lives in services/icmp-responder.ts. A second IP version would get its own input branch and
 // output path beside IPv4's, on the same port; a second link would be a second EthernetPort.
 
-import type { Clock } from './clock';
+import { instant, type Clock, type Instant } from './clock';
 import { DEFAULT_LIMITS, DEFAULT_TCP, DEFAULT_UDP, resolveNetworkConfig, type NetworkConfig, type StackLimits } from './config';
 import { TypedEvents } from './events';
 import { Ipv4Output } from './ip/ipv4-output';
@@ -25,7 +25,7 @@ import { TimerQueue } from './timer-queue';
 import { GuestUdpPorts, type GuestUdpHandlers, type GuestUdpSocket } from './udp/guest-udp-ports';
 import { UdpNat } from './udp/udp-nat';
 import type { TcpStream, TcpStreamHandlers } from './upstream';
-import { IPV4_BROADCAST, isGroupMac, prefixMask, type Ipv4Address, type MacAddress } from './wire/address';
+import { IPV4_ANY, IPV4_BROADCAST, ipv4Network, ipv4SubnetBroadcast, isGroupMac, isMulticastIpv4, prefixMask, type Ipv4Address, type MacAddress } from './wire/address';
 import { ARP_REQUEST, parseArp } from './wire/arp';
 import { parseDhcp } from './wire/dhcp';
 import { ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, parseEthernet, type EthernetFrame } from './wire/ethernet';
@@ -68,7 +68,7 @@ export class Stack {
     this.clock = opts.clock;
     const clock = opts.clock;
     this.mask = prefixMask(this.config.prefixLength);
-    this.subnetBroadcast = (this.config.network | ~this.mask) >>> 0;
+    this.subnetBroadcast = ipv4SubnetBroadcast(this.config.network, this.mask);
     const countDrop = (reason: DropReason, count = 1) => this.drop(reason, count);
     this.port = new EthernetPort({ mac: this.config.gatewayMac, output: opts.output, capture: opts.capture, clock });
     this.ipv4 = new Ipv4Output(this.port, {
@@ -187,13 +187,15 @@ export class Stack {
   }
 
   /** When poll() should next be called (absolute ms on the clock's scale), or undefined when nothing is scheduled. */
-  nextDeadline(): number | undefined {
+  nextDeadline(): Instant | undefined {
     let d: number | undefined;
     if (this.deferred.length > 0) return this.clock.now();
     for (const t of [this.reassembler.nextDeadline(), this.ipv4.nextDeadline(), this.timers.nextDeadline(), this.dns.nextDeadline()]) {
       if (t !== undefined && (d === undefined || t < d)) d = t;
     }
-    return d;
+    // The reassembler, ARP and DNS keep plain-number deadlines made from the `now` this stack gave
+    // them, which it read from its clock: on the clock's scale.
+    return d === undefined ? undefined : instant(d);
   }
 
   /** Open flows, for the demo's flow table and for diagnostics. */
@@ -293,7 +295,7 @@ export class Stack {
   private handleIpv4(eth: EthernetFrame, now: number): void {
     const ip = parseIpv4Packet(eth.payload);
     if (isDrop(ip)) return this.drop(ip);
-    if (ip.src !== 0 && this.inSubnet(ip.src) && !this.ownsAddress(ip.src) && ip.src !== this.subnetBroadcast) {
+    if (ip.src !== IPV4_ANY && this.inSubnet(ip.src) && !this.ownsAddress(ip.src) && ip.src !== this.subnetBroadcast) {
       // The link is ours alone: a packet from a guest address confirms its MAC.
       this.ipv4.learn(ip.src, eth.src, now);
     }
@@ -323,7 +325,7 @@ export class Stack {
     if (udp.dstPort === DHCP_SERVER_PORT && (dst === IPV4_BROADCAST || dst === this.config.gateway)) {
       return this.handleDhcp(udp.payload, srcMac, now);
     }
-    if (dst === IPV4_BROADCAST || dst === this.subnetBroadcast || dst >>> 28 === 0xe) return this.drop('udp-broadcast-ignored');
+    if (dst === IPV4_BROADCAST || dst === this.subnetBroadcast || isMulticastIpv4(dst)) return this.drop('udp-broadcast-ignored');
     if (!this.isGuestSource(src)) return this.drop('udp-bad-source');
     if (dst === this.config.dns && udp.dstPort === 53) {
       const guest = { ip: src, port: udp.srcPort };
@@ -342,7 +344,7 @@ export class Stack {
     const seg = parseTcp(payload);
     if (isDrop(seg)) return this.drop(seg);
     if (!this.checksumTrusted && !verifyTcpChecksum(payload, src, dst)) return this.drop('tcp-bad-checksum');
-    if (dst === IPV4_BROADCAST || dst === this.subnetBroadcast || dst >>> 28 === 0xe) return this.drop('tcp-to-broadcast');
+    if (dst === IPV4_BROADCAST || dst === this.subnetBroadcast || isMulticastIpv4(dst)) return this.drop('tcp-to-broadcast');
     if (!this.isGuestSource(src)) return this.drop('tcp-bad-source');
     if (seg.srcPort === 0 || seg.dstPort === 0) return this.drop('tcp-port-zero');
     this.tcp.input(src, dst, seg);
@@ -367,7 +369,7 @@ export class Stack {
   }
 
   private inSubnet(ip: Ipv4Address): boolean {
-    return ((ip & this.mask) >>> 0) === this.config.network;
+    return ipv4Network(ip, this.mask) === this.config.network;
   }
 
   private drop(reason: DropReason, count = 1): void {

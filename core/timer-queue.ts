@@ -3,15 +3,17 @@
 // its earlier entry, which fires early, finds nothing due, and reschedules. Only a deadline that
 // moves *earlier* pushes a new entry, which keeps the heap near one entry per owner.
 
+import type { Instant } from './clock';
+
 export interface TimerOwner {
   /** Runs whatever is due at `now`; returns the owner's next deadline, or undefined for none. */
-  onTimer(now: number): number | undefined;
+  onTimer(now: Instant): Instant | undefined;
   /** Earliest entry this owner has in the queue; managed by the queue. */
-  timerScheduledAt?: number;
+  timerScheduledAt?: Instant;
 }
 
 interface Entry {
-  at: number;
+  at: Instant;
   owner: TimerOwner;
 }
 
@@ -21,14 +23,14 @@ export class TimerQueue {
   private stale = 0;
 
   /** `onEarlier` is told when the earliest deadline moves earlier (so a driver can re-arm its timer). */
-  constructor(private readonly onEarlier?: (at: number) => void) {}
+  constructor(private readonly onEarlier?: (at: Instant) => void) {}
 
   get size(): number {
     return this.heap.length;
   }
 
   /** Makes sure `owner` is called no later than `at`. */
-  schedule(owner: TimerOwner, at: number | undefined): void {
+  schedule(owner: TimerOwner, at: Instant | undefined): void {
     if (at === undefined) return;
     if (owner.timerScheduledAt !== undefined && owner.timerScheduledAt <= at) return;
     if (owner.timerScheduledAt !== undefined) this.stale++;
@@ -50,12 +52,12 @@ export class TimerQueue {
     this.compact();
   }
 
-  nextDeadline(): number | undefined {
+  nextDeadline(): Instant | undefined {
     return this.heap.length > 0 ? this.heap[0].at : undefined;
   }
 
   /** Fires every entry due at `now`. */
-  run(now: number): void {
+  run(now: Instant): void {
     while (this.heap.length > 0 && this.heap[0].at <= now) {
       const { at, owner } = this.pop();
       if (owner.timerScheduledAt !== at) {

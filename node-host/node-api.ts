@@ -10,13 +10,14 @@
 export { Stack } from '../core/stack';
 export type { StackOptions, StackDnsOptions } from '../core/stack-options';
 export type { StackEvents, StackCounters, LeaseEvent, FlowEvent, DropEvent } from '../core/stack-events';
-export type { Clock } from '../core/clock';
+export { instant, type Clock, type Instant } from '../core/clock';
 export type { RandomSource } from '../core/random';
 export type { NetworkConfig, StackLimits, TcpConfig, UdpConfig } from '../core/config';
 export { UpstreamError } from '../core/upstream';
 export type { Upstream, UpstreamErrorKind, FlowEndpoint, FlowMeta, TcpStream, TcpStreamHandlers, UdpFlow, UdpFlowHandlers } from '../core/upstream';
-export { formatIpv4, parseIpv4, formatMac } from '../core/wire/address';
-export type { Ipv4Address } from '../core/wire/address';
+// Addresses and clock readings are branded numbers: these make them (from text, or from a number).
+export { formatIpv4, parseIpv4, formatMac, parseMac, ipv4, mac } from '../core/wire/address';
+export type { Ipv4Address, MacAddress } from '../core/wire/address';
 export type { GuestUdpHandlers, GuestUdpSocket } from '../core/udp/guest-udp-ports';
 export type { InboundConnection, Publication, PublishHandlers } from '../core/wisp/wisp-upstream';
 export { publishGuestPort, type GuestPublicationEvents } from '../core/wisp/guest-publication';

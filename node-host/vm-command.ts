@@ -12,7 +12,7 @@ import { PortForwarder } from './port-forward';
 import { publishGuestPort } from '../core/wisp/guest-publication';
 import { dnsResolvers } from './dns-config';
 import { UpstreamDnsForwarder } from '../core/services/dns-upstream-forwarder';
-import { formatIpv4, formatMac } from '../core/wire/address';
+import { formatIpv4, formatMac, parseIpv4 } from '../core/wire/address';
 import { jsonLineLog, type EventLog } from './log';
 import { PcapFile } from './pcap-file';
 import { DgramLink } from './links/dgram-link';
@@ -25,6 +25,8 @@ export { VM_HELP } from './vm-options';
 
 /** After a clean shutdown nothing should hold the event loop; if something does, exit anyway. */
 const EXIT_GRACE_MS = 500;
+/** The gateway address the upstreams answer the guest from (DEFAULT_NETWORK's: weft vm takes no other). */
+const GATEWAY = parseIpv4('10.0.2.2');
 
 async function openLink(choice: LinkChoice, mtu: number | undefined): Promise<FrameLink> {
   switch (choice.kind) {
@@ -65,16 +67,16 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
         url: relay.url,
         ...(relay.password ? { password: relay.password } : {}),
         connect: connectWsTransport,
-        gateway: 0x0a000202,
+        gateway: GATEWAY,
         allowHostLoopback: opts.allowHostLoopback,
         log: upstreamLog,
       })
-    : new DirectUpstream({ gateway: 0x0a000202, allowHostLoopback: opts.allowHostLoopback, log: upstreamLog });
+    : new DirectUpstream({ gateway: GATEWAY, allowHostLoopback: opts.allowHostLoopback, log: upstreamLog });
   // DNS: through a Wisp relay, its own resolver (unless --dns-server says otherwise); directly,
   // through an upstream of its own — resolvers are weft's choice (127.0.0.53 is common), not the
   // guest's, so loopback is fine there while guest flows stay fenced off.
   const dnsUpstream = new DirectUpstream({
-    gateway: 0x0a000202,
+    gateway: GATEWAY,
     allowHostLoopback: false,
     trustedDestinations: true,
     log: (fields) => log('dns-upstream', fields as Record<string, unknown>),

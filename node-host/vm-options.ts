@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { UsageError } from './cli-errors';
 import { badValue, parseArgsError, parseInteger } from './cli-values';
-import { parseDnsRecordFlag, parseDnsServerFlag } from './dns-config';
+import { parseDnsRecordFlag, parseDnsServerFlag, type DnsRecordFlag } from './dns-config';
 import type { StreamEndpoint } from './links/qemu-stream-link';
 
 export type LinkChoice =
@@ -28,7 +28,7 @@ export interface VmOptions {
   publishes: Array<{ relayPort: number; guestPort: number }>;
   /** --dns-server values (raw; parsed with the resolver list), --dns-record pairs, --dns-search names. */
   dnsServers: string[];
-  dnsRecords: Array<{ name: string; ip: number }>;
+  dnsRecords: DnsRecordFlag[];
   dnsSearch: string[] | undefined;
 }
 

@@ -4,8 +4,13 @@
 // from the clock it was built with (core/clock.ts); this timer must be given the same clock, and only
 // uses it to turn a deadline into a delay.
 
-/** Monotonic milliseconds with a fraction, on the epoch's scale (for pcap timestamps and logs). */
-export const monotonicClock = { now: (): number => performance.timeOrigin + performance.now() };
+import type { Clock, Instant } from '../core/clock';
+
+/**
+ * Monotonic milliseconds with a fraction, on the epoch's scale (for pcap timestamps and logs). The
+ * one host clock: its reading is where an Instant begins (platform takes only types from core).
+ */
+export const monotonicClock: Clock = { now: () => (performance.timeOrigin + performance.now()) as Instant };
 
 /** setTimeout's longest delay; a later deadline is re-armed when this fires. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -13,20 +18,20 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 /** What the timer drives: the stack, or anything with its two timer methods. */
 export interface Deadlines {
   /** Absolute time on the clock's scale, or undefined when nothing is scheduled. */
-  nextDeadline(): number | undefined;
+  nextDeadline(): Instant | undefined;
   /** Runs what is due; the target reads the time from its own clock. */
   poll(): void;
 }
 
 export class StackTimer {
   private timer: ReturnType<typeof setTimeout> | undefined;
-  private armedFor: number | undefined;
+  private armedFor: Instant | undefined;
   private stopped = false;
 
   /** `around`: runs each poll (the worker measures its busy time with it). */
   constructor(
     private readonly target: Deadlines,
-    private readonly clock: { now(): number } = monotonicClock,
+    private readonly clock: Clock = monotonicClock,
     private readonly around: (work: () => void) => void = (work) => work(),
   ) {}
 

@@ -9,7 +9,7 @@ import type { StackLimits } from '../config';
 import type { EthernetPort } from '../link/ethernet-port';
 import type { RandomSource } from '../random';
 import type { FlowEndpoint } from '../upstream';
-import { BROADCAST_MAC, IPV4_BROADCAST, type Ipv4Address, type MacAddress } from '../wire/address';
+import { BROADCAST_MAC, IPV4_BROADCAST, ZERO_MAC, type Ipv4Address, type MacAddress } from '../wire/address';
 import { ARP_PACKET_LENGTH, ARP_REPLY, ARP_REQUEST, emitArp, type ArpPacket } from '../wire/arp';
 import { ETHERNET_HEADER_LENGTH, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from '../wire/ethernet';
 import { emitIpv4Header, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LENGTH } from '../wire/ipv4';
@@ -182,7 +182,7 @@ export class Ipv4Output {
   }
 
   private sendArpRequest(ip: Ipv4Address): void {
-    this.sendArp(BROADCAST_MAC, { operation: ARP_REQUEST, senderMac: this.port.mac, senderIp: this.gateway, targetMac: 0, targetIp: ip });
+    this.sendArp(BROADCAST_MAC, { operation: ARP_REQUEST, senderMac: this.port.mac, senderIp: this.gateway, targetMac: ZERO_MAC, targetIp: ip });
   }
 
   private sendArp(dstMac: MacAddress, arp: ArpPacket): void {

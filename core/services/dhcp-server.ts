@@ -3,7 +3,7 @@
 // silence, which is what lets a guest moved from another network recover quickly.
 
 import type { NetworkConfig } from '../config';
-import { BROADCAST_MAC, IPV4_BROADCAST, prefixMask, type Ipv4Address, type MacAddress } from '../wire/address';
+import { BROADCAST_MAC, IPV4_ANY, IPV4_BROADCAST, ipv4Add, ipv4Diff, ipv4Network, ipv4SubnetBroadcast, prefixMask, type Ipv4Address, type MacAddress } from '../wire/address';
 import { BOOTREQUEST, DHCP_FLAG_BROADCAST, DhcpMessageType as T, emitDhcp, encodeDomainSearch, type DhcpMessage, type DhcpReplyRepr } from '../wire/dhcp';
 import type { DropReason } from '../wire/parse-result';
 import { copyBytes } from '../wire/bytes';
@@ -57,7 +57,7 @@ export class DhcpServer {
     private readonly onLease: (e: DhcpLeaseEvent) => void,
   ) {
     this.mask = prefixMask(config.prefixLength);
-    this.broadcastAddress = (config.network | ~this.mask) >>> 0;
+    this.broadcastAddress = ipv4SubnetBroadcast(config.network, this.mask);
     // Fail at start-up, not on the first guest's DISCOVER, if the search list cannot be encoded.
     if (config.searchDomains.length) encodeDomainSearch(config.searchDomains);
   }
@@ -66,7 +66,7 @@ export class DhcpServer {
   handle(msg: DhcpMessage, now: number): DhcpReply | DropReason | null {
     if (msg.op !== BOOTREQUEST) return 'dhcp-not-request';
     if (msg.htype !== 1 || msg.hlen !== 6 || msg.chaddr === null) return 'dhcp-bad-hardware-type';
-    if (msg.giaddr !== 0) return 'dhcp-relayed-unsupported';
+    if (msg.giaddr !== IPV4_ANY) return 'dhcp-relayed-unsupported';
     if (msg.messageType === undefined) return 'dhcp-no-message-type';
     switch (msg.messageType) {
       case T.DISCOVER:
@@ -127,7 +127,7 @@ export class DhcpServer {
       ip = msg.requestedIp;
     } else if (msg.requestedIp !== undefined) {
       ip = msg.requestedIp; // INIT-REBOOT
-    } else if (msg.ciaddr !== 0) {
+    } else if (msg.ciaddr !== IPV4_ANY) {
       ip = msg.ciaddr; // RENEWING or REBINDING
     } else {
       return 'dhcp-request-no-address';
@@ -168,8 +168,8 @@ export class DhcpServer {
   }
 
   private inform(msg: DhcpMessage, mac: MacAddress): DhcpReply | DropReason {
-    if (msg.ciaddr === 0) return 'dhcp-inform-no-ciaddr';
-    return this.reply(msg, mac, T.ACK, 0);
+    if (msg.ciaddr === IPV4_ANY) return 'dhcp-inform-no-ciaddr';
+    return this.reply(msg, mac, T.ACK, IPV4_ANY);
   }
 
   /** True if `ip` may be given to client `key`: in the pool, not declined, not held by another. */
@@ -183,17 +183,17 @@ export class DhcpServer {
 
   private inPool(ip: Ipv4Address): boolean {
     const c = this.config;
-    const index = ip - c.firstLease;
+    const index = ipv4Diff(ip, c.firstLease);
     if (index < 0 || index >= c.leaseCount) return false;
     // The pool may overlap addresses weft itself owns; those are never leased.
-    return ip !== c.gateway && ip !== c.dns && ((ip & this.mask) >>> 0) === c.network && ip !== c.network && ip !== this.broadcastAddress;
+    return ip !== c.gateway && ip !== c.dns && ipv4Network(ip, this.mask) === c.network && ip !== c.network && ip !== this.broadcastAddress;
   }
 
   /** The lowest never-used pool address, else the one whose lease ended longest ago. */
   private allocate(now: number): Ipv4Address | undefined {
     let oldest: LeaseEntry | undefined;
     for (let k = 0; k < this.config.leaseCount; k++) {
-      const ip = (this.config.firstLease + k) >>> 0;
+      const ip = ipv4Add(this.config.firstLease, k);
       if (!this.inPool(ip) || (this.declined.get(ip) ?? 0) > now) continue;
       const holder = this.byIp.get(ip);
       if (!holder) return ip;
@@ -241,7 +241,7 @@ export class DhcpServer {
       messageType: type,
       xid: msg.xid,
       flags: msg.flags,
-      ciaddr: type === T.OFFER ? 0 : msg.ciaddr, // RFC 2131 table 3
+      ciaddr: type === T.OFFER ? IPV4_ANY : msg.ciaddr, // RFC 2131 table 3
       yiaddr,
       chaddr: mac,
       serverId: c.gateway,
@@ -257,7 +257,7 @@ export class DhcpServer {
     if (msg.messageType !== T.INFORM) repr.leaseTimeSeconds = c.leaseTimeSeconds;
     const payload = emitDhcp(repr);
     // RFC 2131 §4.1 reply addressing (relayed messages were dropped before).
-    if (msg.ciaddr !== 0) return { payload, dstIp: msg.ciaddr, dstMac: mac };
+    if (msg.ciaddr !== IPV4_ANY) return { payload, dstIp: msg.ciaddr, dstMac: mac };
     if (msg.flags & DHCP_FLAG_BROADCAST) return { payload, dstIp: IPV4_BROADCAST, dstMac: BROADCAST_MAC };
     return { payload, dstIp: yiaddr, dstMac: mac };
   }

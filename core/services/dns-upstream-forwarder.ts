@@ -7,6 +7,7 @@
 
 import type { FlowEndpoint, FlowMeta, TcpStream, UdpFlow, Upstream } from '../upstream';
 import { DNS_HEADER_LENGTH, readDnsId } from '../wire/dns';
+import { IPV4_ANY } from '../wire/address';
 import type { DnsForwarder, DnsForwardHandle, DnsTransport } from './dns-server';
 
 export interface UpstreamDnsForwarderOptions {
@@ -66,7 +67,7 @@ export class UpstreamDnsForwarder implements DnsForwarder {
     if (opts.resolvers.length === 0) throw new RangeError('UpstreamDnsForwarder needs at least one resolver');
     this.upstream = opts.upstream;
     this.resolvers = [...opts.resolvers];
-    this.source = opts.source ?? { ip: 0, port: 0 };
+    this.source = opts.source ?? { ip: IPV4_ANY, port: 0 };
     this.poolSize = Math.max(1, opts.poolSize ?? 4);
     this.queriesPerFlow = Math.max(1, opts.queriesPerFlow ?? 100);
     this.maxPendingPerFlow = Math.max(1, opts.maxPendingPerFlow ?? 256);

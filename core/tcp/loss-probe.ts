@@ -6,6 +6,7 @@
 
 import { seqGe, seqGt, seqLt, type SeqNum } from './seq';
 import type { TcpTimers } from './tcp-timers';
+import { after, type Instant } from '../clock';
 
 /** Worst-case delayed ACK of the guest when only one segment is in flight (Linux: 40 ms). */
 const WC_DEL_ACK_MS = 40;
@@ -35,10 +36,10 @@ export class LossProbe {
   constructor(private readonly timers: TcpTimers) {}
 
   /** (Re)arms the timer, unless it would not fire before the RTO or enough probes went unanswered. */
-  arm(now: number, srtt: number, singleSegment: boolean): void {
+  arm(now: Instant, srtt: number, singleSegment: boolean): void {
     this.timers.clear('loss-probe');
     if (this.unanswered >= MAX_PROBES) return;
-    const at = now + probeTimeout(srtt, singleSegment) * 2 ** this.unanswered;
+    const at = after(now, probeTimeout(srtt, singleSegment) * 2 ** this.unanswered);
     const rto = this.timers.get('retransmit');
     if (rto === undefined || at < rto) this.timers.set('loss-probe', at);
   }

@@ -11,6 +11,7 @@
 
 import type { SackScoreboard, SentPiece } from './sack-scoreboard';
 import { seqGe, seqGt, seqLt, stampLt, type SeqNum } from './seq';
+import type { Instant } from '../clock';
 
 /** Recoveries without new reordering evidence before the window shrinks back (RFC 8985 §6.2). */
 const REO_WND_PERSIST = 16;
@@ -50,7 +51,7 @@ export class Rack {
    * delivered[0, sacked) were SACKed, the rest acknowledged cumulatively. `tsEcr` is the ACK's
    * echoed timestamp in the clock's milliseconds (undefined without timestamps).
    */
-  onDelivered(delivered: readonly SentPiece[], sacked: number, arrived: readonly SentPiece[], now: number, tsEcr: number | undefined): void {
+  onDelivered(delivered: readonly SentPiece[], sacked: number, arrived: readonly SentPiece[], now: Instant, tsEcr: number | undefined): void {
     const fackBefore = this.fack;
     let latest: SentPiece | undefined;
     for (let i = 0; i < delivered.length; i++) {
@@ -108,7 +109,7 @@ export class Rack {
    * most: the copy that came second may be the retransmission — the sender's cap keeps that from
    * growing the window past what RACK can still use). The multiplier grows once per round trip.
    */
-  onDsack(l: SeqNum, r: SeqNum, now: number, sndUna: SeqNum, sndMax: SeqNum): void {
+  onDsack(l: SeqNum, r: SeqNum, now: Instant, sndUna: SeqNum, sndMax: SeqNum): void {
     for (const e of this.recentRetransmitted) {
       if (seqLt(e.start, r) && seqLt(l, e.end)) this.reordered(now - e.firstXmitTime);
     }
@@ -158,7 +159,7 @@ export class Rack {
    * RACK_detect_loss: marks lost every outstanding piece sent before the most recently delivered
    * one whose time is up. Returns how long until the next one's time is up (0: none waiting).
    */
-  detectLoss(board: SackScoreboard, now: number, reoWnd: number): number {
+  detectLoss(board: SackScoreboard, now: Instant, reoWnd: number): number {
     if (this.xmitOrder < 0) return 0;
     let wait = 0;
     for (let i = 0; i < board.length; i++) {

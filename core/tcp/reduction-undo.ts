@@ -10,6 +10,7 @@
 // the first remembers the window from before them.
 
 import { seqDiff, seqLt, stampLt, type SeqNum } from './seq';
+import type { Instant } from '../clock';
 
 interface Reduction {
   /** The window to go back to. */
@@ -52,7 +53,7 @@ export class ReductionUndo {
   }
 
   /** `bytes` were retransmitted at `now` (loss probes excluded: their DSACKs are expected). */
-  onRetransmit(bytes: number, now: number): void {
+  onRetransmit(bytes: number, now: Instant): void {
     const r = this.r;
     if (!r) return;
     r.retransStamp ??= now >>> 0;

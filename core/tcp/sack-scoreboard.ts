@@ -8,6 +8,7 @@
 // board with odd SACK edges: it holds at most about (outstanding bytes / MSS) entries.
 
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt, type SeqNum } from './seq';
+import type { Instant } from '../clock';
 
 export interface SentPiece {
   start: SeqNum;
@@ -58,7 +59,7 @@ export class SackScoreboard {
   }
 
   /** Records a first transmission at the right edge. */
-  append(start: SeqNum, len: number, fin: boolean, now: number, order: number): void {
+  append(start: SeqNum, len: number, fin: boolean, now: Instant, order: number): void {
     this.pieces.push({
       start, end: seqAdd(start, len + (fin ? 1 : 0)), fin, xmitTime: now, firstXmitTime: now, xmitOrder: order,
       sacked: false, lost: false, retrans: false, everRetransmitted: false, timedOut: false,
@@ -245,7 +246,7 @@ export class SackScoreboard {
   }
 
   /** Records a retransmission of `p` now. */
-  resent(p: SentPiece, now: number, order: number): void {
+  resent(p: SentPiece, now: Instant, order: number): void {
     const len = seqDiff(p.end, p.start);
     if (!p.retrans && !p.sacked) {
       this.retransBytes += len;

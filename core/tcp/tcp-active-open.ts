@@ -8,16 +8,17 @@
 import type { FlowEndpoint, TcpStream, TcpStreamHandlers, UpstreamError } from '../upstream';
 import { ACK, RST, SYN, type TcpSegment } from '../wire/tcp';
 import { seqAdd, type SeqNum } from './seq';
-import { MAX_SYN_RETRIES, TcpConnection, type TcpCloseReason, type TcpConnectionEnv, type TcpFlow, type TcpSendStats } from './tcp-connection';
+import { MAX_SYN_RETRIES, TcpConnection, type TcpCloseReason, type TcpConnectionHost, type TcpFlow, type TcpSendStats } from './tcp-connection';
 import { synOffer } from './tcp-negotiation';
 import { UpstreamPipe } from './upstream-pipe';
+import { after, type Instant } from '../clock';
 
 const NOTHING_SENT: TcpSendStats = { retransmits: 0, timeouts: 0, lossProbes: 0, spuriousUndone: 0 };
 
 export class TcpActiveOpen implements TcpFlow {
   state: 'syn-sent' | 'closed' = 'syn-sent';
-  timerScheduledAt?: number;
-  readonly openedAt: number;
+  timerScheduledAt?: Instant;
+  readonly openedAt: Instant;
   closeReason: TcpCloseReason | undefined;
   readonly bytesFromGuest = 0;
   readonly bytesToGuest = 0;
@@ -29,7 +30,7 @@ export class TcpActiveOpen implements TcpFlow {
   private upstreamEnded = false; // the other side sent its FIN already
   private synRetries = 0;
   /** When our SYN is sent again; the handshake's only timer. */
-  private synDeadline: number | undefined;
+  private synDeadline: Instant | undefined;
   /** Where the stream's events go: here, then to the connection once the guest accepted. */
   private events: TcpStreamHandlers;
 
@@ -38,7 +39,7 @@ export class TcpActiveOpen implements TcpFlow {
    * the stream is resumed once the guest accepts (or destroyed if it refuses).
    */
   constructor(
-    private readonly env: TcpConnectionEnv,
+    private readonly host: TcpConnectionHost,
     readonly key: string,
     readonly guest: FlowEndpoint,
     readonly target: FlowEndpoint,
@@ -46,7 +47,7 @@ export class TcpActiveOpen implements TcpFlow {
     private readonly tsOffset: number,
     attach: (h: TcpStreamHandlers) => TcpStream,
   ) {
-    this.openedAt = env.now();
+    this.openedAt = host.now();
     this.events = {
       onConnect: () => this.upstreamEvent(() => {}),
       onData: (data) =>
@@ -89,13 +90,13 @@ export class TcpActiveOpen implements TcpFlow {
     }
     if (!(flags & SYN) || !(flags & ACK)) return;
     const held = { openedAt: this.openedAt, pipe: this.pipe, upstreamEnded: this.upstreamEnded };
-    const conn = TcpConnection.active(this.env, this.key, this.guest, this.target, this.iss, this.tsOffset, seg, held);
+    const conn = TcpConnection.active(this.host, this.key, this.guest, this.target, this.iss, this.tsOffset, seg, held);
     this.events = conn.streamHandlers();
-    this.env.replaced(this, conn);
+    this.host.replaced(this, conn);
     conn.completeActiveOpen(seg);
   }
 
-  onTimer(now: number): number | undefined {
+  onTimer(now: Instant): Instant | undefined {
     if (this.state === 'closed') return undefined;
     if (this.synDeadline !== undefined && now >= this.synDeadline) {
       if (++this.synRetries > MAX_SYN_RETRIES) {
@@ -108,7 +109,7 @@ export class TcpActiveOpen implements TcpFlow {
     return this.synDeadline;
   }
 
-  nextDeadline(): number | undefined {
+  nextDeadline(): Instant | undefined {
     return this.state === 'closed' ? undefined : this.synDeadline;
   }
 
@@ -122,7 +123,7 @@ export class TcpActiveOpen implements TcpFlow {
   private upstreamEvent(fn: () => void): void {
     if (this.state === 'closed') return;
     fn();
-    this.env.reschedule(this);
+    this.host.reschedule(this);
   }
 
   private onStreamClose(error?: UpstreamError): void {
@@ -132,26 +133,26 @@ export class TcpActiveOpen implements TcpFlow {
 
   /** We offer every option; the connection keeps what the guest's SYN-ACK echoes. */
   private sendSyn(): void {
-    const env = this.env;
-    const cfg = env.config;
-    const options = synOffer(cfg, env.linkMss, (env.now() + this.tsOffset) >>> 0);
-    env.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq: this.iss, ack: 0, flags: SYN, window: Math.min(cfg.receiveBufferBytes, 0xffff), options }, 0);
+    const host = this.host;
+    const cfg = host.config;
+    const options = synOffer(cfg, host.linkMss, (host.now() + this.tsOffset) >>> 0);
+    host.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq: this.iss, ack: 0, flags: SYN, window: Math.min(cfg.receiveBufferBytes, 0xffff), options }, 0);
     const rto = cfg.initialRtoMs * 2 ** this.synRetries;
-    this.synDeadline = env.now() + Math.min(rto, cfg.maxRtoMs);
-    env.reschedule(this);
+    this.synDeadline = after(host.now(), Math.min(rto, cfg.maxRtoMs));
+    host.reschedule(this);
   }
 
   /** RST carries no options and no window. */
   private sendReset(seq: SeqNum): void {
-    this.env.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq, ack: 0, flags: RST, window: 0 }, 0);
+    this.host.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq, ack: 0, flags: RST, window: 0 }, 0);
   }
 
   private finish(reason: TcpCloseReason): void {
     const prev = this.state;
     this.state = 'closed';
-    this.env.stateChanged(this, prev);
+    this.host.stateChanged(this, prev);
     this.closeReason = reason;
     this.synDeadline = undefined;
-    this.env.closed(this, reason);
+    this.host.closed(this, reason);
   }
 }

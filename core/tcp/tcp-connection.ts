@@ -17,6 +17,7 @@ import { TcpSender } from './tcp-sender';
 import { TcpTimers } from './tcp-timers';
 import { UpstreamPipe } from './upstream-pipe';
 import { seqAdd, seqDiff, type SeqNum } from './seq';
+import { after, type Instant } from '../clock';
 
 /** Why a connection ended: the `reason` of its flow-close event and log line. */
 export type TcpCloseReason =
@@ -66,7 +67,7 @@ export interface TcpFlow extends TimerOwner {
   readonly guest: FlowEndpoint;
   /** weft's side: the destination the guest asked for, or the local end of an active open. */
   readonly target: FlowEndpoint;
-  readonly openedAt: number;
+  readonly openedAt: Instant;
   readonly state: TcpState;
   readonly halfOpen: boolean;
   readonly closeReason: TcpCloseReason | undefined;
@@ -78,18 +79,18 @@ export interface TcpFlow extends TimerOwner {
   onSegment(seg: TcpSegment): void;
   /** Tears the flow down at once, telling the guest with RST if `tellGuest` (and it knows our sequence numbers). */
   abort(reason: TcpCloseReason, tellGuest: boolean): void;
-  nextDeadline(): number | undefined;
+  nextDeadline(): Instant | undefined;
 }
 
 /** What a connection needs from its surroundings (the flow table provides it). */
-export interface TcpConnectionEnv {
+export interface TcpConnectionHost {
   readonly config: TcpConfig;
   /** Our MSS towards the guest (link MTU − 40). */
   readonly linkMss: number;
   /** The link does TCP segmentation offload: data segments may carry up to ~64 KiB (read at the handshake). */
   segmentOffload: boolean;
   readonly upstream: Upstream;
-  now(): number;
+  now(): Instant;
   /**
    * Sends a segment to the guest from `local`. `payloadLength` bytes are written by `copyPayload`
    * at the given offset of the frame buffer.
@@ -114,7 +115,7 @@ const UPSTREAM_DRAIN_MS = 60_000;
 
 export class TcpConnection implements TcpFlow {
   state: TcpState;
-  timerScheduledAt?: number;
+  timerScheduledAt?: Instant;
   readonly iss: SeqNum;
   readonly irs: SeqNum;
   private challengeWindowStart = -Infinity;
@@ -127,7 +128,7 @@ export class TcpConnection implements TcpFlow {
   private readonly sendBufferBytes: number;
 
   private synAckRetries = 0;
-  private lastGuestActivity: number;
+  private lastGuestActivity: Instant;
   private keepaliveProbesSent = 0;
   private closeWhenDrained: TcpCloseReason | undefined;
 
@@ -138,9 +139,9 @@ export class TcpConnection implements TcpFlow {
   ackDeferred = false;
 
   /** A connection the guest opened (its SYN in hand); the upstream is opened by start(). */
-  static passive(env: TcpConnectionEnv, key: string, guest: FlowEndpoint, target: FlowEndpoint, syn: TcpSegment, iss: SeqNum, tsOffset: number): TcpConnection {
-    const c = new TcpConnection(env, key, guest, target, iss, tsOffset, syn, 'connecting', env.now(), new UpstreamPipe(), false);
-    c.timers.set('connect', c.openedAt + env.config.connectTimeoutMs);
+  static passive(host: TcpConnectionHost, key: string, guest: FlowEndpoint, target: FlowEndpoint, syn: TcpSegment, iss: SeqNum, tsOffset: number): TcpConnection {
+    const c = new TcpConnection(host, key, guest, target, iss, tsOffset, syn, 'connecting', host.now(), new UpstreamPipe(), false);
+    c.timers.set('connect', after(c.openedAt, host.config.connectTimeoutMs));
     return c;
   }
 
@@ -149,21 +150,21 @@ export class TcpConnection implements TcpFlow {
    * when it began, the stream and whether that stream has ended). Completes the handshake.
    */
   static active(
-    env: TcpConnectionEnv,
+    host: TcpConnectionHost,
     key: string,
     guest: FlowEndpoint,
     local: FlowEndpoint,
     iss: SeqNum,
     tsOffset: number,
     synAck: TcpSegment,
-    held: { openedAt: number; pipe: UpstreamPipe; upstreamEnded: boolean },
+    held: { openedAt: Instant; pipe: UpstreamPipe; upstreamEnded: boolean },
   ): TcpConnection {
-    return new TcpConnection(env, key, guest, local, iss, tsOffset, synAck, 'syn-sent', held.openedAt, held.pipe, held.upstreamEnded);
+    return new TcpConnection(host, key, guest, local, iss, tsOffset, synAck, 'syn-sent', held.openedAt, held.pipe, held.upstreamEnded);
   }
 
   /** Settles options from the guest's SYN or SYN-ACK and creates the two halves. */
   private constructor(
-    private readonly env: TcpConnectionEnv,
+    private readonly host: TcpConnectionHost,
     readonly key: string,
     readonly guest: FlowEndpoint,
     readonly target: FlowEndpoint,
@@ -171,15 +172,15 @@ export class TcpConnection implements TcpFlow {
     tsOffset: number,
     syn: TcpSegment,
     state: TcpState,
-    readonly openedAt: number,
+    readonly openedAt: Instant,
     private readonly pipe: UpstreamPipe,
     private upstreamEnded: boolean, // the upstream sent its FIN
   ) {
     this.state = state;
-    this.lastGuestActivity = env.now();
+    this.lastGuestActivity = host.now();
     this.iss = iss;
     this.irs = syn.seq;
-    const n = negotiate(env.config, env.linkMss, env.segmentOffload, syn);
+    const n = negotiate(host.config, host.linkMss, host.segmentOffload, syn);
     this.receiver = new TcpReceiver(syn.seq, n.receiver, this.timers);
     this.sendBufferBytes = n.sender.sendBufferBytes;
     this.sender = new TcpSender(
@@ -194,9 +195,9 @@ export class TcpConnection implements TcpFlow {
     const output = {
       srcPort: target.port,
       dstPort: guest.port,
-      linkMss: env.linkMss,
-      now: () => env.now(),
-      send: (repr: TcpRepr, len: number, copy?: (out: Uint8Array, offset: number) => void) => env.send(this, repr, len, copy),
+      linkMss: host.linkMss,
+      now: () => host.now(),
+      send: (repr: TcpRepr, len: number, copy?: (out: Uint8Array, offset: number) => void) => host.send(this, repr, len, copy),
     };
     this.writer = new TcpSegmentWriter(output, n, tsOffset, this.receiver, () => this.pipe.backlogBytes);
   }
@@ -214,8 +215,8 @@ export class TcpConnection implements TcpFlow {
 
   /** Opens the upstream stream; called by the table once the connection is registered. */
   start(meta: FlowMeta): void {
-    this.pipe.attach(this.env.upstream.openTcp(this.target, meta, this.streamHandlers()));
-    this.env.reschedule(this);
+    this.pipe.attach(this.host.upstream.openTcp(this.target, meta, this.streamHandlers()));
+    this.host.reschedule(this);
   }
 
   /** The rest of an active open, once this connection has taken its place: the guest's SYN-ACK acknowledged. */
@@ -226,7 +227,7 @@ export class TcpConnection implements TcpFlow {
     for (const chunk of this.pipe.takeEarly()) this.onUpstreamData(chunk, false);
     this.pipe.release();
     if (this.upstreamEnded) this.closeSend();
-    this.env.reschedule(this);
+    this.host.reschedule(this);
   }
 
   get rcvNxt(): SeqNum {
@@ -255,7 +256,7 @@ export class TcpConnection implements TcpFlow {
   // ── guest segments ──────────────────────────────────────────────────────
 
   onSegment(seg: TcpSegment): void {
-    const now = this.env.now();
+    const now = this.host.now();
     this.lastGuestActivity = now;
     this.keepaliveProbesSent = 0;
     if (this.synchronized) this.armKeepalive();
@@ -273,8 +274,8 @@ export class TcpConnection implements TcpFlow {
       // a FIN also restarts the 2MSL wait.
       if (flags & FIN || seg.payload.length > 0) this.sendAck();
       if (flags & FIN) {
-        this.timers.set('time-wait', now + this.env.config.timeWaitMs);
-        this.env.reschedule(this);
+        this.timers.set('time-wait', after(now, this.host.config.timeWaitMs));
+        this.host.reschedule(this);
       }
       return;
     }
@@ -355,10 +356,10 @@ export class TcpConnection implements TcpFlow {
     if (this.receiver.ackNow) {
       // In-order data in a burst needs one ACK at its end, not one per segment; duplicate ACKs
       // (out-of-order data) go at once, since the guest counts them for fast retransmit.
-      if (this.ackDeferred || (this.receiver.oooBytes === 0 && this.env.deferAck(this))) this.ackDeferred = true;
+      if (this.ackDeferred || (this.receiver.oooBytes === 0 && this.host.deferAck(this))) this.ackDeferred = true;
       else this.sendAck();
     }
-    this.env.reschedule(this);
+    this.host.reschedule(this);
   }
 
   /** Sends the ACK deferred to the end of an input batch, unless a segment already carried it. */
@@ -367,7 +368,7 @@ export class TcpConnection implements TcpFlow {
     this.ackDeferred = false;
   }
 
-  private onGuestFin(now: number): void {
+  private onGuestFin(now: Instant): void {
     if (this.state === 'established') this.setState('close-wait');
     else if (this.state === 'fin-wait-1') {
       if (this.sender.finAcked) this.enterTimeWait(now);
@@ -381,7 +382,7 @@ export class TcpConnection implements TcpFlow {
   private upstreamEvent(fn: () => void): void {
     if (this.state === 'closed' && !this.closeWhenDrained) return;
     fn();
-    this.env.reschedule(this);
+    this.host.reschedule(this);
   }
 
   private onUpstreamConnect(): void {
@@ -402,7 +403,7 @@ export class TcpConnection implements TcpFlow {
     if (data.length > 0 && !this.sender.write(data)) return this.abort('send-buffer-overflow', true);
     if (this.sender.full) this.pipe.pause();
     // With more to come at once, a short last segment waits for it (one full segment, not two).
-    if (!this.halfOpen) this.sender.output(this.env.now(), more);
+    if (!this.halfOpen) this.sender.output(this.host.now(), more);
   }
 
   private onUpstreamEnd(): void {
@@ -416,7 +417,7 @@ export class TcpConnection implements TcpFlow {
     if (this.closeWhenDrained && this.pipe.flushed) return this.finish(this.closeWhenDrained);
     // The guest may be stalled on a closed window: tell it the window opened — unless it has sent
     // its FIN (it sends no more; in TIME-WAIT it may be gone, and would answer with RST).
-    if (this.state !== 'closed' && !this.receiver.finReceived && this.receiver.windowGain(this.pipe.backlogBytes) >= Math.max(2 * this.sender.mss, this.env.config.receiveBufferBytes / 4)) {
+    if (this.state !== 'closed' && !this.receiver.finReceived && this.receiver.windowGain(this.pipe.backlogBytes) >= Math.max(2 * this.sender.mss, this.host.config.receiveBufferBytes / 4)) {
       this.sendAck();
     }
   }
@@ -440,14 +441,14 @@ export class TcpConnection implements TcpFlow {
     this.sender.finish();
     if (this.state === 'established') this.setState('fin-wait-1');
     else if (this.state === 'close-wait') this.setState('last-ack');
-    this.sender.output(this.env.now());
+    this.sender.output(this.host.now());
   }
 
   private sendSynAck(): void {
-    const now = this.env.now();
+    const now = this.host.now();
     this.writer.synAck(this.iss);
-    const rto = this.env.config.initialRtoMs * 2 ** this.synAckRetries;
-    this.timers.set('handshake', now + Math.min(rto, this.env.config.maxRtoMs));
+    const rto = this.host.config.initialRtoMs * 2 ** this.synAckRetries;
+    this.timers.set('handshake', after(now, Math.min(rto, this.host.config.maxRtoMs)));
   }
 
   private sendData(seq: SeqNum, len: number, fin: boolean): void {
@@ -465,7 +466,7 @@ export class TcpConnection implements TcpFlow {
    * connection's count says nothing about another's (the side channel of CVE-2016-5696).
    */
   private challengeAck(): void {
-    const now = this.env.now();
+    const now = this.host.now();
     if (now - this.challengeWindowStart >= 1000) {
       this.challengeWindowStart = now;
       this.challengesSent = 0;
@@ -492,7 +493,7 @@ export class TcpConnection implements TcpFlow {
 
   /** RST carries no options and no window. */
   private sendReset(seq: number, ack: number, flags: number): void {
-    this.env.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq, ack, flags, window: 0 }, 0);
+    this.host.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq, ack, flags, window: 0 }, 0);
   }
 
   // ── the upstream direction ──────────────────────────────────────────────
@@ -513,14 +514,14 @@ export class TcpConnection implements TcpFlow {
   // ── timers ───────────────────────────────────────────────────────────────
 
   /** Runs what is due, in a fixed order: handshake timers, TIME-WAIT, the delayed ACK, the sender's, keep-alive. */
-  onTimer(now: number): number | undefined {
+  onTimer(now: Instant): Instant | undefined {
     const timers = this.timers;
     if (this.state === 'closed') {
       if (this.closeWhenDrained && timers.due('drain', now)) {
         this.closeWhenDrained = undefined;
         timers.clear('drain');
         this.pipe.destroy();
-        this.env.closed(this, 'upstream-drain-timeout');
+        this.host.closed(this, 'upstream-drain-timeout');
       }
       return this.nextDeadline();
     }
@@ -553,7 +554,7 @@ export class TcpConnection implements TcpFlow {
 
   /** The keep-alive timer fired: probe, or give up after keepaliveProbes unanswered probes. */
   private keepalive(): void {
-    if (this.keepaliveProbesSent >= this.env.config.keepaliveProbes) return this.abort('keepalive-timeout', true);
+    if (this.keepaliveProbesSent >= this.host.config.keepaliveProbes) return this.abort('keepalive-timeout', true);
     this.keepaliveProbesSent++;
     this.armKeepalive();
     this.sendControl(seqAdd(this.sender.sndUna, -1), ACK);
@@ -561,11 +562,11 @@ export class TcpConnection implements TcpFlow {
 
   /** Keep-alive runs while synchronized: idle time after the guest's last segment, then one probe per interval. */
   private armKeepalive(): void {
-    const cfg = this.env.config;
-    this.timers.set('keepalive', this.lastGuestActivity + cfg.keepaliveIdleMs + this.keepaliveProbesSent * cfg.keepaliveIntervalMs);
+    const cfg = this.host.config;
+    this.timers.set('keepalive', after(after(this.lastGuestActivity, cfg.keepaliveIdleMs), this.keepaliveProbesSent * cfg.keepaliveIntervalMs));
   }
 
-  nextDeadline(): number | undefined {
+  nextDeadline(): Instant | undefined {
     // A closed connection may still wait for its upstream to drain, and runs nothing else (the
     // sender's slots may still be armed: an upstream end after the close still sends our FIN).
     return this.state === 'closed' ? this.timers.get('drain') : this.timers.nextDeadline();
@@ -573,9 +574,9 @@ export class TcpConnection implements TcpFlow {
 
   // ── endings ──────────────────────────────────────────────────────────────
 
-  private enterTimeWait(now: number): void {
+  private enterTimeWait(now: Instant): void {
     this.setState('time-wait');
-    this.timers.set('time-wait', now + this.env.config.timeWaitMs);
+    this.timers.set('time-wait', after(now, this.host.config.timeWaitMs));
     this.endUpstreamIfFlushed();
   }
 
@@ -601,7 +602,7 @@ export class TcpConnection implements TcpFlow {
       if (this.closeWhenDrained) {
         this.closeWhenDrained = undefined;
         this.timers.clear('drain');
-        this.env.closed(this, reason);
+        this.host.closed(this, reason);
       }
       return;
     }
@@ -610,11 +611,11 @@ export class TcpConnection implements TcpFlow {
     this.timers.clearAllBut();
     if (this.pipe.draining) {
       this.closeWhenDrained = reason;
-      this.timers.set('drain', this.env.now() + UPSTREAM_DRAIN_MS);
-      this.env.reschedule(this);
+      this.timers.set('drain', after(this.host.now(), UPSTREAM_DRAIN_MS));
+      this.host.reschedule(this);
       return;
     }
-    this.env.closed(this, reason);
+    this.host.closed(this, reason);
   }
 
   private setState(next: TcpState): void {
@@ -626,7 +627,7 @@ export class TcpConnection implements TcpFlow {
     // once all is acknowledged, which TIME-WAIT implies).
     if (this.synchronized && !wasSynchronized) this.armKeepalive();
     else if (next === 'time-wait') this.timers.clear('keepalive');
-    this.env.stateChanged(this, prev);
+    this.host.stateChanged(this, prev);
   }
 }
 

@@ -12,7 +12,8 @@ import type { DropReason } from '../wire/parse-result';
 import { IsnGenerator } from './isn';
 import { seqAdd } from './seq';
 import { TcpActiveOpen } from './tcp-active-open';
-import { TcpConnection, type TcpCloseReason, type TcpConnectionEnv, type TcpFlow, type TcpState } from './tcp-connection';
+import { TcpConnection, type TcpCloseReason, type TcpConnectionHost, type TcpFlow, type TcpState } from './tcp-connection';
+import type { Instant } from '../clock';
 
 export interface TcpFlowEvent {
   protocol: 'tcp';
@@ -33,10 +34,11 @@ export interface TcpFlowEvent {
   spuriousUndone: number;
 }
 
-export interface TcpFlowTableHooks {
+/** What the flow table needs from the stack that owns it. */
+export interface TcpFlowTableHost {
   /** The link does TCP segmentation offload: data segments may be up to 64 KiB. */
   segmentOffload?: boolean;
-  now(): number;
+  now(): Instant;
   random(out: Uint8Array): void;
   /** Sends a TCP segment from `src` to `dst` (the guest). */
   send(src: Ipv4Address, dst: Ipv4Address, repr: TcpRepr, payloadLength: number, copyPayload?: (out: Uint8Array, off: number) => void): void;
@@ -51,7 +53,7 @@ export class TcpFlowTable {
   private readonly halfOpen = new Map<string, TcpFlow>();
   private readonly timeWait = new Map<string, TcpFlow>();
   private readonly isn: IsnGenerator;
-  private readonly env: TcpConnectionEnv;
+  private readonly connectionHost: TcpConnectionHost;
   private readonly hasUpstream: boolean;
   private readonly ackOwed = new Set<TcpConnection>();
   /** When true, pure ACKs wait for flushAcks() at the end of an input batch. */
@@ -63,19 +65,19 @@ export class TcpFlowTable {
     linkMtu: number,
     upstream: Upstream | undefined,
     timers: TimerQueue,
-    private readonly hooks: TcpFlowTableHooks,
+    private readonly host: TcpFlowTableHost,
   ) {
     const secret = new Uint8Array(8);
-    hooks.random(secret);
+    host.random(secret);
     this.isn = new IsnGenerator(secret);
     const table = this;
-    this.env = {
+    this.connectionHost = {
       config,
       linkMss: linkMtu - 40,
-      segmentOffload: hooks.segmentOffload === true,
+      segmentOffload: host.segmentOffload === true,
       upstream: upstream as Upstream,
-      now: hooks.now,
-      send: (conn, repr, len, copy) => hooks.send(conn.target.ip, conn.guest.ip, repr, len, copy),
+      now: host.now,
+      send: (conn, repr, len, copy) => host.send(conn.target.ip, conn.guest.ip, repr, len, copy),
       reschedule: (conn) => timers.schedule(conn, conn.nextDeadline()),
       stateChanged: (conn, from) => table.onStateChanged(conn, from),
       deferAck: (conn) => {
@@ -102,7 +104,7 @@ export class TcpFlowTable {
 
   /** Segmentation offload for connections opened from now on (open ones keep what they negotiated). */
   setSegmentOffload(on: boolean): void {
-    this.env.segmentOffload = on;
+    this.connectionHost.segmentOffload = on;
   }
 
   /** Connections by state, for counters and the demo's flow table. */
@@ -138,39 +140,39 @@ export class TcpFlowTable {
     }
     if ((flags & (SYN | ACK | RST)) !== SYN) {
       if (!(flags & RST)) this.sendReset(src, dst, seg);
-      this.hooks.drop('tcp-no-connection');
+      this.host.drop('tcp-no-connection');
       return;
     }
     if (flags & FIN) {
-      this.hooks.drop('tcp-syn-fin');
+      this.host.drop('tcp-syn-fin');
       return;
     }
     if (!this.hasUpstream) {
       this.sendReset(src, dst, seg);
-      this.hooks.drop('tcp-no-upstream');
+      this.host.drop('tcp-no-upstream');
       return;
     }
     if (this.halfOpen.size >= this.config.maxHalfOpen) {
       const oldest = this.halfOpen.values().next().value as TcpFlow;
       oldest.abort('syn-flood-evicted', true);
-      this.hooks.drop('tcp-half-open-evicted');
+      this.host.drop('tcp-half-open-evicted');
     }
     if (this.conns.size >= this.config.maxConnections) {
       const tw = this.timeWait.values().next().value as TcpFlow | undefined;
       if (tw) tw.abort('time-wait-evicted', false);
       else {
         this.sendReset(src, dst, seg);
-        this.hooks.drop('tcp-too-many-connections');
+        this.host.drop('tcp-too-many-connections');
         return;
       }
     }
-    const now = this.hooks.now();
+    const now = this.host.now();
     const guest = { ip: src, port: seg.srcPort };
     const target = { ip: dst, port: seg.dstPort };
     const tsOffset = new Uint8Array(4);
-    this.hooks.random(tsOffset);
+    this.host.random(tsOffset);
     const conn = TcpConnection.passive(
-      this.env,
+      this.connectionHost,
       key,
       guest,
       target,
@@ -181,7 +183,7 @@ export class TcpFlowTable {
     this.conns.set(key, conn);
     this.halfOpen.set(key, conn);
     this.connectionsOpened++;
-    this.hooks.flowOpened(this.describe(conn));
+    this.host.flowOpened(this.describe(conn));
     conn.start({ protocol: 'tcp', guest, target });
   }
 
@@ -199,23 +201,23 @@ export class TcpFlowTable {
   connectToGuest(guest: FlowEndpoint, localIp: Ipv4Address, attach: (h: TcpStreamHandlers) => TcpStream): boolean {
     if (this.conns.size >= this.config.maxConnections) return false;
     const r = new Uint8Array(2);
-    this.hooks.random(r);
+    this.host.random(r);
     const start = (r[0] << 8) | r[1];
     for (let i = 0; i < 16384; i++) {
       const port = 49152 + ((start + i) % 16384);
       const key = `${guest.ip}:${guest.port}>${localIp}:${port}`;
       if (this.conns.has(key)) continue;
-      const now = this.hooks.now();
+      const now = this.host.now();
       const tsOffset = new Uint8Array(4);
-      this.hooks.random(tsOffset);
+      this.host.random(tsOffset);
       const local = { ip: localIp, port };
       const iss = this.isn.isn(localIp, port, guest.ip, guest.port, now);
-      const conn = new TcpActiveOpen(this.env, key, guest, local, iss, new DataView(tsOffset.buffer).getUint32(0), attach);
+      const conn = new TcpActiveOpen(this.connectionHost, key, guest, local, iss, new DataView(tsOffset.buffer).getUint32(0), attach);
       if (conn.state === 'closed') return false;
       this.conns.set(key, conn);
       this.halfOpen.set(key, conn);
       this.connectionsOpened++;
-      this.hooks.flowOpened(this.describe(conn));
+      this.host.flowOpened(this.describe(conn));
       return true;
     }
     return false;
@@ -243,7 +245,7 @@ export class TcpFlowTable {
     if (this.conns.get(conn.key) === conn) this.conns.delete(conn.key);
     this.halfOpen.delete(conn.key);
     this.timeWait.delete(conn.key);
-    this.hooks.flowClosed({ ...this.describe(conn), reason });
+    this.host.flowClosed({ ...this.describe(conn), reason });
   }
 
   private describe(c: TcpFlow): TcpFlowEvent {
@@ -267,6 +269,6 @@ export class TcpFlowTable {
       seg.flags & ACK
         ? { srcPort: seg.dstPort, dstPort: seg.srcPort, seq: seg.ack, ack: 0, flags: RST, window: 0 }
         : { srcPort: seg.dstPort, dstPort: seg.srcPort, seq: 0, ack: seqAdd(seg.seq, len), flags: RST | ACK, window: 0 };
-    this.hooks.send(dst, src, repr, 0);
+    this.host.send(dst, src, repr, 0);
   }
 }

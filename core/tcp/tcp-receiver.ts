@@ -7,6 +7,7 @@
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt, seqMax, type SeqNum } from './seq';
 import type { TcpTimers } from './tcp-timers';
 import { copyBytes } from '../wire/bytes';
+import { after, type Instant } from '../clock';
 
 interface OooSegment {
   seq: SeqNum;
@@ -73,7 +74,7 @@ export class TcpReceiver {
    * Takes the text and FIN of an acceptable segment. Returns the bytes that are now in order, as
    * copies the caller may keep. Sets `ackNow` or arms the delayed ACK.
    */
-  accept(seq: SeqNum, payload: Uint8Array, fin: boolean, now: number): Uint8Array[] {
+  accept(seq: SeqNum, payload: Uint8Array, fin: boolean, now: Instant): Uint8Array[] {
     const delivered: Uint8Array[] = [];
     let start = seq;
     let data = payload;
@@ -99,7 +100,7 @@ export class TcpReceiver {
         this.pullInOrder(delivered);
         this.unackedSegments++;
         if (filled || this.unackedSegments >= 2 || this.ooo.length > 0) this.ackNow = true;
-        else if (!this.timers.armed('delayed-ack')) this.timers.set('delayed-ack', now + this.cfg.delayedAckMs);
+        else if (!this.timers.armed('delayed-ack')) this.timers.set('delayed-ack', after(now, this.cfg.delayedAckMs));
       } else {
         this.insertOutOfOrder(start, data);
         this.ackNow = true; // a duplicate ACK with SACK blocks tells the guest what is missing

@@ -7,16 +7,17 @@ import { ACK, SYN, type TcpOptions, type TcpRepr, type TcpSegment } from '../wir
 import { seqLe, stampLt, type SeqNum } from './seq';
 import type { TcpNegotiated } from './tcp-negotiation';
 import type { TcpReceiver } from './tcp-receiver';
+import type { Instant } from '../clock';
 
 export type CopyPayload = (out: Uint8Array, offset: number) => void;
 
-/** Where the segments go. */
-export interface TcpSegmentOutput {
+/** What the writer needs from its connection: the ports, the clock, and where the segments go. */
+export interface TcpSegmentWriterHost {
   readonly srcPort: number;
   readonly dstPort: number;
   /** Our MSS towards the guest, announced in the SYN-ACK. */
   readonly linkMss: number;
-  now(): number;
+  now(): Instant;
   send(repr: TcpRepr, payloadLength: number, copyPayload?: CopyPayload): void;
 }
 
@@ -25,7 +26,7 @@ export class TcpSegmentWriter {
   private lastAckSent: SeqNum;
 
   constructor(
-    private readonly out: TcpSegmentOutput,
+    private readonly out: TcpSegmentWriterHost,
     private readonly negotiated: TcpNegotiated,
     /** Added to our clock in the timestamps we send, so they do not reveal it. */
     private readonly tsOffset: number,

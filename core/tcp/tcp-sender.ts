@@ -12,7 +12,7 @@
 // - without SACK: NewReno fast retransmit and recovery (RFC 6582);
 // - undo of spurious reductions (Eifel timestamps or DSACKs, ./reduction-undo.ts) restores cwnd;
 // - zero-window probing and sender-side silly-window avoidance.
-// Segments leave through `SenderOutput`; the per-piece bookkeeping is in ./sack-scoreboard.ts; the
+// Segments leave through `TcpSenderHost`; the per-piece bookkeeping is in ./sack-scoreboard.ts; the
 // recovery state (open, disorder, recovery, loss) and what moves it are in ./recovery-state.ts; the
 // timers (retransmit, reorder, loss-probe, persist) are slots of the connection's ./tcp-timers.ts.
 
@@ -25,8 +25,10 @@ import { nextRecoveryState, reducing, type RecoveryEvent, type RecoveryState } f
 import { SackScoreboard, type SentPiece } from './sack-scoreboard';
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt, toSeq, type SeqNum } from './seq';
 import type { TcpTimers } from './tcp-timers';
+import { after, type Instant } from '../clock';
 
-export interface SenderOutput {
+/** What the sender needs from its connection: a way to put segments on the wire. */
+export interface TcpSenderHost {
   /** Sends `len` bytes of the send buffer starting at sequence `seq`, with FIN after them if `fin`. */
   sendSegment(seq: SeqNum, len: number, fin: boolean): void;
   /** Sends an ACK with seq = SND.UNA − 1 and no data, which makes the guest answer with its window. */
@@ -126,7 +128,7 @@ export class TcpSender {
   constructor(
     iss: SeqNum,
     private readonly cfg: SenderConfig,
-    private readonly out: SenderOutput,
+    private readonly out: TcpSenderHost,
     /** The connection's timers; the sender runs 'retransmit', 'reorder', 'persist' and, through its LossProbe, 'loss-probe'. */
     private readonly timers: TcpTimers,
   ) {
@@ -241,7 +243,7 @@ export class TcpSender {
    * in this clock's milliseconds, if timestamps are on. Returns false when the segment acknowledges
    * data never sent (the caller answers with an ACK and drops it).
    */
-  onAck(seg: AckInfo, now: number, tsEcr?: number): boolean {
+  onAck(seg: AckInfo, now: Instant, tsEcr?: number): boolean {
     const { ack } = seg;
     if (seqGt(ack, this.sndMax)) return false;
     if (tsEcr === 0) tsEcr = undefined;
@@ -301,7 +303,7 @@ export class TcpSender {
     this.state = nextRecoveryState(this.state, event);
   }
 
-  private onNewAck(ack: SeqNum, acked: number, now: number, tsEcr: number | undefined): void {
+  private onNewAck(ack: SeqNum, acked: number, now: Instant, tsEcr: number | undefined): void {
     this.buffer.consume(Math.min(acked, this.buffer.length));
     this.sndUna = ack;
     this.retransmits = 0;
@@ -333,7 +335,7 @@ export class TcpSender {
     }
 
     if (this.flight === 0) this.timers.clear('retransmit');
-    else this.timers.set('retransmit', now + this.rto);
+    else this.timers.set('retransmit', after(now, this.rto));
   }
 
   /**
@@ -358,7 +360,7 @@ export class TcpSender {
   }
 
   /** NewReno (no SACK): three duplicate ACKs start fast retransmit; more inflate the window. */
-  private onDupAck(now: number): void {
+  private onDupAck(now: Instant): void {
     this.dupAcks++;
     const mss = this.cfg.mss;
     if (this.state === 'recovery') {
@@ -373,7 +375,7 @@ export class TcpSender {
     this.cwnd = this.ssthresh + 3 * mss;
   }
 
-  private retransmitHead(now: number): void {
+  private retransmitHead(now: Instant): void {
     if (this.board.length === 0) return;
     const head = this.board.at(0);
     this.board.markLost(head);
@@ -382,21 +384,21 @@ export class TcpSender {
   }
 
   /** A DSACK: [l, r) arrived twice (a loss probe's copy is expected to). */
-  private onDsack([l, r]: [SeqNum, SeqNum], now: number): void {
+  private onDsack([l, r]: [SeqNum, SeqNum], now: Instant): void {
     if (this.probe.isProbeCopy(l, r)) return;
     if (this.undo.dsack(l, r, this.recoveryPoint)) this.undoReduction();
     this.rack.onDsack(l, r, now, this.sndUna, this.sndMax);
   }
 
   /** Runs RACK; enters recovery if it found a loss. */
-  private detectLoss(now: number): void {
+  private detectLoss(now: Instant): void {
     const board = this.board;
     const pendingBefore = board.pendingBytes;
     const suspects = board.sackedBytes > 0 || board.retransBytes > 0 || board.lostBytes > 0;
     this.timers.clear('reorder');
     if (suspects) {
       const wait = this.rack.detectLoss(board, now, this.rack.reoWnd(reducing(this.state), board.sackedPieces, this.srtt, this.reorderingCap()));
-      if (wait > 0) this.timers.set('reorder', now + wait);
+      if (wait > 0) this.timers.set('reorder', after(now, wait));
     }
     const newlyLost = board.pendingBytes - pendingBefore;
     if (newlyLost > 0) {
@@ -466,7 +468,7 @@ export class TcpSender {
    * `holdTail`: more data is about to be written, so a last piece shorter than a full segment
    * waits for it (the next output() without the flag sends it).
    */
-  output(now: number, holdTail = false): void {
+  output(now: Instant, holdTail = false): void {
     if (this.failed) return;
     const mss = this.cfg.mss;
     let sent = false;
@@ -506,7 +508,7 @@ export class TcpSender {
     if (this.unsent > 0 && this.flight === 0 && !sent) {
       if (!this.timers.armed('persist')) {
         this.persistInterval = Math.max(this.rto, this.cfg.minRtoMs);
-        this.timers.set('persist', now + this.persistInterval);
+        this.timers.set('persist', after(now, this.persistInterval));
       }
     } else if (sent) {
       this.timers.clear('persist');
@@ -514,7 +516,7 @@ export class TcpSender {
     }
   }
 
-  private sendNew(len: number, fin: boolean, now: number): void {
+  private sendNew(len: number, fin: boolean, now: Instant): void {
     const seq = this.sndMax;
     if (this.rttSeq === undefined && len > 0) {
       this.rttSeq = seqAdd(seq, len);
@@ -523,17 +525,17 @@ export class TcpSender {
     this.board.append(seq, len, fin, now, this.xmitOrder++);
     this.out.sendSegment(seq, len, fin);
     this.sndMax = seqAdd(seq, len + (fin ? 1 : 0));
-    if (!this.timers.armed('retransmit')) this.timers.set('retransmit', now + this.rto);
+    if (!this.timers.armed('retransmit')) this.timers.set('retransmit', after(now, this.rto));
   }
 
-  private resend(p: SentPiece, now: number, probe = false): void {
+  private resend(p: SentPiece, now: Instant, probe = false): void {
     const len = seqDiff(p.end, p.start) - (p.fin ? 1 : 0);
     this.board.resent(p, now, this.xmitOrder++);
     this.segmentsRetransmitted++;
     this.rttSeq = undefined;
     if (!probe) this.undo.onRetransmit(seqDiff(p.end, p.start), now);
     this.out.sendSegment(p.start, len, p.fin);
-    if (!this.timers.armed('retransmit')) this.timers.set('retransmit', now + this.rto);
+    if (!this.timers.armed('retransmit')) this.timers.set('retransmit', after(now, this.rto));
   }
 
   /**
@@ -542,7 +544,7 @@ export class TcpSender {
    * with little in flight would otherwise wait for the RTO, which is most of the time on a lossy
    * link with a short round trip.
    */
-  private armProbe(now: number): void {
+  private armProbe(now: Instant): void {
     this.probe.disarm();
     if (!this.cfg.sackPermitted || this.srtt === undefined || this.retransmits > 0) return;
     if (this.timers.armed('reorder') || this.flight === 0) return;
@@ -556,20 +558,20 @@ export class TcpSender {
    * duplicate at once (Linux with a DSACK, and it then leaves delayed-ACK mode for a while), where
    * new in-order data may sit behind its delayed-ACK timer — tens of round trips on a local link.
    */
-  private sendLossProbe(now: number): void {
+  private sendLossProbe(now: Instant): void {
     this.probe.disarm();
     const p = this.board.lastUnsacked(this.cfg.mss);
     if (!p) return;
     this.resend(p, now, true);
     this.probe.onSent(p.start, p.end, this.sndMax);
-    this.timers.set('retransmit', now + this.rto);
+    this.timers.set('retransmit', after(now, this.rto));
     this.armProbe(now);
   }
 
   // ── timers ───────────────────────────────────────────────────────────────
 
   /** Runs the sender's timers that are due: the RTO before RACK's before the loss probe; persist besides. */
-  onTimer(now: number): void {
+  onTimer(now: Instant): void {
     const timers = this.timers;
     if (timers.due('retransmit', now)) this.onRetransmitTimeout(now);
     else if (timers.due('reorder', now)) {
@@ -582,7 +584,7 @@ export class TcpSender {
       if (this.sndWnd === 0) {
         this.out.sendProbe();
         this.persistInterval = Math.min(this.persistInterval * 2, MAX_PERSIST_MS);
-        timers.set('persist', now + this.persistInterval);
+        timers.set('persist', after(now, this.persistInterval));
       } else {
         // A small window that SWS avoidance refused to fill: send what fits now.
         timers.clear('persist');
@@ -592,7 +594,7 @@ export class TcpSender {
     }
   }
 
-  private onRetransmitTimeout(now: number): void {
+  private onRetransmitTimeout(now: Instant): void {
     this.retransmits++;
     this.timeouts++;
     if (this.retransmits > this.cfg.maxRetransmits) {
@@ -612,7 +614,7 @@ export class TcpSender {
     this.timers.clear('reorder');
     this.probe.reset();
     this.rto = Math.min(this.rto * 2, this.cfg.maxRtoMs);
-    this.timers.set('retransmit', now + this.rto);
+    this.timers.set('retransmit', after(now, this.rto));
     const before = this.segmentsRetransmitted;
     this.output(now);
     if (this.segmentsRetransmitted === before && this.flight > 0) {

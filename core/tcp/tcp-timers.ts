@@ -4,6 +4,8 @@
 // table schedules. Which due timer acts first is the connection's onTimer's business (a fixed
 // order), not this file's.
 
+import type { Instant } from '../clock';
+
 const TIMERS = [
   'connect', // the upstream connect is given up (passive open, before our SYN-ACK)
   'handshake', // our SYN-ACK is sent again
@@ -26,16 +28,16 @@ export class TcpTimers {
   private readonly at = new Float64Array(TIMERS.length).fill(Infinity);
 
   /** The deadline of `t`, if armed. */
-  get(t: TcpTimer): number | undefined {
+  get(t: TcpTimer): Instant | undefined {
     const at = this.at[SLOT[t]];
-    return at === Infinity ? undefined : at;
+    return at === Infinity ? undefined : (at as Instant);
   }
 
   armed(t: TcpTimer): boolean {
     return this.at[SLOT[t]] !== Infinity;
   }
 
-  set(t: TcpTimer, deadline: number): void {
+  set(t: TcpTimer, deadline: Instant): void {
     this.at[SLOT[t]] = deadline;
   }
 
@@ -44,7 +46,7 @@ export class TcpTimers {
   }
 
   /** Armed and due at `now`. */
-  due(t: TcpTimer, now: number): boolean {
+  due(t: TcpTimer, now: Instant): boolean {
     return now >= this.at[SLOT[t]];
   }
 
@@ -67,9 +69,9 @@ export class TcpTimers {
   }
 
   /** When the first timer fires, if any is armed. */
-  nextDeadline(): number | undefined {
+  nextDeadline(): Instant | undefined {
     let min = Infinity;
     for (let i = 0; i < TIMERS.length; i++) if (this.at[i] < min) min = this.at[i];
-    return min === Infinity ? undefined : min;
+    return min === Infinity ? undefined : (min as Instant);
   }
 }

@@ -8,6 +8,7 @@ import type { FlowEndpoint, Upstream, UdpFlow, UpstreamError } from '../upstream
 import type { Ipv4Address } from '../wire/address';
 import type { DropReason } from '../wire/parse-result';
 import { copyBytes } from '../wire/bytes';
+import { after, type Instant } from '../clock';
 
 export interface UdpFlowEvent {
   protocol: 'udp';
@@ -22,8 +23,9 @@ export interface UdpFlowEvent {
 /** Why a UDP flow ended: no datagram for the idle time, evicted for a newer one, or the stack stopped. */
 export type UdpCloseReason = 'idle' | 'evicted' | 'shutdown';
 
-export interface UdpNatHooks {
-  now(): number;
+/** What the NAT needs from the stack that owns it. */
+export interface UdpNatHost {
+  now(): Instant;
   /** Sends a datagram to the guest from `from`. */
   sendToGuest(from: FlowEndpoint, to: FlowEndpoint, payload: Uint8Array): void;
   /** Tells the guest its datagram could not be delivered (ICMP destination unreachable). */
@@ -34,9 +36,9 @@ export interface UdpNatHooks {
 }
 
 class NatFlow implements TimerOwner {
-  timerScheduledAt?: number;
+  timerScheduledAt?: Instant;
   upstream!: UdpFlow;
-  lastActivity: number;
+  lastActivity: Instant;
   bytesFromGuest = 0;
   bytesToGuest = 0;
   /** The first 8 bytes of the last datagram sent (quoted in ICMP errors). */
@@ -47,15 +49,15 @@ class NatFlow implements TimerOwner {
     readonly key: string,
     readonly guest: FlowEndpoint,
     readonly target: FlowEndpoint,
-    readonly openedAt: number,
+    readonly openedAt: Instant,
     private readonly nat: UdpNat,
   ) {
     this.lastActivity = openedAt;
   }
 
-  onTimer(now: number): number | undefined {
+  onTimer(now: Instant): Instant | undefined {
     if (this.closed) return undefined;
-    const idleUntil = this.lastActivity + this.nat.config.idleTimeoutMs;
+    const idleUntil = after(this.lastActivity, this.nat.config.idleTimeoutMs);
     if (now >= idleUntil) {
       this.nat.close(this, 'idle');
       return undefined;
@@ -72,7 +74,7 @@ export class UdpNat {
     readonly config: UdpConfig,
     private readonly upstream: Upstream | undefined,
     private readonly timers: TimerQueue,
-    private readonly hooks: UdpNatHooks,
+    private readonly host: UdpNatHost,
   ) {}
 
   get size(): number {
@@ -85,9 +87,9 @@ export class UdpNat {
 
   /** A datagram from the guest; `udpHeader` is its 8-byte header, quoted in ICMP errors. */
   input(src: Ipv4Address, srcPort: number, dst: Ipv4Address, dstPort: number, payload: Uint8Array, udpHeader: Uint8Array): void {
-    if (!this.upstream) return this.hooks.drop('udp-no-upstream');
+    if (!this.upstream) return this.host.drop('udp-no-upstream');
     const key = `${src}:${srcPort}>${dst}:${dstPort}`;
-    const now = this.hooks.now();
+    const now = this.host.now();
     let flow = this.flows.get(key);
     if (flow) {
       this.flows.delete(key); // re-insert below: most recently used goes last
@@ -95,7 +97,7 @@ export class UdpNat {
       if (this.flows.size >= this.config.maxFlows) {
         const oldest = this.flows.values().next().value as NatFlow;
         this.close(oldest, 'evicted');
-        this.hooks.drop('udp-flow-evicted');
+        this.host.drop('udp-flow-evicted');
       }
       flow = this.open(key, { ip: src, port: srcPort }, { ip: dst, port: dstPort }, now);
     }
@@ -107,22 +109,22 @@ export class UdpNat {
     flow.upstream.send(copyBytes(payload));
   }
 
-  private open(key: string, guest: FlowEndpoint, target: FlowEndpoint, now: number): NatFlow {
+  private open(key: string, guest: FlowEndpoint, target: FlowEndpoint, now: Instant): NatFlow {
     const flow = new NatFlow(key, guest, target, now, this);
     flow.upstream = (this.upstream as Upstream).openUdp(target, { protocol: 'udp', guest, target }, {
       onDatagram: (data) => {
         if (flow.closed) return;
-        flow.lastActivity = this.hooks.now();
+        flow.lastActivity = this.host.now();
         flow.bytesToGuest += data.length;
-        this.hooks.sendToGuest(target, guest, data);
+        this.host.sendToGuest(target, guest, data);
       },
       onError: (error) => {
         if (flow.closed) return;
-        this.hooks.unreachable(flow, error, flow.lastHeader);
+        this.host.unreachable(flow, error, flow.lastHeader);
       },
     });
-    this.timers.schedule(flow, now + this.config.idleTimeoutMs);
-    this.hooks.flowOpened(this.describe(flow));
+    this.timers.schedule(flow, after(now, this.config.idleTimeoutMs));
+    this.host.flowOpened(this.describe(flow));
     return flow;
   }
 
@@ -132,7 +134,7 @@ export class UdpNat {
     this.timers.cancel(flow);
     if (this.flows.get(flow.key) === flow) this.flows.delete(flow.key);
     flow.upstream.close();
-    this.hooks.flowClosed({ ...this.describe(flow), reason });
+    this.host.flowClosed({ ...this.describe(flow), reason });
   }
 
   closeAll(reason: UdpCloseReason): void {

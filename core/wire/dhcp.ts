@@ -2,8 +2,9 @@
 // and `sname` fields when option 52 overloads them, and joins repeated options (RFC 3396). The
 // emitter builds a BOOTREPLY from a plain value; the server decides which fields to fill.
 
-import { readIpv4, readMac, writeIpv4, writeMac, type Ipv4Address, type MacAddress } from './address';
+import { IPV4_ANY, readIpv4, readMac, writeIpv4, writeMac, type Ipv4Address, type MacAddress } from './address';
 import type { DropReason, Parsed } from './parse-result';
+import { readU32, writeU32 } from './bytes';
 
 export const BOOTREQUEST = 1;
 export const BOOTREPLY = 2;
@@ -96,7 +97,7 @@ export interface DhcpMessage {
 export function parseDhcp(udpPayload: Uint8Array): Parsed<DhcpMessage> {
   const b = udpPayload;
   if (b.length < OFF_OPTIONS) return 'dhcp-truncated';
-  if (readIpv4(b, OFF_COOKIE) !== DHCP_MAGIC_COOKIE) return 'dhcp-bad-cookie';
+  if (readU32(b, OFF_COOKIE) !== DHCP_MAGIC_COOKIE) return 'dhcp-bad-cookie';
 
   // Collect each option's pieces first, so instances split across fields join in RFC 3396 order:
   // options area, then file, then sname.
@@ -127,7 +128,7 @@ export function parseDhcp(udpPayload: Uint8Array): Parsed<DhcpMessage> {
     htype,
     hlen,
     hops: b[3],
-    xid: readIpv4(b, 4),
+    xid: readU32(b, 4),
     secs: (b[8] << 8) | b[9],
     flags: (b[10] << 8) | b[11],
     ciaddr: readIpv4(b, 12),
@@ -233,7 +234,8 @@ export interface DhcpReplyRepr {
   serverId: Ipv4Address;
   /** Lease time; T1 and T2 are derived from it (RFC 2131 §4.4.5: 0.5 and 0.875). */
   leaseTimeSeconds?: number;
-  subnetMask?: Ipv4Address;
+  /** A mask (prefixMask()), not an address, though it is written like one. */
+  subnetMask?: number;
   router?: Ipv4Address;
   dnsServers?: Ipv4Address[];
   domainName?: string;
@@ -257,7 +259,7 @@ export function emitDhcp(msg: DhcpReplyRepr): Uint8Array {
     opts.push([DhcpOption.RENEWAL_TIME, u32Bytes(Math.floor(lease * 0.5))]);
     opts.push([DhcpOption.REBINDING_TIME, u32Bytes(Math.floor(lease * 0.875))]);
   }
-  if (msg.subnetMask !== undefined) opts.push([DhcpOption.SUBNET_MASK, ipBytes([msg.subnetMask])]);
+  if (msg.subnetMask !== undefined) opts.push([DhcpOption.SUBNET_MASK, u32Bytes(msg.subnetMask)]);
   if (msg.router !== undefined) opts.push([DhcpOption.ROUTER, ipBytes([msg.router])]);
   if (msg.dnsServers?.length) opts.push([DhcpOption.DNS_SERVERS, ipBytes(msg.dnsServers)]);
   if (msg.domainName) opts.push([DhcpOption.DOMAIN_NAME, asciiBytes(msg.domainName)]);
@@ -272,15 +274,15 @@ export function emitDhcp(msg: DhcpReplyRepr): Uint8Array {
   out[0] = BOOTREPLY;
   out[1] = 1; // Ethernet
   out[2] = 6;
-  writeIpv4(out, 4, msg.xid);
+  writeU32(out, 4, msg.xid);
   out[10] = (msg.flags >>> 8) & 0xff;
   out[11] = msg.flags & 0xff;
-  writeIpv4(out, 12, msg.ciaddr ?? 0);
-  writeIpv4(out, 16, msg.yiaddr ?? 0);
-  writeIpv4(out, 20, msg.siaddr ?? 0);
-  writeIpv4(out, 24, msg.giaddr ?? 0);
+  writeIpv4(out, 12, msg.ciaddr ?? IPV4_ANY);
+  writeIpv4(out, 16, msg.yiaddr ?? IPV4_ANY);
+  writeIpv4(out, 20, msg.siaddr ?? IPV4_ANY);
+  writeIpv4(out, 24, msg.giaddr ?? IPV4_ANY);
   writeMac(out, OFF_CHADDR, msg.chaddr);
-  writeIpv4(out, OFF_COOKIE, DHCP_MAGIC_COOKIE);
+  writeU32(out, OFF_COOKIE, DHCP_MAGIC_COOKIE);
   let i = OFF_OPTIONS;
   for (const [code, value] of opts) {
     // RFC 3396: a value longer than 255 bytes goes out as consecutive instances of the option.
@@ -306,7 +308,7 @@ function ipBytes(ips: Ipv4Address[]): Uint8Array {
 
 function u32Bytes(v: number): Uint8Array {
   const out = new Uint8Array(4);
-  writeIpv4(out, 0, Math.min(v, 0xffff_ffff) >>> 0);
+  writeU32(out, 0, Math.min(v, 0xffff_ffff) >>> 0);
   return out;
 }
 

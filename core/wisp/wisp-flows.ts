@@ -1,5 +1,5 @@
 // The guest-facing side of Wisp streams: WispTcpStream and WispUdpFlow implement the stack's
-// TcpStream and UdpFlow on top of a StreamHost (the WispUpstream that owns the connection).
+// TcpStream and UdpFlow on top of a WispStreamHost (the WispUpstream that owns the connection).
 //
 // Contract notes. Handlers are always called asynchronously (never inside openTcp/openUdp), onClose
 // exactly once per TCP stream, nothing after destroy()/close(). A stream counts as connected when the
@@ -28,11 +28,11 @@ import type { Scheduler, TimerHandle } from '../scheduler';
 export type AttachFailure = { kind: UpstreamErrorKind; message: string };
 
 /** What a stream needs from the upstream that owns the WebSocket. */
-export interface StreamHost {
+export interface WispStreamHost {
   readonly scheduler: Scheduler;
-  attach(type: 'tcp' | 'udp', dst: FlowEndpoint, sink: StreamSink): number | AttachFailure;
+  attach(type: 'tcp' | 'udp', dst: FlowEndpoint, sink: WispStreamHandlers): number | AttachFailure;
   /** Routes an existing stream's events (one the server opened: publish extension) to `sink`. */
-  adopt(id: number, sink: StreamSink): void;
+  adopt(id: number, sink: WispStreamHandlers): void;
   write(id: number, data: Uint8Array): boolean;
   /** Half-close; false when the server cannot carry it. */
   end(id: number): boolean;
@@ -65,7 +65,7 @@ export function upstreamErrorKind(reason: number): UpstreamErrorKind {
 }
 
 /** The per-stream callbacks the upstream routes session events to. */
-export interface StreamSink {
+export interface WispStreamHandlers {
   data(payload: Uint8Array): void;
   writable(): void;
   confirmed(): void;
@@ -100,7 +100,7 @@ export class WispTcpStream implements TcpStream {
    * connection it carries, and until then the server is asked not to read its end.
    */
   constructor(
-    private readonly up: StreamHost,
+    private readonly up: WispStreamHost,
     dst: FlowEndpoint,
     meta: FlowMeta,
     private readonly handlers: TcpStreamHandlers,
@@ -128,7 +128,7 @@ export class WispTcpStream implements TcpStream {
     this.id = id;
   }
 
-  private sink(): StreamSink {
+  private sink(): WispStreamHandlers {
     return {
       ready: (confirms) => {
         if (!confirms) this.markConnected();
@@ -263,7 +263,7 @@ export class WispUdpFlow implements UdpFlow {
   private readonly flow: string;
 
   constructor(
-    private readonly up: StreamHost,
+    private readonly up: WispStreamHost,
     private readonly dst: FlowEndpoint,
     meta: FlowMeta,
     private readonly handlers: UdpFlowHandlers,

@@ -15,8 +15,8 @@ import type {
   UdpFlowHandlers,
   Upstream,
 } from '../upstream';
-import { formatIpv4, type Ipv4Address } from '../wire/address';
-import { WispTcpStream, WispUdpFlow, type AttachFailure, type StreamHost, type StreamSink } from './wisp-flows';
+import { formatIpv4, parseIpv4, type Ipv4Address } from '../wire/address';
+import { WispTcpStream, WispUdpFlow, type AttachFailure, type WispStreamHost, type WispStreamHandlers } from './wisp-flows';
 import type { Scheduler, TimerHandle } from '../scheduler';
 import type { Clock } from '../clock';
 
@@ -35,7 +35,7 @@ export const RELAY_RESOLVER_HOSTNAME = 'resolver.weft.internal';
  * The endpoint a DNS forwarder uses to reach the relay's resolver through this upstream: an address
  * no guest can use (0.0.0.53), sent to the relay as RELAY_RESOLVER_HOSTNAME.
  */
-export const RELAY_RESOLVER: FlowEndpoint = { ip: 0x00000035, port: 53 };
+export const RELAY_RESOLVER: FlowEndpoint = { ip: parseIpv4('0.0.0.53'), port: 53 };
 
 /** A WebSocket as the upstream needs it. Messages are whole binary WebSocket messages. */
 export interface WispTransport {
@@ -157,7 +157,7 @@ export interface WispUpstreamOptions {
 }
 
 
-export class WispUpstream implements Upstream, StreamHost {
+export class WispUpstream implements Upstream, WispStreamHost {
   readonly url: string;
   private readonly o: Required<Omit<WispUpstreamOptions, 'password' | 'log' | 'onState' | 'gateway' | 'scheduler' | 'clock' | 'random' | 'allocate'>> & Pick<WispUpstreamOptions, 'password' | 'gateway' | 'allocate'>;
   readonly scheduler: Scheduler;
@@ -169,7 +169,7 @@ export class WispUpstream implements Upstream, StreamHost {
   private reported: WispUpstreamState['state'] | undefined;
   private transport: WispTransport | undefined;
   private session!: WispClientSession;
-  private readonly sinks = new Map<number, StreamSink>();
+  private readonly sinks = new Map<number, WispStreamHandlers>();
   private delayMs: number;
   private reconnectTimer: TimerHandle | undefined;
   private pollTimer: TimerHandle | undefined;
@@ -316,7 +316,7 @@ export class WispUpstream implements Upstream, StreamHost {
   // ---- used by the stream classes ----------------------------------------------------------------
 
   /** Opens a stream on the current session, or says why it could not. */
-  attach(type: 'tcp' | 'udp', dst: FlowEndpoint, sink: StreamSink): number | AttachFailure {
+  attach(type: 'tcp' | 'udp', dst: FlowEndpoint, sink: WispStreamHandlers): number | AttachFailure {
     if (this.dormant) {
       this.dormant = false;
       this.open();
@@ -337,7 +337,7 @@ export class WispUpstream implements Upstream, StreamHost {
     return id;
   }
 
-  adopt(id: number, sink: StreamSink): void {
+  adopt(id: number, sink: WispStreamHandlers): void {
     this.sinks.set(id, sink);
   }
 

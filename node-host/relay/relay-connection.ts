@@ -59,7 +59,8 @@ export interface RelayResolver {
   port: number;
 }
 
-export interface RelayContext {
+/** What every client connection needs from the relay server that owns it (shared by all of them). */
+export interface RelayConnectionHost {
   options: RelayOptions;
   /**
    * The relay's resolvers (--dns-server, else the host's resolv.conf). Only the first is open to
@@ -161,7 +162,7 @@ export class RelayConnection {
   constructor(
     private readonly ws: WebSocket,
     private readonly info: ClientInfo,
-    private readonly ctx: RelayContext,
+    private readonly ctx: RelayConnectionHost,
   ) {
     this.client = info.ip.includes(':') ? `[${info.ip}]:${info.port}` : `${info.ip}:${info.port}`;
     const o = ctx.options;

@@ -45,7 +45,8 @@ interface Worker {
   startedAt: number;
 }
 
-export interface RelayPrimaryDeps {
+/** What the primary needs from the CLI that starts it. */
+export interface RelayPrimaryHost {
   log: EventLog;
   /** argv of `weft relay` (without "relay"), given to each worker unchanged. */
   argv: readonly string[];
@@ -65,7 +66,7 @@ export class RelayPrimary {
 
   constructor(
     private readonly options: RelayOptions,
-    private readonly deps: RelayPrimaryDeps,
+    private readonly deps: RelayPrimaryHost,
   ) {
     this.workers = new Array(options.workers).fill(undefined);
     this.restartDelay = new Array(options.workers).fill(RESTART_DELAY_MS);

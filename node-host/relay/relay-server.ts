@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { EventLog } from '../log';
 import { DestinationPolicy } from './destination-policy';
-import { RelayConnection, type RelayContext } from './relay-connection';
+import { RelayConnection, type RelayConnectionHost } from './relay-connection';
 import { RelayMetrics } from './relay-metrics';
 import type { RelayOptions } from './relay-options';
 import { createResolver, type Resolve } from './resolver';
@@ -40,7 +40,8 @@ function reject(socket: Duplex, status: number, text: string): void {
   setTimeout(() => socket.destroy(), 1000).unref();
 }
 
-export interface RelayServerDeps {
+/** What the relay server needs from whoever starts it (the CLI, createRelay, a worker process). */
+export interface RelayServerHost {
   log: EventLog;
   /** The resolvers clients may reach on port 53 (tests); defaults to --dns-server, else resolv.conf. */
   resolvers?: RelayResolver[];
@@ -75,13 +76,13 @@ export class RelayServer {
   /** WebSockets per client IP, counted from admission until the socket closes (upgrade or not). */
   private readonly perIp = new Map<string, number>();
   private readonly sockets = new Set<WebSocket>();
-  private readonly ctx: RelayContext;
+  private readonly ctx: RelayConnectionHost;
   private readonly site: StaticSite | undefined;
   private draining = false;
 
   constructor(
     private readonly options: RelayOptions,
-    private readonly deps: RelayServerDeps,
+    private readonly deps: RelayServerHost,
   ) {
     const pw = options.password;
     this.ctx = {

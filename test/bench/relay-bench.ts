@@ -21,7 +21,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { parseIpv4 } from '../../core/wire/address';
+import { ipv4, parseIpv4 } from '../../core/wire/address';
 import { WispUpstream } from '../../node-host/wisp-upstream';
 import { connectWsTransport } from '../../node-host/ws-transport';
 import { Netns, UDHCPC_SCRIPT } from '../harness/netns';
@@ -262,7 +262,7 @@ async function throughput(up: WispUpstream, sink: SourceSink, n: number, dir: Di
   let received = 0;
   let failure: string | undefined;
   const stops: Array<() => void> = [];
-  const meta = { protocol: 'tcp' as const, guest: { ip: 1, port: 1 }, target: { ip: GATEWAY, port: sink.port } };
+  const meta = { protocol: 'tcp' as const, guest: { ip: ipv4(1), port: 1 }, target: { ip: GATEWAY, port: sink.port } };
   for (let i = 0; i < n; i++) {
     let stream: TcpStream | undefined;
     let stopped = false;
@@ -384,7 +384,7 @@ async function openIdle(run: IdleRun): Promise<void> {
   await sleep(300);
   await server.child.gc();
   run.before = server.child.rssKiB();
-  const meta = { protocol: 'tcp' as const, guest: { ip: 1, port: 1 }, target: { ip: GATEWAY, port: sink.port } };
+  const meta = { protocol: 'tcp' as const, guest: { ip: ipv4(1), port: 1 }, target: { ip: GATEWAY, port: sink.port } };
   const handlers = { onConnect() {}, onData() {}, onEnd() {}, onDrain() {}, onClose: () => void run.closed++ };
   const started = performance.now();
   // In batches, so the sink's accept queue never overflows (SYN retries would only add waiting).

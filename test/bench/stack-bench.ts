@@ -3,7 +3,9 @@
 import { randomFillSync } from 'node:crypto';
 import { Stack } from '../../core/stack';
 import { ARP_REQUEST } from '../../core/wire/arp';
+import { ZERO_MAC } from '../../core/wire/address';
 import { arpFrame, GATEWAY_IP, GUEST_IP, GUEST_MAC, pingFrame } from '../support/frames';
+import { instant } from '../../core/clock';
 
 export interface BenchResult {
   name: string;
@@ -13,7 +15,7 @@ export interface BenchResult {
 
 function measure(name: string, frame: Uint8Array, minMs = 1500): BenchResult {
   let replies = 0;
-  const stack = new Stack({ clock: { now: () => performance.now() }, random: (b) => randomFillSync(b), output: () => replies++ });
+  const stack = new Stack({ clock: { now: () => instant(performance.now()) }, random: (b) => randomFillSync(b), output: () => replies++ });
   // Warm up so the JIT has compiled the hot path before timing.
   for (let i = 0; i < 20_000; i++) stack.input(frame);
   let n = 0;
@@ -31,7 +33,7 @@ function measure(name: string, frame: Uint8Array, minMs = 1500): BenchResult {
 
 export function runStackBench(): BenchResult[] {
   return [
-    measure('arp request → reply', arpFrame({ operation: ARP_REQUEST, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: 0, targetIp: GATEWAY_IP })),
+    measure('arp request → reply', arpFrame({ operation: ARP_REQUEST, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: ZERO_MAC, targetIp: GATEWAY_IP })),
     measure('icmp echo 64 B', pingFrame(GATEWAY_IP, 64 - 28)),
     measure('icmp echo 1400 B', pingFrame(GATEWAY_IP, 1400 - 28)),
   ];

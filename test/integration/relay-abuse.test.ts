@@ -28,7 +28,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WispClientSession } from '../../core/wisp/wisp-client';
 import { WispServerSession } from '../../core/wisp/wisp-server';
-import { parseIpv4 } from '../../core/wire/address';
+import { ipv4, parseIpv4 } from '../../core/wire/address';
 import { WispUpstream } from '../../node-host/wisp-upstream';
 import { connectWsTransport } from '../../node-host/ws-transport';
 import { REPO_ROOT, weftBundle } from '../harness/weft-bundle';
@@ -268,7 +268,7 @@ function download(up: WispUpstream, port: number, n: number): Promise<number> {
     const started = performance.now();
     let got = 0;
     let done = false;
-    const meta = { protocol: 'tcp' as const, guest: { ip: 1, port: 1 }, target: { ip: GATEWAY, port } };
+    const meta = { protocol: 'tcp' as const, guest: { ip: ipv4(1), port: 1 }, target: { ip: GATEWAY, port } };
     const end = (e?: Error) => {
       if (done) return;
       done = true;

@@ -5,7 +5,7 @@ import { emitIcmp, ICMP_ECHO_REQUEST } from '../../core/wire/icmpv4';
 import { emitIpv4Header, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LENGTH, type Ipv4HeaderRepr } from '../../core/wire/ipv4';
 import { emitTcpHeader, tcpHeaderLength } from '../../core/wire/tcp';
 import { emitUdp } from '../../core/wire/udp';
-import { parseIpv4, parseMac } from '../../core/wire/address';
+import { BROADCAST_MAC, IPV4_ANY, IPV4_BROADCAST, parseIpv4, parseMac, type Ipv4Address } from '../../core/wire/address';
 
 export const GUEST_MAC = parseMac('52:54:00:12:34:56');
 export const GATEWAY_MAC = parseMac('52:55:0a:00:02:02');
@@ -13,7 +13,7 @@ export const GUEST_IP = parseIpv4('10.0.2.15');
 export const GATEWAY_IP = parseIpv4('10.0.2.2');
 export const DNS_IP = parseIpv4('10.0.2.3');
 
-export function arpFrame(arp: ArpPacket, dstMac = 0xffff_ffff_ffff, srcMac = arp.senderMac): Uint8Array {
+export function arpFrame(arp: ArpPacket, dstMac = BROADCAST_MAC, srcMac = arp.senderMac): Uint8Array {
   const f = new Uint8Array(ETHERNET_HEADER_LENGTH + 28);
   emitEthernetHeader(f, 0, dstMac, srcMac, ETHERTYPE_ARP);
   emitArp(arp, f, ETHERNET_HEADER_LENGTH);
@@ -34,7 +34,7 @@ export function icmpEcho(id: number, seq: number, data: Uint8Array): Uint8Array 
   return out;
 }
 
-export function pingFrame(dst: number, size: number, seq = 1, src = GUEST_IP): Uint8Array {
+export function pingFrame(dst: Ipv4Address, size: number, seq = 1, src = GUEST_IP): Uint8Array {
   const data = new Uint8Array(size).map((_, i) => i & 0xff);
   return ipv4Frame({ src, dst, protocol: IPPROTO_ICMP, id: seq }, icmpEcho(0x1234, seq, data));
 }
@@ -90,8 +90,8 @@ export function dhcpClientPayload(type: number, mac: number, xid: number, extraO
 }
 
 export function dhcpFrame(type: number, mac = GUEST_MAC, xid = 0x1234, extraOptions: number[] = []): Uint8Array {
-  const udp = udpPayload(0, 0xffff_ffff, 68, 67, dhcpClientPayload(type, mac, xid, extraOptions));
-  return ipv4Frame({ src: 0, dst: 0xffff_ffff, protocol: IPPROTO_UDP, id: 1 }, udp, mac, 0xffff_ffff_ffff);
+  const udp = udpPayload(IPV4_ANY, IPV4_BROADCAST, 68, 67, dhcpClientPayload(type, mac, xid, extraOptions));
+  return ipv4Frame({ src: IPV4_ANY, dst: IPV4_BROADCAST, protocol: IPPROTO_UDP, id: 1 }, udp, mac, BROADCAST_MAC);
 }
 
 /**

@@ -16,6 +16,7 @@ import { parseTcp, type TcpSegment } from '../../core/wire/tcp';
 import { FakeUpstream, type FakeTcpStream } from './fake-upstream';
 import { GATEWAY_MAC, GUEST_IP, GUEST_MAC, seededRandom } from './frames';
 import { SimGuestTcp, type SimGuestOptions } from './sim-guest-tcp';
+import { instant } from '../../core/clock';
 
 export const REMOTE = { ip: parseIpv4('93.184.216.34'), port: 80 };
 
@@ -60,7 +61,7 @@ export class TcpSim {
   constructor(o: TcpSimOptions) {
     this.autoConnect = o.autoConnect ?? true;
     const rng = seededRandom(o.seed);
-    const clock = { now: () => this.now };
+    const clock = { now: () => instant(this.now) };
     const base: Partial<FaultConfig> = { latencyMs: 5, corruptFromByte: 14, reorderHoldMs: 20, ...o.faults };
     this.toGuest = new FaultInjector((f) => this.guestInbox.push(f), rng.next, { ...base, ...o.toGuest });
     this.toStack = new FaultInjector((f) => this.stackInbox.push(f), rng.next, { ...base, ...o.toStack });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseIpv4, parseMac, writeIpv4 } from '../../core/wire/address';
+import { ipv4, mac, parseIpv4, parseMac } from '../../core/wire/address';
+import { writeU32 } from '../../core/wire/bytes';
 import { DhcpMessageType, DhcpOption, emitDhcp, encodeDomainSearch, parseDhcp, type DhcpMessage, type DhcpReplyRepr } from '../../core/wire/dhcp';
 import { isDrop } from '../../core/wire/parse-result';
 import { seededRandom } from '../support/frames';
@@ -29,7 +30,7 @@ function request(options: Uint8Array, patch: (b: Uint8Array) => void = () => {})
   const b = new Uint8Array(240 + options.length);
   b.set([1, 1, 6, 0]);
   b.set(hex('525400aabbcc'), 28);
-  writeIpv4(b, 236, 0x63825363);
+  writeU32(b, 236, 0x63825363);
   b.set(options, 240);
   patch(b);
   return b;
@@ -115,7 +116,7 @@ describe('parseDhcp', () => {
       const b = new Uint8Array(Math.floor(rand() * 400));
       for (let i = 0; i < b.length; i++) b[i] = Math.floor(rand() * 256);
       // Mostly valid cookies and small option codes/lengths, so the option walker is what gets fuzzed.
-      if (b.length >= 240 && rand() < 0.8) writeIpv4(b, 236, 0x63825363);
+      if (b.length >= 240 && rand() < 0.8) writeU32(b, 236, 0x63825363);
       // [code, usual length]; PAD and END take no length byte.
       const codes = [[0, 0], [1, 4], [12, 5], [50, 4], [52, 1], [53, 1], [54, 4], [55, 3], [57, 2], [61, 7], [255, 0]];
       const r = rand();
@@ -171,7 +172,7 @@ describe('emitDhcp', () => {
   });
 
   it('round-trips through parseDhcp', () => {
-    const m = parsed(emitDhcp({ ...ACK, flags: 0x8000, ciaddr: 1, siaddr: 2, giaddr: 3, searchDomains: ['weft.internal', 'example.com'] }));
+    const m = parsed(emitDhcp({ ...ACK, flags: 0x8000, ciaddr: ipv4(1), siaddr: ipv4(2), giaddr: ipv4(3), searchDomains: ['weft.internal', 'example.com'] }));
     expect(m).toMatchObject({ op: 2, htype: 1, hlen: 6, xid: ACK.xid, flags: 0x8000, ciaddr: 1, yiaddr: ACK.yiaddr, siaddr: 2, giaddr: 3, chaddr: ACK.chaddr });
     expect(m.messageType).toBe(DhcpMessageType.ACK);
     expect(m.serverId).toBe(ACK.serverId);
@@ -180,7 +181,7 @@ describe('emitDhcp', () => {
   });
 
   it('sends a NAK with a message and no lease', () => {
-    const m = parsed(emitDhcp({ messageType: DhcpMessageType.NAK, xid: 9, flags: 0, chaddr: 1, serverId: 2, message: 'no' }));
+    const m = parsed(emitDhcp({ messageType: DhcpMessageType.NAK, xid: 9, flags: 0, chaddr: mac(1), serverId: ipv4(2), message: 'no' }));
     expect(m.messageType).toBe(DhcpMessageType.NAK);
     expect(ascii(m.options.get(DhcpOption.MESSAGE)!)).toBe('no');
     expect(m.options.has(DhcpOption.LEASE_TIME)).toBe(false);
@@ -188,7 +189,7 @@ describe('emitDhcp', () => {
   });
 
   it('pads a short reply to the BOOTP minimum of 300 bytes', () => {
-    const b = emitDhcp({ messageType: DhcpMessageType.NAK, xid: 9, flags: 0, chaddr: 1, serverId: 2 });
+    const b = emitDhcp({ messageType: DhcpMessageType.NAK, xid: 9, flags: 0, chaddr: mac(1), serverId: ipv4(2) });
     expect(b.length).toBe(300);
     expect(toHex(b.subarray(236, 250))).toBe('63825363350106360400000002ff');
     expect(b.subarray(250).every((x) => x === 0)).toBe(true);

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_NETWORK, type NetworkConfig } from '../../core/config';
 import { DhcpServer, type DhcpLeaseEvent, type DhcpReply } from '../../core/services/dhcp-server';
-import { BROADCAST_MAC, IPV4_BROADCAST, parseIpv4 as ip, parseMac, writeIpv4, writeMac, type MacAddress } from '../../core/wire/address';
+import { BROADCAST_MAC, IPV4_ANY, IPV4_BROADCAST, ipv4Add, mac, parseIpv4 as ip, parseMac, writeIpv4, writeMac, type Ipv4Address, type MacAddress } from '../../core/wire/address';
+import { writeU32 } from '../../core/wire/bytes';
 import { DhcpMessageType as T, DhcpOption, parseDhcp, type DhcpMessage } from '../../core/wire/dhcp';
 import { isDrop } from '../../core/wire/parse-result';
 
@@ -15,12 +16,12 @@ interface ClientFields {
   mac?: MacAddress;
   xid?: number;
   flags?: number;
-  ciaddr?: number;
-  giaddr?: number;
+  ciaddr?: Ipv4Address;
+  giaddr?: Ipv4Address;
   op?: number;
   htype?: number;
-  requestedIp?: number;
-  serverId?: number;
+  requestedIp?: Ipv4Address;
+  serverId?: Ipv4Address;
   clientId?: number[];
   hostname?: string;
 }
@@ -37,12 +38,12 @@ function client(f: ClientFields): DhcpMessage {
   opts.push(DhcpOption.END);
   const b = new Uint8Array(Math.max(300, 240 + opts.length));
   b.set([f.op ?? 1, f.htype ?? 1, 6, 0]);
-  writeIpv4(b, 4, f.xid ?? 0x1234);
+  writeU32(b, 4, f.xid ?? 0x1234);
   b[10] = (f.flags ?? 0) >>> 8;
-  writeIpv4(b, 12, f.ciaddr ?? 0);
-  writeIpv4(b, 24, f.giaddr ?? 0);
+  writeIpv4(b, 12, f.ciaddr ?? IPV4_ANY);
+  writeIpv4(b, 24, f.giaddr ?? IPV4_ANY);
   writeMac(b, 28, f.mac ?? MAC_A);
-  writeIpv4(b, 236, 0x63825363);
+  writeU32(b, 236, 0x63825363);
   b.set(opts, 240);
   const m = parseDhcp(b);
   if (isDrop(m)) throw new Error(m);
@@ -246,8 +247,8 @@ describe('DhcpServer', () => {
   it('keeps the lease table within the pool size', () => {
     const { server } = setup({ leaseCount: 2 });
     for (let k = 0; k < 50; k++) {
-      server.handle(client({ type: T.DISCOVER, mac: 0x525400000100 + k }), k * DAY_MS * 2);
-      server.handle(client({ type: T.REQUEST, mac: 0x525400000100 + k, requestedIp: ip('10.0.2.15') + (k % 2) }), k * DAY_MS * 2);
+      server.handle(client({ type: T.DISCOVER, mac: mac(0x525400000100 + k) }), k * DAY_MS * 2);
+      server.handle(client({ type: T.REQUEST, mac: mac(0x525400000100 + k), requestedIp: ipv4Add(ip('10.0.2.15'), k % 2) }), k * DAY_MS * 2);
       expect(server.leases().length).toBeLessThanOrEqual(2);
     }
   });

@@ -8,6 +8,7 @@ import { DEFAULT_NETWORK } from '../../core/config';
 import { DhcpServer } from '../../core/services/dhcp-server';
 import { BOOTREPLY, DhcpMessageType as T, DhcpOption, emitDhcp, parseDhcp, type DhcpReplyRepr } from '../../core/wire/dhcp';
 import { isDrop } from '../../core/wire/parse-result';
+import { ipv4, mac } from '../../core/wire/address';
 import { dhcpClientPayload } from '../support/frames';
 import { runs } from '../support/fuzz';
 
@@ -85,12 +86,12 @@ describe('DHCP codec', () => {
         messageType: fc.constantFrom(T.OFFER, T.ACK, T.NAK),
         xid: u32,
         flags: u16,
-        yiaddr: u32,
-        chaddr: fc.integer({ min: 0, max: 2 ** 48 - 1 }),
-        serverId: u32,
+        yiaddr: u32.map(ipv4),
+        chaddr: fc.integer({ min: 0, max: 2 ** 48 - 1 }).map(mac),
+        serverId: u32.map(ipv4),
         leaseTimeSeconds: u32,
         subnetMask: u32,
-        dnsServers: fc.array(u32, { minLength: 1, maxLength: 70 }), // > 255 bytes splits the option (RFC 3396)
+        dnsServers: fc.array(u32.map(ipv4), { minLength: 1, maxLength: 70 }), // > 255 bytes splits the option (RFC 3396)
         domainName: domain,
         searchDomains: fc.array(domain, { maxLength: 30 }),
         mtu: u16,

@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Stack } from '../../core/stack';
 import { UpstreamError } from '../../core/upstream';
-import { parseIpv4 } from '../../core/wire/address';
+import { IPV4_BROADCAST, parseIpv4, ZERO_MAC } from '../../core/wire/address';
 import { ARP_REPLY, ARP_REQUEST } from '../../core/wire/arp';
 import { DnsType, emitDnsQuery, encodeDnsName } from '../../core/wire/dns';
 import { ETHERNET_HEADER_LENGTH, ETHERTYPE_IPV4, parseEthernet } from '../../core/wire/ethernet';
@@ -18,6 +18,7 @@ import { parseUdp } from '../../core/wire/udp';
 import { FakeUpstream, type FakeTcpStream } from '../support/fake-upstream';
 import { arpFrame, DNS_IP, dhcpFrame, fragmentFrames, GATEWAY_IP, GUEST_IP, GUEST_MAC, ipv4Frame, pingFrame, seededRandom, udpPayload } from '../support/frames';
 import { runs } from '../support/fuzz';
+import { instant } from '../../core/clock';
 
 
 const u8 = fc.integer({ min: 0, max: 0xff });
@@ -63,11 +64,11 @@ const tcpAction = fc.record({
 
 const otherFrame = fc.oneof(
   fc.tuple(fc.integer({ min: 1, max: 8 }), u32).map(([type, xid]) => dhcpFrame(type, GUEST_MAC, xid, [50, 4, 10, 0, 2, 15])),
-  fc.constantFrom(ARP_REQUEST, ARP_REPLY).map((operation) => arpFrame({ operation, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: 0, targetIp: GATEWAY_IP })),
+  fc.constantFrom(ARP_REQUEST, ARP_REPLY).map((operation) => arpFrame({ operation, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: ZERO_MAC, targetIp: GATEWAY_IP })),
   fc.tuple(fc.constantFrom(GATEWAY_IP, DNS_IP, REMOTE), fc.integer({ min: 0, max: 3000 })).map(([dst, size]) => pingFrame(dst, size)),
   fc.tuple(fc.constantFrom('example.com', 'gateway.weft.internal', 'x.weft.internal'), fc.constantFrom(DnsType.A, DnsType.AAAA, DnsType.PTR), u16).map(([name, type, id]) =>
     ipv4Frame({ src: GUEST_IP, dst: DNS_IP, protocol: IPPROTO_UDP, id: 9 }, udpPayload(GUEST_IP, DNS_IP, 5353, 53, emitDnsQuery({ id, nameWire: encodeDnsName(name), type })))),
-  fc.tuple(fc.constantFrom(REMOTE, GATEWAY_IP, DNS_IP, parseIpv4('10.0.2.99'), 0xffff_ffff), u16, fc.uint8Array({ maxLength: 600 })).map(([dst, port, data]) =>
+  fc.tuple(fc.constantFrom(REMOTE, GATEWAY_IP, DNS_IP, parseIpv4('10.0.2.99'), IPV4_BROADCAST), u16, fc.uint8Array({ maxLength: 600 })).map(([dst, port, data]) =>
     ipv4Frame({ src: GUEST_IP, dst, protocol: IPPROTO_UDP, id: 10 }, udpPayload(GUEST_IP, dst, 5000, port, data))),
   fc.tuple(fc.integer({ min: 1, max: 400 }), fc.integer({ min: 1, max: 60 })).map(([size, chunk]) =>
     fragmentFrames({ src: GUEST_IP, dst: GATEWAY_IP, protocol: 1, id: 77 }, pingFrame(GATEWAY_IP, size * 8).subarray(34), chunk * 8)),
@@ -124,7 +125,7 @@ describe('Stack under arbitrary frame sequences', () => {
       /** Per guest port: the next sequence number the stack expects and the next it will send. */
       const conv = GUEST_PORTS.map(() => ({ rcvNxt: 1000, sndNxt: 0 }));
       const stack = new Stack({
-        clock: { now: () => now },
+        clock: { now: () => instant(now) },
         random: seededRandom(actions.length).fill,
         upstream,
         network: { mtu: cfg.mtu },

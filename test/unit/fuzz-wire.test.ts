@@ -11,13 +11,15 @@ import { emitIpv4Header, IPV4_HEADER_LENGTH, parseIpv4Packet } from '../../core/
 import { isDrop } from '../../core/wire/parse-result';
 import { emitTcp, parseTcp, tcpHeaderLength, verifyTcpChecksum, type TcpOptions, type TcpRepr } from '../../core/wire/tcp';
 import { emitUdp, parseUdp } from '../../core/wire/udp';
+import { ipv4, mac as toMac } from '../../core/wire/address';
 import { runs } from '../support/fuzz';
 
 
 const u8 = fc.integer({ min: 0, max: 0xff });
 const u16 = fc.integer({ min: 0, max: 0xffff });
 const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
-const mac = fc.integer({ min: 0, max: 2 ** 48 - 1 });
+const mac = fc.integer({ min: 0, max: 2 ** 48 - 1 }).map(toMac);
+const addr = u32.map(ipv4);
 const bytes = (maxLength: number) => fc.uint8Array({ maxLength });
 /** Arbitrary bytes, sometimes as a view at an odd offset of a larger buffer (parsers must honour byteOffset). */
 const anyBytes = fc.tuple(bytes(1600), fc.integer({ min: 0, max: 7 })).map(([b, off]) => {
@@ -35,8 +37,8 @@ describe('wire codecs never throw on arbitrary bytes', () => {
   it('arp', () => fc.assert(noThrow(parseArp), runs(102, 2000)));
   it('ipv4', () => fc.assert(noThrow(parseIpv4Packet), runs(103, 2000)));
   it('icmpv4', () => fc.assert(noThrow(parseIcmp), runs(104, 2000)));
-  it('udp', () => fc.assert(fc.property(anyBytes, u32, u32, (b, s, d) => void parseUdp(b, s, d)), runs(105, 2000)));
-  it('tcp', () => fc.assert(fc.property(anyBytes, u32, u32, (b, s, d) => {
+  it('udp', () => fc.assert(fc.property(anyBytes, addr, addr, (b, s, d) => void parseUdp(b, s, d)), runs(105, 2000)));
+  it('tcp', () => fc.assert(fc.property(anyBytes, addr, addr, (b, s, d) => {
     parseTcp(b);
     verifyTcpChecksum(b, s, d);
   }), runs(106, 2000)));
@@ -68,7 +70,7 @@ describe('wire codecs round-trip', () => {
   });
 
   it('arp', () => {
-    const arp = fc.record({ operation: fc.constantFrom(ARP_REQUEST, ARP_REPLY), senderMac: mac, senderIp: u32, targetMac: mac, targetIp: u32 });
+    const arp = fc.record({ operation: fc.constantFrom(ARP_REQUEST, ARP_REPLY), senderMac: mac, senderIp: addr, targetMac: mac, targetIp: addr });
     fc.assert(fc.property(arp, (p) => {
       const b = new Uint8Array(28);
       emitArp(p, b, 0);
@@ -78,7 +80,7 @@ describe('wire codecs round-trip', () => {
 
   it('ipv4 (and any single bit flip in the header is refused)', () => {
     const header = fc.record({
-      src: u32, dst: u32, protocol: u8, id: u16, ttl: u8, tos: u8, dontFragment: fc.boolean(), moreFragments: fc.boolean(),
+      src: addr, dst: addr, protocol: u8, id: u16, ttl: u8, tos: u8, dontFragment: fc.boolean(), moreFragments: fc.boolean(),
       fragmentOffset: fc.integer({ min: 0, max: 0x1fff }).map((n) => n * 8),
     });
     fc.assert(fc.property(header, bytes(200), fc.nat(IPV4_HEADER_LENGTH * 8 - 1), (h, payload, bit) => {
@@ -103,7 +105,7 @@ describe('wire codecs round-trip', () => {
   });
 
   it('udp', () => {
-    fc.assert(fc.property(u16, u16, bytes(300), u32, u32, (srcPort, dstPort, payload, src, dst) => {
+    fc.assert(fc.property(u16, u16, bytes(300), addr, addr, (srcPort, dstPort, payload, src, dst) => {
       const b = new Uint8Array(8 + payload.length);
       emitUdp({ srcPort, dstPort, payload }, src, dst, b, 0);
       expect(parseUdp(b, src, dst)).toEqual({ srcPort, dstPort, payload });
@@ -124,7 +126,7 @@ describe('wire codecs round-trip', () => {
     const repr = fc.record({
       srcPort: u16, dstPort: u16, seq: u32, ack: u32, flags: fc.integer({ min: 0, max: 0x1ff }), window: u16, urgent: u16, options, payload: bytes(100),
     });
-    fc.assert(fc.property(repr, u32, u32, fc.nat(), (r: Required<TcpRepr>, src, dst, flip) => {
+    fc.assert(fc.property(repr, addr, addr, fc.nat(), (r: Required<TcpRepr>, src, dst, flip) => {
       const len = tcpHeaderLength(r.options) + r.payload.length;
       const b = new Uint8Array(len);
       expect(emitTcp(r, b, 0, src, dst)).toBe(len);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Ipv4Reassembler, type FragmentInput } from '../../core/ip/ipv4-reassembly';
 import { DEFAULT_LIMITS } from '../../core/config';
+import { ipv4 } from '../../core/wire/address';
 
 function harness(limits = {}) {
   const drops: Record<string, number> = {};
@@ -8,8 +9,8 @@ function harness(limits = {}) {
   return { r, drops };
 }
 
-function frag(id: number, offset: number, len: number, more: boolean, src = 1, fill = 0): FragmentInput {
-  return { src, dst: 2, protocol: 17, id, fragmentOffset: offset, moreFragments: more, payload: new Uint8Array(len).fill(fill) };
+function frag(id: number, offset: number, len: number, more: boolean, src = ipv4(1), fill = 0): FragmentInput {
+  return { src, dst: ipv4(2), protocol: 17, id, fragmentOffset: offset, moreFragments: more, payload: new Uint8Array(len).fill(fill) };
 }
 
 describe('Ipv4Reassembler', () => {
@@ -66,7 +67,7 @@ describe('Ipv4Reassembler', () => {
     const { r } = harness({ reassemblyDatagramsPerSource: 4, reassemblyBytesTotal: 50_000, reassemblyBytesPerSource: 50_000 });
     for (let id = 0; id < 50; id++) r.add(frag(id, 0, 8, true), 0);
     expect(r.datagramsPending).toBe(4);
-    for (let src = 10; src < 200; src++) r.add(frag(1, 0, 1480, true, src), 0);
+    for (let src = 10; src < 200; src++) r.add(frag(1, 0, 1480, true, ipv4(src)), 0);
     expect(r.bytesHeld).toBeLessThanOrEqual(50_000);
   });
 

@@ -3,17 +3,18 @@
 import { describe, expect, it } from 'vitest';
 import { Stack } from '../../core/stack';
 import { ARP_REQUEST } from '../../core/wire/arp';
-import { parseIpv4 } from '../../core/wire/address';
+import { ipv4, parseIpv4, ZERO_MAC } from '../../core/wire/address';
 import {
   arpFrame, dhcpFrame, fragmentFrames, GATEWAY_IP, GUEST_IP, GUEST_MAC, icmpEcho, IPPROTO_ICMP, IPPROTO_UDP, ipv4Frame,
   pingFrame, seededRandom, udpPayload,
 } from '../support/frames';
+import { instant } from '../../core/clock';
 
 const FRAMES = Number(process.env.WEFT_HOSTILE_FRAMES ?? 1_000_000);
 
 function seeds(): Uint8Array[] {
   const list: Uint8Array[] = [
-    arpFrame({ operation: ARP_REQUEST, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: 0, targetIp: GATEWAY_IP }),
+    arpFrame({ operation: ARP_REQUEST, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: ZERO_MAC, targetIp: GATEWAY_IP }),
     pingFrame(GATEWAY_IP, 56),
     pingFrame(GATEWAY_IP, 1400),
     dhcpFrame(1),
@@ -33,7 +34,7 @@ describe('Stack under hostile input', () => {
     let now = 0;
     let outBytes = 0;
     const stack = new Stack({
-      clock: { now: () => now },
+      clock: { now: () => instant(now) },
       random: rng.fill,
       output: (f) => (outBytes += f.length),
       limits: { reassemblyBytesTotal: 256 * 1024, reassemblyBytesPerSource: 64 * 1024 },
@@ -61,7 +62,7 @@ describe('Stack under hostile input', () => {
         if (rng.next() < 0.5) fixIpChecksum(f);
       } else if (kind === 7) {
         // Fragment flood from many sources: random ids and offsets, valid checksums.
-        f = pingFrame(GATEWAY_IP, 8 * (1 + int(180)), i & 0xffff, (0x0a000200 | int(256)) >>> 0);
+        f = pingFrame(GATEWAY_IP, 8 * (1 + int(180)), i & 0xffff, ipv4(0x0a000200 | int(256)));
         f[14 + 6] = 0x20 | int(32);
         f[14 + 7] = int(256);
         fixIpChecksum(f);

@@ -12,6 +12,7 @@ import { ACK, emitTcp, parseTcp, SYN, tcpHeaderLength, verifyTcpChecksum, type T
 import { emitUdp } from '../../core/wire/udp';
 import { FakeUpstream } from '../support/fake-upstream';
 import { GUEST_IP, ipv4Frame, seededRandom } from '../support/frames';
+import { instant } from '../../core/clock';
 
 const DST = parseIpv4('93.184.216.34');
 
@@ -20,7 +21,7 @@ function setup(segmentationOffload: boolean) {
   const out: Array<{ totalLength: number; seg: TcpSegment; checksumOk: boolean; checksumPartial: boolean }> = [];
   const upstream = new FakeUpstream();
   const stack = new Stack({
-    clock: { now: () => now },
+    clock: { now: () => instant(now) },
     random: seededRandom(3).fill,
     upstream,
     segmentationOffload,

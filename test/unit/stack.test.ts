@@ -5,17 +5,18 @@ import { ETHERTYPE_ARP, parseEthernet } from '../../core/wire/ethernet';
 import { ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_UNREACH_PORT, parseIcmp } from '../../core/wire/icmpv4';
 import { IPPROTO_ICMP, parseIpv4Packet } from '../../core/wire/ipv4';
 import { DROP_REASONS, isDrop, type Parsed } from '../../core/wire/parse-result';
-import { parseIpv4, readIpv4 } from '../../core/wire/address';
+import { parseIpv4, readIpv4, ZERO_MAC } from '../../core/wire/address';
 import {
   arpFrame, DNS_IP, fragmentFrames, GATEWAY_IP, GATEWAY_MAC, GUEST_IP, GUEST_MAC, icmpEcho, ipv4Frame, pingFrame,
   seededRandom, udpPayload, IPPROTO_UDP,
 } from '../support/frames';
+import { instant } from '../../core/clock';
 
 function makeStack() {
   let now = 1_000_000;
   const out: Uint8Array[] = [];
   const rng = seededRandom(1);
-  const stack = new Stack({ clock: { now: () => now }, random: rng.fill, output: (f) => out.push(f) });
+  const stack = new Stack({ clock: { now: () => instant(now) }, random: rng.fill, output: (f) => out.push(f) });
   return { stack, out, advance: (ms: number) => (now += ms), now: () => now };
 }
 
@@ -28,7 +29,7 @@ describe('Stack: ARP', () => {
   for (const target of [GATEWAY_IP, DNS_IP]) {
     it(`answers who-has for ${target === GATEWAY_IP ? 'the gateway' : 'the DNS address'}`, () => {
       const { stack, out } = makeStack();
-      stack.input(arpFrame({ operation: ARP_REQUEST, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: 0, targetIp: target }));
+      stack.input(arpFrame({ operation: ARP_REQUEST, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: ZERO_MAC, targetIp: target }));
       expect(out).toHaveLength(1);
       expect(out[0].length).toBe(60); // padded to Ethernet's minimum
       const eth = ok(parseEthernet(out[0]));
@@ -41,8 +42,8 @@ describe('Stack: ARP', () => {
 
   it('ignores requests for other addresses and gratuitous announcements, counting only the former', () => {
     const { stack, out } = makeStack();
-    stack.input(arpFrame({ operation: ARP_REQUEST, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: 0, targetIp: parseIpv4('10.0.2.99') }));
-    stack.input(arpFrame({ operation: ARP_REQUEST, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: 0, targetIp: GUEST_IP }));
+    stack.input(arpFrame({ operation: ARP_REQUEST, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: ZERO_MAC, targetIp: parseIpv4('10.0.2.99') }));
+    stack.input(arpFrame({ operation: ARP_REQUEST, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: ZERO_MAC, targetIp: GUEST_IP }));
     expect(out).toHaveLength(0);
     expect(stack.counters().drops).toEqual({ 'arp-not-for-us': 1 });
     expect(stack.counters().arpCacheEntries).toBe(1);
@@ -50,7 +51,7 @@ describe('Stack: ARP', () => {
 
   it('refuses a guest claiming the gateway address', () => {
     const { stack, out } = makeStack();
-    stack.input(arpFrame({ operation: ARP_REPLY, senderMac: GUEST_MAC, senderIp: GATEWAY_IP, targetMac: 0, targetIp: GATEWAY_IP }));
+    stack.input(arpFrame({ operation: ARP_REPLY, senderMac: GUEST_MAC, senderIp: GATEWAY_IP, targetMac: ZERO_MAC, targetIp: GATEWAY_IP }));
     expect(out).toHaveLength(0);
     expect(stack.counters().drops['arp-address-conflict']).toBe(1);
   });
@@ -137,7 +138,7 @@ describe('Stack: UDP into the guest (openGuestUdp)', () => {
   it('sends from a gateway port to the guest port, takes only that guest port\'s answers, and lets go on close', () => {
     const { stack, out } = makeStack();
     // The guest must be known by MAC for the frame to leave without an ARP request first.
-    stack.input(arpFrame({ operation: ARP_REQUEST, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: 0, targetIp: GATEWAY_IP }));
+    stack.input(arpFrame({ operation: ARP_REQUEST, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: ZERO_MAC, targetIp: GATEWAY_IP }));
     out.length = 0;
     const got: number[][] = [];
     const sock = stack.openGuestUdp(5353, { onDatagram: (p) => got.push([...p]) }, GUEST_IP)!;

@@ -9,6 +9,7 @@ import { isDrop } from '../../core/wire/parse-result';
 import { ACK, emitTcp, FIN, parseTcp, PSH, RST, SYN, tcpHeaderLength, type TcpOptions, type TcpSegment } from '../../core/wire/tcp';
 import { FakeUpstream } from '../support/fake-upstream';
 import { GUEST_IP, ipv4Frame, seededRandom } from '../support/frames';
+import { instant } from '../../core/clock';
 
 const DST = parseIpv4('93.184.216.34');
 
@@ -17,7 +18,7 @@ function setup(tcp = {}) {
   const out: TcpSegment[] = [];
   const upstream = new FakeUpstream();
   const stack = new Stack({
-    clock: { now: () => now },
+    clock: { now: () => instant(now) },
     random: seededRandom(7).fill,
     upstream,
     tcp,

@@ -13,6 +13,7 @@ import { IPPROTO_TCP } from '../../core/wire/ipv4';
 import { concat, equalBytes, pattern, TcpSim, tcpOf } from '../support/tcp-sim';
 import { seqDiff, toSeq, type SeqNum } from '../../core/tcp/seq';
 import { TcpTimers } from '../../core/tcp/tcp-timers';
+import { after, instant } from '../../core/clock';
 
 const ISS = 1_000_000;
 const UNA = ISS + 1;
@@ -20,7 +21,7 @@ const UNA = ISS + 1;
 interface Sent { seq: number; len: number; fin: boolean; at: number }
 
 function sender(cfg: Partial<SenderConfig> = {}) {
-  let now = 1000;
+  let now = instant(1000);
   const sent: Sent[] = [];
   let probes = 0;
   const timers = new TcpTimers();
@@ -42,7 +43,7 @@ function sender(cfg: Partial<SenderConfig> = {}) {
       return now;
     },
     advance(ms: number) {
-      now += ms;
+      now = after(now, ms);
       s.onTimer(now);
     },
     ack(ack: number, opts: { sack?: Array<[number, number]>; window?: number; seq?: number; dup?: boolean; tsEcr?: number } = {}) {
@@ -175,11 +176,11 @@ describe('nothing past our FIN (sender)', () => {
 const DST = parseIpv4('93.184.216.34');
 
 function endpoint(synOptions?: TcpOptions) {
-  let now = 5_000;
+  let now = instant(5_000);
   const out: Array<TcpSegment & { at: number }> = [];
   const upstream = new FakeUpstream();
   const stack = new Stack({
-    clock: { now: () => now },
+    clock: { now: () => instant(now) },
     random: seededRandom(11).fill,
     upstream,
     output: (f) => {
@@ -195,7 +196,7 @@ function endpoint(synOptions?: TcpOptions) {
   };
   const advance = (ms: number) => {
     for (let i = 0; i < ms; i += 10) {
-      now += 10;
+      now = after(now, 10);
       stack.poll();
     }
   };
@@ -295,15 +296,15 @@ describe("the guest's FIN out of order (receiver)", () => {
   it('SACKs the FIN with the data it came on, and acknowledges at once', () => {
     const r = receiver();
     const base = IRS + 1;
-    r.accept(toSeq(base), new Uint8Array(1000), false, 0);
+    r.accept(toSeq(base), new Uint8Array(1000), false, instant(0));
     r.ackSent();
     // 1000–2000 is lost; the guest's last data and FIN arrive (its loss probe, say).
-    r.accept(toSeq(base + 2000), new Uint8Array(1000), true, 0);
+    r.accept(toSeq(base + 2000), new Uint8Array(1000), true, instant(0));
     expect(r.ackNow).toBe(true);
     expect(r.finReceived).toBe(false);
     expect(r.sackBlocks(3)).toEqual([[base + 2000, base + 3001]]);
     // The hole filled: the FIN is in order now, no block left.
-    r.accept(toSeq(base + 1000), new Uint8Array(1000), false, 0);
+    r.accept(toSeq(base + 1000), new Uint8Array(1000), false, instant(0));
     expect(r.finReceived).toBe(true);
     expect(r.rcvNxt).toBe(base + 3001);
     expect(r.sackBlocks(3)).toEqual([]);
@@ -312,12 +313,12 @@ describe("the guest's FIN out of order (receiver)", () => {
   it('SACKs a bare FIN that arrives above a hole as a block of its own', () => {
     const r = receiver();
     const base = IRS + 1;
-    r.accept(toSeq(base), new Uint8Array(1000), false, 0);
+    r.accept(toSeq(base), new Uint8Array(1000), false, instant(0));
     r.ackSent();
-    r.accept(toSeq(base + 3000), new Uint8Array(0), true, 0);
+    r.accept(toSeq(base + 3000), new Uint8Array(0), true, instant(0));
     expect(r.ackNow).toBe(true);
     expect(r.sackBlocks(3)).toEqual([[base + 3000, base + 3001]]);
-    r.accept(toSeq(base + 2000), new Uint8Array(1000), false, 0);
+    r.accept(toSeq(base + 2000), new Uint8Array(1000), false, instant(0));
     expect(r.sackBlocks(3)).toEqual([[base + 2000, base + 3001]]);
   });
 });

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { toSeq, type SeqNum } from '../../core/tcp/seq';
 import { TcpSender, type SenderConfig } from '../../core/tcp/tcp-sender';
 import { TcpTimers } from '../../core/tcp/tcp-timers';
+import { after, instant } from '../../core/clock';
 
 const ISS = 1_000_000;
 const UNA = ISS + 1;
@@ -16,7 +17,7 @@ interface Sent {
 }
 
 function sender(cfg: Partial<SenderConfig> = {}) {
-  let now = 1000;
+  let now = instant(1000);
   const sent: Sent[] = [];
   const s = new TcpSender(
     toSeq(ISS),
@@ -33,7 +34,7 @@ function sender(cfg: Partial<SenderConfig> = {}) {
     },
     /** Moves time on and fires the sender's timers. */
     advance(ms: number) {
-      now += ms;
+      now = after(now, ms);
       s.onTimer(now);
     },
     /** An ACK from the guest; `tsEcr` is the echoed send time (ms), if timestamps are on. */

@@ -9,6 +9,7 @@ import { seqDiff, toSeq } from '../../core/tcp/seq';
 import { equalBytes, pattern, TcpSim } from '../support/tcp-sim';
 import { TcpSender } from '../../core/tcp/tcp-sender';
 import { TcpTimers } from '../../core/tcp/tcp-timers';
+import { after, instant } from '../../core/clock';
 
 const ISS = 1_000_000;
 const UNA = ISS + 1;
@@ -92,7 +93,7 @@ describe('tail loss, segment by segment (sender alone)', () => {
   // 10 segments of 1000 bytes + FIN; 1–5 arrive, 6–10 and the FIN are lost. The guest's ACKs echo
   // the timestamp of the last in-order segment, as Linux does.
   function lostTail(timestamps: boolean, probeAnswerMs = 10) {
-    let now = 1000;
+    let now = instant(1000);
     const sent: Array<{ seq: number; len: number; fin: boolean; at: number }> = [];
     const s = new TcpSender(
       toSeq(ISS),
@@ -105,14 +106,14 @@ describe('tail loss, segment by segment (sender alone)', () => {
     s.finish();
     s.output(now);
     expect(sent.map((e) => [e.seq, e.len, e.fin])).toEqual([...Array(10).keys()].map((i) => [i * 1000, 1000, i === 9]));
-    now += 10;
+    now = after(now, 10);
     s.onAck({ seq: toSeq(0), ack: toSeq(UNA + 5000), window: 1 << 20, dupCandidate: false }, now, timestamps ? 1000 : undefined);
     // Nothing more comes back: the probe goes 2·SRTT + 2 ms later — the last segment with the FIN.
-    for (let i = 0; i < 22; i++) s.onTimer(++now);
+    for (let i = 0; i < 22; i++) s.onTimer((now = after(now, 1)));
     expect(sent.slice(10)).toEqual([{ seq: 9000, len: 1000, fin: true, at: 1032 }]);
     expect(s.lossProbes).toBe(1);
     // Its SACK, echoing the time of segment 5 (the last in order): the hole is lost, repaired lowest first.
-    now += probeAnswerMs;
+    now = after(now, probeAnswerMs);
     s.onAck({ seq: toSeq(0), ack: toSeq(UNA + 5000), window: 1 << 20, sack: [[toSeq(UNA + 9000), toSeq(UNA + 10_001)]], dupCandidate: true }, now, timestamps ? 1000 : undefined);
     return { s, sent: sent.slice(11), now };
   }
