@@ -5,6 +5,7 @@ import { runStackBench } from './stack-bench';
 import { dnsBenchUnavailable, runDnsBench } from './dns-bench';
 import { faultsBenchUnavailable, runFaultsBench } from './faults-bench';
 import { runRelayBench } from './relay-bench';
+import { runRelayLoadBench } from './relay-load-bench';
 import { qemuBenchUnavailable, runQemuBench, runQemuProfile, type PeerName } from './qemu-bench';
 import { runTcpBench, tcpBenchUnavailable } from './tcp-bench';
 
@@ -40,6 +41,8 @@ const suites: Record<string, () => Promise<void>> = {
     }
   },
   relay: runRelayBench,
+  // WEFT_RELAY_LOAD_CLIENTS, _SECONDS, _IDLE, _GENERATORS, _PARTS=busy,idle; WEFT_BENCH_ROUNDS.
+  'relay-load': runRelayLoadBench,
   async browser() {
     try {
       // The same VM (virtio-net, MTU 1500) through both, in rounds; then weft with the card's MTU
