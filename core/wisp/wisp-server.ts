@@ -119,6 +119,8 @@ interface ServerStream {
 
 type State = 'new' | 'await-info' | 'open' | 'closed';
 
+const NOTHING_IGNORED: ReadonlyMap<string, number> = new Map();
+
 export class WispServerSession {
   private state: State = 'new';
   private readonly streams = new Map<number, ServerStream>();
@@ -130,13 +132,18 @@ export class WispServerSession {
   /** Listener ids the client holds (publish extension). */
   private readonly listeners = new Set<number>();
   private nextServerStreamId = SERVER_STREAM_ID_BASE;
-  /** Ignored input, counted by reason (`data-unknown-stream`, `unknown-packet-type`, …). */
-  readonly ignored = new Map<string, number>();
+  /** Made on the first ignored packet: most connections never need it (a relay holds thousands). */
+  private ignoredCounts: Map<string, number> | undefined;
 
   constructor(
     private readonly options: WispServerOptions,
     private readonly host: WispServerHost,
   ) {}
+
+  /** Ignored input, counted by reason (`data-unknown-stream`, `unknown-packet-type`, …). */
+  get ignored(): ReadonlyMap<string, number> {
+    return this.ignoredCounts ?? NOTHING_IGNORED;
+  }
 
   get openStreams(): number {
     return this.streams.size;
@@ -482,7 +489,8 @@ export class WispServerSession {
   }
 
   private count(reason: string): void {
-    this.ignored.set(reason, (this.ignored.get(reason) ?? 0) + 1);
+    const counts = (this.ignoredCounts ??= new Map());
+    counts.set(reason, (counts.get(reason) ?? 0) + 1);
   }
 
   /** Ends the connection: CLOSE on stream 0 when the error has a reason, every stream reported. */

@@ -8,7 +8,7 @@ import { RelayPrimary, WORKER_ENV, type FromWorker, type ToWorker } from './rela
 import { parseRelayOptions, type RelayOptions } from './relay-options';
 import { RelayServer } from './relay-server';
 import { defaultDemoRoot } from './static-site';
-import { collectAfterStreamBursts } from './idle-gc';
+import { collectAfterBursts, collectAfterStreamBursts } from './idle-gc';
 
 /** How long open WebSockets get to close after SIGTERM before they are cut off. */
 const DRAIN_GRACE_MS = 3000;
@@ -88,11 +88,14 @@ async function runPrimary(options: RelayOptions, argv: readonly string[], log: E
     return 1;
   }
   log('ready', readyFields(options, bound));
+  // The primary holds no clients, but reading 10,000 request heads grows its young generation too.
+  const stopIdleGc = collectAfterBursts(() => primary.handedOver, () => 0, log);
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) return;
       stopping = true;
+      stopIdleGc();
       const started = Date.now();
       log('draining', { signal, clients: primary.clientCount });
       primary.stop(EXIT_DEADLINE_MS).then(() => {

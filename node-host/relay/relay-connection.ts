@@ -15,7 +15,7 @@ import { performance } from 'node:perf_hooks';
 import type { WebSocket } from 'ws';
 import { CloseReason, closeReasonName } from '../../core/wisp/wisp-codec';
 import type { WispProtocolError } from '../../core/wisp/wisp-errors';
-import { WispServerSession, type WispStreamRequest } from '../../core/wisp/wisp-server';
+import { WispServerSession, type WispServerHost, type WispStreamRequest } from '../../core/wisp/wisp-server';
 import type { EventLog } from '../log';
 import type { DestinationPolicy } from './destination-policy';
 import type { IpAddress } from './ip-range';
@@ -137,7 +137,7 @@ function wsCloseCode(error: WispProtocolError): number {
   }
 }
 
-export class RelayConnection {
+export class RelayConnection implements WispServerHost {
   private readonly session: WispServerSession;
   private readonly streams = new Map<number, RelayStream>();
   private readonly openedAt = Date.now();
@@ -187,21 +187,8 @@ export class RelayConnection {
         idleTimeoutMs: o.idleTimeoutMs,
         ...(o.publishPorts ? { publish: { maxListeners: o.maxPublishedPerClient } } : {}),
       },
-      {
-        send: (m) => this.send(m),
-        ready: (r) => {
-          this.username = r.username;
-          ctx.log('client-ready', { client: this.client, version: r.version, extensions: r.extensions, ...(r.username ? { username: r.username } : {}) });
-        },
-        openStream: (r) => this.openStream(r),
-        streamData: (id, p) => this.streamData(id, p),
-        streamEnd: (id) => this.streamEnd(id),
-        streamPaused: (id, paused) => this.streamPaused(id, paused),
-        streamClosed: (id, reason, by) => this.streamClosed(id, reason, by),
-        listen: (listenerId, port) => this.listen(listenerId, port),
-        unlisten: (listenerId) => this.unlisten(listenerId),
-        terminate: (e) => this.terminate(e),
-      },
+      // The connection is the session's host itself: one object per client, not ten closures.
+      this,
     );
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (!isBinary) return; // Wisp is binary; a text frame carries nothing we can use
@@ -245,6 +232,12 @@ export class RelayConnection {
     return this.streams.size;
   }
 
+  /** @internal WispServerHost: the handshake is complete. */
+  ready(r: { version: 1 | 2; extensions: number[]; username?: string }): void {
+    this.username = r.username;
+    this.ctx.log('client-ready', { client: this.client, version: r.version, extensions: r.extensions, ...(r.username ? { username: r.username } : {}) });
+  }
+
   /** SIGTERM: close every stream with 0x02, then the WebSocket. */
   drain(): void {
     if (this.closed) return;
@@ -254,7 +247,8 @@ export class RelayConnection {
 
   // ---- WebSocket side -------------------------------------------------------------------------
 
-  private send(message: Uint8Array): void {
+  /** @internal WispServerHost: called by the session. */
+  send(message: Uint8Array): void {
     if (this.closed || this.overrun || this.ws.readyState !== this.ws.OPEN) return;
     const cost = message.length + MESSAGE_OVERHEAD;
     this.unsentBytes += cost;
@@ -311,7 +305,8 @@ export class RelayConnection {
     }, Math.max(0, at - performance.now()) + 1);
   }
 
-  private terminate(error: WispProtocolError): void {
+  /** @internal WispServerHost: called by the session. */
+  terminate(error: WispProtocolError): void {
     if (error.code === 'connection-lost') return;
     this.ctx.metrics.connectionError(error.code);
     const extra = this.ctx.refusalLog.admit(this.info.ip, performance.now());
@@ -337,7 +332,8 @@ export class RelayConnection {
   // ---- published ports (weft's publish extension) ---------------------------------------------
 
   /** Listens on `asked` (0: a free port of --publish-ports) for this client. */
-  private async listen(listenerId: number, asked: number): Promise<void> {
+  /** @internal WispServerHost: called by the session. */
+  async listen(listenerId: number, asked: number): Promise<void> {
     const [lo, hi] = this.ctx.options.publishPorts!;
     const refuse = (reason: number, why: string) => {
       this.published.delete(listenerId);
@@ -375,7 +371,8 @@ export class RelayConnection {
     refuse(asked !== 0 ? CloseReason.REFUSED : CloseReason.THROTTLED, asked !== 0 ? `port ${asked} is in use` : `no free port in --publish-ports ${lo}-${hi}`);
   }
 
-  private unlisten(listenerId: number): void {
+  /** @internal WispServerHost: called by the session. */
+  unlisten(listenerId: number): void {
     const p = this.published.get(listenerId);
     this.published.delete(listenerId);
     if (!p) return;
@@ -411,7 +408,8 @@ export class RelayConnection {
     return r !== undefined && r.port === 53 && r.address.family === a.family && r.address.bytes.every((b, i) => b === a.bytes[i]);
   }
 
-  private openStream(asked: WispStreamRequest): void {
+  /** @internal WispServerHost: called by the session. */
+  openStream(asked: WispStreamRequest): void {
     const { metrics, policy, streamRate } = this.ctx;
     clearTimeout(this.firstStreamTimer);
     // Rules are matched against, and the resolver asked for, one and the same spelling.
@@ -517,7 +515,8 @@ export class RelayConnection {
     this.session.closeStream(s.request.id, reason);
   }
 
-  private streamData(id: number, payload: Uint8Array): void {
+  /** @internal WispServerHost: called by the session. */
+  streamData(id: number, payload: Uint8Array): void {
     const s = this.streams.get(id);
     if (!s) return;
     s.bytesUp += payload.length;
@@ -554,7 +553,8 @@ export class RelayConnection {
   }
 
   /** The client half-closed (weft extension): FIN to the destination after its queued data. */
-  private streamEnd(id: number): void {
+  /** @internal WispServerHost: called by the session. */
+  streamEnd(id: number): void {
     const s = this.streams.get(id);
     if (!s) return;
     if (s.tcp) s.tcp.end();
@@ -562,7 +562,8 @@ export class RelayConnection {
   }
 
   /** The client paused or resumed reading this stream (flow control extension). */
-  private streamPaused(id: number, paused: boolean): void {
+  /** @internal WispServerHost: called by the session. */
+  streamPaused(id: number, paused: boolean): void {
     const s = this.streams.get(id);
     if (!s || s.clientPaused === paused) return;
     s.clientPaused = paused;
@@ -602,7 +603,8 @@ export class RelayConnection {
     }
   }
 
-  private streamClosed(id: number, reason: number, by: 'client' | 'server'): void {
+  /** @internal WispServerHost: called by the session. */
+  streamClosed(id: number, reason: number, by: 'client' | 'server'): void {
     const s = this.streams.get(id);
     if (!s) return;
     this.streams.delete(id);

@@ -59,6 +59,8 @@ export class RelayPrimary {
   private readonly pending = new Set<net.Socket>();
   private stopping = false;
   private restarts = 0;
+  /** Connections handed to workers since start (for the idle GC after a burst). */
+  handedOver = 0;
   private rejected = new Map<string, number>();
   private metricsId = 0;
   private readonly metricsWaiters = new Map<number, (worker: number, text: string) => void>();
@@ -226,6 +228,7 @@ export class RelayPrimary {
     if (!worker) return answer(socket, 503, 'Service Unavailable', 'no relay worker is running\n');
     const msg: ToWorker = { type: 'connection', head: raw.toString('latin1') };
     try {
+      this.handedOver++;
       worker.child.send(msg, socket, (e) => {
         if (e) socket.destroy();
       });

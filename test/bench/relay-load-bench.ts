@@ -38,7 +38,8 @@ const SECONDS = Number(env.WEFT_RELAY_LOAD_SECONDS ?? 10);
 const WARMUP_MS = Number(env.WEFT_RELAY_LOAD_WARMUP_MS ?? 2000);
 const IDLE_CLIENTS = Number(env.WEFT_RELAY_LOAD_IDLE ?? 10_000);
 /** How long the idle clients are held before the RSS is read (and the GCs of GC_ON_SIGNAL begin). */
-const HOLD_MS = Number(env.WEFT_RELAY_LOAD_HOLD_MS ?? 3000);
+// Long enough for the relay's own idle GC, which runs 5–10 s after a burst of clients ends (idle-gc.ts).
+const HOLD_MS = Number(env.WEFT_RELAY_LOAD_HOLD_MS ?? 12_000);
 /** Rounds of the idle part: its figures vary little from round to round (the relay suite measures its idle part once). */
 const IDLE_ROUNDS = Math.max(1, Number(env.WEFT_RELAY_LOAD_IDLE_ROUNDS ?? 1));
 /** Generator processes; the clients are split between them. */
