@@ -79,6 +79,8 @@ export class Stack {
       clock,
       random: opts.random,
       drop: countDrop,
+      // No ARP answer: the connections being opened into that guest fail now, not after their SYN retries.
+      unresolved: (ip) => this.tcp.guestUnreachable(ip),
     });
     this.icmp = new IcmpResponder(this.ipv4, (ip) => this.ownsAddress(ip), countDrop);
     this.reassembler = new Ipv4Reassembler(this.limits, countDrop);
@@ -208,7 +210,9 @@ export class Stack {
    * (default: the most recently leased address, else the first lease address). `attach` receives
    * the connection's handlers and returns the stream for the far side (e.g. an accepted host
    * socket), which should stay paused until the connection resumes it — once the guest accepted.
-   * If the guest refuses or never answers, the stream is destroyed.
+   * If the guest refuses or never answers, the stream is destroyed with the reason
+   * (`destroy('guest-refused')`: RST to our SYN; `'guest-unreachable'`: no answer to ARP, within
+   * about 3 s, or to our SYNs, after about a minute); a reset later is `'guest-reset'`.
    */
   connectToGuest(guestPort: number, attach: (handlers: TcpStreamHandlers) => TcpStream, guestIp?: Ipv4Address): boolean {
     const ip = guestIp ?? this.lastLeaseIp ?? this.config.firstLease;

@@ -28,6 +28,34 @@ export type UpstreamErrorKind =
   | 'reset' // an established flow was reset by the far end
   | 'error'; // anything else
 
+/**
+ * Why the stack ended a TCP flow: the `reason` of its flow-close event and log line, and what
+ * TcpStream.destroy() is told. For a connection the stack opens into the guest (port forwarding,
+ * Stack.connectToGuest), the ones the other side acts on:
+ * - 'guest-refused': the guest answered our SYN with RST (nothing listens on that port);
+ * - 'guest-unreachable': the guest never answered — not ARP for its address (the stack gives up
+ *   after its ARP retries, about 3 s) or not our SYNs (after MAX_SYN_RETRIES, about a minute);
+ * - 'guest-reset': the guest reset a connection that was open;
+ * - 'retransmit-limit', 'keepalive-timeout': the guest stopped acknowledging; 'shutdown': the stack
+ *   is going away.
+ */
+export type TcpCloseReason =
+  | 'closed' // both sides closed in order
+  | 'guest-reset'
+  | 'guest-refused'
+  | 'guest-unreachable'
+  | 'handshake-timeout'
+  | 'retransmit-limit'
+  | 'keepalive-timeout'
+  | 'send-buffer-overflow'
+  | 'upstream-closed'
+  | 'upstream-drain-timeout' // the guest closed; what it sent could not be delivered in time
+  | `upstream-${UpstreamErrorKind}`
+  | 'reopened'
+  | 'syn-flood-evicted'
+  | 'time-wait-evicted'
+  | 'shutdown';
+
 export class UpstreamError extends Error {
   constructor(
     readonly kind: UpstreamErrorKind,
@@ -64,8 +92,14 @@ export interface TcpStream {
   write(data: Uint8Array): boolean;
   /** Half-close: the guest sent FIN. */
   end(): void;
-  /** Abort at once (the guest sent RST, or the stack gave up); no callbacks follow. */
-  destroy(): void;
+  /**
+   * Abort at once (the guest sent RST, or the stack gave up); no callbacks follow. `reason` says
+   * why, as the flow's flow-close event will: for an active open into the guest 'guest-refused'
+   * (RST to our SYN) or 'guest-unreachable' (no answer to ARP or to our SYNs), for an open
+   * connection 'guest-reset' and the others of TcpCloseReason. Optional: the stack always passes
+   * it, and a stream that has no use for it may leave the parameter out.
+   */
+  destroy(reason?: TcpCloseReason): void;
   /** Back-pressure from the guest: stop and resume onData. */
   pause(): void;
   resume(): void;

@@ -9,6 +9,7 @@ import {
   UpstreamError,
   type FlowEndpoint,
   type FlowMeta,
+  type TcpCloseReason,
   type TcpStream,
   type TcpStreamHandlers,
   type UdpFlow,
@@ -290,13 +291,15 @@ export class DirectTcpStream implements TcpStream {
     this.socket.end();
   }
 
-  destroy(): void {
+  /** The stack ended the flow (`reason`: why, e.g. 'guest-reset', 'guest-refused'); logged. */
+  destroy(reason?: TcpCloseReason): void {
     if (this.done) return;
     this.done = true;
     this.clearConnectTimer();
-    this.log({ event: 'upstream-tcp-close', flow: this.flow, reason: 'destroyed', bytesIn: this.bytesIn, bytesOut: this.bytesOut });
+    this.log({ event: 'upstream-tcp-close', flow: this.flow, reason: reason ?? 'destroyed', bytesIn: this.bytesIn, bytesOut: this.bytesOut });
     if (this.socket.destroyed) return;
-    // Mirror the guest's RST to the far end when there is a connection to reset.
+    // Mirror the guest's RST to the far end when there is a connection to reset: for a forwarded
+    // (accepted) socket that is every end the stack reports — refused, unreachable, reset.
     if (this.connected && !this.socket.connecting) this.socket.resetAndDestroy();
     else this.socket.destroy();
   }

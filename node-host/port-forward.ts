@@ -1,7 +1,9 @@
 // `weft vm --forward [udp:]HOSTPORT:GUESTPORT`: a host listener whose traffic the stack carries to a
 // port on the guest.
 // TCP: each accepted socket stays paused until the guest accepts the forwarded connection (the
-// stack resumes it), and is destroyed if the guest refuses or never answers.
+// stack resumes it), and is reset if the guest refuses or never answers (a `forward-refused` line
+// with the stack's reason: guest-refused, guest-unreachable) or resets it later (`forward-close`,
+// reason guest-reset).
 // UDP: each host peer (address and port) gets a UDP socket of its own on the gateway address,
 // connected to the guest port, so the guest's answers find their way back to that peer; a peer
 // quiet for UDP_IDLE_MS is forgotten, and at most MAX_UDP_PEERS are kept (the oldest goes first).
@@ -67,9 +69,14 @@ export class PortForwarder {
 
   private accept(socket: net.Socket, f: PortForward): void {
     const flow = `forward ${socket.remoteAddress}:${socket.remotePort} → guest:${f.guestPort}`;
-    const opened = this.stack.connectToGuest(f.guestPort, (handlers) =>
-      new DirectTcpStream(socket, flow, handlers, this.sockets, (e) => this.log('forward-close', e as Record<string, unknown>)),
-    );
+    const log = (e: object) => {
+      // The stream's own line, under this forward's event name: refused when the guest never took
+      // the connection (the reason says how), closed otherwise.
+      const { event: _event, ...fields } = e as Record<string, unknown>;
+      const refused = fields.reason === 'guest-refused' || fields.reason === 'guest-unreachable';
+      this.log(refused ? 'forward-refused' : 'forward-close', fields);
+    };
+    const opened = this.stack.connectToGuest(f.guestPort, (handlers) => new DirectTcpStream(socket, flow, handlers, this.sockets, log));
     if (!opened) {
       this.log('forward-refused', { flow, reason: 'no free port or connection table full' });
       socket.destroy();

@@ -16,10 +16,12 @@
 // - page → guest: the writable's write() hands the stack at most WRITE_PIECE_BYTES at a time and
 //   waits while the stack has paused the stream (its send buffer towards the guest is full), so a
 //   write resolves only once the stack took its bytes.
+//
+// How one ends: the stack destroys the stream with its reason (TcpStream.destroy: 'guest-refused',
+// 'guest-unreachable', 'guest-reset', …), which endFor() turns into the page's error code.
 
-import type { FlowEvent } from '../core/stack-events';
 import type { Stack } from '../core/stack';
-import { UpstreamError, type TcpStream, type TcpStreamHandlers } from '../core/upstream';
+import { UpstreamError, type TcpCloseReason, type TcpStream, type TcpStreamHandlers } from '../core/upstream';
 import { formatIpv4, parseIpv4, type Ipv4Address } from '../core/wire/address';
 import type { GuestConnectRequest, GuestConnectResult, GuestTcpEnd, WeftErrorCode } from './worker-api';
 
@@ -40,12 +42,6 @@ export class GuestTcpStream implements TcpStream {
   readonly readable: ReadableStream<Uint8Array>;
   readonly writable: WritableStream<Uint8Array>;
   phase: Phase = 'connecting';
-  /** The stack's flow key (guest ip:port > gateway:port), learnt from its flow-open event. */
-  flowKey: string | undefined;
-  /** Why the stack closed the flow (its flow-close reason), when it said. */
-  closeReason: string | undefined;
-  /** The guest's address, as the stack's flow-open event gave it. */
-  guestIp = '';
   private handlers: TcpStreamHandlers | undefined;
   private readController!: ReadableStreamDefaultController<Uint8Array>;
   private writeController!: WritableStreamDefaultController;
@@ -56,14 +52,15 @@ export class GuestTcpStream implements TcpStream {
   private guestEnded = false;
   private pageEnded = false;
 
-  /** `onOpen` runs when the guest accepted, `onEnd` once when the attempt or the connection ended. */
+  /**
+   * `target` names the guest's port in messages ("port 8000 on 10.0.2.15"). `onOpen` runs when
+   * the guest accepted, `onEnd` once when the attempt or the connection ended.
+   */
   constructor(
     readonly id: number,
-    readonly port: number,
+    readonly target: string,
     private readonly onOpen: () => void,
     private readonly onEnd: (end: GuestTcpEnd) => void,
-    /** The stack destroyed the stream: the owner settles it once the flow-close reason is in. */
-    private readonly onDestroyed: (s: GuestTcpStream) => void,
   ) {
     this.readable = new ReadableStream<Uint8Array>(
       {
@@ -119,10 +116,11 @@ export class GuestTcpStream implements TcpStream {
     this.finishIfBothEnded();
   }
 
-  destroy(): void {
+  /** The stack ended the connection: the page's streams error with the code its reason maps to. */
+  destroy(reason?: TcpCloseReason): void {
     if (this.phase === 'done') return;
     this.handlers = undefined;
-    this.onDestroyed(this);
+    this.settle(endFor(reason, this.target));
   }
 
   pause(): void {
@@ -199,36 +197,17 @@ function toBytes(chunk: unknown): Uint8Array {
   throw new TypeError('connectTcp: write Uint8Array chunks (or other ArrayBuffer views)');
 }
 
-/**
- * The page's connections into the guest for one stack: opens them, tells them apart in the stack's
- * flow events (to learn why one closed), and bounds how many there are.
- */
+/** The page's connections into the guest for one stack: opens them and bounds how many there are. */
 export class GuestConnector {
   private readonly byId = new Map<number, GuestTcpStream>();
-  private readonly byFlow = new Map<string, GuestTcpStream>();
-  /** The stream whose flow the stack is creating now (its flow-open event names it). */
-  private opening: GuestTcpStream | undefined;
-  private leased = false;
+  /** The address of the newest lease: where a connection without guestIp goes (as the stack would send it). */
+  private leasedIp: Ipv4Address | undefined;
   private readonly unsubscribe: Array<() => void>;
 
   constructor(private readonly stack: Stack) {
     this.unsubscribe = [
-      stack.on('lease', () => {
-        this.leased = true;
-      }),
-      stack.on('flow-open', (e) => {
-        if (!this.opening || e.protocol !== 'tcp') return;
-        this.opening.flowKey = flowKey(e);
-        this.opening.guestIp = formatIpv4(e.guest.ip);
-        this.byFlow.set(this.opening.flowKey, this.opening);
-        this.opening = undefined;
-      }),
-      stack.on('flow-close', (e) => {
-        const key = flowKey(e);
-        const s = this.byFlow.get(key);
-        if (!s) return;
-        this.byFlow.delete(key);
-        s.closeReason = e.reason;
+      stack.on('lease', (e) => {
+        this.leasedIp = e.ip;
       }),
     ];
   }
@@ -240,16 +219,18 @@ export class GuestConnector {
     if (this.byId.size >= MAX_GUEST_CONNECTIONS) {
       return fail('ERR_WEFT_TOO_MANY_CONNECTIONS', `connectTcp: ${MAX_GUEST_CONNECTIONS} connections into the guest are open already`);
     }
-    let ip: Ipv4Address | undefined;
+    let to: Ipv4Address;
     if (guestIp !== undefined) {
       try {
-        ip = parseIpv4(guestIp);
+        to = parseIpv4(guestIp);
       } catch {
         return fail('ERR_WEFT_GUEST_UNREACHABLE', `connectTcp: ${guestIp} is not an IPv4 address`);
       }
-    } else if (!this.leased) {
-      // Without a lease the stack would try its first lease address and wait a minute for nothing.
+    } else if (this.leasedIp === undefined) {
+      // Without a lease the stack would try its first lease address, where nobody may be.
       return fail('ERR_WEFT_GUEST_UNREACHABLE', 'connectTcp: no guest has taken a lease yet (pass guestIp for a guest with a static address)');
+    } else {
+      to = this.leasedIp;
     }
     const target = `port ${port}${guestIp ? ` on ${guestIp}` : ''}`;
     return new Promise<GuestConnectResult>((resolve) => {
@@ -263,29 +244,21 @@ export class GuestConnector {
       };
       const stream = new GuestTcpStream(
         id,
-        port,
+        target,
         () => {
           clearTimeout(timer);
           const { readable, writable } = stream;
-          answer({ ok: true, readable, writable, guestIp: stream.guestIp });
+          answer({ ok: true, readable, writable, guestIp: formatIpv4(to) });
         },
         (end) => {
-          this.forget(stream);
+          this.byId.delete(id);
           if (end.code) answer({ ok: false, code: end.code, message: end.message });
           else answer({ ok: false, code: 'ERR_WEFT_GUEST_RESET', message: `connectTcp: ${end.message} before the guest accepted` });
           onEnd(end);
         },
-        // The stack destroys the stream first and reports the flow's close reason right after.
-        (s) => queueMicrotask(() => s.settle(endFor(s.closeReason, target))),
       );
       this.byId.set(id, stream);
-      this.opening = stream;
-      let opened: boolean;
-      try {
-        opened = this.stack.connectToGuest(port, (handlers) => stream.attach(handlers), ip);
-      } finally {
-        this.opening = undefined;
-      }
+      const opened = this.stack.connectToGuest(port, (handlers) => stream.attach(handlers), to);
       if (!opened) {
         stream.settle({ code: 'ERR_WEFT_TOO_MANY_CONNECTIONS', message: `connectTcp: the stack has no free port or its connection table is full` });
         return;
@@ -307,22 +280,10 @@ export class GuestConnector {
     for (const off of this.unsubscribe) off();
     for (const s of [...this.byId.values()]) s.abortFromOutside({ code: 'ERR_WEFT_CLOSED', message: 'the weft network closed' });
   }
-
-  private forget(s: GuestTcpStream): void {
-    this.byId.delete(s.id);
-    if (s.flowKey && s.closeReason !== undefined) this.byFlow.delete(s.flowKey);
-  }
 }
 
-function flowKey(e: FlowEvent): string {
-  return `${formatIpv4(e.guest.ip)}:${e.guest.port}>${formatIpv4(e.target.ip)}:${e.target.port}`;
-}
-
-/**
- * What the stack's close reason for a flow into the guest means for the page. The stack destroys
- * the stream without a reason; the flow-close event that follows carries it.
- */
-export function endFor(reason: string | undefined, target: string): GuestTcpEnd {
+/** What the reason the stack destroyed a connection into the guest with means for the page. */
+export function endFor(reason: TcpCloseReason | undefined, target: string): GuestTcpEnd {
   switch (reason) {
     case 'guest-refused':
       return { code: 'ERR_WEFT_GUEST_REFUSED', message: `the guest refused the connection to ${target} (nothing listens there)` };

@@ -31,6 +31,11 @@ export interface Ipv4OutputOptions {
   clock: Clock;
   random: RandomSource;
   drop: (reason: DropReason, count?: number) => void;
+  /**
+   * ARP for `ip` went unanswered (every retry): whatever waits on that address should give up
+   * now. Called from poll(), after its frames were dropped.
+   */
+  unresolved?: (ip: Ipv4Address) => void;
 }
 
 export class Ipv4Output {
@@ -40,6 +45,7 @@ export class Ipv4Output {
   private readonly subnetBroadcast: Ipv4Address;
   private readonly clock: Clock;
   private readonly drop: Ipv4OutputOptions['drop'];
+  private readonly unresolved: Ipv4OutputOptions['unresolved'];
   private nextId: number;
   private fragments = 0;
 
@@ -52,6 +58,7 @@ export class Ipv4Output {
     this.subnetBroadcast = opts.subnetBroadcast;
     this.clock = opts.clock;
     this.drop = opts.drop;
+    this.unresolved = opts.unresolved;
     this.neighbors = new NeighborCache(
       {
         maxEntries: opts.limits.arpCacheEntries,
@@ -158,9 +165,12 @@ export class Ipv4Output {
     });
   }
 
-  /** Retries the ARP requests that are due (and gives up on those that ran out of tries). */
+  /** Retries the ARP requests that are due, and gives up on those that ran out of tries. */
   poll(now: number): void {
-    for (const ip of this.neighbors.poll(now)) this.sendArpRequest(ip);
+    const { retry, unresolved } = this.neighbors.poll(now);
+    for (const ip of retry) this.sendArpRequest(ip);
+    // After the loop over the cache: giving up may send again (to this address, starting ARP over).
+    for (const ip of unresolved) this.unresolved?.(ip);
   }
 
   nextDeadline(): number | undefined {

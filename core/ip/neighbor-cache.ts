@@ -1,6 +1,7 @@
 // The guests' IPv4 → MAC bindings (ARP cache), bounded: when full, the least recently confirmed
 // entry goes. Frames for an address not yet resolved wait in a small bounded queue while ARP
-// requests are retried; if nobody answers they are dropped and counted.
+// requests are retried; if nobody answers they are dropped and counted, and the address is
+// reported as unresolved (so what waits on it, such as an active open, can give up).
 
 import type { Ipv4Address, MacAddress } from '../wire/address';
 import type { DropReason } from '../wire/parse-result';
@@ -101,22 +102,27 @@ export class NeighborCache {
     return isNew;
   }
 
-  /** Retries or gives up on unresolved addresses; returns the addresses to send a request for now. */
-  poll(now: number): Ipv4Address[] {
+  /**
+   * Retries or gives up on unresolved addresses: `retry` are the addresses to send a request for
+   * now, `unresolved` those that ran out of attempts (their frames dropped and counted).
+   */
+  poll(now: number): { retry: Ipv4Address[]; unresolved: Ipv4Address[] } {
     const retry: Ipv4Address[] = [];
+    const unresolved: Ipv4Address[] = [];
     for (const [ip, p] of this.pending) {
       if (p.nextAttempt > now) continue;
       if (p.attempts >= this.opts.maxAttempts) {
         this.pending.delete(ip);
         this.pendingFrames -= p.frames.length;
         if (p.frames.length > 0) this.onDrop('arp-unresolved', p.frames.length);
+        unresolved.push(ip);
         continue;
       }
       p.attempts++;
       p.nextAttempt = now + this.opts.retryIntervalMs;
       retry.push(ip);
     }
-    return retry;
+    return { retry, unresolved };
   }
 
   nextDeadline(): number | undefined {

@@ -5,10 +5,10 @@
 // the stream's events from then on. RFC 9293 §3.10.7.3, for the one way weft opens connections (no
 // simultaneous open).
 
-import type { FlowEndpoint, TcpStream, TcpStreamHandlers, UpstreamError } from '../upstream';
+import type { FlowEndpoint, TcpCloseReason, TcpStream, TcpStreamHandlers, UpstreamError } from '../upstream';
 import { ACK, RST, SYN, type TcpSegment } from '../wire/tcp';
 import { seqAdd, type SeqNum } from './seq';
-import { MAX_SYN_RETRIES, TcpConnection, type TcpCloseReason, type TcpConnectionHost, type TcpFlow, type TcpSendStats } from './tcp-connection';
+import { MAX_SYN_RETRIES, TcpConnection, type TcpConnectionHost, type TcpFlow, type TcpSendStats } from './tcp-connection';
 import { synOffer } from './tcp-negotiation';
 import { UpstreamPipe } from './upstream-pipe';
 import { after, type Instant } from '../clock';
@@ -36,7 +36,8 @@ export class TcpActiveOpen implements TcpFlow {
 
   /**
    * `local` is weft's side. `attach` gets the handlers for the other side's stream and returns it;
-   * the stream is resumed once the guest accepts (or destroyed if it refuses).
+   * the stream is resumed once the guest accepts, or destroyed with the reason it did not
+   * ('guest-refused', 'guest-unreachable').
    */
   constructor(
     private readonly host: TcpConnectionHost,
@@ -82,10 +83,7 @@ export class TcpActiveOpen implements TcpFlow {
       return;
     }
     if (flags & RST) {
-      if (flags & ACK) {
-        this.pipe.destroy();
-        this.finish('guest-refused');
-      }
+      if (flags & ACK) this.abort('guest-refused', false);
       return;
     }
     if (!(flags & SYN) || !(flags & ACK)) return;
@@ -100,8 +98,10 @@ export class TcpActiveOpen implements TcpFlow {
     if (this.state === 'closed') return undefined;
     if (this.synDeadline !== undefined && now >= this.synDeadline) {
       if (++this.synRetries > MAX_SYN_RETRIES) {
-        this.pipe.destroy();
-        this.finish('guest-unreachable');
+        // ARP answered (or the SYNs would have ended sooner, see TcpFlowTable.guestUnreachable),
+        // but nothing came back to any SYN: a guest that drops them, or is hung. For the other
+        // side that is still "unreachable", as it always was.
+        this.abort('guest-unreachable', false);
         return undefined;
       }
       this.sendSyn();
@@ -113,10 +113,13 @@ export class TcpActiveOpen implements TcpFlow {
     return this.state === 'closed' ? undefined : this.synDeadline;
   }
 
-  /** The guest knows no sequence number of ours yet, so it is never sent an RST. */
+  /**
+   * Ends the attempt; the other side's stream is destroyed with `reason`. The guest knows no
+   * sequence number of ours yet, so it is never sent an RST.
+   */
   abort(reason: TcpCloseReason, _tellGuest: boolean): void {
     if (this.state === 'closed') return;
-    this.pipe.destroy();
+    this.pipe.destroy(reason);
     this.finish(reason);
   }
 

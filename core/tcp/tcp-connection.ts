@@ -8,7 +8,7 @@
 
 import type { TcpConfig } from '../config';
 import type { TimerOwner } from '../timer-queue';
-import type { FlowEndpoint, FlowMeta, TcpStreamHandlers, Upstream, UpstreamError, UpstreamErrorKind } from '../upstream';
+import type { FlowEndpoint, FlowMeta, TcpCloseReason, TcpStreamHandlers, Upstream, UpstreamError, UpstreamErrorKind } from '../upstream';
 import { ACK, FIN, PSH, RST, SYN, type TcpRepr, type TcpSegment } from '../wire/tcp';
 import { negotiate } from './tcp-negotiation';
 import { TcpReceiver } from './tcp-receiver';
@@ -18,24 +18,6 @@ import { TcpTimers } from './tcp-timers';
 import { UpstreamPipe } from './upstream-pipe';
 import { seqAdd, seqDiff, type SeqNum } from './seq';
 import { after, type Instant } from '../clock';
-
-/** Why a connection ended: the `reason` of its flow-close event and log line. */
-export type TcpCloseReason =
-  | 'closed' // both sides closed in order
-  | 'guest-reset'
-  | 'guest-refused'
-  | 'guest-unreachable'
-  | 'handshake-timeout'
-  | 'retransmit-limit'
-  | 'keepalive-timeout'
-  | 'send-buffer-overflow'
-  | 'upstream-closed'
-  | 'upstream-drain-timeout' // the guest closed; what it sent could not be delivered in time
-  | `upstream-${UpstreamErrorKind}`
-  | 'reopened'
-  | 'syn-flood-evicted'
-  | 'time-wait-evicted'
-  | 'shutdown';
 
 export type TcpState =
   | 'syn-sent'
@@ -520,7 +502,7 @@ export class TcpConnection implements TcpFlow {
       if (this.closeWhenDrained && timers.due('drain', now)) {
         this.closeWhenDrained = undefined;
         timers.clear('drain');
-        this.pipe.destroy();
+        this.pipe.destroy('upstream-drain-timeout');
         this.host.closed(this, 'upstream-drain-timeout');
       }
       return this.nextDeadline();
@@ -583,7 +565,7 @@ export class TcpConnection implements TcpFlow {
   /** The upstream could not be reached: the guest's SYN is answered with RST. */
   private refuse(kind: UpstreamErrorKind): void {
     this.sendReset(0, this.receiver.rcvNxt, RST | ACK);
-    this.pipe.destroy();
+    this.pipe.destroy(`upstream-${kind}`);
     this.finish(`upstream-${kind}`);
   }
 
@@ -592,7 +574,7 @@ export class TcpConnection implements TcpFlow {
     if (this.state === 'closed') return;
     // Before our SYN-ACK the guest knows no sequence number of ours: seq 0, as for a refusal.
     if (tellGuest) this.sendReset(this.state === 'connecting' ? 0 : this.sender.sndNxt, this.receiver.rcvNxt, RST | ACK);
-    this.pipe.destroy();
+    this.pipe.destroy(reason);
     this.finish(reason);
   }
 

@@ -5,14 +5,14 @@
 
 import type { TcpConfig } from '../config';
 import type { TimerQueue } from '../timer-queue';
-import type { FlowEndpoint, TcpStream, TcpStreamHandlers, Upstream } from '../upstream';
+import type { FlowEndpoint, TcpCloseReason, TcpStream, TcpStreamHandlers, Upstream } from '../upstream';
 import type { Ipv4Address } from '../wire/address';
 import { ACK, FIN, RST, SYN, type TcpRepr, type TcpSegment } from '../wire/tcp';
 import type { DropReason } from '../wire/parse-result';
 import { IsnGenerator } from './isn';
 import { seqAdd } from './seq';
 import { TcpActiveOpen } from './tcp-active-open';
-import { TcpConnection, type TcpCloseReason, type TcpConnectionHost, type TcpFlow, type TcpState } from './tcp-connection';
+import { TcpConnection, type TcpConnectionHost, type TcpFlow, type TcpState } from './tcp-connection';
 import type { Instant } from '../clock';
 
 export interface TcpFlowEvent {
@@ -221,6 +221,17 @@ export class TcpFlowTable {
       return true;
     }
     return false;
+  }
+
+  /**
+   * ARP for `ip` went unanswered (the output path gave up on it): the active opens to it end now as
+   * 'guest-unreachable', rather than sending SYNs that would only start ARP over, for a minute.
+   */
+  guestUnreachable(ip: Ipv4Address): void {
+    // Active opens are half-open until the guest answers, so they are all in this bounded map.
+    for (const c of [...this.halfOpen.values()]) {
+      if (c.state === 'syn-sent' && c.guest.ip === ip) c.abort('guest-unreachable', false);
+    }
   }
 
   /** Aborts every connection (the stack is shutting down). */

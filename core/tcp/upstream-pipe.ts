@@ -4,7 +4,7 @@
 // stream is paused while the send buffer towards the guest is full, and an active open holds what
 // the stream sends before the guest has accepted.
 
-import type { TcpStream } from '../upstream';
+import type { TcpCloseReason, TcpStream } from '../upstream';
 import { copyBytes } from '../wire/bytes';
 
 export class UpstreamPipe {
@@ -100,9 +100,9 @@ export class UpstreamPipe {
     this.stream = undefined;
   }
 
-  /** Aborts the stream; the backlog goes with it. */
-  destroy(): void {
-    this.stream?.destroy();
+  /** Aborts the stream, telling it why; the backlog goes with it. */
+  destroy(reason: TcpCloseReason): void {
+    this.stream?.destroy(reason);
     this.stream = undefined;
     this.backlog.length = 0;
     this.backlogLength = 0;

@@ -1,12 +1,14 @@
 // `weft vm --forward [udp:]HOSTPORT:GUESTPORT` with a real Linux guest (a network namespace on a
 // TAP): a server in the guest, a client on the host's 127.0.0.1, bytes checked end to end; a guest
-// port with nothing listening makes the host connection fail at once; UDP answers find their peer.
+// port with nothing listening makes the host connection fail at once (and the log says why); UDP
+// answers find their peer.
 
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeExec } from '../harness/guest-tools';
 import { Netns, requireRoot, UDHCPC_SCRIPT } from '../harness/netns';
+import type { WeftProcess } from '../harness/weft-process';
 import { deterministicBytes, sha256Hex } from '../support/test-servers';
 
 const TITLE = 'weft vm --forward into a real guest';
@@ -37,6 +39,7 @@ function exchange(port: number, data: Uint8Array): Promise<Buffer> {
 
 describe.skipIf(!root.ok)(TITLE, () => {
   let ns: Netns | undefined;
+  let weft: WeftProcess;
   let echoPort: number;
   let closedPort: number;
   let udpPort: number;
@@ -44,7 +47,7 @@ describe.skipIf(!root.ok)(TITLE, () => {
   beforeAll(async () => {
     [echoPort, closedPort, udpPort] = [await freePort(), await freePort(), await freePort()];
     ns = Netns.create('forward');
-    await ns.spawnWeftOnTap(['--forward', `${echoPort}:7000`, '--forward', `${closedPort}:7001`, '--forward', `udp:${udpPort}:7002`]);
+    weft = await ns.spawnWeftOnTap(['--forward', `${echoPort}:7000`, '--forward', `${closedPort}:7001`, '--forward', `udp:${udpPort}:7002`]);
     const dhcp = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5'], 40_000);
     if (dhcp.code !== 0) throw new Error(`udhcpc failed: ${describeExec(dhcp)}`);
     // A guest UDP server that answers each datagram with "echo:" and the datagram, to its sender.
@@ -87,6 +90,9 @@ describe.skipIf(!root.ok)(TITLE, () => {
     });
     expect(outcome).toBe('closed');
     expect(Date.now() - started).toBeLessThan(2000);
+    // The log says why: the guest answered RST (the stack's reason, passed to the host socket's stream).
+    const line = await weft.waitForEvent('forward-refused', (e) => typeof e.flow === 'string' && e.flow.endsWith('guest:7001'));
+    expect(line).toMatchObject({ reason: 'guest-refused' });
   });
 
   it('forwards UDP: each host peer gets its own answers', async () => {

@@ -1,11 +1,13 @@
 // An in-memory Upstream for unit tests of the stack's TCP and UDP: the test decides when a connect
 // succeeds or fails and what the far end sends. Real sockets are used by the integration tests.
-import { UpstreamError, type FlowEndpoint, type TcpStream, type TcpStreamHandlers, type UdpFlow, type UdpFlowHandlers, type Upstream, type UpstreamErrorKind } from '../../core/upstream';
+import { UpstreamError, type FlowEndpoint, type TcpCloseReason, type TcpStream, type TcpStreamHandlers, type UdpFlow, type UdpFlowHandlers, type Upstream, type UpstreamErrorKind } from '../../core/upstream';
 
 export class FakeTcpStream implements TcpStream {
   written: Uint8Array[] = [];
   ended = false;
   destroyed = false;
+  /** The reason the stack gave destroy(). */
+  destroyReason: TcpCloseReason | undefined;
   paused = false;
   /** write() returns false once this many bytes are written (back-pressure). */
   highWaterMark = Infinity;
@@ -21,7 +23,7 @@ export class FakeTcpStream implements TcpStream {
     return this.bytesWritten < this.highWaterMark;
   }
   end(): void { this.ended = true; }
-  destroy(): void { this.destroyed = true; }
+  destroy(reason?: TcpCloseReason): void { this.destroyed = true; this.destroyReason = reason; }
   pause(): void { this.paused = true; }
   resume(): void { this.paused = false; }
 

@@ -1,7 +1,7 @@
 // worker/guest-tcp.ts: the streams of a connection into the guest against scripted stack handlers.
 // What the stack does is played by hand (resume = the guest accepted, pause = its send buffer is
-// full, write/end/destroy = bytes, FIN and abort from the guest), so each back-pressure rule and
-// each way a connection ends is one small case.
+// full, write/end/destroy(reason) = bytes, FIN and abort from the guest), so each back-pressure
+// rule and each way a connection ends is one small case.
 
 import { describe, expect, it } from 'vitest';
 import type { TcpStreamHandlers, UpstreamError } from '../../core/upstream';
@@ -21,9 +21,8 @@ function setup() {
     onDrain: () => log.push('drain'),
     onClose: (e) => void closes.push(e),
   };
-  const destroyed: GuestTcpStream[] = [];
-  const s = new GuestTcpStream(1, 7000, () => opened++, (e) => ends.push(e), (x) => destroyed.push(x)).attach(handlers);
-  return { s, log, sent, ends, closes, destroyed, opened: () => opened };
+  const s = new GuestTcpStream(1, 'port 7000', () => opened++, (e) => ends.push(e)).attach(handlers);
+  return { s, log, sent, ends, closes, opened: () => opened };
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
@@ -87,14 +86,31 @@ describe('GuestTcpStream', () => {
     await expect(t.s.writable.getWriter().write(new Uint8Array(1))).rejects.toThrow();
   });
 
-  it('the stack destroys the stream: the owner settles it with the flow’s close reason, and both streams error with the code', async () => {
+  it('the stack destroys the stream with its reason: both streams error with the code it maps to', async () => {
+    const t = setup();
+    t.s.resume();
+    t.s.destroy('guest-reset');
+    expect(t.ends).toEqual([endFor('guest-reset', 'port 7000')]);
+    expect(t.ends[0].code).toBe('ERR_WEFT_GUEST_RESET');
+    await expect(t.s.readable.getReader().read()).rejects.toThrow(/ERR_WEFT_GUEST_RESET/);
+    expect(t.closes).toEqual([]); // nothing goes back to the stack that ended it
+  });
+
+  it('refused or unreachable before the guest accepted: the attempt ends with that code at once', () => {
+    for (const [reason, code] of [['guest-refused', 'ERR_WEFT_GUEST_REFUSED'], ['guest-unreachable', 'ERR_WEFT_GUEST_UNREACHABLE']] as const) {
+      const t = setup();
+      t.s.destroy(reason);
+      expect(t.opened()).toBe(0);
+      expect(t.ends.map((e) => e.code)).toEqual([code]);
+      expect(t.ends[0].message).toContain('port 7000');
+    }
+  });
+
+  it('a stream destroyed without a reason (an older caller) ends as reset', () => {
     const t = setup();
     t.s.resume();
     t.s.destroy();
-    expect(t.destroyed).toEqual([t.s]);
-    t.s.settle(endFor('guest-reset', 'port 7000'));
-    expect(t.ends[0].code).toBe('ERR_WEFT_GUEST_RESET');
-    await expect(t.s.readable.getReader().read()).rejects.toThrow(/ERR_WEFT_GUEST_RESET/);
+    expect(t.ends).toEqual([{ code: 'ERR_WEFT_GUEST_RESET', message: 'weft ended the connection to port 7000 (aborted)' }]);
   });
 
   it('close reasons map to codes', () => {
