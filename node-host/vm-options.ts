@@ -123,16 +123,20 @@ const FLAGS = {
 } as const;
 
 export function parseVmOptions(argv: readonly string[]): VmOptions {
-  let values;
-  try {
-    ({ values } = parseArgs({ args: [...argv], options: FLAGS, strict: true, allowPositionals: false }));
-  } catch (e) {
-    throw parseArgsError(e);
-  }
+  const values = (() => {
+    try {
+      return parseArgs({ args: [...argv], options: FLAGS, strict: true, allowPositionals: false }).values;
+    } catch (e) {
+      throw parseArgsError(e);
+    }
+  })();
   return {
     forwards: (values.forward ?? []).map(parseForward),
     publishes: parsePublishes(values.publish ?? [], values.upstream),
-    dnsServers: (values['dns-server'] ?? []).map((v) => (parseDnsServerFlag(v), v)),
+    dnsServers: (values['dns-server'] ?? []).map((v) => {
+      parseDnsServerFlag(v); // throws a usage error for a bad one
+      return v;
+    }),
     dnsRecords: (values['dns-record'] ?? []).map(parseDnsRecordFlag),
     dnsSearch: values['dns-search'] === undefined ? undefined : parseDnsSearch(values['dns-search']),
     link: parseLink(values),

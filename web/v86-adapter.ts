@@ -356,7 +356,7 @@ function ne2kRingHasFrames(c: Ne2kLike): boolean {
  */
 function watchProperty<T extends object>(obj: T, key: keyof T & string, onWrite: () => void): (() => void) | undefined {
   const desc = Object.getOwnPropertyDescriptor(obj, key);
-  if (!desc || !desc.configurable || !('value' in desc)) return undefined;
+  if (!desc?.configurable || !('value' in desc)) return undefined;
   let value: unknown = desc.value;
   Object.defineProperty(obj, key, {
     configurable: true,
@@ -393,7 +393,7 @@ const VIRTIO_STATUS_DRIVER_OK = 4;
  */
 function offerSegmentationOffload(card: unknown): void {
   const v = isVirtioNet(card) ? card.virtio : undefined;
-  if (!v || v.device_status !== 0 || !(v.device_feature instanceof Uint32Array) || !(v.driver_feature instanceof Uint32Array)) return;
+  if (v?.device_status !== 0 || !(v.device_feature instanceof Uint32Array) || !(v.driver_feature instanceof Uint32Array)) return;
   v.device_feature[0] |= RECEIVE_OFFLOAD;
   v.driver_feature[0] |= RECEIVE_OFFLOAD; // as v86's reset leaves it: the offered set until the driver writes its own
 }

@@ -48,6 +48,7 @@ export interface DnsForwarder {
    * its reply, or with undefined when the query failed. `done` may come synchronously. After
    * `cancel()`, `done` should not be called (the server ignores it anyway).
    */
+  // biome-ignore lint/suspicious/noConfusingVoidType: a forwarder that answers at once returns nothing, `done(…)`'s own result included
   forward(query: Uint8Array, transport: DnsTransport, done: (reply: Uint8Array | undefined) => void): DnsForwardHandle | void;
 }
 
@@ -328,6 +329,7 @@ export class DnsServer {
     this.pending.set(pendingKey, p);
     this.pendingIds.add(upstreamId);
     this.stats.forwarded++;
+    // biome-ignore lint/suspicious/noConfusingVoidType: what forward() returns, as it says
     let handle: DnsForwardHandle | void;
     try {
       handle = forwarder.forward(query, req.transport, (reply) => this.onReply(p, reply));

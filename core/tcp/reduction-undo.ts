@@ -36,7 +36,7 @@ export class ReductionUndo {
   /** A reduction begins (fast recovery, or the first timeout of an episode). */
   begin(cwnd: number, ssthresh: number, sndUna: SeqNum, sndMax: SeqNum, blind: boolean): void {
     const r = this.r;
-    if (r && r.ended && r.retransBytes > 0 && seqLt(sndUna, r.horizon)) {
+    if (r?.ended && r.retransBytes > 0 && seqLt(sndUna, r.horizon)) {
       r.ended = false;
       r.cwnd = Math.max(r.cwnd, cwnd);
       r.ssthresh = Math.max(r.ssthresh, ssthresh);

@@ -70,7 +70,6 @@ export class TcpFlowTable {
     const secret = new Uint8Array(8);
     host.random(secret);
     this.isn = new IsnGenerator(secret);
-    const table = this;
     this.connectionHost = {
       config,
       linkMss: linkMtu - 40,
@@ -79,20 +78,20 @@ export class TcpFlowTable {
       now: host.now,
       send: (conn, repr, len, copy) => host.send(conn.target.ip, conn.guest.ip, repr, len, copy),
       reschedule: (conn) => timers.schedule(conn, conn.nextDeadline()),
-      stateChanged: (conn, from) => table.onStateChanged(conn, from),
+      stateChanged: (conn, from) => this.onStateChanged(conn, from),
       deferAck: (conn) => {
-        if (!table.deferAcks) return false;
-        table.ackOwed.add(conn);
+        if (!this.deferAcks) return false;
+        this.ackOwed.add(conn);
         return true;
       },
       closed: (conn, reason) => {
         timers.cancel(conn);
-        table.onClosed(conn, reason);
+        this.onClosed(conn, reason);
       },
       replaced: (open, conn) => {
         timers.cancel(open);
-        table.conns.set(conn.key, conn);
-        if (table.halfOpen.has(conn.key)) table.halfOpen.set(conn.key, conn); // keeps its place in the eviction order
+        this.conns.set(conn.key, conn);
+        if (this.halfOpen.has(conn.key)) this.halfOpen.set(conn.key, conn); // keeps its place in the eviction order
       },
     };
     this.hasUpstream = upstream !== undefined;

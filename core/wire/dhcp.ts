@@ -302,7 +302,9 @@ export function emitDhcp(msg: DhcpReplyRepr): Uint8Array {
 
 function ipBytes(ips: Ipv4Address[]): Uint8Array {
   const out = new Uint8Array(4 * ips.length);
-  ips.forEach((ip, k) => writeIpv4(out, 4 * k, ip));
+  ips.forEach((ip, k) => {
+    writeIpv4(out, 4 * k, ip);
+  });
   return out;
 }
 

@@ -283,8 +283,8 @@ function readName(b: Uint8Array, off: number, wantWire: boolean): Parsed<NameRea
     for (let i = pos + 1; i <= pos + len; i++) {
       const c = b[i];
       wire?.push(c);
-      if (c === 0x2e || c === 0x5c) text += '\\' + String.fromCharCode(c);
-      else if (c <= 0x20 || c >= 0x7f) text += '\\' + String(c).padStart(3, '0');
+      if (c === 0x2e || c === 0x5c) text += `\\${String.fromCharCode(c)}`;
+      else if (c <= 0x20 || c >= 0x7f) text += `\\${String(c).padStart(3, '0')}`;
       else text += String.fromCharCode(c);
     }
     pos += 1 + len;

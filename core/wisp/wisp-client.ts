@@ -360,7 +360,7 @@ export class WispClientSession {
    */
   pauseStream(id: number, paused: boolean): boolean {
     const s = this.streams.get(id);
-    if (!s || s.type !== 'tcp' || this.state === 'closed' || (this.state === 'open' && !this.controlsFlow)) return false;
+    if (s?.type !== 'tcp' || this.state === 'closed' || (this.state === 'open' && !this.controlsFlow)) return false;
     if (s.paused === paused) return true;
     s.paused = paused;
     if (s.announced) this.host.send(encodeFlow(id, paused));
@@ -373,7 +373,7 @@ export class WispClientSession {
    */
   end(id: number): boolean {
     const s = this.streams.get(id);
-    if (!s || s.type !== 'tcp' || !this.isOpen || !this.halfCloses) return false;
+    if (s?.type !== 'tcp' || !this.isOpen || !this.halfCloses) return false;
     if (s.ended) return true;
     s.ended = true;
     if (s.announced && s.queue.length === 0 && !this.corked) {

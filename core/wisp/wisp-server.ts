@@ -253,7 +253,7 @@ export class WispServerSession {
   /** `count` packets of stream `id` have left the host's buffers; may grant more credit. */
   released(id: number, count = 1): void {
     const s = this.streams.get(id);
-    if (!s || s.type !== 'tcp') return;
+    if (s?.type !== 'tcp') return;
     s.queued = Math.max(0, s.queued - count);
     s.releasedSinceGrant += count;
     if (s.releasedSinceGrant * 2 >= this.options.bufferPackets) this.grant(s);

@@ -206,7 +206,12 @@ export class QemuStreamLink extends FrameLinkBase implements FrameLink {
     this.closed = true;
     const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     const socketsClosed = [...this.sockets].map(
-      (s) => new Promise<void>((resolve) => (s.closed ? resolve() : (s.once('close', () => resolve()), s.destroy()))),
+      (s) =>
+        new Promise<void>((resolve) => {
+          if (s.closed) return resolve();
+          s.once('close', () => resolve());
+          s.destroy();
+        }),
     );
     this.closing = Promise.all([serverClosed, ...socketsClosed]).then(() => {
       if (this.endpoint.kind === 'unix') fs.rmSync(this.endpoint.path, { force: true });

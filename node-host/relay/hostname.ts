@@ -17,6 +17,7 @@ const MAX_NAME = 255;
  * controls, spaces — or what UTS-46 rejects): the client then gets 0x41.
  */
 export function normalizeHostname(name: string): string | undefined {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control bytes are exactly what this refuses
   if (name.length === 0 || name.length > MAX_NAME || /[\u0000-\u0020\u007f]/.test(name)) return undefined;
   if (parseIp(name)) return name.toLowerCase();
   const ascii = domainToASCII(name).replace(/\.$/, '');

@@ -117,7 +117,7 @@ function toArgv(o: RelayOptions): string[] {
  */
 export function createRelay(options: RelayOptions = {}): Relay {
   if (options.password?.username.includes(':')) throw new RelayOptionError('password: the user name cannot contain ":"');
-  let parsed;
+  let parsed: ReturnType<typeof parseRelayOptions>;
   try {
     parsed = parseRelayOptions(toArgv(options));
   } catch (e) {

@@ -25,7 +25,7 @@ import { normalizeHostname } from './hostname';
 import { ResolveError, type Resolve } from './resolver';
 import { TcpDestination, type DestinationEvents } from './tcp-destination';
 import type { LogThrottle } from './log-throttle';
-import { KeyedRateLimiter, TokenBucket } from './token-bucket';
+import { type KeyedRateLimiter, TokenBucket } from './token-bucket';
 import { UdpDestination } from './udp-destination';
 import { RELAY_RESOLVER_HOSTNAME, WS_CLOSE_NO_STREAM } from '../../core/wisp/wisp-upstream';
 

@@ -85,7 +85,9 @@ export class RelayMetrics {
     metric('weft_relay_rejected_upgrades_total', 'counter', 'WebSocket upgrades refused, by cause.');
     labelled('weft_relay_rejected_upgrades_total', 'cause', this.rejectedUpgrades);
     metric('weft_relay_connect_seconds', 'histogram', 'Time from CONNECT to a connected destination socket.');
-    CONNECT_BUCKETS.forEach((le, i) => lines.push(`weft_relay_connect_seconds_bucket{le="${le}"} ${this.connectCounts[i]}`));
+    CONNECT_BUCKETS.forEach((le, i) => {
+      lines.push(`weft_relay_connect_seconds_bucket{le="${le}"} ${this.connectCounts[i]}`);
+    });
     lines.push(`weft_relay_connect_seconds_bucket{le="+Inf"} ${this.connectCount}`);
     lines.push(`weft_relay_connect_seconds_sum ${this.connectSum}`);
     lines.push(`weft_relay_connect_seconds_count ${this.connectCount}`);

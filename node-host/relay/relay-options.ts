@@ -188,12 +188,13 @@ function listen(text: string | undefined): { host: string; port: number } {
 }
 
 export function parseRelayOptions(argv: readonly string[]): RelayOptions {
-  let values;
-  try {
-    ({ values } = parseArgs({ args: [...argv], options: FLAGS, strict: true, allowPositionals: false }));
-  } catch (e) {
-    throw parseArgsError(e);
-  }
+  const values = (() => {
+    try {
+      return parseArgs({ args: [...argv], options: FLAGS, strict: true, allowPositionals: false }).values;
+    } catch (e) {
+      throw parseArgsError(e);
+    }
+  })();
   const path = values.path ?? '/wisp/';
   if (!path.startsWith('/') || !path.endsWith('/')) badValue('--path', path, 'a path that starts and ends with "/", e.g. /wisp/');
   let password: RelayOptions['password'];

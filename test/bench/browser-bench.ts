@@ -301,8 +301,12 @@ export async function runBrowserBench(options: BrowserBenchOptions = {}): Promis
           `${(r.guestBusy === undefined ? '—' : `${fmt(r.guestBusy * 100)}% (${fmt((r.guestSoftirq ?? 0) * 100)}%)`).padStart(15)} ${fmt(r.workerBusyMs).padStart(10)} ${fmt(r.framesToGuest).padStart(8)} ${fmt(r.meanFrameBytes).padStart(7)} ${fmt(r.framesPerBatch, 1).padStart(7)}`,
       );
     if (rounds > 1) {
-      weftRows.forEach((r, i) => line(`${r.peer} #${i + 1}`, r));
-      v86Rows.forEach((r, i) => line(`${r.peer} #${i + 1}`, r));
+      weftRows.forEach((r, i) => {
+        line(`${r.peer} #${i + 1}`, r);
+      });
+      v86Rows.forEach((r, i) => {
+        line(`${r.peer} #${i + 1}`, r);
+      });
     }
     for (const r of v86 ? [weft, v86] : [weft]) line(rounds > 1 ? `${r.peer} median` : r.peer, r);
     if (result.ratio !== undefined) {

@@ -42,9 +42,9 @@ export async function runDnsBench(): Promise<[DnsBenchRow, DnsBenchRow]> {
   const dir = mkdtempSync(join(tmpdir(), 'weft-dns-bench-'));
   const cached = join(dir, 'cached.txt');
   const unique = join(dir, 'unique.txt');
-  writeFileSync(cached, ['www', 'mail', 'a-only', 'sip', 'ns1'].map((n) => `${n}.${DNS_TEST_ZONE} A`).join('\n') + '\n');
+  writeFileSync(cached, `${['www', 'mail', 'a-only', 'sip', 'ns1'].map((n) => `${n}.${DNS_TEST_ZONE} A`).join('\n')}\n`);
   // Unique names: each is asked once, so each is forwarded (the zone answers NXDOMAIN).
-  writeFileSync(unique, Array.from({ length: 400_000 }, (_, i) => `n${i}-${process.pid}.${DNS_TEST_ZONE} A`).join('\n') + '\n');
+  writeFileSync(unique, `${Array.from({ length: 400_000 }, (_, i) => `n${i}-${process.pid}.${DNS_TEST_ZONE} A`).join('\n')}\n`);
   const veth = `wdb${process.pid % 10000}`;
   const zone = await startDnsTestServer('0.0.0.0');
   try {

@@ -139,7 +139,7 @@ export async function runFaultsBench(o: FaultsBenchOptions = {}): Promise<Faults
       await link.wire.set(cell.config);
       const mbps = { down: [] as number[], up: [] as number[] };
       let failure: string | undefined;
-      rounds: for (let round = 1; round <= rounds; round++) {
+      roundLoop: for (let round = 1; round <= rounds; round++) {
         // Alternating which goes first spreads slow drift in the machine's load over both.
         const order = round % 2 === 1 ? (['down', 'up'] as const) : (['up', 'down'] as const);
         for (const direction of order) {
@@ -148,7 +148,7 @@ export async function runFaultsBench(o: FaultsBenchOptions = {}): Promise<Faults
           if (t.problem) {
             failure = `round ${round} ${what}: ${t.problem}`;
             log(`  ${cell.label}, round ${round}: ${what} FAILED (${t.problem.split('\n')[0]}; details below the table)`);
-            break rounds;
+            break roundLoop;
           }
           const rate = bytes / 1e6 / t.seconds;
           mbps[direction].push(rate);

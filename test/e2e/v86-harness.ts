@@ -382,6 +382,7 @@ export interface ShellResult {
 /** Removes terminal escapes (ash's line editor asks for the cursor position) and carriage returns. */
 export function cleanSerial(text: string): string {
   // eslint-disable-next-line no-control-regex
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: ESC starts the terminal sequences removed here
   return text.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '');
 }
 
@@ -409,7 +410,7 @@ export class SerialConsole {
 
   /** Resolves with the first match of `pattern` at or after offset `from`; rejects after `timeoutMs`. */
   waitFor(pattern: string | RegExp, timeoutMs = 60_000, from = 0): Promise<{ match: RegExpExecArray; end: number }> {
-    const re = typeof pattern === 'string' ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'g') : new RegExp(pattern.source, pattern.flags.includes('g') ? pattern.flags : pattern.flags + 'g');
+    const re = typeof pattern === 'string' ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'g') : new RegExp(pattern.source, pattern.flags.includes('g') ? pattern.flags : `${pattern.flags}g`);
     return new Promise((resolveMatch, reject) => {
       const check = (): boolean => {
         re.lastIndex = from;

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { ExecResult, Netns } from './netns';
 
 /** The deterministic 1 MiB base block and stream, as in test-servers.ts (keep the two in step). */
-const PY_DETERMINISTIC = String.raw`
+const PY_DETERMINISTIC = `
 import array, sys
 
 BLOCK = 1 << 20

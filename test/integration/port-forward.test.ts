@@ -77,7 +77,9 @@ describe.skipIf(!root.ok)(TITLE, () => {
   it('serves several forwarded connections at once', async () => {
     const inputs = Array.from({ length: 20 }, (_, i) => deterministicBytes(10_000 + i * 1000));
     const replies = await Promise.all(inputs.map((d) => exchange(echoPort, d)));
-    replies.forEach((r, i) => expect(r.toString().split(' ')[0]).toBe(sha256Hex(inputs[i])));
+    replies.forEach((r, i) => {
+      expect(r.toString().split(' ')[0]).toBe(sha256Hex(inputs[i]));
+    });
   }, 60_000);
 
   it('fails the host connection at once when nothing listens on the guest port', async () => {

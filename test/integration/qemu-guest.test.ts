@@ -160,10 +160,12 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
   let closedPort = 0;
   const wefts: WeftProcess[] = [];
   const dirs: string[] = [];
-  const removeDirs = () => dirs.forEach((dir) => rmSync(dir, { recursive: true, force: true }));
+  const removeDirs = () => {
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  };
   // Also on an interrupted run: weft by PID, then its socket and pcap.
   const unregisterCleanup = cleanupOnExit(() => {
-    wefts.forEach((w) => w.kill('SIGKILL'));
+    for (const w of wefts) w.kill('SIGKILL');
     removeDirs();
   });
 

@@ -134,6 +134,16 @@ try {
 }
 
 const GATEWAY = parseIpv4('10.0.2.2');
+
+/** What the abusers' process reports for one abused phase (parsed JSON: only what the test reads). */
+interface Summary {
+  cheater: { closes: Array<{ code: number; reason: string }> };
+  oversized: { closes: Array<{ code: number; reason: string }> };
+  big: { sent: number; closes: Array<{ code: number; reason: string }> };
+  flood: { sent: number; throttled: number; ms: number; otherCloses: number };
+  neverReader: { streams: number };
+  [other: string]: unknown;
+}
 const PHASE_MS = 2000;
 /** Blocks of four phases: alone, abused, abused, alone. */
 const BLOCKS = 4;
@@ -503,7 +513,7 @@ describe.skipIf(bundle === undefined)('a relay under abuse', () => {
     });
     const alone = phases();
     const abused = phases();
-    const summaries: Array<Record<string, any>> = [];
+    const summaries: Array<Summary> = [];
     const neverReadTail: number[] = [];
     const pid = relay.child.pid!;
     let maxRss = rssMiB(pid);
@@ -531,7 +541,7 @@ describe.skipIf(bundle === undefined)('a relay under abuse', () => {
         phase.relayCpu.push(relayCpu / seconds);
         phase.abusersCpu.push((cpuMs(abusers!.pid!) - abusers0) / 1000 / seconds);
         phase.mbitPerRelayCpu.push((samples.length * SAMPLE_BYTES * 8) / 1e6 / relayCpu);
-        if (abusedPhase) summaries.push(JSON.parse(await command('stop', /^\{/)) as Record<string, any>);
+        if (abusedPhase) summaries.push(JSON.parse(await command('stop', /^\{/)) as Summary);
       }
     } finally {
       clearInterval(rssTimer);
@@ -560,7 +570,7 @@ describe.skipIf(bundle === undefined)('a relay under abuse', () => {
         `(the abusers' own process ${pct(abused.abusersCpu)}); well-behaved Mbit per relay CPU-second ${f(median(alone.mbitPerRelayCpu))} ` +
         `alone, ${f(median(abused.mbitPerRelayCpu))} with abusers (${f(100 * share)}%); load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`,
     );
-    const sum = (pick: (s: Record<string, any>) => number) => summaries.reduce((a, s) => a + pick(s), 0);
+    const sum = (pick: (s: Summary) => number) => summaries.reduce((a, s) => a + pick(s), 0);
     console.log(
       `relay-abuse: over ${summaries.length} abused phases: the credit cheater was closed ${sum((s) => s.cheater.closes.length)}x, ` +
         `the oversized sender ${sum((s) => s.oversized.closes.length)}x, the 1 MB sender ${summaries.length}x ` +

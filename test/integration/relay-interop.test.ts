@@ -264,7 +264,13 @@ describe('weft WispUpstream → weft relay', () => {
 
       const b = flow(up, (talker.address() as net.AddressInfo).port);
       await b.waitBytes(100_000);
-      await withTimeout(new Promise<void>((r) => { const t = setInterval(() => b.ended && (clearInterval(t), r()), 5); }), 5000, 'onEnd b');
+      await withTimeout(new Promise<void>((r) => {
+        const t = setInterval(() => {
+          if (!b.ended) return;
+          clearInterval(t);
+          r();
+        }, 5);
+      }), 5000, 'onEnd b');
       await writeAll(b, Buffer.alloc(12_345, 1), 1000); // still possible after the server's FIN
       b.stream.end();
       expect(await withTimeout(report, 5000, 'talker report')).toBe(12_345);

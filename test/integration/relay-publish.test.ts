@@ -92,7 +92,9 @@ describe.skipIf(!root.ok)(TITLE, () => {
     expect(reply.toString().split(' ')[0]).toBe(sha256Hex(data));
     const several = Array.from({ length: 10 }, (_, i) => deterministicBytes(20_000 + i * 777));
     const replies = await Promise.all(several.map((d) => exchange(relayPortOf.get(7000)!, d)));
-    replies.forEach((r, i) => expect(r.toString().split(' ')[0]).toBe(sha256Hex(several[i])));
+    replies.forEach((r, i) => {
+      expect(r.toString().split(' ')[0]).toBe(sha256Hex(several[i]));
+    });
   }, 60_000);
 
   it('serves the guest\'s web server at the relay\'s port', async () => {

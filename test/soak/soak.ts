@@ -384,7 +384,10 @@ export async function runSoak(partial: Partial<SoakOptions> = {}): Promise<SoakR
       const settleMs = opts.drainBeforeBaseline ? opts.drainMs : 40_000;
       // Without a full drain: TCP closes at once or after TIME_WAIT (30 s); the warm-up's UDP flows stay open.
       log(`settle: up to ${settleMs / 1000} s for the warm-up's ${opts.drainBeforeBaseline ? 'flows' : 'TCP connections'} to close`);
-      if (!(await pollUntil(async () => (failIfExited(), vmsDrained(opts.drainBeforeBaseline) && (await relayDrained(opts.drainBeforeBaseline))), settleMs))) {
+      if (!(await pollUntil(async () => {
+        failIfExited();
+        return vmsDrained(opts.drainBeforeBaseline) && (await relayDrained(opts.drainBeforeBaseline));
+      }, settleMs))) {
         throw new Error(`the warm-up's flows did not close within ${settleMs / 1000} s: ${formatProgress(sample('settle'))}`);
       }
       baseline = await freshSample('baseline');
@@ -397,7 +400,10 @@ export async function runSoak(partial: Partial<SoakOptions> = {}): Promise<SoakR
       const drainStart = performance.now();
       log(`drain: up to ${opts.drainMs / 1000} s for every flow and stream to close and the fd counts to return to idle`);
       // SIGTERM later tells whether a vm had more flows than these: they close with reason "shutdown".
-      if (await pollUntil(async () => (failIfExited(), vmsDrained(true) && (await relayDrained(true))), opts.drainMs)) {
+      if (await pollUntil(async () => {
+        failIfExited();
+        return vmsDrained(true) && (await relayDrained(true));
+      }, opts.drainMs)) {
         drainedAfterMs = performance.now() - drainStart;
       }
       // Sockets close a moment after the close line.
@@ -661,8 +667,14 @@ function parseArgs(argv: string[]): Partial<SoakOptions> {
     '--drain-before-baseline': (v) => (out.drainBeforeBaseline = v !== 0),
   };
   const strings: Record<string, (v: string) => boolean> = {
-    '--heap-snapshot': (v) => ((out.heapSnapshotDir = v), true),
-    '--log-dir': (v) => ((out.logDir = v), true),
+    '--heap-snapshot': (v) => {
+      out.heapSnapshotDir = v;
+      return true;
+    },
+    '--log-dir': (v) => {
+      out.logDir = v;
+      return true;
+    },
     '--paths': (v) => {
       const paths = v.split(',');
       if (!paths.every((p): p is SoakPath => p === 'direct' || p === 'wisp')) return false;
@@ -686,7 +698,10 @@ function parseArgs(argv: string[]): Partial<SoakOptions> {
     const value = eq < 0 ? argv[++i] : arg.slice(eq + 1);
     let ok = false;
     if (flag in strings && value !== undefined && value !== '') ok = strings[flag](value);
-    else if (flag in numbers && value !== undefined && /^\d+(\.\d+)?$/.test(value)) ok = (numbers[flag](Number(value)), true);
+    else if (flag in numbers && value !== undefined && /^\d+(\.\d+)?$/.test(value)) {
+      numbers[flag](Number(value));
+      ok = true;
+    }
     if (!ok) {
       console.error(`soak: bad argument ${JSON.stringify(arg)}${value === undefined ? ' (no value)' : ''}\n${usage()}`);
       process.exit(2);

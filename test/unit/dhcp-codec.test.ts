@@ -41,7 +41,7 @@ describe('parseDhcp', () => {
     const m = parsed(UDHCPC_DISCOVER);
     expect(m).toMatchObject({ op: 1, htype: 1, hlen: 6, hops: 0, xid: 0xd7d5901d, secs: 0, flags: 0, ciaddr: 0, yiaddr: 0, siaddr: 0, giaddr: 0 });
     expect(m.chaddr).toBe(parseMac('52:54:00:12:34:56'));
-    expect(toHex(m.chaddrRaw)).toBe('525400123456' + '00'.repeat(10));
+    expect(toHex(m.chaddrRaw)).toBe(`525400123456${'00'.repeat(10)}`);
     expect(m.messageType).toBe(DhcpMessageType.DISCOVER);
     expect(m.maxMessageSize).toBe(576);
     expect(Array.from(m.parameterRequestList!)).toEqual([1, 3, 6, 12, 15, 28, 42]);
@@ -97,7 +97,7 @@ describe('parseDhcp', () => {
     expect(parseDhcp(request(hex('340101 ff'), (x) => x.set(hex('3705 01'), 108 + 125)))).toBe('dhcp-option-overrun');
     expect(parseDhcp(request(hex('340102 ff'), (x) => x.set(hex('0c40'), 44)))).toBe('dhcp-option-overrun');
     for (const bad of ['35020101', '320300000a', '36050a0002020a', '3d0101', '390105', '34020101', '340101 340101']) {
-      expect(parseDhcp(request(hex(bad + 'ff')))).toBe('dhcp-option-bad-length');
+      expect(parseDhcp(request(hex(`${bad}ff`)))).toBe('dhcp-option-bad-length');
     }
   });
 

@@ -503,7 +503,10 @@ describe('DirectUpstream', () => {
     );
     expect(upstream.openSockets).toBe(120);
     await Promise.all(probes.map((p) => p.connected));
-    streams.forEach((s, i) => (i % 2 ? s.end() : s.destroy()));
+    streams.forEach((s, i) => {
+      if (i % 2) s.end();
+      else s.destroy();
+    });
     for (const f of flows) f.close();
     await waitFor(() => upstream.openSockets === 0);
   });

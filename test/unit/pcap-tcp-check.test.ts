@@ -50,7 +50,9 @@ function frame(s: Seg): Uint8Array {
 function pcapOf(segs: Seg[], snaplen?: number): Uint8Array {
   const chunks: Uint8Array[] = [];
   const writer = new PcapWriter((c) => chunks.push(c), snaplen);
-  segs.forEach((s, i) => writer.write(frame(s), T0 + i));
+  segs.forEach((s, i) => {
+    writer.write(frame(s), T0 + i);
+  });
   return Buffer.concat(chunks);
 }
 
@@ -297,7 +299,7 @@ describe('weft capture check: a scan held against what weft logged', () => {
     segs.push({ from: 'weft', seq: finSeq + 1, ack: 1002, flags: FIN | ACK, length: 1 });
     const r = await check(segs, weftThatLogged(stopped(segs.length, 1)));
     expect(r.problems).toHaveLength(1);
-    expect(r.problems[0]).toMatch(/^weft sent 1 TCP segment\(s\) past its FIN \(.*\):\n  frame \d+ at .* = FIN\+1, 1 byte: data-past-fin/);
+    expect(r.problems[0]).toMatch(/^weft sent 1 TCP segment\(s\) past its FIN \(.*\):\n {2}frame \d+ at .* = FIN\+1, 1 byte: data-past-fin/);
     expect(r.problems[0]).toContain(`frame ${segs.length} at`);
   });
 

@@ -11,7 +11,11 @@ describe('TimerQueue', () => {
     const q = new TimerQueue();
     const fired: number[] = [];
     let again = true;
-    const a = owner(fired, () => (again ? ((again = false), instant(50)) : undefined));
+    const a = owner(fired, () => {
+      if (!again) return undefined;
+      again = false;
+      return instant(50);
+    });
     q.schedule(a, instant(30));
     q.schedule(owner(fired), instant(10));
     q.run(instant(20));
@@ -26,7 +30,9 @@ describe('TimerQueue', () => {
     const q = new TimerQueue();
     const fired: number[] = [];
     const owners = Array.from({ length: 1000 }, () => owner(fired));
-    owners.forEach((o, i) => q.schedule(o, instant(1000 + i)));
+    owners.forEach((o, i) => {
+      q.schedule(o, instant(1000 + i));
+    });
     for (const o of owners.slice(0, 900)) q.cancel(o);
     expect(q.size).toBeLessThan(200); // stale entries were dropped, not kept until they expire
     q.run(instant(10_000));
@@ -38,7 +44,9 @@ describe('TimerQueue', () => {
     const live = owner([]);
     q.schedule(live, instant(600_000));
     const closed = Array.from({ length: 5 }, () => owner([]));
-    closed.forEach((o, i) => q.schedule(o, instant(600_000 + i)));
+    closed.forEach((o, i) => {
+      q.schedule(o, instant(600_000 + i));
+    });
     for (const o of closed) q.cancel(o);
     expect(q.size).toBeLessThanOrEqual(2);
   });

@@ -158,7 +158,7 @@ describe('attachV86 with an ne2k card', () => {
     const net = fakeNetwork();
     const a = attachV86(emulator, net);
     net.deliver(Array.from({ length: 20 }, (_, i) => frame(i)));
-    emulator.sendListeners.forEach((l) => l(Uint8Array.of(1, 2, 3)));
+    for (const l of emulator.sendListeners) l(Uint8Array.of(1, 2, 3));
     expect(net.fromGuest).toEqual([Uint8Array.of(1, 2, 3)]);
     a.detach();
     expect(emulator.sendListeners).toHaveLength(0);

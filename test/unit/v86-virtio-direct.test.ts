@@ -97,7 +97,9 @@ function setup(queue: FakeVirtQueue, dataValid?: boolean, virtio: Partial<FakeVi
     card,
     offload,
     deliver: (f: Uint8Array) => port!.send(f),
-    guestSends: (f: Uint8Array) => sendListeners.forEach((l) => l(f)),
+    guestSends: (f: Uint8Array) => {
+      for (const l of sendListeners) l(f);
+    },
   };
 }
 

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { CloseReason } from '../../core/wisp/wisp-codec';
 import { WispServerSession, type WispStreamRequest } from '../../core/wisp/wisp-server';
-import { UpstreamError, type FlowMeta, type TcpStreamHandlers } from '../../core/upstream';
+import type { UpstreamError, FlowMeta, TcpStreamHandlers } from '../../core/upstream';
 import { parseIpv4 } from '../../core/wire/address';
 import { upstreamErrorKind, WispUpstream, type WispTransport } from '../../node-host/wisp-upstream';
 
@@ -155,7 +155,10 @@ describe('WispUpstream', () => {
 
   it('maps the gateway to 127.0.0.1 only with allowHostLoopback', async () => {
     const asked: string[] = [];
-    const server = fakeServer((r) => (asked.push(r.hostname), 'connect'));
+    const server = fakeServer((r) => {
+      asked.push(r.hostname);
+      return 'connect';
+    });
     const gateway = parseIpv4('10.0.2.2');
     const closed = new WispUpstream({ url: 'ws://relay.test/', connect: server.connect, gateway });
     const r1 = recorder();
