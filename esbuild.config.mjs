@@ -40,6 +40,9 @@ const entries = [
   // The preview Service Worker (servePreview registers it): a classic script, which every browser
   // with Service Workers runs (module workers are newer).
   { entryPoints: ['web/preview-sw.ts'], outfile: 'dist/web/preview-sw.js', ...browser, format: 'iife' },
+  // The demo's copy of it at the demo's root: a Service Worker controls only paths under its
+  // script's folder, and the "Serve from the VM" panel's scope is /preview/.
+  { entryPoints: ['web/preview-sw.ts'], outfile: 'dist/demo/preview-sw.js', ...browser, format: 'iife' },
   // The demo page (served by `weft relay --demo`): its page, script and styles, and the worker beside
   // the script, where createNetwork() looks for it. v86 itself is loaded at run time from /v86/.
   {

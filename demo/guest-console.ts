@@ -17,6 +17,7 @@ export class GuestConsole {
   private pendingLength = 0;
   private flushQueued = false;
   private readonly decoder = new TextDecoder();
+  private emulator: SerialEmulator | undefined;
 
   constructor(container: HTMLElement) {
     this.term = new Terminal({
@@ -34,6 +35,7 @@ export class GuestConsole {
 
   /** Connects the terminal to the emulator's first serial port; `onText` sees the decoded output. */
   connect(emulator: SerialEmulator, onText: (text: string) => void): void {
+    this.emulator = emulator;
     emulator.add_listener('serial0-output-byte', (byte) => {
       if (this.pendingLength === this.pending.length) {
         const bigger = new Uint8Array(this.pending.length * 2);
@@ -47,6 +49,13 @@ export class GuestConsole {
       }
     });
     this.term.onData((data) => emulator.serial0_send(data));
+  }
+
+  /** Types `text` into the guest's serial console as if from the keyboard; false before connect(). */
+  send(text: string): boolean {
+    if (!this.emulator) return false;
+    this.emulator.serial0_send(text);
+    return true;
   }
 
   focus(): void {

@@ -22,6 +22,7 @@ import { choiceFromSetting, describeChoice, GuestImageError, planGuest, type Gue
 import { setupImageChooser } from './image-chooser';
 import { Notices } from './notices';
 import { PacketLog } from './packet-log';
+import { ServePanel } from './serve-panel';
 import { ThroughputChart } from './throughput-chart';
 
 /** The page's pcap keeps at most this much (older parts are dropped first). */
@@ -83,6 +84,8 @@ $('vm').addEventListener('click', (e) => {
 // when the relay allows it (`--allow-loopback`); by default the relay refuses, and the page says so.
 const network = createNetwork({ relayUrl, allowHostLoopback: true });
 window.weftDemo = { network, terminalLines: () => consoleView.lines() };
+// "Serve from the VM": a web server in the guest, previewed on this origin or published by the relay.
+new ServePanel($('serve'), network, (text) => consoleView.send(text));
 
 function setPill(id: string, state: string, text: string): void {
   const el = $(id);

@@ -158,8 +158,19 @@ async function forward(request: Request, port: number, path: string): Promise<Re
   // Into the browser's jar too, where the preview's own scripts see them.
   if (store) await storeCookies(store, reply.setCookies, scope, port, path);
   const nullBody = [101, 103, 204, 205, 304].includes(reply.status);
-  return new Response(nullBody ? null : reply.body, { status: reply.status, statusText: reply.statusText, headers: reply.headers });
+  const headers = new Headers(reply.headers);
+  if (request.mode === 'navigate' && !headers.has('cross-origin-embedder-policy')) headers.set('Cross-Origin-Embedder-Policy', EMBEDDABLE);
+  return new Response(nullBody ? null : reply.body, { status: reply.status, statusText: reply.statusText, headers });
 }
+
+/**
+ * The COEP put on documents the guest serves (unless it sent its own) and on this worker's own
+ * pages. A cross-origin isolated page — one that uses SharedArrayBuffer rings, as the demo does —
+ * may frame only documents that declare a COEP; the guest's web server declares none, so an
+ * iframe of the preview would show the browser's error page. `credentialless` asks nothing of
+ * the document's same-origin (previewed) resources; cross-origin ones load without credentials.
+ */
+const EMBEDDABLE = 'credentialless';
 
 /** The page that serves this scope: the one known, else the first window that answers a PING. */
 async function servingPage(): Promise<SwClient | undefined> {
@@ -244,5 +255,5 @@ function noPage(): Response {
 function errorPage(status: number, title: string, message: string): Response {
   const esc = (s: string) => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
   const html = `<!doctype html><meta charset="utf-8"><title>${esc(title)}</title><style>body{font:16px system-ui,sans-serif;margin:3em;max-width:40em}</style><h1>${status} · ${esc(title)}</h1><p>${esc(message)}</p><p><small>weft preview</small></p>`;
-  return new Response(html, { status, headers: { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' } });
+  return new Response(html, { status, headers: { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store', 'Cross-Origin-Embedder-Policy': EMBEDDABLE } });
 }

@@ -3,7 +3,9 @@
 // `wget` of a local test page into the terminal shows the page, the flow in the connections table,
 // non-zero throughput in the chart, and a "Download pcap" that tshark reads with the HTTP exchange in
 // it. A destination the relay's policy refuses becomes a notice that names it, and a relay that is not
-// there becomes a notice with the URL tried. Screenshots (1280×800 and narrow) go to test-results/.
+// there becomes a notice with the URL tried. The "Serve from the VM" card starts busybox httpd in the
+// guest, shows its page in the card's iframe and in a new tab (through the preview Service Worker),
+// and says that this relay does not publish. Screenshots (1280×800 and narrow) go to test-results/.
 //
 // The relay runs with --allow-loopback (the guest reaches the test page at 10.0.2.2:PORT) and
 // --ports PORT (so any other port is refused by policy, for the refusal notice).
@@ -35,7 +37,7 @@ if (missing) console.warn(`[skip] ${SUITE}: ${missing}`);
 
 /** dist/demo, built when it is missing (`npm test` and `npm start` build it first). */
 function demoBundle(): void {
-  if (!['index.html', 'main.js', 'weft-worker.js'].every((f) => existsSync(join(DEMO_DIR, f)))) {
+  if (!['index.html', 'main.js', 'weft-worker.js', 'preview-sw.js'].every((f) => existsSync(join(DEMO_DIR, f)))) {
     execFileSync(process.execPath, ['esbuild.config.mjs'], { cwd: REPO_ROOT, stdio: 'inherit' });
   }
 }
@@ -190,6 +192,46 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     expect(await row.first().locator('td').nth(2).textContent()).toBe('refused by relay policy');
     await waitUntil('the shell prompt after wget gave up', async () => /weft# $/.test(await terminalText(p)), 20_000, p);
   }, 60_000);
+
+  it('"Serve from the VM": one click starts httpd in the guest; the card and a new tab show its page; the relay says it does not publish', async ({ skip }) => {
+    if (skipReason || !page) skip(skipReason ?? 'the guest did not boot');
+    const p = page!;
+    await p.click('#serve-start');
+    await waitUntil('the guest to serve port 8000', async () => (await p.getAttribute('#serve-status', 'data-state')) === 'serving', 30_000, p);
+    // The shell's output lines (the typed command line holds the same words, but not at a line's start).
+    const printed = (start: string) => p.evaluate((s) => window.weftDemo.terminalLines().some((l) => l.startsWith(s)), start);
+    expect(await printed('Serving /tmp/www on port 8000')).toBe(true);
+    // A second click rewrites the page; the running server keeps serving it.
+    await p.click('#serve-start');
+    await waitUntil('the second click to finish', () => printed('Port 8000 is taken'), 20_000, p);
+    await waitUntil('the guest to serve port 8000 again', async () => (await p.getAttribute('#serve-status', 'data-state')) === 'serving', 20_000, p);
+
+    // The page's copy of the preview Service Worker, beside it so its folder covers /preview/.
+    expect((await fetch(`${origin}/preview-sw.js`)).headers.get('content-type')).toMatch(/^text\/javascript/);
+    await p.click('#serve-preview');
+    const framed = p.frameLocator('#serve-iframe');
+    expect(await framed.locator('h1').textContent({ timeout: 20_000 })).toBe('Hello from the VM');
+    const text = await framed.locator('body').textContent();
+    expect(text).toMatch(/This page was made at .*\d\d:\d\d:\d\d.* in the Linux guest, and busybox httpd serves it on port 8000\./);
+    expect(await p.getAttribute('#serve-iframe', 'src')).toBe(`${origin}/preview/8000/`);
+
+    const [tab] = await Promise.all([session!.context.waitForEvent('page'), p.click('#serve-open')]);
+    try {
+      await tab.waitForLoadState();
+      expect(tab.url()).toBe(`${origin}/preview/8000/`);
+      expect(await tab.locator('body').textContent()).toBe(text);
+    } finally {
+      await tab.close();
+    }
+
+    // `weft start` here has no --publish-ports: the refusal, and the flags that would allow it.
+    await p.click('#serve-publish');
+    await waitUntil('the refusal', async () => (await p.getAttribute('#serve-publish-result', 'data-state')) === 'failed', 20_000, p);
+    const refusal = await p.textContent('#serve-publish-result');
+    expect(refusal).toContain('network.publish(8000): the relay does not offer publishing');
+    expect(refusal).toContain('--publish-ports');
+    await p.locator('#serve').screenshot({ path: join(RESULTS, 'demo-serve.png') });
+  }, 90_000);
 
   it('fits a narrow window', async ({ skip }) => {
     if (skipReason || !page) skip(skipReason ?? 'the guest did not boot');
