@@ -2,7 +2,10 @@
 // when the card has no room (ne2k: its receive ring; virtio-net: no posted receive buffer), and it
 // gives no back-pressure signal, so frames for the guest wait in a bounded queue here and are
 // handed over only when the card can take them — read from the card's own registers when this v86
-// exposes them, otherwise at a paced rate.
+// exposes them, otherwise at a paced rate. Those registers, the virtio queue and feature words are
+// v86's internals, not its public API: they are read and written only through web/v86-internals.ts
+// (why each is used, what happens without it), which is tested against the pinned v86; this file
+// keeps to the public bus (`net0-send`, `net0-receive`, `eth-receive-end`, `emulator-loaded`).
 //
 // The ne2k ring holds about ten full-size frames, and v86 runs the guest in slices of several
 // milliseconds during which no timer of ours can fire: refilling the ring only between slices caps
@@ -20,32 +23,12 @@
 
 import { isOversizedTcpFrame, splitTcpFrame, tcpGsoFields } from '../core/wire/tcp-segmentation';
 import type { FramePort } from './frame-port';
-
-interface Ne2kLike {
-  cr: number;
-  isr: number;
-  imr: number;
-  do_interrupt?(mask: number): void;
-  curpg: number;
-  boundary: number;
-  pstart: number;
-  pstop: number;
-}
-
-interface VirtQueueLike {
-  has_request(): boolean;
-  pop_request?(): { set_next_blob(data: Uint8Array): unknown; length_writable?: number };
-  push_reply?(chain: unknown): void;
-  flush_replies?(): void;
-}
-
-interface VirtioNetLike {
-  virtio?: { queues?: VirtQueueLike[]; device_feature?: unknown; driver_feature?: unknown; device_status?: number };
-}
+import { findNetCard, type V86Ne2kCard, type V86VirtioReceiveQueue } from './v86-internals';
 
 /**
  * The parts of a v86 `V86` instance this adapter uses. `bus` exists at run time but is missing from
- * v86's own typings, hence optional here (so a typed `V86` can be passed as it is).
+ * v86's own typings, hence optional here (so a typed `V86` can be passed as it is); so is `v86`, the
+ * emulator's internals, which only web/v86-internals.ts reads.
  */
 export interface V86Emulator {
   // Typed for net0 as v86.d.ts knows only that one; other cards' events have the same shape.
@@ -123,7 +106,7 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
   const dataValid = options.virtioDataValid ?? true;
   const offerOffload = dataValid && (options.virtioSegmentationOffload ?? true);
   /** Receive buffers filled directly (virtio, see intoVirtQueue) and not yet announced to the guest. */
-  let staged: VirtQueueLike | undefined;
+  let staged: V86VirtioReceiveQueue | undefined;
   /** The link MTU and the network's callback, from FramePort.offloadSegments. */
   let linkMtu: number | undefined;
   let offloadAccepts: ((on: boolean) => void) | undefined;
@@ -131,7 +114,7 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
   let guestOffload = false;
   /** Hands `frame` to the card; returns pieces of it still to deliver (a buffer too small for it). */
   const toCard = (frame: Uint8Array): Uint8Array[] | undefined => {
-    const rx = pacing === 'virtio-queue' && dataValid ? directQueue(card()) : undefined;
+    const rx = pacing === 'virtio-queue' && dataValid ? directQueue() : undefined;
     if (!rx) {
       bus.send(receiveEvent, frame);
       return undefined;
@@ -144,7 +127,7 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
   /** Tells the network when the guest's driver starts or stops taking large segments. */
   const checkOffload = () => {
     if (!offerOffload || !offloadAccepts) return;
-    const now = takesLargeSegments(card());
+    const now = takesLargeSegments();
     if (now === guestOffload) return;
     guestOffload = now;
     offloadAccepts(now);
@@ -176,34 +159,42 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
   const sendEvent = `net${id}-send` as 'net0-send';
   emulator.add_listener(sendEvent, onSend);
 
-  const card = (): unknown => {
-    const devices = emulator.v86?.cpu?.devices;
-    return id === 0 ? devices?.net ?? devices?.virtio_net : undefined;
+  // The card, where this v86 lets it be read (web/v86-internals.ts); else only the bus is used.
+  const card = () => findNetCard(emulator, id);
+  /** The card's receive queue when frames can be written into it directly. */
+  const directQueue = (): V86VirtioReceiveQueue | undefined => {
+    const c = card();
+    return c?.kind === 'virtio' ? c.receiveQueue() : undefined;
   };
-  // The card exists once v86 has loaded; its features must be offered before the guest's driver reads them.
+  /** Whether the card's running driver took receive segmentation offload. */
+  const takesLargeSegments = (): boolean => {
+    const c = card();
+    if (c?.kind !== 'virtio' || !((c.deviceStatus() ?? 0) & VIRTIO_STATUS_DRIVER_OK)) return false;
+    const features = c.driverFeatures();
+    return features !== undefined && (features & RECEIVE_OFFLOAD) === RECEIVE_OFFLOAD;
+  };
+  // The card exists once v86 has loaded; its features must be offered before the guest's driver
+  // reads them (status 0: not yet read).
   const onLoaded = () => {
-    if (offerOffload) offerSegmentationOffload(card());
+    const c = card();
+    if (offerOffload && c?.kind === 'virtio' && c.deviceStatus() === 0) c.offerFeatures(RECEIVE_OFFLOAD);
   };
   if (card()) onLoaded();
   else emulator.add_listener('emulator-loaded', onLoaded);
 
   const room = (frame: Uint8Array): boolean => {
     const c = card();
-    if (isNe2k(c)) {
+    if (c?.kind === 'ne2k') {
       if (pacing !== 'ne2k-ring') {
         pacing = 'ne2k-ring';
-        unwatch = watchProperty(c, 'isr', () => afterIsrWrite(c));
+        unwatch = c.watchInterruptStatus(() => afterIsrWrite(c));
       }
-      if (c.cr & 1) return true; // stopped: it drops everything anyway
-      // v86's own test (ne2k.js receive): the frame plus a 4-byte header, in 256-byte pages.
-      const needed = 1 + ((Math.max(60, frame.length) + 4) >> 8);
-      const available = c.boundary > c.curpg ? c.boundary - c.curpg : c.pstop - c.curpg + c.boundary - c.pstart;
-      return available >= needed || c.boundary === 0;
+      if (c.stopped()) return true; // it drops everything anyway
+      return c.hasRoomFor(frame.length);
     }
-    const rx = isVirtioNet(c) ? c.virtio?.queues?.[0] : undefined;
-    if (rx) {
+    if (c?.kind === 'virtio') {
       pacing = 'virtio-queue';
-      return rx.has_request();
+      return c.hasReceiveBuffer();
     }
     // No introspection: a byte budget that refills with time.
     pacing = 'rate';
@@ -222,7 +213,7 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
     try {
       while (head < queue.length) {
         // A segment longer than the MTU goes whole only to a guest that takes it (and only directly into its buffers).
-        if (linkMtu !== undefined && isOversizedTcpFrame(queue[head], linkMtu) && !(guestOffload && directQueue(card()))) {
+        if (linkMtu !== undefined && isOversizedTcpFrame(queue[head], linkMtu) && !(guestOffload && directQueue())) {
           queue.splice(head, 1, ...splitTcpFrame(queue[head], linkMtu));
         }
         if (!room(queue[head])) break;
@@ -239,7 +230,7 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
       staged = undefined;
       if (rx) {
         batches++;
-        rx.flush_replies?.();
+        rx.flush();
       }
     }
     if (head === queue.length) {
@@ -260,16 +251,16 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
   }
 
   /** The ne2k's interrupt status changed: refill the ring once no receive interrupt is pending. */
-  function afterIsrWrite(c: Ne2kLike): void {
-    if (pumping || detached || c.isr & ENISR_RX) return;
+  function afterIsrWrite(c: V86Ne2kCard): void {
+    if (pumping || detached || c.receivePending()) return;
     pump();
     // Linux's driver takes at most ten frames per pass and then acknowledges; frames left in the
     // ring (small ones fit dozens) would wait for the next arrival, which may never come. Raise the
     // interrupt again for them — but only while the driver makes progress (moves BOUNDARY), so a
     // driver that reads the ring differently cannot be driven into an interrupt storm.
-    if (!(c.isr & ENISR_RX) && !(c.cr & 1) && c.boundary !== reraisedAt && ne2kRingHasFrames(c)) {
-      reraisedAt = c.boundary;
-      c.do_interrupt?.(ENISR_RX);
+    if (!c.receivePending() && !c.stopped() && c.boundary() !== reraisedAt && c.hasUntakenFrames()) {
+      reraisedAt = c.boundary();
+      c.raiseReceive();
     }
   }
 
@@ -339,42 +330,6 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
 const DETACHED: V86Attachment = Object.freeze({ detach: () => undefined, dropped: 0, queued: 0, delivered: 0, batches: 0, pacing: undefined });
 
 const EMPTY = new Uint8Array(0);
-/** ne2k ISR bit: packet received. */
-const ENISR_RX = 0x01;
-
-/** Whether the ne2k ring holds frames the driver has not taken (BOUNDARY trails them by a page). */
-function ne2kRingHasFrames(c: Ne2kLike): boolean {
-  let next = c.boundary + 1;
-  if (next >= c.pstop) next = c.pstart;
-  return next !== c.curpg;
-}
-
-/**
- * Calls `onWrite` after every assignment to `obj[key]` (a plain data property), by turning it into
- * an accessor; returns the function that turns it back. Does nothing if the property is not a
- * configurable data property.
- */
-function watchProperty<T extends object>(obj: T, key: keyof T & string, onWrite: () => void): (() => void) | undefined {
-  const desc = Object.getOwnPropertyDescriptor(obj, key);
-  if (!desc?.configurable || !('value' in desc)) return undefined;
-  let value: unknown = desc.value;
-  Object.defineProperty(obj, key, {
-    configurable: true,
-    enumerable: desc.enumerable,
-    get: () => value,
-    set: (v: unknown) => {
-      value = v;
-      onWrite();
-    },
-  });
-  return () => Object.defineProperty(obj, key, { configurable: true, enumerable: desc.enumerable, writable: true, value });
-}
-
-function isNe2k(card: unknown): card is Ne2kLike {
-  const c = card as Partial<Ne2kLike> | undefined;
-  return typeof c?.curpg === 'number' && typeof c.boundary === 'number' && typeof c.pstart === 'number' && typeof c.pstop === 'number' && typeof c.isr === 'number';
-}
-
 /** virtio_net_hdr flags: the TCP checksum holds only the pseudo-header sum; the packet's checksums are known good. */
 const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
 const VIRTIO_NET_HDR_F_DATA_VALID = 2;
@@ -387,31 +342,8 @@ const RECEIVE_OFFLOAD = VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_GUEST_TSO4;
 /** virtio device status bit: the driver is set up and running. */
 const VIRTIO_STATUS_DRIVER_OK = 4;
 
-/**
- * Adds receive segmentation offload to the features a virtio-net card offers, if its driver has not
- * started (status 0: features not yet read). v86 keeps the offered set across a device reset.
- */
-function offerSegmentationOffload(card: unknown): void {
-  const v = isVirtioNet(card) ? card.virtio : undefined;
-  if (v?.device_status !== 0 || !(v.device_feature instanceof Uint32Array) || !(v.driver_feature instanceof Uint32Array)) return;
-  v.device_feature[0] |= RECEIVE_OFFLOAD;
-  v.driver_feature[0] |= RECEIVE_OFFLOAD; // as v86's reset leaves it: the offered set until the driver writes its own
-}
-
-/** Whether the card's running driver took receive segmentation offload. */
-function takesLargeSegments(card: unknown): boolean {
-  const v = isVirtioNet(card) ? card.virtio : undefined;
-  if (!v || !((v.device_status ?? 0) & VIRTIO_STATUS_DRIVER_OK) || !(v.driver_feature instanceof Uint32Array)) return false;
-  return (v.driver_feature[0] & RECEIVE_OFFLOAD) === RECEIVE_OFFLOAD;
-}
 /** struct virtio_net_hdr_mrg_rxbuf (what a VIRTIO_F_VERSION_1 device prefixes each frame with). */
 const VIRTIO_NET_HDR_BYTES = 12;
-
-/** The card's receive queue when frames can be written into it directly (v86's VirtQueue API). */
-function directQueue(card: unknown): VirtQueueLike | undefined {
-  const rx = isVirtioNet(card) ? card.virtio?.queues?.[0] : undefined;
-  return rx && typeof rx.pop_request === 'function' && typeof rx.push_reply === 'function' && typeof rx.flush_replies === 'function' ? rx : undefined;
-}
 
 /**
  * Writes `frame` into the next receive buffer the guest posted, as v86's virtio-net does for
@@ -420,24 +352,20 @@ function directQueue(card: unknown): VirtQueueLike | undefined {
  * replies. A buffer too small for a large segment gets its first MTU-sized piece; the other pieces
  * are returned for the next buffers.
  */
-function intoVirtQueue(rx: VirtQueueLike, frame: Uint8Array, mtu: number | undefined): Uint8Array[] | undefined {
-  const chain = rx.pop_request!();
+function intoVirtQueue(rx: V86VirtioReceiveQueue, frame: Uint8Array, mtu: number | undefined): Uint8Array[] | undefined {
+  const buffer = rx.next();
   let rest: Uint8Array[] | undefined;
   const header = new Uint8Array(VIRTIO_NET_HDR_BYTES);
   header[10] = 1; // num_buffers (little-endian): the frame fits one buffer chain
   if (mtu !== undefined && isOversizedTcpFrame(frame, mtu)) {
-    if ((chain.length_writable ?? 0) >= VIRTIO_NET_HDR_BYTES + frame.length && fillGsoHeader(header, frame, mtu)) {
-      chain.set_next_blob(header);
-      chain.set_next_blob(frame);
-      rx.push_reply!(chain);
+    if (buffer.writable >= VIRTIO_NET_HDR_BYTES + frame.length && fillGsoHeader(header, frame, mtu)) {
+      buffer.fill(header, frame);
       return undefined;
     }
     [frame, ...rest] = splitTcpFrame(frame, mtu);
   }
   header[0] = VIRTIO_NET_HDR_F_DATA_VALID;
-  chain.set_next_blob(header);
-  chain.set_next_blob(frame);
-  rx.push_reply!(chain);
+  buffer.fill(header, frame);
   return rest && rest.length > 0 ? rest : undefined;
 }
 
@@ -457,8 +385,4 @@ function fillGsoHeader(header: Uint8Array, frame: Uint8Array, mtu: number): bool
   view.setUint16(6, gso.checksumStart, true);
   view.setUint16(8, gso.checksumOffset, true);
   return true;
-}
-
-function isVirtioNet(card: unknown): card is VirtioNetLike {
-  return typeof (card as VirtioNetLike | undefined)?.virtio?.queues?.[0]?.has_request === 'function';
 }

@@ -1,6 +1,7 @@
 // attachV86 against fake v86 cards: an ne2k whose receive() follows v86's ne2k.js (ring of 256-byte
 // pages, drop when full, RX interrupt bit), driven by a fake driver that behaves like Linux's 8390
-// (at most ten frames per pass, then acknowledge RX); and a virtio-net receive queue.
+// (at most ten frames per pass, then acknowledge RX); and a virtio-net receive queue. The same
+// adapter on the real v86's cards: v86-internals.test.ts.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { attachV86, type V86Emulator } from '../../web/v86-adapter';
 import type { FramePort } from '../../web/frame-port';
