@@ -182,10 +182,14 @@ export class QemuStreamLink extends FrameLinkBase implements FrameLink {
     this.fill += need;
     if (!this.flushQueued) {
       this.flushQueued = true;
-      // After the current callback: everything the stack sends for one burst goes in one write.
-      queueMicrotask(() => this.flush());
+      // Once this turn's I/O callbacks are done (setImmediate), not after each one (a microtask):
+      // at a large MTU each 64 KiB read from a host socket makes one segment, and Node runs up to
+      // 32 reads per turn — one write per segment woke QEMU per frame.
+      setImmediate(this.flushNow);
     }
   }
+
+  private readonly flushNow = () => this.flush();
 
   private flush(): void {
     this.flushQueued = false;
