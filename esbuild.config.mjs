@@ -59,7 +59,10 @@ const entries = [
 await Promise.all(entries.filter((e) => existsSync(e.entryPoints[0])).map((e) => build(e)));
 // The worker is a script to start, not a module to import; its types say so (for type checkers that
 // look up every exported path).
-writeFileSync('dist/web/weft-worker.d.ts', "// weft's worker script: start it with new Worker(url, { type: 'module' }) (createNetwork does). It exports nothing.\nexport {};\n");
+writeFileSync(
+  'dist/web/weft-worker.d.ts',
+  "// weft's worker script: start it with new Worker(url, { type: 'module' }) (createNetwork does). It exports nothing.\nexport {};\n",
+);
 writeFileSync('dist/web/preview-sw.d.ts', "// weft's preview Service Worker: network.servePreview() registers it. It exports nothing.\nexport {};\n");
 
 // Declarations: tsc writes one file per module into dist/types, then API Extractor rolls each entry
@@ -83,7 +86,12 @@ if (process.argv.includes('--declarations')) {
         projectFolder: process.cwd(),
         mainEntryPointFilePath: `<projectFolder>/${input}`,
         compiler: { tsconfigFilePath: '<projectFolder>/tsconfig.declarations.json' },
-        apiReport: { enabled: true, reportFolder: '<projectFolder>/api/', reportTempFolder: '<projectFolder>/dist/api-temp/', reportFileName: `${name}.api.md` },
+        apiReport: {
+          enabled: true,
+          reportFolder: '<projectFolder>/api/',
+          reportTempFolder: '<projectFolder>/dist/api-temp/',
+          reportFileName: `${name}.api.md`,
+        },
         docModel: { enabled: false },
         dtsRollup: { enabled: true, untrimmedFilePath: `<projectFolder>/${output}` },
         tsdocMetadata: { enabled: false },
@@ -109,7 +117,9 @@ if (process.argv.includes('--declarations')) {
     });
     if (!result.succeeded) {
       failed = true;
-      console.error(`esbuild.config.mjs: the ${name} declarations differ from api/${name}.api.md (review, then run \`node esbuild.config.mjs --declarations --update-api\`) or have errors`);
+      console.error(
+        `esbuild.config.mjs: the ${name} declarations differ from api/${name}.api.md (review, then run \`node esbuild.config.mjs --declarations --update-api\`) or have errors`,
+      );
     }
   }
   if (failed) process.exit(1);

@@ -64,7 +64,11 @@ export function resolveNetworkConfig(partial: Partial<NetworkConfig> = {}): Netw
   const cfg: NetworkConfig = { ...DEFAULT_NETWORK, ...partial };
   const mask = prefixMask(cfg.prefixLength);
   cfg.network = ipv4Network(cfg.network, mask);
-  for (const [name, ip] of [['gateway', cfg.gateway], ['dns', cfg.dns], ['firstLease', cfg.firstLease]] as const) {
+  for (const [name, ip] of [
+    ['gateway', cfg.gateway],
+    ['dns', cfg.dns],
+    ['firstLease', cfg.firstLease],
+  ] as const) {
     if (ipv4Network(ip, mask) !== cfg.network) throw new RangeError(`${name} is outside the network`);
   }
   if (!Number.isInteger(cfg.mtu) || cfg.mtu < 576 || cfg.mtu > 65520) {

@@ -25,7 +25,17 @@ import { TimerQueue } from './timer-queue';
 import { GuestUdpPorts, type GuestUdpHandlers, type GuestUdpSocket } from './udp/guest-udp-ports';
 import { UdpNat } from './udp/udp-nat';
 import type { TcpStream, TcpStreamHandlers } from './upstream';
-import { IPV4_ANY, IPV4_BROADCAST, ipv4Network, ipv4SubnetBroadcast, isGroupMac, isMulticastIpv4, prefixMask, type Ipv4Address, type MacAddress } from './wire/address';
+import {
+  IPV4_ANY,
+  IPV4_BROADCAST,
+  ipv4Network,
+  ipv4SubnetBroadcast,
+  isGroupMac,
+  isMulticastIpv4,
+  prefixMask,
+  type Ipv4Address,
+  type MacAddress,
+} from './wire/address';
 import { ARP_REQUEST, parseArp } from './wire/arp';
 import { parseDhcp } from './wire/dhcp';
 import { ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, parseEthernet, type EthernetFrame } from './wire/ethernet';

@@ -46,7 +46,11 @@ export class BootProgress {
     }
     const mb = (n: number) => (n / (1024 * 1024)).toFixed(1);
     // Downloads are the first 40 % of the bar; the boot is the rest.
-    this.set('loading', `Downloading ${e.file_name.replace(/^.*\//, '')}: ${mb(loaded)}${total ? ` of ${mb(total)}` : ''} MB…`, total ? (40 * loaded) / total : undefined);
+    this.set(
+      'loading',
+      `Downloading ${e.file_name.replace(/^.*\//, '')}: ${mb(loaded)}${total ? ` of ${mb(total)}` : ''} MB…`,
+      total ? (40 * loaded) / total : undefined,
+    );
   }
 
   started(): void {
@@ -57,7 +61,7 @@ export class BootProgress {
   text(chunk: string): void {
     if (this.stage === 'failed' || (this.stage === 'ready' && !this.markers)) return;
     if (!this.markers) {
-      this.set('ready', 'Running. This page shows the guest\'s serial console (ttyS0).', 100);
+      this.set('ready', "Running. This page shows the guest's serial console (ttyS0).", 100);
       return;
     }
     if (this.stage === 'ready') return;

@@ -13,7 +13,13 @@ export interface FrameSummary {
   dnsAnswers?: Array<[string, string]>;
 }
 
-const TCP_FLAGS: Array<[number, string]> = [[0x02, 'S'], [0x10, '.'], [0x08, 'P'], [0x01, 'F'], [0x04, 'R']];
+const TCP_FLAGS: Array<[number, string]> = [
+  [0x02, 'S'],
+  [0x10, '.'],
+  [0x08, 'P'],
+  [0x01, 'F'],
+  [0x04, 'R'],
+];
 const DHCP_TYPES = ['', 'DISCOVER', 'OFFER', 'REQUEST', 'DECLINE', 'ACK', 'NAK', 'RELEASE', 'INFORM'];
 const DNS_TYPES: Record<number, string> = { 1: 'A', 2: 'NS', 5: 'CNAME', 12: 'PTR', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 65: 'HTTPS' };
 const ICMP_TYPES: Record<number, string> = { 0: 'echo reply', 3: 'unreachable', 8: 'echo request', 11: 'time exceeded' };
@@ -76,7 +82,9 @@ function tcp(f: Uint8Array, p: number, end: number, src: string, dst: string): s
   const sport = u16(f, p);
   const dport = u16(f, p + 2);
   const flagsByte = f[p + 13];
-  const flags = TCP_FLAGS.filter(([bit]) => flagsByte & bit).map(([, c]) => c).join('');
+  const flags = TCP_FLAGS.filter(([bit]) => flagsByte & bit)
+    .map(([, c]) => c)
+    .join('');
   const data = p + (f[p + 12] >> 4) * 4;
   const len = Math.max(0, end - data);
   // Sequence numbers are left out: absolute ones say little at a glance (the pcap has them all).

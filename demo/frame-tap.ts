@@ -6,10 +6,7 @@ import type { FramePort, WeftNetwork } from '../web/index';
 
 export type FrameDirection = 'from-guest' | 'to-guest';
 
-export function tapFrames(
-  network: Pick<WeftNetwork, 'attach'>,
-  observe: (frame: Uint8Array, direction: FrameDirection) => void,
-): Pick<WeftNetwork, 'attach'> {
+export function tapFrames(network: Pick<WeftNetwork, 'attach'>, observe: (frame: Uint8Array, direction: FrameDirection) => void): Pick<WeftNetwork, 'attach'> {
   return {
     attach(port: FramePort) {
       return network.attach({

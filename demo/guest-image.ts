@@ -92,7 +92,7 @@ export async function planGuest(choice: ImageChoice): Promise<GuestPlan> {
     throw new GuestImageError(
       'v86 needs a BIOS, and this server has none.',
       '`npm run guest-image` puts SeaBIOS into the guest folder (.cache/guest/). Without it, copy bios.bin and ' +
-        'vgabios-stdvga.bin (as vgabios.bin) from Debian\'s seabios package (/usr/share/seabios/) there, and reload.',
+        "vgabios-stdvga.bin (as vgabios.bin) from Debian's seabios package (/usr/share/seabios/) there, and reload.",
     );
   }
 
@@ -120,6 +120,7 @@ export async function planGuest(choice: ImageChoice): Promise<GuestPlan> {
   const magic = (at: number, text: string) => bytes.length >= at + text.length && String.fromCharCode(...bytes.subarray(at, at + text.length)) === text;
   if (magic(0x202, 'HdrS')) return { label, options: { bios, vga_bios: vga, bzimage: { buffer }, cmdline: 'console=ttyS0' }, nic: 'ne2k', markers: false };
   if (magic(0x8001, 'CD001')) return { label, options: { bios, vga_bios: vga, cdrom: { buffer } }, nic: 'ne2k', markers: false };
-  if (bytes.length < 512) throw new GuestImageError(`${label} is ${bytes.length} bytes: too small to be a guest image.`, 'Choose a Linux bzImage, an ISO or a disk image.');
+  if (bytes.length < 512)
+    throw new GuestImageError(`${label} is ${bytes.length} bytes: too small to be a guest image.`, 'Choose a Linux bzImage, an ISO or a disk image.');
   return { label, options: { bios, vga_bios: vga, hda: { buffer } }, nic: 'ne2k', markers: false };
 }

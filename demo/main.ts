@@ -160,7 +160,12 @@ function explainClose(flow: FlowSummary): void {
       break;
     }
     case 'upstream-throttled':
-      notices.show(key, 'warn', `The relay throttled ${proto} to ${dest}.`, 'Too many new connections at once (`--rate`, `--max-streams-per-client`); try again in a moment.');
+      notices.show(
+        key,
+        'warn',
+        `The relay throttled ${proto} to ${dest}.`,
+        'Too many new connections at once (`--rate`, `--max-streams-per-client`); try again in a moment.',
+      );
       break;
     case 'upstream-unreachable':
     case 'upstream-timeout':
@@ -223,7 +228,9 @@ async function bootGuest(): Promise<void> {
   window.weftDemo.emulator = emulator;
   emulator.add_listener('download-progress', (e) => progress.download(e));
   await new Promise<void>((resolve, reject) => {
-    emulator.add_listener('download-error', (e) => reject(new GuestImageError(`The emulator could not load ${e.file_name}.`, 'Is the relay still running? Reload to try again, or choose another image.')));
+    emulator.add_listener('download-error', (e) =>
+      reject(new GuestImageError(`The emulator could not load ${e.file_name}.`, 'Is the relay still running? Reload to try again, or choose another image.')),
+    );
     emulator.add_listener('emulator-loaded', () => resolve());
   }).catch((e: GuestImageError) => {
     progress.fail(e.message);
@@ -260,14 +267,20 @@ async function bootGuest(): Promise<void> {
   if (plan.markers) {
     setTimeout(() => {
       if (progress.stage === 'booting') {
-        notices.show('boot', 'warn', `The guest has not reached its prompt after ${BOOT_WARNING_S} s.`, 'The terminal shows how far it got. Reload to boot again; a slow machine may just need longer.');
+        notices.show(
+          'boot',
+          'warn',
+          `The guest has not reached its prompt after ${BOOT_WARNING_S} s.`,
+          'The terminal shows how far it got. Reload to boot again; a slow machine may just need longer.',
+        );
       }
     }, BOOT_WARNING_S * 1000);
   }
 }
 
 bootGuest().catch((e: unknown) => {
-  if (!(e instanceof GuestImageError)) notices.show('image', 'error', `The guest could not start: ${(e as Error).message}`, 'Reload to try again, or choose another image with "Guest image…".');
+  if (!(e instanceof GuestImageError))
+    notices.show('image', 'error', `The guest could not start: ${(e as Error).message}`, 'Reload to try again, or choose another image with "Guest image…".');
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -290,7 +303,9 @@ setInterval(() => {
 }, 1000);
 
 function renderDrops(drops: Record<string, number>): void {
-  const entries = Object.entries(drops).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+  const entries = Object.entries(drops)
+    .filter(([, n]) => n > 0)
+    .sort((a, b) => b[1] - a[1]);
   const list = $('drops');
   if (entries.length === 0) {
     list.textContent = 'No frames dropped.';

@@ -193,7 +193,13 @@ export class ServePanel {
       const hint = document.createElement('span');
       hint.className = 'muted';
       if (refused) {
-        hint.append(' This relay does not publish. Start it with ', code(`npm start -- ${PUBLISH_FLAGS}`), ' and open this page with ', code('?relay=ws://HOST/wisp/?token=SECRET'), '.');
+        hint.append(
+          ' This relay does not publish. Start it with ',
+          code(`npm start -- ${PUBLISH_FLAGS}`),
+          ' and open this page with ',
+          code('?relay=ws://HOST/wisp/?token=SECRET'),
+          '.',
+        );
       }
       this.showPublishResult(timedOut ? `The relay did not answer within ${PUBLISH_TIMEOUT_MS / 1000} s.` : messageOf(e), hint);
       this.publishResult.dataset.state = 'failed';

@@ -137,7 +137,10 @@ export class DirectUpstream implements Upstream {
     }
     // net.Socket hands writableHighWaterMark to its Duplex base; @types/node does not list it.
     const socket = net.connect({ host: route.host, port: dst.port, allowHalfOpen: true, writableHighWaterMark: WRITE_HIGH_WATER_MARK } as net.NetConnectOpts);
-    return new DirectTcpStream(socket, flow, handlers, this.tcpSockets, this.log, { connectTimeoutMs: this.connectTimeoutMs, via: `${route.host}:${dst.port}` });
+    return new DirectTcpStream(socket, flow, handlers, this.tcpSockets, this.log, {
+      connectTimeoutMs: this.connectTimeoutMs,
+      via: `${route.host}:${dst.port}`,
+    });
   }
 
   openUdp(dst: FlowEndpoint, meta: FlowMeta, handlers: UdpFlowHandlers): UdpFlow {

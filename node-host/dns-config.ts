@@ -69,7 +69,9 @@ export function parseDnsServerFlag(value: string): FlowEndpoint {
   const ip = m ? tryIpv4(m[1]) : undefined;
   const port = m?.[2] === undefined ? DNS_PORT : Number(m[2]);
   if (!m || ip === undefined || port < 1 || port > 65535) {
-    throw new UsageError(`bad value for --dns-server: ${JSON.stringify(value)} (expected an IPv4 address, optionally with :PORT, e.g. 1.1.1.1 or 127.0.0.1:5353)`);
+    throw new UsageError(
+      `bad value for --dns-server: ${JSON.stringify(value)} (expected an IPv4 address, optionally with :PORT, e.g. 1.1.1.1 or 127.0.0.1:5353)`,
+    );
   }
   return { ip, port };
 }

@@ -14,7 +14,17 @@ export { instant, type Clock, type Instant } from '../core/clock';
 export type { RandomSource } from '../core/random';
 export type { NetworkConfig, StackLimits, TcpConfig, UdpConfig } from '../core/config';
 export { UpstreamError } from '../core/upstream';
-export type { Upstream, UpstreamErrorKind, FlowEndpoint, FlowMeta, TcpCloseReason, TcpStream, TcpStreamHandlers, UdpFlow, UdpFlowHandlers } from '../core/upstream';
+export type {
+  Upstream,
+  UpstreamErrorKind,
+  FlowEndpoint,
+  FlowMeta,
+  TcpCloseReason,
+  TcpStream,
+  TcpStreamHandlers,
+  UdpFlow,
+  UdpFlowHandlers,
+} from '../core/upstream';
 // Addresses and clock readings are branded numbers: these make them (from text, or from a number).
 export { formatIpv4, parseIpv4, formatMac, parseMac, ipv4, mac } from '../core/wire/address';
 export type { Ipv4Address, MacAddress } from '../core/wire/address';

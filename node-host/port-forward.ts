@@ -130,5 +130,7 @@ export class PortForwarder {
 
 function cannotListen(f: PortForward, e: NodeJS.ErrnoException): Error {
   const prefix = f.protocol === 'udp' ? 'udp:' : '';
-  return new Error(`--forward ${prefix}${f.hostPort}:${f.guestPort}: cannot listen on ${f.host}:${f.hostPort}${f.protocol === 'udp' ? '/udp' : ''} (${e.code ?? e.message})`);
+  return new Error(
+    `--forward ${prefix}${f.hostPort}:${f.guestPort}: cannot listen on ${f.host}:${f.hostPort}${f.protocol === 'udp' ? '/udp' : ''} (${e.code ?? e.message})`,
+  );
 }

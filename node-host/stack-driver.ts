@@ -17,7 +17,8 @@ export const nodeRandom = (out: Uint8Array): void => {
 
 export { StackTimer };
 
-export type NodeStackOptions = Omit<StackOptions, 'clock' | 'random' | 'output' | 'wake' | 'batchAcks' | 'segmentationOffload'> & Partial<Pick<StackOptions, 'clock' | 'random'>>;
+export type NodeStackOptions = Omit<StackOptions, 'clock' | 'random' | 'output' | 'wake' | 'batchAcks' | 'segmentationOffload'> &
+  Partial<Pick<StackOptions, 'clock' | 'random'>>;
 
 export interface RunningStack {
   readonly stack: Stack;

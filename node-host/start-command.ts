@@ -111,7 +111,7 @@ export async function runStartCommand(argv: readonly string[]): Promise<number> 
             `  Open it in a browser; the VM boots in the page and reaches the network through the Wisp relay at ${ready.wisp}.\n` +
             (ready.policy.allowLoopback
               ? "  The relay lets guests reach this host's loopback: 10.0.2.2:PORT in the guest is 127.0.0.1:PORT here.\n"
-              : "  To let the guest reach servers on this machine (10.0.2.2:PORT), run: npm start -- --allow-loopback\n") +
+              : '  To let the guest reach servers on this machine (10.0.2.2:PORT), run: npm start -- --allow-loopback\n') +
             '  Ctrl-C stops it.\n\n',
         );
       } catch {

@@ -83,13 +83,15 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
   });
   const viaRelay = upstream instanceof WispUpstream && opts.dnsServers.length === 0;
   const resolvers = viaRelay ? [RELAY_RESOLVER] : dnsResolvers(opts.dnsServers, log);
-  const dnsForwarder = resolvers.length > 0
-    ? new UpstreamDnsForwarder({
-        upstream: viaRelay ? upstream : dnsUpstream,
-        resolvers,
-        onResolverError: (resolver, reason) => log('dns-resolver-error', { resolver: viaRelay ? 'relay' : `${formatIpv4(resolver.ip)}:${resolver.port}`, reason }),
-      })
-    : undefined;
+  const dnsForwarder =
+    resolvers.length > 0
+      ? new UpstreamDnsForwarder({
+          upstream: viaRelay ? upstream : dnsUpstream,
+          resolvers,
+          onResolverError: (resolver, reason) =>
+            log('dns-resolver-error', { resolver: viaRelay ? 'relay' : `${formatIpv4(resolver.ip)}:${resolver.port}`, reason }),
+        })
+      : undefined;
   const running = runStack(link, {
     network,
     upstream,
@@ -119,13 +121,16 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
   });
   link.on('log', (event, fields) => log(event, fields));
   const forwarder = new PortForwarder(stack, opts.forwards, log);
-  const publications = upstream instanceof WispUpstream
-    ? opts.publishes.map((p) => publishGuestPort(upstream, stack, p.guestPort, p.relayPort, {
-        published: (guestPort, relayPort) => log('published', { guestPort, relayPort }),
-        refused: (guestPort, reason) => log('publish-refused', { level: 'warn', guestPort, message: reason }),
-        dropped: (guestPort, from, why) => log('publish-dropped', { guestPort, from, message: why }),
-      }))
-    : [];
+  const publications =
+    upstream instanceof WispUpstream
+      ? opts.publishes.map((p) =>
+          publishGuestPort(upstream, stack, p.guestPort, p.relayPort, {
+            published: (guestPort, relayPort) => log('published', { guestPort, relayPort }),
+            refused: (guestPort, reason) => log('publish-refused', { level: 'warn', guestPort, message: reason }),
+            dropped: (guestPort, from, why) => log('publish-dropped', { guestPort, from, message: why }),
+          }),
+        )
+      : [];
   try {
     await forwarder.start();
   } catch (e) {

@@ -189,7 +189,9 @@ function parseMtu(value: string, vnetHdr: boolean, dgram: boolean): number {
     throw new UsageError(`--mtu ${mtu} is too large with --tap-vnet-hdr (at most ${VNET_HDR_MAX_MTU}; TCP already moves in 64 KiB segments there)`);
   }
   if (dgram && mtu > DGRAM_MAX_MTU) {
-    throw new UsageError(`--mtu ${mtu} is too large with --dgram (at most ${DGRAM_MAX_MTU}: a frame travels as one UDP datagram, which carries at most 65507 bytes, Ethernet header included)`);
+    throw new UsageError(
+      `--mtu ${mtu} is too large with --dgram (at most ${DGRAM_MAX_MTU}: a frame travels as one UDP datagram, which carries at most 65507 bytes, Ethernet header included)`,
+    );
   }
   return mtu;
 }
@@ -205,9 +207,13 @@ function parsePcapSnaplen(value: string | undefined, pcap: boolean): number | un
 }
 
 function parseDnsSearch(value: string): string[] {
-  const names = value.split(',').map((n) => n.trim().replace(/\.$/, '')).filter((n) => n.length > 0);
+  const names = value
+    .split(',')
+    .map((n) => n.trim().replace(/\.$/, ''))
+    .filter((n) => n.length > 0);
   for (const n of names) {
-    if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i.test(n)) badValue('--dns-search', value, 'comma-separated domain names');
+    if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i.test(n))
+      badValue('--dns-search', value, 'comma-separated domain names');
   }
   return names;
 }
@@ -257,4 +263,3 @@ function parsePublishes(values: string[], upstream: string | undefined): Array<{
 function parsePort(flag: string, text: string, min = 1): number {
   return parseInteger(flag, text, min, 65535, 'port');
 }
-

@@ -7,7 +7,8 @@ import { monotonicClock } from '../platform/stack-timer';
 export type { WispTransport, WispTransportFactory, WispUpstreamOptions } from '../core/wisp/wisp-upstream';
 export { upstreamErrorKind } from '../core/wisp/wisp-flows';
 
-export type NodeWispUpstreamOptions = Omit<WispUpstreamOptions, 'scheduler' | 'clock' | 'random'> & Partial<Pick<WispUpstreamOptions, 'scheduler' | 'clock' | 'random'>>;
+export type NodeWispUpstreamOptions = Omit<WispUpstreamOptions, 'scheduler' | 'clock' | 'random'> &
+  Partial<Pick<WispUpstreamOptions, 'scheduler' | 'clock' | 'random'>>;
 
 export class WispUpstream extends CoreWispUpstream {
   constructor(options: NodeWispUpstreamOptions) {

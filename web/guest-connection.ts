@@ -54,7 +54,12 @@ let nextId = 1;
  * Opens a connection through the worker. `whenClosed` rejects when the network closes: what the
  * attempt and `closed` race with.
  */
-export async function connectGuestTcp(api: Comlink.Remote<WeftWorkerApi>, port: number, options: ConnectTcpOptions, whenClosed: Promise<never>): Promise<GuestTcpConnection> {
+export async function connectGuestTcp(
+  api: Comlink.Remote<WeftWorkerApi>,
+  port: number,
+  options: ConnectTcpOptions,
+  whenClosed: Promise<never>,
+): Promise<GuestTcpConnection> {
   const { guestIp, timeout = DEFAULT_CONNECT_TIMEOUT_MS, signal } = options;
   signal?.throwIfAborted();
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(`connectTcp: the port must be an integer in 1…65535, got ${port}`);
@@ -67,7 +72,14 @@ export async function connectGuestTcp(api: Comlink.Remote<WeftWorkerApi>, port: 
   const aborted = new Promise<never>((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason), { once: true }));
   aborted.catch(() => undefined);
   const request = { id, port, timeoutMs: timeout, ...(guestIp === undefined ? {} : { guestIp }) };
-  const result = await Promise.race([api.connectTcp(request, Comlink.proxy((e: GuestTcpEnd) => ended(e))), whenClosed, aborted]);
+  const result = await Promise.race([
+    api.connectTcp(
+      request,
+      Comlink.proxy((e: GuestTcpEnd) => ended(e)),
+    ),
+    whenClosed,
+    aborted,
+  ]);
   if (!result.ok) throw new WeftError(result.code, result.message);
   const closed = Promise.race([
     end.then((e) => {

@@ -86,7 +86,10 @@ class Http1Connection {
   gone = false;
   idleTimer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(readonly origin: string, conn: ByteConnection) {
+  constructor(
+    readonly origin: string,
+    conn: ByteConnection,
+  ) {
     this.reader = conn.readable.getReader();
     this.writer = conn.writable.getWriter();
   }
@@ -351,7 +354,8 @@ export class GuestHttpClient {
     if (!names.has('accept')) lines.push('Accept: */*');
     const body = req.body;
     if (body instanceof ReadableStream) lines.push('Transfer-Encoding: chunked');
-    else if (body !== null || !['GET', 'HEAD', 'OPTIONS', 'DELETE', 'TRACE', 'CONNECT'].includes(req.method)) lines.push(`Content-Length: ${body?.length ?? 0}`);
+    else if (body !== null || !['GET', 'HEAD', 'OPTIONS', 'DELETE', 'TRACE', 'CONNECT'].includes(req.method))
+      lines.push(`Content-Length: ${body?.length ?? 0}`);
     const head = latin1(lines.join(CRLF) + CRLF + CRLF);
     if (body instanceof Uint8Array && body.length > 0 && body.length <= COALESCE_BYTES) {
       const both = new Uint8Array(head.length + body.length);
@@ -421,7 +425,10 @@ export class GuestHttpClient {
       scanned = conn.buffered;
       if (scanned > maxBytes) break;
       if (!(await conn.fill())) {
-        throw new HttpExchangeError(first && scanned === 0 ? 'the server closed the connection without answering' : 'the server closed the connection in the middle of a response head', first && scanned === 0);
+        throw new HttpExchangeError(
+          first && scanned === 0 ? 'the server closed the connection without answering' : 'the server closed the connection in the middle of a response head',
+          first && scanned === 0,
+        );
       }
     }
     throw new HttpExchangeError(`a response head (or chunk line) longer than ${maxBytes} bytes`);
@@ -444,12 +451,21 @@ export class GuestHttpClient {
     if (method === 'HEAD' || status === 204 || status === 304 || (status >= 100 && status < 200)) return { kind: 'none' };
     const te = headerValues(headers, 'transfer-encoding');
     if (te.length > 0) {
-      const codings = te.join(',').split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
+      const codings = te
+        .join(',')
+        .split(',')
+        .map((s) => s.trim().toLowerCase())
+        .filter(Boolean);
       return codings[codings.length - 1] === 'chunked' ? { kind: 'chunked' } : { kind: 'close' };
     }
     const cl = headerValues(headers, 'content-length');
     if (cl.length > 0) {
-      const values = new Set(cl.join(',').split(',').map((s) => s.trim()));
+      const values = new Set(
+        cl
+          .join(',')
+          .split(',')
+          .map((s) => s.trim()),
+      );
       const [v] = values;
       if (values.size !== 1 || !/^\d{1,15}$/.test(v)) throw new HttpExchangeError(`an invalid Content-Length: ${cl.join(', ')}`);
       return { kind: 'length', remaining: Number(v) };
@@ -458,13 +474,20 @@ export class GuestHttpClient {
   }
 
   /** The response body as a stream that reads from the connection only as it is read. */
-  private bodyStream(conn: Http1Connection, framing: Framing, signal: AbortSignal | undefined, done: (reusable: boolean) => void, keep: boolean): ReadableStream<Uint8Array> {
+  private bodyStream(
+    conn: Http1Connection,
+    framing: Framing,
+    signal: AbortSignal | undefined,
+    done: (reusable: boolean) => void,
+    keep: boolean,
+  ): ReadableStream<Uint8Array> {
     let chunkLeft = 0; // chunked: data bytes left in the current chunk (−1: its CRLF is next)
     const next = async (): Promise<Uint8Array | null> => {
       switch (framing.kind) {
         case 'length': {
           if (framing.remaining === 0) return null;
-          if (conn.buffered === 0 && !(await conn.fill())) throw new HttpExchangeError(`the server closed the connection ${framing.remaining} bytes before the body's end`);
+          if (conn.buffered === 0 && !(await conn.fill()))
+            throw new HttpExchangeError(`the server closed the connection ${framing.remaining} bytes before the body's end`);
           const piece = conn.take(framing.remaining);
           framing.remaining -= piece.length;
           return piece;
@@ -588,9 +611,13 @@ function toResponse(res: HttpResponse, url: URL, redirected: boolean, signal: Ab
  * The body decoded from its Content-Encoding when it is gzip or deflate (as fetch decodes it);
  * `decoded` says whether it was, and the Content-Encoding and Content-Length fields then no longer apply.
  */
-export function decodedBody(body: ReadableStream<Uint8Array> | null, headers: Array<[string, string]>): { body: ReadableStream<Uint8Array> | null; decoded: boolean } {
+export function decodedBody(
+  body: ReadableStream<Uint8Array> | null,
+  headers: Array<[string, string]>,
+): { body: ReadableStream<Uint8Array> | null; decoded: boolean } {
   const coding = (headerValue(headers, 'content-encoding') ?? '').trim().toLowerCase();
-  if (!body || !(coding === 'gzip' || coding === 'x-gzip' || coding === 'deflate') || typeof DecompressionStream !== 'function') return { body, decoded: false };
+  if (!body || !(coding === 'gzip' || coding === 'x-gzip' || coding === 'deflate') || typeof DecompressionStream !== 'function')
+    return { body, decoded: false };
   const stream = new DecompressionStream(coding === 'deflate' ? 'deflate' : 'gzip') as unknown as ReadableWritablePair<Uint8Array, Uint8Array>;
   return { body: body.pipeThrough(stream), decoded: true };
 }
@@ -662,7 +689,8 @@ function latin1(s: string): Uint8Array {
   const out = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    if (c > 0xff) throw new TypeError(`network.fetch: a request head may hold only Latin-1 characters: ${JSON.stringify(s.slice(Math.max(0, i - 20), i + 20))}`);
+    if (c > 0xff)
+      throw new TypeError(`network.fetch: a request head may hold only Latin-1 characters: ${JSON.stringify(s.slice(Math.max(0, i - 20), i + 20))}`);
     out[i] = c;
   }
   return out;

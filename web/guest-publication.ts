@@ -54,11 +54,7 @@ export function publishGuestPort(
   const onAbort = () => void close();
   options.signal?.addEventListener('abort', onAbort, { once: true });
   const aborted = new Promise<never>((_, reject) => options.signal?.addEventListener('abort', () => reject(options.signal!.reason), { once: true }));
-  return Promise.race([
-    api.publish(id, guestPort, options.relayPort ?? 0, onEvent).then(() => first),
-    whenClosed,
-    aborted,
-  ]).then(async (e) => {
+  return Promise.race([api.publish(id, guestPort, options.relayPort ?? 0, onEvent).then(() => first), whenClosed, aborted]).then(async (e) => {
     if (e.type === 'refused') {
       await close();
       throw new WeftError(e.code, `network.publish(${guestPort}): ${e.message}`);

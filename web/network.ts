@@ -11,7 +11,17 @@ import { DEFAULT_NETWORK } from '../core/config';
 import { isOversizedTcpFrame, splitTcpFrame } from '../core/wire/tcp-segmentation';
 import { FrameBatcher, unpackFrames } from '../worker/frame-batch';
 import { DEFAULT_RING_BYTES, FrameRing, FrameRingReader, FrameRingWriter } from '../worker/frame-ring';
-import { RING_DOORBELL, type FlowSummary, type FramePath, type FrameRingBuffers, type NetworkEvent, type NetworkSettings, type NetworkStats, type RelayState, type WeftWorkerApi } from '../worker/worker-api';
+import {
+  RING_DOORBELL,
+  type FlowSummary,
+  type FramePath,
+  type FrameRingBuffers,
+  type NetworkEvent,
+  type NetworkSettings,
+  type NetworkStats,
+  type RelayState,
+  type WeftWorkerApi,
+} from '../worker/worker-api';
 import type { FramePort } from './frame-port';
 import { connectGuestTcp, type ConnectTcpOptions, type GuestTcpConnection } from './guest-connection';
 import { GuestHttpClient } from './guest-http';

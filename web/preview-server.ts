@@ -50,7 +50,17 @@ export interface PreviewBackend {
 }
 
 /** Request fields the client sets itself, or that belong to the browser's hop to the SW. */
-const DROPPED_REQUEST_FIELDS = new Set(['host', 'connection', 'keep-alive', 'content-length', 'transfer-encoding', 'cookie', 'upgrade', 'proxy-connection', 'te']);
+const DROPPED_REQUEST_FIELDS = new Set([
+  'host',
+  'connection',
+  'keep-alive',
+  'content-length',
+  'transfer-encoding',
+  'cookie',
+  'upgrade',
+  'proxy-connection',
+  'te',
+]);
 /** Response fields that describe the hop from the guest, not the answer. */
 const HOP_RESPONSE_FIELDS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'proxy-connection', 'upgrade', 'trailer']);
 
@@ -59,7 +69,10 @@ export async function startPreview(options: ServePreviewOptions, backend: Previe
   signal?.throwIfAborted();
   const container = (globalThis.navigator as Navigator | undefined)?.serviceWorker;
   if (!container) {
-    throw new WeftError('ERR_WEFT_PREVIEW_UNAVAILABLE', 'servePreview: this page cannot use Service Workers (it must be a secure context: https:, or http://localhost)');
+    throw new WeftError(
+      'ERR_WEFT_PREVIEW_UNAVAILABLE',
+      'servePreview: this page cannot use Service Workers (it must be a secure context: https:, or http://localhost)',
+    );
   }
   const scope = new URL(options.scope, location.href);
   if (scope.origin !== location.origin || !scope.pathname.endsWith('/') || scope.search || scope.hash) {
@@ -186,7 +199,12 @@ class PreviewResponder {
 function failure(e: unknown, port: number): PreviewReply {
   const code = (e as { cause?: { code?: string } }).cause?.code;
   if (code === 'ERR_WEFT_GUEST_REFUSED') {
-    return { type: 'failed', status: 502, title: `Nothing listens on port ${port} in the VM`, message: `The guest refused the connection to port ${port}: start a server there (for example busybox httpd -p ${port}), then reload.` };
+    return {
+      type: 'failed',
+      status: 502,
+      title: `Nothing listens on port ${port} in the VM`,
+      message: `The guest refused the connection to port ${port}: start a server there (for example busybox httpd -p ${port}), then reload.`,
+    };
   }
   if (code === 'ERR_WEFT_GUEST_TIMEOUT') {
     return { type: 'failed', status: 504, title: 'The VM did not answer', message: `The guest did not accept a connection to port ${port} in time.` };

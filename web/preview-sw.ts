@@ -237,7 +237,14 @@ async function storeCookies(store: CookieStoreLike, fields: string[], scope: str
     const path = base + c.path;
     try {
       if (c.expires !== undefined && c.expires <= Date.now()) await store.delete({ name: c.name, path });
-      else await store.set({ name: c.name, value: c.value, path, ...(c.expires !== undefined ? { expires: c.expires } : {}), ...(c.sameSite ? { sameSite: c.sameSite } : {}) });
+      else
+        await store.set({
+          name: c.name,
+          value: c.value,
+          path,
+          ...(c.expires !== undefined ? { expires: c.expires } : {}),
+          ...(c.sameSite ? { sameSite: c.sameSite } : {}),
+        });
     } catch {
       // A cookie the browser refuses (a name or value it does not take) is left out.
     }
@@ -255,5 +262,8 @@ function noPage(): Response {
 function errorPage(status: number, title: string, message: string): Response {
   const esc = (s: string) => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
   const html = `<!doctype html><meta charset="utf-8"><title>${esc(title)}</title><style>body{font:16px system-ui,sans-serif;margin:3em;max-width:40em}</style><h1>${status} · ${esc(title)}</h1><p>${esc(message)}</p><p><small>weft preview</small></p>`;
-  return new Response(html, { status, headers: { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store', 'Cross-Origin-Embedder-Policy': EMBEDDABLE } });
+  return new Response(html, {
+    status,
+    headers: { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store', 'Cross-Origin-Embedder-Policy': EMBEDDABLE },
+  });
 }

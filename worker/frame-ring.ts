@@ -189,7 +189,7 @@ export class FrameRingReader extends FrameRing {
   constructor(buffer: SharedArrayBuffer, useWaitAsync = typeof (Atomics as { waitAsync?: unknown }).waitAsync === 'function') {
     super(buffer);
     this.tail = Atomics.load(this.header, TAIL) >>> 0;
-    this.waitAsync = useWaitAsync ? ((Atomics as unknown as { waitAsync: WaitAsync }).waitAsync).bind(Atomics) : undefined;
+    this.waitAsync = useWaitAsync ? (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync.bind(Atomics) : undefined;
     Atomics.store(this.header, WAKE_MODE, useWaitAsync ? WAKE_WAIT_ASYNC : WAKE_DOORBELL);
   }
 
@@ -215,7 +215,7 @@ export class FrameRingReader extends FrameRing {
           tail = (tail + this.capacity - pos) >>> 0;
           continue;
         }
-        if (len === 0 || len > this.maxFrameBytes || align4(len) + 4 > ((head - tail) >>> 0)) {
+        if (len === 0 || len > this.maxFrameBytes || align4(len) + 4 > (head - tail) >>> 0) {
           throw new Error(`frame ring corrupted: a record of ${len} bytes at ${pos} (${(head - tail) >>> 0} bytes in use)`);
         }
         const frame = this.data.slice(pos + 4, pos + 4 + len);

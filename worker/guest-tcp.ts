@@ -265,7 +265,10 @@ export class GuestConnector {
       }
       timer = setTimeout(() => {
         if (stream.phase === 'connecting') {
-          stream.abortFromOutside({ code: 'ERR_WEFT_GUEST_TIMEOUT', message: `connectTcp: the guest did not accept a connection to ${target} within ${timeoutMs} ms` });
+          stream.abortFromOutside({
+            code: 'ERR_WEFT_GUEST_TIMEOUT',
+            message: `connectTcp: the guest did not accept a connection to ${target} within ${timeoutMs} ms`,
+          });
         }
       }, timeoutMs);
     });

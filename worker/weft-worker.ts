@@ -19,8 +19,20 @@ import { FrameBatcher, unpackFrames } from './frame-batch';
 import { FrameRingReader, FrameRingWriter } from './frame-ring';
 import { GuestConnector } from './guest-tcp';
 import {
-  RING_DOORBELL, summarizeFlow, type FlowSummary, type FramePath, type FrameRingBuffers, type GuestConnectRequest, type GuestConnectResult,
-  type GuestTcpEnd, type NetworkEvent, type PublishEvent, type NetworkSettings, type NetworkStats, type RelayState, type WeftWorkerApi,
+  RING_DOORBELL,
+  summarizeFlow,
+  type FlowSummary,
+  type FramePath,
+  type FrameRingBuffers,
+  type GuestConnectRequest,
+  type GuestConnectResult,
+  type GuestTcpEnd,
+  type NetworkEvent,
+  type PublishEvent,
+  type NetworkSettings,
+  type NetworkStats,
+  type RelayState,
+  type WeftWorkerApi,
 } from './worker-api';
 
 /** Captures stop growing past this (the page can download and restart). */
@@ -235,10 +247,14 @@ class WeftWorker implements WeftWorkerApi {
 
   async startCapture(): Promise<void> {
     const chunks: Uint8Array[] = [];
-    const capture = { chunks, bytes: 0, writer: new PcapWriter((c) => {
-      chunks.push(c);
-      capture.bytes += c.length;
-    }) };
+    const capture = {
+      chunks,
+      bytes: 0,
+      writer: new PcapWriter((c) => {
+        chunks.push(c);
+        capture.bytes += c.length;
+      }),
+    };
     capture.writer.start();
     this.capture = capture;
   }

@@ -3,7 +3,18 @@
 // silence, which is what lets a guest moved from another network recover quickly.
 
 import type { NetworkConfig } from '../config';
-import { BROADCAST_MAC, IPV4_ANY, IPV4_BROADCAST, ipv4Add, ipv4Diff, ipv4Network, ipv4SubnetBroadcast, prefixMask, type Ipv4Address, type MacAddress } from '../wire/address';
+import {
+  BROADCAST_MAC,
+  IPV4_ANY,
+  IPV4_BROADCAST,
+  ipv4Add,
+  ipv4Diff,
+  ipv4Network,
+  ipv4SubnetBroadcast,
+  prefixMask,
+  type Ipv4Address,
+  type MacAddress,
+} from '../wire/address';
 import { BOOTREQUEST, DHCP_FLAG_BROADCAST, DhcpMessageType as T, emitDhcp, encodeDomainSearch, type DhcpMessage, type DhcpReplyRepr } from '../wire/dhcp';
 import type { DropReason } from '../wire/parse-result';
 import { copyBytes } from '../wire/bytes';

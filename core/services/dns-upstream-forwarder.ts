@@ -125,7 +125,9 @@ export class UpstreamDnsForwarder implements DnsForwarder {
 
   /** A flow to the current resolver with room for `id`; opens one while the pool has space. */
   private pickFlow(id: number): PoolFlow | undefined {
-    const usable = this.flows.filter((f) => f.resolver === this.current && !f.retired && !f.closed && !f.pending.has(id) && f.pending.size < this.maxPendingPerFlow);
+    const usable = this.flows.filter(
+      (f) => f.resolver === this.current && !f.retired && !f.closed && !f.pending.has(id) && f.pending.size < this.maxPendingPerFlow,
+    );
     const open = this.flows.filter((f) => f.resolver === this.current && !f.retired && !f.closed).length;
     if (open < this.poolSize) return this.openFlow(this.current);
     if (usable.length === 0) return undefined;

@@ -6,7 +6,17 @@
 import type { Ipv4Output } from '../ip/ipv4-output';
 import type { FlowEndpoint, UpstreamError } from '../upstream';
 import type { Ipv4Address, MacAddress } from '../wire/address';
-import { emitIcmp, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER_LENGTH, ICMP_UNREACH_ADMIN, ICMP_UNREACH_HOST, ICMP_UNREACH_PORT, parseIcmp } from '../wire/icmpv4';
+import {
+  emitIcmp,
+  ICMP_DEST_UNREACHABLE,
+  ICMP_ECHO_REPLY,
+  ICMP_ECHO_REQUEST,
+  ICMP_HEADER_LENGTH,
+  ICMP_UNREACH_ADMIN,
+  ICMP_UNREACH_HOST,
+  ICMP_UNREACH_PORT,
+  parseIcmp,
+} from '../wire/icmpv4';
 import { emitIpv4Header, IPPROTO_ICMP, IPPROTO_UDP, IPV4_HEADER_LENGTH } from '../wire/ipv4';
 import { isDrop, type DropReason } from '../wire/parse-result';
 

@@ -2,7 +2,16 @@
 // TCP on the DNS address) inside the stack and hands everything else to the real upstream. Without
 // a real upstream, other flows fail as unreachable (the guest sees RST / ICMP unreachable).
 
-import { UpstreamError, type FlowEndpoint, type FlowMeta, type TcpStream, type TcpStreamHandlers, type UdpFlow, type UdpFlowHandlers, type Upstream } from '../upstream';
+import {
+  UpstreamError,
+  type FlowEndpoint,
+  type FlowMeta,
+  type TcpStream,
+  type TcpStreamHandlers,
+  type UdpFlow,
+  type UdpFlowHandlers,
+  type Upstream,
+} from '../upstream';
 import type { Ipv4Address } from '../wire/address';
 import type { DnsServer } from './dns-server';
 import { openLocalDnsTcp } from './dns-tcp-stream';

@@ -31,10 +31,20 @@ export class IsnGenerator {
     let v2 = (0x6c796765 ^ this.k0) >>> 0;
     let v3 = (0x74656462 ^ this.k1) >>> 0;
     const round = () => {
-      v0 = (v0 + v1) >>> 0; v1 = rotl(v1, 5); v1 = (v1 ^ v0) >>> 0; v0 = rotl(v0, 16);
-      v2 = (v2 + v3) >>> 0; v3 = rotl(v3, 8); v3 = (v3 ^ v2) >>> 0;
-      v0 = (v0 + v3) >>> 0; v3 = rotl(v3, 7); v3 = (v3 ^ v0) >>> 0;
-      v2 = (v2 + v1) >>> 0; v1 = rotl(v1, 13); v1 = (v1 ^ v2) >>> 0; v2 = rotl(v2, 16);
+      v0 = (v0 + v1) >>> 0;
+      v1 = rotl(v1, 5);
+      v1 = (v1 ^ v0) >>> 0;
+      v0 = rotl(v0, 16);
+      v2 = (v2 + v3) >>> 0;
+      v3 = rotl(v3, 8);
+      v3 = (v3 ^ v2) >>> 0;
+      v0 = (v0 + v3) >>> 0;
+      v3 = rotl(v3, 7);
+      v3 = (v3 ^ v0) >>> 0;
+      v2 = (v2 + v1) >>> 0;
+      v1 = rotl(v1, 13);
+      v1 = (v1 ^ v2) >>> 0;
+      v2 = rotl(v2, 16);
     };
     for (const m of [a, b, c, (12 << 24) >>> 0]) {
       v3 = (v3 ^ m) >>> 0;
@@ -43,7 +53,10 @@ export class IsnGenerator {
       v0 = (v0 ^ m) >>> 0;
     }
     v2 = (v2 ^ 0xff) >>> 0;
-    round(); round(); round(); round();
+    round();
+    round();
+    round();
+    round();
     return (v1 ^ v3) >>> 0;
   }
 }

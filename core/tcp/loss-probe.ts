@@ -79,7 +79,8 @@ export class LossProbe {
     if (news) this.unanswered = 0;
     const end = this.end;
     if (end === undefined || seqLt(ack, end)) return false;
-    if (dsack && seqGe(dsack[1], end)) this.end = undefined; // both copies arrived: no loss
+    if (dsack && seqGe(dsack[1], end))
+      this.end = undefined; // both copies arrived: no loss
     else if (seqGt(ack, end)) {
       this.end = undefined;
       return true;

@@ -61,8 +61,17 @@ export class SackScoreboard {
   /** Records a first transmission at the right edge. */
   append(start: SeqNum, len: number, fin: boolean, now: Instant, order: number): void {
     this.pieces.push({
-      start, end: seqAdd(start, len + (fin ? 1 : 0)), fin, xmitTime: now, firstXmitTime: now, xmitOrder: order,
-      sacked: false, lost: false, retrans: false, everRetransmitted: false, timedOut: false,
+      start,
+      end: seqAdd(start, len + (fin ? 1 : 0)),
+      fin,
+      xmitTime: now,
+      firstXmitTime: now,
+      xmitOrder: order,
+      sacked: false,
+      lost: false,
+      retrans: false,
+      everRetransmitted: false,
+      timedOut: false,
     });
   }
 
@@ -100,7 +109,14 @@ export class SackScoreboard {
    * block (the guest's latest arrival) first. A first block below the ACK, or inside the second
    * block, reports a duplicate (RFC 2883 DSACK) and is returned instead.
    */
-  applySack(blocks: ReadonlyArray<[SeqNum, SeqNum]>, ack: SeqNum, sndUna: SeqNum, sndMax: SeqNum, mss: number, delivered: SentPiece[]): { dsack: [SeqNum, SeqNum] | undefined; firstBlock: number } {
+  applySack(
+    blocks: ReadonlyArray<[SeqNum, SeqNum]>,
+    ack: SeqNum,
+    sndUna: SeqNum,
+    sndMax: SeqNum,
+    mss: number,
+    delivered: SentPiece[],
+  ): { dsack: [SeqNum, SeqNum] | undefined; firstBlock: number } {
     if (blocks.length === 0) return { dsack: undefined, firstBlock: 0 };
     const [l, r] = blocks[0];
     const dsack = seqLe(r, ack) || (blocks.length > 1 && seqGe(l, blocks[1][0]) && seqLe(r, blocks[1][1])) ? blocks[0] : undefined;

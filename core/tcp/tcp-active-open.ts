@@ -139,7 +139,11 @@ export class TcpActiveOpen implements TcpFlow {
     const host = this.host;
     const cfg = host.config;
     const options = synOffer(cfg, host.linkMss, (host.now() + this.tsOffset) >>> 0);
-    host.send(this, { srcPort: this.target.port, dstPort: this.guest.port, seq: this.iss, ack: 0, flags: SYN, window: Math.min(cfg.receiveBufferBytes, 0xffff), options }, 0);
+    host.send(
+      this,
+      { srcPort: this.target.port, dstPort: this.guest.port, seq: this.iss, ack: 0, flags: SYN, window: Math.min(cfg.receiveBufferBytes, 0xffff), options },
+      0,
+    );
     const rto = cfg.initialRtoMs * 2 ** this.synRetries;
     this.synDeadline = after(host.now(), Math.min(rto, cfg.maxRtoMs));
     host.reschedule(this);

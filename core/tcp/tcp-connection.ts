@@ -121,7 +121,15 @@ export class TcpConnection implements TcpFlow {
   ackDeferred = false;
 
   /** A connection the guest opened (its SYN in hand); the upstream is opened by start(). */
-  static passive(host: TcpConnectionHost, key: string, guest: FlowEndpoint, target: FlowEndpoint, syn: TcpSegment, iss: SeqNum, tsOffset: number): TcpConnection {
+  static passive(
+    host: TcpConnectionHost,
+    key: string,
+    guest: FlowEndpoint,
+    target: FlowEndpoint,
+    syn: TcpSegment,
+    iss: SeqNum,
+    tsOffset: number,
+  ): TcpConnection {
     const c = new TcpConnection(host, key, guest, target, iss, tsOffset, syn, 'connecting', host.now(), new UpstreamPipe(), false);
     c.timers.set('connect', after(c.openedAt, host.config.connectTimeoutMs));
     return c;
@@ -399,7 +407,11 @@ export class TcpConnection implements TcpFlow {
     if (this.closeWhenDrained && this.pipe.flushed) return this.finish(this.closeWhenDrained);
     // The guest may be stalled on a closed window: tell it the window opened — unless it has sent
     // its FIN (it sends no more; in TIME-WAIT it may be gone, and would answer with RST).
-    if (this.state !== 'closed' && !this.receiver.finReceived && this.receiver.windowGain(this.pipe.backlogBytes) >= Math.max(2 * this.sender.mss, this.host.config.receiveBufferBytes / 4)) {
+    if (
+      this.state !== 'closed' &&
+      !this.receiver.finReceived &&
+      this.receiver.windowGain(this.pipe.backlogBytes) >= Math.max(2 * this.sender.mss, this.host.config.receiveBufferBytes / 4)
+    ) {
       this.sendAck();
     }
   }
@@ -612,4 +624,3 @@ export class TcpConnection implements TcpFlow {
     this.host.stateChanged(this, prev);
   }
 }
-

@@ -62,30 +62,37 @@ export class TcpSegmentWriter {
   }
 
   synAck(iss: SeqNum): void {
-    this.out.send({
-      srcPort: this.out.srcPort,
-      dstPort: this.out.dstPort,
-      seq: iss,
-      ack: this.receiver.rcvNxt,
-      flags: SYN | ACK,
-      window: this.receiver.synWindow,
-      options: this.options(true),
-    }, 0);
+    this.out.send(
+      {
+        srcPort: this.out.srcPort,
+        dstPort: this.out.dstPort,
+        seq: iss,
+        ack: this.receiver.rcvNxt,
+        flags: SYN | ACK,
+        window: this.receiver.synWindow,
+        options: this.options(true),
+      },
+      0,
+    );
     this.receiver.ackSent();
     this.lastAckSent = this.receiver.rcvNxt;
   }
 
   /** A segment carrying the current ACK and window. */
   segment(seq: SeqNum, flags: number, len: number, copy?: CopyPayload): void {
-    this.out.send({
-      srcPort: this.out.srcPort,
-      dstPort: this.out.dstPort,
-      seq,
-      ack: this.receiver.rcvNxt,
-      flags,
-      window: this.receiver.windowField(this.heldBytes()),
-      options: this.options(false),
-    }, len, copy);
+    this.out.send(
+      {
+        srcPort: this.out.srcPort,
+        dstPort: this.out.dstPort,
+        seq,
+        ack: this.receiver.rcvNxt,
+        flags,
+        window: this.receiver.windowField(this.heldBytes()),
+        options: this.options(false),
+      },
+      len,
+      copy,
+    );
     this.receiver.ackSent();
     this.lastAckSent = this.receiver.rcvNxt;
   }

@@ -72,7 +72,6 @@ const NO_SACK = { dsack: undefined, firstBlock: 0 };
 /** Persist (zero-window probe) interval bounds, RFC 9293 §3.8.6.1. */
 const MAX_PERSIST_MS = 60_000;
 
-
 export class TcpSender {
   readonly buffer: SendBuffer;
   /** Oldest unacknowledged sequence number; the buffer's first byte has this sequence number. */
@@ -492,7 +491,16 @@ export class TcpSender {
         // limits us and data is in flight (its ACK will open the window further), hold a piece
         // shorter than a full segment and than a third of the largest window (as Linux's TSO
         // deferral does) instead of chasing each small window update with a small segment.
-        if (this.maxSegment > mss && len === wndRoom && this.flight > 0 && this.state !== 'recovery' && len < avail && len < this.maxSegment && len < this.maxSndWnd / 3) break;
+        if (
+          this.maxSegment > mss &&
+          len === wndRoom &&
+          this.flight > 0 &&
+          this.state !== 'recovery' &&
+          len < avail &&
+          len < this.maxSegment &&
+          len < this.maxSndWnd / 3
+        )
+          break;
         if (len > mss && len < avail) len -= len % mss;
         this.sendNew(len, this.finQueued && len === avail, now);
         sent = true;

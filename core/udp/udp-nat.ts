@@ -111,18 +111,22 @@ export class UdpNat {
 
   private open(key: string, guest: FlowEndpoint, target: FlowEndpoint, now: Instant): NatFlow {
     const flow = new NatFlow(key, guest, target, now, this);
-    flow.upstream = (this.upstream as Upstream).openUdp(target, { protocol: 'udp', guest, target }, {
-      onDatagram: (data) => {
-        if (flow.closed) return;
-        flow.lastActivity = this.host.now();
-        flow.bytesToGuest += data.length;
-        this.host.sendToGuest(target, guest, data);
+    flow.upstream = (this.upstream as Upstream).openUdp(
+      target,
+      { protocol: 'udp', guest, target },
+      {
+        onDatagram: (data) => {
+          if (flow.closed) return;
+          flow.lastActivity = this.host.now();
+          flow.bytesToGuest += data.length;
+          this.host.sendToGuest(target, guest, data);
+        },
+        onError: (error) => {
+          if (flow.closed) return;
+          this.host.unreachable(flow, error, flow.lastHeader);
+        },
       },
-      onError: (error) => {
-        if (flow.closed) return;
-        this.host.unreachable(flow, error, flow.lastHeader);
-      },
-    });
+    );
     this.timers.schedule(flow, after(now, this.config.idleTimeoutMs));
     this.host.flowOpened(this.describe(flow));
     return flow;

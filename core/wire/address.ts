@@ -103,7 +103,10 @@ export function parseMac(text: string): MacAddress {
 }
 
 export function formatMac(mac: MacAddress): string {
-  return mac.toString(16).padStart(12, '0').replace(/(..)(?!$)/g, '$1:');
+  return mac
+    .toString(16)
+    .padStart(12, '0')
+    .replace(/(..)(?!$)/g, '$1:');
 }
 
 /** Multicast/broadcast MACs have the I/G bit set in the first octet. */

@@ -536,7 +536,3 @@ export function truncateDnsResponse(
 export function aRdata(ip: Ipv4Address): Uint8Array {
   return Uint8Array.of(ip >>> 24, (ip >>> 16) & 0xff, (ip >>> 8) & 0xff, ip & 0xff);
 }
-
-
-
-

@@ -10,11 +10,7 @@ import { CWR, FIN, PSH } from './tcp';
 
 /** Whether `frame` is an IPv4 TCP segment whose IP packet is longer than `mtu`. */
 export function isOversizedTcpFrame(frame: Uint8Array, mtu: number): boolean {
-  return (
-    frame.length > ETHERNET_HEADER_LENGTH + mtu &&
-    ((frame[12] << 8) | frame[13]) === ETHERTYPE_IPV4 &&
-    frame[ETHERNET_HEADER_LENGTH + 9] === IPPROTO_TCP
-  );
+  return frame.length > ETHERNET_HEADER_LENGTH + mtu && ((frame[12] << 8) | frame[13]) === ETHERTYPE_IPV4 && frame[ETHERNET_HEADER_LENGTH + 9] === IPPROTO_TCP;
 }
 
 /** What a virtio_net_hdr says of a TCP segment the receiver takes whole (GSO) — byte offsets in the frame. */

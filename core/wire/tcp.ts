@@ -83,10 +83,6 @@ export interface TcpRepr {
   payload?: Uint8Array;
 }
 
-
-
-
-
 /** Parses a TCP segment (the IP payload, already trimmed to the IP total length). Never throws. */
 export function parseTcp(segment: Uint8Array): Parsed<TcpSegment> {
   if (segment.length < TCP_HEADER_MIN) return 'tcp-truncated';

@@ -31,8 +31,15 @@ export function publishGuestPort(
     onPublished: (port) => events.published(guestPort, port),
     onRefused: (reason) => events.refused(guestPort, reason),
     onConnection: (c) => {
-      const opened = stack.connectToGuest(guestPort, (handlers) =>
-        c.adopt({ protocol: 'tcp', guest: { ip: guestIp ?? stack.config.firstLease, port: guestPort }, target: { ip: stack.config.gateway, port: 0 } }, handlers), guestIp);
+      const opened = stack.connectToGuest(
+        guestPort,
+        (handlers) =>
+          c.adopt(
+            { protocol: 'tcp', guest: { ip: guestIp ?? stack.config.firstLease, port: guestPort }, target: { ip: stack.config.gateway, port: 0 } },
+            handlers,
+          ),
+        guestIp,
+      );
       if (!opened) {
         c.refuse();
         events.dropped?.(guestPort, `${c.remote.address}:${c.remote.port}`, 'no guest to carry it to, or the connection table is full');

@@ -217,8 +217,12 @@ export class WispClientSession {
       } else if (p.type === 'continue') {
         this.open(p.bufferRemaining);
       } else if (p.type === 'close') {
-        const code = p.reason === CloseReason.AUTH_BAD_PASSWORD ? 'auth-failed'
-          : p.reason === CloseReason.AUTH_MISSING_CREDENTIALS ? 'auth-required' : 'handshake-rejected';
+        const code =
+          p.reason === CloseReason.AUTH_BAD_PASSWORD
+            ? 'auth-failed'
+            : p.reason === CloseReason.AUTH_MISSING_CREDENTIALS
+              ? 'auth-required'
+              : 'handshake-rejected';
         this.finish(new WispProtocolError(code, `the server rejected the handshake (close reason 0x${p.reason.toString(16)})`, p.reason));
       }
       return;
@@ -268,8 +272,19 @@ export class WispClientSession {
     while (id === 0 || id >= SERVER_STREAM_ID_BASE || this.streams.has(id)) id = id >= SERVER_STREAM_ID_BASE ? 1 : id + 1;
     this.nextId = id + 1;
     const s: ClientStream = {
-      id, type, hostname, port, announced: false, confirmed: false, credits: this.initialCredits,
-      queue: [], headOffset: 0, queuedBytes: 0, paused: false, wantsWritable: false, ended: false,
+      id,
+      type,
+      hostname,
+      port,
+      announced: false,
+      confirmed: false,
+      credits: this.initialCredits,
+      queue: [],
+      headOffset: 0,
+      queuedBytes: 0,
+      paused: false,
+      wantsWritable: false,
+      ended: false,
     };
     this.streams.set(id, s);
     if (this.state === 'open') this.announce(s);
@@ -316,8 +331,7 @@ export class WispClientSession {
     }
     // Corked, a write the credits will carry at uncork is accepted — unless the host's WebSocket is
     // already full (nothing goes out at uncork then) or the stream holds its share.
-    const accepted = this.corked && !this.sendBlocked && s.announced && s.queuedBytes <= CORKED_ACCEPT_BYTES
-      && Math.ceil(s.queuedBytes / max) <= s.credits;
+    const accepted = this.corked && !this.sendBlocked && s.announced && s.queuedBytes <= CORKED_ACCEPT_BYTES && Math.ceil(s.queuedBytes / max) <= s.credits;
     if (s.queuedBytes > 0 && !accepted) {
       s.wantsWritable = true;
       return false;
@@ -422,8 +436,19 @@ export class WispClientSession {
     if (!this.host.streamAccepted) return refuse(CloseReason.BLOCKED);
     if (this.streams.size >= this.options.maxStreams) return refuse(CloseReason.THROTTLED);
     this.streams.set(id, {
-      id, type: 'tcp', hostname: address, port, announced: true, confirmed: true, credits,
-      queue: [], headOffset: 0, queuedBytes: 0, paused: false, wantsWritable: false, ended: false,
+      id,
+      type: 'tcp',
+      hostname: address,
+      port,
+      announced: true,
+      confirmed: true,
+      credits,
+      queue: [],
+      headOffset: 0,
+      queuedBytes: 0,
+      paused: false,
+      wantsWritable: false,
+      ended: false,
     });
     this.host.streamAccepted(listenerId, id, { address, port });
   }

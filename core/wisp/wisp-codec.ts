@@ -126,8 +126,6 @@ export type WispPacket =
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
 const utf8Encoder = new TextEncoder();
 
-
-
 /** Parses one WebSocket message. DATA payloads and extension payloads are views into `b`. */
 export function parseWispPacket(b: Uint8Array): Parsed<WispPacket> {
   if (b.length < WISP_HEADER_LENGTH) return 'wisp-short-packet';
@@ -180,8 +178,12 @@ export function parseWispPacket(b: Uint8Array): Parsed<WispPacket> {
         return 'wisp-accept-bad-utf8';
       }
       return {
-        type: 'accept', streamId, listenerId: readU32LE(b, p), bufferRemaining: readU32LE(b, p + 4),
-        remotePort: b[p + 8] | (b[p + 9] << 8), remoteAddress,
+        type: 'accept',
+        streamId,
+        listenerId: readU32LE(b, p),
+        bufferRemaining: readU32LE(b, p + 4),
+        remotePort: b[p + 8] | (b[p + 9] << 8),
+        remoteAddress,
       };
     }
     case PacketType.UNLISTEN:

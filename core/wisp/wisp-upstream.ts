@@ -6,15 +6,7 @@
 import { CloseReason, closeReasonName, type PacketAllocator } from './wisp-codec';
 import { WispClientSession } from './wisp-client';
 import { WispProtocolError } from './wisp-errors';
-import type {
-  FlowEndpoint,
-  FlowMeta,
-  TcpStream,
-  TcpStreamHandlers,
-  UdpFlow,
-  UdpFlowHandlers,
-  Upstream,
-} from '../upstream';
+import type { FlowEndpoint, FlowMeta, TcpStream, TcpStreamHandlers, UdpFlow, UdpFlowHandlers, Upstream } from '../upstream';
 import { formatIpv4, parseIpv4, type Ipv4Address } from '../wire/address';
 import { WispTcpStream, WispUdpFlow, type AttachFailure, type WispStreamHost, type WispStreamHandlers } from './wisp-flows';
 import type { Scheduler, TimerHandle } from '../scheduler';
@@ -67,10 +59,7 @@ export interface WispTransport {
  * a connection drops or an attempt fails (it retries with backoff); 'idle' when the relay closed it
  * for opening no stream (it reconnects when a flow needs it). Each change is reported once.
  */
-export type WispUpstreamState =
-  | { state: 'ready'; version: 1 | 2 }
-  | { state: 'disconnected'; message: string; code?: number }
-  | { state: 'idle' };
+export type WispUpstreamState = { state: 'ready'; version: 1 | 2 } | { state: 'disconnected'; message: string; code?: number } | { state: 'idle' };
 
 /** A connection the relay accepted on a published port, waiting for the host to carry it to the guest. */
 export interface InboundConnection {
@@ -156,10 +145,10 @@ export interface WispUpstreamOptions {
   random: (out: Uint8Array) => void;
 }
 
-
 export class WispUpstream implements Upstream, WispStreamHost {
   readonly url: string;
-  private readonly o: Required<Omit<WispUpstreamOptions, 'password' | 'log' | 'onState' | 'gateway' | 'scheduler' | 'clock' | 'random' | 'allocate'>> & Pick<WispUpstreamOptions, 'password' | 'gateway' | 'allocate'>;
+  private readonly o: Required<Omit<WispUpstreamOptions, 'password' | 'log' | 'onState' | 'gateway' | 'scheduler' | 'clock' | 'random' | 'allocate'>> &
+    Pick<WispUpstreamOptions, 'password' | 'gateway' | 'allocate'>;
   readonly scheduler: Scheduler;
   private readonly clock: Clock;
   private readonly random: (out: Uint8Array) => void;
@@ -272,7 +261,8 @@ export class WispUpstream implements Upstream, WispStreamHost {
     const l = this.listeners.get(id);
     if (!l) return;
     const r = this.session.listen(id, l.port ?? l.asked);
-    if (r !== undefined) this.scheduler.defer(() => l.handlers.onRefused('the relay does not offer publishing (weft relay --publish-ports, with a token or password)'));
+    if (r !== undefined)
+      this.scheduler.defer(() => l.handlers.onRefused('the relay does not offer publishing (weft relay --publish-ports, with a token or password)'));
   }
 
   private listenResult(id: number, status: number, port: number): void {
@@ -305,7 +295,10 @@ export class WispUpstream implements Upstream, WispStreamHost {
       remote,
       adopt: (meta, handlers) => {
         taken = true;
-        return new WispTcpStream(this, meta.target, meta, handlers, this.o.connectTimeoutMs, this.o.maxPausedBytes, { id, remote: `${remote.address}:${remote.port}` });
+        return new WispTcpStream(this, meta.target, meta, handlers, this.o.connectTimeoutMs, this.o.maxPausedBytes, {
+          id,
+          remote: `${remote.address}:${remote.port}`,
+        });
       },
       refuse: () => {
         if (!taken) this.session.close(id, CloseReason.REFUSED);

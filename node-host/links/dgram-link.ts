@@ -59,10 +59,12 @@ export class DgramLink extends FrameLinkBase implements FrameLink {
       });
       // Connected to the peer: each send skips the address lookup Node does per datagram, and the
       // kernel delivers only the peer's datagrams.
-      socket.bind(localPort, LOOPBACK, () => socket.connect(remotePort, LOOPBACK, () => {
-        socket.removeAllListeners('error');
-        resolve();
-      }));
+      socket.bind(localPort, LOOPBACK, () =>
+        socket.connect(remotePort, LOOPBACK, () => {
+          socket.removeAllListeners('error');
+          resolve();
+        }),
+      );
     });
     const bound = socket.address().port;
     return new DgramLink(socket, bound, remotePort);

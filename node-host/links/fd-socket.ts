@@ -10,8 +10,14 @@
 import net from 'node:net';
 import { LinkError } from './link-error';
 
-interface PipeHandle { open(fd: number): unknown; close(): void }
-interface PipeWrapBinding { Pipe: new (type: number) => PipeHandle; constants: { SOCKET: number } }
+interface PipeHandle {
+  open(fd: number): unknown;
+  close(): void;
+}
+interface PipeWrapBinding {
+  Pipe: new (type: number) => PipeHandle;
+  constants: { SOCKET: number };
+}
 
 /** libuv's pipe handle for `fd`. */
 function openPipeHandle(fd: number): PipeHandle {

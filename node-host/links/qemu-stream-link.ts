@@ -84,8 +84,14 @@ async function removeStaleSocket(path: string): Promise<void> {
   if (!stat.isSocket()) throw new LinkError(`${path} exists and is not a socket; refusing to replace it`);
   const alive = await new Promise<boolean>((resolve) => {
     const probe = net.connect(path);
-    probe.once('connect', () => { probe.destroy(); resolve(true); });
-    probe.once('error', () => { probe.destroy(); resolve(false); });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => {
+      probe.destroy();
+      resolve(false);
+    });
   });
   if (alive) throw new LinkError(`another process is listening on ${path}`);
   fs.rmSync(path, { force: true });
@@ -120,8 +126,7 @@ export class QemuStreamLink extends FrameLinkBase implements FrameLink {
       else server.listen(endpoint.port, endpoint.host, resolve);
     });
     const addr = server.address();
-    const bound: StreamEndpoint =
-      endpoint.kind === 'tcp' && addr && typeof addr === 'object' ? { ...endpoint, port: addr.port } : endpoint;
+    const bound: StreamEndpoint = endpoint.kind === 'tcp' && addr && typeof addr === 'object' ? { ...endpoint, port: addr.port } : endpoint;
     const link = new QemuStreamLink(bound, server);
     server.removeAllListeners('error');
     server.on('error', (e) => link.fail(new LinkError(`listening socket failed: ${e.message}`)));

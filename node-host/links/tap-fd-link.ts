@@ -64,7 +64,10 @@ export class TapFdLink extends FrameLinkBase implements FrameLink {
   private readonly vnetHdr = Buffer.alloc(VNET_HDR_LENGTH);
   private readonly writeParts: Uint8Array[] = [this.vnetHdr, this.vnetHdr];
 
-  constructor(private readonly fd: number, options: TapFdLinkOptions = {}) {
+  constructor(
+    private readonly fd: number,
+    options: TapFdLinkOptions = {},
+  ) {
     super();
     let stat: fs.Stats;
     try {

@@ -49,7 +49,10 @@ export class TrustedProxies {
   clientAddress(peer: string | undefined, forwardedFor: string | string[] | undefined): string {
     const fallback = peer ?? '?';
     if (forwardedFor === undefined || !this.trusts(peer)) return normalise(fallback);
-    const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor).split(',').map((h) => h.trim()).filter((h) => h !== '');
+    const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor)
+      .split(',')
+      .map((h) => h.trim())
+      .filter((h) => h !== '');
     let client = fallback;
     for (let i = hops.length - 1; i >= 0; i--) {
       const ip = parseIp(stripPort(hops[i]));

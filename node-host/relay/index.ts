@@ -90,7 +90,8 @@ function toArgv(o: RelayOptions): string[] {
   for (const d of o.deny ?? []) flag('deny', d);
   flag('allow-private', o.allowPrivate);
   flag('allow-loopback', o.allowLoopback);
-  if (o.ports !== undefined) flag('ports', typeof o.ports === 'string' ? o.ports : o.ports.map((p) => (Array.isArray(p) ? `${p[0]}-${p[1]}` : String(p))).join(','));
+  if (o.ports !== undefined)
+    flag('ports', typeof o.ports === 'string' ? o.ports : o.ports.map((p) => (Array.isArray(p) ? `${p[0]}-${p[1]}` : String(p))).join(','));
   if (o.password) flag('password', `${o.password.username}:${o.password.password}`);
   flag('token', o.token);
   const origins = [...(typeof o.origin === 'string' ? [o.origin] : (o.origin ?? [])), ...(o.origins ?? [])];
@@ -121,7 +122,9 @@ export function createRelay(options: RelayOptions = {}): Relay {
   try {
     parsed = parseRelayOptions(toArgv(options));
   } catch (e) {
-    throw e instanceof UsageError ? new RelayOptionError(e.message.replace(/--([a-z-]+)/g, (_, f: string) => f.replace(/-([a-z])/g, (__, c: string) => c.toUpperCase()))) : e;
+    throw e instanceof UsageError
+      ? new RelayOptionError(e.message.replace(/--([a-z-]+)/g, (_, f: string) => f.replace(/-([a-z])/g, (__, c: string) => c.toUpperCase())))
+      : e;
   }
   const log = options.log ?? jsonLineLog();
   const server = new RelayServer(parsed, { log: (event, fields = {}) => log(event, fields) });

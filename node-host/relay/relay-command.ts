@@ -89,7 +89,11 @@ async function runPrimary(options: RelayOptions, argv: readonly string[], log: E
   }
   log('ready', readyFields(options, bound));
   // The primary holds no clients, but reading 10,000 request heads grows its young generation too.
-  const stopIdleGc = collectAfterBursts(() => primary.handedOver, () => 0, log);
+  const stopIdleGc = collectAfterBursts(
+    () => primary.handedOver,
+    () => 0,
+    log,
+  );
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {

@@ -298,11 +298,14 @@ export class RelayConnection implements WispServerHost {
     if (this.closed || this.timer) return;
     const at = this.session.nextDeadline();
     if (at === Infinity) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.session.poll(performance.now());
-      this.schedule();
-    }, Math.max(0, at - performance.now()) + 1);
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        this.session.poll(performance.now());
+        this.schedule();
+      },
+      Math.max(0, at - performance.now()) + 1,
+    );
   }
 
   /** @internal WispServerHost: called by the session. */
@@ -391,7 +394,17 @@ export class RelayConnection implements WispServerHost {
     }
     const request: WispStreamRequest = { id, type: 'tcp', hostname: `published:${port}`, port: socket.remotePort ?? 0 };
     const now = performance.now();
-    const s: RelayStream = { request, openedAt: now, connectedAt: now, address: socket.remoteAddress, bytesUp: 0, bytesDown: 0, bandwidthPaused: false, clientPaused: false, unflushed: 0 };
+    const s: RelayStream = {
+      request,
+      openedAt: now,
+      connectedAt: now,
+      address: socket.remoteAddress,
+      bytesUp: 0,
+      bytesDown: 0,
+      bandwidthPaused: false,
+      clientPaused: false,
+      unflushed: 0,
+    };
     this.streams.set(id, s);
     this.ctx.metrics.streamsTotal.tcp++;
     this.ctx.metrics.openStreams.tcp++;
@@ -643,7 +656,6 @@ export class RelayConnection implements WispServerHost {
     });
   }
 }
-
 
 /** A stream's destination events, routed to its connection. */
 class StreamEvents implements DestinationEvents {

@@ -161,7 +161,10 @@ function byteRate(flag: string, text: string | undefined): number {
 }
 
 function list(values: string[] | undefined): string[] {
-  return (values ?? []).flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
+  return (values ?? [])
+    .flatMap((v) => v.split(','))
+    .map((v) => v.trim())
+    .filter((v) => v !== '');
 }
 
 function entries(flag: string, values: string[] | undefined): PolicyEntry[] {
@@ -248,7 +251,8 @@ function publishPorts(text: string | undefined, authenticated: boolean): [number
   const hi = m?.[2] !== undefined ? Number(m[2]) : lo;
   if (!m || lo < 1 || hi > 65535 || lo > hi) badValue('--publish-ports', text, 'a port range such as 20000-20099');
   // Anyone could otherwise open ports on this host and point them at a VM of their choosing.
-  if (!authenticated) throw new UsageError('--publish-ports needs --token or --password: it lets clients open ports on this host, so only clients you know may');
+  if (!authenticated)
+    throw new UsageError('--publish-ports needs --token or --password: it lets clients open ports on this host, so only clients you know may');
   return [lo, hi];
 }
 

@@ -104,17 +104,22 @@ export class RelayPrimary {
     this.server.close();
     for (const s of this.pending) s.destroy();
     const live = this.workers.filter((w): w is Worker => w !== undefined && w.child.exitCode === null && w.child.signalCode === null);
-    await Promise.all(live.map((w) => new Promise<void>((resolve) => {
-      const t = setTimeout(() => {
-        w.child.kill('SIGKILL');
-        resolve();
-      }, deadlineMs);
-      w.child.once('exit', () => {
-        clearTimeout(t);
-        resolve();
-      });
-      w.child.kill('SIGTERM');
-    })));
+    await Promise.all(
+      live.map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            const t = setTimeout(() => {
+              w.child.kill('SIGKILL');
+              resolve();
+            }, deadlineMs);
+            w.child.once('exit', () => {
+              clearTimeout(t);
+              resolve();
+            });
+            w.child.kill('SIGTERM');
+          }),
+      ),
+    );
   }
 
   private spawn(index: number): void {

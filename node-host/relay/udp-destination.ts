@@ -18,7 +18,11 @@ export class UdpDestination {
   /** Datagrams dropped: too large, or sent while still connecting with the queue full. */
   dropped = 0;
 
-  constructor(address: IpAddress, port: number, private readonly events: DestinationEvents) {
+  constructor(
+    address: IpAddress,
+    port: number,
+    private readonly events: DestinationEvents,
+  ) {
     const text = formatIp(address);
     this.socket = dgram.createSocket(address.family === 4 ? 'udp4' : 'udp6');
     this.socket.on('message', (data: Buffer) => {

@@ -21,8 +21,15 @@ import os from 'node:os';
 import type { Page } from 'playwright-core';
 import { startHttpTestServer, type TestServer } from '../support/test-servers';
 import {
-  bootV86Snapshot, chromiumMissing, ensureGuestImage, launchChromium, serveStatic, v86ServeOptions,
-  type ChromiumSession, type StaticServer, type V86Guest,
+  bootV86Snapshot,
+  chromiumMissing,
+  ensureGuestImage,
+  launchChromium,
+  serveStatic,
+  v86ServeOptions,
+  type ChromiumSession,
+  type StaticServer,
+  type V86Guest,
 } from '../e2e/v86-harness';
 import { attachWeft, startRelay, stopWeftCapture, webBundleDir, weftStats, WEB_MOUNT, type RelayHandle } from '../e2e/weft-page';
 import type { V86AttachOptions } from '../../web/index';
@@ -144,7 +151,11 @@ async function mainThreadClock(page: Page): Promise<{ read(): Promise<number>; c
 }
 
 /** The guest's CPU time counters (/proc/stat's first line, in jiffies). */
-interface GuestCpu { busy: number; softirq: number; total: number }
+interface GuestCpu {
+  busy: number;
+  softirq: number;
+  total: number;
+}
 
 function parseCpuLine(line: string | undefined): GuestCpu | undefined {
   const m = /^cpu\s+([\d\s]+)$/m.exec(line ?? '');
@@ -154,7 +165,12 @@ function parseCpuLine(line: string | undefined): GuestCpu | undefined {
   return { busy: total - f[3] - (f[4] ?? 0), softirq: (f[5] ?? 0) + (f[6] ?? 0), total };
 }
 
-async function download(guest: V86Guest, url: string, bytes: number, profilePath?: string): Promise<{ seconds: number; mainThreadMs: number; guestBusy?: number; guestSoftirq?: number }> {
+async function download(
+  guest: V86Guest,
+  url: string,
+  bytes: number,
+  profilePath?: string,
+): Promise<{ seconds: number; mainThreadMs: number; guestBusy?: number; guestSoftirq?: number }> {
   const main = await mainThreadClock(guest.page);
   const profiler = profilePath ? await guest.page.context().newCDPSession(guest.page) : undefined;
   if (profiler) {
@@ -166,13 +182,17 @@ async function download(guest: V86Guest, url: string, bytes: number, profilePath
     const main0 = await main.read();
     const t0 = performance.now();
     // /proc/stat around the download: how busy the guest's (emulated) CPU was meanwhile.
-    const r = await guest.run(`head -1 /proc/stat && wget -q -O /dev/null ${url} && head -1 /proc/stat`, Number(process.env.WEFT_BENCH_TIMEOUT_MS ?? 15 * 60_000));
+    const r = await guest.run(
+      `head -1 /proc/stat && wget -q -O /dev/null ${url} && head -1 /proc/stat`,
+      Number(process.env.WEFT_BENCH_TIMEOUT_MS ?? 15 * 60_000),
+    );
     const seconds = (performance.now() - t0) / 1000;
     if (r.status !== 0) throw new Error(`the guest's download of ${bytes} bytes failed (exit ${r.status}): ${r.output}`);
     const lines = r.output.split('\n').filter((l) => l.startsWith('cpu '));
     const [a, b] = [parseCpuLine(lines[0]), parseCpuLine(lines[1])];
     if (profiler && profilePath) writeFileSync(profilePath, JSON.stringify((await profiler.send('Profiler.stop')).profile));
-    const cpu = a && b && b.total > a.total ? { guestBusy: (b.busy - a.busy) / (b.total - a.total), guestSoftirq: (b.softirq - a.softirq) / (b.total - a.total) } : {};
+    const cpu =
+      a && b && b.total > a.total ? { guestBusy: (b.busy - a.busy) / (b.total - a.total), guestSoftirq: (b.softirq - a.softirq) / (b.total - a.total) } : {};
     return { seconds, mainThreadMs: (await main.read()) - main0, ...cpu };
   } finally {
     await main.close();
@@ -246,12 +266,22 @@ export async function runBrowserBench(options: BrowserBenchOptions = {}): Promis
         ...vm,
         stateTag: 'weft',
         beforeRun: (g) =>
-          attachWeft(g, { relayUrl: relay!.wisp, ...(mtu === 1500 ? {} : { mtu }), ...(options.attach ? { attach: options.attach } : {}), capture: capturePath !== undefined }),
+          attachWeft(g, {
+            relayUrl: relay!.wisp,
+            ...(mtu === 1500 ? {} : { mtu }),
+            ...(options.attach ? { attach: options.attach } : {}),
+            capture: capturePath !== undefined,
+          }),
       });
       try {
         await lease(a.guest);
         const before = await weftStats(a.guest);
-        const run = await download(a.guest, url, bytes, process.env.WEFT_BENCH_PROFILE ? `${process.env.WEFT_BENCH_PROFILE}-${weftRows.length + 1}.cpuprofile` : undefined);
+        const run = await download(
+          a.guest,
+          url,
+          bytes,
+          process.env.WEFT_BENCH_PROFILE ? `${process.env.WEFT_BENCH_PROFILE}-${weftRows.length + 1}.cpuprofile` : undefined,
+        );
         const after = await weftStats(a.guest);
         if (capturePath) writeFileSync(capturePath, await stopWeftCapture(a.guest));
         const frames = after.stats.framesOut - before.stats.framesOut;
@@ -293,8 +323,12 @@ export async function runBrowserBench(options: BrowserBenchOptions = {}): Promis
 
     const result: BrowserBenchResult = { mtu, rounds, weft, ...(v86 ? { v86, ratio: weft.mbPerSecond / v86.mbPerSecond } : {}) };
     const fmt = (n: number | undefined, d = 0) => (n === undefined ? '—' : n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
-    log(`\nbrowser — v86 guest (virtio-net, MTU ${mtu}, restored state) downloads ${fmt(bytes / 1048576)} MiB to /dev/null through weft relay${weft.framePath ? ` (weft frames page↔worker: ${weft.framePath})` : ''}; ${rounds} round${rounds > 1 ? 's' : ''}`);
-    log(`${'peer'.padEnd(22)} ${'seconds'.padStart(8)} ${'MB/s'.padStart(7)} ${'main thread ms'.padStart(15)} ${'guest CPU (irq)'.padStart(15)} ${'worker ms'.padStart(10)} ${'frames'.padStart(8)} ${'mean B'.padStart(7)} ${'per irq'.padStart(7)}`);
+    log(
+      `\nbrowser — v86 guest (virtio-net, MTU ${mtu}, restored state) downloads ${fmt(bytes / 1048576)} MiB to /dev/null through weft relay${weft.framePath ? ` (weft frames page↔worker: ${weft.framePath})` : ''}; ${rounds} round${rounds > 1 ? 's' : ''}`,
+    );
+    log(
+      `${'peer'.padEnd(22)} ${'seconds'.padStart(8)} ${'MB/s'.padStart(7)} ${'main thread ms'.padStart(15)} ${'guest CPU (irq)'.padStart(15)} ${'worker ms'.padStart(10)} ${'frames'.padStart(8)} ${'mean B'.padStart(7)} ${'per irq'.padStart(7)}`,
+    );
     const line = (label: string, r: BrowserBenchRow) =>
       log(
         `${label.padEnd(22)} ${fmt(r.seconds, 1).padStart(8)} ${fmt(r.mbPerSecond, 2).padStart(7)} ${fmt(r.mainThreadMs).padStart(15)} ` +
@@ -311,7 +345,9 @@ export async function runBrowserBench(options: BrowserBenchOptions = {}): Promis
     for (const r of v86 ? [weft, v86] : [weft]) line(rounds > 1 ? `${r.peer} median` : r.peer, r);
     if (result.ratio !== undefined) {
       const each = weftRows.map((w, i) => (v86Rows[i] ? w.mbPerSecond / v86Rows[i].mbPerSecond : NaN)).filter((x) => !Number.isNaN(x));
-      log(`${'weft / v86 (medians)'.padEnd(22)} ${''.padStart(8)} ${fmt(result.ratio, 2).padStart(7)}${each.length > 1 ? `   per round: ${each.map((x) => fmt(x, 2)).join(', ')}` : ''}`);
+      log(
+        `${'weft / v86 (medians)'.padEnd(22)} ${''.padStart(8)} ${fmt(result.ratio, 2).padStart(7)}${each.length > 1 ? `   per round: ${each.map((x) => fmt(x, 2)).join(', ')}` : ''}`,
+      );
     }
     return result;
   } finally {

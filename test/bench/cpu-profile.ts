@@ -164,7 +164,8 @@ export function summariseProfile(profile: CpuProfile, windows: readonly ProfileW
   }
   // Callers are per call-tree node: merge the nodes of one function.
   const merged = new Tally();
-  for (const c of callers.sorted()) for (const [label, ms] of Object.entries(c.ms)) merged.add(`${c.name}\0${c.where}`, () => ({ name: c.name, where: c.where }), label, ms);
+  for (const c of callers.sorted())
+    for (const [label, ms] of Object.entries(c.ms)) merged.add(`${c.name}\0${c.where}`, () => ({ name: c.name, where: c.where }), label, ms);
   return {
     windowed,
     windows: spans.map((w) => ({ label: w.label, wallMs: (w.toUs - w.fromUs) / 1000, busyMs: busy.get(w.label) ?? 0 })),

@@ -69,8 +69,27 @@ export async function runDnsBench(): Promise<[DnsBenchRow, DnsBenchRow]> {
       execFileSync('ip', ['link', 'set', veth, 'up']);
       await ns.exec(['ip', 'addr', 'add', '10.99.0.2/24', 'dev', 'eth-b']);
       await ns.exec(['ip', 'link', 'set', 'eth-b', 'up']);
-      ns.track(spawn('ip', ['netns', 'exec', ns.name, 'dnsmasq', '--keep-in-foreground', '--no-resolv', '--no-hosts', '--user=root',
-        `--server=10.99.0.1#${zone.port}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--cache-size=10000', '--dns-forward-max=1000'], { stdio: 'ignore' }));
+      ns.track(
+        spawn(
+          'ip',
+          [
+            'netns',
+            'exec',
+            ns.name,
+            'dnsmasq',
+            '--keep-in-foreground',
+            '--no-resolv',
+            '--no-hosts',
+            '--user=root',
+            `--server=10.99.0.1#${zone.port}`,
+            '--listen-address=127.0.0.1',
+            '--bind-interfaces',
+            '--cache-size=10000',
+            '--dns-forward-max=1000',
+          ],
+          { stdio: 'ignore' },
+        ),
+      );
       await new Promise((r) => setTimeout(r, 500));
       await dnsperf(ns, '127.0.0.1', cached);
       dnsmasq = { peer: 'dnsmasq', cachedQps: await dnsperf(ns, '127.0.0.1', cached), forwardedQps: await dnsperf(ns, '127.0.0.1', unique) };

@@ -32,7 +32,12 @@ export const FAULTS_CELLS: readonly FaultsCell[] = [
 ];
 
 /** MB/s (10^6 bytes) over the rounds that completed. */
-export interface Spread { median: number; min: number; max: number; each: number[] }
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  each: number[];
+}
 
 export interface FaultsBenchRow {
   cell: string;
@@ -95,7 +100,10 @@ export async function runFaultsBench(o: FaultsBenchOptions = {}): Promise<Faults
   const seed = o.seed ?? 1;
   const timeoutMs = o.transferTimeoutMs ?? 180_000;
   const log = o.log ?? ((line: string) => console.log(line));
-  for (const [name, v] of [['bytes (WEFT_FAULTS_BYTES)', bytes], ['rounds (WEFT_BENCH_ROUNDS)', rounds]] as const) {
+  for (const [name, v] of [
+    ['bytes (WEFT_FAULTS_BYTES)', bytes],
+    ['rounds (WEFT_BENCH_ROUNDS)', rounds],
+  ] as const) {
     if (!Number.isSafeInteger(v) || v < 1) throw new Error(`faults bench: ${name} must be a positive integer, got ${v}`);
   }
   const unknown = (o.cells ?? []).filter((name) => !FAULTS_CELLS.some((c) => c.name === name));
@@ -123,7 +131,8 @@ export async function runFaultsBench(o: FaultsBenchOptions = {}): Promise<Faults
       writeFileSync(files.get(n)!, deterministicBytes(n));
     }
     const transfer = (direction: 'down' | 'up', n: number): Promise<GuestTransfer> => {
-      if (link.weft.exit) return Promise.resolve({ seconds: NaN, problem: `weft exited (${JSON.stringify(link.weft.exit)}): ${link.weft.stderr.slice(-2000)}` });
+      if (link.weft.exit)
+        return Promise.resolve({ seconds: NaN, problem: `weft exited (${JSON.stringify(link.weft.exit)}): ${link.weft.stderr.slice(-2000)}` });
       return direction === 'down'
         ? guestDownload(link.guestNs, server, n, timeoutMs)
         : guestUpload(link.guestNs, server, n, `cat ${shq(files.get(n)!)}`, timeoutMs);
@@ -158,7 +167,10 @@ export async function runFaultsBench(o: FaultsBenchOptions = {}): Promise<Faults
       const weftToGuest = spread(mbps.down);
       const guestToWeft = spread(mbps.up);
       rows.push({
-        cell: cell.name, label: cell.label, bytes, wire: await link.wire.stats(),
+        cell: cell.name,
+        label: cell.label,
+        bytes,
+        wire: await link.wire.stats(),
         ...(weftToGuest ? { weftToGuest } : {}),
         ...(guestToWeft ? { guestToWeft } : {}),
         ...(weftToGuest && guestToWeft ? { ratio: weftToGuest.median / guestToWeft.median } : {}),
@@ -198,12 +210,12 @@ export function formatFaultsTable(rows: readonly FaultsBenchRow[], run: { bytes:
   const line = (c: string[]) => c.map((v, i) => (i === 0 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join('  ');
   const out = [
     `\nfaults — ${run.bytes / 1048576} MiB each way per transfer, ${run.rounds === 1 ? '1 round' : `median (min–max) of ${run.rounds} rounds`}; ` +
-      'weft→guest: weft sends (guest downloads), guest→weft: the guest\'s Linux TCP sends (guest uploads); ' +
+      "weft→guest: weft sends (guest downloads), guest→weft: the guest's Linux TCP sends (guest uploads); " +
       `ratio = weft→guest / guest→weft; fault wire seed ${run.seed}`,
     line(header),
     line(widths.map((w) => '-'.repeat(w))),
     ...cells.map(line),
-    '\nwire counters per cell, over all its rounds (to guest: weft\'s data in downloads and its ACKs in uploads; to weft: the reverse):',
+    "\nwire counters per cell, over all its rounds (to guest: weft's data in downloads and its ACKs in uploads; to weft: the reverse):",
   ];
   const labelWidth = Math.max(...rows.map((r) => r.label.length));
   for (const r of rows) {
@@ -218,7 +230,9 @@ export function formatFaultsTable(rows: readonly FaultsBenchRow[], run: { bytes:
 /** How weft's sending went in the download just finished, from its flow log (weft closes it within a round trip or two). */
 async function senderStats(weft: WeftProcess, bytes: number): Promise<string> {
   for (let i = 0; i < 20; i++) {
-    const e = [...weft.events].reverse().find((x) => x.event === 'flow-close' && x.protocol === 'tcp' && typeof x.bytesToGuest === 'number' && x.bytesToGuest >= bytes);
+    const e = [...weft.events]
+      .reverse()
+      .find((x) => x.event === 'flow-close' && x.protocol === 'tcp' && typeof x.bytesToGuest === 'number' && x.bytesToGuest >= bytes);
     if (e && !reported.has(e)) {
       reported.add(e);
       return ` (weft resent ${String(e.retransmits)} segments; ${String(e.timeouts)} timeouts, ${String(e.lossProbes)} loss probes, ${String(e.spuriousUndone)} reductions undone)`;

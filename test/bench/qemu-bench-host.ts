@@ -199,9 +199,7 @@ export async function startWeft(kind: 'stream' | 'dgram', dir: string, nodeFlags
     linkArgs = ['--dgram', `${weftPort}:${qemuPort}`];
   }
   const args = ['vm', ...linkArgs, '--allow-host-loopback', '--mtu', String(MTU), ...benchPcap(`weft-${kind}`)];
-  const weft = nodeFlags.length === 0
-    ? spawnWeft(args)
-    : spawnWrappedWeft(process.execPath, ['--expose-gc', ...nodeFlags, weftBundle(), ...args]);
+  const weft = nodeFlags.length === 0 ? spawnWeft(args) : spawnWrappedWeft(process.execPath, ['--expose-gc', ...nodeFlags, weftBundle(), ...args]);
   const unregister = cleanupOnExit(() => weft.kill('SIGKILL'));
   try {
     await weft.waitForEvent('ready', () => true, 30_000);
@@ -236,10 +234,26 @@ export async function startPasst(): Promise<Peer> {
   const removeDir = () => rmSync(sockDir, { recursive: true, force: true });
   if (process.getuid?.() === 0) chownSync(sockDir, NOBODY, NOBODY);
   const path = join(sockDir, 'passt.sock');
-  const child: ChildProcess = spawn('passt', [
-    '--foreground', '--quiet', '--ipv4-only', '--socket', path, '--mtu', String(MTU),
-    '--address', '10.0.2.15', '--netmask', '24', '--gateway', '10.0.2.2', ...benchPcap('passt'),
-  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child: ChildProcess = spawn(
+    'passt',
+    [
+      '--foreground',
+      '--quiet',
+      '--ipv4-only',
+      '--socket',
+      path,
+      '--mtu',
+      String(MTU),
+      '--address',
+      '10.0.2.15',
+      '--netmask',
+      '24',
+      '--gateway',
+      '10.0.2.2',
+      ...benchPcap('passt'),
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
   const exited = () => child.exitCode !== null || child.signalCode !== null;
@@ -256,7 +270,11 @@ export async function startPasst(): Promise<Peer> {
     kill('SIGKILL');
     removeDir();
   });
-  const why = () => `passt exited (${child.exitCode ?? child.signalCode}): ${stderr.replace(/Failed to send \d+ bytes to syslog\n?/g, '').trim().slice(-1500)}`;
+  const why = () =>
+    `passt exited (${child.exitCode ?? child.signalCode}): ${stderr
+      .replace(/Failed to send \d+ bytes to syslog\n?/g, '')
+      .trim()
+      .slice(-1500)}`;
   for (let i = 0; !existsSync(path); i++) {
     if (exited() || i >= 100) {
       kill('SIGKILL');
@@ -285,4 +303,3 @@ export async function startPasst(): Promise<Peer> {
 export function userPeer(): Peer {
   return { name: 'user', label: LABELS.user, link: { kind: 'user' }, pid: undefined, broken: () => undefined, stop: async () => {} };
 }
-

@@ -34,16 +34,35 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  bootQemuGuest, chooseAccel, cleanupOnExit, describeRun, killAllQemuGuests, qemuGuestImageFor, qemuMissing,
-  type AccelChoice, type GuestRun, type QemuGuest, type QemuGuestImage,
+  bootQemuGuest,
+  chooseAccel,
+  cleanupOnExit,
+  describeRun,
+  killAllQemuGuests,
+  qemuGuestImageFor,
+  qemuMissing,
+  type AccelChoice,
+  type GuestRun,
+  type QemuGuest,
+  type QemuGuestImage,
 } from '../harness/qemu-guest';
 import { REPO_ROOT } from '../harness/weft-bundle';
 import type { WeftProcess } from '../harness/weft-process';
 import { readCpuProfile, summariseProfile, type ProfileEntry, type ProfileSummary } from './cpu-profile';
 import { cpuSecondsOf, syscallCountsOf } from './proc-stats';
 import {
-  EventQueue, MTU, passtMissing, startHostServers, startPasst, startWeft, userPeer,
-  type CpuSample, type HostEvent, type HostServers, type Peer, type PeerName,
+  EventQueue,
+  MTU,
+  passtMissing,
+  startHostServers,
+  startPasst,
+  startWeft,
+  userPeer,
+  type CpuSample,
+  type HostEvent,
+  type HostServers,
+  type Peer,
+  type PeerName,
 } from './qemu-bench-host';
 
 export type { PeerName } from './qemu-bench-host';
@@ -82,7 +101,12 @@ export interface QemuBenchOptions {
 }
 
 /** MB/s (10^6 bytes) or CPU seconds over the measured transfers. */
-export interface Spread { median: number; min: number; max: number; each: number[] }
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  each: number[];
+}
 
 export interface QemuBenchRow {
   peer: PeerName;
@@ -188,12 +212,22 @@ function whileGuestRuns<T>(guest: QemuGuest, p: Promise<T>, what: string): Promi
   ]);
 }
 
-async function bootAndTransfer(
-  o: { image: QemuGuestImage; accel: AccelChoice; peer: Peer; servers: HostServers; transfers: readonly TransferPlan[]; label: string },
-): Promise<BootResult> {
+async function bootAndTransfer(o: {
+  image: QemuGuestImage;
+  accel: AccelChoice;
+  peer: Peer;
+  servers: HostServers;
+  transfers: readonly TransferPlan[];
+  label: string;
+}): Promise<BootResult> {
   const queue = new EventQueue();
   const guest = bootQemuGuest({
-    image: o.image, accel: o.accel.accel, link: o.peer.link, label: o.label, timeoutMs: BOOT_TIMEOUT_MS, memoryMiB: GUEST_MEMORY_MIB,
+    image: o.image,
+    accel: o.accel.accel,
+    link: o.peer.link,
+    label: o.label,
+    timeoutMs: BOOT_TIMEOUT_MS,
+    memoryMiB: GUEST_MEMORY_MIB,
     script: guestScript(o.transfers, o.servers.httpPort, o.servers.sinkPort),
   });
   const sample = (): CpuSample => ({
@@ -228,8 +262,14 @@ async function bootAndTransfer(
       const stackCpu = end.stack - start.cpu.stack;
       const qemuCpu = end.qemu - start.cpu.qemu;
       transfers.push({
-        ...t, guestSeconds, mbPerSecond: t.bytes / 1e6 / guestSeconds, ...(hostSeconds === undefined ? {} : { hostSeconds }),
-        stackCpu, qemuCpu, fromUs: start.cpu.atUs, toUs: end.atUs,
+        ...t,
+        guestSeconds,
+        mbPerSecond: t.bytes / 1e6 / guestSeconds,
+        ...(hostSeconds === undefined ? {} : { hostSeconds }),
+        stackCpu,
+        qemuCpu,
+        fromUs: start.cpu.atUs,
+        toUs: end.atUs,
         stackReads: end.stackSyscalls.reads - start.cpu.stackSyscalls.reads,
         stackWrites: end.stackSyscalls.writes - start.cpu.stackSyscalls.writes,
       });
@@ -351,8 +391,10 @@ const PAYLOAD_PER_FRAME = 1448;
  */
 function formatSyscalls(t: Transfer): string {
   const frames = t.bytes / PAYLOAD_PER_FRAME;
-  return `${t.stackReads.toLocaleString('en-US')} reads + ${t.stackWrites.toLocaleString('en-US')} writes ` +
-    `(${((t.stackReads + t.stackWrites) / frames).toFixed(2)} per data frame)`;
+  return (
+    `${t.stackReads.toLocaleString('en-US')} reads + ${t.stackWrites.toLocaleString('en-US')} writes ` +
+    `(${((t.stackReads + t.stackWrites) / frames).toFixed(2)} per data frame)`
+  );
 }
 
 function formatSpread(s: Spread | undefined, digits = 1): string {
@@ -381,7 +423,7 @@ export function formatQemuTable(
       `${run.bytes / MIB} MiB each way per transfer (busybox wget -O /dev/null from, and nc < a file in RAM to, 127.0.0.1 on the host via the lease's router), ` +
       `timed by the guest's clock; ${samples === 1 ? 'one transfer' : `median (min–max) of ${samples} transfers`} each way ` +
       `(${run.rounds} boot${run.rounds === 1 ? '' : 's'} per stack, interleaved${run.perBoot > 1 ? `, ${run.perBoot} transfers each way per boot` : ''}); ` +
-      'CPU s per transfer (medians): the stack\'s own process, and stack + QEMU; for -netdev user the stack is inside QEMU. ' +
+      "CPU s per transfer (medians): the stack's own process, and stack + QEMU; for -netdev user the stack is inside QEMU. " +
       `Settings: weft vm --allow-host-loopback (defaults, MTU ${MTU}); -netdev user: QEMU's defaults; passt: -4, --mtu ${MTU} (its default is 65520).`,
     ...table(
       ['stack', 'download MB/s', 'upload MB/s', 'stack CPU s ↓ / ↑', 'stack+QEMU CPU s ↓ / ↑'],
@@ -406,18 +448,25 @@ export function formatQemuTable(
       const down = ratio(w.download, p.download);
       const up = ratio(w.upload, p.upload);
       ratioCells.push([
-        `${w.peer} / ${p.peer}`, fmt(down), fmt(up),
+        `${w.peer} / ${p.peer}`,
+        fmt(down),
+        fmt(up),
         p.peer === 'user' ? '—' : `${fmt(ratio(w.stackCpu.download, p.stackCpu.download))} / ${fmt(ratio(w.stackCpu.upload, p.stackCpu.upload))}`,
         `${fmt(ratio(w.totalCpu.download, p.totalCpu.download))} / ${fmt(ratio(w.totalCpu.upload, p.totalCpu.upload))}`,
       ]);
-      for (const [what, x] of [['download', down], ['upload', up]] as const) {
+      for (const [what, x] of [
+        ['download', down],
+        ['upload', up],
+      ] as const) {
         if (x === undefined) continue;
         (x >= TARGET_RATIO ? met : missed).push(`${what} vs ${p.peer} ${x.toFixed(2)}`);
       }
     }
-    verdicts.push(missed.length === 0
-      ? `${w.peer}: met (${met.join(', ')})`
-      : `${w.peer}: missed (${missed.join(', ')})${met.length > 0 ? `; met: ${met.join(', ')}` : ''}`);
+    verdicts.push(
+      missed.length === 0
+        ? `${w.peer}: met (${met.join(', ')})`
+        : `${w.peer}: missed (${missed.join(', ')})${met.length > 0 ? `; met: ${met.join(', ')}` : ''}`,
+    );
   }
   out.push(...table(['ratio (weft / peer, medians)', 'download', 'upload', 'stack CPU ↓ / ↑', 'stack+QEMU CPU ↓ / ↑'], ratioCells));
   out.push(`\ntarget ≥ ${TARGET_RATIO.toFixed(1)}× -netdev user and passt both ways (MB/s): ${verdicts.join('; ')}`);
@@ -448,8 +497,10 @@ export async function runQemuProfile(o: { bytes?: number; log?: (line: string) =
     const boot = await bootAndTransfer({ image, accel, peer, servers, transfers: plan(bytes, 1), label: 'weft vm --qemu under --cpu-prof' });
     const measured = boot.transfers.filter((t) => t.measured);
     for (const t of measured) {
-      log(`  ${t.direction} ${t.mbPerSecond.toFixed(1)} MB/s under the profiler; weft ${t.stackCpu.toFixed(2)} CPU s, QEMU ${t.qemuCpu.toFixed(2)} CPU s; ` +
-        `weft's read/write system calls ${formatSyscalls(t)}`);
+      log(
+        `  ${t.direction} ${t.mbPerSecond.toFixed(1)} MB/s under the profiler; weft ${t.stackCpu.toFixed(2)} CPU s, QEMU ${t.qemuCpu.toFixed(2)} CPU s; ` +
+          `weft's read/write system calls ${formatSyscalls(t)}`,
+      );
     }
     // The profile is written when weft exits (on SIGTERM it stops cleanly).
     await peer.stop();
@@ -474,20 +525,26 @@ export async function runQemuProfile(o: { bytes?: number; log?: (line: string) =
 function formatProfile(s: ProfileSummary, bytes: number): string {
   const labels = s.windows.map((w) => w.label);
   const busy = s.windows.reduce((sum, w) => sum + w.busyMs, 0);
-  const cells = (e: ProfileEntry) => [
-    ...labels.map((l) => (e.ms[l] ?? 0).toFixed(0)),
-    `${((100 * e.totalMs) / busy).toFixed(1)}%`,
-  ];
+  const cells = (e: ProfileEntry) => [...labels.map((l) => (e.ms[l] ?? 0).toFixed(0)), `${((100 * e.totalMs) / busy).toFixed(1)}%`];
   const msHeaders = labels.map((l) => `${l} ms`);
   const spans = s.windows.map((w) => `${w.label}: ${(w.busyMs / 1000).toFixed(2)} s on the CPU in ${(w.wallMs / 1000).toFixed(2)} s`).join('; ');
   return [
     `\nqemu profile — weft vm --qemu (stream link) under node --cpu-prof (${PROFILE_INTERVAL_US} µs), ` +
-      `${s.windowed ? `one ${bytes / MIB} MiB download and one upload` : 'the whole process (the transfers\' times did not fall inside the profile)'}; ${spans}`,
+      `${s.windowed ? `one ${bytes / MIB} MiB download and one upload` : "the whole process (the transfers' times did not fall inside the profile)"}; ${spans}`,
     `self time per function (share of the busy time):`,
-    ...table(['function', 'where', ...msHeaders, 'share'], s.functions.slice(0, TOP_FUNCTIONS).map((f) => [f.name, f.where, ...cells(f)])),
+    ...table(
+      ['function', 'where', ...msHeaders, 'share'],
+      s.functions.slice(0, TOP_FUNCTIONS).map((f) => [f.name, f.where, ...cells(f)]),
+    ),
     '\nself time per source file:',
-    ...table(['file', ...msHeaders, 'share'], s.files.slice(0, TOP_FILES).map((f) => [f.name, ...cells(f)])),
-    '\ntime below weft\'s code (native bindings, node:* internals) by the nearest weft function on the stack:',
-    ...table(['weft function', 'where', ...msHeaders, 'share'], s.callers.slice(0, TOP_FILES).map((f) => [f.name, f.where, ...cells(f)])),
+    ...table(
+      ['file', ...msHeaders, 'share'],
+      s.files.slice(0, TOP_FILES).map((f) => [f.name, ...cells(f)]),
+    ),
+    "\ntime below weft's code (native bindings, node:* internals) by the nearest weft function on the stack:",
+    ...table(
+      ['weft function', 'where', ...msHeaders, 'share'],
+      s.callers.slice(0, TOP_FILES).map((f) => [f.name, f.where, ...cells(f)]),
+    ),
   ].join('\n');
 }

@@ -119,7 +119,10 @@ class Child {
   private buf = '';
   private waiters: Array<() => void> = [];
 
-  constructor(readonly name: string, readonly proc: ChildProcess) {
+  constructor(
+    readonly name: string,
+    readonly proc: ChildProcess,
+  ) {
     const on = (d: Buffer) => {
       this.buf = (this.buf + d.toString()).slice(-64 * 1024);
       for (const w of this.waiters.splice(0)) w();
@@ -172,7 +175,10 @@ class Child {
 class SourceSink {
   private readonly answers: Array<(line: string) => void> = [];
 
-  private constructor(readonly child: Child, readonly port: number) {
+  private constructor(
+    readonly child: Child,
+    readonly port: number,
+  ) {
     createInterface({ input: child.proc.stdout! }).on('line', (l) => {
       if (!l.startsWith('listening')) this.answers.shift()?.(l);
     });
@@ -222,8 +228,18 @@ interface Server {
 async function startServer(which: 'weft' | 'wisp-js', dir: string, gcPreload?: string): Promise<Server> {
   const nodeFlags = [...SERVER_FLAGS, ...(gcPreload ? ['--expose-gc', '--require', gcPreload] : [])];
   if (which === 'weft') {
-    const args = [...nodeFlags, process.env.WEFT_RELAY_BENCH_WEFT ?? weftBundle(), 'relay', '--listen', '127.0.0.1:0', '--allow-loopback', '--rate', '0',
-      '--max-streams-per-client', String(Math.max(IDLE_STREAMS, 1024) + 16)];
+    const args = [
+      ...nodeFlags,
+      process.env.WEFT_RELAY_BENCH_WEFT ?? weftBundle(),
+      'relay',
+      '--listen',
+      '127.0.0.1:0',
+      '--allow-loopback',
+      '--rate',
+      '0',
+      '--max-streams-per-client',
+      String(Math.max(IDLE_STREAMS, 1024) + 16),
+    ];
     const child = new Child('weft relay', spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
     const port = (await child.waitFor(/"port":(\d+)/))[1];
     return { name: 'weft relay', child, url: `ws://127.0.0.1:${port}/wisp/` };
@@ -326,7 +342,9 @@ const f2 = (x: number) => x.toFixed(2);
 const range = (xs: number[], fmt = f2) => (xs.length > 1 ? `${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))}` : fmt(xs[0]));
 
 async function throughputPart(dir: string, sink: SourceSink): Promise<void> {
-  console.log(`\n1. throughput — aggregate Gbit/s over ${WINDOW_MS / 1000} s after ${WARMUP_MS} ms of warm-up, 64 KiB writes; median (range) of ${RELAY_BENCH_ROUNDS} rounds`);
+  console.log(
+    `\n1. throughput — aggregate Gbit/s over ${WINDOW_MS / 1000} s after ${WARMUP_MS} ms of warm-up, 64 KiB writes; median (range) of ${RELAY_BENCH_ROUNDS} rounds`,
+  );
   const weft = await startServer('weft', dir);
   const js = await startServer('wisp-js', dir);
   const ups: WispUpstream[] = [];
@@ -336,8 +354,9 @@ async function throughputPart(dir: string, sink: SourceSink): Promise<void> {
       { server: js, up: await connectClient(js.url, 4096), key: 'js' as const },
     ];
     ups.push(...servers.map((s) => s.up));
-    const cells: Cell[] = STREAM_COUNTS.flatMap((streams) => (['download', 'upload'] as const).map((d) => ({ streams, dir: d, weft: [] as number[], js: [] as number[] })))
-      .filter((c) => !CELLS || CELLS.includes(`${c.streams}:${c.dir}`));
+    const cells: Cell[] = STREAM_COUNTS.flatMap((streams) =>
+      (['download', 'upload'] as const).map((d) => ({ streams, dir: d, weft: [] as number[], js: [] as number[] })),
+    ).filter((c) => !CELLS || CELLS.includes(`${c.streams}:${c.dir}`));
     // Warm-up (JIT, TCP buffers) on both servers.
     for (const s of servers) await throughput(s.up, sink, 4, 'download');
     for (let r = 0; r < RELAY_BENCH_ROUNDS; r++) {
@@ -351,12 +370,16 @@ async function throughputPart(dir: string, sink: SourceSink): Promise<void> {
         }
       }
     }
-    console.log(`${'streams'.padEnd(8)}${'direction'.padEnd(10)}${'weft relay'.padStart(19)}${'wisp-js server'.padStart(19)}${'weft / wisp-js'.padStart(19)}  target ≥ 1.0`);
+    console.log(
+      `${'streams'.padEnd(8)}${'direction'.padEnd(10)}${'weft relay'.padStart(19)}${'wisp-js server'.padStart(19)}${'weft / wisp-js'.padStart(19)}  target ≥ 1.0`,
+    );
     for (const c of cells) {
       const ratios = c.weft.map((w, i) => w / c.js[i]);
       const cellText = (xs: number[]) => `${f2(median(xs))} (${range(xs)})`;
       const ok = median(ratios) >= 1.0 ? 'met' : 'NOT met';
-      console.log(`${String(c.streams).padEnd(8)}${c.dir.padEnd(10)}${cellText(c.weft).padStart(19)}${cellText(c.js).padStart(19)}${cellText(ratios).padStart(19)}  ${ok}`);
+      console.log(
+        `${String(c.streams).padEnd(8)}${c.dir.padEnd(10)}${cellText(c.weft).padStart(19)}${cellText(c.js).padStart(19)}${cellText(ratios).padStart(19)}  ${ok}`,
+      );
     }
   } finally {
     for (const up of ups) up.close();
@@ -388,17 +411,20 @@ async function openIdle(run: IdleRun): Promise<void> {
   const handlers = { onConnect() {}, onData() {}, onEnd() {}, onDrain() {}, onClose: () => void run.closed++ };
   const started = performance.now();
   // In batches, so the sink's accept queue never overflows (SYN retries would only add waiting).
-  for (let opened = 0; opened < IDLE_STREAMS;) {
+  for (let opened = 0; opened < IDLE_STREAMS; ) {
     const batch = Math.min(1000, IDLE_STREAMS - opened);
     for (let i = 0; i < batch; i++) run.streams.push(up.openTcp({ ip: GATEWAY, port: sink.port }, meta, handlers));
     opened += batch;
-    if (!(await sink.waitConns(opened, 30_000))) throw new Error(`${server.name}: only ${await sink.conns()} of ${opened} streams connected (${run.closed} closed)`);
+    if (!(await sink.waitConns(opened, 30_000)))
+      throw new Error(`${server.name}: only ${await sink.conns()} of ${opened} streams connected (${run.closed} closed)`);
   }
   run.openMs = performance.now() - started;
 }
 
 async function idlePart(dir: string, sink: SourceSink): Promise<void> {
-  console.log(`\n2. idle streams — ${IDLE_STREAMS.toLocaleString('en-US')} idle TCP streams on one WebSocket; growth of the server process's RSS per stream after ${IDLE_SETTLE_MS / 1000} s idle, then after one GC the bench forces (V8 gives back the young generation it grew while the streams opened only at a GC made while allocation is low: weft relay runs one itself ~5–10 s after a burst of 1,000+ new streams goes quiet, wisp-js waits for V8's own, ~30 s or later); the target is judged after the forced GC`);
+  console.log(
+    `\n2. idle streams — ${IDLE_STREAMS.toLocaleString('en-US')} idle TCP streams on one WebSocket; growth of the server process's RSS per stream after ${IDLE_SETTLE_MS / 1000} s idle, then after one GC the bench forces (V8 gives back the young generation it grew while the streams opened only at a GC made while allocation is low: weft relay runs one itself ~5–10 s after a burst of 1,000+ new streams goes quiet, wisp-js waits for V8's own, ~30 s or later); the target is judged after the forced GC`,
+  );
   const gcPreload = join(dir, 'gc-on-signal.cjs');
   writeFileSync(gcPreload, GC_ON_SIGNAL);
   // Each server has its own sink process (one process cannot hold 2 x 10,000 sockets under the usual
@@ -410,7 +436,9 @@ async function idlePart(dir: string, sink: SourceSink): Promise<void> {
     runs.push({ server: await startServer('wisp-js', dir, gcPreload), sink: sink2, streams: [], closed: 0, before: 0, openMs: 0 });
     for (const run of runs) await openIdle(run);
     await sleep(IDLE_SETTLE_MS);
-    console.log(`${'server'.padEnd(16)}${'RSS before'.padStart(12)}${'idle'.padStart(12)}${'+ GC'.padStart(12)}${'KiB/stream'.padStart(12)}${'+ GC'.padStart(10)}${'open all'.padStart(10)}  target ≤ ${IDLE_TARGET_KIB} KiB`);
+    console.log(
+      `${'server'.padEnd(16)}${'RSS before'.padStart(12)}${'idle'.padStart(12)}${'+ GC'.padStart(12)}${'KiB/stream'.padStart(12)}${'+ GC'.padStart(10)}${'open all'.padStart(10)}  target ≤ ${IDLE_TARGET_KIB} KiB`,
+    );
     for (const run of runs) {
       const settled = run.server.child.rssKiB();
       await run.server.child.gc();
@@ -420,7 +448,9 @@ async function idlePart(dir: string, sink: SourceSink): Promise<void> {
       const per = (settled - run.before) / IDLE_STREAMS;
       const perGc = (afterGc - run.before) / IDLE_STREAMS;
       const mib = (k: number) => `${(k / 1024).toFixed(1)} MiB`;
-      console.log(`${run.server.name.padEnd(16)}${mib(run.before).padStart(12)}${mib(settled).padStart(12)}${mib(afterGc).padStart(12)}${f2(per).padStart(12)}${f2(perGc).padStart(10)}${`${(run.openMs / 1000).toFixed(1)} s`.padStart(10)}  ${perGc <= IDLE_TARGET_KIB ? 'met' : 'NOT met'}`);
+      console.log(
+        `${run.server.name.padEnd(16)}${mib(run.before).padStart(12)}${mib(settled).padStart(12)}${mib(afterGc).padStart(12)}${f2(per).padStart(12)}${f2(perGc).padStart(10)}${`${(run.openMs / 1000).toFixed(1)} s`.padStart(10)}  ${perGc <= IDLE_TARGET_KIB ? 'met' : 'NOT met'}`,
+      );
     }
   } finally {
     for (const run of runs) {
@@ -489,7 +519,9 @@ async function guestRun(label: string, upstreamArgs: string[], port: number): Pr
 }
 
 async function wholePathPart(dir: string): Promise<void> {
-  console.log(`\n3. whole path — iperf3 from a netns guest (MTU 1500) to host loopback through weft vm, Gbit/s over ${PATH_SECONDS} s; median (range) of ${PATH_ROUNDS} rounds`);
+  console.log(
+    `\n3. whole path — iperf3 from a netns guest (MTU 1500) to host loopback through weft vm, Gbit/s over ${PATH_SECONDS} s; median (range) of ${PATH_ROUNDS} rounds`,
+  );
   const why = wholePathUnavailable();
   if (why) {
     console.log(`skipped: ${why}`);

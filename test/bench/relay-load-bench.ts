@@ -88,7 +88,10 @@ class Child {
   private buf = '';
   private waiters: Array<() => void> = [];
 
-  constructor(readonly name: string, readonly proc: ChildProcess) {
+  constructor(
+    readonly name: string,
+    readonly proc: ChildProcess,
+  ) {
     if (proc.pid !== undefined) started.add(proc.pid);
     const on = (d: Buffer) => {
       this.buf = (this.buf + d.toString()).slice(-64 * 1024);
@@ -154,7 +157,12 @@ function rssKiB(pid: number): number {
 /** This machine's CPU seconds by kind, all cores (/proc/stat: user nice system idle iowait irq softirq steal). */
 function machineCpu(): number[] {
   try {
-    return readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map((n) => Number(n) / 100);
+    return readFileSync('/proc/stat', 'utf8')
+      .split('\n')[0]
+      .trim()
+      .split(/\s+/)
+      .slice(1, 9)
+      .map((n) => Number(n) / 100);
   } catch {
     return [];
   }
@@ -259,7 +267,18 @@ interface Relay {
 }
 
 async function startRelay(workers: number, gcPreload: string): Promise<Relay> {
-  const args = ['--expose-gc', '--require', gcPreload, env.WEFT_RELAY_LOAD_WEFT ?? weftBundle(), 'relay', '--listen', '127.0.0.1:0', '--workers', String(workers), ...RELAY_FLAGS];
+  const args = [
+    '--expose-gc',
+    '--require',
+    gcPreload,
+    env.WEFT_RELAY_LOAD_WEFT ?? weftBundle(),
+    'relay',
+    '--listen',
+    '127.0.0.1:0',
+    '--workers',
+    String(workers),
+    ...RELAY_FLAGS,
+  ];
   const child = new Child(`weft relay --workers ${workers}`, spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
   const port = Number((await child.waitFor(/"event":"ready".*?"port":(\d+)/, 30_000))[1]);
   const pids = [child.pid, ...(workers > 1 ? childrenOf(child.pid) : [])];
@@ -296,14 +315,17 @@ async function relayGc(r: Relay): Promise<void> {
 /** WebSocket clients the relay counts (weft_relay_clients, summed over workers). */
 function relayClients(r: Relay): Promise<number> {
   return new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port: r.port, path: '/metrics', timeout: 10_000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve([...body.matchAll(/^weft_relay_clients(?:\{[^}]*\})? (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0)));
-    }).on('error', reject).on('timeout', function (this: http.ClientRequest) {
-      this.destroy(new Error('/metrics: no answer within 10 s'));
-    });
+    http
+      .get({ host: '127.0.0.1', port: r.port, path: '/metrics', timeout: 10_000 }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve([...body.matchAll(/^weft_relay_clients(?:\{[^}]*\})? (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0)));
+      })
+      .on('error', reject)
+      .on('timeout', function (this: http.ClientRequest) {
+        this.destroy(new Error('/metrics: no answer within 10 s'));
+      });
   });
 }
 
@@ -313,11 +335,22 @@ function relayClients(r: Relay): Promise<number> {
 function buildGenerator(): string {
   const out = join(REPO_ROOT, 'dist', 'relay-load-generator.mjs');
   // node_modules/esbuild/bin/esbuild is the native binary itself once esbuild has installed.
-  execFileSync(join(REPO_ROOT, 'node_modules/esbuild/bin/esbuild'), [
-    join(REPO_ROOT, 'test/bench/relay-load-generator.ts'),
-    '--bundle', '--platform=node', '--target=node20', '--format=esm', '--log-level=warning',
-    '--external:ws', '--external:bufferutil', '--external:utf-8-validate', `--outfile=${out}`,
-  ], { cwd: REPO_ROOT, stdio: 'inherit' });
+  execFileSync(
+    join(REPO_ROOT, 'node_modules/esbuild/bin/esbuild'),
+    [
+      join(REPO_ROOT, 'test/bench/relay-load-generator.ts'),
+      '--bundle',
+      '--platform=node',
+      '--target=node20',
+      '--format=esm',
+      '--log-level=warning',
+      '--external:ws',
+      '--external:bufferutil',
+      '--external:utf-8-validate',
+      `--outfile=${out}`,
+    ],
+    { cwd: REPO_ROOT, stdio: 'inherit' },
+  );
   return out;
 }
 
@@ -338,7 +371,10 @@ class Generator {
 
   private ask<E extends GeneratorEvent>(cmd: object, timeoutMs: number): Promise<E> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${this.child.name}: no answer to ${JSON.stringify(cmd).slice(0, 80)} within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`${this.child.name}: no answer to ${JSON.stringify(cmd).slice(0, 80)} within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
       this.answers.push((e) => {
         clearTimeout(timer);
         resolve(e as E);
@@ -418,8 +454,15 @@ async function busyCell(workers: number, gcPreload: string, generatorFile: strin
   const relay = await startRelay(workers, gcPreload);
   const gens = Array.from({ length: GENERATORS }, (_, i) => Generator.start(generatorFile, i));
   try {
-    const opened = await openClients(gens, { url: relay.url, streams: STREAMS_PER_CLIENT, echoPort: echo.port!, rate: OPEN_RATE, inFlight: OPEN_IN_FLIGHT, timeoutMs: OPEN_TIMEOUT_MS }, CLIENTS);
-    if (DEBUG) console.log(`  workers ${workers}: ${opened.handshakes} clients, ${opened.streams} streams in ${(opened.ms / 1000).toFixed(1)} s${opened.firstError ? `; first error: ${opened.firstError}` : ''}`);
+    const opened = await openClients(
+      gens,
+      { url: relay.url, streams: STREAMS_PER_CLIENT, echoPort: echo.port!, rate: OPEN_RATE, inFlight: OPEN_IN_FLIGHT, timeoutMs: OPEN_TIMEOUT_MS },
+      CLIENTS,
+    );
+    if (DEBUG)
+      console.log(
+        `  workers ${workers}: ${opened.handshakes} clients, ${opened.streams} streams in ${(opened.ms / 1000).toFixed(1)} s${opened.firstError ? `; first error: ${opened.firstError}` : ''}`,
+      );
     await Promise.all(gens.map((g) => g.start()));
     await sleep(WARMUP_MS);
     const othersCpu = () => [...gens.map((g) => g.child.pid), echo.pid].reduce((n, pid) => n + cpuSecondsOf(pid), 0);
@@ -436,9 +479,16 @@ async function busyCell(workers: number, gcPreload: string, generatorFile: strin
     const stat1 = machineCpu();
     const machine1 = machineBusySeconds(stat1) - cpuSecondsOf(process.pid);
     if (DEBUG) {
-      const top = [...cpuOfAll()].map(([pid, t]): [number, number] => [pid, t - (all0.get(pid) ?? 0)]).sort((a, b) => b[1] - a[1]).slice(0, 8);
-      console.log(`  workers ${workers}: CPU s by process: ${top.map(([pid, t]) => `${pid}${relay.pids.includes(pid) ? ' (relay)' : ''} ${t.toFixed(1)}`).join(', ')}`);
-      console.log(`  workers ${workers}: machine CPU s ${['user', 'nice', 'system', 'idle', 'iowait', 'irq', 'softirq', 'steal'].map((k, i) => `${k} ${(stat1[i] - stat0[i]).toFixed(1)}`).join(', ')}`);
+      const top = [...cpuOfAll()]
+        .map(([pid, t]): [number, number] => [pid, t - (all0.get(pid) ?? 0)])
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 8);
+      console.log(
+        `  workers ${workers}: CPU s by process: ${top.map(([pid, t]) => `${pid}${relay.pids.includes(pid) ? ' (relay)' : ''} ${t.toFixed(1)}`).join(', ')}`,
+      );
+      console.log(
+        `  workers ${workers}: machine CPU s ${['user', 'nice', 'system', 'idle', 'iowait', 'irq', 'softirq', 'steal'].map((k, i) => `${k} ${(stat1[i] - stat0[i]).toFixed(1)}`).join(', ')}`,
+      );
     }
     const rss = relayRss(relay);
     const exchanges = reports.reduce((n, r) => n + r.exchanges, 0);
@@ -455,7 +505,9 @@ async function busyCell(workers: number, gcPreload: string, generatorFile: strin
       othersCpu: others1 - others0,
       foreignCpu: Math.max(0, machine1 - machine0 - (cpu1 - cpu0) - (others1 - others0)),
       errors,
-      ...(errors > 0 || opened.failed > 0 ? { note: `workers ${workers}: ${opened.failed} clients failed to open, ${errors} errors; first: ${firstError ?? opened.firstError}` } : {}),
+      ...(errors > 0 || opened.failed > 0
+        ? { note: `workers ${workers}: ${opened.failed} clients failed to open, ${errors} errors; first: ${firstError ?? opened.firstError}` }
+        : {}),
     };
   } finally {
     await Promise.all(gens.map((g) => g.close()));
@@ -484,7 +536,11 @@ async function idleCell(workers: number, gcPreload: string, generatorFile: strin
     await sleep(300);
     await relayGc(relay);
     const before = relayRss(relay);
-    const opened = await openClients(gens, { url: relay.url, streams: 0, echoPort: echo.port!, rate: OPEN_RATE, inFlight: OPEN_IN_FLIGHT, timeoutMs: OPEN_TIMEOUT_MS }, IDLE_CLIENTS);
+    const opened = await openClients(
+      gens,
+      { url: relay.url, streams: 0, echoPort: echo.port!, rate: OPEN_RATE, inFlight: OPEN_IN_FLIGHT, timeoutMs: OPEN_TIMEOUT_MS },
+      IDLE_CLIENTS,
+    );
     await sleep(HOLD_MS);
     const idle = relayRss(relay);
     await relayGc(relay);
@@ -539,9 +595,12 @@ function printTable(head: string[], rows: string[][], widths: number[]): void {
 export async function runRelayLoadBench(): Promise<void> {
   const parts = (env.WEFT_RELAY_LOAD_PARTS ?? 'busy,idle').split(',');
   const cores = availableParallelism();
-  console.log(`\nrelay-load — weft relay --workers 1 vs --workers 2 (${RELAY_FLAGS.join(' ')}), every client from its own 127.1.x.y; `
-    + `load generator (${GENERATORS} process${GENERATORS > 1 ? 'es' : ''}, raw Wisp v2 over ws), echo server and relay share this machine's ${cores} core${cores > 1 ? 's' : ''} (os.availableParallelism()); load average ${loadavg()[0].toFixed(1)} at the start`);
-  if (CLIENTS > MAX_CLIENTS || IDLE_CLIENTS > MAX_CLIENTS) throw new Error(`relay-load: at most ${MAX_CLIENTS} clients (one source address each in 127.1.0.0/16)`);
+  console.log(
+    `\nrelay-load — weft relay --workers 1 vs --workers 2 (${RELAY_FLAGS.join(' ')}), every client from its own 127.1.x.y; ` +
+      `load generator (${GENERATORS} process${GENERATORS > 1 ? 'es' : ''}, raw Wisp v2 over ws), echo server and relay share this machine's ${cores} core${cores > 1 ? 's' : ''} (os.availableParallelism()); load average ${loadavg()[0].toFixed(1)} at the start`,
+  );
+  if (CLIENTS > MAX_CLIENTS || IDLE_CLIENTS > MAX_CLIENTS)
+    throw new Error(`relay-load: at most ${MAX_CLIENTS} clients (one source address each in 127.1.0.0/16)`);
   const t0 = performance.now();
   const dir = mkdtempSync(join(tmpdir(), 'weft-relay-load-'));
   const gcPreload = join(dir, 'gc-on-signal.cjs');
@@ -563,28 +622,63 @@ export async function runRelayLoadBench(): Promise<void> {
           if (res.note) notes.push(`round ${r + 1}, ${res.note}`);
         }
       }
-      console.log(`\n1. busy clients — ${CLIENTS.toLocaleString('en-US')} WebSocket clients × ${STREAMS_PER_CLIENT} TCP streams to a loopback echo server, each stream doing 64-byte request/response exchanges one at a time; `
-        + `${SECONDS} s measured after ${WARMUP_MS / 1000} s of warm-up; median (range) of ${ROUNDS} round${ROUNDS > 1 ? 's' : ''}. `
-        + `Relay CPU s and RSS: primary and workers summed; "gen+echo CPU s": the generator and echo server over the same window; `
-        + `"other CPU s": every other process on the machine then (${cores} cores × ${SECONDS} s = ${cores * SECONDS} CPU s in all)`);
+      console.log(
+        `\n1. busy clients — ${CLIENTS.toLocaleString('en-US')} WebSocket clients × ${STREAMS_PER_CLIENT} TCP streams to a loopback echo server, each stream doing 64-byte request/response exchanges one at a time; ` +
+          `${SECONDS} s measured after ${WARMUP_MS / 1000} s of warm-up; median (range) of ${ROUNDS} round${ROUNDS > 1 ? 's' : ''}. ` +
+          `Relay CPU s and RSS: primary and workers summed; "gen+echo CPU s": the generator and echo server over the same window; ` +
+          `"other CPU s": every other process on the machine then (${cores} cores × ${SECONDS} s = ${cores * SECONDS} CPU s in all)`,
+      );
       const rows = WORKER_COUNTS.map((w) => {
         const rs = busy.get(w)!;
         return [
           String(w),
-          cell(rs.map((x) => x.held), num(0)),
-          cell(rs.map((x) => x.requestsPerSecond), num(0)),
-          cell(rs.map((x) => x.p50), num(1)),
-          cell(rs.map((x) => x.p99), num(1)),
-          cell(rs.map((x) => x.relayCpu), num(1)),
-          cell(rs.map((x) => (x.relayCpu / (x.requestsPerSecond * SECONDS)) * 1e6), num(0)),
-          cell(rs.map((x) => x.rssMiB), num(0)),
-          cell(rs.map((x) => x.othersCpu), num(1)),
-          cell(rs.map((x) => x.foreignCpu), num(1)),
+          cell(
+            rs.map((x) => x.held),
+            num(0),
+          ),
+          cell(
+            rs.map((x) => x.requestsPerSecond),
+            num(0),
+          ),
+          cell(
+            rs.map((x) => x.p50),
+            num(1),
+          ),
+          cell(
+            rs.map((x) => x.p99),
+            num(1),
+          ),
+          cell(
+            rs.map((x) => x.relayCpu),
+            num(1),
+          ),
+          cell(
+            rs.map((x) => (x.relayCpu / (x.requestsPerSecond * SECONDS)) * 1e6),
+            num(0),
+          ),
+          cell(
+            rs.map((x) => x.rssMiB),
+            num(0),
+          ),
+          cell(
+            rs.map((x) => x.othersCpu),
+            num(1),
+          ),
+          cell(
+            rs.map((x) => x.foreignCpu),
+            num(1),
+          ),
         ];
       });
-      printTable(['workers', 'held', 'requests/s', 'p50 ms', 'p99 ms', 'relay CPU s', 'CPU µs/req', 'RSS MiB', 'gen+echo CPU s', 'other CPU s'], rows, [8, 24, 27, 22, 24, 20, 17, 17, 20, 20]);
+      printTable(
+        ['workers', 'held', 'requests/s', 'p50 ms', 'p99 ms', 'relay CPU s', 'CPU µs/req', 'RSS MiB', 'gen+echo CPU s', 'other CPU s'],
+        rows,
+        [8, 24, 27, 22, 24, 20, 17, 17, 20, 20],
+      );
       const ratios = busy.get(2)!.map((x, i) => x.requestsPerSecond / busy.get(1)![i].requestsPerSecond);
-      console.log(`requests/s, workers 2 / workers 1 (within each round): ${cell(ratios, num(2))}  target ≥ ${TARGET_RATIO} on a 2-core machine: ${median(ratios) >= TARGET_RATIO ? 'met' : 'NOT met'}`);
+      console.log(
+        `requests/s, workers 2 / workers 1 (within each round): ${cell(ratios, num(2))}  target ≥ ${TARGET_RATIO} on a 2-core machine: ${median(ratios) >= TARGET_RATIO ? 'met' : 'NOT met'}`,
+      );
       for (const n of notes) console.log(`  note: ${n}`);
     }
     if (parts.includes('idle')) {
@@ -597,23 +691,59 @@ export async function runRelayLoadBench(): Promise<void> {
           if (res.note) notes.push(`round ${r + 1}, ${res.note}`);
         }
       }
-      console.log(`\n2. idle clients — ${IDLE_CLIENTS.toLocaleString('en-US')} WebSocket clients, each handshaken (Wisp v2) with no stream open, opened at ≤ ${(OPEN_RATE * GENERATORS).toLocaleString('en-US')}/s and held ${HOLD_MS / 1000} s; `
-        + `growth of the relay's total RSS (primary and workers) per client, then after a full GC in each relay process; median (range) of ${IDLE_ROUNDS} round${IDLE_ROUNDS > 1 ? 's' : ''} (WEFT_RELAY_LOAD_IDLE_ROUNDS)`);
+      console.log(
+        `\n2. idle clients — ${IDLE_CLIENTS.toLocaleString('en-US')} WebSocket clients, each handshaken (Wisp v2) with no stream open, opened at ≤ ${(OPEN_RATE * GENERATORS).toLocaleString('en-US')}/s and held ${HOLD_MS / 1000} s; ` +
+          `growth of the relay's total RSS (primary and workers) per client, then after a full GC in each relay process; median (range) of ${IDLE_ROUNDS} round${IDLE_ROUNDS > 1 ? 's' : ''} (WEFT_RELAY_LOAD_IDLE_ROUNDS)`,
+      );
       const rows = WORKER_COUNTS.map((w) => {
         const rs = idle.get(w)!;
         return [
           String(w),
           `${Math.min(...rs.map((x) => x.held)).toLocaleString('en-US')} / ${Math.min(...rs.map((x) => x.relayHeld)).toLocaleString('en-US')}`,
-          cell(rs.map((x) => x.beforeMiB), num(0)),
-          cell(rs.map((x) => x.idleMiB), num(0)),
-          cell(rs.map((x) => x.gcMiB), num(0)),
-          cell(rs.map((x) => x.perClient), num(1)),
-          cell(rs.map((x) => x.perClientGc), num(1)),
-          cell(rs.map((x) => x.openSeconds), num(1)),
-          median(rs.map((x) => x.perClientGc)) <= TARGET_KIB_PER_CLIENT && Math.min(...rs.map((x) => Math.min(x.held, x.relayHeld))) >= IDLE_CLIENTS ? 'met' : 'NOT met',
+          cell(
+            rs.map((x) => x.beforeMiB),
+            num(0),
+          ),
+          cell(
+            rs.map((x) => x.idleMiB),
+            num(0),
+          ),
+          cell(
+            rs.map((x) => x.gcMiB),
+            num(0),
+          ),
+          cell(
+            rs.map((x) => x.perClient),
+            num(1),
+          ),
+          cell(
+            rs.map((x) => x.perClientGc),
+            num(1),
+          ),
+          cell(
+            rs.map((x) => x.openSeconds),
+            num(1),
+          ),
+          median(rs.map((x) => x.perClientGc)) <= TARGET_KIB_PER_CLIENT && Math.min(...rs.map((x) => Math.min(x.held, x.relayHeld))) >= IDLE_CLIENTS
+            ? 'met'
+            : 'NOT met',
         ];
       });
-      printTable(['workers', 'held (gen / relay)', 'RSS MiB before', 'idle', '+ GC', 'KiB/client', '+ GC', 'open all s', `target ≤ ${TARGET_KIB_PER_CLIENT} KiB, all held`], rows, [8, 21, 17, 17, 17, 20, 20, 17, 30]);
+      printTable(
+        [
+          'workers',
+          'held (gen / relay)',
+          'RSS MiB before',
+          'idle',
+          '+ GC',
+          'KiB/client',
+          '+ GC',
+          'open all s',
+          `target ≤ ${TARGET_KIB_PER_CLIENT} KiB, all held`,
+        ],
+        rows,
+        [8, 21, 17, 17, 17, 20, 20, 17, 30],
+      );
       for (const n of notes) console.log(`  note: ${n}`);
     }
   } finally {

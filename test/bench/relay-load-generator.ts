@@ -176,7 +176,17 @@ function openClient(index: number, c: OpenCommand): Promise<{ ok: boolean; strea
         client.ready = true;
         if (c.streams === 0) return settle(true);
         for (let k = 1; k <= c.streams; k++) {
-          const s: Stream = { id: k, client, credit: 0, confirmed: false, closed: false, waitingForCredit: false, sentAt: 0, received: 0, packet: Buffer.from(encodeData(k, new Uint8Array(REQUEST_BYTES).fill(0x61))) };
+          const s: Stream = {
+            id: k,
+            client,
+            credit: 0,
+            confirmed: false,
+            closed: false,
+            waitingForCredit: false,
+            sentAt: 0,
+            received: 0,
+            packet: Buffer.from(encodeData(k, new Uint8Array(REQUEST_BYTES).fill(0x61))),
+          };
           client.streams.set(k, s);
           ws.send(encodeConnect(k, StreamType.TCP, c.echoPort, '127.0.0.1'));
         }
@@ -258,16 +268,21 @@ function report(): ReportEvent {
 
 async function closeAll(): Promise<void> {
   closing = true;
-  await Promise.all(clients.map((c) => new Promise<void>((resolve) => {
-    if (c.ws.readyState === WebSocket.CLOSED) return resolve();
-    c.ws.once('close', () => resolve());
-    c.ws.close(1000);
-    // A relay that never answers the close frame does not hold the bench up.
-    setTimeout(() => {
-      c.ws.terminate();
-      resolve();
-    }, 2000).unref();
-  })));
+  await Promise.all(
+    clients.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.ws.readyState === WebSocket.CLOSED) return resolve();
+          c.ws.once('close', () => resolve());
+          c.ws.close(1000);
+          // A relay that never answers the close frame does not hold the bench up.
+          setTimeout(() => {
+            c.ws.terminate();
+            resolve();
+          }, 2000).unref();
+        }),
+    ),
+  );
 }
 
 createInterface({ input: process.stdin }).on('line', (line) => {
@@ -283,10 +298,11 @@ createInterface({ input: process.stdin }).on('line', (line) => {
     markedAt = performance.now();
     reply({ ev: 'marked' });
   } else if (m.cmd === 'report') reply(report());
-  else if (m.cmd === 'close') void closeAll().then(() => {
-    reply({ ev: 'closed' });
-    process.exit(0);
-  });
+  else if (m.cmd === 'close')
+    void closeAll().then(() => {
+      reply({ ev: 'closed' });
+      process.exit(0);
+    });
 });
 // The bench gone (stdin closed): nothing will ask for more.
 process.stdin.on('end', () => process.exit(0));

@@ -30,12 +30,16 @@ const suites: Record<string, () => Promise<void>> = {
     for (const mtu of [1500, 65520]) {
       const rows = await runTcpBench(mtu);
       for (const r of rows) {
-        console.log(`${String(mtu).padEnd(6)} ${r.peer.padEnd(22)} ${fmt(r.uploadMbit / 1000, 2).padStart(7)} ${fmt(r.downloadMbit / 1000, 2).padStart(9)} ${fmt(r.cpuSeconds, 1).padStart(6)}`);
+        console.log(
+          `${String(mtu).padEnd(6)} ${r.peer.padEnd(22)} ${fmt(r.uploadMbit / 1000, 2).padStart(7)} ${fmt(r.downloadMbit / 1000, 2).padStart(9)} ${fmt(r.cpuSeconds, 1).padStart(6)}`,
+        );
       }
       for (const w of rows.filter((r) => r.peer.startsWith('weft'))) {
         for (const p of rows.filter((r) => !r.peer.startsWith('weft'))) {
           const label = `${w.peer} / ${p.peer}`;
-          console.log(`${String(mtu).padEnd(6)} ${label.padEnd(22)} ${fmt(w.uploadMbit / p.uploadMbit, 2).padStart(7)} ${fmt(w.downloadMbit / p.downloadMbit, 2).padStart(9)}`);
+          console.log(
+            `${String(mtu).padEnd(6)} ${label.padEnd(22)} ${fmt(w.uploadMbit / p.uploadMbit, 2).padStart(7)} ${fmt(w.downloadMbit / p.downloadMbit, 2).padStart(9)}`,
+          );
         }
       }
     }
@@ -67,17 +71,21 @@ const suites: Record<string, () => Promise<void>> = {
     const [weft, dnsmasq] = await runDnsBench();
     console.log(`${'peer'.padEnd(16)} ${'cached'.padStart(9)} ${'forwarded'.padStart(10)}`);
     for (const r of [weft, dnsmasq]) console.log(`${r.peer.padEnd(16)} ${fmt(r.cachedQps).padStart(9)} ${fmt(r.forwardedQps).padStart(10)}`);
-    console.log(`${'weft / dnsmasq'.padEnd(16)} ${fmt(weft.cachedQps / dnsmasq.cachedQps, 2).padStart(9)} ${fmt(weft.forwardedQps / dnsmasq.forwardedQps, 2).padStart(10)}`);
+    console.log(
+      `${'weft / dnsmasq'.padEnd(16)} ${fmt(weft.cachedQps / dnsmasq.cachedQps, 2).padStart(9)} ${fmt(weft.forwardedQps / dnsmasq.forwardedQps, 2).padStart(10)}`,
+    );
   },
   async faults() {
-    console.log('\nfaults — netns guest behind the fault wire ↔ weft vm --upstream direct: weft\'s TCP sending vs the guest kernel\'s, same faults both ways');
+    console.log("\nfaults — netns guest behind the fault wire ↔ weft vm --upstream direct: weft's TCP sending vs the guest kernel's, same faults both ways");
     const why = faultsBenchUnavailable();
     if (why) {
       console.log(`skipped: ${why}`);
       return;
     }
     // WEFT_FAULTS_CELLS=loss5,combined runs a subset; WEFT_FAULTS_SEED sets the wire's seed.
-    const cells = process.env.WEFT_FAULTS_CELLS?.split(',').map((c) => c.trim()).filter((c) => c !== '');
+    const cells = process.env.WEFT_FAULTS_CELLS?.split(',')
+      .map((c) => c.trim())
+      .filter((c) => c !== '');
     await runFaultsBench({
       bytes: Number(process.env.WEFT_FAULTS_BYTES ?? 33554432),
       rounds: Number(process.env.WEFT_BENCH_ROUNDS ?? 3),
@@ -86,7 +94,9 @@ const suites: Record<string, () => Promise<void>> = {
     });
   },
   async qemu() {
-    console.log('\nqemu — a QEMU guest through weft vm --qemu (stream) and --dgram, QEMU -netdev user and passt, side by side (MB/s; CPU s of the stack process)');
+    console.log(
+      '\nqemu — a QEMU guest through weft vm --qemu (stream) and --dgram, QEMU -netdev user and passt, side by side (MB/s; CPU s of the stack process)',
+    );
     const why = qemuBenchUnavailable();
     if (why) {
       console.log(`skipped: ${why}`);

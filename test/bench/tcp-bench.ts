@@ -79,7 +79,9 @@ function weftSetup(mtu: number, vnetHdr: boolean): Setup {
 
 function slirpSetup(mtu: number): Setup {
   return async (ns) => {
-    const child = ns.track(spawn('slirp4netns', ['--configure', `--mtu=${mtu}`, '--netns-type=path', `/var/run/netns/${ns.name}`, 'tap0'], { stdio: 'ignore' }));
+    const child = ns.track(
+      spawn('slirp4netns', ['--configure', `--mtu=${mtu}`, '--netns-type=path', `/var/run/netns/${ns.name}`, 'tap0'], { stdio: 'ignore' }),
+    );
     await waitForAddress(ns, 'tap0', '10.0.2.100', child, 'slirp4netns');
     return child;
   };
@@ -90,10 +92,31 @@ function pastaSetup(mtu: number): Setup {
     // The gateway address maps to the host's loopback (pasta's default --map-gw), as 10.0.2.2
     // does for weft --allow-host-loopback and slirp4netns. As root pasta would switch to nobody
     // and then fail to enter the namespace, hence --runas 0:0.
-    const child = ns.track(spawn('pasta', [
-      '--config-net', '-4', '-a', '10.0.2.100', '-n', '24', '-g', '10.0.2.2', '-m', String(mtu),
-      '-q', '-f', '--runas', '0:0', '--netns', `/var/run/netns/${ns.name}`, '--no-netns-quit',
-    ], { stdio: 'ignore' }));
+    const child = ns.track(
+      spawn(
+        'pasta',
+        [
+          '--config-net',
+          '-4',
+          '-a',
+          '10.0.2.100',
+          '-n',
+          '24',
+          '-g',
+          '10.0.2.2',
+          '-m',
+          String(mtu),
+          '-q',
+          '-f',
+          '--runas',
+          '0:0',
+          '--netns',
+          `/var/run/netns/${ns.name}`,
+          '--no-netns-quit',
+        ],
+        { stdio: 'ignore' },
+      ),
+    );
     await waitForAddress(ns, 'eth0', '10.0.2.100', child, 'pasta');
     return child;
   };

@@ -169,9 +169,14 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     const dir = mkdtempSync(join(tmpdir(), 'weft-demo-pcap-'));
     const file = join(dir, download.suggestedFilename());
     await download.saveAs(file);
-    const tshark = spawnSync('tshark', ['-r', file, '-Y', 'http', '-T', 'fields', '-e', 'ip.src', '-e', 'http.request.uri', '-e', 'http.response.code'], { encoding: 'utf8' });
+    const tshark = spawnSync('tshark', ['-r', file, '-Y', 'http', '-T', 'fields', '-e', 'ip.src', '-e', 'http.request.uri', '-e', 'http.response.code'], {
+      encoding: 'utf8',
+    });
     expect(tshark.status, tshark.stderr).toBe(0);
-    const lines = tshark.stdout.trim().split('\n').map((l) => l.split('\t'));
+    const lines = tshark.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split('\t'));
     expect(lines).toContainEqual(['10.0.2.15', '/page.html', '']);
     expect(lines).toContainEqual(['10.0.2.2', '', '200']);
     expect(readFileSync(file).includes(Buffer.from(PAGE_MARKER))).toBe(true);

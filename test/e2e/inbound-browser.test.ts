@@ -12,8 +12,16 @@ import { crc32, deflateSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  bootV86Snapshot, chromiumMissing, guestImageFor, launchChromium, serveStatic, v86ServeOptions,
-  type ChromiumSession, type GuestImage, type StaticServer, type V86Guest,
+  bootV86Snapshot,
+  chromiumMissing,
+  guestImageFor,
+  launchChromium,
+  serveStatic,
+  v86ServeOptions,
+  type ChromiumSession,
+  type GuestImage,
+  type StaticServer,
+  type V86Guest,
 } from './v86-harness';
 import { attachWeft, startRelay, webBundleDir, WEB_MOUNT, type RelayHandle } from './weft-page';
 
@@ -52,7 +60,12 @@ function png(): Buffer {
   ihdr.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
   const row = Buffer.concat([Buffer.from([0]), Buffer.from(Array.from({ length: width }, () => [200, 30, 60]).flat())]);
   const raw = Buffer.concat(Array.from({ length: height }, () => row));
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', deflateSync(raw)),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
 }
 
 const INDEX_HTML = `<!doctype html><title>${MARKER}</title><h1 id=m>${MARKER}</h1><img id=i src=dot.png><a href=cgi-bin/c>c</a>`;
@@ -138,7 +151,16 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     expect(await res.text()).toContain('dot.png');
     expect(relay!.proc.events.some((e) => e.event === 'published' && e.port === p.port)).toBe(true);
     await guest!.page.evaluate(() => (window as unknown as { pub: { close(): Promise<void> } }).pub.close());
-    await expect.poll(async () => fetch(p.url).then(() => 'answered', () => 'refused'), { timeout: 5000 }).toBe('refused');
+    await expect
+      .poll(
+        async () =>
+          fetch(p.url).then(
+            () => 'answered',
+            () => 'refused',
+          ),
+        { timeout: 5000 },
+      )
+      .toBe('refused');
   });
 
   it('network.fetch gets the guest’s page and its image; a port with no listener rejects at once with the refused error', async ({ skip }) => {
@@ -153,7 +175,12 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
       const t0 = performance.now();
       const refused = await net.fetch('http://guest:8001/').then(
         () => undefined,
-        (e: unknown) => ({ name: (e as Error).name, message: (e as Error).message, cause: ((e as Error).cause as { code?: string } | undefined)?.code, ms: performance.now() - t0 }),
+        (e: unknown) => ({
+          name: (e as Error).name,
+          message: (e as Error).message,
+          cause: ((e as Error).cause as { code?: string } | undefined)?.code,
+          ms: performance.now() - t0,
+        }),
       );
       return {
         status: page.status,
@@ -180,7 +207,10 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     if (skipReason || !guest) skip(skipReason ?? 'no guest');
     const g = guest!;
     // tee copies what the page sends back to it and into a FIFO that sha256sum reads.
-    const setup = await g.run(`rm -f /tmp/f /tmp/in.sha && mkfifo /tmp/f && (sha256sum < /tmp/f > /tmp/in.sha &) && (nc -l -p ${ECHO_PORT} -e tee /tmp/f > /dev/null 2>&1 &)`, 20_000);
+    const setup = await g.run(
+      `rm -f /tmp/f /tmp/in.sha && mkfifo /tmp/f && (sha256sum < /tmp/f > /tmp/in.sha &) && (nc -l -p ${ECHO_PORT} -e tee /tmp/f > /dev/null 2>&1 &)`,
+      20_000,
+    );
     expect(setup.status, setup.output).toBe(0);
     const t0 = performance.now();
     const r = await g.page.evaluate(
@@ -255,7 +285,9 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     expect(sha.output.split(/\s+/)[0]).toBe(r.sent);
   }, 240_000);
 
-  it('the preview: another tab renders the guest’s page with its relative image, streams a large file, follows a rewritten redirect, keeps a cookie, and shows 502 for a port with no listener', async ({ skip }) => {
+  it('the preview: another tab renders the guest’s page with its relative image, streams a large file, follows a rewritten redirect, keeps a cookie, and shows 502 for a port with no listener', async ({
+    skip,
+  }) => {
     if (skipReason || !guest) skip(skipReason ?? 'no guest');
     const scope = await guest!.page.evaluate(async (s) => {
       const preview = await window.weftNet.servePreview({ scope: s, serviceWorkerUrl: '/preview-sw.js' });
@@ -275,7 +307,13 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
         canvas.height = img.naturalHeight;
         const ctx = canvas.getContext('2d')!;
         ctx.drawImage(img, 0, 0);
-        return { h1: document.getElementById('m')?.textContent, width: img.naturalWidth, height: img.naturalHeight, pixel: Array.from(ctx.getImageData(1, 1, 1, 1).data), controlled: navigator.serviceWorker.controller !== null };
+        return {
+          h1: document.getElementById('m')?.textContent,
+          width: img.naturalWidth,
+          height: img.naturalHeight,
+          pixel: Array.from(ctx.getImageData(1, 1, 1, 1).data),
+          controlled: navigator.serviceWorker.controller !== null,
+        };
       });
       expect(page).toEqual({ h1: MARKER, width: 3, height: 2, pixel: [200, 30, 60, 255], controlled: true });
 

@@ -5,9 +5,19 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, type ExpectStatic } from 'vitest';
 import {
-  bootV86, bootV86Snapshot, chromiumMissing, guestImageFor, launchChromium, saveGuestState, serveStatic, stateName,
+  bootV86,
+  bootV86Snapshot,
+  chromiumMissing,
+  guestImageFor,
+  launchChromium,
+  saveGuestState,
+  serveStatic,
+  stateName,
   v86ServeOptions,
-  type ChromiumSession, type GuestImage, type StaticServer, type V86Guest,
+  type ChromiumSession,
+  type GuestImage,
+  type StaticServer,
+  type V86Guest,
 } from './v86-harness';
 
 const SUITE = 'v86 guest boots in Chromium';

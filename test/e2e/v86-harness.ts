@@ -49,9 +49,17 @@ declare global {
 // Static HTTP server
 
 const CONTENT_TYPES: Record<string, string> = {
-  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.mjs': 'text/javascript; charset=utf-8',
-  '.wasm': 'application/wasm', '.json': 'application/json', '.map': 'application/json', '.css': 'text/css',
-  '.svg': 'image/svg+xml', '.png': 'image/png', '.ico': 'image/x-icon', '.txt': 'text/plain; charset=utf-8',
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.json': 'application/json',
+  '.map': 'application/json',
+  '.css': 'text/css',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.ico': 'image/x-icon',
+  '.txt': 'text/plain; charset=utf-8',
 };
 
 export interface ServeOptions {
@@ -124,7 +132,12 @@ export async function serveStatic(options: ServeOptions): Promise<StaticServer> 
         res.writeHead(416, { 'Content-Range': `bytes */${size}` }).end();
         return;
       }
-      res.writeHead(206, { 'Content-Type': type, 'Content-Length': end - start + 1, 'Content-Range': `bytes ${start}-${end}/${size}`, 'Accept-Ranges': 'bytes' });
+      res.writeHead(206, {
+        'Content-Type': type,
+        'Content-Length': end - start + 1,
+        'Content-Range': `bytes ${start}-${end}/${size}`,
+        'Accept-Ranges': 'bytes',
+      });
     } else {
       res.writeHead(200, { 'Content-Type': type, 'Content-Length': size, 'Accept-Ranges': 'bytes' });
     }
@@ -187,7 +200,13 @@ export function loadGuestImage(dir = GUEST_DIR): GuestImage | undefined {
     return undefined;
   }
   if (!Object.values(m.files).every((f) => existsSync(join(dir, f.path)))) return undefined;
-  const digest = createHash('sha256').update(Object.values(m.files).map((f) => f.sha256).join(',')).digest('hex');
+  const digest = createHash('sha256')
+    .update(
+      Object.values(m.files)
+        .map((f) => f.sha256)
+        .join(','),
+    )
+    .digest('hex');
   return {
     dir,
     kernelPackage: `${m.packages.kernel.name} ${m.packages.kernel.version}`,
@@ -242,8 +261,13 @@ export async function launchChromium(options: { headless?: boolean; args?: strin
       executablePath: CHROMIUM_PATH,
       headless: options.headless ?? true,
       args: [
-        '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-        '--disable-sync', '--no-first-run', ...(options.args ?? []),
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+        ...(options.args ?? []),
       ],
     });
   } catch (e) {
@@ -410,7 +434,10 @@ export class SerialConsole {
 
   /** Resolves with the first match of `pattern` at or after offset `from`; rejects after `timeoutMs`. */
   waitFor(pattern: string | RegExp, timeoutMs = 60_000, from = 0): Promise<{ match: RegExpExecArray; end: number }> {
-    const re = typeof pattern === 'string' ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'g') : new RegExp(pattern.source, pattern.flags.includes('g') ? pattern.flags : `${pattern.flags}g`);
+    const re =
+      typeof pattern === 'string'
+        ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'g')
+        : new RegExp(pattern.source, pattern.flags.includes('g') ? pattern.flags : `${pattern.flags}g`);
     return new Promise((resolveMatch, reject) => {
       const check = (): boolean => {
         re.lastIndex = from;
@@ -450,7 +477,10 @@ export class V86Guest {
   /** The page's console output (v86 logs dropped frames there), the last 1000 lines. */
   readonly consoleLines: string[] = [];
 
-  constructor(readonly page: Page, readonly options: V86BootOptions) {}
+  constructor(
+    readonly page: Page,
+    readonly options: V86BootOptions,
+  ) {}
 
   /** Waits for `WEFT-BOOT-OK` (eth0 is up) and returns what it reports. */
   async waitForBoot(timeoutMs = 120_000): Promise<BootInfo> {
@@ -516,7 +546,13 @@ export class V86Guest {
 }
 
 /** Opens the v86 page in `session`, creates the emulator with `image`, and starts it. */
-export async function bootV86(session: ChromiumSession, server: StaticServer, image: GuestImage, options: V86BootOptions, imageMount = '/guest/'): Promise<V86Guest> {
+export async function bootV86(
+  session: ChromiumSession,
+  server: StaticServer,
+  image: GuestImage,
+  options: V86BootOptions,
+  imageMount = '/guest/',
+): Promise<V86Guest> {
   const page = await session.context.newPage();
   const guest = new V86Guest(page, options);
   try {
@@ -571,7 +607,12 @@ function statePrefix(options: Pick<V86BootOptions, 'nic' | 'mtu' | 'stateTag'>):
  * `guest.run('weft-dhcp')`): restored from a saved state in about a second when one exists for this
  * image, v86 version and options; otherwise booted (with `weft.dhcp=off`) and then saved for next time.
  */
-export async function bootV86Snapshot(session: ChromiumSession, server: StaticServer, image: GuestImage, options: V86BootOptions): Promise<{ guest: V86Guest; restored: boolean }> {
+export async function bootV86Snapshot(
+  session: ChromiumSession,
+  server: StaticServer,
+  image: GuestImage,
+  options: V86BootOptions,
+): Promise<{ guest: V86Guest; restored: boolean }> {
   const name = stateName(image, options);
   const file = join(image.dir, 'states', name);
   if (existsSync(file)) {

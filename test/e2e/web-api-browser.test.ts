@@ -49,7 +49,10 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
-    server = await serveStatic({ mounts: { [WEB_MOUNT]: webBundleDir() }, files: { '/index.html': '<!doctype html><meta charset="utf-8"><title>weft web API</title>' } });
+    server = await serveStatic({
+      mounts: { [WEB_MOUNT]: webBundleDir() },
+      files: { '/index.html': '<!doctype html><meta charset="utf-8"><title>weft web API</title>' },
+    });
     session = await launchChromium();
     page = await session.context.newPage();
     page.on('pageerror', (e) => pageErrors.push(e.message));
@@ -104,14 +107,17 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     await expect.poll(async () => echoReplySeqs(await framesOf('a')), { timeout: 10_000 }).toEqual([1]);
 
     // Aborted, a's frames no longer reach the stack (b would see the reply to seq 2), and nothing more reaches a.
-    const before = await page.evaluate((frames) => {
-      const { portController, ports } = window.webApi;
-      portController.abort();
-      const n = ports.a.got.length;
-      ports.a.send(frames[0]);
-      ports.b.send(frames[1]);
-      return n;
-    }, [ping(2), ping(3)]);
+    const before = await page.evaluate(
+      (frames) => {
+        const { portController, ports } = window.webApi;
+        portController.abort();
+        const n = ports.a.got.length;
+        ports.a.send(frames[0]);
+        ports.b.send(frames[1]);
+        return n;
+      },
+      [ping(2), ping(3)],
+    );
     await expect.poll(async () => echoReplySeqs(await framesOf('b')), { timeout: 10_000 }).toContain(3);
     expect((await framesOf('a')).length, 'frames reaching the detached port').toBe(before);
     expect(echoReplySeqs(await framesOf('b'))).toEqual([1, 3]);
@@ -145,7 +151,12 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
       net.addEventListener('error', (e) => codes.push(e.detail.code));
       const ready = await net.ready.then(
         () => undefined,
-        (e: unknown) => ({ isWeftError: e instanceof weft.WeftError, name: (e as Error).name, code: (e as { code?: string }).code, message: (e as Error).message }),
+        (e: unknown) => ({
+          isWeftError: e instanceof weft.WeftError,
+          name: (e as Error).name,
+          code: (e as { code?: string }).code,
+          message: (e as Error).message,
+        }),
       );
       await net.close();
       return { ready, codes };
@@ -154,4 +165,3 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     expect(r.codes).toEqual(['ERR_WEFT_START_FAILED']);
   });
 });
-

@@ -16,8 +16,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DNS_TEST_ZONE, startDnsTestServer, type DnsTestServer } from '../support/dns-test-server';
 import { expectedSha256, startHttpTestServer, type TestServer } from '../support/test-servers';
 import {
-  bootV86Snapshot, chromiumMissing, guestImageFor, launchChromium, serveStatic, v86ServeOptions,
-  type ChromiumSession, type GuestImage, type StaticServer, type V86Guest,
+  bootV86Snapshot,
+  chromiumMissing,
+  guestImageFor,
+  launchChromium,
+  serveStatic,
+  v86ServeOptions,
+  type ChromiumSession,
+  type GuestImage,
+  type StaticServer,
+  type V86Guest,
 } from './v86-harness';
 import { attachWeft, startRelay, stopWeftCapture, waitForWeftEvent, webBundleDir, weftEvents, weftStats, WEB_MOUNT, type RelayHandle } from './weft-page';
 
@@ -93,34 +101,42 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     return { guest: g, lease };
   }
 
-  it('ne2k: the guest leases 10.0.2.15 from weft (router 10.0.2.2, DNS 10.0.2.3) and downloads through the paced ring', async ({ skip }) => {
-    if (skipReason) skip(skipReason);
-    const { guest: g, lease } = await leasedGuest('ne2k', false);
-    expect(lease).toMatchObject({ ip: '10.0.2.15', router: '10.0.2.2', dns: '10.0.2.3' });
-    const leases = await weftEvents(g, 'lease');
-    expect(leases.map((e) => e.ip)).toContain('10.0.2.15');
-    // The ne2k ring holds ~10 frames: a download proves the adapter refills it without stalls or drops.
-    const n = NE2K_DOWNLOAD_BYTES;
-    const t0 = performance.now();
-    const r = await g.run(`(set -o pipefail; wget -q -O - http://10.0.2.2:${http!.port}/bytes/${n} | sha256sum)`, 90_000);
-    const s = (performance.now() - t0) / 1000;
-    expect(r.status, r.output).toBe(0);
-    expect(r.output.split(/\s+/)[0]).toBe(expectedSha256(n));
-    const st = await weftStats(g);
-    console.log(`[weft-browser] ne2k: ${n / 1048576} MiB into sha256sum in ${s.toFixed(1)} s (${(n / 1e6 / s).toFixed(2)} MB/s)`);
-    expect(st).toMatchObject({ attachmentPacing: 'ne2k-ring', attachmentDropped: 0, attachmentQueued: 0 });
-    expect(g.pageErrors).toEqual([]);
-    // An idle guest still costs CPU: close it so it does not slow the virtio guest's tests.
-    await closeGuest(g);
-  }, LEASE_TIMEOUT_MS);
+  it(
+    'ne2k: the guest leases 10.0.2.15 from weft (router 10.0.2.2, DNS 10.0.2.3) and downloads through the paced ring',
+    async ({ skip }) => {
+      if (skipReason) skip(skipReason);
+      const { guest: g, lease } = await leasedGuest('ne2k', false);
+      expect(lease).toMatchObject({ ip: '10.0.2.15', router: '10.0.2.2', dns: '10.0.2.3' });
+      const leases = await weftEvents(g, 'lease');
+      expect(leases.map((e) => e.ip)).toContain('10.0.2.15');
+      // The ne2k ring holds ~10 frames: a download proves the adapter refills it without stalls or drops.
+      const n = NE2K_DOWNLOAD_BYTES;
+      const t0 = performance.now();
+      const r = await g.run(`(set -o pipefail; wget -q -O - http://10.0.2.2:${http!.port}/bytes/${n} | sha256sum)`, 90_000);
+      const s = (performance.now() - t0) / 1000;
+      expect(r.status, r.output).toBe(0);
+      expect(r.output.split(/\s+/)[0]).toBe(expectedSha256(n));
+      const st = await weftStats(g);
+      console.log(`[weft-browser] ne2k: ${n / 1048576} MiB into sha256sum in ${s.toFixed(1)} s (${(n / 1e6 / s).toFixed(2)} MB/s)`);
+      expect(st).toMatchObject({ attachmentPacing: 'ne2k-ring', attachmentDropped: 0, attachmentQueued: 0 });
+      expect(g.pageErrors).toEqual([]);
+      // An idle guest still costs CPU: close it so it does not slow the virtio guest's tests.
+      await closeGuest(g);
+    },
+    LEASE_TIMEOUT_MS,
+  );
 
-  it('virtio: the guest leases 10.0.2.15 from weft (router 10.0.2.2, DNS 10.0.2.3)', async ({ skip }) => {
-    if (skipReason) skip(skipReason);
-    const r = await leasedGuest('virtio', true);
-    guest = r.guest;
-    expect(r.lease).toMatchObject({ ip: '10.0.2.15', router: '10.0.2.2', dns: '10.0.2.3' });
-    expect(await weftEvents(guest, 'relay')).toContainEqual(expect.objectContaining({ state: 'connected' }));
-  }, LEASE_TIMEOUT_MS);
+  it(
+    'virtio: the guest leases 10.0.2.15 from weft (router 10.0.2.2, DNS 10.0.2.3)',
+    async ({ skip }) => {
+      if (skipReason) skip(skipReason);
+      const r = await leasedGuest('virtio', true);
+      guest = r.guest;
+      expect(r.lease).toMatchObject({ ip: '10.0.2.15', router: '10.0.2.2', dns: '10.0.2.3' });
+      expect(await weftEvents(guest, 'relay')).toContainEqual(expect.objectContaining({ state: 'connected' }));
+    },
+    LEASE_TIMEOUT_MS,
+  );
 
   it('nslookup of a test-zone name resolves through weft DNS and the relay; a page record resolves locally', async ({ skip }) => {
     if (skipReason || !guest) skip(skipReason ?? 'no leased guest');
@@ -143,7 +159,9 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     try {
       const file = join(dir, 'capture.pcap');
       writeFileSync(file, pcap);
-      const tshark = spawnSync('tshark', ['-r', file, '-T', 'fields', '-e', 'frame.protocols', '-e', 'dhcp.option.dhcp', '-e', 'http.request.uri'], { encoding: 'utf8' });
+      const tshark = spawnSync('tshark', ['-r', file, '-T', 'fields', '-e', 'frame.protocols', '-e', 'dhcp.option.dhcp', '-e', 'http.request.uri'], {
+        encoding: 'utf8',
+      });
       if (tshark.error) {
         console.warn(`[weft-browser] tshark unavailable (${tshark.error.message}); checked the pcap header only`);
         expect(pcap.readUInt32LE(0)).toBe(0xa1b2c3d4);
@@ -198,73 +216,84 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     expect(r.output.split(/\s+/)[0]).toBe(expectedSha256(n));
   }, 120_000);
 
-  it('a cross-origin isolated page: frames cross through the SharedArrayBuffer rings; DHCP and a 50 MB download with matching sha256', async ({ skip }) => {
-    if (skipReason) skip(skipReason);
-    // One guest at a time: the earlier one would only slow this one down.
-    if (guest) await closeGuest(guest);
-    guest = undefined;
-    const isolated = await serveStatic(v86ServeOptions(image!, { mounts: { [WEB_MOUNT]: webBundleDir() }, crossOriginIsolated: true }));
-    try {
-      const { guest: g } = await bootV86Snapshot(session!, isolated, image!, {
+  it(
+    'a cross-origin isolated page: frames cross through the SharedArrayBuffer rings; DHCP and a 50 MB download with matching sha256',
+    async ({ skip }) => {
+      if (skipReason) skip(skipReason);
+      // One guest at a time: the earlier one would only slow this one down.
+      if (guest) await closeGuest(guest);
+      guest = undefined;
+      const isolated = await serveStatic(v86ServeOptions(image!, { mounts: { [WEB_MOUNT]: webBundleDir() }, crossOriginIsolated: true }));
+      try {
+        const { guest: g } = await bootV86Snapshot(session!, isolated, image!, {
+          nic: 'virtio',
+          stateTag: 'weft',
+          beforeRun: (b) => attachWeft(b, { relayUrl: relay!.wisp, allowHostLoopback: true }),
+        });
+        guests.push(g);
+        expect(await g.page.evaluate(() => ({ isolated: window.crossOriginIsolated, path: window.weftNet.framePath }))).toEqual({
+          isolated: true,
+          path: 'sab',
+        });
+        const from = g.serial.length;
+        const dhcp = await g.run('weft-dhcp', 60_000);
+        expect(dhcp.status, dhcp.output).toBe(0);
+        expect(await g.waitForLease(5_000, from)).toMatchObject({ ip: '10.0.2.15', router: '10.0.2.2', dns: '10.0.2.3' });
+        const before = await weftStats(g);
+        const t0 = performance.now();
+        const r = await g.run(`(set -o pipefail; wget -q -O - http://10.0.2.2:${http!.port}/bytes/${DOWNLOAD_BYTES} | sha256sum)`, 150_000);
+        const s = (performance.now() - t0) / 1000;
+        const after = await weftStats(g);
+        console.log(
+          `[weft-browser] SAB rings: 50 MB download into sha256sum: ${s.toFixed(1)} s, ${(DOWNLOAD_BYTES / 1e6 / s).toFixed(2)} MB/s ` +
+            `(${after.stats.framesToPage - before.stats.framesToPage} frames to the page, ring drops ${JSON.stringify(after.stats.ringDrops)})`,
+        );
+        expect(r.status, r.output).toBe(0);
+        expect(r.output.split(/\s+/)[0]).toBe(expectedSha256(DOWNLOAD_BYTES));
+        expect(after.stats.framePath).toBe('sab');
+        expect(after.stats.framesFromPage).toBeGreaterThan(before.stats.framesFromPage);
+        expect(after).toMatchObject({ attachmentPacing: 'virtio-queue', attachmentDropped: 0, attachmentQueued: 0 });
+        expect(after.stats.segmentationOffload).toBe(true);
+        expect(meanFrameBytes(before, after), 'mean frame to the guest (bytes)').toBeGreaterThan(8000);
+        expect(g.pageErrors).toEqual([]);
+        await closeGuest(g);
+      } finally {
+        await isolated.close();
+      }
+    },
+    LEASE_TIMEOUT_MS,
+  );
+
+  it(
+    'virtio without segmentation offload: frames fit the MTU, and a 10 MB download matches its sha256',
+    async ({ skip }) => {
+      if (skipReason) skip(skipReason);
+      if (guest) await closeGuest(guest);
+      guest = undefined;
+      // The untagged state is a card that was never offered offload (as v86 boots it on its own).
+      const { guest: g } = await bootV86Snapshot(session!, server!, image!, {
         nic: 'virtio',
-        stateTag: 'weft',
-        beforeRun: (b) => attachWeft(b, { relayUrl: relay!.wisp, allowHostLoopback: true }),
+        beforeRun: (b) => attachWeft(b, { relayUrl: relay!.wisp, allowHostLoopback: true, attach: { virtioSegmentationOffload: false } }),
       });
       guests.push(g);
-      expect(await g.page.evaluate(() => ({ isolated: window.crossOriginIsolated, path: window.weftNet.framePath }))).toEqual({ isolated: true, path: 'sab' });
       const from = g.serial.length;
       const dhcp = await g.run('weft-dhcp', 60_000);
       expect(dhcp.status, dhcp.output).toBe(0);
-      expect(await g.waitForLease(5_000, from)).toMatchObject({ ip: '10.0.2.15', router: '10.0.2.2', dns: '10.0.2.3' });
+      await g.waitForLease(5_000, from);
+      const n = 10 * 1024 * 1024;
       const before = await weftStats(g);
-      const t0 = performance.now();
-      const r = await g.run(`(set -o pipefail; wget -q -O - http://10.0.2.2:${http!.port}/bytes/${DOWNLOAD_BYTES} | sha256sum)`, 150_000);
-      const s = (performance.now() - t0) / 1000;
+      const r = await g.run(`(set -o pipefail; wget -q -O - http://10.0.2.2:${http!.port}/bytes/${n} | sha256sum)`, 90_000);
       const after = await weftStats(g);
-      console.log(
-        `[weft-browser] SAB rings: 50 MB download into sha256sum: ${s.toFixed(1)} s, ${(DOWNLOAD_BYTES / 1e6 / s).toFixed(2)} MB/s ` +
-          `(${after.stats.framesToPage - before.stats.framesToPage} frames to the page, ring drops ${JSON.stringify(after.stats.ringDrops)})`,
-      );
       expect(r.status, r.output).toBe(0);
-      expect(r.output.split(/\s+/)[0]).toBe(expectedSha256(DOWNLOAD_BYTES));
-      expect(after.stats.framePath).toBe('sab');
-      expect(after.stats.framesFromPage).toBeGreaterThan(before.stats.framesFromPage);
+      expect(r.output.split(/\s+/)[0]).toBe(expectedSha256(n));
+      expect(after.stats.segmentationOffload).toBe(false);
+      expect(after.stats.framesOut - before.stats.framesOut).toBeGreaterThan(n / 1514);
       expect(after).toMatchObject({ attachmentPacing: 'virtio-queue', attachmentDropped: 0, attachmentQueued: 0 });
-      expect(after.stats.segmentationOffload).toBe(true);
-      expect(meanFrameBytes(before, after), 'mean frame to the guest (bytes)').toBeGreaterThan(8000);
       expect(g.pageErrors).toEqual([]);
       await closeGuest(g);
-    } finally {
-      await isolated.close();
-    }
-  }, LEASE_TIMEOUT_MS);
-
-  it('virtio without segmentation offload: frames fit the MTU, and a 10 MB download matches its sha256', async ({ skip }) => {
-    if (skipReason) skip(skipReason);
-    if (guest) await closeGuest(guest);
-    guest = undefined;
-    // The untagged state is a card that was never offered offload (as v86 boots it on its own).
-    const { guest: g } = await bootV86Snapshot(session!, server!, image!, {
-      nic: 'virtio',
-      beforeRun: (b) => attachWeft(b, { relayUrl: relay!.wisp, allowHostLoopback: true, attach: { virtioSegmentationOffload: false } }),
-    });
-    guests.push(g);
-    const from = g.serial.length;
-    const dhcp = await g.run('weft-dhcp', 60_000);
-    expect(dhcp.status, dhcp.output).toBe(0);
-    await g.waitForLease(5_000, from);
-    const n = 10 * 1024 * 1024;
-    const before = await weftStats(g);
-    const r = await g.run(`(set -o pipefail; wget -q -O - http://10.0.2.2:${http!.port}/bytes/${n} | sha256sum)`, 90_000);
-    const after = await weftStats(g);
-    expect(r.status, r.output).toBe(0);
-    expect(r.output.split(/\s+/)[0]).toBe(expectedSha256(n));
-    expect(after.stats.segmentationOffload).toBe(false);
-    expect(after.stats.framesOut - before.stats.framesOut).toBeGreaterThan(n / 1514);
-    expect(after).toMatchObject({ attachmentPacing: 'virtio-queue', attachmentDropped: 0, attachmentQueued: 0 });
-    expect(g.pageErrors).toEqual([]);
-    await closeGuest(g);
-  }, LEASE_TIMEOUT_MS);
+    },
+    LEASE_TIMEOUT_MS,
+  );
 });
 
 /** Mean size of the frames weft sent the guest between two stats readings. */

@@ -59,7 +59,10 @@ export async function attachWeft(guest: V86Guest, options: NetworkOptions & { ca
 }
 
 /** The events recorded so far (optionally only those of one type). */
-export async function weftEvents<T extends NetworkEvent['type']>(guest: V86Guest, type?: T): Promise<Array<Extract<NetworkEvent, { type: T }> & { at: number }>> {
+export async function weftEvents<T extends NetworkEvent['type']>(
+  guest: V86Guest,
+  type?: T,
+): Promise<Array<Extract<NetworkEvent, { type: T }> & { at: number }>> {
   const all = await guest.page.evaluate(() => window.weftEvents);
   return all.filter((e) => type === undefined || e.type === type) as Array<Extract<NetworkEvent, { type: T }> & { at: number }>;
 }

@@ -50,27 +50,41 @@ export interface Fault {
 }
 
 /** Bytes each way per fault, for the CI run. */
-export interface FaultSizes { baseline: number; loss: number; duplication: number; reordering: number; corruption: number }
+export interface FaultSizes {
+  baseline: number;
+  loss: number;
+  duplication: number;
+  reordering: number;
+  corruption: number;
+}
 
 /** The issue's faults: 5% loss; 1% duplication; 25% reordering with 10 ms delay; 0.1% corruption. */
 export function issueFaults(sizes: FaultSizes): Fault[] {
   return [
     { name: 'none (baseline)', config: {}, bytes: sizes.baseline },
     {
-      name: '5% loss', config: { loss: 0.05 }, bytes: sizes.loss,
+      name: '5% loss',
+      config: { loss: 0.05 },
+      bytes: sizes.loss,
       injected: (d) => ({ count: d.lost, trials: d.frames, p: 0.05, what: 'lost' }),
     },
     {
-      name: '1% duplication', config: { duplicate: 0.01 }, bytes: sizes.duplication,
+      name: '1% duplication',
+      config: { duplicate: 0.01 },
+      bytes: sizes.duplication,
       injected: (d) => ({ count: d.duplicated, trials: d.frames, p: 0.01, what: 'duplicated' }),
     },
     {
       // Each copy skips the delay with probability 0.25; the wire counts those that overtake a held one.
-      name: '25% reordering, 10 ms delay', config: { reorder: 0.25, delayMs: 10 }, bytes: sizes.reordering,
+      name: '25% reordering, 10 ms delay',
+      config: { reorder: 0.25, delayMs: 10 },
+      bytes: sizes.reordering,
       injected: (d) => ({ count: d.delayed, trials: d.frames, p: 0.75, what: 'delayed' }),
     },
     {
-      name: '0.1% corruption', config: { corrupt: 0.001 }, bytes: sizes.corruption,
+      name: '0.1% corruption',
+      config: { corrupt: 0.001 },
+      bytes: sizes.corruption,
       injected: (d) => ({ count: d.corrupted, trials: d.frames, p: 0.001, what: 'corrupted' }),
     },
   ];
@@ -175,7 +189,9 @@ export function describeFaultMatrix(o: FaultMatrixOptions): void {
       upstream = await o.upstream();
 
       link = await startFaultyLink({
-        dir, seed: SEED, weftArgs: [...upstream.weftArgs, '--allow-host-loopback', '--log-flows', ...(PCAP ? ['--pcap', PCAP] : [])],
+        dir,
+        seed: SEED,
+        weftArgs: [...upstream.weftArgs, '--allow-host-loopback', '--log-flows', ...(PCAP ? ['--pcap', PCAP] : [])],
       });
       ({ guestNs, weft, wire } = link);
     }, 90_000);
@@ -193,68 +209,92 @@ export function describeFaultMatrix(o: FaultMatrixOptions): void {
     for (const fault of o.faults) {
       const bytes = BYTES_OVERRIDE ?? fault.bytes;
       const timeoutMs = transferTimeoutMs(bytes);
-      it(`${fault.name}: ${bytes} bytes down and up, sha256 intact`, async () => {
-        await wire!.set(fault.config);
+      it(
+        `${fault.name}: ${bytes} bytes down and up, sha256 intact`,
+        async () => {
+          await wire!.set(fault.config);
 
-        connections++;
-        const down = await guestDownload(guestNs!, server(), bytes, timeoutMs);
-        expect(down.problem, 'download').toBeUndefined();
+          connections++;
+          const down = await guestDownload(guestNs!, server(), bytes, timeoutMs);
+          expect(down.problem, 'download').toBeUndefined();
 
-        connections++;
-        const up = await guestUpload(guestNs!, server(), bytes, `${shq(scripts.python)} ${shq(scripts.stream)} ${bytes}`, timeoutMs);
-        expect(up.problem, 'upload').toBeUndefined();
+          connections++;
+          const up = await guestUpload(guestNs!, server(), bytes, `${shq(scripts.python)} ${shq(scripts.stream)} ${bytes}`, timeoutMs);
+          expect(up.problem, 'upload').toBeUndefined();
 
-        const stats = await wire!.stats();
-        const downMBps = mbps(bytes, down.seconds);
-        const upMBps = mbps(bytes, up.seconds);
-        rows.push({ fault: fault.name, bytes, downMBps, upMBps, wire: stats });
-        console.log(`${o.path}, ${fault.name}: ${bytes / 1e6} MB down ${downMBps.toFixed(1)} MB/s, up ${upMBps.toFixed(1)} MB/s`);
-        // The fault must really have hit both directions, at its rate, or the test proves nothing.
-        if (fault.injected) {
-          expectRate('to weft', stats.toWeft, fault.injected);
-          expectRate('to guest', stats.toGuest, fault.injected);
-        }
-        if (fault.config.reorder) {
-          expect(stats.toWeft.reordered, `to weft: ${JSON.stringify(stats.toWeft)}`).toBeGreaterThan(0);
-          expect(stats.toGuest.reordered, `to guest: ${JSON.stringify(stats.toGuest)}`).toBeGreaterThan(0);
-        }
-        expect(weft.exit, 'weft is still running').toBeUndefined();
-        expect(weft.events.filter((e) => e.event === 'wisp-disconnected'), 'weft kept its upstream connection').toEqual([]);
-        expect(upstream!.problems(), 'the upstream is healthy').toEqual([]);
-      }, 2 * timeoutMs + 20_000);
+          const stats = await wire!.stats();
+          const downMBps = mbps(bytes, down.seconds);
+          const upMBps = mbps(bytes, up.seconds);
+          rows.push({ fault: fault.name, bytes, downMBps, upMBps, wire: stats });
+          console.log(`${o.path}, ${fault.name}: ${bytes / 1e6} MB down ${downMBps.toFixed(1)} MB/s, up ${upMBps.toFixed(1)} MB/s`);
+          // The fault must really have hit both directions, at its rate, or the test proves nothing.
+          if (fault.injected) {
+            expectRate('to weft', stats.toWeft, fault.injected);
+            expectRate('to guest', stats.toGuest, fault.injected);
+          }
+          if (fault.config.reorder) {
+            expect(stats.toWeft.reordered, `to weft: ${JSON.stringify(stats.toWeft)}`).toBeGreaterThan(0);
+            expect(stats.toGuest.reordered, `to guest: ${JSON.stringify(stats.toGuest)}`).toBeGreaterThan(0);
+          }
+          expect(weft.exit, 'weft is still running').toBeUndefined();
+          expect(
+            weft.events.filter((e) => e.event === 'wisp-disconnected'),
+            'weft kept its upstream connection',
+          ).toEqual([]);
+          expect(upstream!.problems(), 'the upstream is healthy').toEqual([]);
+        },
+        2 * timeoutMs + 20_000,
+      );
     }
 
-    it('flows drained, corrupted frames dropped by checksum, clean stop on SIGTERM', async () => {
-      await wire!.set({});
-      expect(weft.exit, 'weft is still running').toBeUndefined();
-      // Every guest connection closes in weft by itself (at most TIME_WAIT after its end) …
-      const drainStart = performance.now();
-      while (tcpCloses().length < connections && performance.now() - drainStart < FLOW_DRAIN_MS) {
-        await new Promise((r) => setTimeout(r, 250));
-      }
-      const vmDrainMs = performance.now() - drainStart;
-      // … and the upstream's streams with them.
-      const upstreamSummary = await upstream!.drain(connections);
-      console.log(`${o.path}: weft closed the guest's ${connections} connections ${(vmDrainMs / 1000).toFixed(1)} s after the last transfer` +
-        `${upstreamSummary ? `; ${upstreamSummary}` : ''}`);
-      expect(tcpCloses().length, `TCP flow closes logged by weft for the guest's ${connections} connections`).toBeGreaterThanOrEqual(connections);
-      expect(weft.events.filter((e) => e.event === 'wisp-disconnected'), 'weft kept its upstream connection').toEqual([]);
+    it(
+      'flows drained, corrupted frames dropped by checksum, clean stop on SIGTERM',
+      async () => {
+        await wire!.set({});
+        expect(weft.exit, 'weft is still running').toBeUndefined();
+        // Every guest connection closes in weft by itself (at most TIME_WAIT after its end) …
+        const drainStart = performance.now();
+        while (tcpCloses().length < connections && performance.now() - drainStart < FLOW_DRAIN_MS) {
+          await new Promise((r) => setTimeout(r, 250));
+        }
+        const vmDrainMs = performance.now() - drainStart;
+        // … and the upstream's streams with them.
+        const upstreamSummary = await upstream!.drain(connections);
+        console.log(
+          `${o.path}: weft closed the guest's ${connections} connections ${(vmDrainMs / 1000).toFixed(1)} s after the last transfer` +
+            `${upstreamSummary ? `; ${upstreamSummary}` : ''}`,
+        );
+        expect(tcpCloses().length, `TCP flow closes logged by weft for the guest's ${connections} connections`).toBeGreaterThanOrEqual(connections);
+        expect(
+          weft.events.filter((e) => e.event === 'wisp-disconnected'),
+          'weft kept its upstream connection',
+        ).toEqual([]);
 
-      weft.kill('SIGTERM');
-      const exit = await weft.waitForExit(5_000);
-      expect(exit.code, weft.stderr.slice(-4000)).toBe(0);
-      expect(weft.events.filter((e) => e.event === 'error' || e.event === 'warning'), 'errors or warnings logged by weft').toEqual([]);
-      expect(tcpCloses().filter((e) => e.reason === 'shutdown'), 'connections still open at SIGTERM').toEqual([]);
-      const stopped = weft.events.find((e) => e.event === 'stopped') as { counters?: { drops?: Record<string, number> }; linkDrops?: unknown } | undefined;
-      const drops = stopped?.counters?.drops ?? {};
-      console.log(`${o.path}: weft's drop counters after all faults: ${JSON.stringify(drops)}; link drops: ${JSON.stringify(stopped?.linkDrops)}`);
-      const corruptedToWeft = rows.find((r) => r.fault.includes('corruption'))?.wire.toWeft.corrupted ?? 0;
-      if (corruptedToWeft >= 20) {
-        // Most single-bit errors land in a TCP payload or header; weft must have seen them by checksum.
-        const checksumDrops = Object.entries(drops).filter(([k]) => k.includes('checksum')).reduce((n, [, v]) => n + v, 0);
-        expect(checksumDrops, JSON.stringify(drops)).toBeGreaterThan(0);
-      }
-      expect(await upstream!.stop(), 'the upstream stopped cleanly').toEqual([]);
-    }, FLOW_DRAIN_MS + 30_000);
+        weft.kill('SIGTERM');
+        const exit = await weft.waitForExit(5_000);
+        expect(exit.code, weft.stderr.slice(-4000)).toBe(0);
+        expect(
+          weft.events.filter((e) => e.event === 'error' || e.event === 'warning'),
+          'errors or warnings logged by weft',
+        ).toEqual([]);
+        expect(
+          tcpCloses().filter((e) => e.reason === 'shutdown'),
+          'connections still open at SIGTERM',
+        ).toEqual([]);
+        const stopped = weft.events.find((e) => e.event === 'stopped') as { counters?: { drops?: Record<string, number> }; linkDrops?: unknown } | undefined;
+        const drops = stopped?.counters?.drops ?? {};
+        console.log(`${o.path}: weft's drop counters after all faults: ${JSON.stringify(drops)}; link drops: ${JSON.stringify(stopped?.linkDrops)}`);
+        const corruptedToWeft = rows.find((r) => r.fault.includes('corruption'))?.wire.toWeft.corrupted ?? 0;
+        if (corruptedToWeft >= 20) {
+          // Most single-bit errors land in a TCP payload or header; weft must have seen them by checksum.
+          const checksumDrops = Object.entries(drops)
+            .filter(([k]) => k.includes('checksum'))
+            .reduce((n, [, v]) => n + v, 0);
+          expect(checksumDrops, JSON.stringify(drops)).toBeGreaterThan(0);
+        }
+        expect(await upstream!.stop(), 'the upstream stopped cleanly').toEqual([]);
+      },
+      FLOW_DRAIN_MS + 30_000,
+    );
   });
 }

@@ -37,7 +37,14 @@ import type { Netns } from './netns';
  * Probabilities in [0, 1]; delayMs with reorder = the fraction that skips the delay. Unset = 0.
  * `tailDrop` (one sender's direction only) is decided before the random faults.
  */
-export interface FaultConfig { loss?: number; duplicate?: number; corrupt?: number; reorder?: number; delayMs?: number; tailDrop?: TailDrop }
+export interface FaultConfig {
+  loss?: number;
+  duplicate?: number;
+  corrupt?: number;
+  reorder?: number;
+  delayMs?: number;
+  tailDrop?: TailDrop;
+}
 
 /**
  * Loses the tail of one TCP transfer once: the first transmission of every segment of the sender's
@@ -526,10 +533,27 @@ export class FaultWire {
   static async start(o: FaultWireOptions): Promise<FaultWire> {
     const script = join(o.dir, 'fault_wire.py');
     writeFileSync(script, PY_FAULT_WIRE);
-    const wire = new FaultWire(o.wireNs.track(spawn(pythonExecutable(), [
-      script, '--guest-netns', o.guestNs.name, '--guest-tap', o.guestTap ?? 'tap0',
-      '--wire-netns', o.wireNs.name, '--wire-dev', o.wireDev ?? 'tap0', '--seed', String(o.seed),
-    ], { stdio: ['pipe', 'pipe', 'pipe'] })));
+    const wire = new FaultWire(
+      o.wireNs.track(
+        spawn(
+          pythonExecutable(),
+          [
+            script,
+            '--guest-netns',
+            o.guestNs.name,
+            '--guest-tap',
+            o.guestTap ?? 'tap0',
+            '--wire-netns',
+            o.wireNs.name,
+            '--wire-dev',
+            o.wireDev ?? 'tap0',
+            '--seed',
+            String(o.seed),
+          ],
+          { stdio: ['pipe', 'pipe', 'pipe'] },
+        ),
+      ),
+    );
     const first = await wire.nextLine();
     if (first.event !== 'ready') throw new Error(`the fault wire said ${JSON.stringify(first)} instead of ready; stderr:\n${wire.stderr}`);
     return wire;

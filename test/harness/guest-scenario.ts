@@ -27,8 +27,15 @@ function parseLease(stdout: string): Record<string, string> {
 }
 
 const PCAP_FIELDS = [
-  'frame.number', 'dhcp.option.dhcp', 'icmp.type', 'ip.src', 'ip.dst',
-  'ip.fragment.count', 'ip.reassembled.length', 'arp.opcode', 'arp.src.proto_ipv4',
+  'frame.number',
+  'dhcp.option.dhcp',
+  'icmp.type',
+  'ip.src',
+  'ip.dst',
+  'ip.fragment.count',
+  'ip.reassembled.length',
+  'arp.opcode',
+  'arp.src.proto_ipv4',
 ] as const;
 type PcapRecord = Record<(typeof PCAP_FIELDS)[number], string>;
 
@@ -131,16 +138,31 @@ export function describeGuestOverLink(title: string, label: string, start: LinkS
       const frames = await readPcap(pcap);
       const count = (match: (f: PcapRecord) => boolean) => frames.filter(match).length;
       for (const type of ['1', '2', '3', '5']) {
-        expect(count((f) => f['dhcp.option.dhcp'] === type), `DHCP message type ${type}`).toBeGreaterThanOrEqual(1);
+        expect(
+          count((f) => f['dhcp.option.dhcp'] === type),
+          `DHCP message type ${type}`,
+        ).toBeGreaterThanOrEqual(1);
       }
       for (const ip of ['10.0.2.2', '10.0.2.3']) {
-        expect(count((f) => f['icmp.type'] === '8' && f['ip.dst'] === ip), `echo requests to ${ip}`).toBeGreaterThanOrEqual(3);
-        expect(count((f) => f['icmp.type'] === '0' && f['ip.src'] === ip), `echo replies from ${ip}`).toBeGreaterThanOrEqual(3);
+        expect(
+          count((f) => f['icmp.type'] === '8' && f['ip.dst'] === ip),
+          `echo requests to ${ip}`,
+        ).toBeGreaterThanOrEqual(3);
+        expect(
+          count((f) => f['icmp.type'] === '0' && f['ip.src'] === ip),
+          `echo replies from ${ip}`,
+        ).toBeGreaterThanOrEqual(3);
       }
       // tshark shows a reassembled datagram on its last fragment, with the fragment count.
       const big = (f: PcapRecord) => f['ip.fragment.count'] === '3' && f['ip.reassembled.length'] === '3008';
-      expect(count((f) => f['icmp.type'] === '8' && big(f)), 'reassembled echo requests').toBeGreaterThanOrEqual(2);
-      expect(count((f) => f['icmp.type'] === '0' && big(f)), 'reassembled echo replies').toBeGreaterThanOrEqual(2);
+      expect(
+        count((f) => f['icmp.type'] === '8' && big(f)),
+        'reassembled echo requests',
+      ).toBeGreaterThanOrEqual(2);
+      expect(
+        count((f) => f['icmp.type'] === '0' && big(f)),
+        'reassembled echo replies',
+      ).toBeGreaterThanOrEqual(2);
       expect(count((f) => f['arp.opcode'] === '2' && f['arp.src.proto_ipv4'] === '10.0.2.2')).toBeGreaterThanOrEqual(2);
     });
 

@@ -11,17 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  describeExec,
-  describeFds,
-  guestBash,
-  missingCommands,
-  openFdCount,
-  shq,
-  waitForFdCount,
-  writeGuestScripts,
-  type GuestScripts,
-} from './guest-tools';
+import { describeExec, describeFds, guestBash, missingCommands, openFdCount, shq, waitForFdCount, writeGuestScripts, type GuestScripts } from './guest-tools';
 import { Netns, requireRoot, UDHCPC_SCRIPT } from './netns';
 import { describeScan } from './pcap-tcp-check';
 import { assertCleanCapture } from './weft-capture';
@@ -74,175 +64,184 @@ export interface GuestTrafficOptions {
 }
 
 export function describeGuestTraffic(TITLE: string, label: string, o: GuestTrafficOptions): void {
-const BIG = envInt('WEFT_BIG_BYTES', o.bigBytes);
-const PARALLEL = envInt('WEFT_PARALLEL_CONNS', o.parallel);
-/** Generous: a floor of 60 s plus 4 MB/s for the big transfers. */
-const BIG_TIMEOUT_MS = 60_000 + Math.ceil(BIG / 4_000);
-const root = requireRoot(TITLE);
-const missing = root.ok ? missingCommands(['curl', 'socat', 'bash', 'sha256sum', 'busybox']) : [];
-if (missing.length) console.warn(`[skip] ${TITLE}: missing ${missing.join(', ')} (apt-get install ${missing.join(' ')})`);
+  const BIG = envInt('WEFT_BIG_BYTES', o.bigBytes);
+  const PARALLEL = envInt('WEFT_PARALLEL_CONNS', o.parallel);
+  /** Generous: a floor of 60 s plus 4 MB/s for the big transfers. */
+  const BIG_TIMEOUT_MS = 60_000 + Math.ceil(BIG / 4_000);
+  const root = requireRoot(TITLE);
+  const missing = root.ok ? missingCommands(['curl', 'socat', 'bash', 'sha256sum', 'busybox']) : [];
+  if (missing.length) console.warn(`[skip] ${TITLE}: missing ${missing.join(', ')} (apt-get install ${missing.join(' ')})`);
 
-describe.skipIf(!root.ok || missing.length > 0)(TITLE, () => {
-  let upstream: UpstreamUnderTest | undefined;
-  let ns: Netns | undefined;
-  let weft: WeftProcess;
-  let dir: string;
-  let scripts: GuestScripts;
-  let httpServer: TestServer;
-  let echo: TestServer;
-  let halfClose: TestServer;
-  let sendThenRead: SendThenReadServer;
-  let udpEcho: UdpEchoServer;
-  let baselineFds: number;
-  const servers: TestServer[] = [];
+  describe.skipIf(!root.ok || missing.length > 0)(TITLE, () => {
+    let upstream: UpstreamUnderTest | undefined;
+    let ns: Netns | undefined;
+    let weft: WeftProcess;
+    let dir: string;
+    let scripts: GuestScripts;
+    let httpServer: TestServer;
+    let echo: TestServer;
+    let halfClose: TestServer;
+    let sendThenRead: SendThenReadServer;
+    let udpEcho: UdpEchoServer;
+    let baselineFds: number;
+    const servers: TestServer[] = [];
 
-  const url = (port: number, path: string) => `http://${GATEWAY}:${port}${path}`;
+    const url = (port: number, path: string) => `http://${GATEWAY}:${port}${path}`;
 
-  beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'weft-direct-'));
-    scripts = writeGuestScripts(dir);
-    httpServer = await startHttpTestServer();
-    echo = await startTcpEchoServer();
-    halfClose = await startHalfCloseServer();
-    sendThenRead = await startSendThenReadServer(SEND_THEN_READ_BYTES);
-    udpEcho = await startUdpEchoServer();
-    servers.push(httpServer, echo, halfClose, sendThenRead, udpEcho);
+    beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'weft-direct-'));
+      scripts = writeGuestScripts(dir);
+      httpServer = await startHttpTestServer();
+      echo = await startTcpEchoServer();
+      halfClose = await startHalfCloseServer();
+      sendThenRead = await startSendThenReadServer(SEND_THEN_READ_BYTES);
+      udpEcho = await startUdpEchoServer();
+      servers.push(httpServer, echo, halfClose, sendThenRead, udpEcho);
 
-    upstream = await o.upstream();
-    ns = Netns.create(label);
-    weft = await ns.spawnWeftOnTap(upstream.weftArgs, 'tap0', { vnetHdr: o.vnetHdr === true });
-    const dhcp = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5'], 40_000);
-    if (dhcp.code !== 0) throw new Error(`udhcpc failed: ${describeExec(dhcp)}`);
-    baselineFds = openFdCount(weft.pid!);
-  }, 90_000);
+      upstream = await o.upstream();
+      ns = Netns.create(label);
+      weft = await ns.spawnWeftOnTap(upstream.weftArgs, 'tap0', { vnetHdr: o.vnetHdr === true });
+      const dhcp = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5'], 40_000);
+      if (dhcp.code !== 0) throw new Error(`udhcpc failed: ${describeExec(dhcp)}`);
+      baselineFds = openFdCount(weft.pid!);
+    }, 90_000);
 
-  afterAll(async () => {
-    await ns?.cleanup();
-    await upstream?.stop();
-    await Promise.all(servers.map((s) => s.close()));
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-
-  it('fetches a small page from the host through the gateway (curl)', async () => {
-    const r = await ns!.exec(['curl', '-sS', '--fail', '--max-time', '10', url(httpServer.port, '/hello')]);
-    expect(r.code, describeExec(r)).toBe(0);
-    expect(r.stdout).toBe(HELLO_TEXT);
-  });
-
-  it('echoes 1000 UDP datagrams of 1…8000 bytes intact', async () => {
-    const r = await ns!.exec([scripts.python, scripts.udpEcho, GATEWAY, String(udpEcho.port), '1000', '8000'], 120_000);
-    expect(r.code, describeExec(r)).toBe(0);
-    const result = JSON.parse(r.stdout) as { sent: number; received: number; missing: number; corrupt: number };
-    expect(result, r.stdout).toMatchObject({ sent: 1000, received: 1000, missing: 0, corrupt: 0 });
-  }, 130_000);
-
-  it('refuses a closed port at once (curl exit 7, "connection refused")', async () => {
-    const closed = await closedTcpPort();
-    const start = performance.now();
-    const r = await ns!.exec(['curl', '-sS', '--max-time', '10', url(closed, '/')], 15_000);
-    const elapsed = performance.now() - start;
-    expect(r.code, describeExec(r)).toBe(7);
-    expect(r.stderr.toLowerCase()).toMatch(/connection refused|couldn't connect/);
-    expect(elapsed).toBeLessThan(2_000);
-  });
-
-  it('half-close, guest FIN first: the reply sent after it still arrives (socat)', async () => {
-    const input = join(dir, 'half-close.in');
-    const data = deterministicBytes(300_000);
-    writeFileSync(input, data);
-    const r = await guestBash(ns!, `socat -t 30 - TCP:${GATEWAY}:${halfClose.port} < ${shq(input)}`, 40_000);
-    expect(r.code, describeExec(r)).toBe(0);
-    expect(r.stdout).toBe(`${data.length} ${sha256Hex(data)}\n`);
-  }, 45_000);
-
-  it('half-close, server FIN first: the guest still sends afterwards (socat)', async () => {
-    const input = join(dir, 'after-fin.in');
-    const output = join(dir, 'after-fin.out');
-    const data = deterministicBytes(200_000).subarray(1234);
-    writeFileSync(input, data);
-    // The child reads the socket to EOF (the server's FIN), and only then sends its file back.
-    const child = `cat > ${shq(output)}; cat ${shq(input)}`;
-    const r = await guestBash(ns!, `socat -t 30 TCP:${GATEWAY}:${sendThenRead.port} SYSTEM:${shq(child)}`, 40_000);
-    expect(r.code, describeExec(r)).toBe(0);
-    expect(sha256Hex(readFileSync(output))).toBe(expectedSha256(SEND_THEN_READ_BYTES));
-    const report = await sendThenRead.nextReport(10_000);
-    expect(report).toEqual({
-      sent: SEND_THEN_READ_BYTES,
-      received: data.length,
-      receivedAfterEnd: data.length,
-      sha256: sha256Hex(data),
-      clean: true,
+    afterAll(async () => {
+      await ns?.cleanup();
+      await upstream?.stop();
+      await Promise.all(servers.map((s) => s.close()));
+      if (dir) rmSync(dir, { recursive: true, force: true });
     });
-  }, 45_000);
 
-  it(`downloads ${BIG} bytes with curl, sha256 intact`, async () => {
-    const expected = expectedSha256(BIG);
-    const r = await guestBash(
-      ns!,
-      `curl -sS --fail --max-time ${Math.ceil(BIG_TIMEOUT_MS / 1000)} ${shq(url(httpServer.port, `/bytes/${BIG}`))} | sha256sum`,
-      BIG_TIMEOUT_MS + 5_000,
+    it('fetches a small page from the host through the gateway (curl)', async () => {
+      const r = await ns!.exec(['curl', '-sS', '--fail', '--max-time', '10', url(httpServer.port, '/hello')]);
+      expect(r.code, describeExec(r)).toBe(0);
+      expect(r.stdout).toBe(HELLO_TEXT);
+    });
+
+    it('echoes 1000 UDP datagrams of 1…8000 bytes intact', async () => {
+      const r = await ns!.exec([scripts.python, scripts.udpEcho, GATEWAY, String(udpEcho.port), '1000', '8000'], 120_000);
+      expect(r.code, describeExec(r)).toBe(0);
+      const result = JSON.parse(r.stdout) as { sent: number; received: number; missing: number; corrupt: number };
+      expect(result, r.stdout).toMatchObject({ sent: 1000, received: 1000, missing: 0, corrupt: 0 });
+    }, 130_000);
+
+    it('refuses a closed port at once (curl exit 7, "connection refused")', async () => {
+      const closed = await closedTcpPort();
+      const start = performance.now();
+      const r = await ns!.exec(['curl', '-sS', '--max-time', '10', url(closed, '/')], 15_000);
+      const elapsed = performance.now() - start;
+      expect(r.code, describeExec(r)).toBe(7);
+      expect(r.stderr.toLowerCase()).toMatch(/connection refused|couldn't connect/);
+      expect(elapsed).toBeLessThan(2_000);
+    });
+
+    it('half-close, guest FIN first: the reply sent after it still arrives (socat)', async () => {
+      const input = join(dir, 'half-close.in');
+      const data = deterministicBytes(300_000);
+      writeFileSync(input, data);
+      const r = await guestBash(ns!, `socat -t 30 - TCP:${GATEWAY}:${halfClose.port} < ${shq(input)}`, 40_000);
+      expect(r.code, describeExec(r)).toBe(0);
+      expect(r.stdout).toBe(`${data.length} ${sha256Hex(data)}\n`);
+    }, 45_000);
+
+    it('half-close, server FIN first: the guest still sends afterwards (socat)', async () => {
+      const input = join(dir, 'after-fin.in');
+      const output = join(dir, 'after-fin.out');
+      const data = deterministicBytes(200_000).subarray(1234);
+      writeFileSync(input, data);
+      // The child reads the socket to EOF (the server's FIN), and only then sends its file back.
+      const child = `cat > ${shq(output)}; cat ${shq(input)}`;
+      const r = await guestBash(ns!, `socat -t 30 TCP:${GATEWAY}:${sendThenRead.port} SYSTEM:${shq(child)}`, 40_000);
+      expect(r.code, describeExec(r)).toBe(0);
+      expect(sha256Hex(readFileSync(output))).toBe(expectedSha256(SEND_THEN_READ_BYTES));
+      const report = await sendThenRead.nextReport(10_000);
+      expect(report).toEqual({
+        sent: SEND_THEN_READ_BYTES,
+        received: data.length,
+        receivedAfterEnd: data.length,
+        sha256: sha256Hex(data),
+        clean: true,
+      });
+    }, 45_000);
+
+    it(
+      `downloads ${BIG} bytes with curl, sha256 intact`,
+      async () => {
+        const expected = expectedSha256(BIG);
+        const r = await guestBash(
+          ns!,
+          `curl -sS --fail --max-time ${Math.ceil(BIG_TIMEOUT_MS / 1000)} ${shq(url(httpServer.port, `/bytes/${BIG}`))} | sha256sum`,
+          BIG_TIMEOUT_MS + 5_000,
+        );
+        expect(r.code, describeExec(r)).toBe(0);
+        expect(r.stdout.split(' ')[0]).toBe(expected);
+      },
+      BIG_TIMEOUT_MS + 10_000,
     );
-    expect(r.code, describeExec(r)).toBe(0);
-    expect(r.stdout.split(' ')[0]).toBe(expected);
-  }, BIG_TIMEOUT_MS + 10_000);
 
-  it(`uploads ${BIG} bytes with curl -T -, sha256 intact`, async () => {
-    const r = await guestBash(
-      ns!,
-      `${shq(scripts.python)} ${shq(scripts.stream)} ${BIG} | curl -sS --fail --max-time ${Math.ceil(BIG_TIMEOUT_MS / 1000)} -T - ${shq(url(httpServer.port, '/upload'))}`,
-      BIG_TIMEOUT_MS + 5_000,
+    it(
+      `uploads ${BIG} bytes with curl -T -, sha256 intact`,
+      async () => {
+        const r = await guestBash(
+          ns!,
+          `${shq(scripts.python)} ${shq(scripts.stream)} ${BIG} | curl -sS --fail --max-time ${Math.ceil(BIG_TIMEOUT_MS / 1000)} -T - ${shq(url(httpServer.port, '/upload'))}`,
+          BIG_TIMEOUT_MS + 5_000,
+        );
+        expect(r.code, describeExec(r)).toBe(0);
+        // The generator prints the guest-side sha256 on stderr.
+        const guestSha = /^[0-9a-f]{64}$/m.exec(r.stderr)?.[0];
+        expect(guestSha, r.stderr).toBe(expectedSha256(BIG));
+        const reply = JSON.parse(r.stdout) as UploadReply;
+        expect(reply).toEqual({ sha256: guestSha, bytes: BIG });
+      },
+      BIG_TIMEOUT_MS + 10_000,
     );
-    expect(r.code, describeExec(r)).toBe(0);
-    // The generator prints the guest-side sha256 on stderr.
-    const guestSha = /^[0-9a-f]{64}$/m.exec(r.stderr)?.[0];
-    expect(guestSha, r.stderr).toBe(expectedSha256(BIG));
-    const reply = JSON.parse(r.stdout) as UploadReply;
-    expect(reply).toEqual({ sha256: guestSha, bytes: BIG });
-  }, BIG_TIMEOUT_MS + 10_000);
 
-  it.runIf(o.vnetHdr === true)('moved the bulk data in segments larger than the MTU, both ways (vnet header offload)', async () => {
-    // The guest's view of tap0: rx = frames from weft, tx = frames to weft. Plain 1500-byte
-    // frames would average under 1,514 bytes; offloaded segments are up to 64 KiB.
-    const stat = async (name: string) => Number((await ns!.exec(['cat', `/sys/class/net/tap0/statistics/${name}`])).stdout.trim());
-    const fromWeft = (await stat('rx_bytes')) / (await stat('rx_packets'));
-    const toWeft = (await stat('tx_bytes')) / (await stat('tx_packets'));
-    console.log(`average frame: weft → guest ${Math.round(fromWeft)} B, guest → weft ${Math.round(toWeft)} B`);
-    expect(fromWeft, 'average frame weft → guest').toBeGreaterThan(4000);
-    expect(toWeft, 'average frame guest → weft').toBeGreaterThan(4000);
+    it.runIf(o.vnetHdr === true)('moved the bulk data in segments larger than the MTU, both ways (vnet header offload)', async () => {
+      // The guest's view of tap0: rx = frames from weft, tx = frames to weft. Plain 1500-byte
+      // frames would average under 1,514 bytes; offloaded segments are up to 64 KiB.
+      const stat = async (name: string) => Number((await ns!.exec(['cat', `/sys/class/net/tap0/statistics/${name}`])).stdout.trim());
+      const fromWeft = (await stat('rx_bytes')) / (await stat('rx_packets'));
+      const toWeft = (await stat('tx_bytes')) / (await stat('tx_packets'));
+      console.log(`average frame: weft → guest ${Math.round(fromWeft)} B, guest → weft ${Math.round(toWeft)} B`);
+      expect(fromWeft, 'average frame weft → guest').toBeGreaterThan(4000);
+      expect(toWeft, 'average frame guest → weft').toBeGreaterThan(4000);
+    });
+
+    it(`moves 1 MiB each way on ${PARALLEL} parallel connections`, async () => {
+      const r = await ns!.exec([scripts.python, scripts.parallelEcho, GATEWAY, String(echo.port), String(PARALLEL), String(PARALLEL_BYTES)], 400_000);
+      expect(r.code, describeExec(r)).toBe(0);
+      const result = JSON.parse(r.stdout) as { conns: number; opened: number; ok: number; errors: string[] };
+      expect(result, r.stdout).toMatchObject({ conns: PARALLEL, opened: PARALLEL, ok: PARALLEL, errors: [] });
+    }, 410_000);
+
+    it.runIf(o.checkFds !== false)(
+      'closes every upstream socket afterwards (weft fd count back to its baseline)',
+      async () => {
+        const fds = await waitForFdCount(weft.pid!, baselineFds, FD_SETTLE_MS);
+        const detail = fds > baselineFds ? `:\n${describeFds(weft.pid!).join('\n')}` : '';
+        expect(fds, `weft has ${fds} fds open, ${baselineFds} before the traffic${detail}`).toBeLessThanOrEqual(baselineFds);
+      },
+      FD_SETTLE_MS + 10_000,
+    );
+
+    it('stops cleanly on SIGTERM without warnings or errors', async () => {
+      weft.kill('SIGTERM');
+      const exit = await weft.waitForExit(5_000);
+      expect(exit.code, weft.stderr.slice(-4000)).toBe(0);
+      expect(weft.events.filter((e) => e.event === 'warning' || e.event === 'error')).toEqual([]);
+    });
+
+    it('sent nothing past its FIN on any connection (its pcap, scanned)', async () => {
+      expect(weft.exit, 'weft has stopped').toBeDefined();
+      const start = performance.now();
+      const scan = await assertCleanCapture(weft);
+      console.log(`weft's capture: ${describeScan(scan)}; scanned in ${((performance.now() - start) / 1000).toFixed(1)} s`);
+      // The page, two half-closes, the download, the upload and the parallel echoes: each ends with
+      // weft's FIN, so the scan has judged each of them.
+      expect(scan.connections, describeScan(scan)).toBeGreaterThanOrEqual(PARALLEL + 5);
+      expect(scan.weftFins, describeScan(scan)).toBeGreaterThanOrEqual(PARALLEL + 5);
+    }, 120_000);
   });
-
-  it(`moves 1 MiB each way on ${PARALLEL} parallel connections`, async () => {
-    const r = await ns!.exec(
-      [scripts.python, scripts.parallelEcho, GATEWAY, String(echo.port), String(PARALLEL), String(PARALLEL_BYTES)],
-      400_000,
-    );
-    expect(r.code, describeExec(r)).toBe(0);
-    const result = JSON.parse(r.stdout) as { conns: number; opened: number; ok: number; errors: string[] };
-    expect(result, r.stdout).toMatchObject({ conns: PARALLEL, opened: PARALLEL, ok: PARALLEL, errors: [] });
-  }, 410_000);
-
-  it.runIf(o.checkFds !== false)('closes every upstream socket afterwards (weft fd count back to its baseline)', async () => {
-    const fds = await waitForFdCount(weft.pid!, baselineFds, FD_SETTLE_MS);
-    const detail = fds > baselineFds ? `:\n${describeFds(weft.pid!).join('\n')}` : '';
-    expect(fds, `weft has ${fds} fds open, ${baselineFds} before the traffic${detail}`).toBeLessThanOrEqual(baselineFds);
-  }, FD_SETTLE_MS + 10_000);
-
-  it('stops cleanly on SIGTERM without warnings or errors', async () => {
-    weft.kill('SIGTERM');
-    const exit = await weft.waitForExit(5_000);
-    expect(exit.code, weft.stderr.slice(-4000)).toBe(0);
-    expect(weft.events.filter((e) => e.event === 'warning' || e.event === 'error')).toEqual([]);
-  });
-
-  it('sent nothing past its FIN on any connection (its pcap, scanned)', async () => {
-    expect(weft.exit, 'weft has stopped').toBeDefined();
-    const start = performance.now();
-    const scan = await assertCleanCapture(weft);
-    console.log(`weft's capture: ${describeScan(scan)}; scanned in ${((performance.now() - start) / 1000).toFixed(1)} s`);
-    // The page, two half-closes, the download, the upload and the parallel echoes: each ends with
-    // weft's FIN, so the scan has judged each of them.
-    expect(scan.connections, describeScan(scan)).toBeGreaterThanOrEqual(PARALLEL + 5);
-    expect(scan.weftFins, describeScan(scan)).toBeGreaterThanOrEqual(PARALLEL + 5);
-  }, 120_000);
-});
 }

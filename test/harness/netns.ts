@@ -15,7 +15,10 @@ export const TAP_LAUNCHER = join(HARNESS_DIR, 'tap-launcher.py');
 export const DGRAM_BRIDGE = join(HARNESS_DIR, 'dgram-bridge.py');
 export const UDHCPC_SCRIPT = join(HARNESS_DIR, 'udhcpc-script.sh');
 
-export interface RootCheck { ok: boolean; reason?: string }
+export interface RootCheck {
+  ok: boolean;
+  reason?: string;
+}
 
 /** Whether this suite can create namespaces and TAPs; prints why not when it cannot. */
 export function requireRoot(suite: string): RootCheck {
@@ -164,15 +167,22 @@ export class Netns {
    * scans for bytes past weft's FIN (weft-capture.ts). Default: on under vitest, off elsewhere
    * (benchmarks measure throughput).
    */
-  async spawnWeftOnTap(
-    weftArgs: readonly string[],
-    tap = 'tap0',
-    opts: { vnetHdr?: boolean; capture?: boolean } = {},
-  ): Promise<WeftProcess> {
+  async spawnWeftOnTap(weftArgs: readonly string[], tap = 'tap0', opts: { vnetHdr?: boolean; capture?: boolean } = {}): Promise<WeftProcess> {
     const captured = (opts.capture ?? process.env.VITEST !== undefined) ? WeftCapture.forArgs(weftArgs) : undefined;
     const weft = spawnWrappedWeft('python3', [
-      TAP_LAUNCHER, '--netns', this.name, '--tap', tap, ...(opts.vnetHdr ? ['--vnet-hdr'] : []), '--',
-      process.execPath, weftBundle(), 'vm', '--tap-fd', '3', ...(opts.vnetHdr ? ['--tap-vnet-hdr'] : []),
+      TAP_LAUNCHER,
+      '--netns',
+      this.name,
+      '--tap',
+      tap,
+      ...(opts.vnetHdr ? ['--vnet-hdr'] : []),
+      '--',
+      process.execPath,
+      weftBundle(),
+      'vm',
+      '--tap-fd',
+      '3',
+      ...(opts.vnetHdr ? ['--tap-vnet-hdr'] : []),
       ...(captured?.args ?? weftArgs),
     ]);
     this.track(weft.child);
@@ -194,18 +204,26 @@ export class Netns {
   async cleanup(): Promise<void> {
     const captured = [...this.captured];
     this.captured.clear();
-    await Promise.all(captured.map(async (weft) => {
-      weft.kill('SIGTERM');
-      await weft.waitForExit(CAPTURE_STOP_MS).catch(() => undefined);
-    }));
+    await Promise.all(
+      captured.map(async (weft) => {
+        weft.kill('SIGTERM');
+        await weft.waitForExit(CAPTURE_STOP_MS).catch(() => undefined);
+      }),
+    );
     const running = [...this.processes].filter(isRunning);
     for (const p of running) killQuietly(p);
     await Promise.all(
-      running.map((p) => new Promise<void>((resolve) => {
-        if (!isRunning(p)) return resolve();
-        const t = setTimeout(resolve, 2000);
-        p.once('exit', () => { clearTimeout(t); resolve(); });
-      })),
+      running.map(
+        (p) =>
+          new Promise<void>((resolve) => {
+            if (!isRunning(p)) return resolve();
+            const t = setTimeout(resolve, 2000);
+            p.once('exit', () => {
+              clearTimeout(t);
+              resolve();
+            });
+          }),
+      ),
     );
     for (const weft of captured) {
       const report = await weft.capture!.check(weft);

@@ -89,7 +89,10 @@ export interface PcapTcpCheckOptions {
 }
 
 export class PcapFormatError extends Error {
-  constructor(readonly code: 'bad-magic' | 'bad-linktype' | 'bad-record-length', message: string) {
+  constructor(
+    readonly code: 'bad-magic' | 'bad-linktype' | 'bad-record-length',
+    message: string,
+  ) {
     super(message);
     this.name = 'PcapFormatError';
   }
@@ -295,24 +298,39 @@ export async function scanPcapFile(path: string, opts: PcapTcpCheckOptions = {})
   return checker.finish();
 }
 
-const FLAG_NAMES: Array<[number, string]> = [[SYN, 'SYN'], [FIN, 'FIN'], [RST, 'RST'], [PSH, 'PSH'], [ACK, 'ACK'], [URG, 'URG'], [ECE, 'ECE'], [CWR, 'CWR']];
+const FLAG_NAMES: Array<[number, string]> = [
+  [SYN, 'SYN'],
+  [FIN, 'FIN'],
+  [RST, 'RST'],
+  [PSH, 'PSH'],
+  [ACK, 'ACK'],
+  [URG, 'URG'],
+  [ECE, 'ECE'],
+  [CWR, 'CWR'],
+];
 
 export function formatTcpFlags(flags: number): string {
-  return FLAG_NAMES.filter(([bit]) => flags & bit).map(([, name]) => name).join(',');
+  return FLAG_NAMES.filter(([bit]) => flags & bit)
+    .map(([, name]) => name)
+    .join(',');
 }
 
 /** One line per violation, e.g. for a test failure message. */
 export function describeFinViolation(v: FinViolation): string {
   const at = (n: number) => (v.isn === undefined ? `${n}` : `${n} (relative ${seqDiff(toSeq(n), toSeq(v.isn))})`);
   const offset = seqDiff(toSeq(v.seq), toSeq(v.finSeq));
-  return `frame ${v.frame} at ${new Date(v.timeMs).toISOString()}: ${v.flow} [${v.flags}] seq ${at(v.seq)} = FIN${offset < 0 ? '' : '+'}${offset}, ` +
-    `${v.length} byte${v.length === 1 ? '' : 's'}: ${v.kind} (weft's FIN is at ${at(v.finSeq)})`;
+  return (
+    `frame ${v.frame} at ${new Date(v.timeMs).toISOString()}: ${v.flow} [${v.flags}] seq ${at(v.seq)} = FIN${offset < 0 ? '' : '+'}${offset}, ` +
+    `${v.length} byte${v.length === 1 ? '' : 's'}: ${v.kind} (weft's FIN is at ${at(v.finSeq)})`
+  );
 }
 
 /** A short account of a scan for logs and failure messages. */
 export function describeScan(s: PcapTcpScan): string {
-  return `${s.frames} frames (${(s.bytes / 1e6).toFixed(1)} MB), ${s.connections} connections (${s.connectionAttempts} attempts), ${s.weftFins} FINs from weft, ` +
+  return (
+    `${s.frames} frames (${(s.bytes / 1e6).toFixed(1)} MB), ${s.connections} connections (${s.connectionAttempts} attempts), ${s.weftFins} FINs from weft, ` +
     `${s.weftSegments} weft segments checked, ${s.violationsTotal} past a FIN` +
     (s.unreadableFromWeft ? `, ${s.unreadableFromWeft} unreadable weft frames` : '') +
-    (s.truncatedTail ? ', file cut short' : '');
+    (s.truncatedTail ? ', file cut short' : '')
+  );
 }

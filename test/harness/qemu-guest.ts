@@ -158,16 +158,25 @@ export async function chooseAccel(image: QemuGuestImage): Promise<AccelChoice> {
   } catch {
     // no cache yet, or an unreadable one: probe
   }
-  const guest = bootQemuGuest({ image, accel: 'kvm', link: { kind: 'none' }, script: 'echo WEFT-RESULT probe ok=1', timeoutMs: KVM_PROBE_TIMEOUT_MS, label: 'KVM probe' });
+  const guest = bootQemuGuest({
+    image,
+    accel: 'kvm',
+    link: { kind: 'none' },
+    script: 'echo WEFT-RESULT probe ok=1',
+    timeoutMs: KVM_PROBE_TIMEOUT_MS,
+    label: 'KVM probe',
+  });
   const run = await guest.finished;
   const seconds = (run.elapsedMs / 1000).toFixed(1);
-  const choice: AccelChoice = run.code === 0 && run.results.probe?.ok === '1'
-    ? { accel: 'kvm', reason: `a KVM probe boot finished in ${seconds} s` }
-    : {
-        accel: 'tcg',
-        reason: `a KVM probe boot ${run.timedOut ? `printed ${run.markers.length} markers and did not finish within ${KVM_PROBE_TIMEOUT_MS / 1000} s` : `exited with ${run.code ?? run.signal} after ${seconds} s`}` +
-          (run.stderr.trim() ? ` (QEMU: ${run.stderr.trim().split('\n').slice(-1)[0]})` : ''),
-      };
+  const choice: AccelChoice =
+    run.code === 0 && run.results.probe?.ok === '1'
+      ? { accel: 'kvm', reason: `a KVM probe boot finished in ${seconds} s` }
+      : {
+          accel: 'tcg',
+          reason:
+            `a KVM probe boot ${run.timedOut ? `printed ${run.markers.length} markers and did not finish within ${KVM_PROBE_TIMEOUT_MS / 1000} s` : `exited with ${run.code ?? run.signal} after ${seconds} s`}` +
+            (run.stderr.trim() ? ` (QEMU: ${run.stderr.trim().split('\n').slice(-1)[0]})` : ''),
+        };
   const cache: AccelCache = { ...choice, key, probedAt: new Date().toISOString() };
   writeFileSync(cachePath, `${JSON.stringify(cache, null, 2)}\n`);
   return choice;
@@ -194,8 +203,8 @@ export function qemuNetArgs(link: QemuLink, mac = DEFAULT_GUEST_MAC): string[] {
       netdev = `stream,id=n0,server=off,addr.type=unix,addr.path=${link.path}`;
       break;
     case 'dgram':
-      netdev = `dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=${link.qemuPort},` +
-        `remote.type=inet,remote.host=127.0.0.1,remote.port=${link.weftPort}`;
+      netdev =
+        `dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=${link.qemuPort},` + `remote.type=inet,remote.host=127.0.0.1,remote.port=${link.weftPort}`;
       break;
     case 'user':
       // libslirp inside QEMU: the guest leases 10.0.2.15, and 10.0.2.2 reaches the host's loopback.
@@ -325,7 +334,13 @@ export class QemuGuest {
   private exited = false;
   private timedOut = false;
 
-  constructor(readonly label: string, readonly accel: Accel, command: string[], private readonly dir: string, timeoutMs: number) {
+  constructor(
+    readonly label: string,
+    readonly accel: Accel,
+    command: string[],
+    private readonly dir: string,
+    timeoutMs: number,
+  ) {
     installExitHooks();
     live.add(this);
     this.child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -442,15 +457,19 @@ export class QemuGuest {
 function describeOutput(serial: string, stderr: string): string {
   const lines = serial.replace(/\r/g, '').split('\n');
   const tail = lines.slice(-QUOTED_SERIAL_LINES).join('\n');
-  return `; serial${lines.length > QUOTED_SERIAL_LINES ? ` (last ${QUOTED_SERIAL_LINES} lines)` : ''}:\n${tail}` +
-    (stderr.trim() ? `\nQEMU stderr:\n${stderr.trim()}` : '');
+  return (
+    `; serial${lines.length > QUOTED_SERIAL_LINES ? ` (last ${QUOTED_SERIAL_LINES} lines)` : ''}:\n${tail}` +
+    (stderr.trim() ? `\nQEMU stderr:\n${stderr.trim()}` : '')
+  );
 }
 
 /** One line on how a boot went, with its serial tail: for failure messages. */
 export function describeRun(run: GuestRun): string {
   const how = run.timedOut ? 'was killed at its timeout' : `exited with ${run.code ?? run.signal}`;
-  return `${run.label} (${run.accel}) ${how} after ${(run.elapsedMs / 1000).toFixed(1)} s, script rc ${run.scriptRc ?? 'none'}` +
-    describeOutput(run.serial, run.stderr);
+  return (
+    `${run.label} (${run.accel}) ${how} after ${(run.elapsedMs / 1000).toFixed(1)} s, script rc ${run.scriptRc ?? 'none'}` +
+    describeOutput(run.serial, run.stderr)
+  );
 }
 
 /** Boots the guest with `script`; QEMU runs until the guest powers off (or the timeout kills it). */
@@ -460,19 +479,34 @@ export function bootQemuGuest(opts: QemuBootOptions): QemuGuest {
   writeFileSync(scriptPath, opts.script);
   const command = [
     QEMU_BINARY,
-    '-accel', opts.accel,
+    '-accel',
+    opts.accel,
     ...(opts.accel === 'kvm' ? ['-cpu', 'host'] : []),
     ...(existsSync(QBOOT) ? ['-bios', QBOOT] : []),
-    '-m', String(opts.memoryMiB ?? DEFAULT_MEMORY_MIB),
-    '-smp', '1',
-    '-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'none', '-monitor', 'none',
-    '-serial', 'stdio',
+    '-m',
+    String(opts.memoryMiB ?? DEFAULT_MEMORY_MIB),
+    '-smp',
+    '1',
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-vga',
+    'none',
+    '-monitor',
+    'none',
+    '-serial',
+    'stdio',
     // The guest's poweroff, reboot or panic (panic=-1) all end QEMU.
     '-no-reboot',
-    '-kernel', opts.image.kernel,
-    '-initrd', opts.image.initrd,
-    '-append', opts.image.cmdline,
-    '-fw_cfg', `name=opt/weft/script,file=${scriptPath}`,
+    '-kernel',
+    opts.image.kernel,
+    '-initrd',
+    opts.image.initrd,
+    '-append',
+    opts.image.cmdline,
+    '-fw_cfg',
+    `name=opt/weft/script,file=${scriptPath}`,
     ...qemuNetArgs(opts.link, opts.mac),
   ];
   return new QemuGuest(opts.label ?? `QEMU guest (${opts.link.kind})`, opts.accel, command, dir, opts.timeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS);

@@ -17,8 +17,7 @@ export function weftBundle(): string {
   } else {
     execFileSync(
       process.execPath,
-      [join(REPO_ROOT, 'node_modules/esbuild/bin/esbuild'), 'node-host/cli.ts', '--bundle', '--platform=node',
-        '--format=esm', '--outfile=dist/weft.js'],
+      [join(REPO_ROOT, 'node_modules/esbuild/bin/esbuild'), 'node-host/cli.ts', '--bundle', '--platform=node', '--format=esm', '--outfile=dist/weft.js'],
       { cwd: REPO_ROOT, stdio: 'inherit' },
     );
   }

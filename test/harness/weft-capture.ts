@@ -48,7 +48,10 @@ export async function checkCapture(path: string, weft: WeftProcess | undefined):
   if (scan.violationsTotal > 0) {
     problems.push(
       `weft sent ${scan.violationsTotal} TCP segment(s) past its FIN (${path}):\n` +
-        scan.violations.slice(0, QUOTED_VIOLATIONS).map((v) => `  ${describeFinViolation(v)}`).join('\n') +
+        scan.violations
+          .slice(0, QUOTED_VIOLATIONS)
+          .map((v) => `  ${describeFinViolation(v)}`)
+          .join('\n') +
         (scan.violationsTotal > QUOTED_VIOLATIONS ? `\n  … and ${scan.violationsTotal - QUOTED_VIOLATIONS} more` : ''),
     );
   }

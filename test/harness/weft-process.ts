@@ -5,8 +5,14 @@ import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import type { WeftCapture } from './weft-capture';
 import { weftBundle } from './weft-bundle';
 
-export interface WeftEvent { event: string; [field: string]: unknown }
-export interface ExitInfo { code: number | null; signal: NodeJS.Signals | null }
+export interface WeftEvent {
+  event: string;
+  [field: string]: unknown;
+}
+export interface ExitInfo {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
 
 export class WeftProcess {
   readonly events: WeftEvent[] = [];

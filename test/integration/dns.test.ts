@@ -63,9 +63,12 @@ describe.skipIf(!root.ok || missing.length > 0)(TITLE, () => {
     zone = await startDnsTestServer();
     ns = Netns.create('dns');
     await ns.spawnWeftOnTap([
-      '--dns-server', `127.0.0.1:${zone.port}`,
-      '--dns-record', 'myapp.test=10.0.2.77',
-      '--dns-search', `${DNS_TEST_ZONE},weft.internal`,
+      '--dns-server',
+      `127.0.0.1:${zone.port}`,
+      '--dns-record',
+      'myapp.test=10.0.2.77',
+      '--dns-search',
+      `${DNS_TEST_ZONE},weft.internal`,
     ]);
     const dhcp = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5'], 40_000);
     if (dhcp.code !== 0) throw new Error(`udhcpc failed: ${describeExec(dhcp)}`);
@@ -111,7 +114,11 @@ describe.skipIf(!root.ok || missing.length > 0)(TITLE, () => {
   });
 
   it('preserves the query ID and answers local names itself', async () => {
-    for (const [name, ip] of [['gateway.weft.internal', '10.0.2.2'], ['host.weft.internal', '10.0.2.2'], ['myapp.test', '10.0.2.77']]) {
+    for (const [name, ip] of [
+      ['gateway.weft.internal', '10.0.2.2'],
+      ['host.weft.internal', '10.0.2.2'],
+      ['myapp.test', '10.0.2.77'],
+    ]) {
       const res = await dig(['+short', name, 'A']);
       expect(res.stdout.trim(), name).toBe(ip);
     }

@@ -47,12 +47,14 @@ async function relayUpstream(): Promise<FaultUpstream> {
       const closes = streamCloses();
       const reasons: Record<string, number> = {};
       for (const e of closes) reasons[String(e.reason)] = (reasons[String(e.reason)] ?? 0) + 1;
-      const summary = `weft relay: ${total.tcp} TCP streams (${connections} guest connections), ${open.tcp} open after ` +
+      const summary =
+        `weft relay: ${total.tcp} TCP streams (${connections} guest connections), ${open.tcp} open after ` +
         `${((performance.now() - start) / 1000).toFixed(1)} s, ${closes.length} stream-close lines ${JSON.stringify(reasons)}, ` +
         `${((m.get('weft_relay_bytes_total{direction="upload"}') ?? 0) / 1e6).toFixed(0)} MB up / ` +
         `${((m.get('weft_relay_bytes_total{direction="download"}') ?? 0) / 1e6).toFixed(0)} MB down`;
       const wrong: string[] = [];
-      if (open.tcp !== 0 || open.udp !== 0) wrong.push(`streams still open ${RELAY_DRAIN_MS / 1000} s after weft closed the connections: ${JSON.stringify(open)}`);
+      if (open.tcp !== 0 || open.udp !== 0)
+        wrong.push(`streams still open ${RELAY_DRAIN_MS / 1000} s after weft closed the connections: ${JSON.stringify(open)}`);
       if (total.tcp !== connections || total.udp !== 0) wrong.push(`one TCP stream per guest connection expected: ${JSON.stringify(total)}`);
       if (closes.length !== total.tcp + total.udp) wrong.push(`stream-close lines ${closes.length} ≠ streams ${total.tcp + total.udp}`);
       if (wrong.length > 0) throw new Error(`${wrong.join('; ')}\n${summary}`);

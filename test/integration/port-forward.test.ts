@@ -51,11 +51,14 @@ describe.skipIf(!root.ok)(TITLE, () => {
     const dhcp = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5'], 40_000);
     if (dhcp.code !== 0) throw new Error(`udhcpc failed: ${describeExec(dhcp)}`);
     // A guest UDP server that answers each datagram with "echo:" and the datagram, to its sender.
-    const udpEcho = 'import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(("0.0.0.0", 7002))\nwhile True:\n    d, a = s.recvfrom(65535)\n    s.sendto(b"echo:" + d, a)\n';
+    const udpEcho =
+      'import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(("0.0.0.0", 7002))\nwhile True:\n    d, a = s.recvfrom(65535)\n    s.sendto(b"echo:" + d, a)\n';
     ns.track((await import('node:child_process')).spawn('ip', ['netns', 'exec', ns.name, 'python3', '-c', udpEcho], { stdio: 'ignore' }));
     // A guest server that echoes the sha256 of what it received, after the client's FIN.
     const server = ns.track(
-      (await import('node:child_process')).spawn('ip', ['netns', 'exec', ns.name, 'socat', 'TCP-LISTEN:7000,reuseaddr,fork', 'SYSTEM:sha256sum'], { stdio: 'ignore' }),
+      (await import('node:child_process')).spawn('ip', ['netns', 'exec', ns.name, 'socat', 'TCP-LISTEN:7000,reuseaddr,fork', 'SYSTEM:sha256sum'], {
+        stdio: 'ignore',
+      }),
     );
     for (let i = 0; i < 50 && server.exitCode === null; i++) {
       if ((await ns.exec(['sh', '-c', 'ss -ltn | grep -q ":7000 "'])).code === 0) return;

@@ -25,15 +25,33 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shq } from '../harness/guest-tools';
 import type { PcapTcpScan } from '../harness/pcap-tcp-check';
 import {
-  bootQemuGuest, chooseAccel, cleanupOnExit, DEFAULT_GUEST_MAC, describeRun, killAllQemuGuests, qemuGuestImageFor, qemuMissing,
-  type AccelChoice, type GuestRun, type QemuGuest, type QemuGuestImage, type QemuLink,
+  bootQemuGuest,
+  chooseAccel,
+  cleanupOnExit,
+  DEFAULT_GUEST_MAC,
+  describeRun,
+  killAllQemuGuests,
+  qemuGuestImageFor,
+  qemuMissing,
+  type AccelChoice,
+  type GuestRun,
+  type QemuGuest,
+  type QemuGuestImage,
+  type QemuLink,
 } from '../harness/qemu-guest';
 import { assertCleanCapture, CAPTURE_SNAPLEN, WeftCapture } from '../harness/weft-capture';
 import { spawnWeft, type WeftProcess } from '../harness/weft-process';
 import { DNS_TEST_ZONE, startDnsTestServer, type DnsTestServer } from '../support/dns-test-server';
 import {
-  closedTcpPort, deterministicBytes, expectedSha256, freeUdpPorts, HELLO_TEXT, sha256Hex, startHalfCloseServer,
-  startHttpTestServer, type TestServer,
+  closedTcpPort,
+  deterministicBytes,
+  expectedSha256,
+  freeUdpPorts,
+  HELLO_TEXT,
+  sha256Hex,
+  startHalfCloseServer,
+  startHttpTestServer,
+  type TestServer,
 } from '../support/test-servers';
 
 const SUITE = 'weft vm with a QEMU guest';
@@ -112,7 +130,9 @@ forward_serve() { # nc -l: sends the first FORWARD_BYTES of /tmp/d, then keeps w
 `;
 
 function guestScript(vars: Record<string, string | number>, body: string): string {
-  const assignments = Object.entries(vars).map(([k, v]) => `${k}=${shq(String(v))}`).join('\n');
+  const assignments = Object.entries(vars)
+    .map(([k, v]) => `${k}=${shq(String(v))}`)
+    .join('\n');
   return `${assignments}\n${GUEST_FUNCTIONS}\n${body.trim()}\n`;
 }
 
@@ -187,10 +207,12 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
 
   afterAll(async () => {
     killAllQemuGuests();
-    await Promise.all(wefts.map(async (w) => {
-      w.kill('SIGTERM');
-      await w.waitForExit(5_000).catch(() => w.kill('SIGKILL'));
-    }));
+    await Promise.all(
+      wefts.map(async (w) => {
+        w.kill('SIGTERM');
+        await w.waitForExit(5_000).catch(() => w.kill('SIGKILL'));
+      }),
+    );
     await http?.close();
     await upload?.close();
     await dns?.close();
@@ -214,8 +236,17 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     }
     const pcap = join(dir, 'weft.pcap');
     const weft = spawnWeft([
-      'vm', ...linkArgs, '--allow-host-loopback', '--dns-server', `127.0.0.1:${dns!.port}`,
-      '--dns-record', `${DNS_RECORD.name}=${DNS_RECORD.ip}`, '--pcap', pcap, '--pcap-snaplen', String(CAPTURE_SNAPLEN),
+      'vm',
+      ...linkArgs,
+      '--allow-host-loopback',
+      '--dns-server',
+      `127.0.0.1:${dns!.port}`,
+      '--dns-record',
+      `${DNS_RECORD.name}=${DNS_RECORD.ip}`,
+      '--pcap',
+      pcap,
+      '--pcap-snaplen',
+      String(CAPTURE_SNAPLEN),
       ...extraArgs,
     ]);
     weft.capture = WeftCapture.ofFile(pcap);
@@ -240,7 +271,9 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
   /** Waits for the boot and checks that the script ran to its end; logs the timings. */
   async function finish(guest: QemuGuest): Promise<GuestRun> {
     const run = await guest.finished;
-    console.log(`[qemu] ${run.label} (${run.accel}): script started ${((run.bootMs ?? NaN) / 1000).toFixed(1)} s after launch, QEMU exited after ${(run.elapsedMs / 1000).toFixed(1)} s`);
+    console.log(
+      `[qemu] ${run.label} (${run.accel}): script started ${((run.bootMs ?? NaN) / 1000).toFixed(1)} s after launch, QEMU exited after ${(run.elapsedMs / 1000).toFixed(1)} s`,
+    );
     expect(run.scriptRc, describeRun(run)).toBe(0);
     expect(run.code, describeRun(run)).toBe(0);
     return run;
@@ -295,24 +328,38 @@ forward_serve
 `,
         );
         const guest = boot(`${kind} boot 1`, link, script);
-        const forward = guest.waitForMarker('READY', (m) => m.name === 'forward', BOOT_TIMEOUT_MS)
+        const forward = guest
+          .waitForMarker('READY', (m) => m.name === 'forward', BOOT_TIMEOUT_MS)
           .then(() => forwardExchange(forwardPort, FORWARD_HOST_DATA))
-          .then((received) => ({ received }), (e: Error) => ({ error: e.message }));
+          .then(
+            (received) => ({ received }),
+            (e: Error) => ({ error: e.message }),
+          );
         const run = await finish(guest);
         return { run, forward: await forward };
       });
 
-      it('leases 10.0.2.15 with router 10.0.2.2, DNS 10.0.2.3 and MTU 1500 to udhcpc at boot', async ({ skip }) => {
-        if (skipReason) skip(skipReason);
-        const { run } = await firstBoot();
-        expect(run.lease, describeRun(run)).toMatchObject({
-          event: 'bound', ip: '10.0.2.15', mask: '24', router: '10.0.2.2', dns: '10.0.2.3', domain: 'weft.internal', mtu: '1500',
-        });
-        expect(resultOf(run, 'link')).toEqual({ mtu: '1500', addr: '10.0.2.15/24', via: '10.0.2.2' });
-        const { weft } = await firstWeft();
-        const lease = await weft.waitForEvent('lease', (e) => e.ip === '10.0.2.15');
-        expect(lease.mac).toBe(DEFAULT_GUEST_MAC);
-      }, BOOT_TIMEOUT_MS + 30_000);
+      it(
+        'leases 10.0.2.15 with router 10.0.2.2, DNS 10.0.2.3 and MTU 1500 to udhcpc at boot',
+        async ({ skip }) => {
+          if (skipReason) skip(skipReason);
+          const { run } = await firstBoot();
+          expect(run.lease, describeRun(run)).toMatchObject({
+            event: 'bound',
+            ip: '10.0.2.15',
+            mask: '24',
+            router: '10.0.2.2',
+            dns: '10.0.2.3',
+            domain: 'weft.internal',
+            mtu: '1500',
+          });
+          expect(resultOf(run, 'link')).toEqual({ mtu: '1500', addr: '10.0.2.15/24', via: '10.0.2.2' });
+          const { weft } = await firstWeft();
+          const lease = await weft.waitForEvent('lease', (e) => e.ip === '10.0.2.15');
+          expect(lease.mac).toBe(DEFAULT_GUEST_MAC);
+        },
+        BOOT_TIMEOUT_MS + 30_000,
+      );
 
       it('answers ping for the gateway and the DNS address, and a 3000-byte ping fragmented both ways', async ({ skip }) => {
         if (skipReason) skip(skipReason);
@@ -322,7 +369,7 @@ forward_serve
         expect(resultOf(run, 'ping-fragmented')).toMatchObject({ rc: '0', replies: '2', bytes: '3008' });
       });
 
-      it('resolves weft\'s own names, a --dns-record, a forwarded name and an NXDOMAIN, and fetches a URL by name', async ({ skip }) => {
+      it("resolves weft's own names, a --dns-record, a forwarded name and an NXDOMAIN, and fetches a URL by name", async ({ skip }) => {
         if (skipReason) skip(skipReason);
         const { run } = await firstBoot();
         expect(resultOf(run, 'dns-gateway')).toMatchObject({ rc: '0', addrs: '10.0.2.2' });
@@ -358,43 +405,54 @@ forward_serve
       /** A guest after a reboot: the same lease, ping and a request. */
       async function expectRebootWorks(label: string): Promise<void> {
         const { link } = await firstWeft();
-        const script = guestScript({ HTTP_PORT: http!.port }, `
+        const script = guestScript(
+          { HTTP_PORT: http!.port },
+          `
 link_check
 ping_check ping-gateway 10.0.2.2 56 3
 http_get hello "http://10.0.2.2:$HTTP_PORT/hello"
-`);
+`,
+        );
         const run = await finish(boot(label, link, script));
         expect(run.lease, describeRun(run)).toMatchObject({ ip: '10.0.2.15', router: '10.0.2.2', dns: '10.0.2.3', mtu: '1500' });
         expect(resultOf(run, 'ping-gateway')).toMatchObject({ rc: '0', replies: '3' });
         expect(resultOf(run, 'hello')).toMatchObject({ rc: '0', sha256: sha256Hex(HELLO_TEXT) });
       }
 
-      it('serves a second QEMU on the same link after the first powered off (a reboot)', async ({ skip }) => {
-        if (skipReason) skip(skipReason);
-        await firstBoot();
-        await expectRebootWorks(`${kind} boot 2 (reboot)`);
-        const { weft } = await firstWeft();
-        if (kind === 'stream') expect(weft.events.filter((e) => e.event === 'client-connected')).toHaveLength(2);
-        expect(weft.events.filter((e) => e.event === 'lease' && e.ip === '10.0.2.15').length).toBeGreaterThanOrEqual(2);
-      }, BOOT_TIMEOUT_MS + 30_000);
+      it(
+        'serves a second QEMU on the same link after the first powered off (a reboot)',
+        async ({ skip }) => {
+          if (skipReason) skip(skipReason);
+          await firstBoot();
+          await expectRebootWorks(`${kind} boot 2 (reboot)`);
+          const { weft } = await firstWeft();
+          if (kind === 'stream') expect(weft.events.filter((e) => e.event === 'client-connected')).toHaveLength(2);
+          expect(weft.events.filter((e) => e.event === 'lease' && e.ip === '10.0.2.15').length).toBeGreaterThanOrEqual(2);
+        },
+        BOOT_TIMEOUT_MS + 30_000,
+      );
 
-      it('serves a new QEMU after the last one lost power in the middle of a download', async ({ skip }) => {
-        if (skipReason) skip(skipReason);
-        await firstBoot();
-        const { weft, link } = await firstWeft();
-        const seen = weft.events.length;
-        const script = guestScript({ HTTP_PORT: http!.port }, `wget -q -O /dev/null "http://10.0.2.2:$HTTP_PORT/bytes/${POWER_CUT_DOWNLOAD_BYTES}"`);
-        const doomed = boot(`${kind} boot 3 (power cut)`, link, script);
-        // The download is under way once weft has connected upstream for it; let it run a little.
-        await weft.waitForEvent('upstream-tcp-connect', (e) => weft.events.indexOf(e) >= seen, BOOT_TIMEOUT_MS);
-        await new Promise((r) => setTimeout(r, POWER_CUT_AFTER_MS));
-        doomed.kill();
-        const cut = await doomed.finished;
-        expect(cut.signal, describeRun(cut)).toBe('SIGKILL');
-        expect(cut.scriptRc, 'the download was still running').toBeUndefined();
-        // weft still holds the dead guest's connection; the new guest resets it when weft retransmits.
-        await expectRebootWorks(`${kind} boot 4 (after the power cut)`);
-      }, BOOT_TIMEOUT_MS + 30_000);
+      it(
+        'serves a new QEMU after the last one lost power in the middle of a download',
+        async ({ skip }) => {
+          if (skipReason) skip(skipReason);
+          await firstBoot();
+          const { weft, link } = await firstWeft();
+          const seen = weft.events.length;
+          const script = guestScript({ HTTP_PORT: http!.port }, `wget -q -O /dev/null "http://10.0.2.2:$HTTP_PORT/bytes/${POWER_CUT_DOWNLOAD_BYTES}"`);
+          const doomed = boot(`${kind} boot 3 (power cut)`, link, script);
+          // The download is under way once weft has connected upstream for it; let it run a little.
+          await weft.waitForEvent('upstream-tcp-connect', (e) => weft.events.indexOf(e) >= seen, BOOT_TIMEOUT_MS);
+          await new Promise((r) => setTimeout(r, POWER_CUT_AFTER_MS));
+          doomed.kill();
+          const cut = await doomed.finished;
+          expect(cut.signal, describeRun(cut)).toBe('SIGKILL');
+          expect(cut.scriptRc, 'the download was still running').toBeUndefined();
+          // weft still holds the dead guest's connection; the new guest resets it when weft retransmits.
+          await expectRebootWorks(`${kind} boot 4 (after the power cut)`);
+        },
+        BOOT_TIMEOUT_MS + 30_000,
+      );
 
       it('stops on SIGTERM within 2 s; its pcap has no frame over 1514 bytes and nothing past a FIN', async ({ skip }) => {
         if (skipReason) skip(skipReason);
@@ -409,30 +467,37 @@ http_get hello "http://10.0.2.2:$HTTP_PORT/hello"
         expect(weft.events.filter((e) => e.event === 'warning' || e.event === 'error')).toEqual([]);
       });
 
-      it(`--mtu ${JUMBO_MTU}: DHCP hands it out, ping fragments only past it, 16 MiB each way in jumbo frames, none over ${JUMBO_MTU + ETHERNET_HEADER}`, async ({ skip }) => {
-        if (skipReason) skip(skipReason);
-        const { weft, link } = await startWeft(kind, ['--mtu', String(JUMBO_MTU)]);
-        const script = guestScript({ HTTP_PORT: http!.port, UPLOAD_PORT: upload!.port }, `
+      it(
+        `--mtu ${JUMBO_MTU}: DHCP hands it out, ping fragments only past it, 16 MiB each way in jumbo frames, none over ${JUMBO_MTU + ETHERNET_HEADER}`,
+        async ({ skip }) => {
+          if (skipReason) skip(skipReason);
+          const { weft, link } = await startWeft(kind, ['--mtu', String(JUMBO_MTU)]);
+          const script = guestScript(
+            { HTTP_PORT: http!.port, UPLOAD_PORT: upload!.port },
+            `
 link_check
 ping_check ping-jumbo 10.0.2.2 8000 2
 ping_check ping-fragmented 10.0.2.2 20000 2
 download_upload ${DOWNLOAD_BYTES}
-`);
-        const run = await finish(boot(`${kind} boot 5 (a fresh weft with --mtu ${JUMBO_MTU})`, link, script));
-        expect(run.lease, describeRun(run)).toMatchObject({ ip: '10.0.2.15', mtu: String(JUMBO_MTU) });
-        expect(resultOf(run, 'link')).toMatchObject({ mtu: String(JUMBO_MTU) });
-        expect(resultOf(run, 'ping-jumbo')).toMatchObject({ rc: '0', replies: '2', bytes: '8008' });
-        expect(resultOf(run, 'ping-fragmented')).toMatchObject({ rc: '0', replies: '2', bytes: '20008' });
-        expectDownloadUpload(run);
+`,
+          );
+          const run = await finish(boot(`${kind} boot 5 (a fresh weft with --mtu ${JUMBO_MTU})`, link, script));
+          expect(run.lease, describeRun(run)).toMatchObject({ ip: '10.0.2.15', mtu: String(JUMBO_MTU) });
+          expect(resultOf(run, 'link')).toMatchObject({ mtu: String(JUMBO_MTU) });
+          expect(resultOf(run, 'ping-jumbo')).toMatchObject({ rc: '0', replies: '2', bytes: '8008' });
+          expect(resultOf(run, 'ping-fragmented')).toMatchObject({ rc: '0', replies: '2', bytes: '20008' });
+          expectDownloadUpload(run);
 
-        const scan = await stopWeft(weft);
-        expectFramesWithin(scan, JUMBO_MTU);
-        expect(scan.largestFrameFromWeft).toBe(JUMBO_MTU + ETHERNET_HEADER);
-        expect(scan.largestFrameFromGuest).toBe(JUMBO_MTU + ETHERNET_HEADER);
-        // Only the 20000-byte pings were fragmented: 2 requests reassembled, 2 replies in 3 fragments each.
-        const stopped = weft.events.find((e) => e.event === 'stopped');
-        expect(stopped?.counters).toMatchObject({ datagramsReassembled: 2, fragmentsSent: 6 });
-      }, BOOT_TIMEOUT_MS + 30_000);
+          const scan = await stopWeft(weft);
+          expectFramesWithin(scan, JUMBO_MTU);
+          expect(scan.largestFrameFromWeft).toBe(JUMBO_MTU + ETHERNET_HEADER);
+          expect(scan.largestFrameFromGuest).toBe(JUMBO_MTU + ETHERNET_HEADER);
+          // Only the 20000-byte pings were fragmented: 2 requests reassembled, 2 replies in 3 fragments each.
+          const stopped = weft.events.find((e) => e.event === 'stopped');
+          expect(stopped?.counters).toMatchObject({ datagramsReassembled: 2, fragmentsSent: 6 });
+        },
+        BOOT_TIMEOUT_MS + 30_000,
+      );
     });
   }
 });

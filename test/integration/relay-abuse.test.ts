@@ -70,8 +70,13 @@ describe('credits never misjudge a well-behaved client', () => {
       { version, udp: false, maxStreams: 8, maxDataPayload: 100, maxQueuedBytes: 1e9, handshakeTimeoutMs: 1e9 },
       {
         send: (m) => toServer.push([now + latency, m.slice()]),
-        ready: () => {}, streamConfirmed: () => {}, streamData: () => {}, streamEnded: () => {}, streamWritable: () => {},
-        streamClosed: () => {}, terminate: () => {},
+        ready: () => {},
+        streamConfirmed: () => {},
+        streamData: () => {},
+        streamEnded: () => {},
+        streamWritable: () => {},
+        streamClosed: () => {},
+        terminate: () => {},
       },
     );
     server.start(0);
@@ -460,7 +465,10 @@ describe.skipIf(bundle === undefined)('a relay under abuse', () => {
       const from = abuserOut.length;
       const timer = setTimeout(() => done(new Error(`no answer to "${cmd}" from the abusers within ${ms} ms: ${abuserOut.slice(-500)}`)), ms);
       const check = () => {
-        const line = abuserOut.slice(from).split('\n').find((l) => answer.test(l));
+        const line = abuserOut
+          .slice(from)
+          .split('\n')
+          .find((l) => answer.test(l));
         if (line !== undefined && abuserOut.endsWith('\n')) done(undefined, line);
       };
       const done = (e?: Error, line?: string) => {
@@ -481,7 +489,10 @@ describe.skipIf(bundle === undefined)('a relay under abuse', () => {
     relay = await startRelay(dir, ['--allow-loopback']);
     writeFileSync(join(dir, 'abusers.mjs'), ABUSERS);
     const cfg = { url: `ws://127.0.0.1:${relay.port}/wisp/`, neverReadPort: neverRead.port, stallPort: stall.port, discardPort: discard.port };
-    abusers = spawn(process.execPath, [join(dir, 'abusers.mjs'), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, REPO_ROOT } });
+    abusers = spawn(process.execPath, [join(dir, 'abusers.mjs'), JSON.stringify(cfg)], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+      env: { ...process.env, REPO_ROOT },
+    });
     // Real abusers run elsewhere: on a busy 2-core machine their own CPU would otherwise be charged
     // to the relay and the measured client. (The summaries show how much abuse they still managed.)
     try {
@@ -552,7 +563,10 @@ describe.skipIf(bundle === undefined)('a relay under abuse', () => {
     const abusedMbit = median(abused.samples);
     // Each block (alone, abused, abused, alone) is compared within itself, so the machine's load
     // drifting over the run cancels out; the median block decides.
-    const blockRatios = Array.from({ length: BLOCKS }, (_, b) => median(abused.medians.slice(2 * b, 2 * b + 2)) / median(alone.medians.slice(2 * b, 2 * b + 2)));
+    const blockRatios = Array.from(
+      { length: BLOCKS },
+      (_, b) => median(abused.medians.slice(2 * b, 2 * b + 2)) / median(alone.medians.slice(2 * b, 2 * b + 2)),
+    );
     const ratio = median(blockRatios);
     console.log(
       `relay-abuse: well-behaved download alone ${f(aloneMbit)} Mbit/s (median of ${alone.samples.length} downloads of 8 MiB), ` +
@@ -568,7 +582,9 @@ describe.skipIf(bundle === undefined)('a relay under abuse', () => {
     console.log(
       `relay-abuse: CPU (of one core, median per phase): relay ${pct(alone.relayCpu)} alone, ${pct(abused.relayCpu)} with abusers ` +
         `(the abusers' own process ${pct(abused.abusersCpu)}); well-behaved Mbit per relay CPU-second ${f(median(alone.mbitPerRelayCpu))} ` +
-        `alone, ${f(median(abused.mbitPerRelayCpu))} with abusers (${f(100 * share)}%); load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`,
+        `alone, ${f(median(abused.mbitPerRelayCpu))} with abusers (${f(100 * share)}%); load average ${loadavg()
+          .map((l) => l.toFixed(1))
+          .join(' ')}`,
     );
     const sum = (pick: (s: Summary) => number) => summaries.reduce((a, s) => a + pick(s), 0);
     console.log(
@@ -581,7 +597,8 @@ describe.skipIf(bundle === undefined)('a relay under abuse', () => {
     for (const s of summaries) {
       // DATA beyond credits: the connection is closed, 1008, saying why.
       expect(s.cheater.closes.length).toBeGreaterThan(0);
-      for (const c of s.cheater.closes) expect(c).toMatchObject({ code: 1008, reason: expect.stringMatching(/DATA beyond the \d+ packets granted|packets queued, over the bound/) });
+      for (const c of s.cheater.closes)
+        expect(c).toMatchObject({ code: 1008, reason: expect.stringMatching(/DATA beyond the \d+ packets granted|packets queued, over the bound/) });
       // A message over the 1 MiB limit: closed with 1009.
       expect(s.oversized.closes.length).toBeGreaterThan(0);
       for (const c of s.oversized.closes) expect(c.code).toBe(1009);

@@ -70,8 +70,26 @@ describe.skipIf(!root.ok)(TITLE, () => {
     echo = await tcpServer('echo');
     // unshare execs sh, which execs node: the PID is the relay's.
     const script = 'mount --make-rprivate / && mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && shift 2 && exec "$@"';
-    relay = spawnWrappedWeft('unshare', ['-m', '--', 'sh', '-c', script, 'sh', join(dir, 'resolv.conf'), join(dir, 'hosts'),
-      process.execPath, weftBundle(), 'relay', '--listen', '127.0.0.1:0', '--allow-loopback', '--rate', '0', '--connect-timeout', '30s']);
+    relay = spawnWrappedWeft('unshare', [
+      '-m',
+      '--',
+      'sh',
+      '-c',
+      script,
+      'sh',
+      join(dir, 'resolv.conf'),
+      join(dir, 'hosts'),
+      process.execPath,
+      weftBundle(),
+      'relay',
+      '--listen',
+      '127.0.0.1:0',
+      '--allow-loopback',
+      '--rate',
+      '0',
+      '--connect-timeout',
+      '30s',
+    ]);
     const ready = await relay.waitForEvent('ready');
     url = `ws://127.0.0.1:${ready.port as number}/wisp/`;
   });

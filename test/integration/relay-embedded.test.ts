@@ -9,7 +9,7 @@ import { encodeConnect, encodeData } from '../../core/wisp/wisp-codec';
 import { createRelay, RelayOptionError, type Relay } from '../../node-host/relay/index';
 import { RawWispClient, tcpServer, type TestServer } from './relay-support';
 
-describe('createRelay() on an embedder\'s http.Server', () => {
+describe("createRelay() on an embedder's http.Server", () => {
   let echo: TestServer;
   let server: http.Server;
   let relay: Relay;

@@ -12,16 +12,7 @@ import { UpstreamError, type FlowMeta, type TcpStream } from '../../core/upstrea
 import { parseIpv4 } from '../../core/wire/address';
 import { connectWsTransport } from '../../node-host/ws-transport';
 import { WispUpstream } from '../../node-host/wisp-upstream';
-import {
-  startRelay,
-  tcpServer,
-  udpEchoServer,
-  withTimeout,
-  wispJsConnect,
-  wispJsRoundTrip,
-  type RunningRelay,
-  type TestServer,
-} from './relay-support';
+import { startRelay, tcpServer, udpEchoServer, withTimeout, wispJsConnect, wispJsRoundTrip, type RunningRelay, type TestServer } from './relay-support';
 
 const LOOPBACK = parseIpv4('127.0.0.1');
 const META: FlowMeta = {
@@ -134,25 +125,33 @@ function flow(up: WispUpstream, port: number) {
     stream: undefined as unknown as TcpStream,
     bytes: () => Buffer.concat(chunks),
     waitBytes(n: number) {
-      return withTimeout(new Promise<void>((resolve) => {
-        onBytes = () => {
-          if (state.bytes().length >= n) resolve();
-        };
-        onBytes();
-      }), 20_000, `${n} bytes`);
+      return withTimeout(
+        new Promise<void>((resolve) => {
+          onBytes = () => {
+            if (state.bytes().length >= n) resolve();
+          };
+          onBytes();
+        }),
+        20_000,
+        `${n} bytes`,
+      );
     },
     waitDrain: () => new Promise<void>((r) => (drained = r)),
   };
-  state.stream = up.openTcp({ ip: LOOPBACK, port }, { ...META, target: { ip: LOOPBACK, port } }, {
-    onConnect: () => connected(),
-    onData: (d) => {
-      chunks.push(Buffer.from(d));
-      onBytes();
+  state.stream = up.openTcp(
+    { ip: LOOPBACK, port },
+    { ...META, target: { ip: LOOPBACK, port } },
+    {
+      onConnect: () => connected(),
+      onData: (d) => {
+        chunks.push(Buffer.from(d));
+        onBytes();
+      },
+      onEnd: () => (state.ended = true),
+      onDrain: () => drained(),
+      onClose: (e) => closed(e),
     },
-    onEnd: () => (state.ended = true),
-    onDrain: () => drained(),
-    onClose: (e) => closed(e),
-  });
+  );
   return state;
 }
 
@@ -220,16 +219,23 @@ describe('weft WispUpstream → weft relay', () => {
     expect((await refused.closed)?.kind).toBe('refused');
 
     const denied = up.openTcp({ ip: parseIpv4('127.0.0.2'), port: echo.port }, META, {
-      onConnect: () => {}, onData: () => {}, onEnd: () => {}, onDrain: () => {},
+      onConnect: () => {},
+      onData: () => {},
+      onEnd: () => {},
+      onDrain: () => {},
       onClose: (e) => events.push({ denied: e?.kind }),
     });
-    await withTimeout(relay.proc.waitForEvent('stream-close', (e) => e.reason === 'blocked'), 5000, 'blocked');
+    await withTimeout(
+      relay.proc.waitForEvent('stream-close', (e) => e.reason === 'blocked'),
+      5000,
+      'blocked',
+    );
     await new Promise((r) => setTimeout(r, 100));
     expect(events).toContainEqual({ denied: 'blocked' });
     denied.destroy();
   });
 
-  it('carries half-close both ways with weft\'s extension (guest FIN first, then server FIN first)', async () => {
+  it("carries half-close both ways with weft's extension (guest FIN first, then server FIN first)", async () => {
     relay = await startRelay(['--allow-loopback']);
     up = new WispUpstream({ url: relay.wisp, connect: connectWsTransport });
     // Reads to EOF, then answers with what it got, then closes.
@@ -264,13 +270,17 @@ describe('weft WispUpstream → weft relay', () => {
 
       const b = flow(up, (talker.address() as net.AddressInfo).port);
       await b.waitBytes(100_000);
-      await withTimeout(new Promise<void>((r) => {
-        const t = setInterval(() => {
-          if (!b.ended) return;
-          clearInterval(t);
-          r();
-        }, 5);
-      }), 5000, 'onEnd b');
+      await withTimeout(
+        new Promise<void>((r) => {
+          const t = setInterval(() => {
+            if (!b.ended) return;
+            clearInterval(t);
+            r();
+          }, 5);
+        }),
+        5000,
+        'onEnd b',
+      );
       await writeAll(b, Buffer.alloc(12_345, 1), 1000); // still possible after the server's FIN
       b.stream.end();
       expect(await withTimeout(report, 5000, 'talker report')).toBe(12_345);

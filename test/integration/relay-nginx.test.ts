@@ -42,7 +42,10 @@ async function until(ok: () => boolean | Promise<boolean>, what: string, ms: num
 /** WebSocket clients an instance serves now, over all its workers. */
 async function clientsOf(relay: RunningRelay): Promise<number> {
   const text = await (await fetch(`${relay.http}/metrics`)).text();
-  return text.split('\n').filter((l) => l.startsWith('weft_relay_clients')).reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('weft_relay_clients'))
+    .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
 }
 
 /** A server that sends bytes as fast as the reader takes them, until the connection closes. */
@@ -63,15 +66,20 @@ async function firehose(): Promise<TestServer> {
   return {
     port: (server.address() as net.AddressInfo).port,
     connections: 0,
-    close: () => new Promise<void>((r) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => r());
-    }),
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
   };
 }
 
 const loopback = parseIpv4('127.0.0.1');
-const meta = (port: number): FlowMeta => ({ protocol: 'tcp', guest: { ip: parseIpv4('10.0.2.15'), port: 40000 + (port % 1000) }, target: { ip: loopback, port } });
+const meta = (port: number): FlowMeta => ({
+  protocol: 'tcp',
+  guest: { ip: parseIpv4('10.0.2.15'), port: 40000 + (port % 1000) },
+  target: { ip: loopback, port },
+});
 
 /** One echo through weft's own client. */
 function upstreamEcho(up: WispUpstream, port: number, text: string): Promise<string> {
@@ -106,8 +114,25 @@ describe.skipIf(missing.length > 0)('behind nginx (deploy/nginx/weft-relay.conf)
     echo = await tcpServer('echo');
     hose = await firehose();
     relays = [await startRelay(['--workers', '2', ...relayArgs]), await startRelay(relayArgs)];
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-days', '1',
-      '-keyout', join(dir, 'relay.key'), '-out', join(dir, 'relay.pem')], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-days',
+        '1',
+        '-keyout',
+        join(dir, 'relay.key'),
+        '-out',
+        join(dir, 'relay.pem'),
+      ],
+      { stdio: 'ignore' },
+    );
     port = await freePort();
     const site = readFileSync(join(REPO_ROOT, 'deploy/nginx/weft-relay.conf'), 'utf8')
       .replace('server 127.0.0.1:8081', `server 127.0.0.1:${relays[0].port}`)
@@ -121,7 +146,9 @@ describe.skipIf(missing.length > 0)('behind nginx (deploy/nginx/weft-relay.conf)
     const temp = join(dir, 'temp');
     mkdirSync(temp, { mode: 0o777 });
     chmodSync(temp, 0o777);
-    writeFileSync(join(dir, 'nginx.conf'), `daemon off;
+    writeFileSync(
+      join(dir, 'nginx.conf'),
+      `daemon off;
 worker_processes 1;
 pid ${join(dir, 'nginx.pid')};
 error_log ${join(dir, 'error.log')} warn;
@@ -135,16 +162,22 @@ http {
   scgi_temp_path ${temp}/scgi;
   include ${join(dir, 'weft-relay.conf')};
 }
-`);
+`,
+    );
     execFileSync('nginx', ['-t', '-q', '-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'pipe' });
     nginx = spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'ignore' });
-    await until(() => new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    }), 'nginx listening', 10_000);
+    await until(
+      () =>
+        new Promise<boolean>((resolve) => {
+          const s = net.connect(port, '127.0.0.1', () => {
+            s.destroy();
+            resolve(true);
+          });
+          s.on('error', () => resolve(false));
+        }),
+      'nginx listening',
+      10_000,
+    );
     // The certificate is self-signed for this test; TLS is still negotiated end to end.
     savedTlsSetting = process.env.NODE_TLS_REJECT_UNAUTHORIZED;
     process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
@@ -167,7 +200,7 @@ http {
     }
   });
 
-  it('serves wisp-js and weft\'s own client over wss://, and /healthz', async () => {
+  it("serves wisp-js and weft's own client over wss://, and /healthz", async () => {
     const health = await fetch(`https://127.0.0.1:${port}/healthz`);
     expect(health.status).toBe(200);
     expect((await fetch(`https://127.0.0.1:${port}/metrics`)).status, '/metrics stays off the public side').toBe(404);
@@ -251,10 +284,14 @@ http {
         expect(await Promise.race([cut, new Promise<string>((r) => setTimeout(() => r('still running'), 8000))])).not.toBe('still running');
         // A new transfer works within seconds, through nginx to the surviving instance.
         let reply: string | undefined;
-        await until(async () => {
-          reply = await upstreamEcho(up, echo.port, 'after the restart').catch(() => undefined);
-          return reply !== undefined;
-        }, 'an echo after the instance went away', 10_000);
+        await until(
+          async () => {
+            reply = await upstreamEcho(up, echo.port, 'after the restart').catch(() => undefined);
+            return reply !== undefined;
+          },
+          'an echo after the instance went away',
+          10_000,
+        );
         expect(reply).toBe('after the restart');
         expect(performance.now() - t0).toBeLessThan(10_000);
         // The survivor's own clients were never cut, and still work.
@@ -293,8 +330,17 @@ async function restartInstance(relays: RunningRelay[]): Promise<void> {
     const r = relays[i];
     if (r.proc.child.exitCode === null && r.proc.child.signalCode === null) continue;
     await r.proc.waitForExit(6000).catch(() => undefined);
-    const proc = spawnWeft(['relay', '--listen', `127.0.0.1:${r.port}`, ...(i === 0 ? ['--workers', '2'] : []),
-      '--allow-loopback', '--trust-proxy', '127.0.0.1', '--max-clients-per-ip', '2']);
+    const proc = spawnWeft([
+      'relay',
+      '--listen',
+      `127.0.0.1:${r.port}`,
+      ...(i === 0 ? ['--workers', '2'] : []),
+      '--allow-loopback',
+      '--trust-proxy',
+      '127.0.0.1',
+      '--max-clients-per-ip',
+      '2',
+    ]);
     await proc.waitForEvent('ready');
     relays[i] = {
       ...r,

@@ -13,16 +13,7 @@ import { parseIpv4 } from '../../core/wire/address';
 import { encodeConnect, encodeData, type WispPacket } from '../../core/wisp/wisp-codec';
 import { WispUpstream } from '../../node-host/wisp-upstream';
 import { connectWsTransport } from '../../node-host/ws-transport';
-import {
-  RawWispClient,
-  startRelay,
-  tcpServer,
-  udpEchoServer,
-  wispJsConnect,
-  wispJsRoundTrip,
-  type RunningRelay,
-  type TestServer,
-} from './relay-support';
+import { RawWispClient, startRelay, tcpServer, udpEchoServer, wispJsConnect, wispJsRoundTrip, type RunningRelay, type TestServer } from './relay-support';
 
 let echo: TestServer;
 let stall: TestServer;
@@ -151,7 +142,7 @@ describe('--demo', () => {
   });
 });
 
-describe('the demo\'s static files', () => {
+describe("the demo's static files", () => {
   it('answers Range requests (disk images are read in pieces) and revalidates with ETag and 304', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'weft-guest-'));
     const image = randomBytes(3 * 1024 * 1024 + 17);
@@ -370,7 +361,9 @@ describe('limits', () => {
       flood.send(encodeConnect(3000, 1, 2000, '127.0.0.1'));
       const next = await relay.proc.waitForEvent('stream-close', (e) => e.stream === 3000);
       expect(next.suppressed).toBeGreaterThan(0);
-      const reported = relay.proc.events.filter((e) => e.event === 'stream-close').reduce((n, e) => n + (typeof e.suppressed === 'number' ? e.suppressed : 0), 0);
+      const reported = relay.proc.events
+        .filter((e) => e.event === 'stream-close')
+        .reduce((n, e) => n + (typeof e.suppressed === 'number' ? e.suppressed : 0), 0);
       expect(reported).toBe(suppressed);
       flood.close();
     } finally {

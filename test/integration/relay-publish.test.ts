@@ -97,7 +97,7 @@ describe.skipIf(!root.ok)(TITLE, () => {
     });
   }, 60_000);
 
-  it('serves the guest\'s web server at the relay\'s port', async () => {
+  it("serves the guest's web server at the relay's port", async () => {
     const res = await fetch(`http://127.0.0.1:${relayPortOf.get(8000)}/`);
     expect(res.status).toBe(200);
     expect(await res.text()).toContain('served by the guest');

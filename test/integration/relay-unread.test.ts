@@ -56,7 +56,12 @@ describe.skipIf(process.platform !== 'linux')('a client that never reads its ans
     let stalledSince: number | undefined;
     const socket = (abuser as unknown as { _socket: import('node:net').Socket })._socket;
     // Until all is offered, the abuser is closed, or the relay has read nothing for 3 s.
-    while (offered < OFFERED_BYTES && closeCode === undefined && Date.now() - started < 60_000 && (stalledSince === undefined || Date.now() - stalledSince < 3000)) {
+    while (
+      offered < OFFERED_BYTES &&
+      closeCode === undefined &&
+      Date.now() - started < 60_000 &&
+      (stalledSince === undefined || Date.now() - stalledSince < 3000)
+    ) {
       // Keep at most 8 MiB queued here: what the relay does not read stays on this side.
       if (abuser.bufferedAmount < 8 * 1024 * 1024) {
         socket.cork();
@@ -79,8 +84,10 @@ describe.skipIf(process.platform !== 'linux')('a client that never reads its ans
       maxRss = Math.max(maxRss, rssMiB(pid));
     }
     const taken = offered - abuser.bufferedAmount;
-    console.log(`abuser offered ${(offered / 2 ** 20).toFixed(0)} MiB of CONNECTs, the relay took ~${(taken / 2 ** 20).toFixed(1)} MiB; ` +
-      `relay RSS ${before.toFixed(0)} → max ${maxRss.toFixed(0)} MiB; abuser closed with ${closeCode ?? 'nothing (still stopped)'}`);
+    console.log(
+      `abuser offered ${(offered / 2 ** 20).toFixed(0)} MiB of CONNECTs, the relay took ~${(taken / 2 ** 20).toFixed(1)} MiB; ` +
+        `relay RSS ${before.toFixed(0)} → max ${maxRss.toFixed(0)} MiB; abuser closed with ${closeCode ?? 'nothing (still stopped)'}`,
+    );
 
     expect(relay.proc.exit, 'the relay is still running').toBeUndefined();
     expect(maxRss - before, 'relay RSS growth (MiB)').toBeLessThan(RSS_GROWTH_LIMIT_MIB);

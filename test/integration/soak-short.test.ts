@@ -23,26 +23,30 @@ const why = soakUnavailable();
 if (why) console.warn(`[skip] ${TITLE}: ${why}`);
 
 describe.skipIf(why !== undefined)(TITLE, () => {
-  it(`${SECONDS} s of traffic on both paths: fds, RSS, heap and buffers of each weft process back near its baseline, every flow and stream closed`, async () => {
-    const report = await runSoak({
-      seconds: SECONDS,
-      warmupSeconds: WARMUP,
-      sampleMs: 3_000,
-      paths: ['direct', 'wisp'],
-      tcpRate: 50,
-      // Few UDP flows: they live 60 s after their last datagram, so the baseline (taken once the
-      // warm-up's TCP connections have closed) still holds the warm-up's ~60 of them per path.
-      udpRate: 2,
-      drainBeforeBaseline: false,
-      drainMs: DRAIN_MS,
-    });
-    console.log(`\n${formatReport(report)}\n`);
-    expect(report.paths.map((p) => p.path)).toEqual(['direct', 'wisp']);
-    for (const p of report.paths) {
-      expect(tcpConnections(p.guest.soak), `the ${p.path} guest made thousands of TCP connections`).toBeGreaterThanOrEqual(1000);
-      expect(p.guest.soak.udpFlows, `the ${p.path} guest made UDP flows`).toBeGreaterThanOrEqual(SECONDS);
-    }
-    expect(report.relay?.streamsTotal.tcp, 'the relay carried the wisp guest\'s connections').toBeGreaterThanOrEqual(1000);
-    for (const c of report.checks) expect.soft(c.ok, `${c.name}: ${c.detail}`).toBe(true);
-  }, (WARMUP + 40 + SECONDS + DRAIN_MS / 1000 + 90) * 1000);
+  it(
+    `${SECONDS} s of traffic on both paths: fds, RSS, heap and buffers of each weft process back near its baseline, every flow and stream closed`,
+    async () => {
+      const report = await runSoak({
+        seconds: SECONDS,
+        warmupSeconds: WARMUP,
+        sampleMs: 3_000,
+        paths: ['direct', 'wisp'],
+        tcpRate: 50,
+        // Few UDP flows: they live 60 s after their last datagram, so the baseline (taken once the
+        // warm-up's TCP connections have closed) still holds the warm-up's ~60 of them per path.
+        udpRate: 2,
+        drainBeforeBaseline: false,
+        drainMs: DRAIN_MS,
+      });
+      console.log(`\n${formatReport(report)}\n`);
+      expect(report.paths.map((p) => p.path)).toEqual(['direct', 'wisp']);
+      for (const p of report.paths) {
+        expect(tcpConnections(p.guest.soak), `the ${p.path} guest made thousands of TCP connections`).toBeGreaterThanOrEqual(1000);
+        expect(p.guest.soak.udpFlows, `the ${p.path} guest made UDP flows`).toBeGreaterThanOrEqual(SECONDS);
+      }
+      expect(report.relay?.streamsTotal.tcp, "the relay carried the wisp guest's connections").toBeGreaterThanOrEqual(1000);
+      for (const c of report.checks) expect.soft(c.ok, `${c.name}: ${c.detail}`).toBe(true);
+    },
+    (WARMUP + 40 + SECONDS + DRAIN_MS / 1000 + 90) * 1000,
+  );
 });

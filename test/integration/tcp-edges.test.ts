@@ -27,14 +27,7 @@ import { GATEWAY, startFaultyLink, type FaultyLink } from '../harness/faulty-lin
 import { describeExec, guestBash, missingCommands, shq, writeGuestScripts, type GuestScripts } from '../harness/guest-tools';
 import { requireRoot, type Netns } from '../harness/netns';
 import type { WeftProcess } from '../harness/weft-process';
-import {
-  deterministicBytes,
-  expectedSha256,
-  sha256Hex,
-  startSendThenReadServer,
-  type SendThenReadServer,
-  type TestServer,
-} from '../support/test-servers';
+import { deterministicBytes, expectedSha256, sha256Hex, startSendThenReadServer, type SendThenReadServer, type TestServer } from '../support/test-servers';
 
 const TITLE = 'TCP edges with a real Linux guest: half-close then upload, tail loss repair';
 const GREETING_BYTES = 1000;
@@ -155,9 +148,14 @@ async function startExactHttpServer(): Promise<ExactHttpServer> {
 function describeTail(t: TailDropStats): string {
   // Each retransmission as the index of the lost segment it starts at (0 = the lowest).
   const index = new Map(t.dropped.map(([s], i) => [s, i]));
-  const order = t.resent.slice(0, 12).map(([s]) => index.get(s) ?? `@${s}`).join(',');
-  return `${t.dropped.length} segments lost (FIN ${t.finDropped ? 'too' : 'not'}), the last ${t.lastDropMs} ms after the first; ` +
-    `hole retransmitted in full after ${t.repairMs} ms by ${t.resent.length} segments, in the order ${order}${t.resent.length > 12 ? ',…' : ''}`;
+  const order = t.resent
+    .slice(0, 12)
+    .map(([s]) => index.get(s) ?? `@${s}`)
+    .join(',');
+  return (
+    `${t.dropped.length} segments lost (FIN ${t.finDropped ? 'too' : 'not'}), the last ${t.lastDropMs} ms after the first; ` +
+    `hole retransmitted in full after ${t.repairMs} ms by ${t.resent.length} segments, in the order ${order}${t.resent.length > 12 ? ',…' : ''}`
+  );
 }
 
 /**
@@ -189,11 +187,17 @@ function expectTailRepaired(t: TailDropStats, transferBytes: number, segments: n
   const starts = t.resent.map(([s]) => s);
   // Each retransmission as "lost segment index @ ms after the first loss", for the messages.
   const index = new Map(t.dropped.map(([s], i) => [s, i]));
-  const order = t.resent.slice(0, 60).map(([s, , ms]) => `${index.get(s) ?? s}@${ms}`).join(' ');
+  const order = t.resent
+    .slice(0, 60)
+    .map(([s, , ms]) => `${index.get(s) ?? s}@${ms}`)
+    .join(' ');
   const lowest = starts.indexOf(holeStart);
   expect(lowest, `the lowest lost segment was resent: ${order}`).toBeGreaterThanOrEqual(0);
   const probes = starts.slice(0, lowest);
-  expect(probes.every((s) => s >= topStart), `only loss probes (the highest lost segment, or the FIN) before the lowest: ${order}`).toBe(true);
+  expect(
+    probes.every((s) => s >= topStart),
+    `only loss probes (the highest lost segment, or the FIN) before the lowest: ${order}`,
+  ).toBe(true);
   // The highest segment comes again at the end if no probe repaired it; it is the top of the climb anyway.
   const repair = starts.slice(lowest).filter((s) => s < topStart);
   for (let i = 1; i < repair.length; i++) {
@@ -265,10 +269,15 @@ describe.skipIf(!root.ok || missing.length > 0)(TITLE, () => {
       clean: true,
     });
     const t = (await wire!.stats()).tailDrop!;
-    console.log(`half-close then upload: ${UPLOAD_BYTES / 2 ** 20} MiB in ${seconds.toFixed(1)} s; ` +
-      `weft's segments past its FIN: ${t.pastFin}, resets: ${JSON.stringify(t.resets)}`);
+    console.log(
+      `half-close then upload: ${UPLOAD_BYTES / 2 ** 20} MiB in ${seconds.toFixed(1)} s; ` +
+        `weft's segments past its FIN: ${t.pastFin}, resets: ${JSON.stringify(t.resets)}`,
+    );
     // The guest acknowledged weft's FIN (long before its own), and weft sent nothing past it.
-    expect({ sentUpTo: t.sentUpTo, acked: t.acked }, 'weft sent its FIN and the guest acknowledged it').toEqual({ sentUpTo: GREETING_BYTES + 1, acked: GREETING_BYTES + 1 });
+    expect({ sentUpTo: t.sentUpTo, acked: t.acked }, 'weft sent its FIN and the guest acknowledged it').toEqual({
+      sentUpTo: GREETING_BYTES + 1,
+      acked: GREETING_BYTES + 1,
+    });
     expect(t.pastFin, `weft's segments past its FIN (relative sequence numbers; FIN at ${GREETING_BYTES}): ${JSON.stringify(t.pastFinRanges)}`).toBe(0);
     expect(t.resets, 'resets on the connection').toEqual({ toWeft: 0, toGuest: 0 });
     // weft logs the connection's close after its TIME-WAIT (the last test waits for it); a reset
@@ -319,18 +328,28 @@ describe.skipIf(!root.ok || missing.length > 0)(TITLE, () => {
     }, 45_000);
   }
 
-  it('every connection ended cleanly in weft (after its TIME-WAIT), and weft stops cleanly', async () => {
-    const start = performance.now();
-    const allClosed = () => [...connections].every(([port, n]) => flowCloses(port).length >= n);
-    while (!allClosed() && performance.now() - start < FLOW_CLOSE_WAIT_MS) await new Promise((r) => setTimeout(r, 250));
-    for (const [port, n] of connections) {
-      const closes = flowCloses(port);
-      expect(closes.length, `connections to port ${port} closed in weft: ${JSON.stringify(closes)}`).toBe(n);
-      expect(closes.filter((e) => e.reason !== 'closed'), `connections to port ${port} that did not end cleanly`).toEqual([]);
-    }
-    weft.kill('SIGTERM');
-    const exit = await weft.waitForExit(5_000);
-    expect(exit.code, weft.stderr.slice(-4000)).toBe(0);
-    expect(weft.events.filter((e) => e.event === 'error' || e.event === 'warning'), 'errors or warnings logged by weft').toEqual([]);
-  }, FLOW_CLOSE_WAIT_MS + 15_000);
+  it(
+    'every connection ended cleanly in weft (after its TIME-WAIT), and weft stops cleanly',
+    async () => {
+      const start = performance.now();
+      const allClosed = () => [...connections].every(([port, n]) => flowCloses(port).length >= n);
+      while (!allClosed() && performance.now() - start < FLOW_CLOSE_WAIT_MS) await new Promise((r) => setTimeout(r, 250));
+      for (const [port, n] of connections) {
+        const closes = flowCloses(port);
+        expect(closes.length, `connections to port ${port} closed in weft: ${JSON.stringify(closes)}`).toBe(n);
+        expect(
+          closes.filter((e) => e.reason !== 'closed'),
+          `connections to port ${port} that did not end cleanly`,
+        ).toEqual([]);
+      }
+      weft.kill('SIGTERM');
+      const exit = await weft.waitForExit(5_000);
+      expect(exit.code, weft.stderr.slice(-4000)).toBe(0);
+      expect(
+        weft.events.filter((e) => e.event === 'error' || e.event === 'warning'),
+        'errors or warnings logged by weft',
+      ).toEqual([]);
+    },
+    FLOW_CLOSE_WAIT_MS + 15_000,
+  );
 });

@@ -13,9 +13,11 @@ describeGuestOverLink('weft vm --dgram with a Linux guest in a netns', 'dgram', 
   const ready = await weft.waitForEvent('ready');
   if (ready.local !== `127.0.0.1:${weftPort}`) throw new Error(`unexpected ready line ${JSON.stringify(ready)}`);
 
-  const bridge = ns.track(spawn('python3', [
-    DGRAM_BRIDGE, '--netns', ns.name, '--tap', 'tap0', '--local', String(bridgePort), '--remote', String(weftPort),
-  ], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const bridge = ns.track(
+    spawn('python3', [DGRAM_BRIDGE, '--netns', ns.name, '--tap', 'tap0', '--local', String(bridgePort), '--remote', String(weftPort)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+  );
   await waitForStdout(bridge, /^ready$/);
   await ns.bringUpTap('tap0');
 

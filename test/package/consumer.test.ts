@@ -28,7 +28,11 @@ import { REPO_ROOT } from '../harness/repo-root';
 
 const SUITE = 'weft-net as a consumer installs it';
 const EXAMPLES = join(REPO_ROOT, 'examples');
-const PACKAGE = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string; exports: Record<string, unknown>; bin: Record<string, string> };
+const PACKAGE = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as {
+  version: string;
+  exports: Record<string, unknown>;
+  bin: Record<string, string>;
+};
 /** Booting the v86 guest from its kernel takes ~20 s on 2 busy cores; allow for slower machines. */
 const LEASE_TIMEOUT_MS = 150_000;
 
@@ -105,7 +109,10 @@ class Service {
   private readonly exited: Promise<void>;
   private readonly waiters = new Set<() => void>();
 
-  constructor(readonly name: string, readonly child: ChildProcess) {
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+  ) {
     for (const stream of [child.stdout, child.stderr]) {
       stream?.setEncoding('utf8').on('data', (s: string) => {
         this.output += s;
@@ -131,9 +138,15 @@ class Service {
       const check = () => {
         const m = pattern.exec(this.output);
         if (m) finish(() => done(m));
-        else if (!this.running) finish(() => fail(new Error(`${this.name} exited (${this.child.exitCode ?? this.child.signalCode}) before ${pattern}:\n${this.output.slice(-3000)}`)));
+        else if (!this.running)
+          finish(() =>
+            fail(new Error(`${this.name} exited (${this.child.exitCode ?? this.child.signalCode}) before ${pattern}:\n${this.output.slice(-3000)}`)),
+          );
       };
-      const timer = setTimeout(() => finish(() => fail(new Error(`${this.name}: no ${pattern} within ${timeoutMs} ms:\n${this.output.slice(-3000)}`))), timeoutMs);
+      const timer = setTimeout(
+        () => finish(() => fail(new Error(`${this.name}: no ${pattern} within ${timeoutMs} ms:\n${this.output.slice(-3000)}`))),
+        timeoutMs,
+      );
       const finish = (settle: () => void) => {
         clearTimeout(timer);
         this.waiters.delete(check);
@@ -222,15 +235,25 @@ export async function vm(): Promise<void> {
 `;
 
 function consumerTsconfig(module: 'ESNext' | 'NodeNext', moduleResolution: 'Bundler' | 'NodeNext'): string {
-  return JSON.stringify({
-    compilerOptions: {
-      target: 'ES2022', module, moduleResolution, lib: ['ES2022', 'DOM'], types: ['node'],
-      strict: true, noEmit: true, verbatimModuleSyntax: true,
-      // The package's own declarations are what this checks.
-      skipLibCheck: false,
+  return JSON.stringify(
+    {
+      compilerOptions: {
+        target: 'ES2022',
+        module,
+        moduleResolution,
+        lib: ['ES2022', 'DOM'],
+        types: ['node'],
+        strict: true,
+        noEmit: true,
+        verbatimModuleSyntax: true,
+        // The package's own declarations are what this checks.
+        skipLibCheck: false,
+      },
+      files: ['consumer.ts'],
     },
-    files: ['consumer.ts'],
-  }, null, 2);
+    null,
+    2,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -266,8 +289,12 @@ async function waitForLease(page: Page): Promise<string> {
 function guestQuery(image: GuestImage, extra: Record<string, string> = {}): string {
   const at = (f: string) => `/test-guest/${f}`;
   return new URLSearchParams({
-    bios: at(image.files.bios), vgabios: at(image.files.vgaBios), bzimage: at(image.files.bzimage), initrd: at(image.files.initrd),
-    cmdline: image.cmdline, ...extra,
+    bios: at(image.files.bios),
+    vgabios: at(image.files.vgaBios),
+    bzimage: at(image.files.bzimage),
+    initrd: at(image.files.initrd),
+    cmdline: image.cmdline,
+    ...extra,
   }).toString();
 }
 
@@ -315,7 +342,10 @@ describe(SUITE, () => {
 
   it('the tarball holds the entries package.json names, and no sources', async () => {
     const { stdout } = await runOk('tar', ['-tzf', tarball], work);
-    const files = stdout.split('\n').filter(Boolean).map((f) => f.replace(/^package\//, ''));
+    const files = stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((f) => f.replace(/^package\//, ''));
     const installed = join(app, 'node_modules', 'weft-net');
     const targets = Object.values(PACKAGE.exports).flatMap((e) => (typeof e === 'string' ? [e] : Object.values(e as Record<string, string>)));
     for (const target of [...targets, ...Object.values(PACKAGE.bin)]) {
@@ -324,23 +354,33 @@ describe(SUITE, () => {
       expect(existsSync(join(installed, file)), `${file} is installed`).toBe(true);
     }
     expect(files).toContain('dist/weft.js');
-    expect(files.filter((f) => /\.ts$/.test(f) && !f.endsWith('.d.ts')), 'TypeScript sources').toEqual([]);
-    expect(files.filter((f) => /^(core|web|worker|node-host|test|demo|examples)\//.test(f)), 'source folders').toEqual([]);
+    expect(
+      files.filter((f) => /\.ts$/.test(f) && !f.endsWith('.d.ts')),
+      'TypeScript sources',
+    ).toEqual([]);
+    expect(
+      files.filter((f) => /^(core|web|worker|node-host|test|demo|examples)\//.test(f)),
+      'source folders',
+    ).toEqual([]);
   });
 
   it.each([
     ['bundler', 'ESNext', 'Bundler'],
     ['nodenext', 'NodeNext', 'NodeNext'],
-  ] as const)('a consumer of weft-net/web, /relay and /node type-checks under moduleResolution %s', async (name, module, resolution) => {
-    const dir = join(app, `typecheck-${name}`);
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'consumer.ts'), CONSUMER_TS);
-    writeFileSync(join(dir, 'tsconfig.json'), consumerTsconfig(module, resolution));
-    // The consumer's own TypeScript (installed by the vite example's package.json).
-    const r = await run(process.execPath, [join(app, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], dir, 120_000);
-    expect(`${r.stdout}${r.stderr}`.trim()).toBe('');
-    expect(r.code).toBe(0);
-  }, 150_000);
+  ] as const)(
+    'a consumer of weft-net/web, /relay and /node type-checks under moduleResolution %s',
+    async (name, module, resolution) => {
+      const dir = join(app, `typecheck-${name}`);
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'consumer.ts'), CONSUMER_TS);
+      writeFileSync(join(dir, 'tsconfig.json'), consumerTsconfig(module, resolution));
+      // The consumer's own TypeScript (installed by the vite example's package.json).
+      const r = await run(process.execPath, [join(app, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], dir, 120_000);
+      expect(`${r.stdout}${r.stderr}`.trim()).toBe('');
+      expect(r.code).toBe(0);
+    },
+    150_000,
+  );
 
   it('publint finds nothing to report in the tarball', async () => {
     const r = await run(join(REPO_ROOT, 'node_modules', '.bin', 'publint'), ['run', tarball, '--level', 'suggestion', '--strict'], work);
@@ -349,12 +389,15 @@ describe(SUITE, () => {
   });
 
   it('@arethetypeswrong/cli (ESM-only profile) finds no problems in the tarball', async () => {
-    const r = await run(join(REPO_ROOT, 'node_modules', '.bin', 'attw'), [
-      tarball, '--profile', 'esm-only', '--format', 'ascii', '--no-color', '--no-emoji',
-    ], work);
+    const r = await run(
+      join(REPO_ROOT, 'node_modules', '.bin', 'attw'),
+      [tarball, '--profile', 'esm-only', '--format', 'ascii', '--no-color', '--no-emoji'],
+      work,
+    );
     expect(r.code, r.stdout + r.stderr).toBe(0);
     // The worker script exports nothing, and its types say so.
-    for (const entry of ['weft-net/web', 'weft-net/relay', 'weft-net/node', 'weft-net/web/weft-worker.js']) expect(r.stdout).toContain(`"${entry}"\n\nnode16 (from ESM): OK (ESM)\nbundler: OK`);
+    for (const entry of ['weft-net/web', 'weft-net/relay', 'weft-net/node', 'weft-net/web/weft-worker.js'])
+      expect(r.stdout).toContain(`"${entry}"\n\nnode16 (from ESM): OK (ESM)\nbundler: OK`);
   });
 
   it('npx weft --help and --version work from the installed package', async () => {
@@ -388,8 +431,14 @@ describe(SUITE, () => {
     const r = await runOk('npm', ['run', 'build'], app, 180_000);
     const assets = readdirSync(join(app, 'dist', 'assets'));
     // weft's worker travels with the build, as do v86's wasm and the page's script.
-    expect(assets.filter((f) => /^weft-worker-[\w-]+\.js$/.test(f)), r.stdout).toHaveLength(1);
-    expect(assets.filter((f) => /^v86-[\w-]+\.wasm$/.test(f)), r.stdout).toHaveLength(1);
+    expect(
+      assets.filter((f) => /^weft-worker-[\w-]+\.js$/.test(f)),
+      r.stdout,
+    ).toHaveLength(1);
+    expect(
+      assets.filter((f) => /^v86-[\w-]+\.wasm$/.test(f)),
+      r.stdout,
+    ).toHaveLength(1);
     expect(readFileSync(join(app, 'dist', 'index.html'), 'utf8')).toMatch(/<script type="module"[^>]* src="\/assets\/index-[\w-]+\.js">/);
   }, 200_000);
 
@@ -434,67 +483,75 @@ describe(SUITE, () => {
       return { page, errors };
     }
 
-    it('the Vite build, served with the Express relay: the v86 guest leases 10.0.2.15 and fetches a file through the relay', async ({ skip }) => {
-      if (skipReason) skip(skipReason);
-      const site = join(app, 'dist');
-      const token = randomBytes(12).toString('hex');
-      writeFileSync(join(site, 'relay-check.txt'), `${token}\n`);
-      const port = await freePort();
-      // Loopback allowed (the guest fetches from this server at 10.0.2.2), for this page's origin only.
-      const { origin, server } = await serve('vite-app', site, { PORT: String(port), ALLOW_LOOPBACK: '1', ORIGIN: `http://127.0.0.1:${port}` });
-      const t0 = performance.now();
-      const { page, errors } = await openPage(`${origin}/?${guestQuery(image!, { hostLoopback: '' })}`);
-      try {
-        // COOP/COEP from the Express example make the page isolated, and weft then uses shared rings.
-        expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
-        await page.waitForFunction(() => window.network !== undefined);
-        expect(await page.evaluate(() => window.network!.framePath)).toBe('sab');
+    it(
+      'the Vite build, served with the Express relay: the v86 guest leases 10.0.2.15 and fetches a file through the relay',
+      async ({ skip }) => {
+        if (skipReason) skip(skipReason);
+        const site = join(app, 'dist');
+        const token = randomBytes(12).toString('hex');
+        writeFileSync(join(site, 'relay-check.txt'), `${token}\n`);
+        const port = await freePort();
+        // Loopback allowed (the guest fetches from this server at 10.0.2.2), for this page's origin only.
+        const { origin, server } = await serve('vite-app', site, { PORT: String(port), ALLOW_LOOPBACK: '1', ORIGIN: `http://127.0.0.1:${port}` });
+        const t0 = performance.now();
+        const { page, errors } = await openPage(`${origin}/?${guestQuery(image!, { hostLoopback: '' })}`);
+        try {
+          // COOP/COEP from the Express example make the page isolated, and weft then uses shared rings.
+          expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
+          await page.waitForFunction(() => window.network !== undefined);
+          expect(await page.evaluate(() => window.network!.framePath)).toBe('sab');
 
-        expect(await waitForLease(page)).toBe('10.0.2.15');
-        console.log(`[consumer] vite-app: the guest leased 10.0.2.15 in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-        expect(await page.evaluate(() => document.body.dataset.relay)).toBe('connected');
-        expect(await page.textContent('#events')).toMatch(/lease 10\.0\.2\.15 for ([0-9a-f]{2}:){5}[0-9a-f]{2}/);
-        await waitForSerial(page, /WEFT-LEASE[^\n]* ip=10\.0\.2\.15 /, 30_000);
+          expect(await waitForLease(page)).toBe('10.0.2.15');
+          console.log(`[consumer] vite-app: the guest leased 10.0.2.15 in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+          expect(await page.evaluate(() => document.body.dataset.relay)).toBe('connected');
+          expect(await page.textContent('#events')).toMatch(/lease 10\.0\.2\.15 for ([0-9a-f]{2}:){5}[0-9a-f]{2}/);
+          await waitForSerial(page, /WEFT-LEASE[^\n]* ip=10\.0\.2\.15 /, 30_000);
 
-        // Through weft's worker, the relay mounted by the Express example, and back to that server.
-        await waitForSerial(page, /weft# /, 60_000);
-        const from = (await serialText(page)).length;
-        await page.evaluate((line) => window.emulator.serial0_send(line), `wget -q -O - http://10.0.2.2:${port}/relay-check.txt; echo "WEFT-""RC=$?"\n`);
-        const rc = await waitForSerial(page, /WEFT-RC=(\d+)/, 60_000, from);
-        const output = (await serialText(page)).slice(from);
-        expect(rc[1], output).toBe('0');
-        expect(output).toContain(token);
-        const metrics = await (await fetch(`${origin}/metrics`)).text();
-        expect(metrics).toMatch(/^weft_relay_clients 1$/m);
-        expect(metrics).toMatch(/^weft_relay_streams_total\{type="tcp"\} [1-9]/m);
-        expect(errors).toEqual([]);
-      } finally {
-        await page.evaluate(() => window.network?.close()).catch(() => undefined);
-        await page.close();
-        await server.stop();
-      }
-      expect(server.output).toMatch(/"event":"client-ready"/);
-    }, LEASE_TIMEOUT_MS + 120_000);
+          // Through weft's worker, the relay mounted by the Express example, and back to that server.
+          await waitForSerial(page, /weft# /, 60_000);
+          const from = (await serialText(page)).length;
+          await page.evaluate((line) => window.emulator.serial0_send(line), `wget -q -O - http://10.0.2.2:${port}/relay-check.txt; echo "WEFT-""RC=$?"\n`);
+          const rc = await waitForSerial(page, /WEFT-RC=(\d+)/, 60_000, from);
+          const output = (await serialText(page)).slice(from);
+          expect(rc[1], output).toBe('0');
+          expect(output).toContain(token);
+          const metrics = await (await fetch(`${origin}/metrics`)).text();
+          expect(metrics).toMatch(/^weft_relay_clients 1$/m);
+          expect(metrics).toMatch(/^weft_relay_streams_total\{type="tcp"\} [1-9]/m);
+          expect(errors).toEqual([]);
+        } finally {
+          await page.evaluate(() => window.network?.close()).catch(() => undefined);
+          await page.close();
+          await server.stop();
+        }
+        expect(server.output).toMatch(/"event":"client-ready"/);
+      },
+      LEASE_TIMEOUT_MS + 120_000,
+    );
 
-    it('examples/plain-html (import map), served with the Express relay: the v86 guest leases 10.0.2.15', async ({ skip }) => {
-      if (skipReason) skip(skipReason);
-      // As its README says: the page at the site's root, with node_modules/ beside it.
-      const site = join(work, 'plain-html');
-      copyExample('plain-html', site);
-      symlinkSync(join(app, 'node_modules'), join(site, 'node_modules'));
-      const { origin, server } = await serve('plain-html', site);
-      const t0 = performance.now();
-      const { page, errors } = await openPage(`${origin}/?${guestQuery(image!)}`);
-      try {
-        expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
-        expect(await waitForLease(page)).toBe('10.0.2.15');
-        console.log(`[consumer] plain-html: the guest leased 10.0.2.15 in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-        expect(await page.evaluate(() => document.body.dataset.relay)).toBe('connected');
-        expect(errors).toEqual([]);
-      } finally {
-        await page.close();
-        await server.stop();
-      }
-    }, LEASE_TIMEOUT_MS + 60_000);
+    it(
+      'examples/plain-html (import map), served with the Express relay: the v86 guest leases 10.0.2.15',
+      async ({ skip }) => {
+        if (skipReason) skip(skipReason);
+        // As its README says: the page at the site's root, with node_modules/ beside it.
+        const site = join(work, 'plain-html');
+        copyExample('plain-html', site);
+        symlinkSync(join(app, 'node_modules'), join(site, 'node_modules'));
+        const { origin, server } = await serve('plain-html', site);
+        const t0 = performance.now();
+        const { page, errors } = await openPage(`${origin}/?${guestQuery(image!)}`);
+        try {
+          expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
+          expect(await waitForLease(page)).toBe('10.0.2.15');
+          console.log(`[consumer] plain-html: the guest leased 10.0.2.15 in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+          expect(await page.evaluate(() => document.body.dataset.relay)).toBe('connected');
+          expect(errors).toEqual([]);
+        } finally {
+          await page.close();
+          await server.stop();
+        }
+      },
+      LEASE_TIMEOUT_MS + 60_000,
+    );
   });
 });

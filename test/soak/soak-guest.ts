@@ -23,8 +23,17 @@ export interface GuestCounts {
 }
 
 export const emptyCounts = (): GuestCounts => ({
-  tcpAttempts: 0, tcpOk: 0, tcpRefused: 0, tcpErrors: 0, udpFlows: 0, udpOk: 0, udpErrors: 0, bytes: 0,
-  curlOk: 0, curlFailed: 0, errors: [],
+  tcpAttempts: 0,
+  tcpOk: 0,
+  tcpRefused: 0,
+  tcpErrors: 0,
+  udpFlows: 0,
+  udpOk: 0,
+  udpErrors: 0,
+  bytes: 0,
+  curlOk: 0,
+  curlFailed: 0,
+  errors: [],
 });
 
 /** TCP connections the guest made (python client and curl loop). */
@@ -226,11 +235,25 @@ export function startGuestTraffic(
   o: { seconds: number; tcpRate: number; udpRate: number; firstUdpPort: number },
 ): GuestRun {
   const run: GuestRun = { latest: emptyCounts(), done: Promise.resolve(emptyCounts()) };
-  const py = ns.track(spawn('ip', [
-    'netns', 'exec', ns.name, pythonExecutable(), client, '10.0.2.2',
-    ...[targets.echoPort, targets.httpPort, targets.closedPort, targets.udpPort].map(String),
-    String(o.seconds), String(o.tcpRate), String(o.udpRate), String(o.firstUdpPort),
-  ], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const py = ns.track(
+    spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        ns.name,
+        pythonExecutable(),
+        client,
+        '10.0.2.2',
+        ...[targets.echoPort, targets.httpPort, targets.closedPort, targets.udpPort].map(String),
+        String(o.seconds),
+        String(o.tcpRate),
+        String(o.udpRate),
+        String(o.firstUdpPort),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    ),
+  );
   const curlScript = [
     `end=$((SECONDS + ${Math.ceil(o.seconds)})); ok=0; failed=0`,
     `while [ $SECONDS -lt $end ]; do`,
@@ -261,10 +284,11 @@ export function startGuestTraffic(
   curl.stdout!.setEncoding('utf8').on('data', (s: string) => (curlOut += s));
   curl.stderr!.setEncoding('utf8').on('data', (s: string) => (curlErr = (curlErr + s).slice(-2000)));
 
-  const exited = (p: ChildProcess) => new Promise<number | null>((resolve) => {
-    if (p.exitCode !== null || p.signalCode !== null) resolve(p.exitCode);
-    else p.once('exit', (code) => resolve(code));
-  });
+  const exited = (p: ChildProcess) =>
+    new Promise<number | null>((resolve) => {
+      if (p.exitCode !== null || p.signalCode !== null) resolve(p.exitCode);
+      else p.once('exit', (code) => resolve(code));
+    });
   run.done = (async () => {
     const [pyCode, curlCode] = await Promise.all([exited(py), exited(curl)]);
     if (pyCode !== 0 || !final) throw new Error(`guest client in ${ns.name} failed (exit ${pyCode}):\n${pyErr.slice(-3000)}`);

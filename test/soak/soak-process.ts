@@ -37,7 +37,9 @@ export function writeProbe(dir: string): string {
 /** The node arguments that load the probe (and, with a directory, let SIGUSR2 write a heap snapshot). */
 export function probedNodeArgs(probe: string, heapSnapshotDir?: string): string[] {
   return [
-    '--expose-gc', '--import', pathToFileURL(probe).href,
+    '--expose-gc',
+    '--import',
+    pathToFileURL(probe).href,
     ...(heapSnapshotDir ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${heapSnapshotDir}`] : []),
   ];
 }
@@ -50,7 +52,13 @@ export function spawnProbed(bundle: string, args: readonly string[], probe: stri
   });
 }
 
-interface ProbeLine { rss: number; heapUsed: number; heapTotal: number; arrayBuffers: number; gc: boolean }
+interface ProbeLine {
+  rss: number;
+  heapUsed: number;
+  heapTotal: number;
+  arrayBuffers: number;
+  gc: boolean;
+}
 
 /** One process's figures at one moment. */
 export interface ProcessSample {
@@ -88,7 +96,11 @@ export class ProbedWeft {
   private partial = '';
   private readonly listeners = new Set<() => void>();
 
-  constructor(readonly name: string, readonly child: ChildProcess, copyTo?: string) {
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+    copyTo?: string,
+  ) {
     const copy = copyTo ? createWriteStream(copyTo) : undefined;
     if (copy) child.once('exit', () => copy.end());
     child.stderr!.setEncoding('utf8').on('data', (s: string) => {

@@ -51,13 +51,7 @@ import { describeExec, describeFds, missingCommands, openFdCount, pythonExecutab
 import { Netns, requireRoot, TAP_LAUNCHER, UDHCPC_SCRIPT } from '../harness/netns';
 import { fetchRelayMetrics, relayOpenStreams, relayStreamsTotal, type RelayMetrics } from '../harness/relay-metrics';
 import { weftBundle } from '../harness/weft-bundle';
-import {
-  closedTcpPort,
-  startHttpTestServer,
-  startTcpEchoServer,
-  startUdpEchoServer,
-  type TestServer,
-} from '../support/test-servers';
+import { closedTcpPort, startHttpTestServer, startTcpEchoServer, startUdpEchoServer, type TestServer } from '../support/test-servers';
 import {
   addCounts,
   emptyCounts,
@@ -266,9 +260,19 @@ export async function runSoak(partial: Partial<SoakOptions> = {}): Promise<SoakR
     if (opts.paths.includes('wisp')) {
       const ns = Netns.create('soak-wisp');
       namespaces.push(ns);
-      relay = new ProbedWeft('relay', ns.track(spawnProbed(bundle, [
-        'relay', '--listen', '127.0.0.1:0', '--allow-loopback', '--rate', '0', '--max-streams-per-client', '8192',
-      ], probe, opts.sampleMs, opts.heapSnapshotDir)), logFile('relay'));
+      relay = new ProbedWeft(
+        'relay',
+        ns.track(
+          spawnProbed(
+            bundle,
+            ['relay', '--listen', '127.0.0.1:0', '--allow-loopback', '--rate', '0', '--max-streams-per-client', '8192'],
+            probe,
+            opts.sampleMs,
+            opts.heapSnapshotDir,
+          ),
+        ),
+        logFile('relay'),
+      );
       await relay.until(() => relay!.ready !== undefined, 'ready line from weft relay', 15_000);
       relayPort = relay.ready!.port as number;
     }
@@ -278,11 +282,30 @@ export async function runSoak(partial: Partial<SoakOptions> = {}): Promise<SoakR
       const ns = path === 'wisp' ? namespaces[0] : Netns.create(`soak-${path}`);
       if (path !== 'wisp') namespaces.push(ns);
       const upstream = path === 'wisp' ? `wisp://127.0.0.1:${relayPort}/wisp/` : 'direct';
-      const child = ns.track(spawn(pythonExecutable(), [
-        TAP_LAUNCHER, '--netns', ns.name, '--tap', 'tap0', '--',
-        process.execPath, ...probedNodeArgs(probe, opts.heapSnapshotDir),
-        bundle, 'vm', '--tap-fd', '3', '--upstream', upstream, '--allow-host-loopback', '--log-flows',
-      ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WEFT_SOAK_PROBE_MS: String(opts.sampleMs) } }));
+      const child = ns.track(
+        spawn(
+          pythonExecutable(),
+          [
+            TAP_LAUNCHER,
+            '--netns',
+            ns.name,
+            '--tap',
+            'tap0',
+            '--',
+            process.execPath,
+            ...probedNodeArgs(probe, opts.heapSnapshotDir),
+            bundle,
+            'vm',
+            '--tap-fd',
+            '3',
+            '--upstream',
+            upstream,
+            '--allow-host-loopback',
+            '--log-flows',
+          ],
+          { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WEFT_SOAK_PROBE_MS: String(opts.sampleMs) } },
+        ),
+      );
       const vm = new ProbedWeft(`vm-${path}`, child, logFile(`vm-${path}`));
       await vm.until(() => vm.ready !== undefined, `ready line from weft vm (${path})`, 15_000);
       await ns.bringUpTap('tap0');
@@ -384,10 +407,12 @@ export async function runSoak(partial: Partial<SoakOptions> = {}): Promise<SoakR
       const settleMs = opts.drainBeforeBaseline ? opts.drainMs : 40_000;
       // Without a full drain: TCP closes at once or after TIME_WAIT (30 s); the warm-up's UDP flows stay open.
       log(`settle: up to ${settleMs / 1000} s for the warm-up's ${opts.drainBeforeBaseline ? 'flows' : 'TCP connections'} to close`);
-      if (!(await pollUntil(async () => {
-        failIfExited();
-        return vmsDrained(opts.drainBeforeBaseline) && (await relayDrained(opts.drainBeforeBaseline));
-      }, settleMs))) {
+      if (
+        !(await pollUntil(async () => {
+          failIfExited();
+          return vmsDrained(opts.drainBeforeBaseline) && (await relayDrained(opts.drainBeforeBaseline));
+        }, settleMs))
+      ) {
         throw new Error(`the warm-up's flows did not close within ${settleMs / 1000} s: ${formatProgress(sample('settle'))}`);
       }
       baseline = await freshSample('baseline');
@@ -400,10 +425,12 @@ export async function runSoak(partial: Partial<SoakOptions> = {}): Promise<SoakR
       const drainStart = performance.now();
       log(`drain: up to ${opts.drainMs / 1000} s for every flow and stream to close and the fd counts to return to idle`);
       // SIGTERM later tells whether a vm had more flows than these: they close with reason "shutdown".
-      if (await pollUntil(async () => {
-        failIfExited();
-        return vmsDrained(true) && (await relayDrained(true));
-      }, opts.drainMs)) {
+      if (
+        await pollUntil(async () => {
+          failIfExited();
+          return vmsDrained(true) && (await relayDrained(true));
+        }, opts.drainMs)
+      ) {
         drainedAfterMs = performance.now() - drainStart;
       }
       // Sockets close a moment after the close line.
@@ -444,27 +471,44 @@ export async function runSoak(partial: Partial<SoakOptions> = {}): Promise<SoakR
       // be paused; the 1 MiB echoes can back it up), and says so in the stream's close line: an echo
       // lost that way is the relay working as designed, so each stream with drops excuses one UDP error.
       const excused = p.path === 'wisp' && relay ? Math.min(sum.udpErrors, relay.udpDrops.streams) : 0;
-      check(`${tag} guest traffic had no errors${p.path === 'wisp' ? ' (UDP echoes only where the relay dropped datagrams under congestion)' : ''}`,
+      check(
+        `${tag} guest traffic had no errors${p.path === 'wisp' ? ' (UDP echoes only where the relay dropped datagrams under congestion)' : ''}`,
         sum.tcpErrors + sum.udpErrors - excused + sum.curlFailed === 0,
         `tcp errors ${sum.tcpErrors}, udp errors ${sum.udpErrors}${p.path === 'wisp' && relay ? ` (relay: ${relay.udpDrops.datagrams} datagrams dropped on ${relay.udpDrops.streams} streams)` : ''}, ` +
-        `curl failures ${sum.curlFailed}${errors.length ? `: ${errors.slice(0, 10).join('; ')}` : ''}`);
-      check(`${tag} every flow closed within ${opts.drainMs / 1000} s of the end of traffic`, vm.closed.tcp >= guestTcp && vm.closed.udp >= guestUdp && drainedAfterMs !== undefined,
+          `curl failures ${sum.curlFailed}${errors.length ? `: ${errors.slice(0, 10).join('; ')}` : ''}`,
+      );
+      check(
+        `${tag} every flow closed within ${opts.drainMs / 1000} s of the end of traffic`,
+        vm.closed.tcp >= guestTcp && vm.closed.udp >= guestUdp && drainedAfterMs !== undefined,
         `weft logged ${vm.closed.tcp} TCP closes for the guest's ${guestTcp} connections and ${vm.closed.udp} UDP closes for its ${guestUdp} flows` +
-        `${drainedAfterMs !== undefined ? `, everything drained after ${(drainedAfterMs / 1000).toFixed(1)} s` : ''}`);
+          `${drainedAfterMs !== undefined ? `, everything drained after ${(drainedAfterMs / 1000).toFixed(1)} s` : ''}`,
+      );
       check(`${tag} no flow was left for SIGTERM to close`, vm.closedByShutdown === 0, `${vm.closedByShutdown} flows closed with reason "shutdown"`);
       // A SYN the guest sends again after weft already refused the first (the RST still on its way)
       // opens a second flow: legitimate, and only possible when the guest retransmitted a SYN.
       const counters = vm.stopped?.counters as { tcpConnectionsOpened?: number; drops?: Record<string, number> } | undefined;
       const opened = counters?.tcpConnectionsOpened;
-      check(`${tag} weft opened the TCP connections the guest made (plus at most its SYN retransmissions), and closed each`,
+      check(
+        `${tag} weft opened the TCP connections the guest made (plus at most its SYN retransmissions), and closed each`,
         opened !== undefined && opened >= guestTcp && opened <= guestTcp + syn && vm.closed.tcp === opened,
-        `tcpConnectionsOpened ${opened}, TCP flow closes ${vm.closed.tcp}, guest connections ${guestTcp}, guest SYN retransmissions ${syn}`);
+        `tcpConnectionsOpened ${opened}, TCP flow closes ${vm.closed.tcp}, guest connections ${guestTcp}, guest SYN retransmissions ${syn}`,
+      );
       if (p.path === 'wisp') {
-        check(`${tag} weft stayed connected to the relay`, (beforeShutdown[vm.name]['wisp-disconnected'] ?? 0) === 0,
-          `${beforeShutdown[vm.name]['wisp-disconnected'] ?? 0} wisp-disconnected lines before shutdown`);
+        check(
+          `${tag} weft stayed connected to the relay`,
+          (beforeShutdown[vm.name]['wisp-disconnected'] ?? 0) === 0,
+          `${beforeShutdown[vm.name]['wisp-disconnected'] ?? 0} wisp-disconnected lines before shutdown`,
+        );
       }
       processChecks(check, opts, vm, samples, idle, baseline, end, fdsAtEnd[vm.name]);
-      pathReports.push({ path: p.path, guest: { warmup, soak }, guestTcp, guestUdp, synRetransmits: syn, vm: { ...processReport(vm), tcpConnectionsOpened: opened, drops: counters?.drops ?? {} } });
+      pathReports.push({
+        path: p.path,
+        guest: { warmup, soak },
+        guestTcp,
+        guestUdp,
+        synRetransmits: syn,
+        vm: { ...processReport(vm), tcpConnectionsOpened: opened, drops: counters?.drops ?? {} },
+      });
     }
 
     let relayReport: RelayReport | undefined;
@@ -472,13 +516,21 @@ export async function runSoak(partial: Partial<SoakOptions> = {}): Promise<SoakR
       const { open, total, metrics } = relayAtEnd;
       const wisp = paths.find((p) => p.path === 'wisp')!.vm;
       const wispOpened = pathReports.find((r) => r.path === 'wisp')!.vm.tcpConnectionsOpened;
-      check('[relay] every stream closed within the drain period (open-stream gauge 0, a stream-close line per stream)',
+      check(
+        '[relay] every stream closed within the drain period (open-stream gauge 0, a stream-close line per stream)',
         open.tcp === 0 && open.udp === 0 && relay.closed.tcp === total.tcp && relay.closed.udp === total.udp,
-        `open now ${JSON.stringify(open)}, streams opened ${JSON.stringify(total)}, stream-close lines ${JSON.stringify(relay.closed)}`);
-      check('[relay] one stream per flow of weft vm --upstream wisp', total.tcp === wispOpened && total.udp === wisp.closed.udp,
-        `streams ${JSON.stringify(total)}; the vm's TCP connections opened ${wispOpened}, UDP flows closed ${wisp.closed.udp}`);
-      check('[relay] the vm stayed connected (no client-close before shutdown)', (beforeShutdown.relay['client-close'] ?? 0) === 0,
-        `${beforeShutdown.relay['client-close'] ?? 0} client-close lines before shutdown`);
+        `open now ${JSON.stringify(open)}, streams opened ${JSON.stringify(total)}, stream-close lines ${JSON.stringify(relay.closed)}`,
+      );
+      check(
+        '[relay] one stream per flow of weft vm --upstream wisp',
+        total.tcp === wispOpened && total.udp === wisp.closed.udp,
+        `streams ${JSON.stringify(total)}; the vm's TCP connections opened ${wispOpened}, UDP flows closed ${wisp.closed.udp}`,
+      );
+      check(
+        '[relay] the vm stayed connected (no client-close before shutdown)',
+        (beforeShutdown.relay['client-close'] ?? 0) === 0,
+        `${beforeShutdown.relay['client-close'] ?? 0} client-close lines before shutdown`,
+      );
       processChecks(check, opts, relay, samples, idle, baseline, end, fdsAtEnd.relay);
       relayReport = {
         ...processReport(relay),
@@ -543,24 +595,39 @@ function processChecks(
   const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
   const peak = (xs: number[]) => Math.max(...xs.filter((x) => !Number.isNaN(x)));
   const fdLimit = Math.floor(idle.fds * 1.1);
-  check(`${tag} fd count back to the idle count (within 10%)`, end.fds <= fdLimit,
-    `idle ${idle.fds}, baseline ${baseline.fds}, end ${end.fds} (limit ${fdLimit})${fdsAtEnd.length ? `:\n${fdsAtEnd.join('\n')}` : ''}`);
+  check(
+    `${tag} fd count back to the idle count (within 10%)`,
+    end.fds <= fdLimit,
+    `idle ${idle.fds}, baseline ${baseline.fds}, end ${end.fds} (limit ${fdLimit})${fdsAtEnd.length ? `:\n${fdsAtEnd.join('\n')}` : ''}`,
+  );
   // RSS does not come down when the load does (the allocator keeps freed pages), so its baseline
   // is the most the warmed-up process held under this load: the warm-up's peak (or the settled
   // baseline, if higher). A leak pushes the soak's RSS past that; a steady process stays below.
   const rssBaseline = Math.max(baseline.rss, ...mine.filter((s) => s.phase === 'warmup').map((s) => s.rss));
   const rssLimit = rssBaseline * (1 + opts.rssGrowth) + opts.rssSlackBytes;
-  check(`${tag} RSS within ${opts.rssGrowth * 100}% + ${mib(opts.rssSlackBytes)} of the warm-up's peak`, end.rss <= rssLimit,
+  check(
+    `${tag} RSS within ${opts.rssGrowth * 100}% + ${mib(opts.rssSlackBytes)} of the warm-up's peak`,
+    end.rss <= rssLimit,
     `warm-up peak ${mib(rssBaseline)} (settled baseline ${mib(baseline.rss)}), end ${mib(end.rss)}, limit ${mib(rssLimit)}, ` +
-    `soak peak ${mib(peak(mine.filter((s) => s.phase === 'soak').map((s) => s.rss)))}`);
+      `soak peak ${mib(peak(mine.filter((s) => s.phase === 'soak').map((s) => s.rss)))}`,
+  );
   const heapLimit = baseline.heapUsed * (1 + opts.heapGrowth) + opts.heapSlackBytes;
-  check(`${tag} heap (after GC) within ${opts.heapGrowth * 100}% + ${mib(opts.heapSlackBytes)} of the baseline`, end.heapUsed <= heapLimit,
-    `baseline ${mib(baseline.heapUsed)}, end ${mib(end.heapUsed)}, limit ${mib(heapLimit)}, peak ${mib(peak(mine.map((s) => s.heapUsed)))}`);
+  check(
+    `${tag} heap (after GC) within ${opts.heapGrowth * 100}% + ${mib(opts.heapSlackBytes)} of the baseline`,
+    end.heapUsed <= heapLimit,
+    `baseline ${mib(baseline.heapUsed)}, end ${mib(end.heapUsed)}, limit ${mib(heapLimit)}, peak ${mib(peak(mine.map((s) => s.heapUsed)))}`,
+  );
   const bufLimit = baseline.arrayBuffers * (1 + opts.buffersGrowth) + opts.buffersSlackBytes;
-  check(`${tag} ArrayBuffer memory (after GC) within ${opts.buffersGrowth * 100}% + ${mib(opts.buffersSlackBytes)} of the baseline`, end.arrayBuffers <= bufLimit,
-    `idle ${mib(idle.arrayBuffers)}, baseline ${mib(baseline.arrayBuffers)}, end ${mib(end.arrayBuffers)}, limit ${mib(bufLimit)}, peak ${mib(peak(mine.map((s) => s.arrayBuffers)))}`);
-  check(`${tag} exited 0 on SIGTERM without warnings or errors`, p.exit?.code === 0 && p.warnings.length === 0,
-    `exit ${JSON.stringify(p.exit)}${p.warnings.length ? `; ${p.warnings.slice(0, 5).join(' | ')}` : ''}`);
+  check(
+    `${tag} ArrayBuffer memory (after GC) within ${opts.buffersGrowth * 100}% + ${mib(opts.buffersSlackBytes)} of the baseline`,
+    end.arrayBuffers <= bufLimit,
+    `idle ${mib(idle.arrayBuffers)}, baseline ${mib(baseline.arrayBuffers)}, end ${mib(end.arrayBuffers)}, limit ${mib(bufLimit)}, peak ${mib(peak(mine.map((s) => s.arrayBuffers)))}`,
+  );
+  check(
+    `${tag} exited 0 on SIGTERM without warnings or errors`,
+    p.exit?.code === 0 && p.warnings.length === 0,
+    `exit ${JSON.stringify(p.exit)}${p.warnings.length ? `; ${p.warnings.slice(0, 5).join(' | ')}` : ''}`,
+  );
 }
 
 /** SIGUSR2 (node's --heapsnapshot-signal) and wait until the file stops growing. */
@@ -611,9 +678,11 @@ export function formatSample(s: Sample, name: string): string {
 
 /** One line per sample for progress: every process's fds, RSS, heap, buffers and flows. */
 export function formatProgress(s: Sample): string {
-  const parts = Object.entries(s.procs).map(([name, p]) =>
-    `${name} ${p.fds} fds ${(p.rss / 2 ** 20).toFixed(0)}/${(p.heapUsed / 2 ** 20).toFixed(1)}/${(p.arrayBuffers / 2 ** 20).toFixed(1)} MiB ` +
-    `tcp ${p.tcpOpened}/${p.tcpClosed} udp ${p.udpOpened}/${p.udpClosed}`);
+  const parts = Object.entries(s.procs).map(
+    ([name, p]) =>
+      `${name} ${p.fds} fds ${(p.rss / 2 ** 20).toFixed(0)}/${(p.heapUsed / 2 ** 20).toFixed(1)}/${(p.arrayBuffers / 2 ** 20).toFixed(1)} MiB ` +
+      `tcp ${p.tcpOpened}/${p.tcpClosed} udp ${p.udpOpened}/${p.udpClosed}`,
+  );
   return `${s.t.toFixed(0).padStart(5)} s ${s.phase.padEnd(8)} ${parts.join(' | ')}`;
 }
 
@@ -632,7 +701,12 @@ export function formatReport(r: SoakReport, maxRows = 30): string {
     `(vm: "opened" = connections / flows its guest has made so far, "closed" = flow-close lines; relay: streams opened per /metrics, stream-close lines)`,
   ];
   for (const name of Object.keys(r.end.procs)) {
-    lines.push('', `${name}${name.startsWith('vm-') ? ` (weft vm --upstream ${name.slice(3)})` : ' (weft relay)'}`, formatSampleHeader(), ...rows.map((s) => formatSample(s, name)));
+    lines.push(
+      '',
+      `${name}${name.startsWith('vm-') ? ` (weft vm --upstream ${name.slice(3)})` : ' (weft relay)'}`,
+      formatSampleHeader(),
+      ...rows.map((s) => formatSample(s, name)),
+    );
   }
   lines.push('');
   for (const p of r.paths) {
@@ -644,9 +718,11 @@ export function formatReport(r: SoakReport, maxRows = 30): string {
     );
   }
   if (r.relay) {
-    lines.push(`relay: streams ${JSON.stringify(r.relay.streamsTotal)}, open at the end ${JSON.stringify(r.relay.openAtEnd)}, ` +
-      `${(r.relay.bytes.upload / 1e6).toFixed(0)} MB up / ${(r.relay.bytes.download / 1e6).toFixed(0)} MB down; close reasons ${JSON.stringify(r.relay.closeReasons)}; ` +
-      `UDP datagrams dropped under congestion ${r.relay.udpDrops.datagrams} (on ${r.relay.udpDrops.streams} streams)`);
+    lines.push(
+      `relay: streams ${JSON.stringify(r.relay.streamsTotal)}, open at the end ${JSON.stringify(r.relay.openAtEnd)}, ` +
+        `${(r.relay.bytes.upload / 1e6).toFixed(0)} MB up / ${(r.relay.bytes.download / 1e6).toFixed(0)} MB down; close reasons ${JSON.stringify(r.relay.closeReasons)}; ` +
+        `UDP datagrams dropped under congestion ${r.relay.udpDrops.datagrams} (on ${r.relay.udpDrops.streams} streams)`,
+    );
   }
   lines.push(`drained ${r.drainedAfterMs === undefined ? 'NOT within the drain period' : `${(r.drainedAfterMs / 1000).toFixed(1)} s after the traffic`}`, '');
   lines.push(...r.checks.map((c) => `${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`));
@@ -683,7 +759,9 @@ function parseArgs(argv: string[]): Partial<SoakOptions> {
     },
   };
   const usage = () =>
-    `usage: npm run soak [-- ${Object.keys(numbers).map((f) => `${f} N`).join(' ')} --paths direct,wisp --heap-snapshot DIR --log-dir DIR]\n` +
+    `usage: npm run soak [-- ${Object.keys(numbers)
+      .map((f) => `${f} N`)
+      .join(' ')} --paths direct,wisp --heap-snapshot DIR --log-dir DIR]\n` +
     `defaults: --seconds ${DEFAULT_SOAK.seconds} --warmup ${DEFAULT_SOAK.warmupSeconds} --sample ${DEFAULT_SOAK.sampleMs / 1000} ` +
     `--tcp-rate ${DEFAULT_SOAK.tcpRate} --udp-rate ${DEFAULT_SOAK.udpRate} --drain ${DEFAULT_SOAK.drainMs / 1000} --drain-before-baseline 1 ` +
     `--paths ${DEFAULT_SOAK.paths.join(',')} (rates are per path)`;
@@ -725,7 +803,7 @@ async function main(): Promise<void> {
 const invokedDirectly = process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
 if (invokedDirectly) {
   main().catch((e: unknown) => {
-    console.error(e instanceof Error ? e.stack ?? e.message : e);
+    console.error(e instanceof Error ? (e.stack ?? e.message) : e);
     process.exit(1);
   });
 }

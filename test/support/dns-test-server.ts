@@ -31,7 +31,10 @@ export interface DnsTestRecord {
 
 function name(n: string): number[] {
   const out: number[] = [];
-  for (const label of n.replace(/\.$/, '').split('.').filter((l) => l !== '')) {
+  for (const label of n
+    .replace(/\.$/, '')
+    .split('.')
+    .filter((l) => l !== '')) {
     out.push(label.length, ...Buffer.from(label, 'latin1'));
   }
   out.push(0);
@@ -189,7 +192,13 @@ function answer(q: ParsedQuery): { full: Uint8Array; short: Uint8Array } {
   const qs = q.question;
   const qbytes = [...qs.nameWire, ...u16(qs.type), ...u16(qs.class)];
   const build = (rcode: number, answers: DnsTestRecord[], authority: DnsTestRecord[]) => ({
-    full: Uint8Array.from([...header(rcode, [1, answers.length, authority.length, ar]), ...qbytes, ...answers.flatMap(rrBytes), ...authority.flatMap(rrBytes), ...opt]),
+    full: Uint8Array.from([
+      ...header(rcode, [1, answers.length, authority.length, ar]),
+      ...qbytes,
+      ...answers.flatMap(rrBytes),
+      ...authority.flatMap(rrBytes),
+      ...opt,
+    ]),
     short: Uint8Array.from([...header(rcode, [1, 0, 0, ar], true), ...qbytes, ...opt]),
   });
   const qname = lower(qs.name);

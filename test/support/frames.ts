@@ -99,7 +99,15 @@ export function dhcpFrame(type: number, mac = GUEST_MAC, xid = 0x1234, extraOpti
  * frame of any length, its TCP checksum complete or (`partial`) only the pseudo-header sum.
  */
 export function tcpToGuestFrame(payload: Uint8Array, opts: { seq?: number; flags?: number; partial?: boolean; id?: number } = {}): Uint8Array {
-  const repr = { srcPort: 80, dstPort: 40000, seq: opts.seq ?? 1000, ack: 1, flags: opts.flags ?? 0x18, window: 65535, options: { timestamp: { value: 7, echo: 9 } } };
+  const repr = {
+    srcPort: 80,
+    dstPort: 40000,
+    seq: opts.seq ?? 1000,
+    ack: 1,
+    flags: opts.flags ?? 0x18,
+    window: 65535,
+    options: { timestamp: { value: 7, echo: 9 } },
+  };
   const tcpLength = tcpHeaderLength(repr.options) + payload.length;
   const f = new Uint8Array(ETHERNET_HEADER_LENGTH + IPV4_HEADER_LENGTH + tcpLength);
   emitEthernetHeader(f, 0, GUEST_MAC, GATEWAY_MAC, ETHERTYPE_IPV4);

@@ -49,7 +49,9 @@ export class ReceivedStream {
       if (from >= to) continue;
       for (let o = from; o < to; o++) {
         if (this.bytes[o] !== data[o - start]) {
-          throw new OracleViolation(`stream offset ${o} changed on retransmission: 0x${this.bytes[o].toString(16)} first, 0x${data[o - start].toString(16)} now`);
+          throw new OracleViolation(
+            `stream offset ${o} changed on retransmission: 0x${this.bytes[o].toString(16)} first, 0x${data[o - start].toString(16)} now`,
+          );
         }
       }
       runs.push([from, to]);

@@ -94,8 +94,19 @@ const unwrap = (base: number, seq: number, near: number): number => near + ((seq
 export class SimGuestTcp {
   state: SimGuestState = 'idle';
   readonly counters: SimGuestCounters = {
-    framesIn: 0, segmentsIn: 0, segmentsOut: 0, dataSegmentsOut: 0, retransmits: 0, timeouts: 0, fastRetransmits: 0,
-    badIpv4: 0, badTcpChecksum: 0, ignored: 0, acksOut: 0, rstIn: 0, duplicateData: 0,
+    framesIn: 0,
+    segmentsIn: 0,
+    segmentsOut: 0,
+    dataSegmentsOut: 0,
+    retransmits: 0,
+    timeouts: 0,
+    fastRetransmits: 0,
+    badIpv4: 0,
+    badTcpChecksum: 0,
+    ignored: 0,
+    acksOut: 0,
+    rstIn: 0,
+    duplicateData: 0,
   };
   /** Called for every valid segment of this connection (after checksum checks). */
   onSegment?: (e: SimSegmentEvent) => void;
@@ -318,7 +329,11 @@ export class SimGuestTcp {
     }
     const f = new Uint8Array(ETHERNET_HEADER_LENGTH + 28);
     emitEthernetHeader(f, 0, arp.senderMac, this.opts.mac, ETHERTYPE_ARP);
-    emitArp({ operation: ARP_REPLY, senderMac: this.opts.mac, senderIp: this.opts.ip, targetMac: arp.senderMac, targetIp: arp.senderIp }, f, ETHERNET_HEADER_LENGTH);
+    emitArp(
+      { operation: ARP_REPLY, senderMac: this.opts.mac, senderIp: this.opts.ip, targetMac: arp.senderMac, targetIp: arp.senderIp },
+      f,
+      ETHERNET_HEADER_LENGTH,
+    );
     this.output(f);
   }
 
@@ -410,8 +425,19 @@ export class SimGuestTcp {
   }
 
   private violation(seg: TcpSegment, what: string): never {
-    const flags = [[SYN, 'S'], [FIN, 'F'], [RST, 'R'], [PSH, 'P'], [ACK, '.']].filter(([f]) => seg.flags & (f as number)).map(([, n]) => n).join('');
-    throw new OracleViolation(`weft sent ${what} (t=${this.now()} seq=${seg.seq} ack=${seg.ack} [${flags}] len=${seg.payload.length}, RCV.NXT at offset ${this.rx.next})`);
+    const flags = [
+      [SYN, 'S'],
+      [FIN, 'F'],
+      [RST, 'R'],
+      [PSH, 'P'],
+      [ACK, '.'],
+    ]
+      .filter(([f]) => seg.flags & (f as number))
+      .map(([, n]) => n)
+      .join('');
+    throw new OracleViolation(
+      `weft sent ${what} (t=${this.now()} seq=${seg.seq} ack=${seg.ack} [${flags}] len=${seg.payload.length}, RCV.NXT at offset ${this.rx.next})`,
+    );
   }
 
   // ── the receiving half ────────────────────────────────────────────────────
@@ -576,7 +602,14 @@ export class SimGuestTcp {
     const payload = this.out.subarray(offset, offset + len);
     if (len > 0) this.counters.dataSegmentsOut++;
     const window = this.windowField();
-    this.emit({ seq: wrap(this.txBase, offset), ack: this.ackField(), flags: ACK | (len > 0 ? PSH : 0) | (fin ? FIN : 0), payload, window, options: this.tsOption() });
+    this.emit({
+      seq: wrap(this.txBase, offset),
+      ack: this.ackField(),
+      flags: ACK | (len > 0 ? PSH : 0) | (fin ? FIN : 0),
+      payload,
+      window,
+      options: this.tsOption(),
+    });
   }
 
   // ── building segments ─────────────────────────────────────────────────────
@@ -626,16 +659,38 @@ export class SimGuestTcp {
   }
 
   /** A raw segment from this guest's address and port, for tests that forge traffic (RST storms). */
-  frame(seg: { seq: number; ack: number; flags: number; window?: number; payload?: Uint8Array; options?: TcpOptions; srcPort?: number; dstPort?: number }): Uint8Array {
+  frame(seg: {
+    seq: number;
+    ack: number;
+    flags: number;
+    window?: number;
+    payload?: Uint8Array;
+    options?: TcpOptions;
+    srcPort?: number;
+    dstPort?: number;
+  }): Uint8Array {
     const o = this.opts;
     const options = seg.options ?? {};
     const payload = seg.payload ?? new Uint8Array(0);
     const tcpLength = tcpHeaderLength(options) + payload.length;
     const f = new Uint8Array(ETHERNET_HEADER_LENGTH + IPV4_HEADER_LENGTH + tcpLength);
     emitEthernetHeader(f, 0, o.gatewayMac, o.mac, ETHERTYPE_IPV4);
-    emitIpv4Header({ src: o.ip, dst: o.remote.ip, protocol: IPPROTO_TCP, payloadLength: tcpLength, id: this.ipId, dontFragment: true }, f, ETHERNET_HEADER_LENGTH);
+    emitIpv4Header(
+      { src: o.ip, dst: o.remote.ip, protocol: IPPROTO_TCP, payloadLength: tcpLength, id: this.ipId, dontFragment: true },
+      f,
+      ETHERNET_HEADER_LENGTH,
+    );
     this.ipId = (this.ipId + 1) & 0xffff;
-    const repr = { srcPort: seg.srcPort ?? o.port, dstPort: seg.dstPort ?? o.remote.port, seq: seg.seq >>> 0, ack: seg.ack >>> 0, flags: seg.flags, window: seg.window ?? 0, options, payload };
+    const repr = {
+      srcPort: seg.srcPort ?? o.port,
+      dstPort: seg.dstPort ?? o.remote.port,
+      seq: seg.seq >>> 0,
+      ack: seg.ack >>> 0,
+      flags: seg.flags,
+      window: seg.window ?? 0,
+      options,
+      payload,
+    };
     emitTcp(repr, f, ETHERNET_HEADER_LENGTH + IPV4_HEADER_LENGTH, o.ip, o.remote.ip);
     return f;
   }

@@ -81,8 +81,20 @@ export class TcpSim {
     });
     this.guest = new SimGuestTcp(
       {
-        clock, mac: GUEST_MAC, ip: GUEST_IP, port: 40_000, gatewayMac: GATEWAY_MAC, remote: REMOTE, iss: 0xfffff000,
-        mss: 1460, sackPermitted: true, timestamps: true, windowScale: 7, receiveBuffer: 256 * 1024, dsack: true, ...o.guest,
+        clock,
+        mac: GUEST_MAC,
+        ip: GUEST_IP,
+        port: 40_000,
+        gatewayMac: GATEWAY_MAC,
+        remote: REMOTE,
+        iss: 0xfffff000,
+        mss: 1460,
+        sackPermitted: true,
+        timestamps: true,
+        windowScale: 7,
+        receiveBuffer: 256 * 1024,
+        dsack: true,
+        ...o.guest,
       },
       (f) => {
         if (!this.dropFromGuest?.(f)) this.toStack.send(f, this.now);

@@ -15,8 +15,19 @@ function sources(dir: string): string[] {
 }
 
 const FORBIDDEN = [
-  /\bsetTimeout\b/, /\bsetInterval\b/, /\bsetImmediate\b/, /\bDate\.now\b/, /\bnew Date\b/, /\bMath\.random\b/,
-  /\bperformance\.now\b/, /\bprocess\./, /\brequire\(/, /\bwindow\./, /\bdocument\./, /\bcrypto\./, /\bconsole\./,
+  /\bsetTimeout\b/,
+  /\bsetInterval\b/,
+  /\bsetImmediate\b/,
+  /\bDate\.now\b/,
+  /\bnew Date\b/,
+  /\bMath\.random\b/,
+  /\bperformance\.now\b/,
+  /\bprocess\./,
+  /\brequire\(/,
+  /\bwindow\./,
+  /\bdocument\./,
+  /\bcrypto\./,
+  /\bconsole\./,
 ];
 
 describe('core purity', () => {

@@ -5,10 +5,15 @@ import { DhcpMessageType, DhcpOption, emitDhcp, encodeDomainSearch, parseDhcp, t
 import { isDrop } from '../../core/wire/parse-result';
 import { seededRandom } from '../support/frames';
 
-const hex = (s: string) => Uint8Array.from(s.replace(/\s+/g, '').match(/../g)!.map((b) => parseInt(b, 16)));
+const hex = (s: string) =>
+  Uint8Array.from(
+    s
+      .replace(/\s+/g, '')
+      .match(/../g)!
+      .map((b) => parseInt(b, 16)),
+  );
 const toHex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 const ascii = (b: Uint8Array) => String.fromCharCode(...b);
-
 
 function parsed(b: Uint8Array): DhcpMessage {
   const r = parseDhcp(b);
@@ -118,11 +123,27 @@ describe('parseDhcp', () => {
       // Mostly valid cookies and small option codes/lengths, so the option walker is what gets fuzzed.
       if (b.length >= 240 && rand() < 0.8) writeU32(b, 236, 0x63825363);
       // [code, usual length]; PAD and END take no length byte.
-      const codes = [[0, 0], [1, 4], [12, 5], [50, 4], [52, 1], [53, 1], [54, 4], [55, 3], [57, 2], [61, 7], [255, 0]];
+      const codes = [
+        [0, 0],
+        [1, 4],
+        [12, 5],
+        [50, 4],
+        [52, 1],
+        [53, 1],
+        [54, 4],
+        [55, 3],
+        [57, 2],
+        [61, 7],
+        [255, 0],
+      ];
       const r = rand();
       if (r < 0.5) {
         // A plausible option stream in the options area and both overloadable fields.
-        for (const [start, end] of [[240, b.length], [44, 108], [108, 236]]) {
+        for (const [start, end] of [
+          [240, b.length],
+          [44, 108],
+          [108, 236],
+        ]) {
           for (let i = start; i < Math.min(end, b.length); ) {
             const [code, usual] = codes[Math.floor(rand() * codes.length)];
             b[i] = code;

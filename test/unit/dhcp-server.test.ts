@@ -1,7 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_NETWORK, type NetworkConfig } from '../../core/config';
 import { DhcpServer, type DhcpLeaseEvent, type DhcpReply } from '../../core/services/dhcp-server';
-import { BROADCAST_MAC, IPV4_ANY, IPV4_BROADCAST, ipv4Add, mac, parseIpv4 as ip, parseMac, writeIpv4, writeMac, type Ipv4Address, type MacAddress } from '../../core/wire/address';
+import {
+  BROADCAST_MAC,
+  IPV4_ANY,
+  IPV4_BROADCAST,
+  ipv4Add,
+  mac,
+  parseIpv4 as ip,
+  parseMac,
+  writeIpv4,
+  writeMac,
+  type Ipv4Address,
+  type MacAddress,
+} from '../../core/wire/address';
 import { writeU32 } from '../../core/wire/bytes';
 import { DhcpMessageType as T, DhcpOption, parseDhcp, type DhcpMessage } from '../../core/wire/dhcp';
 import { isDrop } from '../../core/wire/parse-result';
@@ -114,7 +126,12 @@ describe('DhcpServer', () => {
     expect(dora(server, { mac: MAC_A }).msg.yiaddr).toBe(ip('10.0.2.15'));
     expect(dora(server, { mac: MAC_B }).msg.yiaddr).toBe(ip('10.0.2.16'));
     expect(dora(server, { mac: MAC_A }, 5000).msg.yiaddr).toBe(ip('10.0.2.15'));
-    expect(server.leases().map((l) => l.ip).sort()).toEqual([ip('10.0.2.15'), ip('10.0.2.16')]);
+    expect(
+      server
+        .leases()
+        .map((l) => l.ip)
+        .sort(),
+    ).toEqual([ip('10.0.2.15'), ip('10.0.2.16')]);
   });
 
   it('offers the requested address when it is free, and ignores one outside the pool', () => {

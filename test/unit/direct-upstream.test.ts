@@ -312,14 +312,21 @@ describe('DirectUpstream', () => {
   it('times out a connect that gets no answer (listener with a full accept queue)', async () => {
     // A listener that never accepts, with backlog 0: once one connection fills its accept queue, the
     // kernel drops further SYNs, so the next connect stays pending.
-    const py = spawn('python3', ['-c', [
-      'import socket, sys',
-      's = socket.socket()',
-      "s.bind(('127.0.0.1', 0))",
-      's.listen(0)',
-      'print(s.getsockname()[1], flush=True)',
-      'sys.stdin.read()',
-    ].join('\n')], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const py = spawn(
+      'python3',
+      [
+        '-c',
+        [
+          'import socket, sys',
+          's = socket.socket()',
+          "s.bind(('127.0.0.1', 0))",
+          's.listen(0)',
+          'print(s.getsockname()[1], flush=True)',
+          'sys.stdin.read()',
+        ].join('\n'),
+      ],
+      { stdio: ['pipe', 'pipe', 'inherit'] },
+    );
     const fillers: net.Socket[] = [];
     try {
       const [line] = (await once(py.stdout!, 'data')) as [Buffer];
@@ -357,7 +364,14 @@ describe('DirectUpstream', () => {
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
     const port = (server.address() as net.AddressInfo).port;
-    servers.push({ port, close: () => new Promise((r) => { serverSocket?.destroy(); server.close(() => r()); }) });
+    servers.push({
+      port,
+      close: () =>
+        new Promise((r) => {
+          serverSocket?.destroy();
+          server.close(() => r());
+        }),
+    });
 
     upstream = makeUpstream();
     const probe = new TcpProbe();
@@ -498,9 +512,7 @@ describe('DirectUpstream', () => {
       streams.push(upstream.openTcp(gw(echo.port), meta('tcp', gw(echo.port)), p));
       upstream.openTcp(gw(port), meta('tcp', gw(port)), new TcpProbe());
     }
-    const flows = Array.from({ length: 20 }, () =>
-      upstream.openUdp(gw(9), meta('udp', gw(9)), { onDatagram: () => {}, onError: () => {} }),
-    );
+    const flows = Array.from({ length: 20 }, () => upstream.openUdp(gw(9), meta('udp', gw(9)), { onDatagram: () => {}, onError: () => {} }));
     expect(upstream.openSockets).toBe(120);
     await Promise.all(probes.map((p) => p.connected));
     streams.forEach((s, i) => {

@@ -27,8 +27,22 @@ import { isDrop } from '../../core/wire/parse-result';
 const u16 = (v: number) => [(v >> 8) & 0xff, v & 0xff];
 const u32 = (v: number) => [(v >>> 24) & 0xff, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff];
 const name = (n: string) => [...encodeDnsName(n)];
-const header = (id: number, flags: number, qd: number, an: number, ns: number, ar: number) => [...u16(id), ...u16(flags), ...u16(qd), ...u16(an), ...u16(ns), ...u16(ar)];
-const rr = (nameBytes: number[], type: number, ttl: number, rdata: number[], klass = 1) => [...nameBytes, ...u16(type), ...u16(klass), ...u32(ttl), ...u16(rdata.length), ...rdata];
+const header = (id: number, flags: number, qd: number, an: number, ns: number, ar: number) => [
+  ...u16(id),
+  ...u16(flags),
+  ...u16(qd),
+  ...u16(an),
+  ...u16(ns),
+  ...u16(ar),
+];
+const rr = (nameBytes: number[], type: number, ttl: number, rdata: number[], klass = 1) => [
+  ...nameBytes,
+  ...u16(type),
+  ...u16(klass),
+  ...u32(ttl),
+  ...u16(rdata.length),
+  ...rdata,
+];
 const OPT = (size = 1232, ttl = 0, rdata: number[] = []) => rr([0], DnsType.OPT, ttl, rdata, size);
 
 function parsed(bytes: number[] | Uint8Array): DnsMessage {
@@ -52,7 +66,9 @@ function sampleResponse(): number[] {
   const cnameRdataOffset = answerStart + 2 + 10; // name pointer (2) + fixed fields (10)
   return [
     ...header(0x1234, 0x8180, 1, 2, 0, 1),
-    ...q, ...u16(DnsType.A), ...u16(1),
+    ...q,
+    ...u16(DnsType.A),
+    ...u16(1),
     ...rr([0xc0, 12], DnsType.CNAME, 300, cname),
     ...rr([0xc0, cnameRdataOffset], DnsType.A, 60, [192, 0, 2, 1]),
     ...OPT(1232, 0x8000),
@@ -63,7 +79,21 @@ describe('DNS codec: parsing', () => {
   it('reads the header fields', () => {
     const h = parseDnsHeader(Uint8Array.from(header(0xbeef, 0x8180 | 0x0400 | 0x0010 | 3, 1, 2, 3, 4)));
     if (isDrop(h)) throw new Error(h);
-    expect(h).toMatchObject({ id: 0xbeef, qr: true, opcode: 0, aa: true, tc: false, rd: true, ra: true, cd: true, rcode: 3, qdcount: 1, ancount: 2, nscount: 3, arcount: 4 });
+    expect(h).toMatchObject({
+      id: 0xbeef,
+      qr: true,
+      opcode: 0,
+      aa: true,
+      tc: false,
+      rd: true,
+      ra: true,
+      cd: true,
+      rcode: 3,
+      qdcount: 1,
+      ancount: 2,
+      nscount: 3,
+      arcount: 4,
+    });
     expect(parseDnsHeader(new Uint8Array(11))).toBe('dns-truncated-header');
   });
 
@@ -161,7 +191,13 @@ describe('DNS codec: parsing', () => {
     const m = parsed(bytes);
     expect(m.rcode).toBe(DnsRcode.NXDOMAIN);
     expect(readSoaMinimum(bytes, m.authority[0])).toBe(77);
-    const short = Uint8Array.from([...header(1, 0x8183, 1, 0, 1, 0), ...name('example'), ...u16(1), ...u16(1), ...rr([0xc0, 12], DnsType.SOA, 600, soaRdata.slice(0, -1))]);
+    const short = Uint8Array.from([
+      ...header(1, 0x8183, 1, 0, 1, 0),
+      ...name('example'),
+      ...u16(1),
+      ...u16(1),
+      ...rr([0xc0, 12], DnsType.SOA, 600, soaRdata.slice(0, -1)),
+    ]);
     expect(readSoaMinimum(short, parsed(short).authority[0])).toBe('dns-soa-bad-length');
   });
 });
@@ -184,7 +220,13 @@ describe('DNS codec: emitting and rewriting', () => {
   });
 
   it('puts extended rcodes into the OPT record', () => {
-    const out = emitDnsResponse({ id: 1, flags: 0, rcode: DnsRcode.BADVERS, question: { nameWire: encodeDnsName('x'), type: 1, class: 1 }, edns: { udpPayloadSize: 1232, dnssecOk: false } });
+    const out = emitDnsResponse({
+      id: 1,
+      flags: 0,
+      rcode: DnsRcode.BADVERS,
+      question: { nameWire: encodeDnsName('x'), type: 1, class: 1 },
+      edns: { udpPayloadSize: 1232, dnssecOk: false },
+    });
     const m = parsed(out);
     expect(m.header.rcode).toBe(0);
     expect(m.rcode).toBe(DnsRcode.BADVERS);

@@ -44,14 +44,17 @@ interface Rr {
 }
 
 /** An upstream answer to `q` (its ID and question copied), built byte by byte. */
-function answerTo(q: Uint8Array, o: { rcode?: number; answers?: Rr[]; soa?: { ttl: number; minimum: number }; tc?: boolean; id?: number; opt?: boolean } = {}): Uint8Array {
+function answerTo(
+  q: Uint8Array,
+  o: { rcode?: number; answers?: Rr[]; soa?: { ttl: number; minimum: number }; tc?: boolean; id?: number; opt?: boolean } = {},
+): Uint8Array {
   const m = parse(q);
   const question = m.questions[0];
   const rr = (r: Rr) => [0xc0, 12, ...u16(r.type), ...u16(1), ...u32(r.ttl), ...u16(r.rdata.length), ...r.rdata];
   const answers = (o.answers ?? []).map(rr);
   const soaRdata = [...encodeDnsName('ns.example'), ...encodeDnsName('admin.example'), ...u32(1), ...u32(2), ...u32(3), ...u32(4), ...u32(o.soa?.minimum ?? 0)];
   const authority = o.soa ? [rr({ type: DnsType.SOA, ttl: o.soa.ttl, rdata: soaRdata })] : [];
-  const opt = o.opt ?? m.edns !== undefined ? [0, ...u16(DnsType.OPT), ...u16(1232), ...u32(m.edns?.dnssecOk ? 0x8000 : 0), ...u16(0)] : [];
+  const opt = (o.opt ?? m.edns !== undefined) ? [0, ...u16(DnsType.OPT), ...u16(1232), ...u32(m.edns?.dnssecOk ? 0x8000 : 0), ...u16(0)] : [];
   const flags = 0x8000 | (m.header.flags & 0x0100) | 0x0080 | (o.tc ? 0x0200 : 0) | (o.rcode ?? 0);
   return Uint8Array.from([
     ...u16(o.id ?? m.header.id),
@@ -69,7 +72,17 @@ function answerTo(q: Uint8Array, o: { rcode?: number; answers?: Rr[]; soa?: { tt
   ]);
 }
 
-const A = (ip: string, ttl = 300): Rr => ({ type: DnsType.A, ttl, rdata: [...parseIpv4(ip).toString(16).padStart(8, '0').match(/../g)!.map((h) => parseInt(h, 16))] });
+const A = (ip: string, ttl = 300): Rr => ({
+  type: DnsType.A,
+  ttl,
+  rdata: [
+    ...parseIpv4(ip)
+      .toString(16)
+      .padStart(8, '0')
+      .match(/../g)!
+      .map((h) => parseInt(h, 16)),
+  ],
+});
 
 interface Forward {
   query: Uint8Array;
@@ -266,7 +279,8 @@ describe('DnsServer: hostile and malformed queries', () => {
       forward(qb, _t, done) {
         const r = rand() % 4;
         if (r === 0) done(undefined);
-        else if (r === 1) done(qb); // garbage reply (a query)
+        else if (r === 1)
+          done(qb); // garbage reply (a query)
         else if (r === 2) {
           const reply = answerToSafe(qb);
           if (reply) for (let k = rand() % 3; k > 0; k--) reply[rand() % reply.length] = rand() & 0xff;
@@ -276,7 +290,12 @@ describe('DnsServer: hostile and malformed queries', () => {
       },
     };
     const server = new DnsServer({ localRecords: weftLocalRecords(parseIpv4('10.0.2.2')), forwarder, random: randomSource(), cacheEntries: 64 });
-    const seeds = [query('www.example.com', { edns: 1232 }), query('gateway.weft.internal'), query('x.weft.internal', { type: DnsType.AAAA }), query('example.org', { type: DnsType.TXT })];
+    const seeds = [
+      query('www.example.com', { edns: 1232 }),
+      query('gateway.weft.internal'),
+      query('x.weft.internal', { type: DnsType.AAAA }),
+      query('example.org', { type: DnsType.TXT }),
+    ];
     let accepted = 0;
     let replies = 0;
     for (let i = 0; i < 100_000; i++) {
@@ -354,7 +373,20 @@ describe('DnsServer: forwarding', () => {
 
   it('passes every record type through untouched, with EDNS', () => {
     const { server, forwarder } = makeServer();
-    const types = [DnsType.A, DnsType.AAAA, DnsType.CNAME, DnsType.MX, DnsType.TXT, DnsType.SRV, DnsType.PTR, DnsType.SOA, DnsType.NS, DnsType.CAA, DnsType.HTTPS, DnsType.SVCB];
+    const types = [
+      DnsType.A,
+      DnsType.AAAA,
+      DnsType.CNAME,
+      DnsType.MX,
+      DnsType.TXT,
+      DnsType.SRV,
+      DnsType.PTR,
+      DnsType.SOA,
+      DnsType.NS,
+      DnsType.CAA,
+      DnsType.HTTPS,
+      DnsType.SVCB,
+    ];
     for (const type of types) {
       const replies = ask(server, query('t.example', { type, edns: 1232, dnssecOk: true, id: type }));
       const rdata = [type & 0xff, 1, 2, 3, 4, 5];
@@ -561,7 +593,12 @@ describe('openLocalDnsTcp', () => {
       onDrain: () => events.push('drain'),
       onClose: (e) => events.push(e ? `close:${e.kind}` : 'close'),
     };
-    const stream = openLocalDnsTcp(server, handlers, () => 0, (fn) => tasks.push(fn));
+    const stream = openLocalDnsTcp(
+      server,
+      handlers,
+      () => 0,
+      (fn) => tasks.push(fn),
+    );
     const run = () => {
       while (tasks.length) tasks.shift()!();
     };

@@ -231,7 +231,9 @@ describe.skipIf(digMissing)('weft DnsServer forwarding to the test server, queri
 describe('node-host DNS configuration', () => {
   it('reads IPv4 nameservers and the search list from resolv.conf text', async () => {
     const { parseResolvConf } = await import('../../node-host/dns-config');
-    const conf = parseResolvConf('# comment\nnameserver 10.0.0.1\nnameserver ::1\nnameserver fe80::1%eth0\nsearch a.example b.example.\noptions ndots:2\nnameserver 1.1.1.1 ; trailing\n');
+    const conf = parseResolvConf(
+      '# comment\nnameserver 10.0.0.1\nnameserver ::1\nnameserver fe80::1%eth0\nsearch a.example b.example.\noptions ndots:2\nnameserver 1.1.1.1 ; trailing\n',
+    );
     expect(conf.servers).toEqual([
       { ip: parseIpv4('10.0.0.1'), port: 53 },
       { ip: parseIpv4('1.1.1.1'), port: 53 },

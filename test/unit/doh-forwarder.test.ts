@@ -66,7 +66,10 @@ describe('DNS over HTTPS forwarder', () => {
   it('fails (SERVFAIL from the server) when the DoH endpoint does not answer properly', async () => {
     const server = new DnsServer({
       localRecords: new Map(),
-      forwarder: new DohForwarder({ url: url.replace('/dns-query', '/nope'), fetch: (u, init) => fetch(u, { ...init, headers: { 'content-type': 'text/plain' } }) }),
+      forwarder: new DohForwarder({
+        url: url.replace('/dns-query', '/nope'),
+        fetch: (u, init) => fetch(u, { ...init, headers: { 'content-type': 'text/plain' } }),
+      }),
       random: seededRandom(4).fill,
     });
     const reply = await new Promise<Uint8Array>((resolve) =>

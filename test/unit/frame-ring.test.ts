@@ -150,7 +150,10 @@ describe('FrameRing', () => {
     const got: number[] = [];
     let batches = 0;
     writer.push(Uint8Array.of(1));
-    reader.start((f) => got.push(f[0]), () => batches++);
+    reader.start(
+      (f) => got.push(f[0]),
+      () => batches++,
+    );
     expect(got).toEqual([1]);
     writer.push(Uint8Array.of(2));
     writer.push(Uint8Array.of(3)); // one burst: one doorbell

@@ -12,7 +12,6 @@ import { ipv4, mac } from '../../core/wire/address';
 import { dhcpClientPayload } from '../support/frames';
 import { runs } from '../support/fuzz';
 
-
 const u16 = fc.integer({ min: 0, max: 0xffff });
 const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
 const cfg = { ...DEFAULT_NETWORK, leaseCount: 8 };
@@ -75,7 +74,10 @@ const mutated = fc.tuple(clientMessage, fc.array(fc.tuple(fc.nat(), fc.integer({
 describe('DHCP codec', () => {
   it('parseDhcp never throws on arbitrary or mutated messages', () => {
     const input = fc.oneof(fc.uint8Array({ maxLength: 600 }), mutated);
-    fc.assert(fc.property(input, (b) => void parseDhcp(b)), runs(201, 3000));
+    fc.assert(
+      fc.property(input, (b) => void parseDhcp(b)),
+      runs(201, 3000),
+    );
   });
 
   it('emitDhcp → parseDhcp round-trips a reply', () => {
@@ -99,50 +101,56 @@ describe('DHCP codec', () => {
       },
       { requiredKeys: ['messageType', 'xid', 'flags', 'chaddr', 'serverId'] },
     );
-    fc.assert(fc.property(reply, (r: DhcpReplyRepr) => {
-      const m = parseDhcp(emitDhcp(r));
-      if (isDrop(m)) throw new Error(m);
-      expect(m.op).toBe(BOOTREPLY);
-      expect(m).toMatchObject({ xid: r.xid, flags: r.flags, yiaddr: r.yiaddr ?? 0, chaddr: r.chaddr, messageType: r.messageType, serverId: r.serverId });
-      if (r.dnsServers) expect(Array.from(m.options.get(DhcpOption.DNS_SERVERS) ?? [])).toEqual(r.dnsServers.flatMap(ip4));
-      if (r.message) expect(new TextDecoder().decode(m.options.get(DhcpOption.MESSAGE))).toBe(r.message);
-      if (r.leaseTimeSeconds !== undefined) expect(Array.from(m.options.get(DhcpOption.LEASE_TIME) ?? [])).toEqual(ip4(r.leaseTimeSeconds));
-    }), runs(202, 300, 0.2));
+    fc.assert(
+      fc.property(reply, (r: DhcpReplyRepr) => {
+        const m = parseDhcp(emitDhcp(r));
+        if (isDrop(m)) throw new Error(m);
+        expect(m.op).toBe(BOOTREPLY);
+        expect(m).toMatchObject({ xid: r.xid, flags: r.flags, yiaddr: r.yiaddr ?? 0, chaddr: r.chaddr, messageType: r.messageType, serverId: r.serverId });
+        if (r.dnsServers) expect(Array.from(m.options.get(DhcpOption.DNS_SERVERS) ?? [])).toEqual(r.dnsServers.flatMap(ip4));
+        if (r.message) expect(new TextDecoder().decode(m.options.get(DhcpOption.MESSAGE))).toBe(r.message);
+        if (r.leaseTimeSeconds !== undefined) expect(Array.from(m.options.get(DhcpOption.LEASE_TIME) ?? [])).toEqual(ip4(r.leaseTimeSeconds));
+      }),
+      runs(202, 300, 0.2),
+    );
   });
 });
 
 describe('DHCP server', () => {
   it('answers every message sequence with a reply, a drop reason or a silence RFC 2131 asks for', () => {
     const step = fc.tuple(fc.oneof({ weight: 3, arbitrary: clientMessage }, { weight: 1, arbitrary: mutated }), fc.integer({ min: 0, max: 120_000 }));
-    fc.assert(fc.property(fc.array(step, { minLength: 1, maxLength: 40 }), (steps) => {
-      const server = new DhcpServer(cfg, () => {});
-      let now = 0;
-      for (const [bytes, dt] of steps) {
-        now += dt;
-        const msg = parseDhcp(bytes);
-        if (isDrop(msg)) continue;
-        const r = server.handle(msg, now);
-        if (typeof r === 'string') {
-          expect(r).toMatch(/^dhcp-[a-z-]+$/);
-        } else if (r === null) {
-          const foreignRequest = msg.messageType === T.REQUEST && msg.serverId !== undefined && msg.serverId !== cfg.gateway;
-          expect(msg.messageType === T.DECLINE || msg.messageType === T.RELEASE || foreignRequest, `silence for type ${msg.messageType}`).toBe(true);
-        } else {
-          const reply = parseDhcp(r.payload);
-          if (isDrop(reply)) throw new Error(reply);
-          expect(reply.op).toBe(BOOTREPLY);
-          expect(reply.xid).toBe(msg.xid);
-          expect([T.OFFER, T.ACK, T.NAK]).toContain(reply.messageType);
-          if (reply.messageType !== T.NAK && msg.messageType !== T.INFORM) {
-            expect(reply.yiaddr - cfg.firstLease).toBeGreaterThanOrEqual(0);
-            expect(reply.yiaddr - cfg.firstLease).toBeLessThan(cfg.leaseCount);
+    fc.assert(
+      fc.property(fc.array(step, { minLength: 1, maxLength: 40 }), (steps) => {
+        const server = new DhcpServer(cfg, () => {});
+        let now = 0;
+        for (const [bytes, dt] of steps) {
+          now += dt;
+          const msg = parseDhcp(bytes);
+          if (isDrop(msg)) continue;
+          const r = server.handle(msg, now);
+          if (typeof r === 'string') {
+            expect(r).toMatch(/^dhcp-[a-z-]+$/);
+          } else if (r === null) {
+            const foreignRequest = msg.messageType === T.REQUEST && msg.serverId !== undefined && msg.serverId !== cfg.gateway;
+            expect(msg.messageType === T.DECLINE || msg.messageType === T.RELEASE || foreignRequest, `silence for type ${msg.messageType}`).toBe(true);
+          } else {
+            const reply = parseDhcp(r.payload);
+            if (isDrop(reply)) throw new Error(reply);
+            expect(reply.op).toBe(BOOTREPLY);
+            expect(reply.xid).toBe(msg.xid);
+            expect([T.OFFER, T.ACK, T.NAK]).toContain(reply.messageType);
+            if (reply.messageType !== T.NAK && msg.messageType !== T.INFORM) {
+              expect(reply.yiaddr - cfg.firstLease).toBeGreaterThanOrEqual(0);
+              expect(reply.yiaddr - cfg.firstLease).toBeLessThan(cfg.leaseCount);
+            }
           }
+          // The lease table: pool addresses only, never one address twice.
+          const ips = server.leases().map((l) => l.ip);
+          expect(new Set(ips).size).toBe(ips.length);
+          expect(ips.length).toBeLessThanOrEqual(cfg.leaseCount);
         }
-        // The lease table: pool addresses only, never one address twice.
-        const ips = server.leases().map((l) => l.ip);
-        expect(new Set(ips).size).toBe(ips.length);
-        expect(ips.length).toBeLessThanOrEqual(cfg.leaseCount);
-      }
-    }), runs(203, 300, 0.1));
+      }),
+      runs(203, 300, 0.1),
+    );
   });
 });

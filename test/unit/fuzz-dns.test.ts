@@ -10,14 +10,26 @@ import { isDrop } from '../../core/wire/parse-result';
 import { seededRandom } from '../support/frames';
 import { runs } from '../support/fuzz';
 
-
 const u16 = fc.integer({ min: 0, max: 0xffff });
 const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
 const label = fc.stringMatching(/^[a-zA-Z0-9_-]{1,20}$/);
 const randomName = fc.array(label, { minLength: 1, maxLength: 5 }).map((l) => l.join('.'));
 /** Names the server treats differently: local records, local domains, reverse names, forwarded names, the root. */
 const name = fc.oneof(
-  { weight: 4, arbitrary: fc.constantFrom('gateway.weft.internal', 'HOST.weft.internal', 'nope.weft.internal', 'weft.internal', '2.2.0.10.in-addr.arpa', 'example.com', 'Example.COM', 'a.example', '') },
+  {
+    weight: 4,
+    arbitrary: fc.constantFrom(
+      'gateway.weft.internal',
+      'HOST.weft.internal',
+      'nope.weft.internal',
+      'weft.internal',
+      '2.2.0.10.in-addr.arpa',
+      'example.com',
+      'Example.COM',
+      'a.example',
+      '',
+    ),
+  },
   { weight: 1, arbitrary: randomName },
 );
 const qtype = fc.oneof(
@@ -33,7 +45,11 @@ const queryRepr: fc.Arbitrary<DnsQueryRepr> = fc.record(
     class: fc.oneof({ weight: 6, arbitrary: fc.constant(DnsClass.IN) }, { weight: 1, arbitrary: fc.constant(DnsClass.ANY) }, { weight: 1, arbitrary: u16 }),
     rd: fc.boolean(),
     cd: fc.boolean(),
-    edns: fc.record({ udpPayloadSize: u16, dnssecOk: fc.boolean(), version: fc.oneof({ weight: 5, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 255 }) }) }),
+    edns: fc.record({
+      udpPayloadSize: u16,
+      dnssecOk: fc.boolean(),
+      version: fc.oneof({ weight: 5, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 255 }) }),
+    }),
   },
   { requiredKeys: ['id', 'nameWire', 'type'] },
 );
@@ -54,35 +70,49 @@ const message = fc.oneof(
 
 describe('DNS codec', () => {
   it('parseDnsMessage never throws on arbitrary or mutated messages', () => {
-    fc.assert(fc.property(fc.oneof(message, fc.uint8Array({ maxLength: 2000 })), (b) => void parseDnsMessage(b)), runs(301, 1500));
+    fc.assert(
+      fc.property(fc.oneof(message, fc.uint8Array({ maxLength: 2000 })), (b) => void parseDnsMessage(b)),
+      runs(301, 1500),
+    );
   });
 
   it('emitDnsQuery → parseDnsMessage round-trips', () => {
-    fc.assert(fc.property(queryRepr, (q) => {
-      const m = parseDnsMessage(emitDnsQuery(q));
-      if (isDrop(m)) throw new Error(m);
-      expect(m.header).toMatchObject({ id: q.id, qr: false, rd: q.rd !== false, cd: q.cd === true, qdcount: 1 });
-      expect(m.questions).toHaveLength(1);
-      expect(m.questions[0]).toMatchObject({ nameWire: q.nameWire, type: q.type, class: q.class ?? DnsClass.IN });
-      expect(encodeDnsName(m.questions[0].name)).toEqual(q.nameWire);
-      if (q.edns) expect(m.edns).toMatchObject({ udpPayloadSize: q.edns.udpPayloadSize, dnssecOk: q.edns.dnssecOk, version: q.edns.version ?? 0 });
-      else expect(m.edns).toBeUndefined();
-    }), runs(302, 500, 0.2));
+    fc.assert(
+      fc.property(queryRepr, (q) => {
+        const m = parseDnsMessage(emitDnsQuery(q));
+        if (isDrop(m)) throw new Error(m);
+        expect(m.header).toMatchObject({ id: q.id, qr: false, rd: q.rd !== false, cd: q.cd === true, qdcount: 1 });
+        expect(m.questions).toHaveLength(1);
+        expect(m.questions[0]).toMatchObject({ nameWire: q.nameWire, type: q.type, class: q.class ?? DnsClass.IN });
+        expect(encodeDnsName(m.questions[0].name)).toEqual(q.nameWire);
+        if (q.edns) expect(m.edns).toMatchObject({ udpPayloadSize: q.edns.udpPayloadSize, dnssecOk: q.edns.dnssecOk, version: q.edns.version ?? 0 });
+        else expect(m.edns).toBeUndefined();
+      }),
+      runs(302, 500, 0.2),
+    );
   });
 
   it('emitDnsResponse → parseDnsMessage round-trips', () => {
     const answer = fc.record({ type: u16.filter((t) => t !== DnsType.OPT), class: u16, ttl: u32, rdata: fc.uint8Array({ maxLength: 40 }) });
     const response = fc.record({
-      id: u16, rcode: fc.integer({ min: 0, max: 15 }), flags: u16, nameWire: name.map(encodeDnsName), type: qtype, answers: fc.array(answer, { maxLength: 5 }),
+      id: u16,
+      rcode: fc.integer({ min: 0, max: 15 }),
+      flags: u16,
+      nameWire: name.map(encodeDnsName),
+      type: qtype,
+      answers: fc.array(answer, { maxLength: 5 }),
     });
-    fc.assert(fc.property(response, (r) => {
-      const question = { nameWire: r.nameWire, type: r.type, class: DnsClass.IN };
-      const m = parseDnsMessage(emitDnsResponse({ id: r.id, flags: r.flags, rcode: r.rcode, question, answers: r.answers }));
-      if (isDrop(m)) throw new Error(m);
-      expect(m.header).toMatchObject({ id: r.id, qr: true, rcode: r.rcode });
-      expect(m.questions[0]).toMatchObject(question);
-      expect(m.answers.map((a) => ({ type: a.type, class: a.class, ttl: a.ttl, rdata: a.rdata }))).toEqual(r.answers);
-    }), runs(303, 500, 0.2));
+    fc.assert(
+      fc.property(response, (r) => {
+        const question = { nameWire: r.nameWire, type: r.type, class: DnsClass.IN };
+        const m = parseDnsMessage(emitDnsResponse({ id: r.id, flags: r.flags, rcode: r.rcode, question, answers: r.answers }));
+        if (isDrop(m)) throw new Error(m);
+        expect(m.header).toMatchObject({ id: r.id, qr: true, rcode: r.rcode });
+        expect(m.questions[0]).toMatchObject(question);
+        expect(m.answers.map((a) => ({ type: a.type, class: a.class, ttl: a.ttl, rdata: a.rdata }))).toEqual(r.answers);
+      }),
+      runs(303, 500, 0.2),
+    );
   });
 });
 
@@ -113,67 +143,70 @@ describe('DNS server', () => {
   it('gives every accepted query exactly one well-formed reply, and counts every refused one', () => {
     // `again` re-sends an earlier message: that is what reaches the cache and joins queries in flight.
     const step = fc.record({ msg: message, again: fc.option(fc.nat()), tcp: fc.boolean(), dt: fc.integer({ min: 0, max: 3000 }), resolver: resolverAction });
-    fc.assert(fc.property(fc.array(step, { minLength: 1, maxLength: 25 }), fc.boolean(), (steps, withForwarder) => {
-      const later: Array<() => void> = [];
-      let action = steps[0].resolver;
-      const forwarder: DnsForwarder = {
-        forward(query, _transport, done) {
-          const a = action;
-          const run = () => {
-            if (a.kind === 'answer') {
-              const reply = answerTo(query, a.ttl, a.count);
-              for (const [pos, v] of a.edits) reply[pos % reply.length] = v;
-              done(reply);
-            } else if (a.kind === 'garbage') done(a.bytes);
-            else if (a.kind === 'fail') done(undefined);
-          };
-          if (a.kind === 'throw') throw new Error('resolver down');
-          if (a.sync) run();
-          else later.push(run);
-          return { cancel: () => {} };
-        },
-      };
-      let drops = 0;
-      const servfails: string[] = [];
-      const server = new DnsServer({
-        localRecords: weftLocalRecords(parseIpv4('10.0.2.2')),
-        forwarder: withForwarder ? forwarder : undefined,
-        random: seededRandom(steps.length).fill,
-        onDrop: () => drops++,
-        onServfail: (r) => servfails.push(r),
-        cacheEntries: 8,
-      });
-      let now = 1000;
-      const replies: Uint8Array[][] = [];
-      const accepted: boolean[] = [];
-      const msgs: Uint8Array[] = [];
-      for (const [i, s] of steps.entries()) {
-        const msg = s.again !== null && i > 0 ? msgs[s.again % i] : s.msg;
-        msgs.push(msg);
-        now += s.dt;
-        action = s.resolver;
-        replies.push([]);
-        const dropsBefore = drops;
-        accepted.push(server.query(msg, s.tcp ? 'tcp' : 'udp', now, (r) => replies[i].push(r)));
-        if (!accepted[i]) expect(drops).toBe(dropsBefore + 1);
-        if (i % 3 === 2) for (const run of later.splice(0)) run();
-        server.poll(now);
-      }
-      for (const run of later.splice(0)) run();
-      server.poll(now + 60_000);
-      for (const [i, s] of steps.entries()) {
-        expect(replies[i]).toHaveLength(accepted[i] ? 1 : 0);
-        if (!accepted[i]) continue;
-        const reply = parseDnsMessage(replies[i][0]);
-        if (isDrop(reply)) throw new Error(`reply ${i} does not parse: ${reply}`);
-        expect(reply.header.qr).toBe(true);
-        expect(reply.header.id).toBe((msgs[i][0] << 8) | msgs[i][1]);
-        const q = parseDnsMessage(msgs[i]);
-        if (!s.tcp && !isDrop(q)) expect(replies[i][0].length).toBeLessThanOrEqual(Math.max(512, q.edns?.udpPayloadSize ?? 0));
-      }
-      expect(servfails).not.toContain('dns-internal-error');
-      expect(server.counters().pending).toBe(0);
-    }), runs(304, 400, 0.1));
+    fc.assert(
+      fc.property(fc.array(step, { minLength: 1, maxLength: 25 }), fc.boolean(), (steps, withForwarder) => {
+        const later: Array<() => void> = [];
+        let action = steps[0].resolver;
+        const forwarder: DnsForwarder = {
+          forward(query, _transport, done) {
+            const a = action;
+            const run = () => {
+              if (a.kind === 'answer') {
+                const reply = answerTo(query, a.ttl, a.count);
+                for (const [pos, v] of a.edits) reply[pos % reply.length] = v;
+                done(reply);
+              } else if (a.kind === 'garbage') done(a.bytes);
+              else if (a.kind === 'fail') done(undefined);
+            };
+            if (a.kind === 'throw') throw new Error('resolver down');
+            if (a.sync) run();
+            else later.push(run);
+            return { cancel: () => {} };
+          },
+        };
+        let drops = 0;
+        const servfails: string[] = [];
+        const server = new DnsServer({
+          localRecords: weftLocalRecords(parseIpv4('10.0.2.2')),
+          forwarder: withForwarder ? forwarder : undefined,
+          random: seededRandom(steps.length).fill,
+          onDrop: () => drops++,
+          onServfail: (r) => servfails.push(r),
+          cacheEntries: 8,
+        });
+        let now = 1000;
+        const replies: Uint8Array[][] = [];
+        const accepted: boolean[] = [];
+        const msgs: Uint8Array[] = [];
+        for (const [i, s] of steps.entries()) {
+          const msg = s.again !== null && i > 0 ? msgs[s.again % i] : s.msg;
+          msgs.push(msg);
+          now += s.dt;
+          action = s.resolver;
+          replies.push([]);
+          const dropsBefore = drops;
+          accepted.push(server.query(msg, s.tcp ? 'tcp' : 'udp', now, (r) => replies[i].push(r)));
+          if (!accepted[i]) expect(drops).toBe(dropsBefore + 1);
+          if (i % 3 === 2) for (const run of later.splice(0)) run();
+          server.poll(now);
+        }
+        for (const run of later.splice(0)) run();
+        server.poll(now + 60_000);
+        for (const [i, s] of steps.entries()) {
+          expect(replies[i]).toHaveLength(accepted[i] ? 1 : 0);
+          if (!accepted[i]) continue;
+          const reply = parseDnsMessage(replies[i][0]);
+          if (isDrop(reply)) throw new Error(`reply ${i} does not parse: ${reply}`);
+          expect(reply.header.qr).toBe(true);
+          expect(reply.header.id).toBe((msgs[i][0] << 8) | msgs[i][1]);
+          const q = parseDnsMessage(msgs[i]);
+          if (!s.tcp && !isDrop(q)) expect(replies[i][0].length).toBeLessThanOrEqual(Math.max(512, q.edns?.udpPayloadSize ?? 0));
+        }
+        expect(servfails).not.toContain('dns-internal-error');
+        expect(server.counters().pending).toBe(0);
+      }),
+      runs(304, 400, 0.1),
+    );
   });
 });
 
@@ -187,9 +220,8 @@ describe('DNS server regressions found by fuzzing', () => {
     const ttl256 = [0, 0, 1, 0]; // aged by one second it becomes 0x000000ff
     const answer = (name: number[]) => [...name, 0, 1, 0, 1, ...ttl256, 0, 4, 93, 184, 216, 34];
     // The second answer's name points at the last TTL byte of the first (offset 38): 0x00, the root.
-    const reply = (id: number) => Uint8Array.from([
-      id >>> 8, id & 0xff, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0, ...question, 0, 1, 0, 1, ...answer([0xc0, 12]), ...answer([0xc0, 38]),
-    ]);
+    const reply = (id: number) =>
+      Uint8Array.from([id >>> 8, id & 0xff, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0, ...question, 0, 1, 0, 1, ...answer([0xc0, 12]), ...answer([0xc0, 38])]);
     expect(parseDnsMessage(reply(7))).toMatchObject({ answers: [{ ttl: 256 }, { name: '', ttl: 256 }] });
     const server = new DnsServer({
       localRecords: new Map(),
@@ -206,4 +238,3 @@ describe('DNS server regressions found by fuzzing', () => {
     for (const r of replies) expect(isDrop(parseDnsMessage(r))).toBe(false);
   });
 });
-

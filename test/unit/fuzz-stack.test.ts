@@ -16,10 +16,21 @@ import { isDrop } from '../../core/wire/parse-result';
 import { ACK, emitTcp, FIN, parseTcp, PSH, RST, SYN, tcpHeaderLength, verifyTcpChecksum, type TcpOptions } from '../../core/wire/tcp';
 import { parseUdp } from '../../core/wire/udp';
 import { FakeUpstream, type FakeTcpStream } from '../support/fake-upstream';
-import { arpFrame, DNS_IP, dhcpFrame, fragmentFrames, GATEWAY_IP, GUEST_IP, GUEST_MAC, ipv4Frame, pingFrame, seededRandom, udpPayload } from '../support/frames';
+import {
+  arpFrame,
+  DNS_IP,
+  dhcpFrame,
+  fragmentFrames,
+  GATEWAY_IP,
+  GUEST_IP,
+  GUEST_MAC,
+  ipv4Frame,
+  pingFrame,
+  seededRandom,
+  udpPayload,
+} from '../support/frames';
 import { runs } from '../support/fuzz';
 import { instant } from '../../core/clock';
-
 
 const u8 = fc.integer({ min: 0, max: 0xff });
 const u16 = fc.integer({ min: 0, max: 0xffff });
@@ -64,14 +75,24 @@ const tcpAction = fc.record({
 
 const otherFrame = fc.oneof(
   fc.tuple(fc.integer({ min: 1, max: 8 }), u32).map(([type, xid]) => dhcpFrame(type, GUEST_MAC, xid, [50, 4, 10, 0, 2, 15])),
-  fc.constantFrom(ARP_REQUEST, ARP_REPLY).map((operation) => arpFrame({ operation, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: ZERO_MAC, targetIp: GATEWAY_IP })),
+  fc
+    .constantFrom(ARP_REQUEST, ARP_REPLY)
+    .map((operation) => arpFrame({ operation, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: ZERO_MAC, targetIp: GATEWAY_IP })),
   fc.tuple(fc.constantFrom(GATEWAY_IP, DNS_IP, REMOTE), fc.integer({ min: 0, max: 3000 })).map(([dst, size]) => pingFrame(dst, size)),
-  fc.tuple(fc.constantFrom('example.com', 'gateway.weft.internal', 'x.weft.internal'), fc.constantFrom(DnsType.A, DnsType.AAAA, DnsType.PTR), u16).map(([name, type, id]) =>
-    ipv4Frame({ src: GUEST_IP, dst: DNS_IP, protocol: IPPROTO_UDP, id: 9 }, udpPayload(GUEST_IP, DNS_IP, 5353, 53, emitDnsQuery({ id, nameWire: encodeDnsName(name), type })))),
-  fc.tuple(fc.constantFrom(REMOTE, GATEWAY_IP, DNS_IP, parseIpv4('10.0.2.99'), IPV4_BROADCAST), u16, fc.uint8Array({ maxLength: 600 })).map(([dst, port, data]) =>
-    ipv4Frame({ src: GUEST_IP, dst, protocol: IPPROTO_UDP, id: 10 }, udpPayload(GUEST_IP, dst, 5000, port, data))),
-  fc.tuple(fc.integer({ min: 1, max: 400 }), fc.integer({ min: 1, max: 60 })).map(([size, chunk]) =>
-    fragmentFrames({ src: GUEST_IP, dst: GATEWAY_IP, protocol: 1, id: 77 }, pingFrame(GATEWAY_IP, size * 8).subarray(34), chunk * 8)),
+  fc
+    .tuple(fc.constantFrom('example.com', 'gateway.weft.internal', 'x.weft.internal'), fc.constantFrom(DnsType.A, DnsType.AAAA, DnsType.PTR), u16)
+    .map(([name, type, id]) =>
+      ipv4Frame(
+        { src: GUEST_IP, dst: DNS_IP, protocol: IPPROTO_UDP, id: 9 },
+        udpPayload(GUEST_IP, DNS_IP, 5353, 53, emitDnsQuery({ id, nameWire: encodeDnsName(name), type })),
+      ),
+    ),
+  fc
+    .tuple(fc.constantFrom(REMOTE, GATEWAY_IP, DNS_IP, parseIpv4('10.0.2.99'), IPV4_BROADCAST), u16, fc.uint8Array({ maxLength: 600 }))
+    .map(([dst, port, data]) => ipv4Frame({ src: GUEST_IP, dst, protocol: IPPROTO_UDP, id: 10 }, udpPayload(GUEST_IP, dst, 5000, port, data))),
+  fc
+    .tuple(fc.integer({ min: 1, max: 400 }), fc.integer({ min: 1, max: 60 }))
+    .map(([size, chunk]) => fragmentFrames({ src: GUEST_IP, dst: GATEWAY_IP, protocol: 1, id: 77 }, pingFrame(GATEWAY_IP, size * 8).subarray(34), chunk * 8)),
 );
 
 const edits = fc.array(fc.tuple(fc.nat(), u8), { minLength: 1, maxLength: 4 });
@@ -84,7 +105,10 @@ const action = fc.oneof(
   // Mutate the last frame sent (or the last one built): flips anywhere, checksums left stale or not.
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('mutate' as const), edits, truncate: fc.option(fc.nat()) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('noise' as const), bytes: fc.uint8Array({ maxLength: 200 }) }) },
-  { weight: 3, arbitrary: fc.record({ kind: fc.constant('time' as const), ms: fc.oneof(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: 120_000 })) }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({ kind: fc.constant('time' as const), ms: fc.oneof(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: 120_000 })) }),
+  },
   {
     weight: 5,
     arbitrary: fc.record({
@@ -118,90 +142,100 @@ interface StreamState {
 
 describe('Stack under arbitrary frame sequences', () => {
   it('never hits an internal error, and sends only well-formed frames', () => {
-    fc.assert(fc.property(stackConfig, fc.array(action, { minLength: 10, maxLength: 80 }), (cfg, actions) => {
-      let now = 1_000;
-      const upstream = new FakeUpstream();
-      const state = new Map<FakeTcpStream, StreamState>();
-      /** Per guest port: the next sequence number the stack expects and the next it will send. */
-      const conv = GUEST_PORTS.map(() => ({ rcvNxt: 1000, sndNxt: 0 }));
-      const stack = new Stack({
-        clock: { now: () => instant(now) },
-        random: seededRandom(actions.length).fill,
-        upstream,
-        network: { mtu: cfg.mtu },
-        batchAcks: cfg.batchAcks,
-        tcp: {
-          sack: cfg.sack, timestamps: cfg.timestamps, windowScaling: cfg.windowScaling, receiveBufferBytes: cfg.receiveBufferBytes,
-          sendBufferBytes: cfg.sendBufferBytes, maxHalfOpen: cfg.maxHalfOpen, maxConnections: cfg.maxConnections, maxTimeWait: cfg.maxTimeWait,
-          connectTimeoutMs: 5000, timeWaitMs: 2000,
-        },
-        output: (f) => checkOutput(f, cfg.mtu, conv),
-      });
-      let last: Uint8Array = pingFrame(GATEWAY_IP, 10);
-      const input = (f: Uint8Array) => {
-        last = f;
-        stack.input(f);
-        if (cfg.batchAcks) stack.flush();
-      };
-      const sendTcp = (port: number, seq: number, ack: number, flags: number, window: number, options: TcpOptions, payload: Uint8Array, fragment = 0) => {
-        const seg = new Uint8Array(tcpHeaderLength(options) + payload.length);
-        emitTcp({ srcPort: GUEST_PORTS[port], dstPort: 80, seq, ack, flags, window, options, payload }, seg, 0, GUEST_IP, REMOTE);
-        const h = { src: GUEST_IP, dst: REMOTE, protocol: IPPROTO_TCP, id: now & 0xffff };
-        if (fragment > 0) for (const f of fragmentFrames(h, seg, fragment)) input(f);
-        else input(ipv4Frame(h, seg));
-      };
-      for (const a of actions) {
-        switch (a.kind) {
-          case 'tcp': {
-            const c = conv[a.port];
-            const seq = pick(a.seq, c.rcvNxt);
-            const ack = pick(a.ack, c.sndNxt);
-            const payload = new Uint8Array(a.payload).fill(0x61);
-            if (a.flags & SYN && !(a.flags & ACK)) c.rcvNxt = (seq + 1) >>> 0;
-            else if (a.seq.mode === 'expect') c.rcvNxt = (seq + payload.length + (a.flags & FIN ? 1 : 0)) >>> 0;
-            sendTcp(a.port, seq, ack, a.flags, a.window, a.options, payload, a.fragment);
-            break;
+    fc.assert(
+      fc.property(stackConfig, fc.array(action, { minLength: 10, maxLength: 80 }), (cfg, actions) => {
+        let now = 1_000;
+        const upstream = new FakeUpstream();
+        const state = new Map<FakeTcpStream, StreamState>();
+        /** Per guest port: the next sequence number the stack expects and the next it will send. */
+        const conv = GUEST_PORTS.map(() => ({ rcvNxt: 1000, sndNxt: 0 }));
+        const stack = new Stack({
+          clock: { now: () => instant(now) },
+          random: seededRandom(actions.length).fill,
+          upstream,
+          network: { mtu: cfg.mtu },
+          batchAcks: cfg.batchAcks,
+          tcp: {
+            sack: cfg.sack,
+            timestamps: cfg.timestamps,
+            windowScaling: cfg.windowScaling,
+            receiveBufferBytes: cfg.receiveBufferBytes,
+            sendBufferBytes: cfg.sendBufferBytes,
+            maxHalfOpen: cfg.maxHalfOpen,
+            maxConnections: cfg.maxConnections,
+            maxTimeWait: cfg.maxTimeWait,
+            connectTimeoutMs: 5000,
+            timeWaitMs: 2000,
+          },
+          output: (f) => checkOutput(f, cfg.mtu, conv),
+        });
+        let last: Uint8Array = pingFrame(GATEWAY_IP, 10);
+        const input = (f: Uint8Array) => {
+          last = f;
+          stack.input(f);
+          if (cfg.batchAcks) stack.flush();
+        };
+        const sendTcp = (port: number, seq: number, ack: number, flags: number, window: number, options: TcpOptions, payload: Uint8Array, fragment = 0) => {
+          const seg = new Uint8Array(tcpHeaderLength(options) + payload.length);
+          emitTcp({ srcPort: GUEST_PORTS[port], dstPort: 80, seq, ack, flags, window, options, payload }, seg, 0, GUEST_IP, REMOTE);
+          const h = { src: GUEST_IP, dst: REMOTE, protocol: IPPROTO_TCP, id: now & 0xffff };
+          if (fragment > 0) for (const f of fragmentFrames(h, seg, fragment)) input(f);
+          else input(ipv4Frame(h, seg));
+        };
+        for (const a of actions) {
+          switch (a.kind) {
+            case 'tcp': {
+              const c = conv[a.port];
+              const seq = pick(a.seq, c.rcvNxt);
+              const ack = pick(a.ack, c.sndNxt);
+              const payload = new Uint8Array(a.payload).fill(0x61);
+              if (a.flags & SYN && !(a.flags & ACK)) c.rcvNxt = (seq + 1) >>> 0;
+              else if (a.seq.mode === 'expect') c.rcvNxt = (seq + payload.length + (a.flags & FIN ? 1 : 0)) >>> 0;
+              sendTcp(a.port, seq, ack, a.flags, a.window, a.options, payload, a.fragment);
+              break;
+            }
+            case 'open': {
+              const c = conv[a.port];
+              const opened = upstream.tcp.length;
+              sendTcp(a.port, c.rcvNxt, 0, SYN, 65535, a.options, new Uint8Array(0));
+              c.rcvNxt = (c.rcvNxt + 1) >>> 0;
+              if (upstream.tcp.length > opened) driveUpstream(upstream, state, upstream.tcp.length - 1, 'connect', 0);
+              sendTcp(a.port, c.rcvNxt, c.sndNxt, ACK, 65535, a.options.timestamp ? { timestamp: a.options.timestamp } : {}, new Uint8Array(0));
+              break;
+            }
+            case 'other':
+              for (const f of a.frames) input(f);
+              break;
+            case 'mutate': {
+              let f = last.slice();
+              for (const [pos, v] of a.edits) f[pos % f.length] = v;
+              if (a.truncate !== null) f = f.subarray(0, a.truncate % (f.length + 1));
+              input(f);
+              break;
+            }
+            case 'noise':
+              input(a.bytes);
+              break;
+            case 'time':
+              now += a.ms;
+              stack.poll();
+              break;
+            case 'upstream':
+              driveUpstream(upstream, state, a.which, a.op, a.size);
+              if (cfg.batchAcks) stack.flush();
+              break;
           }
-          case 'open': {
-            const c = conv[a.port];
-            const opened = upstream.tcp.length;
-            sendTcp(a.port, c.rcvNxt, 0, SYN, 65535, a.options, new Uint8Array(0));
-            c.rcvNxt = (c.rcvNxt + 1) >>> 0;
-            if (upstream.tcp.length > opened) driveUpstream(upstream, state, upstream.tcp.length - 1, 'connect', 0);
-            sendTcp(a.port, c.rcvNxt, c.sndNxt, ACK, 65535, a.options.timestamp ? { timestamp: a.options.timestamp } : {}, new Uint8Array(0));
-            break;
-          }
-          case 'other':
-            for (const f of a.frames) input(f);
-            break;
-          case 'mutate': {
-            let f = last.slice();
-            for (const [pos, v] of a.edits) f[pos % f.length] = v;
-            if (a.truncate !== null) f = f.subarray(0, a.truncate % (f.length + 1));
-            input(f);
-            break;
-          }
-          case 'noise':
-            input(a.bytes);
-            break;
-          case 'time':
-            now += a.ms;
-            stack.poll();
-            break;
-          case 'upstream':
-            driveUpstream(upstream, state, a.which, a.op, a.size);
-            if (cfg.batchAcks) stack.flush();
-            break;
+          const c = stack.counters();
+          expect(c.drops['internal-error'] ?? 0, `internal error after ${JSON.stringify(a).slice(0, 200)}`).toBe(0);
+          const total = Object.values(c.tcpConnections).reduce((n, k) => n + k, 0);
+          expect(total).toBeLessThanOrEqual(cfg.maxConnections);
         }
-        const c = stack.counters();
-        expect(c.drops['internal-error'] ?? 0, `internal error after ${JSON.stringify(a).slice(0, 200)}`).toBe(0);
-        const total = Object.values(c.tcpConnections).reduce((n, k) => n + k, 0);
-        expect(total).toBeLessThanOrEqual(cfg.maxConnections);
-      }
-      now += 600_000;
-      stack.poll();
-      expect(stack.counters().drops['internal-error'] ?? 0).toBe(0);
-    }), runs(501, 400, 0.1));
+        now += 600_000;
+        stack.poll();
+        expect(stack.counters().drops['internal-error'] ?? 0).toBe(0);
+      }),
+      runs(501, 400, 0.1),
+    );
   });
 });
 

@@ -306,7 +306,9 @@ describe('GuestHttpClient against raw servers', () => {
     const s = net.createServer();
     const port = await listen(s);
     await new Promise((r) => s.close(r));
-    const e = await clientFor(port).fetch('http://guest/').catch((err: unknown) => err);
+    const e = await clientFor(port)
+      .fetch('http://guest/')
+      .catch((err: unknown) => err);
     expect(e).toBeInstanceOf(TypeError);
     expect((e as TypeError & { cause: { code: string } }).cause.code).toBe('ECONNREFUSED');
   });

@@ -21,7 +21,12 @@ function setup() {
     onDrain: () => log.push('drain'),
     onClose: (e) => void closes.push(e),
   };
-  const s = new GuestTcpStream(1, 'port 7000', () => opened++, (e) => ends.push(e)).attach(handlers);
+  const s = new GuestTcpStream(
+    1,
+    'port 7000',
+    () => opened++,
+    (e) => ends.push(e),
+  ).attach(handlers);
   return { s, log, sent, ends, closes, opened: () => opened };
 }
 
@@ -97,7 +102,10 @@ describe('GuestTcpStream', () => {
   });
 
   it('refused or unreachable before the guest accepted: the attempt ends with that code at once', () => {
-    for (const [reason, code] of [['guest-refused', 'ERR_WEFT_GUEST_REFUSED'], ['guest-unreachable', 'ERR_WEFT_GUEST_UNREACHABLE']] as const) {
+    for (const [reason, code] of [
+      ['guest-refused', 'ERR_WEFT_GUEST_REFUSED'],
+      ['guest-unreachable', 'ERR_WEFT_GUEST_UNREACHABLE'],
+    ] as const) {
       const t = setup();
       t.s.destroy(reason);
       expect(t.opened()).toBe(0);

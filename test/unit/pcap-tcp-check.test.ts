@@ -8,13 +8,7 @@ import { PcapWriter } from '../../core/pcap-writer';
 import { parseIpv4 } from '../../core/wire/address';
 import { IPPROTO_TCP } from '../../core/wire/ipv4';
 import { ACK, emitTcp, FIN, PSH, RST, SYN, tcpHeaderLength, type TcpOptions } from '../../core/wire/tcp';
-import {
-  describeFinViolation,
-  PcapFormatError,
-  PcapTcpChecker,
-  scanPcapFile,
-  type PcapTcpScan,
-} from '../harness/pcap-tcp-check';
+import { describeFinViolation, PcapFormatError, PcapTcpChecker, scanPcapFile, type PcapTcpScan } from '../harness/pcap-tcp-check';
 import { checkCapture } from '../harness/weft-capture';
 import type { WeftEvent, WeftProcess } from '../harness/weft-process';
 import { GATEWAY_MAC, GUEST_IP, GUEST_MAC, ipv4Frame, seededRandom } from '../support/frames';
@@ -85,7 +79,7 @@ function download(guestIsn: number, weftIsn: number, data: number, port?: number
   return { segs, finSeq, guestFin: g(1) };
 }
 
-describe('pcap TCP check: nothing past weft\'s FIN', () => {
+describe("pcap TCP check: nothing past weft's FIN", () => {
   it('passes a clean close and counts the connection and its FIN', () => {
     const { segs } = download(1000, 5000, 3500);
     const r = scan(pcapOf(segs));
@@ -146,7 +140,11 @@ describe('pcap TCP check: nothing past weft\'s FIN', () => {
       { from: 'weft', seq: finSeq + 2, ack: 1002, flags: ACK, options: TS },
     );
     const r = scan(pcapOf(segs));
-    expect(r.violations.map((v) => [v.kind, v.seq - finSeq])).toEqual([['fin-moved', 1], ['fin-moved', -10], ['seq-past-fin', 2]]);
+    expect(r.violations.map((v) => [v.kind, v.seq - finSeq])).toEqual([
+      ['fin-moved', 1],
+      ['fin-moved', -10],
+      ['seq-past-fin', 2],
+    ]);
   });
 
   it('handles sequence numbers that wrap past 2^32, both clean and with a byte past the FIN', () => {
@@ -188,7 +186,7 @@ describe('pcap TCP check: nothing past weft\'s FIN', () => {
     expect(r.violations[0].flow).toBe('93.184.216.34:80 > 10.0.2.15:40001');
   });
 
-  it('judges only weft\'s segments: the guest may do as it likes past its own FIN', () => {
+  it("judges only weft's segments: the guest may do as it likes past its own FIN", () => {
     const { segs, guestFin } = download(1000, 5000, 2000);
     segs.push({ from: 'guest', seq: guestFin + 1, ack: 1, flags: FIN | ACK, length: 10 });
     expect(scan(pcapOf(segs)).violationsTotal).toBe(0);

@@ -12,7 +12,9 @@ const texts = (list: ReturnType<HostsFile['lookup']>) => list?.map(formatIp);
 
 describe('hosts file', () => {
   it('maps every name and alias to its addresses, without case, comments or bad lines', () => {
-    const hosts = parseHosts('# comment\n127.0.0.1\tlocalhost Local.Example.  # trailing\n::1 localhost ip6-localhost\nnot-an-ip name\n10.0.0.1 local.example\n127.0.0.1 localhost\n');
+    const hosts = parseHosts(
+      '# comment\n127.0.0.1\tlocalhost Local.Example.  # trailing\n::1 localhost ip6-localhost\nnot-an-ip name\n10.0.0.1 local.example\n127.0.0.1 localhost\n',
+    );
     expect(texts(hosts.get('localhost'))).toEqual(['127.0.0.1', '::1']);
     expect(texts(hosts.get('local.example'))).toEqual(['127.0.0.1', '10.0.0.1']);
     expect(texts(hosts.get('ip6-localhost'))).toEqual(['::1']);

@@ -5,8 +5,19 @@ import { Stack } from '../../core/stack';
 import { ARP_REQUEST } from '../../core/wire/arp';
 import { ipv4, parseIpv4, ZERO_MAC } from '../../core/wire/address';
 import {
-  arpFrame, dhcpFrame, fragmentFrames, GATEWAY_IP, GUEST_IP, GUEST_MAC, icmpEcho, IPPROTO_ICMP, IPPROTO_UDP, ipv4Frame,
-  pingFrame, seededRandom, udpPayload,
+  arpFrame,
+  dhcpFrame,
+  fragmentFrames,
+  GATEWAY_IP,
+  GUEST_IP,
+  GUEST_MAC,
+  icmpEcho,
+  IPPROTO_ICMP,
+  IPPROTO_UDP,
+  ipv4Frame,
+  pingFrame,
+  seededRandom,
+  udpPayload,
 } from '../support/frames';
 import { instant } from '../../core/clock';
 

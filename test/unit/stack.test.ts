@@ -7,8 +7,19 @@ import { IPPROTO_ICMP, parseIpv4Packet } from '../../core/wire/ipv4';
 import { DROP_REASONS, isDrop, type Parsed } from '../../core/wire/parse-result';
 import { parseIpv4, readIpv4, ZERO_MAC } from '../../core/wire/address';
 import {
-  arpFrame, DNS_IP, fragmentFrames, GATEWAY_IP, GATEWAY_MAC, GUEST_IP, GUEST_MAC, icmpEcho, ipv4Frame, pingFrame,
-  seededRandom, udpPayload, IPPROTO_UDP,
+  arpFrame,
+  DNS_IP,
+  fragmentFrames,
+  GATEWAY_IP,
+  GATEWAY_MAC,
+  GUEST_IP,
+  GUEST_MAC,
+  icmpEcho,
+  ipv4Frame,
+  pingFrame,
+  seededRandom,
+  udpPayload,
+  IPPROTO_UDP,
 } from '../support/frames';
 import { instant } from '../../core/clock';
 
@@ -35,7 +46,11 @@ describe('Stack: ARP', () => {
       const eth = ok(parseEthernet(out[0]));
       expect(eth).toMatchObject({ dst: GUEST_MAC, src: GATEWAY_MAC, ethertype: ETHERTYPE_ARP });
       expect(ok(parseArp(eth.payload))).toEqual({
-        operation: ARP_REPLY, senderMac: GATEWAY_MAC, senderIp: target, targetMac: GUEST_MAC, targetIp: GUEST_IP,
+        operation: ARP_REPLY,
+        senderMac: GATEWAY_MAC,
+        senderIp: target,
+        targetMac: GUEST_MAC,
+        targetIp: GUEST_IP,
       });
     });
   }
@@ -135,7 +150,7 @@ describe('Stack: ICMP echo', () => {
 });
 
 describe('Stack: UDP into the guest (openGuestUdp)', () => {
-  it('sends from a gateway port to the guest port, takes only that guest port\'s answers, and lets go on close', () => {
+  it("sends from a gateway port to the guest port, takes only that guest port's answers, and lets go on close", () => {
     const { stack, out } = makeStack();
     // The guest must be known by MAC for the frame to leave without an ARP request first.
     stack.input(arpFrame({ operation: ARP_REQUEST, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: ZERO_MAC, targetIp: GATEWAY_IP }));
@@ -151,11 +166,17 @@ describe('Stack: UDP into the guest (openGuestUdp)', () => {
     const dstPort = (ip.payload[2] << 8) | ip.payload[3];
     expect([srcPort, dstPort, ...ip.payload.subarray(8)]).toEqual([sock.localPort, 5353, 7, 8]);
     // The guest's answer from 5353 reaches the socket; one from another port does not.
-    stack.input(ipv4Frame({ src: GUEST_IP, dst: GATEWAY_IP, protocol: IPPROTO_UDP, id: 2 }, udpPayload(GUEST_IP, GATEWAY_IP, 5353, sock.localPort, Uint8Array.of(9))));
-    stack.input(ipv4Frame({ src: GUEST_IP, dst: GATEWAY_IP, protocol: IPPROTO_UDP, id: 3 }, udpPayload(GUEST_IP, GATEWAY_IP, 5354, sock.localPort, Uint8Array.of(10))));
+    stack.input(
+      ipv4Frame({ src: GUEST_IP, dst: GATEWAY_IP, protocol: IPPROTO_UDP, id: 2 }, udpPayload(GUEST_IP, GATEWAY_IP, 5353, sock.localPort, Uint8Array.of(9))),
+    );
+    stack.input(
+      ipv4Frame({ src: GUEST_IP, dst: GATEWAY_IP, protocol: IPPROTO_UDP, id: 3 }, udpPayload(GUEST_IP, GATEWAY_IP, 5354, sock.localPort, Uint8Array.of(10))),
+    );
     expect(got).toEqual([[9]]);
     sock.close();
-    stack.input(ipv4Frame({ src: GUEST_IP, dst: GATEWAY_IP, protocol: IPPROTO_UDP, id: 4 }, udpPayload(GUEST_IP, GATEWAY_IP, 5353, sock.localPort, Uint8Array.of(11))));
+    stack.input(
+      ipv4Frame({ src: GUEST_IP, dst: GATEWAY_IP, protocol: IPPROTO_UDP, id: 4 }, udpPayload(GUEST_IP, GATEWAY_IP, 5353, sock.localPort, Uint8Array.of(11))),
+    );
     expect(got).toEqual([[9]]);
   });
 });

@@ -94,7 +94,16 @@ function setup(opts: { arpAnswered: boolean; upstream?: FakeUpstream }) {
   /** The guest sends a segment to the port our SYN came from. */
   const send = (localPort: number, seg: { seq: number; ack?: number; flags: number; window?: number; options?: TcpOptions; payload?: string }) => {
     const payload = new TextEncoder().encode(seg.payload ?? '');
-    const repr = { srcPort: GUEST_PORT, dstPort: localPort, seq: seg.seq, ack: seg.ack ?? 0, flags: seg.flags, window: seg.window ?? 65535, options: seg.options, payload };
+    const repr = {
+      srcPort: GUEST_PORT,
+      dstPort: localPort,
+      seq: seg.seq,
+      ack: seg.ack ?? 0,
+      flags: seg.flags,
+      window: seg.window ?? 65535,
+      options: seg.options,
+      payload,
+    };
     const bytes = new Uint8Array(tcpHeaderLength(seg.options) + payload.length);
     emitTcp(repr, bytes, 0, GUEST_IP, GATEWAY_IP);
     stack.input(ipv4Frame({ src: GUEST_IP, dst: GATEWAY_IP, protocol: IPPROTO_TCP, id: 1 }, bytes));
@@ -227,7 +236,9 @@ describe('active open into the guest: how it ends, and what the other side is to
     // RFC 5961 §3: an RST in the window but not at RCV.NXT only draws a challenge ACK.
     const before = t.segs.length;
     t.send(port, { seq: 5010, flags: RST });
-    expect(t.segs.slice(before).map((s) => s.seg)).toEqual([{ srcPort: port, dstPort: GUEST_PORT, seq: ours, ack: 5006, flags: ACK, window: 65535, options: {}, payload: '' }]);
+    expect(t.segs.slice(before).map((s) => s.seg)).toEqual([
+      { srcPort: port, dstPort: GUEST_PORT, seq: ours, ack: 5006, flags: ACK, window: 65535, options: {}, payload: '' },
+    ]);
     expect(t.stream.destroyed).toEqual([]);
 
     t.send(port, { seq: 5006, flags: RST });

@@ -1,12 +1,27 @@
 import { describe, expect, it } from 'vitest';
 import { parseIpv4 } from '../../core/wire/address';
 import { isDrop } from '../../core/wire/parse-result';
-import { ACK, AE, CWR, ECE, FIN, PSH, RST, SYN, URG, emitTcp, parseTcp, tcpHeaderLength, verifyTcpChecksum, type TcpRepr, type TcpSegment } from '../../core/wire/tcp';
+import {
+  ACK,
+  AE,
+  CWR,
+  ECE,
+  FIN,
+  PSH,
+  RST,
+  SYN,
+  URG,
+  emitTcp,
+  parseTcp,
+  tcpHeaderLength,
+  verifyTcpChecksum,
+  type TcpRepr,
+  type TcpSegment,
+} from '../../core/wire/tcp';
 import { seededRandom } from '../support/frames';
 
 const hex = (s: string) => Uint8Array.from(s.match(/../g)!.map((b) => parseInt(b, 16)));
 const toHex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
-
 
 function parsed(b: Uint8Array): TcpSegment {
   const r = parseTcp(b);
@@ -73,7 +88,22 @@ describe('parseTcp', () => {
 
   it('returns a drop reason for every truncation of a segment with options', () => {
     const buf = new Uint8Array(100);
-    const n = emitTcp({ srcPort: 80, dstPort: 1234, seq: 1, ack: 2, flags: ACK, window: 3, options: { timestamp: { value: 1, echo: 2 }, sack: [[1, 2]] }, payload: new Uint8Array(10) }, buf, 0, GUEST, REMOTE);
+    const n = emitTcp(
+      {
+        srcPort: 80,
+        dstPort: 1234,
+        seq: 1,
+        ack: 2,
+        flags: ACK,
+        window: 3,
+        options: { timestamp: { value: 1, echo: 2 }, sack: [[1, 2]] },
+        payload: new Uint8Array(10),
+      },
+      buf,
+      0,
+      GUEST,
+      REMOTE,
+    );
     const header = tcpHeaderLength({ timestamp: { value: 1, echo: 2 }, sack: [[1, 2]] });
     for (let len = 0; len <= n; len++) {
       const r = parseTcp(buf.subarray(0, len));
@@ -142,12 +172,24 @@ describe('emitTcp', () => {
   });
 
   it('caps SACK blocks at 4, 3 with timestamps, and to what fits', () => {
-    const blocks: Array<[number, number]> = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10]];
+    const blocks: Array<[number, number]> = [
+      [1, 2],
+      [3, 4],
+      [5, 6],
+      [7, 8],
+      [9, 10],
+    ];
     expect(tcpHeaderLength({ sack: blocks })).toBe(20 + 4 + 32);
     expect(tcpHeaderLength({ sack: blocks, timestamp: { value: 0, echo: 0 } })).toBe(20 + 12 + 4 + 24);
     expect(tcpHeaderLength({ sack: blocks, timestamp: { value: 0, echo: 0 }, mss: 1460, windowScale: 7 })).toBe(20 + 20 + 4 + 16);
     const out = new Uint8Array(60);
-    const n = emitTcp({ srcPort: 1, dstPort: 2, seq: 0, ack: 0, flags: ACK, window: 0, options: { sack: blocks, timestamp: { value: 0, echo: 0 } } }, out, 0, GUEST, REMOTE);
+    const n = emitTcp(
+      { srcPort: 1, dstPort: 2, seq: 0, ack: 0, flags: ACK, window: 0, options: { sack: blocks, timestamp: { value: 0, echo: 0 } } },
+      out,
+      0,
+      GUEST,
+      REMOTE,
+    );
     expect(parsed(out.subarray(0, n)).options.sack).toEqual(blocks.slice(0, 3));
   });
 

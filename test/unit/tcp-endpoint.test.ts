@@ -35,7 +35,16 @@ function setup(tcp = {}) {
   let guestSeq = 1000;
   const send = (flags: number, opts: { seq?: number; ack?: number; payload?: Uint8Array; window?: number; options?: TcpOptions } = {}) => {
     const payload = opts.payload ?? new Uint8Array(0);
-    const repr = { srcPort: 40000, dstPort: 80, seq: opts.seq ?? guestSeq, ack: opts.ack ?? 0, flags, window: opts.window ?? 65535, options: opts.options, payload };
+    const repr = {
+      srcPort: 40000,
+      dstPort: 80,
+      seq: opts.seq ?? guestSeq,
+      ack: opts.ack ?? 0,
+      flags,
+      window: opts.window ?? 65535,
+      options: opts.options,
+      payload,
+    };
     const seg = new Uint8Array(tcpHeaderLength(opts.options) + payload.length);
     emitTcp(repr, seg, 0, GUEST_IP, DST);
     stack.input(ipv4Frame({ src: GUEST_IP, dst: DST, protocol: IPPROTO_TCP, id: 1 }, seg));

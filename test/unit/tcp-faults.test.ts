@@ -243,7 +243,17 @@ describe('TCP SYN flood', () => {
       for (let i = 0; i < n; i++) {
         const port = 1024 + Math.floor(rng.next() * 60_000);
         if (port === 40_000) continue;
-        sim.stack.input(sim.guest.frame({ srcPort: port, dstPort: FLOODED_PORT, seq: Math.floor(rng.next() * 2 ** 32), ack: 0, flags: SYN, window: 65535, options: { mss: 1460 } }));
+        sim.stack.input(
+          sim.guest.frame({
+            srcPort: port,
+            dstPort: FLOODED_PORT,
+            seq: Math.floor(rng.next() * 2 ** 32),
+            ack: 0,
+            flags: SYN,
+            window: 65535,
+            options: { mss: 1460 },
+          }),
+        );
       }
       maxSeen = Math.max(maxSeen, halfOpen());
       maxLiveStreams = Math.max(maxLiveStreams, sim.upstream.tcp.filter((s) => !s.destroyed).length);

@@ -18,7 +18,12 @@ import { after, instant } from '../../core/clock';
 const ISS = 1_000_000;
 const UNA = ISS + 1;
 
-interface Sent { seq: number; len: number; fin: boolean; at: number }
+interface Sent {
+  seq: number;
+  len: number;
+  fin: boolean;
+  at: number;
+}
 
 function sender(cfg: Partial<SenderConfig> = {}) {
   let now = instant(1000);
@@ -162,7 +167,10 @@ describe('nothing past our FIN (sender)', () => {
     expect(t.probes).toBeGreaterThan(0);
     expect(t.sent).toEqual([]);
     t.ack(UNA, { seq: 1, window: 4000, dup: false });
-    expect(t.sent.map((e) => [e.seq - UNA, e.len, e.fin])).toEqual([[0, 1000, false], [1000, 500, true]]);
+    expect(t.sent.map((e) => [e.seq - UNA, e.len, e.fin])).toEqual([
+      [0, 1000, false],
+      [1000, 500, true],
+    ]);
     t.ack(UNA + 1501, { seq: 2, dup: false });
     const probes = t.probes;
     t.idle(5000);
@@ -213,7 +221,10 @@ describe('nothing past our FIN (endpoint)', () => {
     const t = endpoint();
     t.stream.send(new Uint8Array([104, 105]));
     t.stream.finish(); // shutdown(SHUT_WR) on the host side
-    expect(t.out.map((s) => [s.seq - t.una, s.payload.length, s.flags])).toEqual([[0, 2, ACK | PSH], [2, 0, ACK | FIN]]);
+    expect(t.out.map((s) => [s.seq - t.una, s.payload.length, s.flags])).toEqual([
+      [0, 2, ACK | PSH],
+      [2, 0, ACK | FIN],
+    ]);
     const finNext = (t.una + 3) >>> 0;
     t.out.length = 0;
     let seq = 1001;
@@ -258,14 +269,18 @@ describe('nothing past our FIN (endpoint)', () => {
     const n = t.out.length;
     t.advance(5000);
     expect(t.out.slice(n).every((s) => s.payload.length === 0 && !(s.flags & FIN))).toBe(true);
-    for (const s of t.out) expect(((s.seq + s.payload.length - t.una) >>> 0) <= 11).toBe(true);
+    for (const s of t.out) expect((s.seq + s.payload.length - t.una) >>> 0 <= 11).toBe(true);
   });
 });
 
 describe('nothing past our FIN (simulation on a faulty link)', () => {
   // The host half-closes after a short reply; the guest then streams 2 MiB through loss,
   // duplication and reordering both ways, and closes. Every segment weft sent is checked.
-  for (const [seed, timestamps] of [[31, true], [32, false], [33, true]] as const) {
+  for (const [seed, timestamps] of [
+    [31, true],
+    [32, false],
+    [33, true],
+  ] as const) {
     it(`seed ${seed}, timestamps ${timestamps ? 'on' : 'off'}: the upload completes and no segment passes the FIN`, () => {
       const sim = new TcpSim({ seed, faults: { drop: 0.05, duplicate: 0.01, reorder: 0.25 }, guest: { timestamps } });
       expect(sim.handshake()).toBe(true);
@@ -282,9 +297,11 @@ describe('nothing past our FIN (simulation on a faulty link)', () => {
       const fin = sim.sent.find((e) => e.seg.flags & FIN);
       expect(fin).toBeDefined();
       const finSeq = (fin as { seg: TcpSegment }).seg.seq + (fin as { seg: TcpSegment }).seg.payload.length;
-      const past = sim.sent.filter((e) => !(e.seg.flags & SYN) && seqDiff(toSeq(e.seg.seq + e.seg.payload.length + (e.seg.flags & FIN ? 1 : 0)), toSeq(finSeq)) > 1);
+      const past = sim.sent.filter(
+        (e) => !(e.seg.flags & SYN) && seqDiff(toSeq(e.seg.seq + e.seg.payload.length + (e.seg.flags & FIN ? 1 : 0)), toSeq(finSeq)) > 1,
+      );
       expect(past).toEqual([]);
-      expect(sim.sent.filter((e) => e.seg.flags & FIN).every((e) => ((e.seg.seq + e.seg.payload.length) >>> 0) === finSeq >>> 0)).toBe(true);
+      expect(sim.sent.filter((e) => e.seg.flags & FIN).every((e) => (e.seg.seq + e.seg.payload.length) >>> 0 === finSeq >>> 0)).toBe(true);
     });
   }
 });

@@ -137,7 +137,10 @@ describe('reordering is not loss', () => {
     const late = rtx.filter((e) => e.at > rtx[0].at + 1000);
     expect(late.length).toBeLessThanOrEqual(3);
     // No retransmission timeout: nothing waited for 200 ms.
-    const gaps = sim.dataSegments().slice(1).map((e, i, a) => e.at - (i === 0 ? sim.dataSegments()[0].at : a[i - 1].at));
+    const gaps = sim
+      .dataSegments()
+      .slice(1)
+      .map((e, i, a) => e.at - (i === 0 ? sim.dataSegments()[0].at : a[i - 1].at));
     expect(Math.max(...gaps)).toBeLessThan(MIN_RTO);
   });
 
@@ -167,7 +170,10 @@ describe('retransmission timeout with SACK', () => {
     // Copies of the lowest unacknowledged segment while the link was dark: timeouts, each twice
     // as long as the one before (the first one counts from the last loss probe).
     const una = sim.dataSegments(from)[0].seg.seq;
-    const head = sim.dataSegments(from).filter((e) => e.seg.seq === una).map((e) => e.at);
+    const head = sim
+      .dataSegments(from)
+      .filter((e) => e.seg.seq === una)
+      .map((e) => e.at);
     const gaps = head.slice(1).map((t, i) => t - head[i]);
     expect(gaps.length).toBeGreaterThanOrEqual(4);
     expect(gaps[0]).toBeGreaterThanOrEqual(MIN_RTO);

@@ -61,7 +61,12 @@ function tailLoss(seed: number, holeSegments: number, timestamps: boolean) {
     }
     again.push({ at: e.at, seq: seqDiff(e.seg.seq, toSeq(holeStart)), end: seqDiff(toSeq(e.seg.seq + len), toSeq(holeStart)) });
   }
-  return { lostAt: lostAt as number, lowestLost: seqDiff(toSeq(lowestLost as number), toSeq(holeStart)), holeBytes: seqDiff(toSeq(holeEnd), toSeq(holeStart)), again };
+  return {
+    lostAt: lostAt as number,
+    lowestLost: seqDiff(toSeq(lowestLost as number), toSeq(holeStart)),
+    holeBytes: seqDiff(toSeq(holeEnd), toSeq(holeStart)),
+    again,
+  };
 }
 
 describe('tail loss: the whole hole repaired in one round trip after the probe, lowest first', () => {
@@ -114,11 +119,20 @@ describe('tail loss, segment by segment (sender alone)', () => {
     expect(s.lossProbes).toBe(1);
     // Its SACK, echoing the time of segment 5 (the last in order): the hole is lost, repaired lowest first.
     now = after(now, probeAnswerMs);
-    s.onAck({ seq: toSeq(0), ack: toSeq(UNA + 5000), window: 1 << 20, sack: [[toSeq(UNA + 9000), toSeq(UNA + 10_001)]], dupCandidate: true }, now, timestamps ? 1000 : undefined);
+    s.onAck(
+      { seq: toSeq(0), ack: toSeq(UNA + 5000), window: 1 << 20, sack: [[toSeq(UNA + 9000), toSeq(UNA + 10_001)]], dupCandidate: true },
+      now,
+      timestamps ? 1000 : undefined,
+    );
     return { s, sent: sent.slice(11), now };
   }
 
-  for (const [timestamps, answer] of [[true, 10], [false, 10], [true, 7.5], [false, 7.5]] as const) {
+  for (const [timestamps, answer] of [
+    [true, 10],
+    [false, 10],
+    [true, 7.5],
+    [false, 7.5],
+  ] as const) {
     it(`the probe's SACK ${answer} ms later marks the whole hole lost at once (timestamps ${timestamps ? 'on' : 'off'})`, () => {
       // 7.5 ms is quicker than the one round trip measured (10 ms): jitter, with no reordering seen.
       const { s, sent, now } = lostTail(timestamps, answer);

@@ -3,7 +3,12 @@ import { TimerQueue, type TimerOwner } from '../../core/timer-queue';
 import { instant, type Instant } from '../../core/clock';
 
 function owner(fired: number[], next?: () => Instant | undefined): TimerOwner {
-  return { onTimer: (now) => { fired.push(now); return next?.(); } };
+  return {
+    onTimer: (now) => {
+      fired.push(now);
+      return next?.();
+    },
+  };
 }
 
 describe('TimerQueue', () => {

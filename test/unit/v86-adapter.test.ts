@@ -120,7 +120,10 @@ describe('attachV86 with an ne2k card', () => {
     // The driver keeps servicing while RX is pending, as Linux's interrupt loop does.
     for (let pass = 0; pass < 200 && card.isr & RX; pass++) received.push(...card.driverReceive());
     expect(received.length).toBe(frames.length);
-    expect(received.every((f, i) => f === frames[i]), 'the same frames, in order').toBe(true);
+    expect(
+      received.every((f, i) => f === frames[i]),
+      'the same frames, in order',
+    ).toBe(true);
     expect(card.dropped).toBe(0);
     expect(a.queued).toBe(0);
     expect(a.delivered).toBe(100);

@@ -30,7 +30,10 @@ class FakeVirtQueue {
   written: Uint8Array[] = [];
   staged = 0;
   flushes = 0;
-  constructor(buffers: number, readonly bufferBytes = 1526) {
+  constructor(
+    buffers: number,
+    readonly bufferBytes = 1526,
+  ) {
     this.posted = buffers;
   }
   has_request(): boolean {

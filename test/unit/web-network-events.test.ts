@@ -4,7 +4,16 @@
 import * as Comlink from 'comlink';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { FrameBatcher, unpackFrames } from '../../worker/frame-batch';
-import type { FlowSummary, GuestConnectRequest, GuestConnectResult, NetworkEvent, NetworkSettings, NetworkStats, PublishEvent, WeftWorkerApi } from '../../worker/worker-api';
+import type {
+  FlowSummary,
+  GuestConnectRequest,
+  GuestConnectResult,
+  NetworkEvent,
+  NetworkSettings,
+  NetworkStats,
+  PublishEvent,
+  WeftWorkerApi,
+} from '../../worker/worker-api';
 import { createNetwork, WeftError, WeftEvent, type FramePort, type WeftNetwork } from '../../web/index';
 
 /** What the fake worker does when the page starts it. */
@@ -60,7 +69,10 @@ class FakeStack implements WeftWorkerApi {
     void this.onEvent!(e);
   }
   toPage(frames: Uint8Array[]): void {
-    const batcher = new FrameBatcher((batch) => this.port!.postMessage(batch, [batch]), () => undefined);
+    const batcher = new FrameBatcher(
+      (batch) => this.port!.postMessage(batch, [batch]),
+      () => undefined,
+    );
     for (const f of frames) batcher.push(f);
     batcher.send();
   }
@@ -187,7 +199,14 @@ describe('WeftNetwork events', QUICK, () => {
   });
 
   it('sends the worker only the network settings (not the signal, worker URL or frame path)', async () => {
-    const net = network({ relayUrl: 'ws://relay.test/wisp/', mtu: 1400, allowHostLoopback: true, signal: new AbortController().signal, framePath: 'transfer', workerUrl: '/w.js' });
+    const net = network({
+      relayUrl: 'ws://relay.test/wisp/',
+      mtu: 1400,
+      allowHostLoopback: true,
+      signal: new AbortController().signal,
+      framePath: 'transfer',
+      workerUrl: '/w.js',
+    });
     await net.ready;
     expect(stackOf().settings).toEqual({ relayUrl: 'ws://relay.test/wisp/', mtu: 1400, allowHostLoopback: true });
     expect(String(FakeWorker.created[0].url)).toBe('/w.js');
@@ -239,7 +258,11 @@ describe('WeftError codes', QUICK, () => {
     await net.ready;
     const event = nextEvent(net, 'error');
     FakeWorker.created[0].dispatchEvent(Object.assign(new Event('error'), { message: 'Uncaught TypeError: x is undefined' }));
-    expect((await event).detail).toEqual({ type: 'error', code: 'ERR_WEFT_WORKER_ERROR', message: 'the weft worker threw: Uncaught TypeError: x is undefined' });
+    expect((await event).detail).toEqual({
+      type: 'error',
+      code: 'ERR_WEFT_WORKER_ERROR',
+      message: 'the weft worker threw: Uncaught TypeError: x is undefined',
+    });
   });
 
   it('close(): ready and calls under way reject with ERR_WEFT_CLOSED, later calls too, attach throws it, and the worker ends', async () => {

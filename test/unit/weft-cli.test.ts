@@ -19,8 +19,18 @@ describe('weft CLI', () => {
   it('documents every vm flag in weft vm --help', () => {
     const r = weft('vm', '--help');
     expect(r.code).toBe(0);
-    for (const flag of ['--qemu unix:PATH', '--qemu tcp:HOST:PORT', '--dgram LPORT:RPORT', '--tap-fd N', '--upstream',
-      '--mtu N', '--pcap FILE', '--pcap-snaplen N', '--allow-host-loopback', '--forward']) {
+    for (const flag of [
+      '--qemu unix:PATH',
+      '--qemu tcp:HOST:PORT',
+      '--dgram LPORT:RPORT',
+      '--tap-fd N',
+      '--upstream',
+      '--mtu N',
+      '--pcap FILE',
+      '--pcap-snaplen N',
+      '--allow-host-loopback',
+      '--forward',
+    ]) {
       expect(r.stdout).toContain(flag);
     }
   });

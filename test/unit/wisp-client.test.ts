@@ -35,7 +35,15 @@ function harness(overrides: Partial<WispClientOptions> = {}) {
     },
   );
   session.start(0);
-  return { session, sent, ready, events, get terminated() { return terminated; } };
+  return {
+    session,
+    sent,
+    ready,
+    events,
+    get terminated() {
+      return terminated;
+    },
+  };
 }
 
 const ext = (id: number, payload: Uint8Array = new Uint8Array(0)) => ({ id, payload });
@@ -101,10 +109,19 @@ describe('WispClientSession', () => {
     h.session.receive(encodeContinue(0, 2), 0);
     const id = h.session.openStream('tcp', 'x', 1) as number;
     // 10 bytes in pieces of at most 4: 3 packets, only 2 credits.
-    expect(h.session.write(id, Uint8Array.from({ length: 10 }, (_, i) => i))).toBe(false);
+    expect(
+      h.session.write(
+        id,
+        Uint8Array.from({ length: 10 }, (_, i) => i),
+      ),
+    ).toBe(false);
     expect(dataPackets(h.sent).map((p) => p.payload.length)).toEqual([4, 4]);
     h.session.receive(encodeContinue(id, 1), 0);
-    expect(dataPackets(h.sent).map((p) => [...p.payload])).toEqual([[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]);
+    expect(dataPackets(h.sent).map((p) => [...p.payload])).toEqual([
+      [0, 1, 2, 3],
+      [4, 5, 6, 7],
+      [8, 9],
+    ]);
     expect(h.events).toEqual(['writable 1']);
     expect(h.session.write(id, Uint8Array.of(1))).toBe(false); // credit is 0 again
   });
@@ -141,7 +158,10 @@ describe('WispClientSession', () => {
     expect(h.session.end(id)).toBe(true);
     expect(h.sent.filter((p) => p.type === 'end')).toEqual([]);
     h.session.receive(encodeContinue(id, 1), 0);
-    expect(h.sent.slice(-2)).toEqual([{ type: 'data', streamId: id, payload: Uint8Array.of(5) }, { type: 'end', streamId: id }]);
+    expect(h.sent.slice(-2)).toEqual([
+      { type: 'data', streamId: id, payload: Uint8Array.of(5) },
+      { type: 'end', streamId: id },
+    ]);
     expect(h.session.write(id, Uint8Array.of(9))).toBe(true); // ignored after end
     expect(dataPackets(h.sent)).toHaveLength(2);
     h.session.receive(encodeEnd(id), 0);
@@ -201,7 +221,10 @@ describe('WispClientSession', () => {
     h.session.receive(encodeContinue(id, 1), 0);
     expect(dataPackets(h.sent).map((p) => [...p.payload])).toEqual([[0, 1, 2, 3, 4, 5, 6, 7]]);
     h.session.receive(encodeContinue(id, 5), 0);
-    expect(dataPackets(h.sent).map((p) => [...p.payload])).toEqual([[0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14]]);
+    expect(dataPackets(h.sent).map((p) => [...p.payload])).toEqual([
+      [0, 1, 2, 3, 4, 5, 6, 7],
+      [8, 9, 10, 11, 12, 13, 14],
+    ]);
     expect(h.events).toEqual([`writable ${id}`]);
   });
 
@@ -219,9 +242,15 @@ describe('WispClientSession', () => {
     h.session.end(id);
     expect(dataPackets(h.sent)).toEqual([]);
     h.session.uncork();
-    expect(dataPackets(h.sent).map((p) => [...p.payload])).toEqual([[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15, 16]]);
+    expect(dataPackets(h.sent).map((p) => [...p.payload])).toEqual([
+      [1, 2, 3, 4, 5, 6, 7, 8],
+      [9, 10, 11, 12, 13, 14, 15, 16],
+    ]);
     h.session.receive(encodeContinue(id, 1), 0);
-    expect(h.sent.slice(-2)).toEqual([{ type: 'data', streamId: id, payload: Uint8Array.of(17) }, { type: 'end', streamId: id }]);
+    expect(h.sent.slice(-2)).toEqual([
+      { type: 'data', streamId: id, payload: Uint8Array.of(17) },
+      { type: 'end', streamId: id },
+    ]);
     expect(h.events).toEqual([`writable ${id}`]);
     // A voluntary close in the same batch sends what was written first.
     const b = h.session.openStream('tcp', 'x', 2) as number;
@@ -229,7 +258,10 @@ describe('WispClientSession', () => {
     h.session.write(b, Uint8Array.of(42));
     h.session.close(b);
     h.session.uncork();
-    expect(h.sent.slice(-2)).toEqual([{ type: 'data', streamId: b, payload: Uint8Array.of(42) }, { type: 'close', streamId: b, reason: 2 }]);
+    expect(h.sent.slice(-2)).toEqual([
+      { type: 'data', streamId: b, payload: Uint8Array.of(42) },
+      { type: 'close', streamId: b, reason: 2 },
+    ]);
   });
 
   it('while the host has blocked sending, a corked write is queued but not accepted; unblocking sends it', () => {
@@ -255,7 +287,10 @@ describe('WispClientSession', () => {
     expect(h.session.pauseStream(id, true)).toBe(true);
     expect(h.session.pauseStream(id, true)).toBe(true); // once
     expect(h.session.pauseStream(id, false)).toBe(true);
-    expect(h.sent.slice(-2)).toEqual([{ type: 'pause', streamId: id }, { type: 'resume', streamId: id }]);
+    expect(h.sent.slice(-2)).toEqual([
+      { type: 'pause', streamId: id },
+      { type: 'resume', streamId: id },
+    ]);
     expect(parseWispPacket(encodeFlow(id, true))).toEqual({ type: 'pause', streamId: id });
     const plain = harness({ flowControl: true });
     plain.session.receive(encodeInfo(2, 0, []), 0);

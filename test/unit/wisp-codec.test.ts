@@ -20,7 +20,11 @@ describe('wisp codec', () => {
   it('encodes CONNECT as type, stream id LE, stream type, port LE, hostname', () => {
     expect([...encodeConnect(0x01020304, 1, 443, 'a.b')]).toEqual([1, 4, 3, 2, 1, 1, 0xbb, 0x01, 0x61, 0x2e, 0x62]);
     expect(parseWispPacket(bytes(1, 7, 0, 0, 0, 2, 0x35, 0, 0x78))).toEqual({
-      type: 'connect', streamId: 7, streamType: 2, port: 53, hostname: 'x',
+      type: 'connect',
+      streamId: 7,
+      streamType: 2,
+      port: 53,
+      hostname: 'x',
     });
   });
 
@@ -39,11 +43,20 @@ describe('wisp codec', () => {
   });
 
   it('encodes INFO with extensions id u8 | len u32 LE | payload', () => {
-    const info = encodeInfo(2, 0, [{ id: 1, payload: new Uint8Array(0) }, { id: 4, payload: bytes(0x68, 0x69) }]);
+    const info = encodeInfo(2, 0, [
+      { id: 1, payload: new Uint8Array(0) },
+      { id: 4, payload: bytes(0x68, 0x69) },
+    ]);
     expect([...info]).toEqual([5, 0, 0, 0, 0, 2, 0, 1, 0, 0, 0, 0, 4, 2, 0, 0, 0, 0x68, 0x69]);
     expect(parseWispPacket(info)).toEqual({
-      type: 'info', streamId: 0, major: 2, minor: 0,
-      extensions: [{ id: 1, payload: new Uint8Array(0) }, { id: 4, payload: bytes(0x68, 0x69) }],
+      type: 'info',
+      streamId: 0,
+      major: 2,
+      minor: 0,
+      extensions: [
+        { id: 1, payload: new Uint8Array(0) },
+        { id: 4, payload: bytes(0x68, 0x69) },
+      ],
     });
   });
 

@@ -44,7 +44,16 @@ function server(overrides: Partial<WispServerOptions> = {}) {
     },
   );
   session.start(0);
-  return { session, sent, listens, unlistens, data, get terminated() { return terminated; } };
+  return {
+    session,
+    sent,
+    listens,
+    unlistens,
+    data,
+    get terminated() {
+      return terminated;
+    },
+  };
 }
 
 describe('publish codec', () => {
@@ -52,7 +61,12 @@ describe('publish codec', () => {
     expect(parseWispPacket(encodeListen(7, 1, 8080))).toEqual({ type: 'listen', streamId: 7, streamType: 1, port: 8080 });
     expect(parseWispPacket(encodeListenResult(7, 0, 47001))).toEqual({ type: 'listen-result', streamId: 7, status: 0, port: 47001 });
     expect(parseWispPacket(encodeAccept(0x8000_0005, 7, 128, 51234, '203.0.113.9'))).toEqual({
-      type: 'accept', streamId: 0x8000_0005, listenerId: 7, bufferRemaining: 128, remotePort: 51234, remoteAddress: '203.0.113.9',
+      type: 'accept',
+      streamId: 0x8000_0005,
+      listenerId: 7,
+      bufferRemaining: 128,
+      remotePort: 51234,
+      remoteAddress: '203.0.113.9',
     });
     expect(parseWispPacket(encodeUnlisten(7))).toEqual({ type: 'unlisten', streamId: 7 });
   });
@@ -78,7 +92,9 @@ describe('WispServerSession with publish', () => {
     expect(off.sent[0]).toMatchObject({ type: 'info' });
     expect((off.sent[0] as { extensions: Array<{ id: number }> }).extensions.map((e) => e.id)).not.toContain(ExtensionId.WEFT_PUBLISH);
     const on = server({ publish: { maxListeners: 2 } });
-    expect((on.sent[0] as { extensions: Array<{ id: number; payload: Uint8Array }> }).extensions.find((e) => e.id === ExtensionId.WEFT_PUBLISH)?.payload).toEqual(encodePublishServer(2));
+    expect(
+      (on.sent[0] as { extensions: Array<{ id: number; payload: Uint8Array }> }).extensions.find((e) => e.id === ExtensionId.WEFT_PUBLISH)?.payload,
+    ).toEqual(encodePublishServer(2));
     on.session.receive(encodeInfo(2, 0, []), 0); // the client does not offer it
     on.session.receive(encodeListen(1, 1, 0), 0);
     expect(on.listens).toEqual([]);
@@ -94,7 +110,10 @@ describe('WispServerSession with publish', () => {
     h.session.receive(encodeListen(2, 2, 0), 0);
     h.session.receive(encodeListen(3, 1, 0), 0);
     h.session.receive(encodeListen(4, 1, 0), 0);
-    expect(h.listens).toEqual([[1, 8080], [3, 0]]);
+    expect(h.listens).toEqual([
+      [1, 8080],
+      [3, 0],
+    ]);
     expect(h.sent.slice(-3)).toEqual([
       { type: 'listen-result', streamId: 1, status: CloseReason.INVALID_INFO, port: 0 },
       { type: 'listen-result', streamId: 2, status: CloseReason.BLOCKED, port: 0 },
@@ -120,12 +139,15 @@ describe('WispServerSession with publish', () => {
     expect(h.session.acceptStream(1, '198.51.100.1', 1001, 0)).toBe(SERVER_STREAM_ID_BASE + 1);
     h.session.receive(encodeData(id, Uint8Array.of(1)), 0);
     h.session.receive(encodeData(id, Uint8Array.of(2)), 0);
-    expect(h.data).toEqual([[id, [1]], [id, [2]]]);
+    expect(h.data).toEqual([
+      [id, [1]],
+      [id, [2]],
+    ]);
     h.session.receive(encodeData(id, Uint8Array.of(3)), 0);
     expect(h.terminated).toBe('credit-overrun');
   });
 
-  it('refuses a client CONNECT in the server\'s id space once publish is on', () => {
+  it("refuses a client CONNECT in the server's id space once publish is on", () => {
     const h = server({ publish: { maxListeners: 2 } });
     h.session.receive(encodeInfo(2, 0, [ext(ExtensionId.WEFT_PUBLISH)]), 0);
     h.session.receive(encodeConnect(SERVER_STREAM_ID_BASE + 9, 1, 80, 'example.com'), 0);

@@ -44,13 +44,40 @@ describe('DestinationPolicy', () => {
   const allowed = (p: DestinationPolicy, host: string, addr: string, port = 443) => p.check(host, ip(addr), port).allowed;
 
   it.each([
-    '127.0.0.1', '0.0.0.0', '0.1.2.3', '10.0.0.1', '172.31.255.255', '192.168.0.1', '100.64.0.1', '169.254.169.254',
-    '224.0.0.251', '239.255.255.250', '255.255.255.255', '240.0.0.1', '::1', '::', 'fe80::1', 'fc00::1', 'fdff::1',
-    'ff02::1', '::ffff:127.0.0.1', '::ffff:192.168.0.1', '::ffff:169.254.169.254', '64:ff9b::7f00:1', '::7f00:1',
+    '127.0.0.1',
+    '0.0.0.0',
+    '0.1.2.3',
+    '10.0.0.1',
+    '172.31.255.255',
+    '192.168.0.1',
+    '100.64.0.1',
+    '169.254.169.254',
+    '224.0.0.251',
+    '239.255.255.250',
+    '255.255.255.255',
+    '240.0.0.1',
+    '::1',
+    '::',
+    'fe80::1',
+    'fc00::1',
+    'fdff::1',
+    'ff02::1',
+    '::ffff:127.0.0.1',
+    '::ffff:192.168.0.1',
+    '::ffff:169.254.169.254',
+    '64:ff9b::7f00:1',
+    '::7f00:1',
     // special-purpose and transition ranges: 6to4 wrapping 127.0.0.1 and 192.168.0.1, Teredo, local-use
     // NAT64, discard-only, benchmarking, documentation, SRv6, the 6to4 relay anycast
-    '2002:7f00:1::1', '2002:c0a8:1::1', '2001:0:4136:e378:8000:63bf:3fff:fdd2', '64:ff9b:1::7f00:1', '100::1',
-    '2001:2::1', '3fff::1', '5f00::1', '192.88.99.1',
+    '2002:7f00:1::1',
+    '2002:c0a8:1::1',
+    '2001:0:4136:e378:8000:63bf:3fff:fdd2',
+    '64:ff9b:1::7f00:1',
+    '100::1',
+    '2001:2::1',
+    '3fff::1',
+    '5f00::1',
+    '192.88.99.1',
   ])('denies %s by default', (addr) => {
     expect(allowed(policy(), 'x', addr)).toBe(false);
   });
@@ -77,7 +104,10 @@ describe('DestinationPolicy', () => {
     const p = policy({
       allow: [parsePolicyEntry('169.254.169.254')!, parsePolicyEntry('db.internal')!],
       deny: [parsePolicyEntry('.example.com')!, parsePolicyEntry('93.184.216.0/24')!],
-      ports: [[80, 80], [8000, 8999]],
+      ports: [
+        [80, 80],
+        [8000, 8999],
+      ],
     });
     expect(allowed(p, 'x', '169.254.169.254', 80)).toBe(true);
     expect(allowed(p, 'DB.internal.', '10.1.1.1', 80)).toBe(true);
@@ -113,25 +143,82 @@ describe('token buckets', () => {
 describe('relay flags', () => {
   it('has safe defaults', () => {
     expect(parseRelayOptions([])).toMatchObject({
-      host: '127.0.0.1', port: 8080, path: '/wisp/', demo: false, rate: 200, bandwidth: 0, idleTimeoutMs: 0,
-      firstStreamTimeoutMs: 120_000, maxClientsPerIp: 64, connectTimeoutMs: 10_000, policy: { allowPrivate: false, allowLoopback: false, allow: [], deny: [], ports: [] },
+      host: '127.0.0.1',
+      port: 8080,
+      path: '/wisp/',
+      demo: false,
+      rate: 200,
+      bandwidth: 0,
+      idleTimeoutMs: 0,
+      firstStreamTimeoutMs: 120_000,
+      maxClientsPerIp: 64,
+      connectTimeoutMs: 10_000,
+      policy: { allowPrivate: false, allowLoopback: false, allow: [], deny: [], ports: [] },
     });
   });
   it('parses every flag', () => {
     const o = parseRelayOptions([
-      '--listen', '[::1]:9000', '--path', '/w/', '--demo', '--allow', '10.0.0.0/8,db.internal', '--deny', '10.0.0.1',
-      '--allow-private', '--allow-loopback', '--ports', '80,443,8000-8999', '--password', 'u:p:q', '--token', 't',
-      '--origin', 'https://a.example,https://b.example', '--max-clients', '5', '--max-streams-per-client', '6',
-      '--connect-timeout', '500ms', '--idle-timeout', '2m', '--first-stream-timeout', '0', '--rate', '7', '--bandwidth', '1.5M', '--dns-server', '1.1.1.1',
-      '--dns-server', '[2606:4700::1111]:53',
+      '--listen',
+      '[::1]:9000',
+      '--path',
+      '/w/',
+      '--demo',
+      '--allow',
+      '10.0.0.0/8,db.internal',
+      '--deny',
+      '10.0.0.1',
+      '--allow-private',
+      '--allow-loopback',
+      '--ports',
+      '80,443,8000-8999',
+      '--password',
+      'u:p:q',
+      '--token',
+      't',
+      '--origin',
+      'https://a.example,https://b.example',
+      '--max-clients',
+      '5',
+      '--max-streams-per-client',
+      '6',
+      '--connect-timeout',
+      '500ms',
+      '--idle-timeout',
+      '2m',
+      '--first-stream-timeout',
+      '0',
+      '--rate',
+      '7',
+      '--bandwidth',
+      '1.5M',
+      '--dns-server',
+      '1.1.1.1',
+      '--dns-server',
+      '[2606:4700::1111]:53',
     ]);
     expect(o).toMatchObject({
-      host: '::1', port: 9000, path: '/w/', demo: true, password: { username: 'u', password: 'p:q' }, token: 't',
-      origins: ['https://a.example', 'https://b.example'], maxClients: 5, maxStreamsPerClient: 6, connectTimeoutMs: 500,
-      idleTimeoutMs: 120_000, firstStreamTimeoutMs: 0, rate: 7, bandwidth: 1.5 * 1024 * 1024, dnsServers: ['1.1.1.1', '[2606:4700::1111]:53'],
+      host: '::1',
+      port: 9000,
+      path: '/w/',
+      demo: true,
+      password: { username: 'u', password: 'p:q' },
+      token: 't',
+      origins: ['https://a.example', 'https://b.example'],
+      maxClients: 5,
+      maxStreamsPerClient: 6,
+      connectTimeoutMs: 500,
+      idleTimeoutMs: 120_000,
+      firstStreamTimeoutMs: 0,
+      rate: 7,
+      bandwidth: 1.5 * 1024 * 1024,
+      dnsServers: ['1.1.1.1', '[2606:4700::1111]:53'],
     });
     expect(o.policy.allow.map((e) => e.kind)).toEqual(['range', 'host']);
-    expect(o.policy.ports).toEqual([[80, 80], [443, 443], [8000, 8999]]);
+    expect(o.policy.ports).toEqual([
+      [80, 80],
+      [443, 443],
+      [8000, 8999],
+    ]);
   });
   it.each([
     [['--listen', '8080'], /bad value for --listen/],

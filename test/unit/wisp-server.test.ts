@@ -25,8 +25,14 @@ function harness(overrides: Partial<WispServerOptions> = {}) {
   let terminated: WispProtocolError | undefined;
   const session = new WispServerSession(
     {
-      version: 1, bufferPackets: 4, udp: true, passwordRequired: false, maxStreams: 8,
-      handshakeTimeoutMs: 1000, idleTimeoutMs: 0, ...overrides,
+      version: 1,
+      bufferPackets: 4,
+      udp: true,
+      passwordRequired: false,
+      maxStreams: 8,
+      handshakeTimeoutMs: 1000,
+      idleTimeoutMs: 0,
+      ...overrides,
     },
     {
       send: (m) => sent.push(parseWispPacket(m) as WispPacket),
@@ -39,7 +45,17 @@ function harness(overrides: Partial<WispServerOptions> = {}) {
       terminate: (e) => (terminated = e),
     },
   );
-  return { session, sent, opened, data, closed, ready, get terminated() { return terminated; } };
+  return {
+    session,
+    sent,
+    opened,
+    data,
+    closed,
+    ready,
+    get terminated() {
+      return terminated;
+    },
+  };
 }
 
 const ext = (id: number, payload: Uint8Array = new Uint8Array(0)) => ({ id, payload });
@@ -95,7 +111,11 @@ describe('WispServerSession', () => {
   });
 
   describe('password', () => {
-    const pw = { version: 2 as const, passwordRequired: true, checkPassword: (c: { username: string; password: string }) => c.username === 'u' && c.password === 'p' };
+    const pw = {
+      version: 2 as const,
+      passwordRequired: true,
+      checkPassword: (c: { username: string; password: string }) => c.username === 'u' && c.password === 'p',
+    };
     it('accepts matching credentials', () => {
       const h = harness(pw);
       h.session.start(0);
@@ -184,7 +204,10 @@ describe('WispServerSession', () => {
       h.session.receive(encodeClose(77, 2), 0);
       expect(h.terminated).toBeUndefined();
       expect(Object.fromEntries(h.session.ignored)).toEqual({
-        'data-unknown-stream': 1, 'client-continue': 1, 'unknown-packet-type': 1, 'close-unknown-stream': 1,
+        'data-unknown-stream': 1,
+        'client-continue': 1,
+        'unknown-packet-type': 1,
+        'close-unknown-stream': 1,
       });
     });
 
@@ -253,7 +276,10 @@ describe('WispServerSession', () => {
       h.session.receive(encodeFlow(1, true), 0);
       h.session.receive(encodeFlow(1, false), 0);
       h.session.receive(encodeFlow(7, true), 0); // unknown stream
-      expect(h.data).toEqual([[1, [1, 0xf1]], [1, [0, 0xf1]]]);
+      expect(h.data).toEqual([
+        [1, [1, 0xf1]],
+        [1, [0, 0xf1]],
+      ]);
       const plain = harness({ version: 2, flowControl: true });
       plain.session.start(0);
       plain.session.receive(encodeInfo(2, 0, []), 0);
@@ -283,7 +309,10 @@ describe('WispServerSession', () => {
     h.session.receive(encodeClose(1, 0x02), 0);
     expect(h.closed).toEqual([[1, 2, 'client']]);
     h.session.closeAllStreams(CloseReason.VOLUNTARY);
-    expect(h.closed).toEqual([[1, 2, 'client'], [2, 2, 'server']]);
+    expect(h.closed).toEqual([
+      [1, 2, 'client'],
+      [2, 2, 'server'],
+    ]);
     expect(h.sent.at(-1)).toEqual({ type: 'close', streamId: 2, reason: 2 });
   });
 });

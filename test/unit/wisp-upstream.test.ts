@@ -30,7 +30,15 @@ function fakeServer(decide: (r: WispStreamRequest) => 'connect' | number | 'hold
       return t;
     }
     session = new WispServerSession(
-      { version: protocols.length > 0 ? 2 : 1, bufferPackets: 8, udp: true, passwordRequired: false, maxStreams: 100, handshakeTimeoutMs: 1000, idleTimeoutMs: 0 },
+      {
+        version: protocols.length > 0 ? 2 : 1,
+        bufferPackets: 8,
+        udp: true,
+        passwordRequired: false,
+        maxStreams: 100,
+        handshakeTimeoutMs: 1000,
+        idleTimeoutMs: 0,
+      },
       {
         send: (m) => queueMicrotask(() => t.onmessage(m)),
         ready: () => {},
@@ -73,13 +81,27 @@ function recorder() {
       events.push(e ? `close ${e.kind}` : 'close');
     },
   };
-  return { events, handlers, get error() { return error; } };
+  return {
+    events,
+    handlers,
+    get error() {
+      return error;
+    },
+  };
 }
 
 describe('WispUpstream', () => {
   it('maps close reasons to UpstreamError kinds', () => {
     expect([0x44, 0x42, 0x43, 0x48, 0x49, 0x03, 0x47, 0x01, 0x5a].map(upstreamErrorKind)).toEqual([
-      'refused', 'unreachable', 'timeout', 'blocked', 'throttled', 'reset', 'timeout', 'error', 'error',
+      'refused',
+      'unreachable',
+      'timeout',
+      'blocked',
+      'throttled',
+      'reset',
+      'timeout',
+      'error',
+      'error',
     ]);
   });
 
@@ -219,10 +241,14 @@ describe('WispUpstream', () => {
     const up = new WispUpstream({ url: 'ws://relay.test/', connect: server.connect });
     const got: string[] = [];
     const dst = { ip: parseIpv4('9.9.9.9'), port: 53 };
-    const f = up.openUdp(dst, { ...META, protocol: 'udp' }, {
-      onDatagram: (d, from) => got.push(`${Buffer.from(d).toString()} from ${from.port}`),
-      onError: (e) => got.push(`error ${e.kind}`),
-    });
+    const f = up.openUdp(
+      dst,
+      { ...META, protocol: 'udp' },
+      {
+        onDatagram: (d, from) => got.push(`${Buffer.from(d).toString()} from ${from.port}`),
+        onError: (e) => got.push(`error ${e.kind}`),
+      },
+    );
     f.send(Buffer.from('q1'));
     await tick();
     f.send(Buffer.from('q2'));
@@ -250,7 +276,12 @@ describe('WispUpstream state', () => {
       return t;
     };
     const states: string[] = [];
-    const up = new WispUpstream({ url: 'ws://relay/', connect, backoffMs: { initial: 1, max: 2 }, onState: (s) => states.push(s.state === 'disconnected' ? `disconnected ${s.message}` : s.state) });
+    const up = new WispUpstream({
+      url: 'ws://relay/',
+      connect,
+      backoffMs: { initial: 1, max: 2 },
+      onState: (s) => states.push(s.state === 'disconnected' ? `disconnected ${s.message}` : s.state),
+    });
     for (let i = 0; i < 50 && !states.includes('ready'); i++) await tick();
     expect(states).toEqual(['ready']);
     // The socket drops: closed socket and ended session are one change.

@@ -29,16 +29,12 @@
 
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import {
-  existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import {
-  CpioWriter, EXIT_FAILED, EXIT_UNSUPPORTED, GuestImageError, have, moduleIndex, resolveModuleSet,
-} from './initramfs.mjs';
+import { CpioWriter, EXIT_FAILED, EXIT_UNSUPPORTED, GuestImageError, have, moduleIndex, resolveModuleSet } from './initramfs.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = resolve(HERE, '..', '..', '..');
@@ -148,7 +144,11 @@ function aptUpdate() {
   log('apt-get update');
   const r = run('apt-get', ['update'], { allowFail: true });
   if (r.status !== 0) {
-    const errors = r.stderr.split('\n').filter((l) => /^(E|W):/.test(l)).slice(0, 4).join('\n  ');
+    const errors = r.stderr
+      .split('\n')
+      .filter((l) => /^(E|W):/.test(l))
+      .slice(0, 4)
+      .join('\n  ');
     log(`apt-get update reported errors; continuing with the indexes that did load:\n  ${errors}`);
   }
 }
@@ -176,7 +176,14 @@ function kernelPackages({ name, kernelFlavour }) {
   if (pinned) return [pinned];
   const r = run('apt-cache', ['search', '--names-only', `^linux-image-[0-9.]+-[0-9]+-${kernelFlavour}$`], { allowFail: true });
   const pattern = new RegExp(`^linux-image-[\\d.]+-\\d+-${kernelFlavour}$`);
-  const names = [...new Set(r.stdout.split('\n').map((l) => l.split(' ')[0]).filter((n) => pattern.test(n)))];
+  const names = [
+    ...new Set(
+      r.stdout
+        .split('\n')
+        .map((l) => l.split(' ')[0])
+        .filter((n) => pattern.test(n)),
+    ),
+  ];
   const key = (n) => n.match(/\d+/g).map(Number);
   return names.sort((a, b) => {
     const ka = key(a);
@@ -237,7 +244,10 @@ function busyboxApplets(busybox) {
     log('cannot run this busybox here; /init will create the applet links at boot');
     return [];
   }
-  return r.stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+  return r.stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
 }
 
 function buildInitramfs({ busybox, kernelRelease, modules, sets }) {
@@ -281,7 +291,10 @@ function buildInitramfs({ busybox, kernelRelease, modules, sets }) {
 
 function recipeHash(target) {
   const h = createHash('sha256').update(`target ${target.name}\0`);
-  for (const f of RECIPE_FILES) h.update(`${f}\0`).update(readFileSync(join(HERE, f))).update('\0');
+  for (const f of RECIPE_FILES)
+    h.update(`${f}\0`)
+      .update(readFileSync(join(HERE, f)))
+      .update('\0');
   return h.digest('hex');
 }
 
@@ -338,7 +351,8 @@ async function withLock(dir, fn) {
         continue;
       }
       if (Date.now() > deadline) throw new GuestImageError(`${lock} is held by pid ${pid}; remove it if that build is gone`);
-      if (!Number.isFinite(pid)) await new Promise((r) => setTimeout(r, 200)); // being created
+      if (!Number.isFinite(pid))
+        await new Promise((r) => setTimeout(r, 200)); // being created
       else {
         log(`waiting for another build (pid ${pid}) to finish`);
         await new Promise((r) => setTimeout(r, 2000));
@@ -380,7 +394,10 @@ function build(target, pkgs, recipe) {
     const builtinFile = join(modRoot, 'modules.builtin');
     const builtin = new Set(
       existsSync(builtinFile)
-        ? readFileSync(builtinFile, 'utf8').split('\n').filter(Boolean).map((l) => l.replace(/^.*\//, '').replace(/\.ko$/, '').replace(/-/g, '_'))
+        ? readFileSync(builtinFile, 'utf8')
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => l.replace(/^.*\//, '').replace(/\.ko$/, '').replace(/-/g, '_'))
         : [],
     );
     const modules = new Map();
@@ -437,14 +454,21 @@ function build(target, pkgs, recipe) {
 
 function summary(m, dir) {
   const size = (k) => `${(m.files[k].size / 1024).toFixed(0)} KiB`;
-  return `kernel ${m.packages.kernel.name} ${m.packages.kernel.version} (${size('bzimage')}), initrd ${size('initrd')}, ` +
-    `busybox ${m.packages.busybox.version}${m.packages.seabios ? `, seabios ${m.packages.seabios.version}` : ''} → ${relative(process.cwd(), dir) || '.'}`;
+  return (
+    `kernel ${m.packages.kernel.name} ${m.packages.kernel.version} (${size('bzimage')}), initrd ${size('initrd')}, ` +
+    `busybox ${m.packages.busybox.version}${m.packages.seabios ? `, seabios ${m.packages.seabios.version}` : ''} → ${relative(process.cwd(), dir) || '.'}`
+  );
 }
 
 async function main(argv) {
   if (argv.includes('--help') || argv.includes('-h')) {
-    const lines = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1);
-    const header = lines.slice(0, lines.findIndex((l) => !l.startsWith('//')));
+    const lines = readFileSync(fileURLToPath(import.meta.url), 'utf8')
+      .split('\n')
+      .slice(1);
+    const header = lines.slice(
+      0,
+      lines.findIndex((l) => !l.startsWith('//')),
+    );
     process.stdout.write(`${header.map((l) => l.replace(/^\/\/ ?/, '')).join('\n')}\n`);
     return 0;
   }

@@ -51,7 +51,12 @@ function readModule(path) {
 /** The `depends=` list from a module's .modinfo strings. */
 function moduleDepends(bytes) {
   const m = /(?:^|\0)depends=([^\0]*)\0/.exec(bytes.toString('latin1'));
-  return m?.[1] ? m[1].split(',').filter(Boolean).map((d) => d.replace(/-/g, '_')) : [];
+  return m?.[1]
+    ? m[1]
+        .split(',')
+        .filter(Boolean)
+        .map((d) => d.replace(/-/g, '_'))
+    : [];
 }
 
 /** Resolves a set's roots to a load order (dependencies first); built-in modules are skipped. */
