@@ -113,6 +113,25 @@ interface ClientStream {
   ended: boolean;
 }
 
+/** A stream as it starts: `announced` (and confirmed) when the server opened it (publish extension). */
+function newStream(id: number, type: 'tcp' | 'udp', hostname: string, port: number, announced: boolean, credits: number): ClientStream {
+  return {
+    id,
+    type,
+    hostname,
+    port,
+    announced,
+    confirmed: announced,
+    credits,
+    queue: [],
+    headOffset: 0,
+    queuedBytes: 0,
+    paused: false,
+    wantsWritable: false,
+    ended: false,
+  };
+}
+
 /** Queue entry that stands for END: it goes out in order behind the data, without a credit. */
 const END_MARK = new Uint8Array(0);
 
@@ -271,21 +290,7 @@ export class WispClientSession {
     // Ids from SERVER_STREAM_ID_BASE up are the server's (publish extension): stay below them.
     while (id === 0 || id >= SERVER_STREAM_ID_BASE || this.streams.has(id)) id = id >= SERVER_STREAM_ID_BASE ? 1 : id + 1;
     this.nextId = id + 1;
-    const s: ClientStream = {
-      id,
-      type,
-      hostname,
-      port,
-      announced: false,
-      confirmed: false,
-      credits: this.initialCredits,
-      queue: [],
-      headOffset: 0,
-      queuedBytes: 0,
-      paused: false,
-      wantsWritable: false,
-      ended: false,
-    };
+    const s = newStream(id, type, hostname, port, false, this.initialCredits);
     this.streams.set(id, s);
     if (this.state === 'open') this.announce(s);
     return id;
@@ -435,21 +440,7 @@ export class WispClientSession {
     if (!this.publishes || id < SERVER_STREAM_ID_BASE || this.streams.has(id)) return refuse(CloseReason.INVALID_INFO);
     if (!this.host.streamAccepted) return refuse(CloseReason.BLOCKED);
     if (this.streams.size >= this.options.maxStreams) return refuse(CloseReason.THROTTLED);
-    this.streams.set(id, {
-      id,
-      type: 'tcp',
-      hostname: address,
-      port,
-      announced: true,
-      confirmed: true,
-      credits,
-      queue: [],
-      headOffset: 0,
-      queuedBytes: 0,
-      paused: false,
-      wantsWritable: false,
-      ended: false,
-    });
+    this.streams.set(id, newStream(id, 'tcp', address, port, true, credits));
     this.host.streamAccepted(listenerId, id, { address, port });
   }
 

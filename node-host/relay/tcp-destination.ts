@@ -91,17 +91,21 @@ export class TcpDestination {
    */
   static adopt(socket: net.Socket, events: DestinationEvents): TcpDestination {
     const d = new TcpDestination([], 0, events);
-    const owned = socket as OwnedSocket;
-    owned[OWNER] = d;
-    d.socket = socket;
     d.connected = true;
     d.addresses = undefined;
+    d.own(socket);
+    return d;
+  }
+
+  /** Makes `socket` this destination's: the shared listeners route its events here. */
+  private own(socket: net.Socket): void {
+    (socket as OwnedSocket)[OWNER] = this;
+    this.socket = socket;
     socket.setNoDelay(true);
     socket.on('error', onSocketError);
     socket.on('end', onSocketEnd);
     socket.on('data', onSocketData);
     socket.on('close', onSocketClose);
-    return d;
   }
 
   private attempt(index: number): void {
@@ -114,15 +118,9 @@ export class TcpDestination {
     }
     this.index = index;
     const a = addresses[index];
-    const socket = net.connect({ host: formatIp(a), port: this.port, family: a.family, allowHalfOpen: true }) as OwnedSocket;
-    socket[OWNER] = this;
-    this.socket = socket;
-    socket.setNoDelay(true);
-    socket.on('error', onSocketError);
+    const socket = net.connect({ host: formatIp(a), port: this.port, family: a.family, allowHalfOpen: true });
+    this.own(socket);
     socket.on('connect', onSocketConnect);
-    socket.on('end', onSocketEnd);
-    socket.on('data', onSocketData);
-    socket.on('close', onSocketClose);
   }
 
   /** @internal socket listener */

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeExec } from '../harness/guest-tools';
 import { Netns, requireRoot, UDHCPC_SCRIPT } from '../harness/netns';
 import type { WeftProcess } from '../harness/weft-process';
-import { deterministicBytes, sha256Hex } from '../support/test-servers';
+import { deterministicBytes, sha256Hex, tcpExchange } from '../support/test-servers';
 
 const TITLE = 'weft vm --forward into a real guest';
 const root = requireRoot(TITLE);
@@ -22,18 +22,6 @@ function freePort(): Promise<number> {
       const port = (s.address() as net.AddressInfo).port;
       s.close(() => resolve(port));
     });
-  });
-}
-
-/** Connects to 127.0.0.1:port, sends `data`, half-closes, and collects the reply until the server ends. */
-function exchange(port: number, data: Uint8Array): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    const s = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true }, () => s.end(data));
-    s.on('data', (c: Buffer) => chunks.push(c));
-    s.on('end', () => resolve(Buffer.concat(chunks)));
-    s.on('error', reject);
-    s.setTimeout(30_000, () => s.destroy(new Error('timed out')));
   });
 }
 
@@ -73,13 +61,13 @@ describe.skipIf(!root.ok)(TITLE, () => {
 
   it('carries a host connection to the guest server and back, bytes intact', async () => {
     const data = deterministicBytes(3 * 1024 * 1024 + 17);
-    const reply = await exchange(echoPort, data);
+    const reply = await tcpExchange(echoPort, data);
     expect(reply.toString().split(' ')[0]).toBe(sha256Hex(data));
   }, 60_000);
 
   it('serves several forwarded connections at once', async () => {
     const inputs = Array.from({ length: 20 }, (_, i) => deterministicBytes(10_000 + i * 1000));
-    const replies = await Promise.all(inputs.map((d) => exchange(echoPort, d)));
+    const replies = await Promise.all(inputs.map((d) => tcpExchange(echoPort, d)));
     replies.forEach((r, i) => {
       expect(r.toString().split(' ')[0]).toBe(sha256Hex(inputs[i]));
     });

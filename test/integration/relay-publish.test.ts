@@ -5,13 +5,12 @@
 // per-client cap.
 
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeExec } from '../harness/guest-tools';
 import { Netns, requireRoot, UDHCPC_SCRIPT } from '../harness/netns';
 import type { WeftProcess } from '../harness/weft-process';
 import { spawnWeft } from '../harness/weft-process';
-import { deterministicBytes, sha256Hex } from '../support/test-servers';
+import { deterministicBytes, sha256Hex, tcpExchange } from '../support/test-servers';
 import { WispUpstream } from '../../node-host/wisp-upstream';
 import { connectWsTransport } from '../../node-host/ws-transport';
 import { startRelay, type RunningRelay } from './relay-support';
@@ -20,18 +19,6 @@ const TITLE = 'weft vm --publish through weft relay --publish-ports into a real 
 const root = requireRoot(TITLE);
 const TOKEN = 'publish-test-token';
 const RANGE = [47000, 47019] as const;
-
-/** Connects to 127.0.0.1:port, sends `data`, half-closes, and collects the reply until the server ends. */
-function exchange(port: number, data: Uint8Array): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    const s = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true }, () => s.end(data));
-    s.on('data', (c: Buffer) => chunks.push(c));
-    s.on('end', () => resolve(Buffer.concat(chunks)));
-    s.on('error', reject);
-    s.setTimeout(30_000, () => s.destroy(new Error('timed out')));
-  });
-}
 
 async function waitForListen(ns: Netns, port: number): Promise<void> {
   for (let i = 0; i < 50; i++) {
@@ -88,10 +75,10 @@ describe.skipIf(!root.ok)(TITLE, () => {
 
   it('carries connections to the relay port into the guest server, bytes intact both ways', async () => {
     const data = deterministicBytes(4 * 1024 * 1024 + 13);
-    const reply = await exchange(relayPortOf.get(7000)!, data);
+    const reply = await tcpExchange(relayPortOf.get(7000)!, data);
     expect(reply.toString().split(' ')[0]).toBe(sha256Hex(data));
     const several = Array.from({ length: 10 }, (_, i) => deterministicBytes(20_000 + i * 777));
-    const replies = await Promise.all(several.map((d) => exchange(relayPortOf.get(7000)!, d)));
+    const replies = await Promise.all(several.map((d) => tcpExchange(relayPortOf.get(7000)!, d)));
     replies.forEach((r, i) => {
       expect(r.toString().split(' ')[0]).toBe(sha256Hex(several[i]));
     });
@@ -138,6 +125,6 @@ describe.skipIf(!root.ok)(TITLE, () => {
     up.close();
     if (!('port' in outcome)) throw new Error(`not published: ${outcome.refused}`);
     await new Promise((r) => setTimeout(r, 300));
-    await expect(exchange(outcome.port, new Uint8Array(1))).rejects.toThrow(/ECONNREFUSED/);
+    await expect(tcpExchange(outcome.port, new Uint8Array(1))).rejects.toThrow(/ECONNREFUSED/);
   }, 30_000);
 });

@@ -96,6 +96,18 @@ async function listenTcp(server: net.Server): Promise<number> {
 }
 
 /** A port on 127.0.0.1 with nothing listening (bound, then released): connecting to it is refused. */
+/** Connects to 127.0.0.1:port, sends `data`, half-closes, and collects the reply until the server ends. */
+export function tcpExchange(port: number, data: Uint8Array): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const s = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true }, () => s.end(data));
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('end', () => resolve(Buffer.concat(chunks)));
+    s.on('error', reject);
+    s.setTimeout(30_000, () => s.destroy(new Error('timed out')));
+  });
+}
+
 export async function closedTcpPort(): Promise<number> {
   const server = net.createServer();
   const port = await listenTcp(server);
