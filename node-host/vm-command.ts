@@ -18,6 +18,7 @@ import { PcapFile } from './pcap-file';
 import { DgramLink } from './links/dgram-link';
 import type { FrameLink } from './links/frame-link';
 import { QemuStreamLink } from './links/qemu-stream-link';
+import { LanLink } from './links/lan-link';
 import { TapFdLink } from './links/tap-fd-link';
 import { parseVmOptions, type LinkChoice, type VmOptions } from './vm-options';
 
@@ -49,7 +50,14 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
   let link: FrameLink;
   try {
     if (opts.pcap) pcap = new PcapFile(opts.pcap, (e) => log('pcap-error', { message: e.message }), opts.pcapSnaplen);
-    link = await openLink(opts.link, opts.mtu);
+    const links: FrameLink[] = [];
+    try {
+      for (const choice of opts.links) links.push(await openLink(choice, opts.mtu));
+    } catch (e) {
+      await Promise.all(links.map((l) => l.close()));
+      throw e;
+    }
+    link = links.length === 1 ? links[0] : new LanLink(links, DEFAULT_NETWORK.gatewayMac);
   } catch (e) {
     pcap?.close();
     log('error', { message: (e as Error).message });

@@ -15,7 +15,8 @@ export type LinkChoice =
 export type UpstreamChoice = { kind: 'direct' } | { kind: 'wisp'; url: string };
 
 export interface VmOptions {
-  link: LinkChoice;
+  /** The guests' links: one, or several on one LAN (a learning switch with weft as its router). */
+  links: LinkChoice[];
   upstream: UpstreamChoice;
   mtu: number | undefined;
   pcap: string | undefined;
@@ -45,7 +46,8 @@ export const VM_HELP = `Usage: weft vm <link> [options]
 Runs the weft network stack in Node for one virtual machine: the guest gets DHCP (10.0.2.15 first),
 a gateway at 10.0.2.2 and a DNS server at 10.0.2.3 that answer ARP and ping.
 
-Link (exactly one):
+Links (one; or several, repeated or mixed, for one LAN: the guests reach each other through a
+learning switch with weft as their router, DHCP and DNS):
   --qemu unix:PATH        Listen on a unix socket for QEMU's "-netdev stream,server=off,addr.type=unix,
                           addr.path=PATH". Frames are length-prefixed (4 bytes, big-endian). One client at a
                           time; a stale socket file at PATH is replaced.
@@ -60,7 +62,7 @@ Link (exactly one):
   --tap-vnet-hdr          The TAP fd was opened with IFF_VNET_HDR and offloads TUN_F_CSUM|TUN_F_TSO4
                           (as QEMU's "vnet_hdr=on"): frames carry a virtio_net_hdr and TCP moves in
                           segments of up to 64 KiB, several times faster than plain frames.
-                          (--mtu at most 65500 then.)
+                          (--mtu at most 65500 then; a single link only.)
 
 Options:
   --upstream direct       Where guest connections go: "direct" (this host's sockets; the default), or
@@ -139,7 +141,7 @@ export function parseVmOptions(argv: readonly string[]): VmOptions {
     }),
     dnsRecords: (values['dns-record'] ?? []).map(parseDnsRecordFlag),
     dnsSearch: values['dns-search'] === undefined ? undefined : parseDnsSearch(values['dns-search']),
-    link: parseLink(values),
+    links: parseLinks(values),
     upstream: parseUpstream(values.upstream),
     mtu: values.mtu === undefined ? undefined : parseMtu(values.mtu, values['tap-vnet-hdr'] === true, (values.dgram ?? []).length > 0),
     pcap: values.pcap === '' ? badValue('--pcap', '', 'a file name') : values.pcap,
@@ -149,25 +151,23 @@ export function parseVmOptions(argv: readonly string[]): VmOptions {
   };
 }
 
-function parseLink(values: { qemu?: string[]; dgram?: string[]; 'tap-fd'?: string[]; 'tap-vnet-hdr'?: boolean }): LinkChoice {
+function parseLinks(values: { qemu?: string[]; dgram?: string[]; 'tap-fd'?: string[]; 'tap-vnet-hdr'?: boolean }): LinkChoice[] {
   const given = (['qemu', 'dgram', 'tap-fd'] as const).flatMap((k) => (values[k] ?? []).map((v) => [k, v] as const));
-  if (given.length !== 1) {
-    throw new UsageError(
-      given.length === 0
-        ? 'a link is required: --qemu unix:PATH|tcp:HOST:PORT, --dgram LPORT:RPORT or --tap-fd N'
-        : `exactly one link is allowed, got ${given.map(([k]) => `--${k}`).join(', ')}`,
-    );
-  }
-  const [flag, value] = given[0];
+  if (given.length === 0) throw new UsageError('a link is required: --qemu unix:PATH|tcp:HOST:PORT, --dgram LPORT:RPORT or --tap-fd N');
   const vnetHdr = values['tap-vnet-hdr'] ?? false;
-  if (vnetHdr && flag !== 'tap-fd') throw new UsageError('--tap-vnet-hdr goes with --tap-fd N');
-  if (flag === 'tap-fd') return { kind: 'tap-fd', fd: parseInteger('--tap-fd', value, 0, 2 ** 31 - 1), vnetHdr };
-  if (flag === 'dgram') {
-    const m = /^(\d+):(\d+)$/.exec(value);
-    if (!m) badValue('--dgram', value, 'LPORT:RPORT, e.g. 5555:5556');
-    return { kind: 'dgram', localPort: parsePort('--dgram', m[1]), remotePort: parsePort('--dgram', m[2]) };
+  if (vnetHdr && (given.length !== 1 || given[0][0] !== 'tap-fd')) {
+    // Segmentation offload would have to be agreed with every port of the LAN at once.
+    throw new UsageError(given.length !== 1 ? '--tap-vnet-hdr works with a single link (not on a LAN of several)' : '--tap-vnet-hdr goes with --tap-fd N');
   }
-  return { kind: 'qemu', endpoint: parseStreamEndpoint(value) };
+  return given.map(([flag, value]): LinkChoice => {
+    if (flag === 'tap-fd') return { kind: 'tap-fd', fd: parseInteger('--tap-fd', value, 0, 2 ** 31 - 1), vnetHdr };
+    if (flag === 'dgram') {
+      const m = /^(\d+):(\d+)$/.exec(value);
+      if (!m) badValue('--dgram', value, 'LPORT:RPORT, e.g. 5555:5556');
+      return { kind: 'dgram', localPort: parsePort('--dgram', m[1]), remotePort: parsePort('--dgram', m[2]) };
+    }
+    return { kind: 'qemu', endpoint: parseStreamEndpoint(value) };
+  });
 }
 
 /**

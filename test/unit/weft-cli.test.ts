@@ -44,7 +44,7 @@ describe('weft CLI', () => {
   it.each([
     [['vm', '--tap-fd', '3', '--bogus'], /unknown option --bogus/],
     [['vm'], /a link is required/],
-    [['vm', '--tap-fd', '3', '--dgram', '1:2'], /exactly one link/],
+    [['vm', '--tap-fd', '3', '--tap-fd', '4', '--tap-vnet-hdr'], /--tap-vnet-hdr works with a single link/],
     [['vm', '--tap-fd', 'x'], /bad value for --tap-fd/],
     [['vm', '--dgram', '5555'], /bad value for --dgram/],
     [['vm', '--qemu', 'udp:1'], /bad value for --qemu/],
