@@ -96,6 +96,8 @@ export class Stack {
     this.reassembler = new Ipv4Reassembler(this.limits, countDrop);
     this.dhcp = new DhcpServer(this.config, (lease) => {
       this.lastLeaseIp = lease.ip;
+      // Guests on one LAN find each other by name: <hostname>.weft.internal.
+      if (lease.hostname !== undefined) this.dns.setGuestName(lease.hostname, lease.ip);
       this.ipv4.learn(lease.ip, lease.mac, clock.now());
       this.events.emit('lease', lease);
     });

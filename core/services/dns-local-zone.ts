@@ -26,6 +26,8 @@ export class DnsLocalZone {
   private readonly names = new Map<string, Ipv4Address>();
   private readonly reverse = new Map<string, Uint8Array>();
   private readonly domains: string[];
+  /** Names from guests' DHCP hostnames (setGuestName), a subset of `names`. */
+  private readonly guestNames = new Map<string, Ipv4Address>();
   /** Ancestors of local names inside local domains (and the domains): they exist, so NODATA. */
   private readonly emptyNonTerminals = new Set<string>();
 
@@ -48,6 +50,35 @@ export class DnsLocalZone {
       }
     }
     for (const d of this.domains) this.emptyNonTerminals.add(d);
+  }
+
+  /**
+   * A guest's DHCP hostname as `<hostname>.<first local domain>` (one LAN's guests find each other
+   * by name). The newest lease holding a name wins it; a guest's previous name goes. Returns the
+   * full name, or undefined for a hostname that is not one DNS label (letters, digits, hyphens).
+   */
+  setGuestName(hostname: string, ip: Ipv4Address): string | undefined {
+    const label = hostname.toLowerCase();
+    if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(label) || this.domains.length === 0) return undefined;
+    const name = `${label}.${this.domains[0]}`;
+    if (this.names.has(name) && !this.guestNames.has(name)) return undefined; // a configured record stays
+    for (const [other, otherIp] of this.guestNames) if (otherIp === ip && other !== name) this.dropGuestName(other);
+    this.dropGuestName(name);
+    this.guestNames.set(name, ip);
+    this.names.set(name, ip);
+    this.reverse.set(reverseName(ip), encodeDnsName(name));
+    return name;
+  }
+
+  private dropGuestName(name: string): void {
+    const ip = this.guestNames.get(name);
+    if (ip === undefined) return;
+    this.guestNames.delete(name);
+    this.names.delete(name);
+    const rev = reverseName(ip);
+    const wire = encodeDnsName(name);
+    const target = this.reverse.get(rev);
+    if (target && target.length === wire.length && target.every((b, i) => b === wire[i])) this.reverse.delete(rev);
   }
 
   /** The answer to `q` (whose name is `nameKey`), or undefined when the name is not ours. */

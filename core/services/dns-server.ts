@@ -256,6 +256,11 @@ export class DnsServer {
   }
 
   /** Empties the cache (e.g. when the upstream changes). */
+  /** A guest's DHCP hostname, answered as `<hostname>.<local domain>` (see DnsLocalZone.setGuestName). */
+  setGuestName(hostname: string, ip: Ipv4Address): string | undefined {
+    return this.zone.setGuestName(hostname, ip);
+  }
+
   clearCache(): void {
     this.cache.clear();
   }

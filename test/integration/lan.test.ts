@@ -1,7 +1,8 @@
 // One LAN for two real guests (the one-LAN issue, first step): two network namespaces, each with a
 // TAP handed to one `weft vm --tap-fd 3 --tap-fd 4`. weft switches between them (a learning
 // switch, weft as router): each gets its own lease, they ping each other and move 16 MiB over TCP
-// port to port with the sha256 checked, and both still reach this host through weft's router.
+// port to port with the sha256 checked, resolve each other's DHCP hostnames, and both still reach
+// this host through weft's router.
 
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,8 +15,9 @@ import { startHttpTestServer, expectedSha256, type TestServer } from '../support
 const TITLE = 'weft vm with two links: two real guests on one LAN';
 const root = requireRoot(TITLE);
 
-async function leaseOf(ns: Netns): Promise<string> {
-  const dhcp = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5'], 40_000);
+/** Leases an address by DHCP, sending `hostname` (option 12) as a guest's DHCP client does. */
+async function leaseOf(ns: Netns, hostname: string): Promise<string> {
+  const dhcp = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5', '-x', `hostname:${hostname}`], 40_000);
   if (dhcp.code !== 0) throw new Error(`udhcpc failed: ${describeExec(dhcp)}`);
   const addr = await ns.exec(['ip', '-4', '-o', 'addr', 'show', 'tap0']);
   const m = /inet (\d+\.\d+\.\d+\.\d+)\//.exec(addr.stdout);
@@ -67,8 +69,8 @@ describe.skipIf(!root.ok)(TITLE, () => {
     await weft.waitForEvent('ready');
     await a.bringUpTap('tap0');
     await b.bringUpTap('tap0');
-    ipA = await leaseOf(a);
-    ipB = await leaseOf(b);
+    ipA = await leaseOf(a, 'guest-a');
+    ipB = await leaseOf(b, 'guest-b');
   }, 90_000);
 
   afterAll(async () => {
@@ -90,6 +92,14 @@ describe.skipIf(!root.ok)(TITLE, () => {
     expect(ab.code, describeExec(ab)).toBe(0);
     const ba = await b!.exec(['ping', '-c', '3', '-W', '2', ipA], 15_000);
     expect(ba.code, describeExec(ba)).toBe(0);
+  });
+
+  it('the guests find each other by their DHCP hostnames (<hostname>.weft.internal)', async () => {
+    const r = await a!.exec(['busybox', 'nslookup', 'guest-b.weft.internal', '10.0.2.3'], 15_000);
+    expect(r.stdout, describeExec(r)).toContain(ipB);
+    // (Asked of weft's DNS directly: a namespace shares this host's /etc/resolv.conf.)
+    const back = await b!.exec(['busybox', 'nslookup', 'guest-a.weft.internal', '10.0.2.3'], 15_000);
+    expect(back.stdout, describeExec(back)).toContain(ipA);
   });
 
   it('moves 16 MiB over TCP from one guest to the other, sha256 intact', async () => {

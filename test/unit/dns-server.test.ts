@@ -139,6 +139,30 @@ function one(server: DnsServer, q: Uint8Array, now = 0, transport: DnsTransport 
 
 // ---- local names ------------------------------------------------------------------------------
 
+describe('DnsServer: guest names (one LAN)', () => {
+  it("answers <hostname>.weft.internal with the guest's lease and its PTR; a later lease takes the name, a guest's old name goes", () => {
+    const { server } = makeServer();
+    expect(server.setGuestName('Guest-A', parseIpv4('10.0.2.15'))).toBe('guest-a.weft.internal');
+    expect([...one(server, query('guest-a.weft.internal')).answers[0].rdata]).toEqual([10, 0, 2, 15]);
+    const ptr = one(server, query('15.2.0.10.in-addr.arpa', { type: DnsType.PTR }));
+    expect(readDnsName(ptr.answers[0].rdata, 0)).toMatchObject({ name: 'guest-a.weft.internal' });
+    // Another guest now calls itself guest-a: the name follows the newer lease.
+    server.setGuestName('guest-a', parseIpv4('10.0.2.16'));
+    expect([...one(server, query('guest-a.weft.internal')).answers[0].rdata]).toEqual([10, 0, 2, 16]);
+    // That guest renames itself: its old name is gone.
+    server.setGuestName('guest-b', parseIpv4('10.0.2.16'));
+    expect(one(server, query('guest-a.weft.internal')).rcode).toBe(DnsRcode.NXDOMAIN);
+    expect([...one(server, query('guest-b.weft.internal')).answers[0].rdata]).toEqual([10, 0, 2, 16]);
+  });
+
+  it('takes no name that is not one DNS label, and never a configured record', () => {
+    const { server } = makeServer();
+    for (const bad of ['', 'a.b', 'bad_name', '-x', 'x'.repeat(64), 'gäst']) expect(server.setGuestName(bad, parseIpv4('10.0.2.15'))).toBeUndefined();
+    expect(server.setGuestName('gateway', parseIpv4('10.0.2.15'))).toBeUndefined();
+    expect([...one(server, query('gateway.weft.internal')).answers[0].rdata]).toEqual([10, 0, 2, 2]);
+  });
+});
+
 describe('DnsServer: local names', () => {
   it('answers A for a local name, case-insensitively, echoing ID and spelling', () => {
     const { server, forwarder } = makeServer();
