@@ -16,7 +16,7 @@
 // loop). Loopback throughput on a shared 2-core machine swings by 2–3x from second to second, so the
 // servers take turns cell by cell (order alternating by round), and each ratio is taken within one
 // round: the table shows the median and the range over the rounds.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +27,7 @@ import { connectWsTransport } from '../../node-host/ws-transport';
 import { Netns, UDHCPC_SCRIPT } from '../harness/netns';
 import { REPO_ROOT, weftBundle } from '../harness/weft-bundle';
 import type { TcpStream } from '../../core/upstream';
+import { WatchedChild } from './watched-child';
 
 export const RELAY_BENCH_ROUNDS = Math.max(1, Number(process.env.WEFT_RELAY_BENCH_ROUNDS ?? 3));
 /** Measuring window per throughput cell, after the warm-up. */
@@ -115,46 +116,7 @@ process.on('SIGTERM', () => process.exit(0));
 `;
 }
 
-class Child {
-  private buf = '';
-  private waiters: Array<() => void> = [];
-
-  constructor(
-    readonly name: string,
-    readonly proc: ChildProcess,
-  ) {
-    const on = (d: Buffer) => {
-      this.buf = (this.buf + d.toString()).slice(-64 * 1024);
-      for (const w of this.waiters.splice(0)) w();
-    };
-    proc.stdout?.on('data', on);
-    proc.stderr?.on('data', on);
-    proc.once('exit', () => {
-      for (const w of this.waiters.splice(0)) w();
-    });
-  }
-
-  /** Resolves with the first match of `re` in the output seen since the last call (which it consumes). */
-  waitFor(re: RegExp, timeoutMs = 15_000): Promise<RegExpExecArray> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${this.name}: no ${re} within ${timeoutMs} ms: ${this.buf.slice(-300)}`)), timeoutMs);
-      const check = () => {
-        const m = re.exec(this.buf);
-        if (m) {
-          clearTimeout(timer);
-          this.buf = this.buf.slice(m.index + m[0].length);
-          resolve(m);
-        } else if (this.proc.exitCode !== null || this.proc.signalCode !== null) {
-          clearTimeout(timer);
-          reject(new Error(`${this.name} exited (${this.proc.exitCode ?? this.proc.signalCode}): ${this.buf.slice(-500)}`));
-        } else {
-          this.waiters.push(check);
-        }
-      };
-      check();
-    });
-  }
-
+class Child extends WatchedChild {
   rssKiB(): number {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${this.proc.pid}/status`, 'utf8'));
     return m ? Number(m[1]) : NaN;
@@ -167,7 +129,7 @@ class Child {
   }
 
   stop(): void {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGTERM');
+    if (!this.exited) this.proc.kill('SIGTERM');
   }
 }
 

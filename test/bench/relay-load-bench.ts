@@ -25,6 +25,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import http from 'node:http';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { WatchedChild } from './watched-child';
 import { createInterface } from 'node:readline';
 import { REPO_ROOT, weftBundle } from '../harness/weft-bundle';
 import { cpuSecondsOf } from './proc-stats';
@@ -83,55 +84,10 @@ function alive(pid: number): boolean {
   }
 }
 
-/** A child process whose stdout and stderr are searched for lines as they come. */
-class Child {
-  private buf = '';
-  private waiters: Array<() => void> = [];
-
-  constructor(
-    readonly name: string,
-    readonly proc: ChildProcess,
-  ) {
-    if (proc.pid !== undefined) started.add(proc.pid);
-    const on = (d: Buffer) => {
-      this.buf = (this.buf + d.toString()).slice(-64 * 1024);
-      for (const w of this.waiters.splice(0)) w();
-    };
-    proc.stdout?.on('data', on);
-    proc.stderr?.on('data', on);
-    proc.once('exit', () => {
-      if (proc.pid !== undefined) started.delete(proc.pid);
-      for (const w of this.waiters.splice(0)) w();
-    });
-  }
-
-  get pid(): number {
-    return this.proc.pid ?? -1;
-  }
-
-  get exited(): boolean {
-    return this.proc.exitCode !== null || this.proc.signalCode !== null;
-  }
-
-  /** Resolves with the first match of `re` in the output not yet consumed, and consumes up to it. */
-  waitFor(re: RegExp, timeoutMs = 15_000): Promise<RegExpExecArray> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${this.name}: no ${re} within ${timeoutMs} ms: ${this.buf.slice(-400)}`)), timeoutMs);
-      const check = () => {
-        const m = re.exec(this.buf);
-        if (m) {
-          clearTimeout(timer);
-          this.buf = this.buf.slice(m.index + m[0].length);
-          resolve(m);
-        } else if (this.exited) {
-          clearTimeout(timer);
-          reject(new Error(`${this.name} exited (${this.proc.exitCode ?? this.proc.signalCode}): ${this.buf.slice(-600)}`));
-        } else {
-          this.waiters.push(check);
-        }
-      };
-      check();
-    });
+/** A child process of this suite: its PID is in `started` while it runs. */
+class Child extends WatchedChild {
+  constructor(name: string, proc: ChildProcess) {
+    super(name, proc, started);
   }
 
   /** SIGTERM, then SIGKILL if it is still there after `graceMs`. */
