@@ -27,34 +27,45 @@ export async function runRelayCommand(argv: readonly string[]): Promise<number> 
   try {
     bound = await server.listen();
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    process.stderr.write(`weft relay: cannot listen on ${options.host}:${options.port}: ${err.code ?? ''} ${err.message}\n`);
-    return 1;
+    return cannotListen(options, e);
   }
   log('ready', readyFields(options, bound));
   const stopIdleGc = collectAfterStreamBursts(server.metrics, log);
+  return untilStopped(['SIGTERM', 'SIGINT'], async (signal) => {
+    stopIdleGc();
+    const started = Date.now();
+    log('draining', { signal, clients: server.clientCount });
+    // Whatever happens in the drain, the process is gone within 5 seconds.
+    setTimeout(() => {
+      log('stopped', { forced: true, ms: Date.now() - started });
+      process.exit(0);
+    }, EXIT_DEADLINE_MS).unref();
+    await server.drain(DRAIN_GRACE_MS);
+    log('stopped', { ms: Date.now() - started });
+  });
+}
 
+/**
+ * Resolves with exit code 0 once the first of `events` (signals; 'disconnect' for a worker) has
+ * happened and `stop` has finished; later ones change nothing.
+ */
+function untilStopped(events: readonly (NodeJS.Signals | 'disconnect')[], stop: (event: string) => Promise<void>): Promise<number> {
   return new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = (signal: NodeJS.Signals) => {
-      if (stopping) return;
-      stopping = true;
-      stopIdleGc();
-      const started = Date.now();
-      log('draining', { signal, clients: server.clientCount });
-      // Whatever happens in the drain, the process is gone within 5 seconds.
-      setTimeout(() => {
-        log('stopped', { forced: true, ms: Date.now() - started });
-        process.exit(0);
-      }, EXIT_DEADLINE_MS).unref();
-      server.drain(DRAIN_GRACE_MS).then(() => {
-        log('stopped', { ms: Date.now() - started });
-        resolve(0);
+    for (const event of events) {
+      process.once(event, () => {
+        if (stopping) return;
+        stopping = true;
+        stop(event).then(() => resolve(0));
       });
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    }
   });
+}
+
+function cannotListen(options: RelayOptions, e: unknown): number {
+  const err = e as NodeJS.ErrnoException;
+  process.stderr.write(`weft relay: cannot listen on ${options.host}:${options.port}: ${err.code ?? ''} ${err.message}\n`);
+  return 1;
 }
 
 function readyFields(options: RelayOptions, bound: { host: string; port: number }): Record<string, unknown> {
@@ -82,10 +93,8 @@ async function runPrimary(options: RelayOptions, argv: readonly string[], log: E
   try {
     bound = await primary.start();
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    process.stderr.write(`weft relay: cannot listen on ${options.host}:${options.port}: ${err.code ?? ''} ${err.message}\n`);
     await primary.stop(1000);
-    return 1;
+    return cannotListen(options, e);
   }
   log('ready', readyFields(options, bound));
   // The primary holds no clients, but reading 10,000 request heads grows its young generation too.
@@ -94,21 +103,12 @@ async function runPrimary(options: RelayOptions, argv: readonly string[], log: E
     () => 0,
     log,
   );
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (signal: NodeJS.Signals) => {
-      if (stopping) return;
-      stopping = true;
-      stopIdleGc();
-      const started = Date.now();
-      log('draining', { signal, clients: primary.clientCount });
-      primary.stop(EXIT_DEADLINE_MS).then(() => {
-        log('stopped', { ms: Date.now() - started });
-        resolve(0);
-      });
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+  return untilStopped(['SIGTERM', 'SIGINT'], async (signal) => {
+    stopIdleGc();
+    const started = Date.now();
+    log('draining', { signal, clients: primary.clientCount });
+    await primary.stop(EXIT_DEADLINE_MS);
+    log('stopped', { ms: Date.now() - started });
   });
 }
 
@@ -130,22 +130,12 @@ async function runWorker(options: RelayOptions, index: number, baseLog: EventLog
   });
   const stopIdleGc = collectAfterStreamBursts(server.metrics, log);
   send({ type: 'ready' });
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = () => {
-      if (stopping) return;
-      stopping = true;
-      stopIdleGc();
-      setTimeout(() => process.exit(0), EXIT_DEADLINE_MS).unref();
-      server.drain(DRAIN_GRACE_MS).then(() => {
-        // The IPC channel would keep this process alive after the drain.
-        if (process.connected) process.disconnect?.();
-        resolve(0);
-      });
-    };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-    // The primary is gone (killed outright): nobody hands this worker connections any more.
-    process.once('disconnect', stop);
+  // 'disconnect': the primary is gone (killed outright); nobody hands this worker connections any more.
+  return untilStopped(['SIGTERM', 'SIGINT', 'disconnect'], async () => {
+    stopIdleGc();
+    setTimeout(() => process.exit(0), EXIT_DEADLINE_MS).unref();
+    await server.drain(DRAIN_GRACE_MS);
+    // The IPC channel would keep this process alive after the drain.
+    if (process.connected) process.disconnect?.();
   });
 }
