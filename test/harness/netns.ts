@@ -167,21 +167,33 @@ export class Netns {
    * scans for bytes past weft's FIN (weft-capture.ts). Default: on under vitest, off elsewhere
    * (benchmarks measure throughput).
    */
-  async spawnWeftOnTap(weftArgs: readonly string[], tap = 'tap0', opts: { vnetHdr?: boolean; capture?: boolean } = {}): Promise<WeftProcess> {
+  async spawnWeftOnTap(
+    weftArgs: readonly string[],
+    tap = 'tap0',
+    opts: { vnetHdr?: boolean; capture?: boolean; alsoOn?: readonly Netns[] } = {},
+  ): Promise<WeftProcess> {
     const captured = (opts.capture ?? process.env.VITEST !== undefined) ? WeftCapture.forArgs(weftArgs) : undefined;
-    const weft = spawnWrappedWeft('python3', [
+    // `alsoOn`: more guests on the same LAN — one launcher per namespace, nested, each opening its
+    // namespace's TAP as the next fd (3, 4, …) and passing the ones before it on.
+    const nets: Netns[] = [this, ...(opts.alsoOn ?? [])];
+    const launchers = nets.flatMap((ns, i) => [
+      ...(i > 0 ? ['python3'] : []),
       TAP_LAUNCHER,
       '--netns',
-      this.name,
+      ns.name,
       '--tap',
       tap,
+      '--fd',
+      String(3 + i),
       ...(opts.vnetHdr ? ['--vnet-hdr'] : []),
       '--',
+    ]);
+    const weft = spawnWrappedWeft('python3', [
+      ...launchers,
       process.execPath,
       weftBundle(),
       'vm',
-      '--tap-fd',
-      '3',
+      ...nets.flatMap((_, i) => ['--tap-fd', String(3 + i)]),
       ...(opts.vnetHdr ? ['--tap-vnet-hdr'] : []),
       ...(captured?.args ?? weftArgs),
     ]);
@@ -191,7 +203,7 @@ export class Netns {
       this.captured.add(weft);
     }
     await weft.waitForEvent('ready');
-    await this.bringUpTap(tap);
+    for (const ns of nets) await ns.bringUpTap(tap);
     return weft;
   }
 

@@ -7,9 +7,8 @@
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeExec } from '../harness/guest-tools';
-import { Netns, requireRoot, TAP_LAUNCHER, UDHCPC_SCRIPT } from '../harness/netns';
-import { weftBundle } from '../harness/weft-bundle';
-import { spawnWrappedWeft, type WeftProcess } from '../harness/weft-process';
+import { Netns, requireRoot, UDHCPC_SCRIPT } from '../harness/netns';
+import type { WeftProcess } from '../harness/weft-process';
 import { startHttpTestServer, expectedSha256, type TestServer } from '../support/test-servers';
 
 const TITLE = 'weft vm with two links: two real guests on one LAN';
@@ -37,38 +36,7 @@ describe.skipIf(!root.ok)(TITLE, () => {
     a = Netns.create('lana');
     b = Netns.create('lanb');
     http = await startHttpTestServer();
-    // One launcher per namespace, nested: each opens its namespace's TAP and passes it on.
-    weft = spawnWrappedWeft('python3', [
-      TAP_LAUNCHER,
-      '--netns',
-      a.name,
-      '--tap',
-      'tap0',
-      '--fd',
-      '3',
-      '--',
-      'python3',
-      TAP_LAUNCHER,
-      '--netns',
-      b.name,
-      '--tap',
-      'tap0',
-      '--fd',
-      '4',
-      '--',
-      process.execPath,
-      weftBundle(),
-      'vm',
-      '--tap-fd',
-      '3',
-      '--tap-fd',
-      '4',
-      '--allow-host-loopback',
-    ]);
-    a.track(weft.child);
-    await weft.waitForEvent('ready');
-    await a.bringUpTap('tap0');
-    await b.bringUpTap('tap0');
+    weft = await a.spawnWeftOnTap(['--allow-host-loopback'], 'tap0', { alsoOn: [b] });
     ipA = await leaseOf(a, 'guest-a');
     ipB = await leaseOf(b, 'guest-b');
   }, 90_000);
