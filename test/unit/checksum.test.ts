@@ -37,6 +37,25 @@ describe('internet checksum', () => {
     expect(internetChecksum(buf)).toBe(reference(buf));
   });
 
+  it('agrees with the reference for 64 KiB frames at odd and even offsets: zeros, all 0xff and random', () => {
+    const rng = seededRandom(7);
+    const backing = new Uint8Array(65536 + 8);
+    for (const content of ['zero', 'ff', 'random'] as const) {
+      for (let off = 0; off < 4; off++) {
+        const buf = backing.subarray(off, off + 65493);
+        if (content === 'random') rng.fill(buf);
+        else buf.fill(content === 'zero' ? 0 : 0xff);
+        expect(internetChecksum(buf), `${content} at offset ${off}`).toBe(reference(buf));
+        // With a partial sum before it (a pseudo-header), as TCP and UDP chain it.
+        const chained = finishChecksum(sumBytes(buf, 0, buf.length, 0x1234));
+        const withHeader = new Uint8Array(2 + buf.length);
+        withHeader.set([0x12, 0x34]);
+        withHeader.set(buf, 2);
+        expect(chained, `${content} at offset ${off}, chained`).toBe(reference(withHeader));
+      }
+    }
+  });
+
   it('chains partial sums (pseudo-header then data)', () => {
     const data = new Uint8Array([1, 2, 3, 4, 5]);
     const whole = finishChecksum(sumBytes(data, 0, 5, pseudoHeaderSum(0x0a00020f, 0x0a000202, 17, 5)));
