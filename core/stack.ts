@@ -25,17 +25,7 @@ import { TimerQueue } from './timer-queue';
 import { GuestUdpPorts, type GuestUdpHandlers, type GuestUdpSocket } from './udp/guest-udp-ports';
 import { UdpNat } from './udp/udp-nat';
 import type { TcpStream, TcpStreamHandlers } from './upstream';
-import {
-  IPV4_ANY,
-  IPV4_BROADCAST,
-  ipv4Network,
-  ipv4SubnetBroadcast,
-  isGroupMac,
-  isMulticastIpv4,
-  prefixMask,
-  type Ipv4Address,
-  type MacAddress,
-} from './wire/address';
+import { IPV4_BROADCAST, ipv4Network, ipv4SubnetBroadcast, isGroupMac, isMulticastIpv4, prefixMask, type Ipv4Address, type MacAddress } from './wire/address';
 import { ARP_REQUEST, parseArp } from './wire/arp';
 import { parseDhcp } from './wire/dhcp';
 import { ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, parseEthernet, type EthernetFrame } from './wire/ethernet';
@@ -296,9 +286,11 @@ export class Stack {
     const arp = parseArp(eth.payload);
     if (isDrop(arp)) return this.drop(arp);
     if (arp.senderMac !== eth.src) return this.drop('arp-sender-mismatch');
+    // weft's own addresses are never learned: a guest announcing one cannot draw weft's traffic.
     if (this.ownsAddress(arp.senderIp)) return this.drop('arp-address-conflict');
+    if (this.leasedToAnother(arp.senderIp, arp.senderMac, now)) return this.drop('arp-lease-conflict');
     // Learn from requests, replies and gratuitous announcements alike (sender = target IP).
-    if (this.inSubnet(arp.senderIp) && arp.senderIp !== 0) this.ipv4.learn(arp.senderIp, arp.senderMac, now);
+    if (this.isGuestSource(arp.senderIp)) this.ipv4.learn(arp.senderIp, arp.senderMac, now);
     if (arp.operation !== ARP_REQUEST) return;
     if (!this.ownsAddress(arp.targetIp)) {
       // Gratuitous ARP and requests for other guests are not ours to answer.
@@ -311,8 +303,10 @@ export class Stack {
   private handleIpv4(eth: EthernetFrame, now: number): void {
     const ip = parseIpv4Packet(eth.payload);
     if (isDrop(ip)) return this.drop(ip);
-    if (ip.src !== IPV4_ANY && this.inSubnet(ip.src) && !this.ownsAddress(ip.src) && ip.src !== this.subnetBroadcast) {
-      // The link is ours alone: a packet from a guest address confirms its MAC.
+    if (this.isGuestSource(ip.src)) {
+      // Another guest's leased address as the source: spoofed, and it must not move that binding.
+      if (this.leasedToAnother(ip.src, eth.src, now)) return this.drop('ipv4-lease-conflict');
+      // A packet from a guest address confirms its MAC.
       this.ipv4.learn(ip.src, eth.src, now);
     }
     let payload = ip.payload;
@@ -369,6 +363,16 @@ export class Stack {
   /** Guest flows must come from a guest address on our link, never from ours or a broadcast. */
   private isGuestSource(ip: Ipv4Address): boolean {
     return this.inSubnet(ip) && !this.ownsAddress(ip) && ip !== this.subnetBroadcast && ip !== this.config.network;
+  }
+
+  /**
+   * True when `ip` is leased (live) to a MAC other than `mac`: the binding follows the lease, so a
+   * guest announcing or sending from another's address is refused. Unleased addresses (a guest's
+   * static one) are learned from whoever uses them, as on any Ethernet.
+   */
+  private leasedToAnother(ip: Ipv4Address, mac: MacAddress, now: number): boolean {
+    const holder = this.dhcp.holderOf(ip, now);
+    return holder !== undefined && holder !== mac;
   }
 
   private handleDhcp(payload: Uint8Array, srcMac: MacAddress, now: number): void {

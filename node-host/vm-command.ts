@@ -1,4 +1,5 @@
-// `weft vm`: one Stack, one link to a guest, an optional pcap, and the timers that drive the stack.
+// `weft vm`: one Stack, its link to the guests (one, or a LAN of several), an optional pcap, and the
+// timers that drive the stack.
 // It runs until SIGINT/SIGTERM (exit 0) or until the link fails (exit 1), and leaves nothing open.
 
 import type { FlowEvent } from '../core/stack-events';
@@ -15,10 +16,11 @@ import { UpstreamDnsForwarder } from '../core/services/dns-upstream-forwarder';
 import { formatIpv4, formatMac, parseIpv4 } from '../core/wire/address';
 import { jsonLineLog, type EventLog } from './log';
 import { PcapFile } from './pcap-file';
-import { DgramLink } from './links/dgram-link';
+import { DgramLink, openDgramPeers } from './links/dgram-link';
 import type { FrameLink } from './links/frame-link';
 import { QemuStreamLink } from './links/qemu-stream-link';
 import { LanLink } from './links/lan-link';
+import { DEFAULT_ROUTER } from './links/lan-switch';
 import { TapFdLink } from './links/tap-fd-link';
 import { parseVmOptions, type LinkChoice, type VmOptions } from './vm-options';
 
@@ -29,14 +31,16 @@ const EXIT_GRACE_MS = 500;
 /** The gateway address the upstreams answer the guest from (DEFAULT_NETWORK's: weft vm takes no other). */
 const GATEWAY = parseIpv4('10.0.2.2');
 
-async function openLink(choice: LinkChoice, mtu: number | undefined): Promise<FrameLink> {
+/** The links of one flag: one, or one per peer of a --dgram with several. */
+async function openLinks(choice: LinkChoice, opts: VmOptions): Promise<FrameLink[]> {
   switch (choice.kind) {
     case 'tap-fd':
-      return new TapFdLink(choice.fd, { vnetHdr: choice.vnetHdr, mtu: mtu ?? DEFAULT_NETWORK.mtu });
+      return [new TapFdLink(choice.fd, { vnetHdr: choice.vnetHdr, mtu: opts.mtu ?? DEFAULT_NETWORK.mtu })];
     case 'qemu':
-      return QemuStreamLink.listen(choice.endpoint);
+      return [await QemuStreamLink.listen(choice.endpoint, { router: DEFAULT_ROUTER, maxClients: opts.maxGuests })];
     case 'dgram':
-      return DgramLink.open(choice.localPort, choice.remotePort);
+      if (choice.remotePorts.length === 1) return [await DgramLink.open(choice.localPort, choice.remotePorts[0])];
+      return openDgramPeers(choice.localPort, choice.remotePorts);
   }
 }
 
@@ -52,12 +56,12 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
     if (opts.pcap) pcap = new PcapFile(opts.pcap, (e) => log('pcap-error', { message: e.message }), opts.pcapSnaplen);
     const links: FrameLink[] = [];
     try {
-      for (const choice of opts.links) links.push(await openLink(choice, opts.mtu));
+      for (const choice of opts.links) links.push(...(await openLinks(choice, opts)));
     } catch (e) {
       await Promise.all(links.map((l) => l.close()));
       throw e;
     }
-    link = links.length === 1 ? links[0] : new LanLink(links, DEFAULT_NETWORK.gatewayMac);
+    link = links.length === 1 ? links[0] : new LanLink(links, DEFAULT_ROUTER);
   } catch (e) {
     pcap?.close();
     log('error', { message: (e as Error).message });
@@ -168,6 +172,7 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
         ...reason,
         counters: atStop,
         linkDrops: link.drops(),
+        ...(link.stats ? { linkStats: link.stats() } : {}),
         ...(pcap ? { pcapFrames: pcap.framesWritten } : {}),
       });
       setTimeout(() => {

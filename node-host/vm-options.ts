@@ -8,7 +8,8 @@ import type { StreamEndpoint } from './links/qemu-stream-link';
 
 export type LinkChoice =
   | { kind: 'qemu'; endpoint: StreamEndpoint }
-  | { kind: 'dgram'; localPort: number; remotePort: number }
+  /** Several remote ports: several QEMUs sending to one local port, each a guest on the LAN. */
+  | { kind: 'dgram'; localPort: number; remotePorts: number[] }
   | { kind: 'tap-fd'; fd: number; vnetHdr: boolean };
 
 /** Where guest flows go: this host's sockets, or streams on one WebSocket to a Wisp server. */
@@ -17,6 +18,8 @@ export type UpstreamChoice = { kind: 'direct' } | { kind: 'wisp'; url: string };
 export interface VmOptions {
   /** The guests' links: one, or several on one LAN (a learning switch with weft as its router). */
   links: LinkChoice[];
+  /** --max-guests: QEMU clients one --qemu socket takes at once (undefined: the link's default). */
+  maxGuests: number | undefined;
   upstream: UpstreamChoice;
   mtu: number | undefined;
   pcap: string | undefined;
@@ -43,20 +46,28 @@ export interface PortForward {
 
 export const VM_HELP = `Usage: weft vm <link> [options]
 
-Runs the weft network stack in Node for one virtual machine: the guest gets DHCP (10.0.2.15 first),
-a gateway at 10.0.2.2 and a DNS server at 10.0.2.3 that answer ARP and ping.
+Runs the weft network stack in Node for a virtual machine, or several on one LAN: each guest gets
+DHCP (10.0.2.15 first), a gateway at 10.0.2.2 and a DNS server at 10.0.2.3 that answer ARP and ping;
+guests on one LAN reach each other and find each other by DHCP hostname (<hostname>.weft.internal).
 
 Links (one; or several, repeated or mixed, for one LAN: the guests reach each other through a
 learning switch with weft as their router, DHCP and DNS):
   --qemu unix:PATH        Listen on a unix socket for QEMU's "-netdev stream,server=off,addr.type=unix,
-                          addr.path=PATH". Frames are length-prefixed (4 bytes, big-endian). One client at a
-                          time; a stale socket file at PATH is replaced.
+                          addr.path=PATH". Frames are length-prefixed (4 bytes, big-endian). Several QEMUs
+                          may connect at once, on one LAN (up to --max-guests); a QEMU that exits leaves it,
+                          and one that starts (a reboot) joins. A stale socket file at PATH is replaced.
   --qemu tcp:HOST:PORT    The same over TCP ("-netdev stream,server=off,addr.type=inet,addr.host=HOST,
                           addr.port=PORT"). PORT 0 picks a free port (shown in the ready line).
+  --max-guests N          QEMU clients one --qemu socket takes at once, 1…1024 (default 64); more are
+                          refused and logged (client-refused). 1: one VM at a time, as a private link.
   --dgram LPORT:RPORT     One frame per UDP datagram: bind 127.0.0.1:LPORT, send to 127.0.0.1:RPORT
                           (QEMU: "-netdev dgram,local.type=inet,local.host=127.0.0.1,local.port=RPORT,
-                          remote.type=inet,remote.host=127.0.0.1,remote.port=LPORT").
+                          remote.type=inet,remote.host=127.0.0.1,remote.port=LPORT"). Only RPORT is heard.
                           (--mtu at most 65493 then: a frame must fit one UDP datagram.)
+  --dgram LPORT:RPORT1,RPORT2,…
+                          Several QEMUs on one LAN through one port of weft's, each with its own RPORT
+                          (local.port) and remote.port=LPORT; datagrams from any other port are dropped.
+                          (Or repeat --dgram LPORT:RPORT with a port of weft's per QEMU.)
   --tap-fd N              Use the Linux TAP device open on inherited file descriptor N (as QEMU's
                           "-netdev tap,fd=N"; a launcher opens /dev/net/tun with IFF_TAP|IFF_NO_PI).
   --tap-vnet-hdr          The TAP fd was opened with IFF_VNET_HDR and offloads TUN_F_CSUM|TUN_F_TSO4
@@ -110,6 +121,7 @@ const FLAGS = {
   dgram: { type: 'string', multiple: true },
   'tap-fd': { type: 'string', multiple: true },
   'tap-vnet-hdr': { type: 'boolean' },
+  'max-guests': { type: 'string' },
   upstream: { type: 'string' },
   mtu: { type: 'string' },
   pcap: { type: 'string' },
@@ -142,6 +154,7 @@ export function parseVmOptions(argv: readonly string[]): VmOptions {
     dnsRecords: (values['dns-record'] ?? []).map(parseDnsRecordFlag),
     dnsSearch: values['dns-search'] === undefined ? undefined : parseDnsSearch(values['dns-search']),
     links: parseLinks(values),
+    maxGuests: parseMaxGuests(values['max-guests'], (values.qemu ?? []).length > 0),
     upstream: parseUpstream(values.upstream),
     mtu: values.mtu === undefined ? undefined : parseMtu(values.mtu, values['tap-vnet-hdr'] === true, (values.dgram ?? []).length > 0),
     pcap: values.pcap === '' ? badValue('--pcap', '', 'a file name') : values.pcap,
@@ -162,12 +175,26 @@ function parseLinks(values: { qemu?: string[]; dgram?: string[]; 'tap-fd'?: stri
   return given.map(([flag, value]): LinkChoice => {
     if (flag === 'tap-fd') return { kind: 'tap-fd', fd: parseInteger('--tap-fd', value, 0, 2 ** 31 - 1), vnetHdr };
     if (flag === 'dgram') {
-      const m = /^(\d+):(\d+)$/.exec(value);
-      if (!m) badValue('--dgram', value, 'LPORT:RPORT, e.g. 5555:5556');
-      return { kind: 'dgram', localPort: parsePort('--dgram', m[1]), remotePort: parsePort('--dgram', m[2]) };
+      const m = /^(\d+):(\d+(?:,\d+)*)$/.exec(value);
+      if (!m) badValue('--dgram', value, 'LPORT:RPORT or LPORT:RPORT1,RPORT2,…, e.g. 5555:5556');
+      const remotePorts = m[2].split(',').map((p) => parsePort('--dgram', p));
+      if (new Set(remotePorts).size !== remotePorts.length) badValue('--dgram', value, 'distinct remote ports');
+      if (remotePorts.length > MAX_DGRAM_PEERS) badValue('--dgram', value, `at most ${MAX_DGRAM_PEERS} remote ports`);
+      return { kind: 'dgram', localPort: parsePort('--dgram', m[1]), remotePorts };
     }
     return { kind: 'qemu', endpoint: parseStreamEndpoint(value) };
   });
+}
+
+/** Guests one --qemu socket takes at once: the bound of the flag's range. */
+const MAX_GUESTS_LIMIT = 1024;
+/** Remote ports one --dgram takes: as many guests as --max-guests allows at most. */
+const MAX_DGRAM_PEERS = MAX_GUESTS_LIMIT;
+
+function parseMaxGuests(value: string | undefined, qemu: boolean): number | undefined {
+  if (value === undefined) return undefined;
+  if (!qemu) throw new UsageError('--max-guests goes with --qemu (with --dgram and --tap-fd, the guests are the ones listed)');
+  return parseInteger('--max-guests', value, 1, MAX_GUESTS_LIMIT);
 }
 
 /**

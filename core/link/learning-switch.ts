@@ -2,16 +2,30 @@
 // guests' NICs and weft's router (the Stack's EthernetPort output goes in at the router port, and
 // what the switch delivers there goes to Stack.input). Unicast between guests goes port to port
 // without passing through the router and reaches no other port; broadcast, multicast and unknown
-// destinations are flooded. Sources are learned with aging into a bounded table. The router's MACs
-// are fixed to the router port: a guest that sends with one of them is dropped, so it cannot
-// draw weft's traffic to itself.
+// destinations are flooded. Sources are learned with aging into a bounded table, and each port holds
+// at most its share of it, so a guest flooding random source MACs evicts only its own. The router's
+// MACs are fixed to the router port: a guest that sends with one of them is dropped, so it cannot
+// draw weft's traffic to itself. Nor may a guest speak for the router's IP addresses (an ARP
+// announcing one, an IPv4 packet from one): the other guests would take its word for the gateway
+// or the DNS server, so such frames are dropped before they reach anyone.
 
 import type { Instant } from '../clock';
-import { isGroupMac, readMac, type MacAddress } from '../wire/address';
+import { isGroupMac, readIpv4, readMac, type Ipv4Address, type MacAddress } from '../wire/address';
 
 const ETHERNET_HEADER = 14;
+const ETHERTYPE_IPV4 = 0x0800;
+const ETHERTYPE_ARP = 0x0806;
+/** Where the sender's IPv4 address sits in an ARP frame, and the source address in an IPv4 one. */
+const ARP_SENDER_IP = ETHERNET_HEADER + 14;
+const IPV4_SOURCE = ETHERNET_HEADER + 12;
 
-export type SwitchDropReason = 'switch-runt' | 'switch-bad-source' | 'switch-spoofed-router-mac' | 'switch-same-port' | 'switch-port-removed';
+export type SwitchDropReason =
+  | 'switch-runt'
+  | 'switch-bad-source'
+  | 'switch-spoofed-router-mac'
+  | 'switch-spoofed-router-ip'
+  | 'switch-same-port'
+  | 'switch-port-removed';
 
 export interface SwitchPortCounters {
   framesIn: number;
@@ -34,6 +48,11 @@ export interface SwitchPort {
 export interface LearningSwitchOptions {
   /** MACs the table holds at most; the least recently seen goes first (a MAC flood cannot grow it). */
   maxMacs: number;
+  /**
+   * MACs one port holds at most (default maxMacs): past it the port's own least recently seen goes,
+   * so a flood from one guest cannot push the others' MACs out (they would then be flooded to it).
+   */
+  maxMacsPerPort?: number;
   /** A MAC not seen for this long is unknown again (flooded to), as a port may have moved. */
   agingMs: number;
   now: () => Instant;
@@ -44,6 +63,8 @@ interface Port {
   deliver: (frame: Uint8Array) => void;
   stats: SwitchPortCounters;
   removed: boolean;
+  /** The MACs learned on this port, least recently seen first. */
+  macs: Map<MacAddress, Entry>;
 }
 
 interface Entry {
@@ -57,16 +78,28 @@ export class LearningSwitch {
   private readonly table = new Map<MacAddress, Entry>();
   /** The router's own MACs and its port: never learned, never moved. */
   private readonly fixed = new Map<MacAddress, Port>();
+  /** The router's IPv4 addresses: no other port may send from them. */
+  private routerIps: readonly Ipv4Address[] = [];
+  private routerPort: Port | undefined;
+  private readonly maxPerPort: number;
+  private evicted = 0;
 
-  constructor(private readonly opts: LearningSwitchOptions) {}
+  constructor(private readonly opts: LearningSwitchOptions) {
+    this.maxPerPort = Math.min(opts.maxMacs, opts.maxMacsPerPort ?? opts.maxMacs);
+  }
 
   get macsLearned(): number {
     return this.table.size;
   }
 
+  /** MACs pushed out of a full table or a port's full share (a flood shows here). */
+  get macsEvicted(): number {
+    return this.evicted;
+  }
+
   /** A port whose NIC receives frames through `deliver` (which then owns each frame it gets). */
   addPort(name: string, deliver: (frame: Uint8Array) => void): SwitchPort {
-    const port: Port = { name, deliver, stats: { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, drops: {} }, removed: false };
+    const port: Port = { name, deliver, stats: { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, drops: {} }, removed: false, macs: new Map() };
     this.ports.push(port);
     return {
       name,
@@ -76,11 +109,13 @@ export class LearningSwitch {
     };
   }
 
-  /** The router's port: `macs` (weft's own) are always behind it. */
-  addRouterPort(macs: readonly MacAddress[], deliver: (frame: Uint8Array) => void): SwitchPort {
+  /** The router's port: `macs` (weft's own) are always behind it, and only it sends from `ips`. */
+  addRouterPort(macs: readonly MacAddress[], deliver: (frame: Uint8Array) => void, ips: readonly Ipv4Address[] = []): SwitchPort {
     const p = this.addPort('router', deliver);
     const port = this.ports[this.ports.length - 1];
     for (const m of macs) this.fixed.set(m, port);
+    this.routerPort = port;
+    this.routerIps = [...ips];
     return p;
   }
 
@@ -88,8 +123,13 @@ export class LearningSwitch {
     if (port.removed) return;
     port.removed = true;
     this.ports.splice(this.ports.indexOf(port), 1);
-    for (const [mac, e] of this.table) if (e.port === port) this.table.delete(mac);
+    for (const mac of port.macs.keys()) this.table.delete(mac);
+    port.macs.clear();
     for (const [mac, p] of this.fixed) if (p === port) this.fixed.delete(mac);
+    if (port === this.routerPort) {
+      this.routerPort = undefined;
+      this.routerIps = [];
+    }
   }
 
   private forward(from: Port, frame: Uint8Array): void {
@@ -102,6 +142,7 @@ export class LearningSwitch {
     if (isGroupMac(src)) return this.drop(from, 'switch-bad-source');
     const owner = this.fixed.get(src);
     if (owner && owner !== from) return this.drop(from, 'switch-spoofed-router-mac');
+    if (from !== this.routerPort && this.claimsRouterIp(frame)) return this.drop(from, 'switch-spoofed-router-ip');
     const now = this.opts.now();
     if (!owner) this.learn(src, from, now);
     if (isGroupMac(dst)) return this.flood(from, frame);
@@ -111,25 +152,50 @@ export class LearningSwitch {
     this.send(to, frame);
   }
 
+  /** An ARP whose sender, or an IPv4 packet whose source, is one of the router's addresses. */
+  private claimsRouterIp(frame: Uint8Array): boolean {
+    if (this.routerIps.length === 0) return false;
+    const type = (frame[12] << 8) | frame[13];
+    let off: number;
+    if (type === ETHERTYPE_IPV4) off = IPV4_SOURCE;
+    else if (type === ETHERTYPE_ARP) off = ARP_SENDER_IP;
+    else return false;
+    return frame.length >= off + 4 && this.routerIps.includes(readIpv4(frame, off));
+  }
+
   private learn(mac: MacAddress, port: Port, now: Instant): void {
-    const e = this.table.get(mac);
-    if (e) {
-      // Most recently seen last: the Map's order is the eviction order.
-      this.table.delete(mac);
-      e.port = port;
-      e.seen = now;
-      this.table.set(mac, e);
-      return;
-    }
-    if (this.table.size >= this.opts.maxMacs) this.table.delete(this.table.keys().next().value as MacAddress);
-    this.table.set(mac, { port, seen: now });
+    let e = this.table.get(mac);
+    // A burst from one MAC: refreshed at most once a millisecond (two Map moves per frame cost more
+    // than the table's order gains at that grain).
+    if (e && e.port === port && now - e.seen < 1) return;
+    if (e) this.forget(mac, e);
+    else if (this.table.size >= this.opts.maxMacs) this.evict(this.table);
+    if (port.macs.size >= this.maxPerPort) this.evict(port.macs);
+    e ??= { port, seen: now };
+    e.port = port;
+    e.seen = now;
+    // Most recently seen last: the Maps' order is the eviction order.
+    this.table.set(mac, e);
+    port.macs.set(mac, e);
+  }
+
+  /** Removes the least recently seen MAC of `from` (the whole table or one port's share). */
+  private evict(from: Map<MacAddress, Entry>): void {
+    const [mac, e] = from.entries().next().value as [MacAddress, Entry];
+    this.forget(mac, e);
+    this.evicted++;
+  }
+
+  private forget(mac: MacAddress, e: Entry): void {
+    this.table.delete(mac);
+    e.port.macs.delete(mac);
   }
 
   private lookup(mac: MacAddress, now: Instant): Port | undefined {
     const e = this.table.get(mac);
     if (!e) return undefined;
     if (now - e.seen >= this.opts.agingMs) {
-      this.table.delete(mac);
+      this.forget(mac, e);
       return undefined;
     }
     return e.port;

@@ -108,6 +108,15 @@ export class DhcpServer {
     return out;
   }
 
+  /**
+   * The MAC of a live lease on `ip` (bound, not expired), if any: on a LAN the only one that may
+   * speak for that address, so another guest cannot draw weft's traffic for it to itself.
+   */
+  holderOf(ip: Ipv4Address, now: number): MacAddress | undefined {
+    const e = this.byIp.get(ip);
+    return e !== undefined && e.state === 'bound' && e.expiresAt > now ? e.mac : undefined;
+  }
+
   private discover(msg: DhcpMessage, mac: MacAddress, now: number): DhcpReply | DropReason {
     const key = clientKey(msg, mac);
     const own = this.byKey.get(key);

@@ -29,6 +29,8 @@ export interface FrameLink {
   on<K extends keyof FrameLinkEvents>(event: K, cb: FrameLinkEvents[K]): void;
   /** Frames the link itself dropped, by reason (the stack counts its own separately). */
   drops(): Record<string, number>;
+  /** Numbers for the stopped line beyond drops, where the link has any (a LAN's switch table). */
+  stats?(): Record<string, number>;
   /** Closes every socket and fd the link holds; resolves when they are closed. Idempotent. */
   close(): Promise<void>;
 }
@@ -40,6 +42,11 @@ export class FrameLinkBase {
   protected logListeners: FrameLinkEvents['log'][] = [];
   protected fatalListeners: FrameLinkEvents['fatal'][] = [];
   protected readonly dropCounts: Record<string, number> = {};
+  private batchEndQueued = false;
+  private readonly endBatch = () => {
+    this.batchEndQueued = false;
+    this.batchEndListener();
+  };
 
   onFrame(cb: (frame: Uint8Array, checksumTrusted?: boolean) => void): void {
     this.frameListener = cb;
@@ -56,6 +63,17 @@ export class FrameLinkBase {
 
   drops(): Record<string, number> {
     return { ...this.dropCounts };
+  }
+
+  /**
+   * Passes on a frame that came in a callback of its own (a datagram): the burst ends once this
+   * turn's I/O callbacks are done, not after each frame.
+   */
+  protected receiveInBatch(frame: Uint8Array): void {
+    this.frameListener(frame);
+    if (this.batchEndQueued) return;
+    this.batchEndQueued = true;
+    setImmediate(this.endBatch);
   }
 
   protected drop(reason: string): void {

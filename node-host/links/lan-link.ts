@@ -3,14 +3,9 @@
 // each other port to port, and weft's DHCP, DNS and router through it, as on one Ethernet segment.
 // To the stack it is one FrameLink.
 
-import { monotonicClock } from '../../platform/stack-timer';
-import { LearningSwitch, type SwitchPort } from '../../core/link/learning-switch';
-import type { MacAddress } from '../../core/wire/address';
+import type { LearningSwitch, SwitchPort } from '../../core/link/learning-switch';
 import { FrameLinkBase, type FrameLink } from './frame-link';
-
-/** MACs the switch remembers, and for how long (a Linux bridge's default ageing time). */
-const MAX_MACS = 4096;
-const AGING_MS = 300_000;
+import { lanSwitch, switchStats, type RouterAddresses } from './lan-switch';
 
 export class LanLink extends FrameLinkBase implements FrameLink {
   readonly description: Record<string, unknown>;
@@ -20,13 +15,13 @@ export class LanLink extends FrameLinkBase implements FrameLink {
 
   constructor(
     private readonly links: readonly FrameLink[],
-    routerMac: MacAddress,
+    router: RouterAddresses,
   ) {
     super();
     this.description = { link: 'lan', ports: links.map((l) => l.description) };
-    this.sw = new LearningSwitch({ maxMacs: MAX_MACS, agingMs: AGING_MS, now: () => monotonicClock.now() });
+    this.sw = lanSwitch();
     // The frames the switch hands the router are copies or frames no port keeps: the stack may parse them in place.
-    this.router = this.sw.addRouterPort([routerMac], (frame) => this.frameListener(frame));
+    this.router = this.sw.addRouterPort([router.mac], (frame) => this.frameListener(frame), router.ips);
     this.ports = links.map((link, i) => {
       // A frame for a guest leaves through that guest's link (which takes it over).
       const port = this.sw.addPort(`port${i}`, (frame) => link.send(frame));
@@ -53,6 +48,20 @@ export class LanLink extends FrameLinkBase implements FrameLink {
     for (const [i, p] of [this.router, ...this.ports].entries()) {
       for (const [reason, n] of Object.entries(p.counters().drops)) add(i === 0 ? `router-${reason}` : `port${i - 1}-${reason}`, n ?? 0);
     }
+    return out;
+  }
+
+  stats(): Record<string, number> {
+    const out = switchStats(this.sw);
+    this.ports.forEach((p, i) => {
+      const c = p.counters();
+      out[`port${i}-framesOut`] = c.framesOut;
+      out[`port${i}-bytesOut`] = c.bytesOut;
+    });
+    // A port that is itself a LAN (a --qemu socket with several clients) has a table of its own.
+    this.links.forEach((l, i) => {
+      for (const [k, v] of Object.entries(l.stats?.() ?? {})) out[`port${i}-${k}`] = v;
+    });
     return out;
   }
 

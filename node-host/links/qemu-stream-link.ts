@@ -1,24 +1,38 @@
 // `--qemu unix:PATH|tcp:HOST:PORT`: QEMU's `-netdev stream,server=off,…` connects to us and sends
-// every frame as a 4-byte big-endian length followed by the frame. One client at a time: another
-// is refused (and logged) while one is connected; after it leaves we wait for the next.
+// every frame as a 4-byte big-endian length followed by the frame. Several QEMUs may connect at
+// once (up to --max-guests; more are refused and logged): each is a port of one learning switch
+// with weft as its router, so the guests share one LAN. A client that leaves takes its port and the
+// MACs learned there with it; a reboot connects again and gets a new port.
+//
+// While one client is connected, frames go straight between it and the stack, as before there was
+// a switch: that is the case the link is benchmarked in, and a switch with one guest port has
+// nothing to decide.
 
 import fs from 'node:fs';
 import net from 'node:net';
+import type { LearningSwitch, SwitchPort } from '../../core/link/learning-switch';
 import { FrameLinkBase, type FrameLink } from './frame-link';
+import { DEFAULT_ROUTER, lanSwitch, switchStats, type RouterAddresses } from './lan-switch';
 import { LinkError } from './link-error';
+import { LENGTH_BYTES, StreamFrameWriter } from './stream-frame-writer';
 
 export type StreamEndpoint = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
 
 /** The largest frame a stream peer may announce: a 64 KiB payload plus the Ethernet header. */
 export const MAX_STREAM_FRAME = 65536 + 14;
-const LENGTH_BYTES = 4;
-/** Bytes queued towards a slow client before further frames are dropped. */
-const MAX_PENDING_BYTES = 4 * 1024 * 1024;
 /**
- * Frames sent in one burst (one batch of input, one timer) are packed into one buffer and go out
- * in one write: a write per frame cost a system call each, most of weft's time on this link.
+ * QEMU clients connected at once, by default. Each may hold up to 4 MiB of backlog and 320 KiB of
+ * buffers, so the bound keeps a listener anyone can reach (tcp:0.0.0.0) from growing without end.
  */
-const ARENA_BYTES = 256 * 1024;
+export const DEFAULT_MAX_CLIENTS = 64;
+
+/** How one socket serves several QEMUs on one LAN. */
+export interface QemuStreamOptions {
+  /** weft's MAC and addresses on the switch's router port (the stack's side); default DEFAULT_ROUTER. */
+  router?: RouterAddresses;
+  /** Clients connected at once; more are refused (default DEFAULT_MAX_CLIENTS). */
+  maxClients?: number;
+}
 
 /** Cuts QEMU's length-prefixed stream into frames; holds at most one partial frame. */
 export class StreamFrameDecoder {
@@ -97,13 +111,27 @@ async function removeStaleSocket(path: string): Promise<void> {
   fs.rmSync(path, { force: true });
 }
 
+interface Client {
+  id: number;
+  peer: string;
+  socket: net.Socket;
+  writer: StreamFrameWriter;
+  /** Its port on the LAN's switch (used while two or more clients are connected). */
+  port: SwitchPort;
+  framesIn: number;
+  framesOut: number;
+  backlogDrops: number;
+}
+
 export class QemuStreamLink extends FrameLinkBase implements FrameLink {
-  private client: net.Socket | undefined;
-  /** Where frames of the current burst are packed; [sent, fill) is not written yet. */
-  private arena = Buffer.allocUnsafe(ARENA_BYTES);
-  private sent = 0;
-  private fill = 0;
-  private flushQueued = false;
+  /** Connected clients, in the order they came. */
+  private readonly clients: Client[] = [];
+  private readonly sw: LearningSwitch;
+  private readonly router: SwitchPort;
+  private readonly maxClients: number;
+  private nextClientId = 1;
+  /** Switch drops of ports that are gone (a port's counters go with it). */
+  private readonly pastSwitchDrops: Record<string, number> = {};
   private readonly sockets = new Set<net.Socket>();
   private closed = false;
   private closing: Promise<void> | undefined;
@@ -111,13 +139,19 @@ export class QemuStreamLink extends FrameLinkBase implements FrameLink {
   private constructor(
     private readonly endpoint: StreamEndpoint,
     private readonly server: net.Server,
+    opts: QemuStreamOptions,
   ) {
     super();
+    this.maxClients = opts.maxClients ?? DEFAULT_MAX_CLIENTS;
+    this.sw = lanSwitch();
+    // Frames the switch hands the router are parsed by the stack before the call returns.
+    const router = opts.router ?? DEFAULT_ROUTER;
+    this.router = this.sw.addRouterPort([router.mac], (frame) => this.frameListener(frame), router.ips);
     server.on('connection', (s) => this.accept(s));
   }
 
   /** Starts listening; resolves once the socket is bound. */
-  static async listen(endpoint: StreamEndpoint): Promise<QemuStreamLink> {
+  static async listen(endpoint: StreamEndpoint, opts: QemuStreamOptions = {}): Promise<QemuStreamLink> {
     if (endpoint.kind === 'unix') await removeStaleSocket(endpoint.path);
     const server = net.createServer({ noDelay: true });
     await new Promise<void>((resolve, reject) => {
@@ -127,87 +161,111 @@ export class QemuStreamLink extends FrameLinkBase implements FrameLink {
     });
     const addr = server.address();
     const bound: StreamEndpoint = endpoint.kind === 'tcp' && addr && typeof addr === 'object' ? { ...endpoint, port: addr.port } : endpoint;
-    const link = new QemuStreamLink(bound, server);
+    const link = new QemuStreamLink(bound, server, opts);
     server.removeAllListeners('error');
     server.on('error', (e) => link.fail(new LinkError(`listening socket failed: ${e.message}`)));
     return link;
   }
 
   get description(): Record<string, unknown> {
-    return { link: 'qemu-stream', listen: formatEndpoint(this.endpoint) };
+    return { link: 'qemu-stream', listen: formatEndpoint(this.endpoint), maxGuests: this.maxClients };
   }
 
   private accept(socket: net.Socket): void {
     const peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix';
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
-    if (this.closed || this.client) {
-      this.log('client-refused', { peer, reason: this.closed ? 'closing' : 'a client is already connected' });
+    if (this.closed || this.clients.length >= this.maxClients) {
+      const reason = this.closed ? 'closing' : `${this.clients.length} of ${this.maxClients} guests connected (--max-guests)`;
+      this.log('client-refused', { peer, reason });
       socket.destroy();
       return;
     }
-    this.client = socket;
-    this.log('client-connected', { peer });
+    const id = this.nextClientId++;
+    const client: Client = {
+      id,
+      peer,
+      socket,
+      writer: new StreamFrameWriter(socket),
+      port: this.sw.addPort(`client${id}`, (frame) => this.deliver(client, frame)),
+      framesIn: 0,
+      framesOut: 0,
+      backlogDrops: 0,
+    };
+    this.clients.push(client);
+    this.log('client-connected', { peer, client: id, clients: this.clients.length });
     const decoder = new StreamFrameDecoder();
+    const receive = (frame: Uint8Array) => {
+      client.framesIn++;
+      // Alone, straight to the stack; else through the switch (to the stack or another client,
+      // each of which has used the frame before the call returns: no copy).
+      if (this.clients.length === 1) this.frameListener(frame);
+      else client.port.input(frame);
+    };
     socket.on('data', (chunk: Buffer) => {
-      const error = decoder.push(chunk, (frame) => this.frameListener(frame));
+      const error = decoder.push(chunk, receive);
       this.batchEndListener();
       if (error) {
         this.drop('stream-bad-length');
-        this.log('client-error', { peer, message: `${error}; closing the connection` });
+        this.log('client-error', { peer, client: id, message: `${error}; closing the connection` });
         socket.destroy();
       }
     });
-    socket.on('error', (e) => this.log('client-error', { peer, message: e.message }));
-    socket.once('close', () => {
-      if (this.client === socket) this.client = undefined;
-      if (!this.closed) this.log('client-disconnected', { peer });
+    socket.on('error', (e) => this.log('client-error', { peer, client: id, message: e.message }));
+    socket.once('close', () => this.remove(client));
+  }
+
+  /** Takes a client off the LAN: its port and the MACs learned there go; its counters are logged. */
+  private remove(client: Client): void {
+    const i = this.clients.indexOf(client);
+    if (i < 0) return;
+    this.clients.splice(i, 1);
+    const { drops } = client.port.counters();
+    for (const [reason, n] of Object.entries(drops)) this.pastSwitchDrops[reason] = (this.pastSwitchDrops[reason] ?? 0) + (n ?? 0);
+    client.port.remove();
+    if (this.closed) return;
+    this.log('client-disconnected', {
+      peer: client.peer,
+      client: client.id,
+      clients: this.clients.length,
+      framesIn: client.framesIn,
+      framesOut: client.framesOut,
+      ...(client.backlogDrops > 0 ? { backlogDrops: client.backlogDrops } : {}),
+      ...(Object.keys(drops).length > 0 ? { switchDrops: drops } : {}),
     });
   }
 
   send(frame: Uint8Array): void {
-    const c = this.client;
-    if (!c || c.destroyed) {
-      this.drop('no-client');
-      return;
-    }
-    if (c.writableLength + this.fill - this.sent > MAX_PENDING_BYTES) {
-      this.drop('stream-backlog');
-      return;
-    }
-    const need = LENGTH_BYTES + frame.length;
-    if (this.fill + need > this.arena.length) {
-      this.flush();
-      // What was written from this arena may still be queued in the socket: take a fresh one.
-      this.arena = Buffer.allocUnsafe(Math.max(ARENA_BYTES, need));
-      this.sent = this.fill = 0;
-    }
-    this.arena.writeUInt32BE(frame.length, this.fill);
-    this.arena.set(frame, this.fill + LENGTH_BYTES);
-    this.fill += need;
-    if (!this.flushQueued) {
-      this.flushQueued = true;
-      // Once this turn's I/O callbacks are done (setImmediate), not after each one (a microtask):
-      // at a large MTU each 64 KiB read from a host socket makes one segment, and Node runs up to
-      // 32 reads per turn — one write per segment woke QEMU per frame.
-      setImmediate(this.flushNow);
-    }
+    const n = this.clients.length;
+    if (n === 1) this.deliver(this.clients[0], frame);
+    else if (n === 0) this.drop('no-client');
+    else this.router.input(frame);
   }
 
-  private readonly flushNow = () => this.flush();
-
-  private flush(): void {
-    this.flushQueued = false;
-    const c = this.client;
-    if (this.fill === this.sent) return;
-    if (!c || c.destroyed) {
-      this.sent = this.fill = 0;
-      return;
+  private deliver(client: Client, frame: Uint8Array): void {
+    if (client.socket.destroyed) return this.drop('no-client');
+    if (!client.writer.write(frame)) {
+      client.backlogDrops++;
+      return this.drop('stream-backlog');
     }
-    c.write(this.arena.subarray(this.sent, this.fill));
-    this.sent = this.fill;
-    // Written at once, nothing of the arena is held any more: start again from its beginning.
-    if (c.writableLength === 0) this.sent = this.fill = 0;
+    client.framesOut++;
+  }
+
+  /** The link's own drops and its switch's (of ports gone too), by reason. */
+  override drops(): Record<string, number> {
+    const out = { ...this.dropCounts };
+    const add = (drops: Record<string, number | undefined>) => {
+      for (const [reason, n] of Object.entries(drops)) out[reason] = (out[reason] ?? 0) + (n ?? 0);
+    };
+    add(this.pastSwitchDrops);
+    add(this.router.counters().drops);
+    for (const c of this.clients) add(c.port.counters().drops);
+    return out;
+  }
+
+  /** Clients connected now and the switch's table, for the stopped line. */
+  stats(): Record<string, number> {
+    return { clients: this.clients.length, ...switchStats(this.sw) };
   }
 
   close(): Promise<void> {

@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ExecResult, Netns } from './netns';
+import { UDHCPC_SCRIPT, type ExecResult, type Netns } from './netns';
 
 /** The deterministic 1 MiB base block and stream, as in test-servers.ts (keep the two in step). */
 const PY_DETERMINISTIC = `
@@ -304,4 +304,14 @@ function hexEndpoint(text: string): string {
 /** One-line description of an exec result for assertion messages. */
 export function describeExec(r: ExecResult): string {
   return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}${r.timedOut ? ' (timed out)' : ''}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}`;
+}
+
+/** Leases an address for tap0 in `ns` with busybox udhcpc, sending `hostname` (option 12) as a guest's DHCP client does. */
+export async function leaseWithHostname(ns: Netns, hostname: string): Promise<string> {
+  const dhcp = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5', '-x', `hostname:${hostname}`], 40_000);
+  if (dhcp.code !== 0) throw new Error(`udhcpc failed: ${describeExec(dhcp)}`);
+  const addr = await ns.exec(['ip', '-4', '-o', 'addr', 'show', 'tap0']);
+  const m = /inet (\d+\.\d+\.\d+\.\d+)\//.exec(addr.stdout);
+  if (!m) throw new Error(`no address on tap0: ${addr.stdout}`);
+  return m[1];
 }

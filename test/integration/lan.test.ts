@@ -6,23 +6,13 @@
 
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { describeExec } from '../harness/guest-tools';
-import { Netns, requireRoot, UDHCPC_SCRIPT } from '../harness/netns';
+import { describeExec, leaseWithHostname } from '../harness/guest-tools';
+import { Netns, requireRoot } from '../harness/netns';
 import type { WeftProcess } from '../harness/weft-process';
 import { startHttpTestServer, expectedSha256, type TestServer } from '../support/test-servers';
 
 const TITLE = 'weft vm with two links: two real guests on one LAN';
 const root = requireRoot(TITLE);
-
-/** Leases an address by DHCP, sending `hostname` (option 12) as a guest's DHCP client does. */
-async function leaseOf(ns: Netns, hostname: string): Promise<string> {
-  const dhcp = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5', '-x', `hostname:${hostname}`], 40_000);
-  if (dhcp.code !== 0) throw new Error(`udhcpc failed: ${describeExec(dhcp)}`);
-  const addr = await ns.exec(['ip', '-4', '-o', 'addr', 'show', 'tap0']);
-  const m = /inet (\d+\.\d+\.\d+\.\d+)\//.exec(addr.stdout);
-  if (!m) throw new Error(`no address on tap0: ${addr.stdout}`);
-  return m[1];
-}
 
 describe.skipIf(!root.ok)(TITLE, () => {
   let a: Netns | undefined;
@@ -37,8 +27,8 @@ describe.skipIf(!root.ok)(TITLE, () => {
     b = Netns.create('lanb');
     http = await startHttpTestServer();
     weft = await a.spawnWeftOnTap(['--allow-host-loopback'], 'tap0', { alsoOn: [b] });
-    ipA = await leaseOf(a, 'guest-a');
-    ipB = await leaseOf(b, 'guest-b');
+    ipA = await leaseWithHostname(a, 'guest-a');
+    ipB = await leaseWithHostname(b, 'guest-b');
   }, 90_000);
 
   afterAll(async () => {

@@ -17,30 +17,14 @@
 //
 // Each guest runs one script and powers off, so the file boots ten guests (≈2.5 s each under TCG).
 
-import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { shq } from '../harness/guest-tools';
 import type { PcapTcpScan } from '../harness/pcap-tcp-check';
-import {
-  bootQemuGuest,
-  chooseAccel,
-  cleanupOnExit,
-  DEFAULT_GUEST_MAC,
-  describeRun,
-  killAllQemuGuests,
-  qemuGuestImageFor,
-  qemuMissing,
-  type AccelChoice,
-  type GuestRun,
-  type QemuGuest,
-  type QemuGuestImage,
-  type QemuLink,
-} from '../harness/qemu-guest';
+import { DEFAULT_GUEST_MAC, describeRun, qemuMissing, type GuestRun, type QemuGuest, type QemuLink } from '../harness/qemu-guest';
+import { guestScript as guestScriptWith, QemuSuite, resultOf } from '../harness/qemu-suite';
 import { assertCleanCapture, CAPTURE_SNAPLEN, WeftCapture } from '../harness/weft-capture';
-import { spawnWeft, type WeftProcess } from '../harness/weft-process';
+import type { WeftProcess } from '../harness/weft-process';
 import { DNS_TEST_ZONE, startDnsTestServer, type DnsTestServer } from '../support/dns-test-server';
 import {
   closedTcpPort,
@@ -130,10 +114,7 @@ forward_serve() { # nc -l: sends the first FORWARD_BYTES of /tmp/d, then keeps w
 `;
 
 function guestScript(vars: Record<string, string | number>, body: string): string {
-  const assignments = Object.entries(vars)
-    .map(([k, v]) => `${k}=${shq(String(v))}`)
-    .join('\n');
-  return `${assignments}\n${GUEST_FUNCTIONS}\n${body.trim()}\n`;
+  return guestScriptWith(GUEST_FUNCTIONS, vars, body);
 }
 
 // ── the host's side ──────────────────────────────────────────────────────────────────────────────
@@ -171,59 +152,29 @@ interface FirstBoot {
 }
 
 describe.skipIf(missing !== undefined)(SUITE, () => {
-  let image: QemuGuestImage | undefined;
-  let accel: AccelChoice | undefined;
-  let skipReason: string | undefined;
+  const suite = QemuSuite.use(SUITE, 'qemu');
   let http: TestServer | undefined;
   let upload: TestServer | undefined;
   let dns: DnsTestServer | undefined;
   let closedPort = 0;
-  const wefts: WeftProcess[] = [];
-  const dirs: string[] = [];
-  const removeDirs = () => {
-    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-  };
-  // Also on an interrupted run: weft by PID, then its socket and pcap.
-  const unregisterCleanup = cleanupOnExit(() => {
-    for (const w of wefts) w.kill('SIGKILL');
-    removeDirs();
-  });
 
   beforeAll(async () => {
-    const built = await qemuGuestImageFor(SUITE);
-    if (built.skipReason !== undefined) {
-      skipReason = built.skipReason;
-      return;
-    }
-    image = built.image;
-    const t0 = performance.now();
-    accel = await chooseAccel(image);
-    console.log(`[qemu] ${image.kernelPackage}, ${accel.accel}: ${accel.reason} (choice took ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+    if (suite.skipReason) return;
     http = await startHttpTestServer();
     upload = await startHalfCloseServer();
     dns = await startDnsTestServer();
     closedPort = await closedTcpPort();
-  }, 15 * 60_000);
+  });
 
   afterAll(async () => {
-    killAllQemuGuests();
-    await Promise.all(
-      wefts.map(async (w) => {
-        w.kill('SIGTERM');
-        await w.waitForExit(5_000).catch(() => w.kill('SIGKILL'));
-      }),
-    );
     await http?.close();
     await upload?.close();
     await dns?.close();
-    removeDirs();
-    unregisterCleanup();
   });
 
   /** Starts `weft vm` on a fresh link of `kind` with a capture, and waits for its ready line. */
   async function startWeft(kind: 'stream' | 'dgram', extraArgs: string[] = []): Promise<WeftRun> {
-    const dir = mkdtempSync(join(tmpdir(), `weft-qemu-${kind}-`));
-    dirs.push(dir);
+    const dir = suite.tempDir(`qemu-${kind}`);
     let link: QemuLink;
     let linkArgs: string[];
     if (kind === 'stream') {
@@ -235,23 +186,23 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
       linkArgs = ['--dgram', `${weftPort}:${qemuPort}`];
     }
     const pcap = join(dir, 'weft.pcap');
-    const weft = spawnWeft([
-      'vm',
-      ...linkArgs,
-      '--allow-host-loopback',
-      '--dns-server',
-      `127.0.0.1:${dns!.port}`,
-      '--dns-record',
-      `${DNS_RECORD.name}=${DNS_RECORD.ip}`,
-      '--pcap',
-      pcap,
-      '--pcap-snaplen',
-      String(CAPTURE_SNAPLEN),
-      ...extraArgs,
-    ]);
-    weft.capture = WeftCapture.ofFile(pcap);
-    wefts.push(weft);
-    await weft.waitForEvent('ready');
+    const weft = await suite.startWeft(
+      [
+        'vm',
+        ...linkArgs,
+        '--allow-host-loopback',
+        '--dns-server',
+        `127.0.0.1:${dns!.port}`,
+        '--dns-record',
+        `${DNS_RECORD.name}=${DNS_RECORD.ip}`,
+        '--pcap',
+        pcap,
+        '--pcap-snaplen',
+        String(CAPTURE_SNAPLEN),
+        ...extraArgs,
+      ],
+      (w) => (w.capture = WeftCapture.ofFile(pcap)),
+    );
     return { weft, link };
   }
 
@@ -265,26 +216,10 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
   }
 
   function boot(label: string, link: QemuLink, script: string): QemuGuest {
-    return bootQemuGuest({ image: image!, accel: accel!.accel, link, script, label, mac: DEFAULT_GUEST_MAC, timeoutMs: BOOT_TIMEOUT_MS });
+    return suite.boot({ link, script, label, mac: DEFAULT_GUEST_MAC, timeoutMs: BOOT_TIMEOUT_MS });
   }
 
-  /** Waits for the boot and checks that the script ran to its end; logs the timings. */
-  async function finish(guest: QemuGuest): Promise<GuestRun> {
-    const run = await guest.finished;
-    console.log(
-      `[qemu] ${run.label} (${run.accel}): script started ${((run.bootMs ?? NaN) / 1000).toFixed(1)} s after launch, QEMU exited after ${(run.elapsedMs / 1000).toFixed(1)} s`,
-    );
-    expect(run.scriptRc, describeRun(run)).toBe(0);
-    expect(run.code, describeRun(run)).toBe(0);
-    return run;
-  }
-
-  /** The result NAME of a run, failing with the run's serial output when the guest printed none. */
-  function resultOf(run: GuestRun, name: string): Record<string, string> {
-    const r = run.results[name];
-    if (!r) throw new Error(`the guest printed no WEFT-RESULT ${name}: ${describeRun(run)}`);
-    return r;
-  }
+  const finish = (guest: QemuGuest) => suite.finish(guest);
 
   function expectDownloadUpload(run: GuestRun): void {
     const download = resultOf(run, 'download');
@@ -342,7 +277,7 @@ forward_serve
       it(
         'leases 10.0.2.15 with router 10.0.2.2, DNS 10.0.2.3 and MTU 1500 to udhcpc at boot',
         async ({ skip }) => {
-          if (skipReason) skip(skipReason);
+          if (suite.skipReason) skip(suite.skipReason);
           const { run } = await firstBoot();
           expect(run.lease, describeRun(run)).toMatchObject({
             event: 'bound',
@@ -362,7 +297,7 @@ forward_serve
       );
 
       it('answers ping for the gateway and the DNS address, and a 3000-byte ping fragmented both ways', async ({ skip }) => {
-        if (skipReason) skip(skipReason);
+        if (suite.skipReason) skip(suite.skipReason);
         const { run } = await firstBoot();
         expect(resultOf(run, 'ping-gateway')).toMatchObject({ rc: '0', replies: '3', bytes: '64' });
         expect(resultOf(run, 'ping-dns')).toMatchObject({ rc: '0', replies: '3', bytes: '64' });
@@ -370,7 +305,7 @@ forward_serve
       });
 
       it("resolves weft's own names, a --dns-record, a forwarded name and an NXDOMAIN, and fetches a URL by name", async ({ skip }) => {
-        if (skipReason) skip(skipReason);
+        if (suite.skipReason) skip(suite.skipReason);
         const { run } = await firstBoot();
         expect(resultOf(run, 'dns-gateway')).toMatchObject({ rc: '0', addrs: '10.0.2.2' });
         expect(resultOf(run, 'dns-record')).toMatchObject({ rc: '0', addrs: DNS_RECORD.ip });
@@ -380,12 +315,12 @@ forward_serve
       });
 
       it('downloads 16 MiB and uploads it back, sha256 equal on both ends', async ({ skip }) => {
-        if (skipReason) skip(skipReason);
+        if (suite.skipReason) skip(suite.skipReason);
         expectDownloadUpload((await firstBoot()).run);
       });
 
       it(`refuses a connection to a closed host port within ${REFUSED_WITHIN_MS / 1000} s`, async ({ skip }) => {
-        if (skipReason) skip(skipReason);
+        if (suite.skipReason) skip(suite.skipReason);
         const { run } = await firstBoot();
         const refused = resultOf(run, 'refused');
         expect(refused, describeRun(run)).toMatchObject({ said_refused: '1' });
@@ -394,7 +329,7 @@ forward_serve
       });
 
       it('--forward reaches nc -l in the guest: bytes intact both ways', async ({ skip }) => {
-        if (skipReason) skip(skipReason);
+        if (suite.skipReason) skip(suite.skipReason);
         const { run, forward } = await firstBoot();
         if ('error' in forward) throw new Error(`the host side of the forward failed: ${forward.error}; ${describeRun(run)}`);
         expect(forward.received.length).toBe(FORWARD_GUEST_BYTES);
@@ -422,7 +357,7 @@ http_get hello "http://10.0.2.2:$HTTP_PORT/hello"
       it(
         'serves a second QEMU on the same link after the first powered off (a reboot)',
         async ({ skip }) => {
-          if (skipReason) skip(skipReason);
+          if (suite.skipReason) skip(suite.skipReason);
           await firstBoot();
           await expectRebootWorks(`${kind} boot 2 (reboot)`);
           const { weft } = await firstWeft();
@@ -435,7 +370,7 @@ http_get hello "http://10.0.2.2:$HTTP_PORT/hello"
       it(
         'serves a new QEMU after the last one lost power in the middle of a download',
         async ({ skip }) => {
-          if (skipReason) skip(skipReason);
+          if (suite.skipReason) skip(suite.skipReason);
           await firstBoot();
           const { weft, link } = await firstWeft();
           const seen = weft.events.length;
@@ -455,7 +390,7 @@ http_get hello "http://10.0.2.2:$HTTP_PORT/hello"
       );
 
       it('stops on SIGTERM within 2 s; its pcap has no frame over 1514 bytes and nothing past a FIN', async ({ skip }) => {
-        if (skipReason) skip(skipReason);
+        if (suite.skipReason) skip(suite.skipReason);
         const { weft } = await firstWeft();
         const scan = await stopWeft(weft);
         expectFramesWithin(scan, 1500);
@@ -470,7 +405,7 @@ http_get hello "http://10.0.2.2:$HTTP_PORT/hello"
       it(
         `--mtu ${JUMBO_MTU}: DHCP hands it out, ping fragments only past it, 16 MiB each way in jumbo frames, none over ${JUMBO_MTU + ETHERNET_HEADER}`,
         async ({ skip }) => {
-          if (skipReason) skip(skipReason);
+          if (suite.skipReason) skip(suite.skipReason);
           const { weft, link } = await startWeft(kind, ['--mtu', String(JUMBO_MTU)]);
           const script = guestScript(
             { HTTP_PORT: http!.port, UPLOAD_PORT: upload!.port },

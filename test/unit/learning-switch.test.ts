@@ -4,13 +4,15 @@
 import { describe, expect, it } from 'vitest';
 import { instant } from '../../core/clock';
 import { LearningSwitch } from '../../core/link/learning-switch';
-import { BROADCAST_MAC, mac, type MacAddress } from '../../core/wire/address';
-import { emitEthernetHeader, ETHERTYPE_IPV4 } from '../../core/wire/ethernet';
+import { BROADCAST_MAC, mac, parseIpv4, writeIpv4, type Ipv4Address, type MacAddress } from '../../core/wire/address';
+import { emitEthernetHeader, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from '../../core/wire/ethernet';
 
 const ROUTER = mac(0x5255_0a00_0202);
 const A = mac(0x5254_0000_000a);
 const B = mac(0x5254_0000_000b);
 const C = mac(0x5254_0000_000c);
+const GATEWAY_IP = parseIpv4('10.0.2.2');
+const DNS_IP = parseIpv4('10.0.2.3');
 
 function frame(dst: MacAddress, src: MacAddress, tag: number): Uint8Array {
   const f = new Uint8Array(60);
@@ -19,11 +21,25 @@ function frame(dst: MacAddress, src: MacAddress, tag: number): Uint8Array {
   return f;
 }
 
-function lan(opts: { maxMacs?: number; agingMs?: number } = {}) {
+/** An ARP frame (sender IP at 28) or an IPv4 one (source at 26) from `src` claiming `ip`; byte 14 tags it. */
+function claim(kind: 'arp' | 'ipv4', dst: MacAddress, src: MacAddress, ip: Ipv4Address, tag: number): Uint8Array {
+  const f = new Uint8Array(60);
+  emitEthernetHeader(f, 0, dst, src, kind === 'arp' ? ETHERTYPE_ARP : ETHERTYPE_IPV4);
+  f[14] = tag;
+  writeIpv4(f, kind === 'arp' ? 28 : 26, ip);
+  return f;
+}
+
+function lan(opts: { maxMacs?: number; maxMacsPerPort?: number; agingMs?: number } = {}) {
   let now = 1000;
-  const sw = new LearningSwitch({ maxMacs: opts.maxMacs ?? 64, agingMs: opts.agingMs ?? 300_000, now: () => instant(now) });
+  const sw = new LearningSwitch({
+    maxMacs: opts.maxMacs ?? 64,
+    maxMacsPerPort: opts.maxMacsPerPort,
+    agingMs: opts.agingMs ?? 300_000,
+    now: () => instant(now),
+  });
   const got: Record<string, number[]> = { router: [], a: [], b: [], c: [] };
-  const router = sw.addRouterPort([ROUTER], (f) => got.router.push(f[14]));
+  const router = sw.addRouterPort([ROUTER], (f) => got.router.push(f[14]), [GATEWAY_IP, DNS_IP]);
   const a = sw.addPort('a', (f) => got.a.push(f[14]));
   const b = sw.addPort('b', (f) => got.b.push(f[14]));
   const c = sw.addPort('c', (f) => got.c.push(f[14]));
@@ -86,6 +102,40 @@ describe('LearningSwitch', () => {
     expect(l.sw.macsLearned).toBe(4);
     l.a.input(frame(B, A, 2));
     expect(l.got.b).toEqual([2]); // B, learned last, is still known
+  });
+
+  it("drops a guest's ARP or IPv4 frame that speaks for the router's addresses, to everyone; the router's own pass", () => {
+    const l = lan();
+    l.a.input(claim('arp', BROADCAST_MAC, A, GATEWAY_IP, 1)); // a gratuitous ARP for the gateway
+    l.a.input(claim('arp', B, A, DNS_IP, 2)); // an ARP reply to B for the DNS address
+    l.a.input(claim('ipv4', B, A, DNS_IP, 3)); // a "DNS answer" to B from 10.0.2.3
+    expect(l.got).toEqual({ router: [], a: [], b: [], c: [] });
+    expect(l.a.counters().drops).toEqual({ 'switch-spoofed-router-ip': 3 });
+    // Its own address is fine; and the router speaks for its addresses.
+    l.a.input(claim('arp', BROADCAST_MAC, A, parseIpv4('10.0.2.15'), 4));
+    l.router.input(claim('arp', BROADCAST_MAC, ROUTER, GATEWAY_IP, 5));
+    l.router.input(claim('ipv4', A, ROUTER, DNS_IP, 6));
+    expect(l.got).toEqual({ router: [4], a: [5, 6], b: [4, 5], c: [4, 5] });
+  });
+
+  it("holds at most maxMacsPerPort per port: a MAC flood from one guest evicts only that guest's own MACs", () => {
+    const l = lan({ maxMacs: 64, maxMacsPerPort: 8 });
+    l.b.input(frame(BROADCAST_MAC, B, 1));
+    l.c.input(frame(BROADCAST_MAC, C, 2));
+    for (let i = 0; i < 1000; i++) {
+      l.advance(1);
+      l.a.input(frame(ROUTER, mac(0x0200_0000_0000 + i), 0));
+    }
+    expect(l.sw.macsLearned).toBe(10);
+    expect(l.sw.macsEvicted).toBe(1000 - 8);
+    // B and C are still known: a frame for B reaches b alone, not the flooding port.
+    l.c.input(frame(B, C, 3));
+    expect(l.got.b).toEqual([2, 3]);
+    expect(l.got.a).toEqual([1, 2]);
+    // The flood's newest MACs are the ones kept.
+    l.router.input(frame(mac(0x0200_0000_0000 + 999), ROUTER, 4));
+    expect(l.got.a).toEqual([1, 2, 4]);
+    expect(l.got.b).toEqual([2, 3]);
   });
 
   it('drops runts, group source addresses and frames back to their own port, and counts per port', () => {

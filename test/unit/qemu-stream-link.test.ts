@@ -10,26 +10,42 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { spawnWeft, type WeftProcess } from '../harness/weft-process';
 
 const GUEST_MAC = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
+const MAC_A = GUEST_MAC;
+const MAC_B = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
+const MAC_C = [0x02, 0x00, 0x00, 0x00, 0x00, 0x03];
+const BROADCAST = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
 const GUEST_IP = [10, 0, 2, 15];
 const GATEWAY_IP = [10, 0, 2, 2];
 const GATEWAY_MAC = '52:55:0a:00:02:02';
 
-/** A broadcast ARP request "who has 10.0.2.2? tell 10.0.2.15", padded to 60 bytes. */
-function arpRequest(): Buffer {
+/** A broadcast ARP request "who has 10.0.2.2? tell 10.0.2.15" from `from`, padded to 60 bytes. */
+function arpRequest(from = GUEST_MAC): Buffer {
   const f = Buffer.alloc(60);
   f.fill(0xff, 0, 6);
-  f.set(GUEST_MAC, 6);
+  f.set(from, 6);
   f.writeUInt16BE(0x0806, 12);
   f.writeUInt16BE(1, 14); // Ethernet
   f.writeUInt16BE(0x0800, 16); // IPv4
   f[18] = 6;
   f[19] = 4;
   f.writeUInt16BE(1, 20); // request
-  f.set(GUEST_MAC, 22);
+  f.set(from, 22);
   f.set(GUEST_IP, 28);
   f.set(GATEWAY_IP, 38);
   return f;
 }
+
+/** A guest-to-guest frame (an experimental ethertype nobody answers) whose first payload byte is `tag`. */
+function ethFrame(dst: number[], src: number[], tag: number, length = 60): Buffer {
+  const f = Buffer.alloc(length);
+  f.set(dst, 0);
+  f.set(src, 6);
+  f.writeUInt16BE(0x88b5, 12);
+  f[14] = tag;
+  return f;
+}
+
+const tagOf = (f: Buffer) => f[14];
 
 function framed(frame: Buffer): Buffer {
   const len = Buffer.alloc(4);
@@ -113,15 +129,15 @@ class StreamClient {
   }
 }
 
-function expectArpReply(f: Buffer): void {
+function expectArpReply(f: Buffer, to = GUEST_MAC): void {
   expect(f.length).toBeGreaterThanOrEqual(42);
-  expect(mac(f, 0)).toBe(mac(Buffer.from(GUEST_MAC), 0));
+  expect(mac(f, 0)).toBe(mac(Buffer.from(to), 0));
   expect(mac(f, 6)).toBe(GATEWAY_MAC);
   expect(f.readUInt16BE(12)).toBe(0x0806);
   expect(f.readUInt16BE(20)).toBe(2); // reply
   expect(mac(f, 22)).toBe(GATEWAY_MAC);
   expect(ip(f, 28)).toBe('10.0.2.2');
-  expect(mac(f, 32)).toBe(mac(Buffer.from(GUEST_MAC), 0));
+  expect(mac(f, 32)).toBe(mac(Buffer.from(to), 0));
   expect(ip(f, 38)).toBe('10.0.2.15');
 }
 
@@ -197,20 +213,20 @@ describe('weft vm --qemu (QEMU stream framing)', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     const replies = await c.waitFrames(3);
-    replies.forEach(expectArpReply);
+    for (const r of replies) expectArpReply(r);
     await stop(weft);
   });
 
-  it('refuses a second client while one is connected, and takes the next one after it leaves', async () => {
+  it('refuses a client past --max-guests, and takes the next one after one leaves', async () => {
     const path = socketPath();
-    weft = spawnWeft(['vm', '--qemu', `unix:${path}`]);
-    await weft.waitForEvent('ready');
+    weft = spawnWeft(['vm', '--qemu', `unix:${path}`, '--max-guests', '1']);
+    expect(await weft.waitForEvent('ready')).toMatchObject({ maxGuests: 1 });
     const first = await connect({ path });
     await weft.waitForEvent('client-connected');
 
     const second = await connect({ path });
     await second.waitClosed();
-    await weft.waitForEvent('client-refused');
+    expect(await weft.waitForEvent('client-refused')).toMatchObject({ reason: '1 of 1 guests connected (--max-guests)' });
 
     first.close();
     await weft.waitForEvent('client-disconnected');
@@ -219,6 +235,75 @@ describe('weft vm --qemu (QEMU stream framing)', () => {
     expectArpReply((await third.waitFrames(1))[0]);
     await stop(weft);
   });
+
+  it('puts several clients on one LAN: broadcasts reach the others and weft, unicast only its client', async () => {
+    const path = socketPath();
+    weft = spawnWeft(['vm', '--qemu', `unix:${path}`]);
+    expect(await weft.waitForEvent('ready')).toMatchObject({ maxGuests: 64 });
+    const [a, b, c] = [await connect({ path }), await connect({ path }), await connect({ path })];
+    await weft.waitForEvent('client-connected', (e) => e.clients === 3);
+
+    // A asks for the gateway: weft answers A alone; B and C see the request (a broadcast).
+    a.socket.write(framed(arpRequest(MAC_A)));
+    expectArpReply((await a.waitFrames(1))[0], MAC_A);
+    for (const other of [b, c]) expect((await other.waitFrames(1))[0].toString('hex')).toBe(arpRequest(MAC_A).toString('hex'));
+
+    // B to A (learned): A gets it, C does not — C's next frame is B's broadcast that follows.
+    b.socket.write(framed(ethFrame(MAC_A, MAC_B, 1)));
+    b.socket.write(framed(ethFrame(BROADCAST, MAC_B, 2)));
+    expect(tagOf((await a.waitFrames(3))[1])).toBe(1);
+    expect(tagOf((await c.waitFrames(2))[1])).toBe(2);
+    expect(tagOf(a.frames[2])).toBe(2);
+
+    // B asks for the gateway: A sees the request, and weft's answer goes to B only (else A would
+    // have it before C's broadcast that follows).
+    b.socket.write(framed(arpRequest(MAC_B)));
+    expectArpReply((await b.waitFrames(2))[1], MAC_B);
+    c.socket.write(framed(ethFrame(BROADCAST, MAC_C, 3)));
+    const seen = await a.waitFrames(5);
+    expect(seen[3].toString('hex')).toBe(arpRequest(MAC_B).toString('hex'));
+    expect(tagOf(seen[4])).toBe(3);
+    await stop(weft);
+  });
+
+  it('a client that leaves takes its port and MACs with it (logged with its counters); a new one joins', async () => {
+    const path = socketPath();
+    weft = spawnWeft(['vm', '--qemu', `unix:${path}`]);
+    await weft.waitForEvent('ready');
+    const [a, b, c] = [await connect({ path }), await connect({ path }), await connect({ path })];
+    await weft.waitForEvent('client-connected', (e) => e.clients === 3);
+    a.socket.write(framed(ethFrame(BROADCAST, MAC_A, 1)));
+    await b.waitFrames(1);
+    await c.waitFrames(1);
+    a.close();
+    expect(await weft.waitForEvent('client-disconnected')).toMatchObject({ client: 1, clients: 2, framesIn: 1, framesOut: 0 });
+    // A was learned on its port; with the port gone, a frame for A is unknown again: flooded to C.
+    b.socket.write(framed(ethFrame(MAC_A, MAC_B, 2)));
+    expect(tagOf((await c.waitFrames(2))[1])).toBe(2);
+    const d = await connect({ path });
+    expect(await weft.waitForEvent('client-connected', (e) => e.client === 4)).toMatchObject({ clients: 3 });
+    d.socket.write(framed(arpRequest(MAC_A)));
+    expectArpReply((await d.waitFrames(1))[0], MAC_A);
+    await stop(weft);
+  });
+
+  it('a client that does not read loses its own frames; the others are served', async () => {
+    const path = socketPath();
+    weft = spawnWeft(['vm', '--qemu', `unix:${path}`]);
+    await weft.waitForEvent('ready');
+    const [a, slow] = [await connect({ path }), await connect({ path })];
+    await weft.waitForEvent('client-connected', (e) => e.clients === 2);
+    slow.socket.pause();
+    // 8 MiB of broadcasts from A, each flooded to the slow client: more than its 4 MiB backlog.
+    const burst = framed(ethFrame(BROADCAST, MAC_A, 9, 1514));
+    for (let i = 0; i < 64; i++) a.socket.write(Buffer.concat(Array.from({ length: 88 }, () => burst)));
+    a.socket.write(framed(arpRequest(MAC_A)));
+    expectArpReply((await a.waitFrames(1, 20_000))[0], MAC_A);
+    await stop(weft);
+    const stopped = weft.events.find((e) => e.event === 'stopped');
+    expect(stopped?.linkDrops).toMatchObject({ 'stream-backlog': expect.any(Number) });
+    expect(stopped?.linkStats).toMatchObject({ clients: 0, macsLearned: 0 });
+  }, 30_000);
 
   it('closes a connection that announces a frame length of 0 or above 65550', async () => {
     const path = socketPath();
