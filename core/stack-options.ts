@@ -42,6 +42,13 @@ export interface StackOptions {
    * frame may be a view into a larger buffer (mind byteOffset; copy before transferring it).
    */
   output: (frame: Uint8Array) => void;
+  /**
+   * Where output frames are built (default: weft's own blocks). A link that writes frames out in
+   * batches can hand out zero-filled room in its own write buffer, so a frame handed to output()
+   * is already in place and needs no copy. Frames are not always sent in the order they were
+   * allocated (some wait for ARP), and some are never sent.
+   */
+  allocFrame?: (length: number) => Uint8Array;
   /** Sees every frame in both directions (for pcap): input as received, output as sent. */
   capture?: (frame: Uint8Array, direction: 'in' | 'out', timeMs: number) => void;
 }

@@ -17,7 +17,7 @@ export const nodeRandom = (out: Uint8Array): void => {
 
 export { StackTimer };
 
-export type NodeStackOptions = Omit<StackOptions, 'clock' | 'random' | 'output' | 'wake' | 'batchAcks' | 'segmentationOffload'> &
+export type NodeStackOptions = Omit<StackOptions, 'clock' | 'random' | 'output' | 'allocFrame' | 'wake' | 'batchAcks' | 'segmentationOffload'> &
   Partial<Pick<StackOptions, 'clock' | 'random'>>;
 
 export interface RunningStack {
@@ -40,6 +40,7 @@ export function runStack(link: FrameLink, options: NodeStackOptions): RunningSta
     segmentationOffload: link.segmentationOffload === true,
     wake: () => timer?.rearm(),
     output: (frame) => link.send(frame),
+    ...(link.allocFrame ? { allocFrame: link.allocFrame.bind(link) } : {}),
   });
   timer = new StackTimer(stack, options.clock ?? nodeClock);
   link.onFrame((frame, checksumTrusted) => stack.input(frame, checksumTrusted));

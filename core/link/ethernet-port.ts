@@ -19,6 +19,8 @@ export interface EthernetPortOptions {
   /** Sees every frame in both directions (for pcap). */
   capture?: (frame: Uint8Array, direction: 'in' | 'out', timeMs: number) => void;
   clock: Clock;
+  /** Builds frames in the link's memory instead of the port's own blocks (StackOptions.allocFrame). */
+  allocFrame?: (length: number) => Uint8Array;
 }
 
 export interface EthernetPortCounters {
@@ -33,7 +35,7 @@ export class EthernetPort {
   private readonly output: (frame: Uint8Array) => void;
   private readonly capture?: EthernetPortOptions['capture'];
   private readonly clock: Clock;
-  private readonly frames = new FrameAllocator();
+  private readonly allocFrame: (length: number) => Uint8Array;
   private readonly stats: EthernetPortCounters = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0 };
 
   constructor(opts: EthernetPortOptions) {
@@ -41,6 +43,12 @@ export class EthernetPort {
     this.output = opts.output;
     this.capture = opts.capture;
     this.clock = opts.clock;
+    if (opts.allocFrame) {
+      this.allocFrame = opts.allocFrame;
+    } else {
+      const frames = new FrameAllocator();
+      this.allocFrame = (length) => frames.alloc(length);
+    }
   }
 
   counters(): EthernetPortCounters {
@@ -56,7 +64,7 @@ export class EthernetPort {
 
   /** A zeroed frame with room for `payloadLength` bytes after the Ethernet header, padded to the minimum. */
   alloc(payloadLength: number): Uint8Array {
-    return this.frames.alloc(Math.max(MIN_FRAME, ETHERNET_HEADER_LENGTH + payloadLength));
+    return this.allocFrame(Math.max(MIN_FRAME, ETHERNET_HEADER_LENGTH + payloadLength));
   }
 
   /** Writes the Ethernet header into a frame from alloc() and sends it. */

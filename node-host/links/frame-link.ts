@@ -19,6 +19,11 @@ export interface FrameLink {
    * built it with checksum offload), so the stack need not verify it.
    */
   onFrame(cb: (frame: Uint8Array, checksumTrusted?: boolean) => void): void;
+  /**
+   * Room for an outgoing frame of `length` bytes in the link's own write buffer, zero-filled (see
+   * StackOptions.allocFrame): send() of a frame from here, in order, needs no copy.
+   */
+  allocFrame?(length: number): Uint8Array;
   /** TCP segments may be up to 64 KiB: the link segments them or the guest takes them whole. */
   readonly segmentationOffload?: boolean;
   /**

@@ -14,6 +14,7 @@ import type { LearningSwitch, SwitchPort } from '../../core/link/learning-switch
 import { FrameLinkBase, type FrameLink } from './frame-link';
 import { DEFAULT_ROUTER, lanSwitch, switchStats, type RouterAddresses } from './lan-switch';
 import { LinkError } from './link-error';
+import { FrameAllocator } from '../../core/frame-allocator';
 import { LENGTH_BYTES, StreamFrameWriter } from './stream-frame-writer';
 
 export type StreamEndpoint = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
@@ -133,6 +134,8 @@ export class QemuStreamLink extends FrameLinkBase implements FrameLink {
   /** Switch drops of ports that are gone (a port's counters go with it). */
   private readonly pastSwitchDrops: Record<string, number> = {};
   private readonly sockets = new Set<net.Socket>();
+  /** Frames for the switch (several clients): it may copy them to several ports. */
+  private readonly frames = new FrameAllocator();
   private closed = false;
   private closing: Promise<void> | undefined;
 
@@ -233,6 +236,11 @@ export class QemuStreamLink extends FrameLinkBase implements FrameLink {
       ...(client.backlogDrops > 0 ? { backlogDrops: client.backlogDrops } : {}),
       ...(Object.keys(drops).length > 0 ? { switchDrops: drops } : {}),
     });
+  }
+
+  /** A lone client's frames are built in its write buffer (see StreamFrameWriter.alloc). */
+  allocFrame(length: number): Uint8Array {
+    return this.clients.length === 1 ? this.clients[0].writer.alloc(length) : this.frames.alloc(length);
   }
 
   send(frame: Uint8Array): void {
