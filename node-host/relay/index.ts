@@ -54,16 +54,23 @@ export interface RelayOptions {
    * and logs (default: none; the TCP peer is the client).
    */
   trustProxy?: string | string[];
+  /**
+   * LAN rooms, as --lan (default: off; needs `token` or `password`): clients that join one room at
+   * `<path>lan/<room>` share an Ethernet LAN whose router (DHCP, DNS, NAT under this relay's policy)
+   * the relay hosts. `true` takes the defaults; the fields are --lan-max-rooms, --lan-max-members,
+   * --lan-max-rooms-per-ip, --lan-frame-rate and --lan-bandwidth (bytes per second).
+   */
+  lan?: boolean | { maxRooms?: number; maxMembers?: number; maxRoomsPerIp?: number; frameRate?: number; bandwidth?: number };
   /** Where the JSON log events go (default: one JSON line each on stderr). */
   log?: (event: string, fields: Record<string, unknown>) => void;
 }
 
 export interface Relay {
-  /** Takes over an HTTP upgrade request for the Wisp path (answers others with 404). */
+  /** Takes over an HTTP upgrade request for the Wisp path, or with `lan` a room's (answers others with 404). */
   handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
   /** The Prometheus text /metrics serves on the CLI relay. */
   metrics(): string;
-  /** WebSocket clients connected now. */
+  /** WebSocket clients connected now (room members included). */
   readonly clients: number;
   /** Closes every stream (0x02) and WebSocket (1001); resolves once they are gone, or after `graceMs` (default 3000). */
   close(graceMs?: number): Promise<void>;
@@ -107,6 +114,15 @@ function toArgv(o: RelayOptions): string[] {
   flag('bandwidth', o.bandwidth);
   for (const s of o.dnsServers ?? []) flag('dns-server', s);
   for (const t of typeof o.trustProxy === 'string' ? [o.trustProxy] : (o.trustProxy ?? [])) flag('trust-proxy', t);
+  if (o.lan) {
+    flag('lan', true);
+    const lan = o.lan === true ? {} : o.lan;
+    flag('lan-max-rooms', lan.maxRooms);
+    flag('lan-max-members', lan.maxMembers);
+    flag('lan-max-rooms-per-ip', lan.maxRoomsPerIp);
+    flag('lan-frame-rate', lan.frameRate);
+    flag('lan-bandwidth', lan.bandwidth);
+  }
   return argv;
 }
 

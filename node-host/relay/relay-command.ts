@@ -82,6 +82,7 @@ function readyFields(options: RelayOptions, bound: { host: string; port: number 
       deny: options.policy.deny.map((e) => (e.kind === 'host' ? e.name : e.text)),
     },
     auth: options.password ? 'password' : options.token ? 'token' : 'none',
+    ...(options.lan ? { lan: `ws://${hostPart}:${bound.port}${options.path}lan/ROOM`, lanLimits: options.lan } : {}),
     ...(options.trustProxy.empty ? {} : { trustProxy: options.trustProxy.describe() }),
   };
 }
@@ -122,11 +123,13 @@ async function runWorker(options: RelayOptions, index: number, baseLog: EventLog
     log,
     demoRoot: options.demo ? defaultDemoRoot() : undefined,
     onClientCount: (n) => send({ type: 'clients', n }),
+    onRoomCount: (n) => send({ type: 'lan-rooms', n }),
   });
   const accept = server.serveHandedOver();
   process.on('message', (m: ToWorker, handle?: net.Socket) => {
     if (m.type === 'connection' && handle) accept(handle, Buffer.from(m.head, 'latin1'));
     else if (m.type === 'metrics') send({ type: 'metrics', id: m.id, text: server.metrics.render() });
+    else if (m.type === 'lan-rooms-elsewhere' && server.lan) server.lan.roomsElsewhere = m.n;
   });
   const stopIdleGc = collectAfterStreamBursts(server.metrics, log);
   send({ type: 'ready' });

@@ -12,7 +12,6 @@
 
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import type { WebSocket } from 'ws';
 import { CloseReason, closeReasonName } from '../../core/wisp/wisp-codec';
 import type { WispProtocolError } from '../../core/wisp/wisp-errors';
 import { WispServerSession, type WispServerHost, type WispStreamRequest } from '../../core/wisp/wisp-server';
@@ -96,6 +95,26 @@ export interface ClientInfo {
   version: 1 | 2;
   /** The client proved itself at the upgrade (token), so a password is optional for it. */
   preauthorized: boolean;
+  /** How logs name the client (default IP:PORT); a LAN room's router is `lan:<room>`. */
+  label?: string;
+}
+
+/**
+ * What a connection uses of its WebSocket: ws's WebSocket, or the in-memory one a LAN room's router
+ * reaches the relay through (memory-wisp.ts).
+ */
+export interface ClientSocket {
+  readonly readyState: number;
+  readonly OPEN: number;
+  readonly isPaused: boolean;
+  send(data: Uint8Array, options: { binary: boolean }, cb: (err?: Error) => void): void;
+  close(code?: number, reason?: string): void;
+  terminate(): void;
+  pause(): void;
+  resume(): void;
+  on(event: 'message', listener: (data: Buffer, isBinary: boolean) => void): this;
+  on(event: 'close', listener: (code: number) => void): this;
+  on(event: 'error', listener: (e: Error) => void): this;
 }
 
 interface RelayStream {
@@ -160,11 +179,11 @@ export class RelayConnection implements WispServerHost {
   private readonly published = new Map<number, Published | null>();
 
   constructor(
-    private readonly ws: WebSocket,
+    private readonly ws: ClientSocket,
     private readonly info: ClientInfo,
     private readonly ctx: RelayConnectionHost,
   ) {
-    this.client = info.ip.includes(':') ? `[${info.ip}]:${info.port}` : `${info.ip}:${info.port}`;
+    this.client = info.label ?? (info.ip.includes(':') ? `[${info.ip}]:${info.port}` : `${info.ip}:${info.port}`);
     const o = ctx.options;
     if (o.bandwidth > 0) {
       // A quarter second of burst keeps pacing smooth without letting a client jump far ahead.

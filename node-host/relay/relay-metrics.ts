@@ -7,6 +7,8 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 const CONNECT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 export class RelayMetrics {
+  /** Whether the LAN series are rendered (only with --lan). */
+  lanEnabled = false;
   clients = 0;
   connectionsTotal = 0;
   readonly openStreams = { tcp: 0, udp: 0 };
@@ -21,6 +23,17 @@ export class RelayMetrics {
   /** Refusal log lines skipped by the per-IP log throttle. */
   logLinesSuppressed = 0;
   readonly connectionErrors = new Map<string, number>();
+  /** LAN rooms (--lan): rooms and members now, joins refused by cause, frames and bytes switched, frames dropped by reason. */
+  readonly lan = {
+    rooms: 0,
+    members: 0,
+    roomsTotal: 0,
+    joinsTotal: 0,
+    refusedJoins: new Map<string, number>(),
+    frames: { in: 0, out: 0 },
+    bytes: { in: 0, out: 0 },
+    dropped: new Map<string, number>(),
+  };
   readonly rejectedUpgrades = new Map<string, number>();
   private readonly connectCounts = new Array<number>(CONNECT_BUCKETS.length).fill(0);
   private connectSum = 0;
@@ -47,6 +60,14 @@ export class RelayMetrics {
 
   upgradeRejected(why: string): void {
     this.rejectedUpgrades.set(why, (this.rejectedUpgrades.get(why) ?? 0) + 1);
+  }
+
+  lanDropped(reason: string, n = 1): void {
+    this.lan.dropped.set(reason, (this.lan.dropped.get(reason) ?? 0) + n);
+  }
+
+  lanRefused(cause: string): void {
+    this.lan.refusedJoins.set(cause, (this.lan.refusedJoins.get(cause) ?? 0) + 1);
   }
 
   connectLatency(seconds: number): void {
@@ -84,6 +105,25 @@ export class RelayMetrics {
     labelled('weft_relay_connection_errors_total', 'code', this.connectionErrors);
     metric('weft_relay_rejected_upgrades_total', 'counter', 'WebSocket upgrades refused, by cause.');
     labelled('weft_relay_rejected_upgrades_total', 'cause', this.rejectedUpgrades);
+    if (this.lanEnabled) {
+      const l = this.lan;
+      metric('weft_relay_lan_rooms', 'gauge', 'LAN rooms open now (--lan).');
+      lines.push(`weft_relay_lan_rooms ${l.rooms}`);
+      metric('weft_relay_lan_members', 'gauge', 'Members of LAN rooms now.');
+      lines.push(`weft_relay_lan_members ${l.members}`);
+      metric('weft_relay_lan_rooms_total', 'counter', 'LAN rooms opened since start.');
+      lines.push(`weft_relay_lan_rooms_total ${l.roomsTotal}`);
+      metric('weft_relay_lan_joins_total', 'counter', 'Members that joined a LAN room since start.');
+      lines.push(`weft_relay_lan_joins_total ${l.joinsTotal}`);
+      metric('weft_relay_lan_refused_joins_total', 'counter', 'Joins refused, by cause.');
+      labelled('weft_relay_lan_refused_joins_total', 'cause', l.refusedJoins);
+      metric('weft_relay_lan_frames_total', 'counter', 'Frames from members (in) and to members (out).');
+      labelled('weft_relay_lan_frames_total', 'direction', l.frames);
+      metric('weft_relay_lan_bytes_total', 'counter', 'Frame bytes from members (in) and to members (out).');
+      labelled('weft_relay_lan_bytes_total', 'direction', l.bytes);
+      metric('weft_relay_lan_frames_dropped_total', 'counter', 'Frames of LAN rooms dropped, by reason.');
+      labelled('weft_relay_lan_frames_dropped_total', 'reason', l.dropped);
+    }
     metric('weft_relay_connect_seconds', 'histogram', 'Time from CONNECT to a connected destination socket.');
     CONNECT_BUCKETS.forEach((le, i) => {
       lines.push(`weft_relay_connect_seconds_bucket{le="${le}"} ${this.connectCounts[i]}`);

@@ -40,6 +40,22 @@ export interface RelayOptions {
   publishPorts: [number, number] | undefined;
   /** Published ports one client may hold at once. */
   maxPublishedPerClient: number;
+  /** LAN rooms (--lan): Ethernet between clients that join one room; undefined: off. */
+  lan: LanOptions | undefined;
+}
+
+/** The bounds of --lan (see the help text). */
+export interface LanOptions {
+  /** Rooms at once on this relay (over all --workers). */
+  maxRooms: number;
+  /** Members at once in one room. */
+  maxMembers: number;
+  /** Rooms one client IP is a member of at once. */
+  maxRoomsPerIp: number;
+  /** Frames per second one member may send; 0: no limit. */
+  frameRate: number;
+  /** Bytes per second one member may send; 0: no limit. */
+  bandwidth: number;
 }
 
 export const RELAY_HELP = `Usage: weft relay [--listen HOST:PORT] [--path /wisp/] [--demo] [policy flags]
@@ -79,6 +95,17 @@ Publishing (weft's extension: a guest's server reachable at a port of this host;
                           to the client's guest. Needs --token or --password. Listens on --listen's
                           host, so 0.0.0.0 for the outside world
   --max-published-per-client N   Published ports one client may hold at once (default 4)
+
+LAN rooms (weft's extension: Ethernet between clients of one room, off by default):
+  --lan                   Let authenticated clients join rooms at <path>lan/<room> (a key in their
+                          first message): the relay switches frames between a room's members and
+                          hosts its router (DHCP, DNS with guest names, NAT to the internet under
+                          this relay's policy and limits). Needs --token or --password
+  --lan-max-rooms N       Rooms at once (default 100)
+  --lan-max-members N     Members at once in one room (default 16; at most 50)
+  --lan-max-rooms-per-ip N   Rooms one client IP is in at once (default 4)
+  --lan-frame-rate N      Frames per second one member may send (default 10000; 0: unlimited)
+  --lan-bandwidth BYTES   Bytes per second one member may send (default 8M; 0: unlimited)
 
 Clients:
   --password USER:PASS    Require Wisp v2 password authentication (v1 clients then need --token)
@@ -134,6 +161,12 @@ const FLAGS = {
   workers: { type: 'string' },
   'publish-ports': { type: 'string' },
   'max-published-per-client': { type: 'string' },
+  lan: { type: 'boolean' },
+  'lan-max-rooms': { type: 'string' },
+  'lan-max-members': { type: 'string' },
+  'lan-max-rooms-per-ip': { type: 'string' },
+  'lan-frame-rate': { type: 'string' },
+  'lan-bandwidth': { type: 'string' },
   'trust-proxy': { type: 'string', multiple: true },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -152,8 +185,8 @@ function positive(flag: string, text: string | undefined, ms: number): number {
 }
 
 /** "1M", "500K", "1000" (bytes); K/M/G are powers of 1024. */
-function byteRate(flag: string, text: string | undefined): number {
-  if (text === undefined) return 0;
+function byteRate(flag: string, text: string | undefined, fallback = 0): number {
+  if (text === undefined) return fallback;
   const m = /^(\d+(?:\.\d+)?)([KMG])?i?B?$/i.exec(text);
   if (!m) badValue(flag, text, 'bytes per second such as 500K or 10M');
   const scale = { K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[(m[2] ?? '').toUpperCase()] ?? 1;
@@ -241,6 +274,26 @@ export function parseRelayOptions(argv: readonly string[]): RelayOptions {
     workers: workers(values.workers),
     publishPorts: publishPorts(values['publish-ports'], values.token !== undefined || password !== undefined),
     maxPublishedPerClient: integer('--max-published-per-client', values['max-published-per-client'], 4, 1, 1000),
+    lan: lanOptions(values, values.token !== undefined || password !== undefined),
+  };
+}
+
+function lanOptions(values: Record<string, string | boolean | string[] | undefined>, authenticated: boolean): LanOptions | undefined {
+  const text = (flag: string) => values[flag] as string | undefined;
+  if (!values.lan) {
+    const stray = ['lan-max-rooms', 'lan-max-members', 'lan-max-rooms-per-ip', 'lan-frame-rate', 'lan-bandwidth'].find((f) => values[f] !== undefined);
+    if (stray) throw new UsageError(`--${stray} needs --lan`);
+    return undefined;
+  }
+  // A room's members share a LAN and its router reaches out from this host: only clients you know.
+  if (!authenticated)
+    throw new UsageError('--lan needs --token or --password: room members reach each other and the network from this host, so only clients you know may');
+  return {
+    maxRooms: integer('--lan-max-rooms', text('lan-max-rooms'), 100, 1, 100_000),
+    maxMembers: integer('--lan-max-members', text('lan-max-members'), 16, 2, 50),
+    maxRoomsPerIp: integer('--lan-max-rooms-per-ip', text('lan-max-rooms-per-ip'), 4, 1, 100_000),
+    frameRate: integer('--lan-frame-rate', text('lan-frame-rate'), 10_000, 0, 10_000_000),
+    bandwidth: byteRate('--lan-bandwidth', text('lan-bandwidth'), 8 * 1024 * 1024),
   };
 }
 

@@ -8,10 +8,15 @@
 //
 // Why not node:cluster's own balancing or SO_REUSEPORT: both spread connections by connection,
 // not by client, so N workers would each allow a client its full per-IP quota.
+//
+// LAN rooms (--lan) are the exception: a room's members must meet in one worker, so a room's path
+// (`<path>lan/<room>`) is routed by a hash of the room's name instead. Per-IP LAN bounds then hold
+// per worker; --lan-max-rooms holds over all of them, each worker being told the rooms the others hold.
 
 import { fork, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import type { EventLog } from '../log';
+import { lanRoomOf } from './lan-rooms';
 import { mergeExpositions } from './metrics-merge';
 import type { RelayOptions } from './relay-options';
 
@@ -33,15 +38,17 @@ const MAX_RESTART_DELAY_MS = 10_000;
 const HEALTHY_AFTER_MS = 30_000;
 
 /** Primary → worker. */
-export type ToWorker = { type: 'connection'; head: string } | { type: 'metrics'; id: number };
+export type ToWorker = { type: 'connection'; head: string } | { type: 'metrics'; id: number } | { type: 'lan-rooms-elsewhere'; n: number };
 /** Worker → primary. */
-export type FromWorker = { type: 'ready' } | { type: 'clients'; n: number } | { type: 'metrics'; id: number; text: string };
+export type FromWorker = { type: 'ready' } | { type: 'clients'; n: number } | { type: 'lan-rooms'; n: number } | { type: 'metrics'; id: number; text: string };
 
 interface Worker {
   index: number;
   child: ChildProcess;
   ready: boolean;
   clients: number;
+  /** LAN rooms the worker holds (--lan). */
+  rooms: number;
   startedAt: number;
 }
 
@@ -128,7 +135,7 @@ export class RelayPrimary {
       execArgv: process.execArgv,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
-    const worker: Worker = { index, child, ready: false, clients: 0, startedAt: Date.now() };
+    const worker: Worker = { index, child, ready: false, clients: 0, rooms: 0, startedAt: Date.now() };
     this.workers[index] = worker;
     this.deps.log('worker-started', { worker: index, pid: child.pid });
     child.on('message', (m: FromWorker) => this.onMessage(worker, m));
@@ -137,7 +144,9 @@ export class RelayPrimary {
     child.once('exit', (code, signal) => {
       worker.ready = false;
       worker.clients = 0;
+      worker.rooms = 0;
       if (this.workers[index] === worker) this.workers[index] = undefined;
+      this.shareRooms();
       if (this.stopping) return;
       const lived = Date.now() - worker.startedAt;
       if (lived >= HEALTHY_AFTER_MS) this.restartDelay[index] = RESTART_DELAY_MS;
@@ -161,8 +170,25 @@ export class RelayPrimary {
       }
     } else if (m.type === 'clients') {
       worker.clients = m.n;
+    } else if (m.type === 'lan-rooms') {
+      worker.rooms = m.n;
+      this.shareRooms();
     } else if (m.type === 'metrics') {
       this.metricsWaiters.get(m.id)?.(worker.index, m.text);
+    }
+  }
+
+  /** Tells each worker how many LAN rooms the others hold, for --lan-max-rooms over the whole relay. */
+  private shareRooms(): void {
+    if (!this.options.lan) return;
+    const total = this.workers.reduce((n, w) => n + (w?.rooms ?? 0), 0);
+    for (const w of this.workers) {
+      if (!w?.child.connected) continue;
+      try {
+        w.child.send({ type: 'lan-rooms-elsewhere', n: total - w.rooms } satisfies ToWorker);
+      } catch {
+        // a worker going away; it is told again when it is back
+      }
     }
   }
 
@@ -225,11 +251,13 @@ export class RelayPrimary {
     if (pathname === '/healthz') return this.healthz(socket);
     if (pathname === '/metrics') return void this.metrics(socket);
     const ip = this.options.trustProxy.clientAddress(socket.remoteAddress, forwardedFor.length > 0 ? forwardedFor : undefined);
-    if (upgrade && pathname === this.options.path && this.clientCount >= this.options.maxClients) {
+    // A LAN room's members all go to the worker its name hashes to (a bad name: the worker answers 400).
+    const room = this.options.lan ? lanRoomOf(pathname, this.options.path) : undefined;
+    if (upgrade && (pathname === this.options.path || typeof room === 'string') && this.clientCount >= this.options.maxClients) {
       this.rejected.set('max-clients', (this.rejected.get('max-clients') ?? 0) + 1);
       return answer(socket, 503, 'Service Unavailable', 'Service Unavailable\n');
     }
-    const worker = this.workerFor(ip);
+    const worker = this.workerFor(typeof room === 'string' ? `lan/${room}` : ip);
     if (!worker) return answer(socket, 503, 'Service Unavailable', 'no relay worker is running\n');
     const msg: ToWorker = { type: 'connection', head: raw.toString('latin1') };
     try {
@@ -242,10 +270,13 @@ export class RelayPrimary {
     }
   }
 
-  /** The worker for a client IP: a stable hash, or the next ready worker while that one restarts. */
-  private workerFor(ip: string): Worker | undefined {
+  /**
+   * The worker for a client IP (or a LAN room, `lan/<room>`): a stable hash, or the next ready
+   * worker while that one restarts.
+   */
+  private workerFor(key: string): Worker | undefined {
     let h = 2166136261;
-    for (let i = 0; i < ip.length; i++) h = Math.imul(h ^ ip.charCodeAt(i), 16777619) >>> 0;
+    for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 16777619) >>> 0;
     const n = this.workers.length;
     for (let k = 0; k < n; k++) {
       const w = this.workers[(h + k) % n];

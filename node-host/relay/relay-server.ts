@@ -22,6 +22,9 @@ import { formatIpv4 } from '../../core/wire/address';
 import { parseResolvConf, RESOLV_CONF } from '../dns-config';
 import { parseIp } from './ip-range';
 import type { RelayResolver } from './relay-connection';
+import { lanRoomOf, LanRooms } from './lan-rooms';
+import { MemoryWispLink } from './memory-wisp';
+import type { WispTransport } from '../../core/wisp/wisp-upstream';
 
 /**
  * Largest WebSocket message accepted; larger ones end the client (close code 1009). Wisp counts
@@ -50,6 +53,8 @@ export interface RelayServerHost {
   demoRoot?: string;
   /** Told the number of WebSocket clients after each change (a worker tells its primary). */
   onClientCount?: (clients: number) => void;
+  /** Told the number of LAN rooms after each change (a worker tells its primary). */
+  onRoomCount?: (rooms: number) => void;
 }
 
 /**
@@ -78,6 +83,9 @@ export class RelayServer {
   private readonly sockets = new Set<WebSocket>();
   private readonly ctx: RelayConnectionHost;
   private readonly site: StaticSite | undefined;
+  /** LAN rooms (--lan), and the in-memory Wisp connections of their routers. */
+  readonly lan: LanRooms | undefined;
+  private readonly roomConnections = new Set<RelayConnection>();
   private draining = false;
 
   constructor(
@@ -100,6 +108,20 @@ export class RelayServer {
       publishedPorts: new Set(),
     };
     if (options.demo && deps.demoRoot) this.site = new StaticSite(deps.demoRoot, options.path);
+    if (options.lan) {
+      this.lan = new LanRooms({
+        options: options.lan,
+        metrics: this.metrics,
+        log: deps.log,
+        refusalLog: this.ctx.refusalLog,
+        checkPassword: this.ctx.checkPassword,
+        passwordTries: this.ctx.passwordTries,
+        openWisp: (label) => this.openRoomWisp(label),
+        gatewayIsHost: options.policy.allowLoopback,
+        onCount: () => this.countChanged(),
+        onRooms: deps.onRoomCount,
+      });
+    }
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: MAX_MESSAGE_BYTES,
@@ -149,8 +171,28 @@ export class RelayServer {
     return server;
   }
 
+  /** WebSocket clients: Wisp connections and LAN room members. */
   get clientCount(): number {
-    return this.connections.size;
+    return this.connections.size + (this.lan?.memberCount ?? 0);
+  }
+
+  private countChanged(): void {
+    this.metrics.clients = this.clientCount;
+    this.deps.onClientCount?.(this.clientCount);
+  }
+
+  /**
+   * A Wisp connection into this relay for a LAN room's router: a RelayConnection like any client's
+   * (policy, stream caps, --rate and --bandwidth keyed by the room, metrics), over memory.
+   */
+  private openRoomWisp(label: string): WispTransport {
+    const link = new MemoryWispLink();
+    link.open(() => {
+      const conn = new RelayConnection(link.server, { ip: label, port: 0, version: 2, preauthorized: true, label }, this.ctx);
+      this.roomConnections.add(conn);
+      link.server.on('close', () => this.roomConnections.delete(conn));
+    });
+    return link.client;
   }
 
   /**
@@ -163,9 +205,12 @@ export class RelayServer {
     this.http?.close();
     this.http?.closeIdleConnections();
     for (const c of this.connections) c.drain();
+    this.lan?.drain();
     const deadline = Date.now() + graceMs;
-    while (this.sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    while ((this.sockets.size > 0 || (this.lan?.memberCount ?? 0) > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const ws of this.sockets) ws.terminate();
+    this.lan?.closeAll();
+    for (const c of this.roomConnections) c.drain();
     this.http?.closeAllConnections();
     destroyLingeringSockets();
   }
@@ -182,9 +227,9 @@ export class RelayServer {
       res.end(this.metrics.render());
       return;
     }
-    if (pathname === this.options.path) {
+    if (pathname === this.options.path || (this.lan && lanRoomOf(pathname, this.options.path) !== undefined)) {
       res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' });
-      res.end('this is a Wisp endpoint: connect with a WebSocket\n');
+      res.end(pathname === this.options.path ? 'this is a Wisp endpoint: connect with a WebSocket\n' : 'this is a LAN room: connect with a WebSocket\n');
       return;
     }
     if (this.site?.handle(req, res, pathname)) return;
@@ -202,7 +247,10 @@ export class RelayServer {
       if (extra) this.deps.log('upgrade-rejected', { client: ip, status, cause, ...extra });
       reject(socket, status, text);
     };
-    if (url.pathname !== this.options.path) return refuse(404, 'Not Found', 'path');
+    // A LAN room (--lan): `<path>lan/<room>`; the same checks as Wisp up to the client counts.
+    const room = this.lan ? lanRoomOf(url.pathname, this.options.path) : undefined;
+    if (room === null) return refuse(400, 'Bad Request', 'room-name');
+    if (url.pathname !== this.options.path && room === undefined) return refuse(404, 'Not Found', 'path');
     if (this.draining) return refuse(503, 'Service Unavailable', 'draining');
     const origin = req.headers.origin;
     const origins = this.options.origins;
@@ -218,14 +266,19 @@ export class RelayServer {
     const token = this.options.token;
     const presented = url.searchParams.get('token') ?? /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1];
     const tokenOk = token !== undefined && presented !== undefined && presented !== null && sameSecret(presented, token);
-    const passwordPossible = this.options.password !== undefined && version === 2;
+    // A room member gives its password in its join message; a Wisp client needs v2 for one.
+    const passwordPossible = this.options.password !== undefined && (version === 2 || room !== undefined);
     if (token !== undefined && !tokenOk && !passwordPossible) return refuse(401, 'Unauthorized', 'token');
-    if (this.options.password !== undefined && !tokenOk && version === 1) return refuse(401, 'Unauthorized', 'password-needs-v2');
-    if (this.connections.size >= this.options.maxClients) return refuse(503, 'Service Unavailable', 'max-clients');
+    if (this.options.password !== undefined && !tokenOk && !passwordPossible) return refuse(401, 'Unauthorized', 'password-needs-v2');
+    if (this.clientCount >= this.options.maxClients) return refuse(503, 'Service Unavailable', 'max-clients');
     const fromIp = this.perIp.get(ip) ?? 0;
     if (fromIp >= this.options.maxClientsPerIp) return refuse(503, 'Service Unavailable', 'max-clients-per-ip');
     this.perIp.set(ip, fromIp + 1);
     releaseOnClose(socket, this.perIp, ip);
+    if (room !== undefined && this.lan) {
+      this.lan.accept(req, socket, head, { ip, port: req.socket.remotePort ?? 0, room, preauthorized: tokenOk });
+      return;
+    }
     // Read before the upgrade and passed on as a value: a closure that mentions `req` would keep the
     // whole request (headers, raw strings, parser state: ~1.2 KiB) alive for the client's lifetime.
     const info: ClientInfo = { ip, port: req.socket.remotePort ?? 0, version, preauthorized: tokenOk };
@@ -236,14 +289,12 @@ export class RelayServer {
     const conn = new RelayConnection(ws, info, this.ctx);
     this.connections.add(conn);
     this.sockets.add(ws);
-    this.metrics.clients = this.connections.size;
     this.metrics.connectionsTotal++;
-    this.deps.onClientCount?.(this.connections.size);
+    this.countChanged();
     ws.on('close', () => {
       this.connections.delete(conn);
       this.sockets.delete(ws);
-      this.metrics.clients = this.connections.size;
-      this.deps.onClientCount?.(this.connections.size);
+      this.countChanged();
     });
   }
 }

@@ -49,6 +49,12 @@ export class TokenBucket {
     return true;
   }
 
+  /** Whether a token is there, without taking it. */
+  has(now: number): boolean {
+    this.refill(now);
+    return this.tokens >= 1;
+  }
+
   /** True when the bucket is full (an idle client): its entry can be forgotten. */
   isFull(now: number): boolean {
     this.refill(now);
@@ -74,6 +80,14 @@ export class KeyedRateLimiter {
       this.buckets.set(key, b);
     }
     return b.tryTake(now);
+  }
+
+  /**
+   * Whether `key` has a token, without taking one: for a check whose failures alone cost a token
+   * (a wrong room key), asked before checking, so guesses past the budget are not even checked.
+   */
+  has(key: string, now: number): boolean {
+    return this.buckets.get(key)?.has(now) ?? true;
   }
 
   private prune(now: number): void {
