@@ -70,7 +70,13 @@ export class Stack {
     this.mask = prefixMask(this.config.prefixLength);
     this.subnetBroadcast = ipv4SubnetBroadcast(this.config.network, this.mask);
     const countDrop = (reason: DropReason, count = 1) => this.drop(reason, count);
-    this.port = new EthernetPort({ mac: this.config.gatewayMac, output: opts.output, capture: opts.capture, clock, ...(opts.allocFrame ? { allocFrame: opts.allocFrame } : {}) });
+    this.port = new EthernetPort({
+      mac: this.config.gatewayMac,
+      output: opts.output,
+      capture: opts.capture,
+      clock,
+      ...(opts.allocFrame ? { allocFrame: opts.allocFrame } : {}),
+    });
     this.ipv4 = new Ipv4Output(this.port, {
       mtu: this.config.mtu,
       gateway: this.config.gateway,
