@@ -4,7 +4,7 @@
 // closing end it.
 
 import * as Comlink from 'comlink';
-import type { GuestTcpEnd, WeftWorkerApi } from '../worker/worker-api';
+import type { GuestTcpEnd, StackControlApi } from '../worker/worker-api';
 import { WeftError } from './weft-error';
 
 /** Options of WeftNetwork.connectTcp. */
@@ -55,7 +55,7 @@ let nextId = 1;
  * attempt and `closed` race with.
  */
 export async function connectGuestTcp(
-  api: Comlink.Remote<WeftWorkerApi>,
+  api: Comlink.Remote<StackControlApi>,
   port: number,
   options: ConnectTcpOptions,
   whenClosed: Promise<never>,

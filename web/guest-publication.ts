@@ -3,7 +3,7 @@
 // The worker owns the publication; the page holds its current port and URL.
 
 import * as Comlink from 'comlink';
-import type { PublishEvent, WeftWorkerApi } from '../worker/worker-api';
+import type { PublishEvent, StackControlApi } from '../worker/worker-api';
 import { WeftError } from './weft-error';
 
 export interface PublishOptions {
@@ -26,7 +26,7 @@ export interface GuestPublication {
 let nextId = 1;
 
 export function publishGuestPort(
-  api: Comlink.Remote<WeftWorkerApi>,
+  api: Comlink.Remote<StackControlApi>,
   relayUrl: string | undefined,
   guestPort: number,
   options: PublishOptions,

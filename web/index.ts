@@ -7,6 +7,7 @@ export {
   type WeftNetwork,
   type FlowSummary,
   type FramePath,
+  type LanStats,
   type NetworkEvent,
   type NetworkSettings,
   type NetworkStats,

@@ -1,28 +1,22 @@
 // createNetwork(): a weft network for a page. The stack runs in a Web Worker; this handle starts it,
 // carries frames to and from emulators, and reports what happens as DOM events (it is an
-// EventTarget; see network-events.ts). One network can serve several frame ports (all on one
-// virtual link). What cannot proceed throws or rejects with a WeftError, and an AbortSignal closes
+// EventTarget; see network-events.ts). The frame ports attached to one network are one switched LAN
+// (guest-lan.ts): guests reach each other port to port in the page, and weft's router, DHCP and DNS
+// in the worker. What cannot proceed throws or rejects with a WeftError, and an AbortSignal closes
 // the network or detaches a port. Frames cross through two SharedArrayBuffer rings when the page is
 // cross-origin isolated (no message per batch, no allocation per batch, and the worker can start on
-// a frame while the emulator still runs), otherwise in batches of transferred ArrayBuffers.
+// a frame while the emulator still runs), otherwise in batches of transferred ArrayBuffers. With
+// `lan: name` the stack is the one of a LAN the tabs of this origin share, in a SharedWorker
+// (stack-worker.ts, worker/lan-host.ts).
 
-import * as Comlink from 'comlink';
+import type * as Comlink from 'comlink';
 import { DEFAULT_NETWORK } from '../core/config';
-import { isOversizedTcpFrame, splitTcpFrame } from '../core/wire/tcp-segmentation';
-import { FrameBatcher, unpackFrames } from '../worker/frame-batch';
-import { DEFAULT_RING_BYTES, FrameRing, FrameRingReader, FrameRingWriter } from '../worker/frame-ring';
-import {
-  RING_DOORBELL,
-  type FlowSummary,
-  type FramePath,
-  type FrameRingBuffers,
-  type NetworkEvent,
-  type NetworkSettings,
-  type NetworkStats,
-  type RelayState,
-  type WeftWorkerApi,
-} from '../worker/worker-api';
+import { parseMac } from '../core/wire/address';
+import { DEFAULT_RING_BYTES } from '../worker/frame-ring';
+import type { FlowSummary, FramePath, LanStats, NetworkEvent, NetworkSettings, NetworkStats, RelayState, StackControlApi } from '../worker/worker-api';
 import type { FramePort } from './frame-port';
+import { GuestLan } from './guest-lan';
+import { DedicatedStackWorker, LanStackWorker, type StackWorker } from './stack-worker';
 import { connectGuestTcp, type ConnectTcpOptions, type GuestTcpConnection } from './guest-connection';
 import { GuestHttpClient } from './guest-http';
 import { publishGuestPort, type GuestPublication, type PublishOptions } from './guest-publication';
@@ -30,7 +24,7 @@ import { WeftEvent, type NetworkEventOf, type NetworkEventType, type WeftNetwork
 import { WeftError } from './weft-error';
 import { startPreview, type PreviewServer, type ServePreviewOptions } from './preview-server';
 
-export type { FlowSummary, FramePath, NetworkEvent, NetworkSettings, NetworkStats, RelayState };
+export type { FlowSummary, FramePath, LanStats, NetworkEvent, NetworkSettings, NetworkStats, RelayState };
 
 export interface NetworkOptions extends NetworkSettings {
   /**
@@ -45,7 +39,8 @@ export interface NetworkOptions extends NetworkSettings {
    * 'transfer'). 'sab' uses two SharedArrayBuffer rings, one per direction: no message and no
    * allocation per batch; it needs a cross-origin isolated page (COOP same-origin, COEP
    * require-corp), and createNetwork throws ERR_WEFT_SAB_UNAVAILABLE without one. 'transfer' sends
-   * batches of frames as transferred ArrayBuffers and works on every page.
+   * batches of frames as transferred ArrayBuffers and works on every page. A LAN shared by tabs
+   * (`lan: name`) is always 'transfer': its SharedWorker cannot share memory with the page.
    */
   framePath?: FramePath | 'auto';
   /**
@@ -95,13 +90,19 @@ export interface WeftNetwork extends EventTarget {
   on<T extends NetworkEventType>(type: T, listener: (e: NetworkEventOf<T>) => void): () => void;
   /**
    * Connects an emulator (or anything that speaks Ethernet frames); returns the detach function.
-   * Throws a WeftError ERR_WEFT_CLOSED once the network is closed.
+   * Every port attached to one network is on one switched LAN, with weft as its router, DHCP and
+   * DNS: each guest leases its own address, and guests reach each other directly (a frame between
+   * two of them goes port to port in the page, to no other port, and never through the worker).
+   * With `lan: name` the guests of every tab on that LAN are on it too. A port can be attached
+   * once at a time (a TypeError otherwise). Throws a WeftError ERR_WEFT_CLOSED once the network is
+   * closed.
    */
   attach(port: FramePort, options?: AttachOptions): () => void;
   /**
-   * Resolves once the worker runs the stack. Rejects with a WeftError ERR_WEFT_START_FAILED if it
-   * cannot start (also reported as an 'error' event), ERR_WEFT_CLOSED if the network is closed
-   * first, or the signal's reason if it is aborted first.
+   * Resolves once the worker runs the stack (or this tab joined its LAN). Rejects with a WeftError
+   * ERR_WEFT_START_FAILED if it cannot start, ERR_WEFT_LAN_MISMATCH or ERR_WEFT_LAN_FULL if the
+   * LAN refuses this tab (each also reported as an 'error' event), ERR_WEFT_CLOSED if the network
+   * is closed first, or the signal's reason if it is aborted first.
    */
   readonly ready: Promise<void>;
   /** How frames cross between this page and the worker. */
@@ -112,14 +113,18 @@ export interface WeftNetwork extends EventTarget {
   stats(): Promise<NetworkStats>;
   /** The flows open now. */
   flows(): Promise<FlowSummary[]>;
-  /** Starts capturing every frame on the virtual link (in the worker, bounded). */
+  /**
+   * Starts capturing every frame weft's stack sends or receives (in the worker, bounded to 64 MiB):
+   * frames between two guests do not pass it.
+   */
   startCapture(): Promise<void>;
   /** Stops the capture and returns it as a pcap file. */
   stopCapture(): Promise<Blob>;
   /**
-   * Opens a TCP connection from weft's gateway address into the guest (default: the address it
-   * leased most recently) and resolves once the guest accepted it, with WHATWG streams that honour
-   * back-pressure both ways (see GuestTcpConnection). Rejects with a WeftError
+   * Opens a TCP connection from weft's gateway address into the guest (default: the address a
+   * guest attached in this page leased most recently; any guest on the LAN with `guestIp`) and
+   * resolves once the guest accepted it, with WHATWG streams that honour back-pressure both ways
+   * (see GuestTcpConnection). Rejects with a WeftError
    * ERR_WEFT_GUEST_REFUSED (nothing listens: the guest answered RST), ERR_WEFT_GUEST_UNREACHABLE
    * (no lease yet and no guestIp, or no answer at all), ERR_WEFT_GUEST_TIMEOUT (options.timeout),
    * ERR_WEFT_TOO_MANY_CONNECTIONS or ERR_WEFT_CLOSED; with the signal's reason when it is aborted.
@@ -127,7 +132,7 @@ export interface WeftNetwork extends EventTarget {
   connectTcp(port: number, options?: ConnectTcpOptions): Promise<GuestTcpConnection>;
   /**
    * fetch() against the guest's HTTP server: `http://10.0.2.15:8000/…`, or `http://guest:8000/…`
-   * for the address the guest leased most recently. HTTP/1.1 over connectTcp, with keep-alive (up
+   * for connectTcp's default guest (this page's latest lease). HTTP/1.1 over connectTcp, with keep-alive (up
    * to 4 idle connections per origin, closed after 5 s idle), Content-Length and chunked bodies
    * both ways (a ReadableStream body, with `duplex: 'half'`, goes chunked), a Response whose body
    * streams as the guest sends it, redirects per init.redirect ('manual' returns the redirect
@@ -153,8 +158,10 @@ export interface WeftNetwork extends EventTarget {
    */
   publish(guestPort: number, options?: PublishOptions): Promise<GuestPublication>;
   /**
-   * Detaches every port, stops the stack and ends the worker. From then on attach throws and the
-   * other calls reject with a WeftError ERR_WEFT_CLOSED (as do `ready` and calls still under way).
+   * Detaches every port, stops the stack and ends the worker — on a LAN shared by tabs, this tab
+   * leaves (what it opened closes) and the stack stops once the last tab left. From then on attach
+   * throws and the other calls reject with a WeftError ERR_WEFT_CLOSED (as do `ready` and calls
+   * still under way).
    */
   close(): Promise<void>;
 }
@@ -165,10 +172,11 @@ function canShareMemory(): boolean {
 }
 
 /**
- * Starts a weft network in a worker (see NetworkOptions). Throws a WeftError
- * ERR_WEFT_SAB_UNAVAILABLE for framePath 'sab' on a page that is not cross-origin isolated,
- * ERR_WEFT_START_FAILED when the browser refuses to create the worker, and the signal's reason when
- * `signal` is already aborted.
+ * Starts a weft network in a worker (see NetworkOptions), or joins the LAN `options.lan` names.
+ * Throws a WeftError ERR_WEFT_SAB_UNAVAILABLE for framePath 'sab' on a page that is not
+ * cross-origin isolated (or with `lan`: a SharedWorker cannot share memory with the page),
+ * ERR_WEFT_LAN_UNAVAILABLE for `lan` in a browser without SharedWorker, ERR_WEFT_START_FAILED when
+ * the browser refuses to create the worker, and the signal's reason when `signal` is already aborted.
  */
 export function createNetwork(options: NetworkOptions = {}): WeftNetwork {
   return new Network(options);
@@ -176,34 +184,32 @@ export function createNetwork(options: NetworkOptions = {}): WeftNetwork {
 
 const closedError = () => new WeftError('ERR_WEFT_CLOSED', 'this weft network is closed');
 
+/** LAN names at most this long (it names a SharedWorker and Web Locks). */
+const MAX_LAN_NAME = 128;
+
 class Network extends EventTarget implements WeftNetwork {
   readonly ready: Promise<void>;
   readonly framePath: FramePath;
   private relay: RelayState = 'none';
-  private readonly worker: Worker;
-  private readonly api: Comlink.Remote<WeftWorkerApi>;
-  private readonly channel: MessageChannel;
-  private readonly ports = new Set<FramePort>();
+  private readonly worker: StackWorker;
+  private readonly api: Comlink.Remote<StackControlApi>;
+  /** The attached ports, switched (guest-lan.ts). */
+  private readonly lan: GuestLan;
   /** The detach functions of the attached ports (close() calls them). */
   private readonly detachers = new Set<() => void>();
-  /** Ports whose guest takes TCP segments longer than the MTU whole (FramePort.offloadSegments). */
-  private readonly offloading = new Set<FramePort>();
   private offload = false;
-  private readonly mtu: number;
-  private readonly toWorker: { push(frame: Uint8Array): unknown };
-  private readonly fromWorker: FrameRingReader | undefined;
   private readonly signal: AbortSignal | undefined;
   private closed = false;
   private closing: Promise<void> | undefined;
   /** Rejects, once the network closes, with the reason: what `ready` and calls under way race with. */
   private readonly whenClosed: Promise<never>;
   private rejectWhenClosed!: (reason: unknown) => void;
-  /** Resolves when the worker reports an error it did not catch (a script that did not load is one). */
-  private readonly workerFailed: Promise<void>;
   /** network.fetch's HTTP/1.1 client (made at the first fetch). */
   private http: GuestHttpClient | undefined;
   /** The addresses guests leased, for the preview's Location rewriting. */
   private readonly leasedIps = new Set<string>();
+  /** The address a guest attached in this page leased most recently: connectTcp's default. */
+  private ownLease: string | undefined;
   private readonly previews = new Set<PreviewServer>();
   private readonly relayUrl: string | undefined;
 
@@ -212,49 +218,43 @@ class Network extends EventTarget implements WeftNetwork {
     const { workerUrl, framePath: wantedPath = 'auto', ringBytes = DEFAULT_RING_BYTES, signal, ...settings } = options;
     signal?.throwIfAborted();
     this.relayUrl = settings.relayUrl;
+    const lanName = typeof settings.lan === 'string' ? settings.lan : undefined;
+    if (lanName !== undefined && (lanName.length === 0 || lanName.length > MAX_LAN_NAME)) {
+      throw new RangeError(`createNetwork: a LAN's name is 1 to ${MAX_LAN_NAME} characters long, got ${JSON.stringify(lanName)}`);
+    }
+    if (wantedPath === 'sab' && lanName !== undefined) {
+      throw new WeftError(
+        'ERR_WEFT_SAB_UNAVAILABLE',
+        "createNetwork: a LAN shared by tabs runs in a SharedWorker, which cannot share memory with the page: use framePath 'auto' with lan",
+      );
+    }
     if (wantedPath === 'sab' && !canShareMemory()) {
       throw new WeftError(
         'ERR_WEFT_SAB_UNAVAILABLE',
         "createNetwork: framePath 'sab' needs a cross-origin isolated page (serve it with COOP: same-origin and COEP: require-corp), or use framePath 'auto'",
       );
     }
-    this.framePath = wantedPath === 'transfer' || !canShareMemory() ? 'transfer' : 'sab';
-    this.mtu = settings.mtu ?? DEFAULT_NETWORK.mtu;
-    const url = workerUrl ?? new URL('./weft-worker.js', import.meta.url);
-    try {
-      this.worker = new Worker(url, { type: 'module', name: 'weft' });
-    } catch (e) {
-      throw new WeftError('ERR_WEFT_START_FAILED', `createNetwork: the browser would not start the worker ${String(url)}: ${messageOf(e)}`, { cause: e });
-    }
-    this.api = Comlink.wrap<WeftWorkerApi>(this.worker);
-    this.channel = new MessageChannel();
+    const mtu = settings.mtu ?? DEFAULT_NETWORK.mtu;
+    this.lan = new GuestLan({
+      mtu,
+      routerMacs: [DEFAULT_NETWORK.gatewayMac],
+      toWorker: (frame) => this.worker.push(frame),
+      // With shared rings, take what the worker has written meanwhile at once: an emulator sends
+      // frames (e.g. ACKs) while it runs a time slice, and the frames for it can then reach its
+      // card within that slice instead of after it (reading an empty ring is one atomic load).
+      afterInput: () => this.worker.drain(),
+      onOffloadChange: () => this.updateOffload(),
+    });
+    const workerOptions = { url: workerUrl ?? new URL('./weft-worker.js', import.meta.url), deliver: (frame: Uint8Array) => this.lan.fromWorker(frame) };
+    this.worker =
+      lanName !== undefined
+        ? new LanStackWorker(lanName, workerOptions)
+        : new DedicatedStackWorker(wantedPath === 'transfer' || !canShareMemory() ? 'transfer' : 'sab', ringBytes, workerOptions);
+    this.framePath = this.worker.framePath;
+    this.api = this.worker.api;
     this.whenClosed = new Promise<never>((_, reject) => (this.rejectWhenClosed = reject));
     this.whenClosed.catch(() => undefined);
 
-    let rings: FrameRingBuffers | undefined;
-    const port1 = this.channel.port1;
-    if (this.framePath === 'sab') {
-      rings = { toWorker: FrameRing.allocate(ringBytes), toPage: FrameRing.allocate(ringBytes) };
-      // A full ring drops the frame (the worker reports the count in stats().ringDrops).
-      this.toWorker = new FrameRingWriter(rings.toWorker, () => port1.postMessage(RING_DOORBELL));
-      const reader = new FrameRingReader(rings.toPage);
-      this.fromWorker = reader;
-      port1.onmessage = (e: MessageEvent) => {
-        if (e.data === RING_DOORBELL) reader.ring();
-      };
-    } else {
-      port1.onmessage = (e: MessageEvent) => {
-        if (e.data instanceof ArrayBuffer) unpackFrames(e.data, this.deliver);
-      };
-      this.toWorker = new FrameBatcher(
-        (batch) => port1.postMessage(batch, [batch]),
-        (fn) => queueMicrotask(fn),
-      );
-    }
-
-    const port2 = Comlink.transfer(this.channel.port2, [this.channel.port2]);
-    const onEvent = Comlink.proxy(this.emit);
-    const started = rings ? this.api.start(settings, port2, onEvent, rings) : this.api.start(settings, port2, onEvent);
     let settled = false;
     let settle!: (outcome: { error: unknown } | undefined) => boolean;
     this.ready = new Promise<void>((resolve, reject) => {
@@ -271,27 +271,21 @@ class Network extends EventTarget implements WeftNetwork {
     const failStart = (e: WeftError) => {
       if (settle({ error: e })) this.emit({ type: 'error', code: e.code, message: e.message });
     };
-    started.then(
+    this.worker.start(settings, this.emit).then(
       () => settle(undefined),
-      (e: unknown) => failStart(new WeftError('ERR_WEFT_START_FAILED', `weft could not start: ${messageOf(e)}`, { cause: e })),
+      (e: unknown) => failStart(e instanceof WeftError ? e : new WeftError('ERR_WEFT_START_FAILED', `weft could not start: ${messageOf(e)}`, { cause: e })),
     );
     this.whenClosed.catch((reason: unknown) => settle({ error: reason }));
-    // Read from the start; as on the transfer path, frames that come before a port is attached are dropped.
-    this.fromWorker?.start(this.deliver);
 
     // A worker script that does not load (a bundler that moved it, a 404) or that throws says so
     // only here: without this, `ready` would wait for ever.
-    this.workerFailed = new Promise<void>((resolve) => {
-      this.worker.addEventListener('error', (ev) => {
-        resolve();
-        const thrown = (ev as Partial<ErrorEvent>).message;
-        if (!settled) {
-          const why = thrown || `the script ${String(url)} did not load (if a bundler moved weft-worker.js, set workerUrl)`;
-          failStart(new WeftError('ERR_WEFT_START_FAILED', `weft could not start its worker: ${why}`));
-        } else if (!this.closed) {
-          this.emit({ type: 'error', code: 'ERR_WEFT_WORKER_ERROR', message: `the weft worker threw: ${thrown || 'an error without a message'}` });
-        }
-      });
+    void this.worker.failed.then((thrown) => {
+      if (!settled) {
+        const why = thrown || `the script ${String(workerOptions.url)} did not load (if a bundler moved weft-worker.js, set workerUrl)`;
+        failStart(new WeftError('ERR_WEFT_START_FAILED', `weft could not start its worker: ${why}`));
+      } else if (!this.closed) {
+        this.emit({ type: 'error', code: 'ERR_WEFT_WORKER_ERROR', message: `the weft worker threw: ${thrown || 'an error without a message'}` });
+      }
     });
 
     this.signal = signal;
@@ -318,40 +312,30 @@ class Network extends EventTarget implements WeftNetwork {
     if (this.closed) throw new WeftError('ERR_WEFT_CLOSED', 'attach: this weft network is closed');
     const { signal } = options;
     if (signal?.aborted) return () => undefined;
-    this.ports.add(port);
+    const remove = this.lan.add(port);
     let attached = true;
-    port.offloadSegments?.(this.mtu, (on) => {
-      if (!attached) return;
-      if (on) this.offloading.add(port);
-      else this.offloading.delete(port);
-      this.updateOffload();
-    });
-    this.updateOffload();
-    // The batcher copies each frame at once (ne2k hands out a view into its own memory).
-    port.onFrame((frame) => {
-      if (!attached || this.closed) return;
-      this.toWorker.push(frame);
-      // With shared rings, take what the worker has written meanwhile at once: an emulator sends
-      // frames (e.g. ACKs) while it runs a time slice, and the frames for it can then reach its
-      // card within that slice instead of after it (reading an empty ring is one atomic load).
-      this.fromWorker?.drain(this.deliver);
-    });
     const detach = () => {
       if (!attached) return;
       attached = false;
       signal?.removeEventListener('abort', detach);
       this.detachers.delete(detach);
-      this.ports.delete(port);
-      this.offloading.delete(port);
-      this.updateOffload();
+      remove();
     };
     this.detachers.add(detach);
     signal?.addEventListener('abort', detach, { once: true });
     return detach;
   }
 
-  stats(): Promise<NetworkStats> {
-    return this.call(() => this.api.stats());
+  async stats(): Promise<NetworkStats> {
+    const { sharedLan, ...stats } = await this.call(() => this.api.stats());
+    const page = this.lan.stats();
+    const drops = { ...page.drops };
+    for (const [reason, n] of Object.entries(sharedLan?.drops ?? {})) drops[reason] = (drops[reason] ?? 0) + n;
+    return {
+      ...stats,
+      ringDrops: { ...stats.ringDrops, toWorker: stats.ringDrops.toWorker + this.worker.droppedToWorker() },
+      lan: { ...page, drops, ...(sharedLan ? { name: sharedLan.name, tabs: sharedLan.tabs } : {}) },
+    };
   }
 
   flows(): Promise<FlowSummary[]> {
@@ -373,7 +357,10 @@ class Network extends EventTarget implements WeftNetwork {
 
   connectTcp(port: number, options: ConnectTcpOptions = {}): Promise<GuestTcpConnection> {
     if (this.closed) return Promise.reject(closedError());
-    return connectGuestTcp(this.api, port, options, this.whenClosed);
+    return this.call(() => {
+      const guestIp = options.guestIp ?? this.ownLease;
+      return connectGuestTcp(this.api, port, guestIp === undefined ? options : { ...options, guestIp }, this.whenClosed);
+    });
   }
 
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
@@ -383,7 +370,7 @@ class Network extends EventTarget implements WeftNetwork {
 
   publish(guestPort: number, options: PublishOptions = {}): Promise<GuestPublication> {
     if (this.closed) return Promise.reject(closedError());
-    return publishGuestPort(this.api, this.relayUrl, guestPort, options, this.whenClosed);
+    return this.call(() => publishGuestPort(this.api, this.relayUrl, guestPort, options, this.whenClosed));
   }
 
   async servePreview(options: ServePreviewOptions): Promise<PreviewServer> {
@@ -397,7 +384,7 @@ class Network extends EventTarget implements WeftNetwork {
     return preview;
   }
 
-  /** The guest's HTTP client: a URL's host is 'guest' (the latest lease) or an IPv4 address. */
+  /** The guest's HTTP client: a URL's host is 'guest' (connectTcp's default guest) or an IPv4 address. */
   private httpClient(): GuestHttpClient {
     this.http ??= new GuestHttpClient({
       connect: async (hostname, port, signal) => {
@@ -428,43 +415,29 @@ class Network extends EventTarget implements WeftNetwork {
     for (const detach of [...this.detachers]) detach();
     this.http?.close();
     for (const p of this.previews) void p.close();
-    this.fromWorker?.close();
-    try {
-      // A worker whose script never loaded would never answer.
-      await Promise.race([this.api.stop(), this.workerFailed]);
-    } finally {
-      this.api[Comlink.releaseProxy]();
-      this.channel.port1.close();
-      this.worker.terminate();
-    }
+    await this.worker.end();
   }
 
-  /** A call into the worker that rejects with ERR_WEFT_CLOSED once the network is closed (or with the reason it closed while under way). */
+  /**
+   * A call into the worker once it runs the stack; rejects with ERR_WEFT_CLOSED once the network is
+   * closed (or with the reason it closed while under way), or with why the stack did not start.
+   */
   private call<R>(fn: () => Promise<R>): Promise<R> {
     if (this.closed) return Promise.reject(closedError());
-    return Promise.race([fn(), this.whenClosed]);
+    return Promise.race([this.ready.then(fn), this.whenClosed]);
   }
 
   private readonly emit = (e: NetworkEvent): void => {
     if (e.type === 'relay') this.relay = e.state;
-    if (e.type === 'lease') this.leasedIps.add(e.ip);
+    if (e.type === 'lease') {
+      this.leasedIps.add(e.ip);
+      if (this.lan.isOwnGuest(parseMac(e.mac))) this.ownLease = e.ip;
+    }
     this.dispatchEvent(new WeftEvent(e));
   };
 
-  // Frames from the worker go to every attached port (there is one virtual link). A segment longer
-  // than the MTU, sent while every port took them, is split for a port that no longer does.
-  private readonly deliver = (frame: Uint8Array): void => {
-    for (const p of this.ports) {
-      if (!this.offloading.has(p) && isOversizedTcpFrame(frame, this.mtu)) {
-        for (const piece of splitTcpFrame(frame, this.mtu)) p.send(piece);
-      } else {
-        p.send(this.ports.size === 1 ? frame : frame.slice());
-      }
-    }
-  };
-
   private updateOffload(): void {
-    const on = this.ports.size > 0 && this.offloading.size === this.ports.size;
+    const on = this.lan.size > 0 && this.lan.allOffload;
     if (on === this.offload || this.closed) return;
     this.offload = on;
     this.api.setSegmentationOffload(on).catch(() => undefined);

@@ -46,6 +46,20 @@ export interface NetworkSettings {
    * USER:PASS`) (default: none). They travel inside the WebSocket: use a wss:// relayUrl.
    */
   password?: { username: string; password: string };
+  /**
+   * One LAN shared by several tabs of this origin (default: none — the network is this page's own).
+   * A name: every tab whose createNetwork names the same LAN joins one stack, run by a SharedWorker
+   * named after it — the guests of all those tabs are on one switched LAN, with one DHCP, DNS and
+   * relay connection. The first tab's settings start the stack; a tab whose settings differ is
+   * refused (ERR_WEFT_LAN_MISMATCH). The LAN lives while any of its tabs does. `{ room, key }` is a
+   * LAN across browsers through the relay (`weft relay --lan`): the page's guests join the room
+   * `room` (1–64 of A–Z a–z 0–9 . _ ~ -) of `relayUrl`, which its first member made with `key`
+   * (8–256 bytes; the others must bring the same). The room's router (DHCP, DNS, NAT) runs in the
+   * relay, so what needs a stack in the page (connectTcp, fetch, servePreview, publish) fails with
+   * ERR_WEFT_ROOM_UNSUPPORTED. The 'relay' event says 'connected' once the page is in the room; a
+   * refusal that would repeat (a wrong key) is an 'error' event ERR_WEFT_ROOM_REFUSED.
+   */
+  lan?: string | { room: string; key: string };
 }
 
 export type RelayState = 'none' | 'connecting' | 'connected' | 'reconnecting' | 'failed';
@@ -77,6 +91,14 @@ export type NetworkEvent =
  *   port asked for is outside its range or taken, or this client holds as many published ports as it may.
  * - ERR_WEFT_PREVIEW_UNAVAILABLE: servePreview cannot run here (no Service Workers: not a secure context), its scope
  *   is not a path of this origin, or the preview Service Worker could not be registered.
+ * - ERR_WEFT_LAN_UNAVAILABLE: createNetwork({ lan: name }) in a browser without SharedWorker (Chrome on Android),
+ *   which a LAN shared by tabs needs; create a network of the page's own instead.
+ * - ERR_WEFT_LAN_MISMATCH: the LAN runs with other settings than this tab's (the first tab's settings started it).
+ * - ERR_WEFT_LAN_FULL: the LAN has as many tabs as it takes.
+ * - ERR_WEFT_ROOM_REFUSED: the relay will not let the page into its LAN room (`lan: { room, key }`): a wrong key or
+ *   bad credentials; an 'error' event (the page does not retry).
+ * - ERR_WEFT_ROOM_UNSUPPORTED: what needs weft's stack in the page (connectTcp, fetch, servePreview, publish) on a LAN
+ *   room, whose router runs in the relay.
  */
 export type WeftErrorCode =
   | 'ERR_WEFT_SAB_UNAVAILABLE'
@@ -90,7 +112,12 @@ export type WeftErrorCode =
   | 'ERR_WEFT_TOO_MANY_CONNECTIONS'
   | 'ERR_WEFT_PREVIEW_UNAVAILABLE'
   | 'ERR_WEFT_NO_RELAY'
-  | 'ERR_WEFT_PUBLISH_REFUSED';
+  | 'ERR_WEFT_PUBLISH_REFUSED'
+  | 'ERR_WEFT_LAN_UNAVAILABLE'
+  | 'ERR_WEFT_LAN_MISMATCH'
+  | 'ERR_WEFT_LAN_FULL'
+  | 'ERR_WEFT_ROOM_REFUSED'
+  | 'ERR_WEFT_ROOM_UNSUPPORTED';
 
 /** What the worker reports about a publication (network.publish): each (re)publication, or a refusal. */
 export type PublishEvent = { type: 'published'; port: number } | { type: 'refused'; message: string; code: WeftErrorCode };
@@ -152,8 +179,34 @@ export interface NetworkStats extends StackCounters {
    * (every attached port said so: FramePort.offloadSegments).
    */
   segmentationOffload: boolean;
-  /** Frames the rings dropped because they were full (page → worker and worker → page); 0 on 'transfer'. */
+  /**
+   * Frames dropped on the way between the page and the worker because the way was full (page →
+   * worker and worker → page): the rings on 'sab'; on a LAN shared by tabs, what a tab or the worker
+   * did not take in time (its backlog past 4 MiB); 0 otherwise.
+   */
   ringDrops: { toWorker: number; toPage: number };
+  /** The LAN the page's guests are on (see WeftNetwork.attach and NetworkSettings.lan). */
+  lan: LanStats;
+}
+
+/** The switched LAN of a network: the page's ports, and for a LAN shared by tabs its name and tabs. */
+export interface LanStats {
+  /** Ports attached in this page, each a guest's NIC. */
+  ports: number;
+  /** MACs the page's switch knows the port of (its guests', and weft's behind the worker). */
+  macsLearned: number;
+  /** Frames the LAN's switches dropped, by reason: this page's, and on a shared LAN the worker's for this tab. */
+  drops: Record<string, number>;
+  /** The LAN's name, for a LAN shared by tabs. */
+  name?: string;
+  /** The tabs on a LAN shared by tabs, this one included. */
+  tabs?: number;
+}
+
+/** What the worker reports for NetworkStats: all but the page's own switch. */
+export interface WorkerStats extends Omit<NetworkStats, 'lan'> {
+  /** For a LAN shared by tabs: its name, tabs, and what its switch dropped of this tab's frames. */
+  sharedLan?: { name: string; tabs: number; drops: Record<string, number> };
 }
 
 /** How frames cross between the page and the worker: SharedArrayBuffer rings ('sab') or transferred batches ('transfer'). */
@@ -168,18 +221,13 @@ export interface FrameRingBuffers {
 /** The message on the frame port that says "the ring you read has frames" (see FrameRingWriter). */
 export const RING_DOORBELL = 'ring';
 
-/** The worker's control API. */
-export interface WeftWorkerApi {
-  /**
-   * Starts the stack. Frames flow over `framePort` as packed batches (see frame-batch.ts) or, with
-   * `rings`, through the two SharedArrayBuffer rings (see frame-ring.ts), the port then carrying
-   * only doorbells (RING_DOORBELL) for a reader without Atomics.waitAsync.
-   */
-  start(settings: NetworkSettings, framePort: MessagePort, onEvent: (e: NetworkEvent) => void, rings?: FrameRingBuffers): Promise<void>;
+/** What a page asks of a running stack: the dedicated worker and a shared LAN's worker both answer it. */
+export interface StackControlApi {
+  /** The page leaves: a dedicated worker stops its stack; a shared LAN's stops when its last tab left. */
   stop(): Promise<void>;
   /** Segmentation offload towards the guest for connections opened from now on (see NetworkStats.segmentationOffload). */
   setSegmentationOffload(on: boolean): Promise<void>;
-  stats(): Promise<NetworkStats>;
+  stats(): Promise<WorkerStats>;
   flows(): Promise<FlowSummary[]>;
   startCapture(): Promise<void>;
   /** Stops capturing and returns the pcap file's bytes. */
@@ -200,6 +248,32 @@ export interface WeftWorkerApi {
   /** Stops publication `id`. */
   unpublish(id: number): Promise<void>;
 }
+
+/** The dedicated worker's control API (one page, one stack). */
+export interface WeftWorkerApi extends StackControlApi {
+  /**
+   * Starts the stack. Frames flow over `framePort` as packed batches (see frame-batch.ts) or, with
+   * `rings`, through the two SharedArrayBuffer rings (see frame-ring.ts), the port then carrying
+   * only doorbells (RING_DOORBELL) for a reader without Atomics.waitAsync.
+   */
+  start(settings: NetworkSettings, framePort: MessagePort, onEvent: (e: NetworkEvent) => void, rings?: FrameRingBuffers): Promise<void>;
+}
+
+/**
+ * The control API of a LAN shared by tabs (the SharedWorker named after it), one per tab: `join`
+ * instead of start. Frames, and the events, flow over `framePort` (see lan-channel.ts).
+ */
+export interface LanWorkerApi extends StackControlApi {
+  /**
+   * Joins the LAN `name`, starting its stack with `settings` when no tab runs it. `lock` names a Web
+   * Lock the tab holds while it lives: when the worker is granted it, the tab is gone (closed
+   * without close(), crashed) and its port leaves the LAN.
+   */
+  join(name: string, settings: NetworkSettings, framePort: MessagePort, lock: string | undefined): Promise<LanJoinResult>;
+}
+
+/** The answer to a join: the LAN's relay state now, or why the tab may not join. */
+export type LanJoinResult = { ok: true; relay: RelayState } | { ok: false; code: WeftErrorCode; message: string };
 
 export function summarizeFlow(e: FlowEvent, format: (ip: Ipv4Address) => string): FlowSummary {
   const guest = `${format(e.guest.ip)}:${e.guest.port}`;

@@ -40,8 +40,10 @@ export const V86_PAGE = '/v86.html';
 declare global {
   interface Window {
     emulator: V86;
+    /** The emulators started in a slot (V86Page: several guests in one page). */
+    weftEmulators: Record<string, V86>;
     weftV86Start(config: PageConfig): Promise<void>;
-    weftSerialOut(chunk: string): void;
+    weftSerialOut(chunk: string, slot?: string): void;
   }
 }
 
@@ -305,9 +307,14 @@ interface PageConfig {
   mtu?: number;
   cmdline: string;
   urls: { bios: string; vgaBios: string; bzimage?: string; initrd?: string; initialState?: string };
+  /** Several emulators in one page: this one is `window.weftEmulators[slot]` (else `window.emulator`). */
+  slot?: string;
 }
 
-/** The page: libv86.js, and `weftV86Start(config)` which creates `window.emulator` (not yet running). */
+/**
+ * The page: libv86.js, and `weftV86Start(config)` which creates `window.emulator` (or, with
+ * config.slot, `window.weftEmulators[slot]`), not yet running.
+ */
 const PAGE_HTML = `<!doctype html>
 <meta charset="utf-8">
 <title>weft · v86 guest</title>
@@ -321,7 +328,7 @@ window.weftV86Start = (cfg) => new Promise((resolve, reject) => {
     let s = '';
     for (let i = 0; i < pending.length; i += 8192) s += String.fromCharCode.apply(null, pending.slice(i, i + 8192));
     pending.length = 0;
-    window.weftSerialOut(s);
+    window.weftSerialOut(s, cfg.slot);
   };
   const url = (u) => (u ? { url: u } : undefined);
   const emulator = new V86({
@@ -343,7 +350,8 @@ window.weftV86Start = (cfg) => new Promise((resolve, reject) => {
     disable_mouse: true,
     disable_speaker: true,
   });
-  window.emulator = emulator;
+  if (cfg.slot) (window.weftEmulators = window.weftEmulators || {})[cfg.slot] = emulator;
+  else window.emulator = emulator;
   emulator.add_listener('serial0-output-byte', (b) => {
     pending.push(b);
     if (!timer) timer = setTimeout(flush, 5);
@@ -477,9 +485,11 @@ export class V86Guest {
   /** The page's console output (v86 logs dropped frames there), the last 1000 lines. */
   readonly consoleLines: string[] = [];
 
+  /** `slot`: this guest's emulator is `window.weftEmulators[slot]` in a page of several (V86Page). */
   constructor(
     readonly page: Page,
     readonly options: V86BootOptions,
+    readonly slot?: string,
   ) {}
 
   /** Waits for `WEFT-BOOT-OK` (eth0 is up) and returns what it reports. */
@@ -506,7 +516,7 @@ export class V86Guest {
 
   /** Sends text to the guest's ttyS0 as if typed. */
   async type(text: string): Promise<void> {
-    await this.page.evaluate((t) => window.emulator.serial0_send(t), text);
+    await this.page.evaluate(({ t, slot }) => (slot ? window.weftEmulators[slot] : window.emulator).serial0_send(t), { t: text, slot: this.slot });
   }
 
   /** Ctrl-C on the serial console (interrupts the foreground command). */
@@ -531,16 +541,108 @@ export class V86Guest {
 
   /** Saves the emulator state to `<uploadDir>/<name>` through the page's server. */
   async saveState(name: string): Promise<void> {
-    await this.page.evaluate(async (n) => {
-      const state = await window.emulator.save_state();
-      const r = await fetch(`/__upload/${n}`, { method: 'PUT', body: state });
-      if (!r.ok) throw new Error(`upload of the v86 state failed: HTTP ${r.status}`);
-    }, name);
+    await this.page.evaluate(
+      async ({ n, slot }) => {
+        const state = await (slot ? window.weftEmulators[slot] : window.emulator).save_state();
+        const r = await fetch(`/__upload/${n}`, { method: 'PUT', body: state });
+        if (!r.ok) throw new Error(`upload of the v86 state failed: HTTP ${r.status}`);
+      },
+      { n: name, slot: this.slot },
+    );
   }
 
-  /** Stops the emulator and closes the page. */
+  /** Stops the emulator and closes the page (a guest in a slot: stops only its emulator; V86Page.close closes the page). */
   async close(): Promise<void> {
+    if (this.slot) {
+      await this.page
+        .evaluate((slot) => {
+          window.weftEmulators?.[slot]?.destroy();
+          delete window.weftEmulators?.[slot];
+        }, this.slot)
+        .catch(() => undefined);
+      return;
+    }
     await this.page.evaluate(() => window.emulator?.destroy()).catch(() => undefined);
+    await this.page.close().catch(() => undefined);
+  }
+}
+
+/** Records the page's errors and console lines on `guest` (the last 1000 lines). */
+function watchPage(page: Page, guest: V86Guest): void {
+  page.on('pageerror', (e) => guest.pageErrors.push(e.message));
+  page.on('console', (m) => {
+    guest.consoleLines.push(`${m.type()}: ${m.text()}`);
+    if (guest.consoleLines.length > 1000) guest.consoleLines.shift();
+  });
+}
+
+/** What weftV86Start needs to boot `image` with `options`. */
+function pageConfig(image: GuestImage, options: V86BootOptions, imageMount: string, slot?: string): PageConfig {
+  const cmdline = [image.cmdline, options.dhcpAtBoot === false ? 'weft.dhcp=off' : '', options.cmdlineExtra ?? ''].filter(Boolean).join(' ');
+  const at = (f: string) => imageMount + f;
+  return {
+    wasmPath: '/v86/v86.wasm',
+    memoryBytes: (options.memoryMiB ?? 128) * 1024 * 1024,
+    nic: options.nic,
+    relayUrl: options.relayUrl,
+    mtu: options.mtu,
+    cmdline,
+    urls: options.initialState
+      ? { bios: at(image.files.bios), vgaBios: at(image.files.vgaBios), initialState: options.initialState }
+      : { bios: at(image.files.bios), vgaBios: at(image.files.vgaBios), bzimage: at(image.files.bzimage), initrd: at(image.files.initrd) },
+    ...(slot ? { slot } : {}),
+  };
+}
+
+/** Creates the guest's emulator in its page, runs beforeRun (attach the network there), and starts it. */
+async function startEmulator(guest: V86Guest, config: PageConfig): Promise<void> {
+  await guest.page.evaluate((c) => window.weftV86Start(c), config);
+  await guest.options.beforeRun?.(guest);
+  guest.startedAt = performance.now();
+  await guest.page.evaluate((slot) => (slot ? window.weftEmulators[slot] : window.emulator).run(), guest.slot);
+}
+
+/**
+ * One v86 page for several guests, each in a slot of its own (its emulator is
+ * `window.weftEmulators[slot]`, its serial console its own): e.g. several guests on one weft
+ * network in one page. Close it to close the page and every guest in it.
+ */
+export class V86Page {
+  private readonly guests = new Map<string, V86Guest>();
+
+  private constructor(readonly page: Page) {}
+
+  static async open(session: ChromiumSession, server: StaticServer): Promise<V86Page> {
+    const page = await session.context.newPage();
+    const v = new V86Page(page);
+    try {
+      await page.exposeFunction('weftSerialOut', (chunk: string, slot?: string) => v.guests.get(slot ?? '')?.serial.append(chunk));
+      await page.goto(server.url(V86_PAGE));
+    } catch (e) {
+      await page.close().catch(() => undefined);
+      throw e;
+    }
+    return v;
+  }
+
+  /** Boots (or, with options.initialState, restores) a guest in `slot`. */
+  async boot(slot: string, image: GuestImage, options: V86BootOptions, imageMount = '/guest/'): Promise<V86Guest> {
+    if (!slot || this.guests.has(slot)) throw new Error(`V86Page: slot ${JSON.stringify(slot)} is empty or taken`);
+    const guest = new V86Guest(this.page, options, slot);
+    this.guests.set(slot, guest);
+    watchPage(this.page, guest);
+    try {
+      await startEmulator(guest, pageConfig(image, options, imageMount, slot));
+    } catch (e) {
+      await guest.close();
+      this.guests.delete(slot);
+      throw e;
+    }
+    return guest;
+  }
+
+  async close(): Promise<void> {
+    for (const g of this.guests.values()) await g.close();
     await this.page.close().catch(() => undefined);
   }
 }
@@ -556,30 +658,10 @@ export async function bootV86(
   const page = await session.context.newPage();
   const guest = new V86Guest(page, options);
   try {
-    page.on('pageerror', (e) => guest.pageErrors.push(e.message));
-    page.on('console', (m) => {
-      guest.consoleLines.push(`${m.type()}: ${m.text()}`);
-      if (guest.consoleLines.length > 1000) guest.consoleLines.shift();
-    });
+    watchPage(page, guest);
     await page.exposeFunction('weftSerialOut', (chunk: string) => guest.serial.append(chunk));
     await page.goto(server.url(V86_PAGE));
-    const cmdline = [image.cmdline, options.dhcpAtBoot === false ? 'weft.dhcp=off' : '', options.cmdlineExtra ?? ''].filter(Boolean).join(' ');
-    const at = (f: string) => imageMount + f;
-    const config: PageConfig = {
-      wasmPath: '/v86/v86.wasm',
-      memoryBytes: (options.memoryMiB ?? 128) * 1024 * 1024,
-      nic: options.nic,
-      relayUrl: options.relayUrl,
-      mtu: options.mtu,
-      cmdline,
-      urls: options.initialState
-        ? { bios: at(image.files.bios), vgaBios: at(image.files.vgaBios), initialState: options.initialState }
-        : { bios: at(image.files.bios), vgaBios: at(image.files.vgaBios), bzimage: at(image.files.bzimage), initrd: at(image.files.initrd) },
-    };
-    await page.evaluate((c) => window.weftV86Start(c), config);
-    await options.beforeRun?.(guest);
-    guest.startedAt = performance.now();
-    await page.evaluate(() => window.emulator.run());
+    await startEmulator(guest, pageConfig(image, options, imageMount));
     return guest;
   } catch (e) {
     await guest.close();

@@ -15,6 +15,7 @@ import type {
   WeftWorkerApi,
 } from '../../worker/worker-api';
 import { createNetwork, WeftError, WeftEvent, type FramePort, type WeftNetwork } from '../../web/index';
+import { tcpToGuestFrame } from '../support/frames';
 
 /** What the fake worker does when the page starts it. */
 type StartMode = 'ok' | 'hang' | 'throw';
@@ -134,6 +135,47 @@ function network(options: Parameters<typeof createNetwork>[0] = {}): WeftNetwork
   return net;
 }
 const stackOf = () => FakeWorker.created.at(-1)!.stack;
+
+const BROADCAST = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+/** weft's MAC (the stack's, behind the worker). */
+const GATEWAY = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
+const MAC_A = [0x02, 0, 0, 0, 0, 0x0a];
+const MAC_B = [0x02, 0, 0, 0, 0, 0x0b];
+const MAC_C = [0x02, 0, 0, 0, 0, 0x0c];
+
+/** A 60-byte IPv4-typed Ethernet frame whose first payload byte is `tag` (what the tests follow). */
+function frame(dst: number[], src: number[], tag: number): Uint8Array {
+  const f = new Uint8Array(60);
+  f.set(dst, 0);
+  f.set(src, 6);
+  f[12] = 0x08;
+  f[14] = tag;
+  return f;
+}
+
+/** The tags of the frames the fake stack received from the page. */
+const tagsFromPage = () => stackOf().fromPage.map((f) => f[14]);
+
+/** A port that records the tags of the frames weft sends it and can send frames as its guest (with `mac`). */
+function recordingPort(mac: number[]): FramePort & { got: number[]; frames: Uint8Array[]; guestSends(tag: number, dst?: number[]): Uint8Array } {
+  let cb: ((frame: Uint8Array) => void) | undefined;
+  const got: number[] = [];
+  const frames: Uint8Array[] = [];
+  return {
+    got,
+    frames,
+    send: (f) => {
+      got.push(f[14]);
+      frames.push(f);
+    },
+    onFrame: (f) => void (cb = f),
+    guestSends: (tag, dst = GATEWAY) => {
+      const f = frame(dst, mac, tag);
+      cb?.(f);
+      return f;
+    },
+  };
+}
 
 beforeEach(() => {
   FakeWorker.created = [];
@@ -331,39 +373,27 @@ describe('AbortSignal', QUICK, () => {
     await vi.waitFor(() => expect(FakeWorker.created[0].terminated).toBe(true));
   });
 
-  /** A port that records the frames weft sends it and can send frames as its guest. */
-  function recordingPort(): FramePort & { got: number[]; guestSends(byte: number): void } {
-    let cb: ((frame: Uint8Array) => void) | undefined;
-    const got: number[] = [];
-    return {
-      got,
-      send: (frame) => void got.push(frame[0]),
-      onFrame: (f) => void (cb = f),
-      guestSends: (byte) => cb?.(new Uint8Array(60).fill(byte)),
-    };
-  }
-
   it('attach(port, { signal }): aborting detaches the port in both directions; the other port stays', async () => {
     const net = network();
     await net.ready;
     const controller = new AbortController();
-    const a = recordingPort();
-    const b = recordingPort();
+    const a = recordingPort(MAC_A);
+    const b = recordingPort(MAC_B);
     net.attach(a, { signal: controller.signal });
     net.attach(b);
-    stackOf().toPage([new Uint8Array(60).fill(1)]);
+    stackOf().toPage([frame(BROADCAST, GATEWAY, 1)]);
     await vi.waitFor(() => expect(b.got).toEqual([1]));
     expect(a.got).toEqual([1]);
     a.guestSends(2);
-    await vi.waitFor(() => expect(stackOf().fromPage.map((f) => f[0])).toEqual([2]));
+    await vi.waitFor(() => expect(tagsFromPage()).toEqual([2]));
 
     controller.abort();
-    stackOf().toPage([new Uint8Array(60).fill(3)]);
+    stackOf().toPage([frame(BROADCAST, GATEWAY, 3)]);
     await vi.waitFor(() => expect(b.got).toEqual([1, 3]));
     expect(a.got, 'nothing reaches the detached port').toEqual([1]);
     a.guestSends(4);
     b.guestSends(5);
-    await vi.waitFor(() => expect(stackOf().fromPage.map((f) => f[0])).toEqual([2, 5]));
+    await vi.waitFor(() => expect(tagsFromPage()).toEqual([2, 5]));
   });
 
   it('attach with an already aborted signal attaches nothing', async () => {
@@ -373,5 +403,116 @@ describe('AbortSignal', QUICK, () => {
     const detach = net.attach({ send() {}, onFrame }, { signal: AbortSignal.abort() });
     expect(onFrame).not.toHaveBeenCalled();
     expect(() => detach()).not.toThrow();
+  });
+});
+
+describe('one LAN in the page: the attached ports are switched', QUICK, () => {
+  it('guest-to-guest unicast goes port to port, as a copy: not through the worker, not to a third port', async () => {
+    const net = network();
+    await net.ready;
+    const [a, b, c] = [recordingPort(MAC_A), recordingPort(MAC_B), recordingPort(MAC_C)];
+    for (const p of [a, b, c]) net.attach(p);
+    b.guestSends(1); // b's MAC is learned on its port
+    const sent = a.guestSends(2, MAC_B);
+    // The sender may reuse its buffer once onFrame returned (an emulator's ring).
+    sent.fill(0xee);
+    expect(b.got).toEqual([2]);
+    expect(b.frames[0][14], 'b got its own copy').toBe(2);
+    a.guestSends(3); // to the gateway: the worker gets it, and (in order) would have got 2 before it
+    await vi.waitFor(() => expect(tagsFromPage()).toEqual([1, 3]));
+    expect(c.got).toEqual([]);
+  });
+
+  it('frames from the worker reach only the port their destination was seen on; unknown destinations and broadcasts are flooded', async () => {
+    const net = network();
+    await net.ready;
+    const [a, b] = [recordingPort(MAC_A), recordingPort(MAC_B)];
+    net.attach(a);
+    net.attach(b);
+    stackOf().toPage([frame(MAC_A, GATEWAY, 1)]); // not learned yet: flooded
+    await vi.waitFor(() => expect(b.got).toEqual([1]));
+    expect(a.got).toEqual([1]);
+    a.guestSends(2);
+    b.guestSends(3);
+    await vi.waitFor(() => expect(tagsFromPage()).toEqual([2, 3]));
+    stackOf().toPage([frame(MAC_A, GATEWAY, 4), frame(MAC_B, GATEWAY, 5), frame(BROADCAST, GATEWAY, 6)]);
+    await vi.waitFor(() => expect(b.got).toEqual([1, 5, 6]));
+    expect(a.got).toEqual([1, 4, 6]);
+  });
+
+  it('a broadcast from a guest reaches the other ports and the worker', async () => {
+    const net = network();
+    await net.ready;
+    const [a, b] = [recordingPort(MAC_A), recordingPort(MAC_B)];
+    net.attach(a);
+    net.attach(b);
+    a.guestSends(7, BROADCAST);
+    expect(b.got).toEqual([7]);
+    expect(a.got).toEqual([]);
+    await vi.waitFor(() => expect(tagsFromPage()).toEqual([7]));
+  });
+
+  it("a guest sending with weft's MAC is dropped: neither the worker nor another guest gets it", async () => {
+    const net = network();
+    await net.ready;
+    const [spoofer, b] = [recordingPort(GATEWAY), recordingPort(MAC_B)];
+    net.attach(spoofer);
+    net.attach(b);
+    spoofer.guestSends(8, BROADCAST);
+    b.guestSends(9);
+    await vi.waitFor(() => expect(tagsFromPage()).toEqual([9]));
+    expect(b.got).toEqual([]);
+  });
+
+  it('with one port, a frame from the worker is handed over as it came (no copy)', async () => {
+    const net = network();
+    await net.ready;
+    const a = recordingPort(MAC_A);
+    net.attach(a);
+    stackOf().toPage([frame(BROADCAST, GATEWAY, 1)]);
+    await vi.waitFor(() => expect(a.got).toEqual([1]));
+    // A view into the transferred batch, after its 4-byte length.
+    expect(a.frames[0].byteOffset).toBe(4);
+  });
+
+  it('an oversized TCP segment is split for a port whose guest does not take it whole, and goes whole to one that does', async () => {
+    const net = network();
+    await net.ready;
+    const guestMac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]; // tcpToGuestFrame's destination
+    const plain = recordingPort(guestMac);
+    const offloading = { ...recordingPort(guestMac), offloadSegments: (_mtu: number, accepts: (on: boolean) => void) => accepts(true) };
+    net.attach(plain);
+    net.attach(offloading);
+    const big = tcpToGuestFrame(new Uint8Array(4000).fill(0x42));
+    plain.guestSends(1); // the guest's MAC is behind `plain`
+    stackOf().toPage([big]);
+    await vi.waitFor(() => expect(plain.frames.length).toBe(3));
+    expect(plain.frames.every((f) => f.length <= 14 + 1500)).toBe(true);
+    offloading.guestSends(2); // now behind `offloading`
+    stackOf().toPage([big]);
+    await vi.waitFor(() => expect(offloading.frames.length).toBe(1));
+    expect(offloading.frames[0].length).toBe(big.length);
+    expect(plain.frames.length).toBe(3);
+  });
+
+  it('a port attached twice is a TypeError', async () => {
+    const net = network();
+    const a = recordingPort(MAC_A);
+    net.attach(a);
+    expect(() => net.attach(a)).toThrowError(TypeError);
+  });
+});
+
+describe('createNetwork({ lan }) where it cannot be', QUICK, () => {
+  it('throws ERR_WEFT_LAN_UNAVAILABLE in a browser without SharedWorker, and starts no worker', () => {
+    vi.stubGlobal('SharedWorker', undefined);
+    expect(() => createNetwork({ lan: 'x' })).toThrowError(expect.objectContaining({ name: 'WeftError', code: 'ERR_WEFT_LAN_UNAVAILABLE' }));
+    expect(FakeWorker.created).toHaveLength(0);
+  });
+
+  it("throws ERR_WEFT_SAB_UNAVAILABLE for framePath 'sab' with lan (a SharedWorker cannot share memory with the page), and a RangeError for an empty name", () => {
+    expect(() => createNetwork({ lan: 'x', framePath: 'sab' })).toThrowError(expect.objectContaining({ code: 'ERR_WEFT_SAB_UNAVAILABLE' }));
+    expect(() => createNetwork({ lan: '' })).toThrowError(RangeError);
+    expect(FakeWorker.created).toHaveLength(0);
   });
 });
