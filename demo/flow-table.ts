@@ -4,12 +4,16 @@
 // short download is still there to look at after it finished.
 
 import type { FlowSummary } from '../web/index';
+import type { LanFlow } from './lan-flows';
+
+/** A row: a flow of weft's router, or one switched between two of this page's guests. */
+export type TableFlow = FlowSummary | LanFlow;
 
 const KEEP_CLOSED_MS = 60_000;
 const MAX_ROWS = 100;
 
 interface Row {
-  flow: FlowSummary;
+  flow: TableFlow;
   closedAt?: number;
 }
 
@@ -57,17 +61,17 @@ export class FlowTable {
     private readonly nameOf: (ip: string) => string | undefined,
   ) {}
 
-  opened(flow: FlowSummary): void {
+  opened(flow: TableFlow): void {
     const row = this.rows.get(flow.id);
     if (row?.closedAt === undefined) this.rows.set(flow.id, { flow });
   }
 
-  closed(flow: FlowSummary): void {
+  closed(flow: TableFlow): void {
     this.rows.set(flow.id, { flow, closedAt: Date.now() });
   }
 
   /** Live flows from network.flows(): fresher byte counts and states. */
-  update(live: FlowSummary[]): void {
+  update(live: TableFlow[]): void {
     for (const flow of live) {
       const row = this.rows.get(flow.id);
       if (row?.closedAt === undefined) this.rows.set(flow.id, { flow });
@@ -103,11 +107,15 @@ export class FlowTable {
     const [targetIp, targetPort] = splitHostPort(flow.target);
     const name = this.nameOf(targetIp);
     const blocked = flow.reason === 'upstream-blocked';
-    if (closedAt !== undefined) tr.className = blocked ? 'closed refused' : 'closed';
+    const lan = 'lan' in flow;
+    tr.className = [closedAt === undefined ? '' : blocked ? 'closed refused' : 'closed', lan ? 'lan' : ''].join(' ').trim();
+    if (lan) tr.dataset.lan = 'true';
     const state = closedAt === undefined ? (flow.state ?? 'open') : describeCloseReason(flow.reason);
-    const destination = name ? `${name}:${targetPort}` : flow.target;
+    const destination = flow.protocol === 'icmp' ? (name ?? flow.target) : name ? `${name}:${targetPort}` : flow.target;
+    const from = flow.protocol === 'icmp' ? `${splitHostPort(flow.guest)[0]} ping` : lan ? flow.guest : `:${splitHostPort(flow.guest)[1]}`;
+    const how = lan ? ' (guest to guest: switched in this page, not through weft’s router)' : '';
     const cells: Array<[string, string?]> = [
-      [`:${splitHostPort(flow.guest)[1]} → ${destination}`, `${flow.guest} → ${flow.target}`],
+      [`${from} → ${destination}`, `${flow.guest} → ${flow.target}${how}`],
       [flow.protocol.toUpperCase()],
       [state, flow.reason],
       [formatBytes(flow.bytesFromGuest)],

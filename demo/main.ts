@@ -18,6 +18,7 @@ import { describeCloseReason, FlowTable, formatBytes, splitHostPort } from './fl
 import { summarizeFrame } from './frame-summary';
 import { tapFrames } from './frame-tap';
 import { GuestConsole } from './guest-console';
+import { LanFlows } from './lan-flows';
 import { choiceFromSetting, describeChoice, GuestImageError, planGuest, type GuestPlan } from './guest-image';
 import { setupImageChooser } from './image-chooser';
 import { Notices } from './notices';
@@ -40,7 +41,9 @@ declare global {
       network: WeftNetwork;
       emulator?: V86;
       attachment?: V86Attachment;
-      terminalLines(): string[];
+      /** VM `vm`'s terminal (default VM 1), one string per line. */
+      terminalLines(vm?: number): string[];
+      vmCount(): number;
     };
   }
 }
@@ -69,12 +72,12 @@ setupImageChooser({
   current: choice,
   relayUrl,
   defaultRelayUrl,
-  onCancel: () => consoleView.focus(),
+  onCancel: () => (selected?.console ?? consoleView).focus(),
 });
 // Keyboard focus belongs to the terminal: on load, and when the VM's side of the page is clicked.
 consoleView.focus();
 $('vm').addEventListener('click', (e) => {
-  if (!(e.target as HTMLElement).closest('button, a, input, select')) consoleView.focus();
+  if (!(e.target as HTMLElement).closest('button, a, input, select')) (selected?.console ?? consoleView).focus();
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -83,9 +86,15 @@ $('vm').addEventListener('click', (e) => {
 // The gateway address also reaches the relay host's own loopback (10.0.2.2:PORT → 127.0.0.1:PORT)
 // when the relay allows it (`--allow-loopback`); by default the relay refuses, and the page says so.
 const network = createNetwork({ relayUrl, allowHostLoopback: true });
-window.weftDemo = { network, terminalLines: () => consoleView.lines() };
+window.weftDemo = {
+  network,
+  terminalLines: (vm = 1) => (vms[vm - 1]?.console ?? consoleView).lines(),
+  vmCount: () => vms.length,
+};
 // "Serve from the VM": a web server in the guest, previewed on this origin or published by the relay.
-new ServePanel($('serve'), network, (text) => consoleView.send(text));
+// It types into the VM that leased last: network.fetch's and the preview's `guest` is that VM.
+new ServePanel($('serve'), network, (text) => (latestLease?.console ?? consoleView).send(text));
+let latestLease: { console: GuestConsole } | undefined;
 
 function setPill(id: string, state: string, text: string): void {
   const el = $(id);
@@ -121,8 +130,14 @@ network.on('relay', (e) => {
 });
 
 network.on('lease', (e) => {
-  $('lease').textContent = `${e.ip} · ${e.mac}${e.hostname ? ` · ${e.hostname}` : ''}`;
-  setPill('pill-guest', 'connected', e.ip);
+  lanFlows.addGuest(e.ip);
+  // Whose lease: the VM whose card sent from that MAC (VM 1 before the others have sent anything).
+  const vm = vms.find((v) => v.mac === e.mac.toLowerCase()) ?? vms[0];
+  if (!vm) return;
+  vm.lease.textContent = `${e.ip} · ${e.mac}${e.hostname ? ` · ${e.hostname}` : ''}`;
+  vm.lease.dataset.ip = e.ip;
+  latestLease = vm;
+  if (vm.number === 1) setPill('pill-guest', 'connected', e.ip);
 });
 
 network.on('flow-open', (e) => flows.opened(e.flow));
@@ -184,27 +199,109 @@ function explainClose(flow: FlowSummary): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 2.–4. The guest
+// 2.–4. The guests: VM 1 boots at once; "Add a VM" boots another on the same LAN (the network's
+// switch puts each attached card on one Ethernet segment with weft's router, DHCP and DNS).
 
-let attachment: V86Attachment | undefined;
-const tapped = tapFrames(network, (frame, direction) => {
-  chart.count(frame.length, direction === 'to-guest');
-  const s = summarizeFrame(frame);
-  if (s.dnsAnswers) for (const [ip, name] of s.dnsAnswers) names.set(ip, name);
-  packets.add(direction, s.text);
-});
+/** VMs the page boots at most: each takes 128 MiB of guest memory. */
+const MAX_VMS = 4;
 
-async function bootGuest(): Promise<void> {
+interface DemoVm {
+  number: number;
+  console: GuestConsole;
+  tab: HTMLButtonElement;
+  panel: HTMLElement;
+  lease: HTMLElement;
+  /** The card's MAC (from its first frame), to tell whose a lease is. */
+  mac?: string;
+  emulator?: V86;
+  attachment?: V86Attachment;
+}
+
+const vms: DemoVm[] = [];
+let selected: DemoVm | undefined;
+const addVmButton = $<HTMLButtonElement>('add-vm');
+
+function selectVm(vm: DemoVm): void {
+  selected = vm;
+  for (const v of vms) {
+    v.tab.setAttribute('aria-selected', String(v === vm));
+    v.panel.hidden = v !== vm;
+  }
+  vm.console.focus();
+}
+
+/** The tab, terminal and status line of VM `number` (VM 1's are in the page from the start). */
+function createVm(number: number): DemoVm {
+  let tab: HTMLButtonElement;
+  let panel: HTMLElement;
+  let lease: HTMLElement;
+  if (number === 1) {
+    tab = $<HTMLButtonElement>('vm-tab-1');
+    panel = $('terminal');
+    lease = $('lease');
+  } else {
+    tab = document.createElement('button');
+    tab.type = 'button';
+    tab.id = `vm-tab-${number}`;
+    tab.setAttribute('role', 'tab');
+    tab.textContent = `VM ${number}`;
+    addVmButton.before(tab);
+    panel = document.createElement('div');
+    panel.id = `terminal-${number}`;
+    panel.className = 'terminal';
+    panel.setAttribute('role', 'tabpanel');
+    $('terminals').append(panel);
+    const dt = document.createElement('dt');
+    dt.textContent = `VM ${number}`;
+    lease = document.createElement('dd');
+    lease.id = `lease-${number}`;
+    lease.textContent = 'booting';
+    $('lease').after(dt, lease);
+    $('lease').previousElementSibling!.textContent = 'VM 1';
+  }
+  tab.setAttribute('aria-controls', panel.id);
+  const vm: DemoVm = { number, console: number === 1 ? consoleView : new GuestConsole(panel), tab, panel, lease };
+  tab.addEventListener('click', () => selectVm(vm));
+  vms.push(vm);
+  return vm;
+}
+
+// Guest-to-guest connections never reach weft's router: the frame taps show them to the flow table.
+const lanFlows = new LanFlows(
+  (flow) => flows.opened(flow),
+  (flow) => flows.closed(flow),
+);
+
+/** The tap of one VM's card: the packet log, the chart, its MAC and the LAN's flows see every frame. */
+function tapFor(vm: DemoVm): Pick<WeftNetwork, 'attach'> {
+  return tapFrames(network, (frame, direction) => {
+    chart.count(frame.length, direction === 'to-guest');
+    const s = summarizeFrame(frame);
+    if (s.dnsAnswers) for (const [ip, name] of s.dnsAnswers) names.set(ip, name);
+    packets.add(direction, vms.length > 1 ? `[VM ${vm.number}] ${s.text}` : s.text);
+    if (direction === 'from-guest') {
+      if (vm.mac === undefined && frame.length >= 12) vm.mac = formatMacAt(frame, 6);
+      lanFlows.fromGuest(frame);
+    }
+  });
+}
+
+function formatMacAt(b: Uint8Array, o: number): string {
+  return Array.from(b.subarray(o, o + 6), (x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+async function bootGuest(vm: DemoVm): Promise<void> {
   let plan: GuestPlan;
   let progress = new BootProgress($('boot'), $<HTMLProgressElement>('boot-bar'), $('boot-text'), choice.kind === 'default');
+  $('boot').dataset.vm = String(vm.number);
   try {
     plan = await planGuest(choice);
   } catch (e) {
     const hint = e instanceof GuestImageError ? e.hint : 'Choose another image with "Guest image…".';
     progress.fail((e as Error).message);
     notices.show('image', 'error', (e as Error).message, hint);
-    consoleView.term.write(`\r\n\x1b[31m${(e as Error).message}\x1b[0m\r\n${hint.replace(/`/g, '')}\r\n`);
-    setPill('pill-guest', 'failed', 'no image');
+    vm.console.term.write(`\r\n\x1b[31m${(e as Error).message}\x1b[0m\r\n${hint.replace(/`/g, '')}\r\n`);
+    if (vm.number === 1) setPill('pill-guest', 'failed', 'no image');
     return;
   }
   progress = new BootProgress($('boot'), $<HTMLProgressElement>('boot-bar'), $('boot-text'), plan.markers);
@@ -225,7 +322,8 @@ async function bootGuest(): Promise<void> {
     disable_mouse: true,
     disable_speaker: true,
   });
-  window.weftDemo.emulator = emulator;
+  vm.emulator = emulator;
+  if (vm.number === 1) window.weftDemo.emulator = emulator;
   emulator.add_listener('download-progress', (e) => progress.download(e));
   await new Promise<void>((resolve, reject) => {
     emulator.add_listener('download-error', (e) =>
@@ -240,18 +338,18 @@ async function bootGuest(): Promise<void> {
 
   // v86's own V86 type lacks `bus` (net0-receive goes there) and types add_listener per event, so
   // it does not match the library's V86Emulator shape; the object itself is what attachV86 wants.
-  attachment = attachV86(emulator as unknown as V86Emulator, tapped);
-  window.weftDemo.attachment = attachment;
+  vm.attachment = attachV86(emulator as unknown as V86Emulator, tapFor(vm));
+  if (vm.number === 1) window.weftDemo.attachment = vm.attachment;
   let sawOutput = false;
-  consoleView.connect(emulator, (text) => {
+  vm.console.connect(emulator, (text) => {
     sawOutput = true;
     progress.text(text);
     if (progress.stage === 'ready') notices.clear('boot');
   });
   progress.started();
   await emulator.run();
-  setPill('pill-guest', 'connecting', 'booting');
-  consoleView.focus();
+  if (vm.number === 1) setPill('pill-guest', 'connecting', 'booting');
+  if (vm === selected) vm.console.focus();
 
   // A guest that stays silent, or never reaches its prompt, gets a notice that says what may be wrong.
   setTimeout(() => {
@@ -278,9 +376,34 @@ async function bootGuest(): Promise<void> {
   }
 }
 
-bootGuest().catch((e: unknown) => {
-  if (!(e instanceof GuestImageError))
-    notices.show('image', 'error', `The guest could not start: ${(e as Error).message}`, 'Reload to try again, or choose another image with "Guest image…".');
+function startVm(vm: DemoVm): Promise<void> {
+  return bootGuest(vm).catch((e: unknown) => {
+    if (!(e instanceof GuestImageError))
+      notices.show('image', 'error', `The guest could not start: ${(e as Error).message}`, 'Reload to try again, or choose another image with "Guest image…".');
+  });
+}
+
+selectVm(createVm(1));
+let booting = startVm(vms[0]);
+
+addVmButton.addEventListener('click', () => {
+  if (vms.length >= MAX_VMS) return;
+  addVmButton.disabled = true;
+  const vm = createVm(vms.length + 1);
+  selectVm(vm);
+  // One boot at a time: the progress line above the terminals is shared.
+  booting = booting.then(() => startVm(vm));
+  void booting.finally(() => {
+    addVmButton.disabled = vms.length >= MAX_VMS;
+    addVmButton.title = vms.length >= MAX_VMS ? `At most ${MAX_VMS} VMs in one page (each takes 128 MiB)` : addVmButton.title;
+  });
+  const first = vms[0];
+  notices.show(
+    'lan',
+    'info',
+    `VM ${vm.number} is booting on the same LAN as VM 1.`,
+    `Once it has an address, try \`ping ${first.lease.dataset.ip ?? '10.0.2.15'}\` in it, or \`nc -l -p 7000\` in one VM and \`echo hi | nc ADDRESS 7000\` in the other. Guest-to-guest connections show in the flow table as LAN rows: the page switches them, weft's router never sees them.`,
+  );
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -291,11 +414,13 @@ setInterval(() => {
   chart.sample();
   if (polling) return;
   polling = true;
+  lanFlows.sweep();
   Promise.all([network.stats(), network.flows()])
     .then(([stats, live]) => {
-      flows.update(live);
+      flows.update([...live, ...lanFlows.live()]);
       flows.render();
-      renderDrops({ ...stats.drops, ...(attachment?.dropped ? { 'nic-queue-full (page → v86)': attachment.dropped } : {}) });
+      const nicDrops = vms.reduce((n, vm) => n + (vm.attachment?.dropped ?? 0), 0);
+      renderDrops({ ...stats.drops, ...(nicDrops ? { 'nic-queue-full (page → v86)': nicDrops } : {}) });
       $('counters').textContent = `${stats.framesIn} frames in · ${stats.framesOut} out · ${formatBytes(stats.bytesIn)} / ${formatBytes(stats.bytesOut)}`;
     })
     .catch(() => flows.render()) // not started yet (or stopped): still age the rows

@@ -251,6 +251,48 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     expect(pageErrors).toEqual([]);
   }, 30_000);
 
+  it('"Add a VM": a second guest on the same LAN pings the first and opens TCP to it; the flow table shows it as LAN traffic', async ({ skip }) => {
+    if (skipReason || !page) skip(skipReason ?? 'the guest did not boot');
+    const p = page!;
+    await p.setViewportSize({ width: 1280, height: 800 });
+    const vmText = (vm: number) => p.evaluate((n) => window.weftDemo.terminalLines(n).join('\n'), vm);
+    const firstIp = await p.getAttribute('#lease', 'data-ip');
+    expect(firstIp).toBe('10.0.2.15');
+    // VM 1 listens; what it receives lands in a file.
+    await p.click('#terminal');
+    await p.keyboard.type('nc -l -p 7000 > /tmp/from-vm2 &\n', { delay: 5 });
+
+    await p.click('#add-vm');
+    expect(await p.getAttribute('#vm-tab-2', 'aria-selected')).toBe('true');
+    expect(await p.isVisible('#terminal')).toBe(false);
+    await waitUntil(
+      'VM 2 to boot (#boot data-vm=2, data-stage=ready)',
+      async () => (await p.getAttribute('#boot', 'data-vm')) === '2' && (await p.getAttribute('#boot', 'data-stage')) === 'ready',
+      240_000,
+      p,
+    );
+    await waitUntil('the shell prompt of VM 2', async () => /weft# $/m.test(await vmText(2)), 20_000, p);
+    const secondIp = await waitUntil('VM 2 to lease', () => p.getAttribute('#lease-2', 'data-ip').then((ip) => ip ?? undefined), 20_000, p);
+    expect(secondIp).not.toBe(firstIp);
+
+    await p.click('#terminal-2');
+    await p.keyboard.type(`ping -c 2 ${firstIp}; echo hello-from-vm2 | nc ${firstIp} 7000\n`, { delay: 5 });
+    await waitUntil('the pings', async () => /2 packets transmitted, 2 packets received/.test(await vmText(2)), 30_000, p);
+    const tcpRow = p.locator(`#flows-body tr.lan[data-target="${firstIp}:7000"]`);
+    await waitUntil('the guest-to-guest TCP row', async () => (await tcpRow.count()) > 0, 10_000, p);
+    const cells = await tcpRow.first().locator('td').allTextContents();
+    expect(cells[0]).toMatch(new RegExp(`^${secondIp!.replace(/\./g, '\\.')}:\\d+ → ${firstIp!.replace(/\./g, '\\.')}:7000$`));
+    expect(cells[1]).toBe('TCP');
+    expect(await p.locator(`#flows-body tr.lan[data-target="${firstIp}"]`).count()).toBeGreaterThan(0); // the ping
+
+    await p.click('#vm-tab-1');
+    await p.click('#terminal');
+    await p.keyboard.type('cat /tmp/from-vm2\n', { delay: 5 });
+    await waitUntil('VM 1 to have the bytes', async () => (await vmText(1)).split('\n').some((l) => l.trim() === 'hello-from-vm2'), 20_000, p);
+    await p.screenshot({ path: join(RESULTS, 'demo-two-vms.png') });
+    expect(pageErrors).toEqual([]);
+  }, 300_000);
+
   it('names the relay URL it could not reach', async ({ skip }) => {
     if (skipReason) skip(skipReason);
     const p = await session!.context.newPage();
