@@ -311,11 +311,15 @@ async function bootGuest(vm: DemoVm): Promise<void> {
   // esbuild from trying to bundle it.
   const v86Module = '/v86/libv86.mjs';
   const { V86: V86Class } = (await import(v86Module)) as typeof import('v86');
+  // The default image takes its hostname from the command line and sends it with DHCP: the VMs
+  // find each other as vm1.weft.internal, vm2.weft.internal, …
+  const cmdline = plan.markers && plan.options.cmdline ? { cmdline: `${plan.options.cmdline} weft.hostname=vm${vm.number}` } : {};
   const emulator = new V86Class({
     wasm_path: '/v86/v86.wasm',
     memory_size: 128 * 1024 * 1024,
     vga_memory_size: 2 * 1024 * 1024,
     ...plan.options,
+    ...cmdline,
     net_device: { type: plan.nic },
     autostart: false,
     disable_keyboard: true,
@@ -402,7 +406,7 @@ addVmButton.addEventListener('click', () => {
     'lan',
     'info',
     `VM ${vm.number} is booting on the same LAN as VM 1.`,
-    `Once it has an address, try \`ping ${first.lease.dataset.ip ?? '10.0.2.15'}\` in it, or \`nc -l -p 7000\` in one VM and \`echo hi | nc ADDRESS 7000\` in the other. Guest-to-guest connections show in the flow table as LAN rows: the page switches them, weft's router never sees them.`,
+    `Once it has an address, try \`ping vm1\` (or \`ping ${first.lease.dataset.ip ?? '10.0.2.15'}\`) in it, or \`nc -l -p 7000\` in one VM and \`echo hi | nc ADDRESS 7000\` in the other. Guest-to-guest connections show in the flow table as LAN rows: the page switches them, weft's router never sees them.`,
   );
 });
 

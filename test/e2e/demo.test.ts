@@ -276,12 +276,15 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     expect(secondIp).not.toBe(firstIp);
 
     await p.click('#terminal-2');
-    await p.keyboard.type(`ping -c 2 ${firstIp}; echo hello-from-vm2 | nc ${firstIp} 7000\n`, { delay: 5 });
+    // By name: each VM sends its hostname (vm1, vm2) with DHCP, and weft's DNS answers it.
+    expect(await p.textContent('#lease')).toMatch(/ · vm1$/);
+    await p.keyboard.type(`ping -c 2 vm1.weft.internal; echo hello-from-vm2 | nc ${firstIp} 7000\n`, { delay: 5 });
     await waitUntil('the pings', async () => /2 packets transmitted, 2 packets received/.test(await vmText(2)), 30_000, p);
     const tcpRow = p.locator(`#flows-body tr.lan[data-target="${firstIp}:7000"]`);
     await waitUntil('the guest-to-guest TCP row', async () => (await tcpRow.count()) > 0, 10_000, p);
     const cells = await tcpRow.first().locator('td').allTextContents();
-    expect(cells[0]).toMatch(new RegExp(`^${secondIp!.replace(/\./g, '\\.')}:\\d+ → ${firstIp!.replace(/\./g, '\\.')}:7000$`));
+    // The destination by the name VM 2 looked up for it (the ping above).
+    expect(cells[0]).toMatch(new RegExp(`^${secondIp!.replace(/\./g, '\\.')}:\\d+ → vm1\\.weft\\.internal:7000$`));
     expect(cells[1]).toBe('TCP');
     expect(await p.locator(`#flows-body tr.lan[data-target="${firstIp}"]`).count()).toBeGreaterThan(0); // the ping
 

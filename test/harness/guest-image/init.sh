@@ -10,6 +10,8 @@
 # Kernel command line knobs (after the image's own `console=ttyS0 quiet …`, see TARGETS in build.mjs):
 #   weft.dhcp=off          do not run DHCP at boot (type `weft-dhcp` later, e.g. after a state restore)
 #   weft.nic=ne2k|virtio   load only that driver set (default: ne2k-pci, then virtio_net if no eth0)
+#   weft.hostname=NAME     the guest's hostname, which weft-dhcp then sends with DHCP (other guests
+#                          on the LAN reach it as NAME.weft.internal)
 
 [ -e /bin/mount ] || /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
@@ -45,6 +47,12 @@ wait_eth0() { # wait_eth0 TENTHS: whether eth0 appears within that many tenths o
     i=$((i + 1))
   done
 }
+
+name=$(arg weft.hostname '')
+if [ -n "$name" ]; then
+  hostname "$name"
+  echo "$name" > /etc/weft/hostname
+fi
 
 nic=$(arg weft.nic auto)
 case "$nic" in
