@@ -371,4 +371,34 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
       expect(r).toBe('joined: 1 tab');
     }, 30_000);
   });
+
+  it('a LAN of tabs on a cross-origin isolated page (COOP + COEP, as the demo is served): both tabs reach one stack over transferred batches', async ({
+    skip,
+  }) => {
+    if (skipReason || !session || !image) skip(skipReason ?? 'no guest image');
+    const isolated = await serveStatic(v86ServeOptions(image!, { mounts: { [WEB_MOUNT]: webBundleDir() }, crossOriginIsolated: true }));
+    const pages: Page[] = [];
+    try {
+      const join = async () => {
+        const page = await session!.context.newPage();
+        pages.push(page);
+        await page.goto(isolated.url(V86_PAGE));
+        return page.evaluate(async (url) => {
+          const load = new Function('u', 'return import(u)') as (u: string) => Promise<Weft>;
+          const weft = await load(url);
+          const net = weft.createNetwork({ lan: 'isolated' });
+          await net.ready;
+          const stats = await net.stats();
+          return { isolated: crossOriginIsolated, framePath: net.framePath, tabs: stats.lan?.tabs };
+        }, `${WEB_MOUNT}weft.mjs`);
+      };
+      const a = await join();
+      const b = await join();
+      expect(a).toMatchObject({ isolated: true, framePath: 'transfer', tabs: 1 });
+      expect(b).toMatchObject({ isolated: true, framePath: 'transfer', tabs: 2 });
+    } finally {
+      for (const p of pages) await p.close().catch(() => undefined);
+      await isolated.close();
+    }
+  }, 60_000);
 });
