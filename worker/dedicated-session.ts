@@ -2,72 +2,24 @@
 // SharedArrayBuffer rings when the page is cross-origin isolated, else as packed, transferred batches
 // over a MessagePort — and its events, through comlink.
 
-import { FrameBatcher, unpackFrames } from './frame-batch';
-import { FrameRingReader, FrameRingWriter } from './frame-ring';
+import { PageFrames } from './page-frames';
 import { StackHost } from './stack-host';
 import { StackSession } from './stack-session';
-import {
-  RING_DOORBELL,
-  type FramePath,
-  type FrameRingBuffers,
-  type NetworkEvent,
-  type NetworkSettings,
-  type WeftWorkerApi,
-  type WorkerStats,
-} from './worker-api';
+import type { FrameRingBuffers, NetworkEvent, NetworkSettings, WeftWorkerApi, WorkerStats } from './worker-api';
 
 export class DedicatedSession extends StackSession implements WeftWorkerApi {
-  private port: MessagePort | undefined;
-  private framesToPage = 0;
-  private framesFromPage = 0;
-  private framePath: FramePath = 'transfer';
-  private rings: { fromPage: FrameRingReader; toPage: FrameRingWriter } | undefined;
+  private frames: PageFrames | undefined;
 
   async start(settings: NetworkSettings, framePort: MessagePort, onEvent: (e: NetworkEvent) => void, rings?: FrameRingBuffers): Promise<void> {
-    if (this.host || this.port) throw new Error('the network is already started');
-    this.port = framePort;
-    let output: (frame: Uint8Array) => void;
+    if (this.host || this.frames) throw new Error('the network is already started');
     let host: StackHost | undefined;
-    if (rings) {
-      this.framePath = 'sab';
-      const toPage = new FrameRingWriter(rings.toPage, () => framePort.postMessage(RING_DOORBELL));
-      this.rings = { fromPage: new FrameRingReader(rings.toWorker), toPage };
-      output = (frame) => {
-        if (toPage.push(frame)) this.framesToPage++;
-        else host?.countDrop('frame-ring-full', 1);
-      };
-    } else {
-      const batcher = new FrameBatcher(
-        (batch, count) => {
-          this.framesToPage += count;
-          framePort.postMessage(batch, [batch]);
-        },
-        (fn) => queueMicrotask(fn),
-      );
-      output = (frame) => batcher.push(frame);
-    }
-    host = new StackHost(settings, output, onEvent);
+    const frames = new PageFrames(framePort, rings, () => host?.countDrop('frame-ring-full', 1));
+    this.frames = frames;
+    host = new StackHost(settings, frames.send, onEvent);
     this.open(host);
     const { stack } = host;
-    const fromPage = this.rings?.fromPage;
-    framePort.onmessage = (e: MessageEvent) => {
-      const batch: unknown = e.data;
-      if (batch === RING_DOORBELL) {
-        fromPage?.ring();
-        return;
-      }
-      if (!(batch instanceof ArrayBuffer)) return;
-      host.measured(() => {
-        this.framesFromPage += unpackFrames(batch, (frame) => stack.input(frame));
-        host.inputDone();
-      });
-    };
-    framePort.start();
-    fromPage?.start(
-      (frame) => {
-        this.framesFromPage++;
-        stack.input(frame);
-      },
+    frames.receive(
+      (frame) => stack.input(frame),
       () => host.inputDone(),
       host.measured,
     );
@@ -75,11 +27,11 @@ export class DedicatedSession extends StackSession implements WeftWorkerApi {
 
   async stop(): Promise<void> {
     const host = this.host;
-    this.rings?.fromPage.close();
+    this.frames?.stopReceiving();
     await this.release();
     host?.stop();
-    this.port?.close();
-    this.port = undefined;
+    this.frames?.close();
+    this.frames = undefined;
   }
 
   async setSegmentationOffload(on: boolean): Promise<void> {
@@ -87,18 +39,13 @@ export class DedicatedSession extends StackSession implements WeftWorkerApi {
   }
 
   async stats(): Promise<WorkerStats> {
+    const frames = this.frames;
     return {
       ...this.runningHost().stats(),
-      framesToPage: this.framesToPage,
-      framesFromPage: this.framesFromPage,
-      framePath: this.framePath,
-      ringDrops: this.ringDrops(),
+      framesToPage: frames?.framesToPage ?? 0,
+      framesFromPage: frames?.framesFromPage ?? 0,
+      framePath: frames?.path ?? 'transfer',
+      ringDrops: frames?.ringDrops() ?? { toWorker: 0, toPage: 0 },
     };
-  }
-
-  /** Frames the rings dropped (full, or a frame too long for them), both directions; zeros without rings. */
-  private ringDrops(): WorkerStats['ringDrops'] {
-    const dropped = (c: { droppedFull: number; droppedOversized: number } | undefined) => (c ? c.droppedFull + c.droppedOversized : 0);
-    return { toWorker: dropped(this.rings?.fromPage.counters()), toPage: dropped(this.rings?.toPage.counters()) };
   }
 }

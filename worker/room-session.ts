@@ -6,34 +6,28 @@
 // publishing — is refused with ERR_WEFT_ROOM_UNSUPPORTED; a guest of another member reaches it instead.
 
 import * as Comlink from 'comlink';
-import { PcapWriter } from '../core/pcap-writer';
+import { emptyDnsCounters } from '../core/services/dns-server';
 import { ROOM_KEY_MAX_BYTES, ROOM_KEY_MIN_BYTES, ROOM_NAME } from '../core/wire/room-protocol';
 import type { StackCounters } from '../core/stack-events';
 import { monotonicClock } from '../platform/stack-timer';
 import { DedicatedSession } from './dedicated-session';
-import { FrameBatcher, unpackFrames } from './frame-batch';
-import { FrameRingReader, FrameRingWriter } from './frame-ring';
+import { DropReports } from './drop-reports';
+import { PageFrames } from './page-frames';
+import { PcapCapture } from './pcap-capture';
 import { RoomLink, roomUrl } from './room-link';
-import {
-  RING_DOORBELL,
-  type FlowSummary,
-  type FramePath,
-  type FrameRingBuffers,
-  type GuestConnectRequest,
-  type GuestConnectResult,
-  type GuestTcpEnd,
-  type NetworkEvent,
-  type NetworkSettings,
-  type PublishEvent,
-  type RelayState,
-  type WeftWorkerApi,
-  type WorkerStats,
+import type {
+  FlowSummary,
+  FrameRingBuffers,
+  GuestConnectRequest,
+  GuestConnectResult,
+  GuestTcpEnd,
+  NetworkEvent,
+  NetworkSettings,
+  PublishEvent,
+  RelayState,
+  WeftWorkerApi,
+  WorkerStats,
 } from './worker-api';
-
-/** Captures stop growing past this (the page can download and restart). */
-const MAX_CAPTURE_BYTES = 64 * 1024 * 1024;
-/** Drop counters are reported at most this often. */
-const DROP_REPORT_MS = 1000;
 
 const unsupported = (what: string) =>
   `${what} needs weft's stack in this page, and on a relay's LAN room (lan: { room, key }) the room's router runs in the relay: reach this guest from another guest on the room instead`;
@@ -52,18 +46,13 @@ export function roomOf(settings: NetworkSettings): { room: string; key: string; 
 
 export class RoomSession implements WeftWorkerApi {
   private link: RoomLink | undefined;
-  private port: MessagePort | undefined;
-  private rings: { fromPage: FrameRingReader; toPage: FrameRingWriter } | undefined;
-  private framePath: FramePath = 'transfer';
-  private framesToPage = 0;
-  private framesFromPage = 0;
+  private frames: PageFrames | undefined;
   private relay: RelayState = 'none';
   private busyMs = 0;
   private emit: (e: NetworkEvent) => void = () => {};
   private readonly drops: Record<string, number> = {};
-  private pendingDrops: Record<string, number> = {};
-  private dropTimer: ReturnType<typeof setTimeout> | undefined;
-  private capture: { chunks: Uint8Array[]; bytes: number; writer: PcapWriter } | undefined;
+  private readonly dropReports = new DropReports((drops) => this.emit({ type: 'drops', drops }));
+  private capture: PcapCapture | undefined;
 
   private readonly measured = (fn: () => void): void => {
     const t0 = performance.now();
@@ -80,26 +69,8 @@ export class RoomSession implements WeftWorkerApi {
     if (!room) throw new Error('not a LAN room');
     if ('error' in room) throw new Error(`createNetwork: ${room.error}`);
     this.emit = onEvent;
-    this.port = framePort;
-    let output: (frame: Uint8Array) => void;
-    if (rings) {
-      this.framePath = 'sab';
-      const toPage = new FrameRingWriter(rings.toPage, () => framePort.postMessage(RING_DOORBELL));
-      this.rings = { fromPage: new FrameRingReader(rings.toWorker), toPage };
-      output = (frame) => {
-        if (toPage.push(frame)) this.framesToPage++;
-        else this.countDrop('frame-ring-full');
-      };
-    } else {
-      const batcher = new FrameBatcher(
-        (batch, count) => {
-          this.framesToPage += count;
-          framePort.postMessage(batch, [batch]);
-        },
-        (fn) => queueMicrotask(fn),
-      );
-      output = (frame) => batcher.push(frame);
-    }
+    const frames = new PageFrames(framePort, rings, () => this.countDrop('frame-ring-full'));
+    this.frames = frames;
     const url = roomUrl(room.relayUrl, room.room);
     const link = new RoomLink({
       relayUrl: room.relayUrl,
@@ -108,7 +79,7 @@ export class RoomSession implements WeftWorkerApi {
       ...(settings.password ? { password: settings.password } : {}),
       onFrame: (frame) => {
         this.captureFrame(frame);
-        output(frame);
+        frames.send(frame);
       },
       onBatchEnd: () => undefined,
       onState: (state, message) => {
@@ -122,32 +93,23 @@ export class RoomSession implements WeftWorkerApi {
       around: this.measured,
     });
     this.link = link;
-    const fromPage = (frame: Uint8Array) => {
-      this.framesFromPage++;
-      this.captureFrame(frame);
-      link.send(frame);
-    };
-    framePort.onmessage = (e: MessageEvent) => {
-      const batch: unknown = e.data;
-      if (batch === RING_DOORBELL) {
-        this.rings?.fromPage.ring();
-        return;
-      }
-      if (batch instanceof ArrayBuffer) this.measured(() => unpackFrames(batch, fromPage));
-    };
-    framePort.start();
-    this.rings?.fromPage.start(fromPage, () => undefined, this.measured);
+    frames.receive(
+      (frame) => {
+        this.captureFrame(frame);
+        link.send(frame);
+      },
+      () => undefined,
+      this.measured,
+    );
   }
 
   async stop(): Promise<void> {
-    this.rings?.fromPage.close();
-    this.rings = undefined;
+    this.frames?.stopReceiving();
     this.link?.close();
     this.link = undefined;
-    if (this.dropTimer) clearTimeout(this.dropTimer);
-    this.dropTimer = undefined;
-    this.port?.close();
-    this.port = undefined;
+    this.dropReports.stop();
+    this.frames?.close();
+    this.frames = undefined;
   }
 
   async setSegmentationOffload(): Promise<void> {
@@ -171,34 +133,19 @@ export class RoomSession implements WeftWorkerApi {
       tcpConnectionsOpened: 0,
       tcpBufferedBytes: 0,
       udpFlows: 0,
-      dns: {
-        queries: 0,
-        answeredLocal: 0,
-        answeredFromCache: 0,
-        forwarded: 0,
-        deduplicated: 0,
-        answeredForwarded: 0,
-        servfail: 0,
-        formerr: 0,
-        notimp: 0,
-        refused: 0,
-        truncated: 0,
-        dropped: 0,
-        cacheEntries: 0,
-        cacheBytes: 0,
-        pending: 0,
-      },
+      // No stack here: the room's DNS server is the relay's.
+      dns: emptyDnsCounters(),
     };
-    const dropped = (r: { droppedFull: number; droppedOversized: number } | undefined) => (r ? r.droppedFull + r.droppedOversized : 0);
+    const frames = this.frames;
     return {
       ...counters,
       relay: this.relay,
       workerBusyMs: this.busyMs,
       segmentationOffload: false,
-      framesToPage: this.framesToPage,
-      framesFromPage: this.framesFromPage,
-      framePath: this.framePath,
-      ringDrops: { toWorker: dropped(this.rings?.fromPage.counters()), toPage: dropped(this.rings?.toPage.counters()) },
+      framesToPage: frames?.framesToPage ?? 0,
+      framesFromPage: frames?.framesFromPage ?? 0,
+      framePath: frames?.path ?? 'transfer',
+      ringDrops: frames?.ringDrops() ?? { toWorker: 0, toPage: 0 },
     };
   }
 
@@ -208,29 +155,14 @@ export class RoomSession implements WeftWorkerApi {
   }
 
   async startCapture(): Promise<void> {
-    const chunks: Uint8Array[] = [];
-    const capture = {
-      chunks,
-      bytes: 0,
-      writer: new PcapWriter((c) => {
-        chunks.push(c);
-        capture.bytes += c.length;
-      }),
-    };
-    capture.writer.start();
-    this.capture = capture;
+    this.capture = new PcapCapture();
   }
 
   async stopCapture(): Promise<Uint8Array> {
     const c = this.capture;
     this.capture = undefined;
     if (!c) throw new Error('no capture is running');
-    const out = new Uint8Array(c.bytes);
-    let off = 0;
-    for (const chunk of c.chunks) {
-      out.set(chunk, off);
-      off += chunk.length;
-    }
+    const out = c.file();
     return Comlink.transfer(out, [out.buffer]);
   }
 
@@ -249,20 +181,12 @@ export class RoomSession implements WeftWorkerApi {
   async unpublish(): Promise<void> {}
 
   private captureFrame(frame: Uint8Array): void {
-    const c = this.capture;
-    if (c && c.bytes < MAX_CAPTURE_BYTES) c.writer.write(frame, monotonicClock.now());
+    this.capture?.write(frame, monotonicClock.now());
   }
 
   private countDrop(reason: string): void {
     this.drops[reason] = (this.drops[reason] ?? 0) + 1;
-    this.pendingDrops[reason] = (this.pendingDrops[reason] ?? 0) + 1;
-    if (this.dropTimer) return;
-    this.dropTimer = setTimeout(() => {
-      this.dropTimer = undefined;
-      const drops = this.pendingDrops;
-      this.pendingDrops = {};
-      this.emit({ type: 'drops', drops });
-    }, DROP_REPORT_MS);
+    this.dropReports.count(reason);
   }
 }
 

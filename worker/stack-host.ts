@@ -4,6 +4,7 @@
 // `output` and the events it reports to `emit`: a dedicated worker wires them to one page, a shared
 // LAN's worker to a switch and every tab (see lan-host.ts).
 
+import { DropReports } from './drop-reports';
 import type { Scheduler } from '../core/scheduler';
 import { UpstreamDnsForwarder } from '../core/services/dns-upstream-forwarder';
 import type { DnsForwarder } from '../core/services/dns-server';
@@ -23,8 +24,6 @@ import { summarizeFlow, type NetworkEvent, type NetworkSettings, type NetworkSta
 const MAX_HELD_BYTES_WITHOUT_PAUSE = 32 * 1024 * 1024;
 /** Failed connection attempts in a row after which the relay state is 'failed' (retries go on). */
 const RELAY_ATTEMPTS_BEFORE_FAILED = 5;
-/** Drop counters are reported at most this often. */
-const DROP_REPORT_MS = 1000;
 
 const browserScheduler: Scheduler = {
   schedule: (fn, ms) => setTimeout(fn, ms),
@@ -47,8 +46,7 @@ export class StackHost {
   private readonly timer: StackTimer;
   private relay: RelayState = 'none';
   private relayAttempts = 0;
-  private pendingDrops: Record<string, number> = {};
-  private dropTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly drops = new DropReports((drops) => this.emit({ type: 'drops', drops }));
   private busyMs = 0;
   private busyDepth = 0;
   private segmentationOffload = false;
@@ -165,15 +163,7 @@ export class StackHost {
 
   /** Counts frames dropped outside the stack (reported with its own drops, at most once a second). */
   countDrop(reason: string, count: number): void {
-    if (this.stopped) return;
-    this.pendingDrops[reason] = (this.pendingDrops[reason] ?? 0) + count;
-    if (this.dropTimer) return;
-    this.dropTimer = setTimeout(() => {
-      this.dropTimer = undefined;
-      const drops = this.pendingDrops;
-      this.pendingDrops = {};
-      this.emit({ type: 'drops', drops });
-    }, DROP_REPORT_MS);
+    if (!this.stopped) this.drops.count(reason, count);
   }
 
   /** Stops the timer, the stack and the relay connection. */
@@ -181,8 +171,7 @@ export class StackHost {
     if (this.stopped) return;
     this.stopped = true;
     this.timer.stop();
-    if (this.dropTimer) clearTimeout(this.dropTimer);
-    this.dropTimer = undefined;
+    this.drops.stop();
     this.taps.clear();
     this.stack.shutdown();
     this.upstream?.close();

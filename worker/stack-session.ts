@@ -4,11 +4,11 @@
 // tab that leaves ends only what it opened.
 
 import * as Comlink from 'comlink';
-import { PcapWriter } from '../core/pcap-writer';
 import { publishGuestPort } from '../core/wisp/guest-publication';
 import { formatIpv4 } from '../core/wire/address';
 import type { Publication } from '../core/wisp/wisp-upstream';
 import { GuestConnector } from './guest-tcp';
+import { PcapCapture } from './pcap-capture';
 import type { StackHost } from './stack-host';
 import {
   summarizeFlow,
@@ -21,22 +21,12 @@ import {
   type WorkerStats,
 } from './worker-api';
 
-/** Captures stop growing past this (the page can download and restart). */
-const MAX_CAPTURE_BYTES = 64 * 1024 * 1024;
-
-interface Capture {
-  chunks: Uint8Array[];
-  bytes: number;
-  writer: PcapWriter;
-  untap: () => void;
-}
-
 export abstract class StackSession implements StackControlApi {
   protected host: StackHost | undefined;
   private guests: GuestConnector | undefined;
   /** The page's publications (network.publish), by the page's id. */
   private readonly publications = new Map<number, { publication: Publication; onEvent: (e: PublishEvent) => void }>();
-  private capture: Capture | undefined;
+  private capture: { file: PcapCapture; untap: () => void } | undefined;
 
   abstract stop(): Promise<void>;
   abstract setSegmentationOffload(on: boolean): Promise<void>;
@@ -70,21 +60,8 @@ export abstract class StackSession implements StackControlApi {
   async startCapture(): Promise<void> {
     const host = this.runningHost();
     this.capture?.untap();
-    const chunks: Uint8Array[] = [];
-    const writer = new PcapWriter((c) => {
-      chunks.push(c);
-      capture.bytes += c.length;
-    });
-    const capture: Capture = {
-      chunks,
-      bytes: 0,
-      writer,
-      untap: host.tap((frame, timeMs) => {
-        if (capture.bytes < MAX_CAPTURE_BYTES) writer.write(frame, timeMs);
-      }),
-    };
-    writer.start();
-    this.capture = capture;
+    const file = new PcapCapture();
+    this.capture = { file, untap: host.tap((frame, timeMs) => file.write(frame, timeMs)) };
   }
 
   async stopCapture(): Promise<Uint8Array> {
@@ -92,12 +69,7 @@ export abstract class StackSession implements StackControlApi {
     this.capture = undefined;
     if (!c) throw new Error('no capture is running');
     c.untap();
-    const out = new Uint8Array(c.bytes);
-    let off = 0;
-    for (const chunk of c.chunks) {
-      out.set(chunk, off);
-      off += chunk.length;
-    }
+    const out = c.file.file();
     return Comlink.transfer(out, [out.buffer]);
   }
 

@@ -104,6 +104,27 @@ export interface DnsServerCounters {
   pending: number;
 }
 
+/** Counters of a DNS server that has answered nothing yet (or of none at all). */
+export function emptyDnsCounters(): DnsServerCounters {
+  return {
+    queries: 0,
+    answeredLocal: 0,
+    answeredFromCache: 0,
+    forwarded: 0,
+    deduplicated: 0,
+    answeredForwarded: 0,
+    servfail: 0,
+    formerr: 0,
+    notimp: 0,
+    refused: 0,
+    truncated: 0,
+    dropped: 0,
+    cacheEntries: 0,
+    cacheBytes: 0,
+    pending: 0,
+  };
+}
+
 /** One requester waiting for an answer. */
 interface Request {
   id: number;
@@ -155,23 +176,7 @@ export class DnsServer {
   /** The latest time seen in query()/poll(): forwarded answers are stored as of then (never later than true). */
   private lastNow = -Infinity;
   private readonly idBytes = new Uint8Array(2);
-  private readonly stats: DnsServerCounters = {
-    queries: 0,
-    answeredLocal: 0,
-    answeredFromCache: 0,
-    forwarded: 0,
-    deduplicated: 0,
-    answeredForwarded: 0,
-    servfail: 0,
-    formerr: 0,
-    notimp: 0,
-    refused: 0,
-    truncated: 0,
-    dropped: 0,
-    cacheEntries: 0,
-    cacheBytes: 0,
-    pending: 0,
-  };
+  private readonly stats = emptyDnsCounters();
 
   constructor(opts: DnsServerOptions) {
     this.forwarder = opts.forwarder;
