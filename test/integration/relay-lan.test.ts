@@ -5,12 +5,7 @@
 // bound: auth, wrong keys, caps on members, rooms and rooms per IP, a flooding member, a member
 // that does not read, and --workers 2 routing a room's members to one worker.
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join as pathJoin } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mac } from '../../core/wire/address';
 import { ROOM_CLOSE } from '../../core/wire/room-protocol';
@@ -18,7 +13,7 @@ import { GATEWAY, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, RoomMember, SimGuest } fro
 import { startRelay, type RunningRelay } from './relay-support';
 import { spawnWeft } from '../harness/weft-process';
 import { missingCommands } from '../harness/guest-tools';
-import { REPO_ROOT } from '../harness/repo-root';
+import { startNginxSite, type NginxSite } from '../harness/nginx-site';
 import { formatIpv4 } from '../../core/wire/address';
 import { GATEWAY_MAC } from '../support/frames';
 
@@ -366,69 +361,11 @@ if (nginxMissing.length > 0) console.warn(`[skip] relay-lan behind nginx: missin
 
 describe.skipIf(nginxMissing.length > 0)('weft relay --lan behind nginx (deploy/nginx/weft-relay.conf)', () => {
   it('hashes a room onto one instance whatever its members’ addresses', async () => {
-    const dir = mkdtempSync(pathJoin(tmpdir(), 'weft-lan-nginx-'));
     const relays = [await startRelay(['--token', TOKEN, '--lan']), await startRelay(['--token', TOKEN, '--lan'])];
-    let nginx: ChildProcess | undefined;
+    let nginx: NginxSite | undefined;
     try {
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'rsa:2048',
-          '-nodes',
-          '-subj',
-          '/CN=127.0.0.1',
-          '-days',
-          '1',
-          '-keyout',
-          pathJoin(dir, 'k.key'),
-          '-out',
-          pathJoin(dir, 'c.pem'),
-        ],
-        {
-          stdio: 'ignore',
-        },
-      );
-      const port = await new Promise<number>((resolve) => {
-        const s = net.createServer().listen(0, '127.0.0.1', () => {
-          const p = (s.address() as net.AddressInfo).port;
-          s.close(() => resolve(p));
-        });
-      });
-      const site = readFileSync(pathJoin(REPO_ROOT, 'deploy/nginx/weft-relay.conf'), 'utf8')
-        .replace('server 127.0.0.1:8081', `server 127.0.0.1:${relays[0].port}`)
-        .replace('server 127.0.0.1:8082', `server 127.0.0.1:${relays[1].port}`)
-        .replace(/listen 443 ssl;/, `listen 127.0.0.1:${port} ssl;`)
-        .replace(/\n\s*listen \[::\]:443 ssl;/, '')
-        .replace('/etc/ssl/certs/weft-relay.pem', pathJoin(dir, 'c.pem'))
-        .replace('/etc/ssl/private/weft-relay.key', pathJoin(dir, 'k.key'));
-      writeFileSync(pathJoin(dir, 'site.conf'), site);
-      mkdirSync(pathJoin(dir, 'temp'), { mode: 0o777 });
-      const t = pathJoin(dir, 'temp');
-      writeFileSync(
-        pathJoin(dir, 'nginx.conf'),
-        `daemon off; worker_processes 1; pid ${pathJoin(dir, 'nginx.pid')}; error_log ${pathJoin(dir, 'error.log')} warn;
-events { worker_connections 256; }
-http { access_log off; client_body_temp_path ${t}/b; proxy_temp_path ${t}/p; fastcgi_temp_path ${t}/f; uwsgi_temp_path ${t}/u; scgi_temp_path ${t}/s;
-  include ${pathJoin(dir, 'site.conf')}; }
-`,
-      );
-      nginx = spawn('nginx', ['-p', dir, '-c', pathJoin(dir, 'nginx.conf')], { stdio: 'ignore' });
-      const base = `wss://127.0.0.1:${port}/wisp/`;
-      for (let i = 0; ; i++) {
-        const up = await new Promise<boolean>((resolve) => {
-          const s = net.connect(port, '127.0.0.1', () => {
-            s.destroy();
-            resolve(true);
-          });
-          s.on('error', () => resolve(false));
-        });
-        if (up) break;
-        if (i > 100) throw new Error('nginx did not listen');
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      nginx = await startNginxSite([relays[0].port, relays[1].port]);
+      const base = `wss://127.0.0.1:${nginx.port}/wisp/`;
       // Two rooms, six members each from six addresses: every member of a room meets the others.
       for (const room of ['n1', 'n2']) {
         const counts: number[] = [];
@@ -444,12 +381,8 @@ http { access_log off; client_body_temp_path ${t}/b; proxy_temp_path ${t}/p; fas
       expect(held[0] + held[1]).toBe(12);
     } finally {
       for (const m of members.splice(0)) m.terminate();
-      if (nginx?.exitCode === null) {
-        nginx.kill('SIGTERM');
-        await new Promise((r) => nginx?.once('exit', r));
-      }
+      await nginx?.stop();
       await Promise.all(relays.map((r) => r.stop()));
-      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

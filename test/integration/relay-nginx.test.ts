@@ -4,32 +4,20 @@
 // --trust-proxy; an instance stopped mid-transfer (a rolling restart, and a crash) costs its own
 // clients a reconnect — through nginx to the other instance — and nobody else anything.
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FlowMeta, TcpStream } from '../../core/upstream';
 import { parseIpv4 } from '../../core/wire/address';
 import { encodeConnect, encodeData, type WispPacket } from '../../core/wisp/wisp-codec';
 import { WispUpstream } from '../../node-host/wisp-upstream';
 import { connectWsTransport } from '../../node-host/ws-transport';
-import { REPO_ROOT } from '../harness/repo-root';
+import { startNginxSite, type NginxSite } from '../harness/nginx-site';
 import { spawnWeft } from '../harness/weft-process';
 import { missingCommands } from '../harness/guest-tools';
 import { RawWispClient, startRelay, tcpServer, wispJsConnect, wispJsRoundTrip, type RunningRelay, type TestServer } from './relay-support';
 
 const missing = missingCommands(['nginx', 'openssl']);
 if (missing.length > 0) console.log(`relay-nginx: skipped, missing ${missing.join(', ')} (apt-get install nginx openssl)`);
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 async function until(ok: () => boolean | Promise<boolean>, what: string, ms: number): Promise<void> {
   const deadline = performance.now() + ms;
@@ -98,8 +86,7 @@ function upstreamEcho(up: WispUpstream, port: number, text: string): Promise<str
 }
 
 describe.skipIf(missing.length > 0)('behind nginx (deploy/nginx/weft-relay.conf)', () => {
-  let dir: string;
-  let nginx: ChildProcess | undefined;
+  let nginx: NginxSite | undefined;
   let port: number;
   let relays: RunningRelay[] = [];
   let echo: TestServer;
@@ -109,75 +96,11 @@ describe.skipIf(missing.length > 0)('behind nginx (deploy/nginx/weft-relay.conf)
   let savedTlsSetting: string | undefined;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'weft-nginx-'));
-    chmodSync(dir, 0o755);
     echo = await tcpServer('echo');
     hose = await firehose();
     relays = [await startRelay(['--workers', '2', ...relayArgs]), await startRelay(relayArgs)];
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-subj',
-        '/CN=127.0.0.1',
-        '-days',
-        '1',
-        '-keyout',
-        join(dir, 'relay.key'),
-        '-out',
-        join(dir, 'relay.pem'),
-      ],
-      { stdio: 'ignore' },
-    );
-    port = await freePort();
-    const site = readFileSync(join(REPO_ROOT, 'deploy/nginx/weft-relay.conf'), 'utf8')
-      .replace('server 127.0.0.1:8081', `server 127.0.0.1:${relays[0].port}`)
-      .replace('server 127.0.0.1:8082', `server 127.0.0.1:${relays[1].port}`)
-      .replace(/listen 443 ssl;/, `listen 127.0.0.1:${port} ssl;`)
-      .replace(/\n\s*listen \[::\]:443 ssl;/, '')
-      .replace('/etc/ssl/certs/weft-relay.pem', join(dir, 'relay.pem'))
-      .replace('/etc/ssl/private/weft-relay.key', join(dir, 'relay.key'));
-    for (const needed of [String(relays[0].port), String(relays[1].port), join(dir, 'relay.pem')]) expect(site).toContain(needed);
-    writeFileSync(join(dir, 'weft-relay.conf'), site);
-    const temp = join(dir, 'temp');
-    mkdirSync(temp, { mode: 0o777 });
-    chmodSync(temp, 0o777);
-    writeFileSync(
-      join(dir, 'nginx.conf'),
-      `daemon off;
-worker_processes 1;
-pid ${join(dir, 'nginx.pid')};
-error_log ${join(dir, 'error.log')} warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path ${temp}/body;
-  proxy_temp_path ${temp}/proxy;
-  fastcgi_temp_path ${temp}/fastcgi;
-  uwsgi_temp_path ${temp}/uwsgi;
-  scgi_temp_path ${temp}/scgi;
-  include ${join(dir, 'weft-relay.conf')};
-}
-`,
-    );
-    execFileSync('nginx', ['-t', '-q', '-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'pipe' });
-    nginx = spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'ignore' });
-    await until(
-      () =>
-        new Promise<boolean>((resolve) => {
-          const s = net.connect(port, '127.0.0.1', () => {
-            s.destroy();
-            resolve(true);
-          });
-          s.on('error', () => resolve(false));
-        }),
-      'nginx listening',
-      10_000,
-    );
+    nginx = await startNginxSite([relays[0].port, relays[1].port]);
+    port = nginx.port;
     // The certificate is self-signed for this test; TLS is still negotiated end to end.
     savedTlsSetting = process.env.NODE_TLS_REJECT_UNAUTHORIZED;
     process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
@@ -186,18 +109,10 @@ http {
   afterAll(async () => {
     if (savedTlsSetting === undefined) delete process.env.NODE_TLS_REJECT_UNAUTHORIZED;
     else process.env.NODE_TLS_REJECT_UNAUTHORIZED = savedTlsSetting;
-    if (nginx?.pid !== undefined && nginx.exitCode === null) {
-      nginx.kill('SIGTERM');
-      await new Promise((r) => nginx!.once('exit', r));
-    }
+    await nginx?.stop();
     for (const r of relays) await r.stop();
     await echo?.close();
     await hose?.close();
-    if (dir) {
-      const log = readFileSync(join(dir, 'error.log'), 'utf8');
-      if (log.includes('[emerg]') || log.includes('[alert]')) console.log(`nginx error.log:\n${log}`);
-      rmSync(dir, { recursive: true, force: true });
-    }
   });
 
   it("serves wisp-js and weft's own client over wss://, and /healthz", async () => {
