@@ -83,46 +83,37 @@ export class RelayMetrics {
       const entries = values instanceof Map ? [...values] : Object.entries(values);
       for (const [k, v] of entries) lines.push(`${name}{${label}="${k}"} ${v}`);
     };
-    metric('weft_relay_clients', 'gauge', 'WebSocket clients connected now.');
-    lines.push(`weft_relay_clients ${this.clients}`);
-    metric('weft_relay_connections_total', 'counter', 'WebSocket clients accepted since start.');
-    lines.push(`weft_relay_connections_total ${this.connectionsTotal}`);
-    metric('weft_relay_open_streams', 'gauge', 'Wisp streams open now, by type.');
-    labelled('weft_relay_open_streams', 'type', this.openStreams);
-    metric('weft_relay_streams_total', 'counter', 'Wisp streams requested since start, by type.');
-    labelled('weft_relay_streams_total', 'type', this.streamsTotal);
-    metric('weft_relay_bytes_total', 'counter', 'Payload bytes relayed (upload: client to destination).');
-    labelled('weft_relay_bytes_total', 'direction', this.bytes);
-    metric('weft_relay_refusals_total', 'counter', 'Streams refused or failed before connecting, by close reason.');
-    labelled('weft_relay_refusals_total', 'reason', this.refusals);
-    metric('weft_relay_published_ports', 'gauge', 'Ports listened on for clients now (weft publish extension).');
-    lines.push(`weft_relay_published_ports ${this.publishedPorts}`);
-    metric('weft_relay_published_connections_total', 'counter', 'Connections accepted on published ports since start.');
-    lines.push(`weft_relay_published_connections_total ${this.publishedConnections}`);
-    metric('weft_relay_log_lines_suppressed_total', 'counter', 'Refusal log lines not written because one client IP caused too many.');
-    lines.push(`weft_relay_log_lines_suppressed_total ${this.logLinesSuppressed}`);
-    metric('weft_relay_connection_errors_total', 'counter', 'Clients disconnected for a protocol error, by code.');
-    labelled('weft_relay_connection_errors_total', 'code', this.connectionErrors);
-    metric('weft_relay_rejected_upgrades_total', 'counter', 'WebSocket upgrades refused, by cause.');
-    labelled('weft_relay_rejected_upgrades_total', 'cause', this.rejectedUpgrades);
+    /** A metric with one value. */
+    const single = (name: string, type: string, help: string, value: number) => {
+      metric(name, type, help);
+      lines.push(`${name} ${value}`);
+    };
+    /** A metric with a value per label. */
+    const family = (name: string, type: string, help: string, label: string, values: Map<string, number> | Record<string, number>) => {
+      metric(name, type, help);
+      labelled(name, label, values);
+    };
+    single('weft_relay_clients', 'gauge', 'WebSocket clients connected now.', this.clients);
+    single('weft_relay_connections_total', 'counter', 'WebSocket clients accepted since start.', this.connectionsTotal);
+    family('weft_relay_open_streams', 'gauge', 'Wisp streams open now, by type.', 'type', this.openStreams);
+    family('weft_relay_streams_total', 'counter', 'Wisp streams requested since start, by type.', 'type', this.streamsTotal);
+    family('weft_relay_bytes_total', 'counter', 'Payload bytes relayed (upload: client to destination).', 'direction', this.bytes);
+    family('weft_relay_refusals_total', 'counter', 'Streams refused or failed before connecting, by close reason.', 'reason', this.refusals);
+    single('weft_relay_published_ports', 'gauge', 'Ports listened on for clients now (weft publish extension).', this.publishedPorts);
+    single('weft_relay_published_connections_total', 'counter', 'Connections accepted on published ports since start.', this.publishedConnections);
+    single('weft_relay_log_lines_suppressed_total', 'counter', 'Refusal log lines not written because one client IP caused too many.', this.logLinesSuppressed);
+    family('weft_relay_connection_errors_total', 'counter', 'Clients disconnected for a protocol error, by code.', 'code', this.connectionErrors);
+    family('weft_relay_rejected_upgrades_total', 'counter', 'WebSocket upgrades refused, by cause.', 'cause', this.rejectedUpgrades);
     if (this.lanEnabled) {
       const l = this.lan;
-      metric('weft_relay_lan_rooms', 'gauge', 'LAN rooms open now (--lan).');
-      lines.push(`weft_relay_lan_rooms ${l.rooms}`);
-      metric('weft_relay_lan_members', 'gauge', 'Members of LAN rooms now.');
-      lines.push(`weft_relay_lan_members ${l.members}`);
-      metric('weft_relay_lan_rooms_total', 'counter', 'LAN rooms opened since start.');
-      lines.push(`weft_relay_lan_rooms_total ${l.roomsTotal}`);
-      metric('weft_relay_lan_joins_total', 'counter', 'Members that joined a LAN room since start.');
-      lines.push(`weft_relay_lan_joins_total ${l.joinsTotal}`);
-      metric('weft_relay_lan_refused_joins_total', 'counter', 'Joins refused, by cause.');
-      labelled('weft_relay_lan_refused_joins_total', 'cause', l.refusedJoins);
-      metric('weft_relay_lan_frames_total', 'counter', 'Frames from members (in) and to members (out).');
-      labelled('weft_relay_lan_frames_total', 'direction', l.frames);
-      metric('weft_relay_lan_bytes_total', 'counter', 'Frame bytes from members (in) and to members (out).');
-      labelled('weft_relay_lan_bytes_total', 'direction', l.bytes);
-      metric('weft_relay_lan_frames_dropped_total', 'counter', 'Frames of LAN rooms dropped, by reason.');
-      labelled('weft_relay_lan_frames_dropped_total', 'reason', l.dropped);
+      single('weft_relay_lan_rooms', 'gauge', 'LAN rooms open now (--lan).', l.rooms);
+      single('weft_relay_lan_members', 'gauge', 'Members of LAN rooms now.', l.members);
+      single('weft_relay_lan_rooms_total', 'counter', 'LAN rooms opened since start.', l.roomsTotal);
+      single('weft_relay_lan_joins_total', 'counter', 'Members that joined a LAN room since start.', l.joinsTotal);
+      family('weft_relay_lan_refused_joins_total', 'counter', 'Joins refused, by cause.', 'cause', l.refusedJoins);
+      family('weft_relay_lan_frames_total', 'counter', 'Frames from members (in) and to members (out).', 'direction', l.frames);
+      family('weft_relay_lan_bytes_total', 'counter', 'Frame bytes from members (in) and to members (out).', 'direction', l.bytes);
+      family('weft_relay_lan_frames_dropped_total', 'counter', 'Frames of LAN rooms dropped, by reason.', 'reason', l.dropped);
     }
     metric('weft_relay_connect_seconds', 'histogram', 'Time from CONNECT to a connected destination socket.');
     CONNECT_BUCKETS.forEach((le, i) => {
@@ -132,15 +123,11 @@ export class RelayMetrics {
     lines.push(`weft_relay_connect_seconds_sum ${this.connectSum}`);
     lines.push(`weft_relay_connect_seconds_count ${this.connectCount}`);
     const mem = process.memoryUsage();
-    metric('weft_relay_process_resident_memory_bytes', 'gauge', 'Resident set size of the relay process.');
-    lines.push(`weft_relay_process_resident_memory_bytes ${mem.rss}`);
-    metric('weft_relay_process_heap_used_bytes', 'gauge', 'JavaScript heap in use.');
-    lines.push(`weft_relay_process_heap_used_bytes ${mem.heapUsed}`);
-    metric('weft_relay_process_open_fds', 'gauge', 'File descriptors open (sockets included).');
-    lines.push(`weft_relay_process_open_fds ${openFds()}`);
+    single('weft_relay_process_resident_memory_bytes', 'gauge', 'Resident set size of the relay process.', mem.rss);
+    single('weft_relay_process_heap_used_bytes', 'gauge', 'JavaScript heap in use.', mem.heapUsed);
+    single('weft_relay_process_open_fds', 'gauge', 'File descriptors open (sockets included).', openFds());
     const cpu = process.cpuUsage();
-    metric('weft_relay_process_cpu_seconds_total', 'counter', 'CPU time used, user and system.');
-    lines.push(`weft_relay_process_cpu_seconds_total ${(cpu.user + cpu.system) / 1e6}`);
+    single('weft_relay_process_cpu_seconds_total', 'counter', 'CPU time used, user and system.', (cpu.user + cpu.system) / 1e6);
     if (this.loopDelay) {
       metric('weft_relay_event_loop_lag_seconds', 'gauge', 'Event-loop delay since the last scrape: mean and max.');
       lines.push(`weft_relay_event_loop_lag_seconds{stat="mean"} ${(Number.isNaN(this.loopDelay.mean) ? 0 : this.loopDelay.mean) / 1e9}`);
