@@ -4,6 +4,8 @@
 // is counted under its connection (TCP and UDP by ports, ping by its identifier); the reverse
 // direction counts as bytes to the first guest. Reads only: every offset is checked first.
 
+import { ip, u16 } from './frame-summary';
+
 /** A row of the flow table: the stack's flows and these share its shape. */
 export interface LanFlow {
   id: string;
@@ -30,14 +32,6 @@ interface Tracked {
   finFromGuest: boolean;
   finFromTarget: boolean;
   closed: boolean;
-}
-
-function u16(b: Uint8Array, o: number): number {
-  return (b[o] << 8) | b[o + 1];
-}
-
-function ip(b: Uint8Array, o: number): string {
-  return `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
 }
 
 export class LanFlows {

@@ -15,7 +15,7 @@ import type { V86 } from 'v86';
 import { attachV86, createNetwork, downloadBlob, loadSettings, type FlowSummary, type V86Attachment, type V86Emulator, type WeftNetwork } from '../web/index';
 import { BootProgress } from './boot-progress';
 import { describeCloseReason, FlowTable, formatBytes, splitHostPort } from './flow-table';
-import { summarizeFrame } from './frame-summary';
+import { mac, summarizeFrame } from './frame-summary';
 import { tapFrames } from './frame-tap';
 import { GuestConsole } from './guest-console';
 import { LanFlows } from './lan-flows';
@@ -280,14 +280,10 @@ function tapFor(vm: DemoVm): Pick<WeftNetwork, 'attach'> {
     if (s.dnsAnswers) for (const [ip, name] of s.dnsAnswers) names.set(ip, name);
     packets.add(direction, vms.length > 1 ? `[VM ${vm.number}] ${s.text}` : s.text);
     if (direction === 'from-guest') {
-      if (vm.mac === undefined && frame.length >= 12) vm.mac = formatMacAt(frame, 6);
+      if (vm.mac === undefined && frame.length >= 12) vm.mac = mac(frame, 6);
       lanFlows.fromGuest(frame);
     }
   });
-}
-
-function formatMacAt(b: Uint8Array, o: number): string {
-  return Array.from(b.subarray(o, o + 6), (x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
 async function bootGuest(vm: DemoVm): Promise<void> {
