@@ -160,7 +160,8 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     const peak = await waitUntil('non-zero throughput in the chart', async () => Number(await p.getAttribute('#chart', 'data-peak')) || undefined, 3_000, p);
     expect(peak).toBeGreaterThan(0);
     expect(await p.locator('#chart canvas').count()).toBeGreaterThan(0);
-    expect(await p.textContent('#packets')).toContain(`GET /page.html HTTP/1.1`);
+    // The packet log redraws at most four times a second, so the request's line may be a redraw away.
+    await waitUntil('the request in the packet log', async () => (await p.textContent('#packets'))?.includes('GET /page.html HTTP/1.1'), 5_000, p);
 
     await p.screenshot({ path: join(RESULTS, 'demo-1280x800.png') });
 
