@@ -46,9 +46,12 @@ export interface StackOptions {
    * Where output frames are built (default: weft's own blocks). A link that writes frames out in
    * batches can hand out zero-filled room in its own write buffer, so a frame handed to output()
    * is already in place and needs no copy. Frames are not always sent in the order they were
-   * allocated (some wait for ARP), and some are never sent.
+   * allocated (some wait for ARP), and some are never sent. `zeroBytes`, when given: only the
+   * first `zeroBytes` bytes need to be zero, because the stack writes every byte after them (the
+   * payload of a TCP segment); at a 64 KiB MTU zeroing room that is then overwritten cost as much
+   * as the copy itself.
    */
-  allocFrame?: (length: number) => Uint8Array;
+  allocFrame?: (length: number, zeroBytes?: number) => Uint8Array;
   /** Sees every frame in both directions (for pcap): input as received, output as sent. */
   capture?: (frame: Uint8Array, direction: 'in' | 'out', timeMs: number) => void;
 }

@@ -85,7 +85,8 @@ export class Ipv4Output {
   /**
    * Sends an IPv4 datagram whose payload `fill` writes. Fits in the MTU (or `unsegmented`: a TCP
    * segment the link segments) → built in place in the frame; larger → fragmented. Without
-   * `dstMac`, the destination is resolved with ARP.
+   * `dstMac`, the destination is resolved with ARP. `filledFrom`: `fill` writes every payload byte
+   * from this offset on (see EthernetPort.alloc).
    */
   send(
     src: Ipv4Address,
@@ -95,12 +96,13 @@ export class Ipv4Output {
     fill: (buf: Uint8Array, off: number) => number,
     dstMac?: MacAddress,
     unsegmented = false,
+    filledFrom?: number,
   ): void {
     const id = this.nextId;
     this.nextId = (this.nextId + 1) & 0xffff;
     const mtuPayload = this.mtu - IPV4_HEADER_LENGTH;
     if (payloadLength <= mtuPayload || (unsegmented && payloadLength <= MAX_PAYLOAD)) {
-      const frame = this.port.alloc(IPV4_HEADER_LENGTH + payloadLength);
+      const frame = this.port.alloc(IPV4_HEADER_LENGTH + payloadLength, filledFrom === undefined ? undefined : IPV4_HEADER_LENGTH + filledFrom);
       const off = ETHERNET_HEADER_LENGTH;
       emitIpv4Header({ src, dst, protocol, payloadLength, id }, frame, off);
       fill(frame, off + IPV4_HEADER_LENGTH);
@@ -140,6 +142,8 @@ export class Ipv4Output {
       },
       undefined,
       partial,
+      // The header is written field by field over zeros (its options may leave gaps); the payload is copied whole.
+      copy ? headerLength : undefined,
     );
   }
 

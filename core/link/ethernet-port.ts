@@ -20,7 +20,7 @@ export interface EthernetPortOptions {
   capture?: (frame: Uint8Array, direction: 'in' | 'out', timeMs: number) => void;
   clock: Clock;
   /** Builds frames in the link's memory instead of the port's own blocks (StackOptions.allocFrame). */
-  allocFrame?: (length: number) => Uint8Array;
+  allocFrame?: (length: number, zeroBytes?: number) => Uint8Array;
 }
 
 export interface EthernetPortCounters {
@@ -35,7 +35,7 @@ export class EthernetPort {
   private readonly output: (frame: Uint8Array) => void;
   private readonly capture?: EthernetPortOptions['capture'];
   private readonly clock: Clock;
-  private readonly allocFrame: (length: number) => Uint8Array;
+  private readonly allocFrame: (length: number, zeroBytes?: number) => Uint8Array;
   private readonly stats: EthernetPortCounters = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0 };
 
   constructor(opts: EthernetPortOptions) {
@@ -62,9 +62,15 @@ export class EthernetPort {
     if (this.capture) this.capture(frame, 'in', now);
   }
 
-  /** A zeroed frame with room for `payloadLength` bytes after the Ethernet header, padded to the minimum. */
-  alloc(payloadLength: number): Uint8Array {
-    return this.allocFrame(Math.max(MIN_FRAME, ETHERNET_HEADER_LENGTH + payloadLength));
+  /**
+   * A zeroed frame with room for `payloadLength` bytes after the Ethernet header, padded to the
+   * minimum. `filledFrom`: the caller writes every payload byte from this offset on, so they need
+   * not be zeroed first (padding is zeroed all the same).
+   */
+  alloc(payloadLength: number, filledFrom?: number): Uint8Array {
+    const length = ETHERNET_HEADER_LENGTH + payloadLength;
+    if (filledFrom === undefined || length < MIN_FRAME) return this.allocFrame(Math.max(MIN_FRAME, length));
+    return this.allocFrame(length, ETHERNET_HEADER_LENGTH + filledFrom);
   }
 
   /** Writes the Ethernet header into a frame from alloc() and sends it. */

@@ -20,10 +20,11 @@ export interface FrameLink {
    */
   onFrame(cb: (frame: Uint8Array, checksumTrusted?: boolean) => void): void;
   /**
-   * Room for an outgoing frame of `length` bytes in the link's own write buffer, zero-filled (see
-   * StackOptions.allocFrame): send() of a frame from here, in order, needs no copy.
+   * Room for an outgoing frame of `length` bytes in the link's own write buffer, zero-filled (or
+   * only its first `zeroBytes`; see StackOptions.allocFrame): send() of a frame from here, in
+   * order, needs no copy.
    */
-  allocFrame?(length: number): Uint8Array;
+  allocFrame?(length: number, zeroBytes?: number): Uint8Array;
   /** TCP segments may be up to 64 KiB: the link segments them or the guest takes them whole. */
   readonly segmentationOffload?: boolean;
   /**

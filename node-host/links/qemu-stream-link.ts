@@ -239,8 +239,8 @@ export class QemuStreamLink extends FrameLinkBase implements FrameLink {
   }
 
   /** A lone client's frames are built in its write buffer (see StreamFrameWriter.alloc). */
-  allocFrame(length: number): Uint8Array {
-    return this.clients.length === 1 ? this.clients[0].writer.alloc(length) : this.frames.alloc(length);
+  allocFrame(length: number, zeroBytes?: number): Uint8Array {
+    return this.clients.length === 1 ? this.clients[0].writer.alloc(length, zeroBytes) : this.frames.alloc(length);
   }
 
   send(frame: Uint8Array): void {

@@ -10,31 +10,41 @@ export const LENGTH_BYTES = 4;
 const MAX_PENDING_BYTES = 4 * 1024 * 1024;
 /** Room for one burst (one batch of input, one timer); a larger burst takes another buffer. */
 const ARENA_BYTES = 256 * 1024;
+/** Arenas kept for reuse once the socket has written them out; a slow peer needs a few. */
+const SPARE_ARENAS = 8;
 
 export class StreamFrameWriter {
   /**
    * Where frames of the current burst are packed: [sent, fill) is not written yet, and [fill,
    * reserved) is room handed out by alloc() for frames the stack is building or holding.
    */
-  private arena = Buffer.allocUnsafe(ARENA_BYTES);
+  private arena: Buffer = Buffer.allocUnsafe(ARENA_BYTES);
   private sent = 0;
   private fill = 0;
   private reserved = 0;
   private flushQueued = false;
+  /** Writes of each arena the socket has not finished. */
+  private readonly unwritten = new Map<Buffer, number>();
+  /** Arenas left behind with every frame in them written: reusable once those writes finish. */
+  private readonly retired = new Set<Buffer>();
+  private readonly spare: Buffer[] = [];
 
   constructor(private readonly socket: net.Socket) {}
 
   /**
-   * Zero-filled room for a frame of `length` bytes, right after room for its length: written in
-   * order, the frame is in place and write() needs no copy. At a large MTU, copying each 64 KiB
+   * Zero-filled room for a frame of `length` bytes (only its first `zeroBytes` when the stack
+   * writes the rest), right after room for its length: written in order, the frame is in place
+   * and write() needs no copy. At a large MTU, copying each 64 KiB
    * frame here and allocating it in the stack were a third of weft's CPU per download.
    */
-  alloc(length: number): Uint8Array {
+  alloc(length: number, zeroBytes = length): Uint8Array {
     const need = LENGTH_BYTES + length;
     if (this.reserved + need > this.arena.length) this.nextArena(need);
     const start = this.reserved + LENGTH_BYTES;
     this.reserved += need;
-    return this.arena.subarray(start, start + length).fill(0);
+    const frame = this.arena.subarray(start, start + length);
+    frame.fill(0, 0, Math.min(zeroBytes, length));
+    return frame;
   }
 
   /** Queues one frame (copied unless built in place). False when the peer's backlog is full: the frame is dropped. */
@@ -66,11 +76,32 @@ export class StreamFrameWriter {
 
   private readonly flushNow = () => this.flush();
 
-  /** Writes what is ready and starts a fresh arena (what was written, or handed out, may still be in use). */
+  /**
+   * Writes what is ready and moves to another arena: the old one's bytes may still be queued in the
+   * socket, or handed out for a frame not sent yet (it waits for ARP, or is never sent). An arena
+   * whose frames were all written is used again once the socket is done with it: at a large MTU a
+   * fresh 256 KiB buffer per four frames made most of weft's garbage-collection work.
+   */
   private nextArena(need: number): void {
     this.flush();
-    this.arena = Buffer.allocUnsafe(Math.max(ARENA_BYTES, need));
+    const old = this.arena;
+    if (this.reserved === this.fill && old.length === ARENA_BYTES) {
+      if (this.unwritten.has(old)) this.retired.add(old);
+      else this.keep(old);
+    }
+    this.arena = (need <= ARENA_BYTES ? this.spare.pop() : undefined) ?? Buffer.allocUnsafe(Math.max(ARENA_BYTES, need));
     this.sent = this.fill = this.reserved = 0;
+  }
+
+  private keep(arena: Buffer): void {
+    if (this.spare.length < SPARE_ARENAS) this.spare.push(arena);
+  }
+
+  private written(arena: Buffer): void {
+    const left = (this.unwritten.get(arena) ?? 1) - 1;
+    if (left > 0) return void this.unwritten.set(arena, left);
+    this.unwritten.delete(arena);
+    if (this.retired.delete(arena)) this.keep(arena);
   }
 
   private flush(): void {
@@ -80,7 +111,9 @@ export class StreamFrameWriter {
       this.sent = this.fill;
       return;
     }
-    this.socket.write(this.arena.subarray(this.sent, this.fill));
+    const arena = this.arena;
+    this.unwritten.set(arena, (this.unwritten.get(arena) ?? 0) + 1);
+    this.socket.write(arena.subarray(this.sent, this.fill), () => this.written(arena));
     this.sent = this.fill;
     // Written at once and nothing handed out: no byte of the arena is held, start again from its beginning.
     if (this.socket.writableLength === 0 && this.reserved === this.fill) this.sent = this.fill = this.reserved = 0;

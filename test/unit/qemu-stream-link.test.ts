@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { QemuStreamLink } from '../../node-host/links/qemu-stream-link';
 import { spawnWeft, type WeftProcess } from '../harness/weft-process';
 
@@ -440,6 +440,52 @@ describe('QemuStreamLink frames built in its write buffer', () => {
     expect(got[0].equals(fill(new Uint8Array(100), 1))).toBe(true);
     expect(got[1].equals(fill(new Uint8Array(500), 3))).toBe(true);
     expect(got[2].equals(fill(new Uint8Array(100), 2))).toBe(true);
+  });
+
+  it('zeroes a reused buffer where the frame is not written: all of it, or the head it was asked to', async () => {
+    link.send(link.allocFrame(1000).fill(0xff));
+    await rx.waitFrames(1); // written: the next frames reuse the same bytes
+    const whole = link.allocFrame(1000);
+    expect([...whole].every((b) => b === 0)).toBe(true);
+    const head = link.allocFrame(1000, 60); // the stack writes bytes 60… itself (a TCP payload)
+    expect([...head.subarray(0, 60)].every((b) => b === 0)).toBe(true);
+    link.send(whole);
+    link.send(fill(head.subarray(60), 4) && head);
+    const got = await rx.waitFrames(3);
+    expect(got[1].equals(new Uint8Array(1000))).toBe(true);
+    const expected = new Uint8Array(1000);
+    fill(expected.subarray(60), 4);
+    expect(got[2].equals(expected)).toBe(true);
+  });
+
+  it('reuses a buffer only once the socket has written it: a peer that stops reading still gets every frame intact', async () => {
+    const allocUnsafe = vi.spyOn(Buffer, 'allocUnsafe');
+    try {
+      client.pause(); // the socket queues what the kernel cannot take
+      const sent: number[] = [];
+      for (let round = 0; round < 12; round++) {
+        for (let i = 0; i < 5; i++) {
+          const tag = round * 5 + i;
+          link.send(fill(link.allocFrame(60_000), tag));
+          sent.push(tag);
+        }
+        await new Promise((r) => setImmediate(r));
+      }
+      client.resume();
+      const got = await rx.waitFrames(sent.length);
+      for (const [k, tag] of sent.entries()) expect(got[k].equals(fill(new Uint8Array(60_000), tag)), `frame ${k}`).toBe(true);
+      // Once written, the buffers come back: a further 60 frames (15 buffers' worth) need no new ones.
+      const before = allocUnsafe.mock.calls.filter(([n]) => n === 256 * 1024).length;
+      for (let round = 0; round < 12; round++) {
+        for (let i = 0; i < 5; i++) link.send(fill(link.allocFrame(60_000), 100 + round * 5 + i));
+        await rx.waitFrames(sent.length + (round + 1) * 5);
+      }
+      expect(allocUnsafe.mock.calls.filter(([n]) => n === 256 * 1024).length - before).toBeLessThanOrEqual(1);
+      const more = rx.frames.slice(sent.length);
+      for (let k = 0; k < 60; k++) expect(more[k].equals(fill(new Uint8Array(60_000), 100 + k)), `later frame ${k}`).toBe(true);
+    } finally {
+      allocUnsafe.mockRestore();
+    }
   });
 
   it('takes frames from elsewhere too (copied), between frames built in place', async () => {
