@@ -74,6 +74,8 @@ export interface TcpStreamHandlers {
    * bytes follow at once (this turn of the event loop), so the connection may hold back a segment
    * smaller than a full one until a call without it — which the stream must then make (an empty
    * `data` is fine). Streams that read in fixed-size pieces use it to keep every segment full.
+   * `data` is only valid during the call (a stream may read into one buffer it reuses): copy what
+   * you keep.
    */
   onData(data: Uint8Array, more?: boolean): void;
   /** The far end sent FIN (half-close): no more onData. */

@@ -59,8 +59,11 @@ class TcpProbe implements TcpStreamHandlers {
     this.resolveConnect();
   }
   onData(data: Uint8Array): void {
+    // An empty call only ends a turn's "more follows" reads.
+    if (data.length === 0) return;
     this.calls.push('data');
-    this.chunks.push(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+    // A copy: the stream may read the next bytes into the same buffer.
+    this.chunks.push(Buffer.from(data));
   }
   onEnd(): void {
     this.calls.push('end');
@@ -141,6 +144,40 @@ describe('DirectUpstream', () => {
     expect(probe.calls.filter((c) => c.startsWith('close'))).toEqual(['close']);
     expect(probe.calls.at(-1)).toBe('close');
     expect(events.some((e) => e.event === 'upstream-tcp-connect' && String(e.flow).includes('10.0.2.15:40000'))).toBe(true);
+  });
+
+  it('hands over each read as "more follows", then ends the turn with an empty call without it', async () => {
+    upstream = makeUpstream();
+    const probe = new TcpProbe();
+    const reads: Array<[number, boolean | undefined]> = [];
+    const stream = upstream.openTcp(gw(echo.port), meta('tcp', gw(echo.port)), {
+      ...probe,
+      onConnect: () => probe.onConnect(),
+      onData: (data, more) => {
+        reads.push([data.length, more]);
+        probe.onData(data);
+      },
+      onEnd: () => {
+        reads.push([-1, undefined]);
+        probe.onEnd();
+      },
+      onDrain: () => probe.onDrain(),
+      onClose: (e) => probe.onClose(e),
+    });
+    await probe.connected;
+    const payload = deterministicBytes(1_000_000);
+    stream.write(payload);
+    stream.end();
+    await probe.closed;
+    expect(probe.received.equals(payload)).toBe(true);
+    expect(reads.filter(([n]) => n > 0).every(([, more]) => more === true)).toBe(true);
+    // Every run of reads is followed by the call that lets a short last segment go, or by the FIN.
+    const runEnds = reads.filter(([n], i) => n > 0 && !(reads[i + 1]?.[0] > 0));
+    expect(runEnds.length).toBeGreaterThan(0);
+    reads.forEach(([n], i) => {
+      if (n > 0 && !(reads[i + 1]?.[0] > 0)) expect([0, -1], `after read ${i}`).toContain(reads[i + 1]?.[0]);
+    });
+    expect(reads.at(-1)).toEqual([-1, undefined]);
   });
 
   it('takes written chunks as they are (views into larger buffers too) and delivers each in order', async () => {
