@@ -30,6 +30,8 @@ export { VM_HELP } from './vm-options';
 const EXIT_GRACE_MS = 500;
 /** The gateway address the upstreams answer the guest from (DEFAULT_NETWORK's: weft vm takes no other). */
 const GATEWAY = parseIpv4('10.0.2.2');
+/** Upstream → guest bytes held per TCP connection (see runStack below). */
+const VM_SEND_BUFFER_BYTES = 1024 * 1024;
 
 /** The links of one flag: one, or one per peer of a --dgram with several. */
 async function openLinks(choice: LinkChoice, opts: VmOptions): Promise<FrameLink[]> {
@@ -106,6 +108,11 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
       : undefined;
   const running = runStack(link, {
     network,
+    // An emulated guest answers slowly (its ACKs wait for its CPU), so a download needs more bytes
+    // in flight than the stack's 256 KiB default: at MTU 1500 that capped a TCG QEMU guest near
+    // 90 MB/s, and 1 MiB gave 110. The bound is per connection, and only a guest slower than its
+    // upstream fills it.
+    tcp: { sendBufferBytes: VM_SEND_BUFFER_BYTES },
     upstream,
     dns: { forwarder: dnsForwarder, records: new Map(opts.dnsRecords.map((r) => [r.name, r.ip])) },
     capture: pcap ? (frame, _direction, timeMs) => pcap.write(frame, timeMs) : undefined,
