@@ -50,14 +50,19 @@ export interface LanClient {
 
 export type JoinOutcome = { room: LanRoom; port: SwitchPort; created: boolean } | { code: number; cause: string; message: string };
 
-/** What a member needs from the relay's rooms. */
-export interface LanMemberHost {
+/** The relay's settings, counters, logs and password check, which the rooms and their members share. */
+export interface LanRelayParts {
   options: LanOptions;
   metrics: RelayMetrics;
   log: EventLog;
   refusalLog: LogThrottle;
   checkPassword: ((c: { username: string; password: string }) => boolean) | undefined;
   passwordTries: KeyedRateLimiter;
+}
+
+/** What a member needs from the relay's rooms. */
+export interface LanMemberHost {
+  readonly relay: LanRelayParts;
   /** Puts the member into its room (made if need be), or says why not. */
   join(member: LanMember, join: RoomJoin): JoinOutcome;
   /** The member's WebSocket closed (joined or not). */
@@ -87,7 +92,7 @@ export class LanMember {
   ) {
     this.name = client.ip.includes(':') ? `[${client.ip}]:${client.port}` : `${client.ip}:${client.port}`;
     const now = performance.now();
-    const { frameRate, bandwidth } = host.options;
+    const { frameRate, bandwidth } = host.relay.options;
     // A quarter second of burst: a TCP window's worth goes through at once, a flood does not.
     if (frameRate > 0) this.frameBudget = new TokenBucket(frameRate, Math.max(64, frameRate / 4), now);
     if (bandwidth > 0) this.byteBudget = new TokenBucket(bandwidth, Math.max(64 * 1024, bandwidth / 4), now);
@@ -114,7 +119,7 @@ export class LanMember {
     } catch (e) {
       // A bug must cost this member its connection, never the relay (or the room) its life.
       this.drop('internal-error');
-      this.host.log('lan-error', { level: 'error', client: this.name, room: this.client.room, message: e instanceof Error ? e.message : String(e) });
+      this.host.relay.log('lan-error', { level: 'error', client: this.name, room: this.client.room, message: e instanceof Error ? e.message : String(e) });
       this.close(1011, 'internal error');
     }
   }
@@ -141,13 +146,13 @@ export class LanMember {
   private onJoin(text: string): void {
     const join = parseRoomJoin(text);
     if ('error' in join) return this.refuse(ROOM_CLOSE.BAD_JOIN, 'bad-join', join.error);
-    const { checkPassword } = this.host;
+    const { checkPassword } = this.host.relay;
     if (checkPassword && !this.client.preauthorized) {
       if (join.username === undefined || join.password === undefined) {
         return this.refuse(ROOM_CLOSE.UNAUTHORIZED, 'password-missing', 'this relay needs username and password in join (or its token on the URL)');
       }
       // One try a second per address past a few: guessing is as slow as for Wisp's password.
-      if (!this.host.passwordTries.tryTake(this.client.ip, performance.now())) {
+      if (!this.host.relay.passwordTries.tryTake(this.client.ip, performance.now())) {
         return this.refuse(ROOM_CLOSE.UNAUTHORIZED, 'password-tries-throttled', 'too many password tries from this address: wait a second');
       }
       if (!checkPassword({ username: join.username, password: join.password })) {
@@ -160,7 +165,7 @@ export class LanMember {
     this.state = 'member';
     this.room = outcome.room;
     this.port = outcome.port;
-    const { frameRate, bandwidth } = this.host.options;
+    const { frameRate, bandwidth } = this.host.relay.options;
     const joined: RoomJoined = {
       type: 'joined',
       v: ROOM_PROTOCOL_VERSION,
@@ -172,8 +177,8 @@ export class LanMember {
       bandwidth,
     };
     this.ws.send(JSON.stringify(joined));
-    this.host.metrics.lan.joinsTotal++;
-    this.host.log('lan-join', { client: this.name, room: this.client.room, members: outcome.room.members, created: outcome.created });
+    this.host.relay.metrics.lan.joinsTotal++;
+    this.host.relay.log('lan-join', { client: this.name, room: this.client.room, members: outcome.room.members, created: outcome.created });
   }
 
   /** A frame from the member, over its budgets or not. */
@@ -188,7 +193,7 @@ export class LanMember {
     }
     this.stats.framesIn++;
     this.stats.bytesIn += frame.length;
-    const m = this.host.metrics.lan;
+    const m = this.host.relay.metrics.lan;
     m.frames.in++;
     m.bytes.in += frame.length;
     // The switch may hand the frame to other members' queues as it is: ws gave us this message's buffer to keep.
@@ -223,7 +228,7 @@ export class LanMember {
     for (const f of frames) bytes += f.length;
     this.stats.framesOut += frames.length;
     this.stats.bytesOut += bytes;
-    const m = this.host.metrics.lan;
+    const m = this.host.relay.metrics.lan;
     m.frames.out += frames.length;
     m.bytes.out += bytes;
     for (const msg of packRoomFrames(frames, MAX_OUT_MESSAGE, (n) => Buffer.allocUnsafe(n))) {
@@ -237,15 +242,15 @@ export class LanMember {
 
   private drop(reason: string): void {
     this.stats.dropped.set(reason, (this.stats.dropped.get(reason) ?? 0) + 1);
-    this.host.metrics.lanDropped(reason);
+    this.host.relay.metrics.lanDropped(reason);
   }
 
   private refuse(code: number, cause: string, message: string): void {
     if (this.state !== 'joining') return;
     clearTimeout(this.joinTimer);
-    this.host.metrics.lanRefused(cause);
-    const extra = this.host.refusalLog.admit(this.client.ip, performance.now());
-    if (extra) this.host.log('lan-refused', { client: this.name, room: this.client.room, code, cause, message, ...extra });
+    this.host.relay.metrics.lanRefused(cause);
+    const extra = this.host.relay.refusalLog.admit(this.client.ip, performance.now());
+    if (extra) this.host.relay.log('lan-refused', { client: this.name, room: this.client.room, code, cause, message, ...extra });
     this.close(code, message);
   }
 
@@ -259,7 +264,7 @@ export class LanMember {
       // What the switch dropped of this member's frames (a spoofed router MAC, a frame to itself), now that it is final.
       for (const [reason, n] of Object.entries(this.port.counters().drops)) {
         if (!n) continue;
-        this.host.metrics.lanDropped(reason, n);
+        this.host.relay.metrics.lanDropped(reason, n);
         this.stats.dropped.set(reason, n);
       }
       this.room?.leave(this.port);
@@ -267,7 +272,7 @@ export class LanMember {
     this.host.left(this);
     if (!wasMember) return;
     const { framesIn, framesOut, bytesIn, bytesOut, dropped } = this.stats;
-    this.host.log('lan-leave', {
+    this.host.relay.log('lan-leave', {
       client: this.name,
       room: this.client.room,
       durationMs: Math.round(performance.now() - this.openedAt),

@@ -11,12 +11,8 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { ROOM_CLOSE, ROOM_NAME, type RoomJoin } from '../../core/wire/room-protocol';
 import type { WispTransport } from '../../core/wisp/wisp-upstream';
-import type { EventLog } from '../log';
-import { LanMember, type JoinOutcome, type LanClient, type LanMemberHost } from './lan-member';
+import { LanMember, type JoinOutcome, type LanClient, type LanMemberHost, type LanRelayParts } from './lan-member';
 import { LanRoom } from './lan-room';
-import type { LogThrottle } from './log-throttle';
-import type { RelayMetrics } from './relay-metrics';
-import type { LanOptions } from './relay-options';
 import { KeyedRateLimiter } from './token-bucket';
 
 /** Largest message a member may send: many frames of a room's MTU in one batch. */
@@ -36,13 +32,7 @@ export function lanRoomOf(pathname: string, wispPath: string): string | null | u
 }
 
 /** What the rooms need from the relay server that owns them. */
-export interface LanRoomsHost {
-  options: LanOptions;
-  metrics: RelayMetrics;
-  log: EventLog;
-  refusalLog: LogThrottle;
-  checkPassword: ((c: { username: string; password: string }) => boolean) | undefined;
-  passwordTries: KeyedRateLimiter;
+export interface LanRoomsHost extends LanRelayParts {
   /** A Wisp connection into this relay for a room's router. */
   openWisp(label: string): WispTransport;
   /** The relay allows loopback: a room's gateway address then reaches the relay's host. */
@@ -74,23 +64,9 @@ export class LanRooms implements LanMemberHost {
     host.metrics.lanEnabled = true;
   }
 
-  get options(): LanOptions {
-    return this.host.options;
-  }
-  get metrics(): RelayMetrics {
-    return this.host.metrics;
-  }
-  get log(): EventLog {
-    return this.host.log;
-  }
-  get refusalLog(): LogThrottle {
-    return this.host.refusalLog;
-  }
-  get checkPassword(): LanMemberHost['checkPassword'] {
-    return this.host.checkPassword;
-  }
-  get passwordTries(): KeyedRateLimiter {
-    return this.host.passwordTries;
+  /** @internal LanMemberHost: the members use the relay's own parts. */
+  get relay(): LanRelayParts {
+    return this.host;
   }
 
   /** Member WebSockets now, joined or still joining. */
