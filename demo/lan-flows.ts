@@ -4,19 +4,12 @@
 // is counted under its connection (TCP and UDP by ports, ping by its identifier); the reverse
 // direction counts as bytes to the first guest. Reads only: every offset is checked first.
 
+import type { FlowSummary } from '../web/index';
 import { ip, u16 } from './frame-summary';
 
-/** A row of the flow table: the stack's flows and these share its shape. */
-export interface LanFlow {
-  id: string;
-  protocol: 'tcp' | 'udp' | 'icmp';
-  guest: string;
-  target: string;
-  state?: string;
-  bytesFromGuest: number;
-  bytesToGuest: number;
-  openedAt: number;
-  reason?: string;
+/** A row of the flow table in the shape of the stack's flows (which are never ICMP). */
+export interface LanFlow extends Omit<FlowSummary, 'protocol'> {
+  protocol: FlowSummary['protocol'] | 'icmp';
   /** Switched between two guests of this page, not routed by weft. */
   lan: true;
 }
