@@ -34,8 +34,8 @@ export class StreamFrameWriter {
   /**
    * Zero-filled room for a frame of `length` bytes (only its first `zeroBytes` when the stack
    * writes the rest), right after room for its length: written in order, the frame is in place
-   * and write() needs no copy. At a large MTU, copying each 64 KiB
-   * frame here and allocating it in the stack were a third of weft's CPU per download.
+   * and write() needs no copy. At a large MTU, copying each 64 KiB frame here and allocating it
+   * in the stack were a third of weft's CPU per download.
    */
   alloc(length: number, zeroBytes = length): Uint8Array {
     const need = LENGTH_BYTES + length;
