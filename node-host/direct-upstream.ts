@@ -17,6 +17,7 @@ import {
   type Upstream,
   type UpstreamErrorKind,
 } from '../core/upstream';
+import { SEND_BUFFER_SLACK_BYTES } from '../core/tcp/tcp-sender';
 import { formatIpv4, type Ipv4Address } from '../core/wire/address';
 
 export interface DirectUpstreamOptions {
@@ -211,8 +212,8 @@ function failedUdpFlow(error: UpstreamError, handlers: UdpFlowHandlers): UdpFlow
  * is written corked (one writev), and a 64 KiB burst should not count as back-pressure.
  */
 const WRITE_HIGH_WATER_MARK = 64 * 1024;
-/** Up to four 65,468-byte segments per read at MTU 65520; the send buffer's cap leaves room for one more read once it is full. */
-const READ_BUFFER_BYTES = 256 * 1024;
+/** Up to four 65,468-byte segments per read at MTU 65520: as much as a full send buffer still takes. */
+const READ_BUFFER_BYTES = SEND_BUFFER_SLACK_BYTES;
 const NO_BYTES = new Uint8Array(0);
 
 export class DirectTcpStream implements TcpStream {

@@ -68,6 +68,11 @@ export interface AckInfo {
 
 /** Cap on cwnd so it stays an exact, bounded integer however long a clean link runs. */
 const MAX_CWND = 64 * 1024 * 1024;
+/**
+ * What the send buffer takes past full: the upstream is paused once it is full, and a chunk already
+ * on its way still fits. An upstream hands over at most this much at once (DirectUpstream's reads).
+ */
+export const SEND_BUFFER_SLACK_BYTES = 256 * 1024;
 const NO_SACK = { dsack: undefined, firstBlock: 0 };
 /** Persist (zero-window probe) interval bounds, RFC 9293 §3.8.6.1. */
 const MAX_PERSIST_MS = 60_000;
@@ -134,7 +139,7 @@ export class TcpSender {
     // The SYN occupies iss; data starts after it. The connection acknowledges the SYN itself.
     this.sndUna = this.sndMax = seqAdd(iss, 1);
     this.probe = new LossProbe(timers);
-    this.buffer = new SendBuffer(Math.min(16 * 1024, cfg.sendBufferBytes), cfg.sendBufferBytes + 256 * 1024);
+    this.buffer = new SendBuffer(Math.min(16 * 1024, cfg.sendBufferBytes), cfg.sendBufferBytes + SEND_BUFFER_SLACK_BYTES);
     this.initialWindow = this.cwnd = Math.min(10 * cfg.mss, Math.max(2 * cfg.mss, 14600)); // RFC 6928
     this.rto = cfg.initialRtoMs;
     this.rack = new Rack(this.sndUna);
