@@ -11,6 +11,7 @@
 // requests and never reads the answers cannot grow the queue; MAX_UNSENT is the backstop (1008).
 
 import net from 'node:net';
+import type { Writable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { CloseReason, closeReasonName } from '../../core/wisp/wisp-codec';
 import type { WispProtocolError } from '../../core/wisp/wisp-errors';
@@ -178,10 +179,18 @@ export class RelayConnection implements WispServerHost {
   /** Listener id → the port listened on (publish extension); null while binding. */
   private readonly published = new Map<number, Published | null>();
 
+  /** The client's socket is corked until the end of this tick (see send()). */
+  private corked = false;
+
+  /**
+   * `transport`, when given, is the socket under the WebSocket: what the relay sends in one turn of
+   * the event loop goes out in one write.
+   */
   constructor(
     private readonly ws: ClientSocket,
     private readonly info: ClientInfo,
     private readonly ctx: RelayConnectionHost,
+    private readonly transport?: Pick<Writable, 'cork' | 'uncork'>,
   ) {
     this.client = info.label ?? (info.ip.includes(':') ? `[${info.ip}]:${info.port}` : `${info.ip}:${info.port}`);
     const o = ctx.options;
@@ -271,6 +280,13 @@ export class RelayConnection implements WispServerHost {
     if (this.closed || this.overrun || this.ws.readyState !== this.ws.OPEN) return;
     const cost = message.length + MESSAGE_OVERHEAD;
     this.unsentBytes += cost;
+    if (this.transport && !this.corked) {
+      // Answers to one read from the client (a batch of CONNECTs can hold hundreds) each made a
+      // write of their own: a CONNECT flood's refusals were the relay's largest cost of that abuse.
+      this.corked = true;
+      this.transport.cork();
+      process.nextTick(this.uncork);
+    }
     this.ws.send(message, { binary: true }, () => {
       this.unsentBytes -= cost;
       if (this.unsentBytes >= LOW_WATER) return;
@@ -290,6 +306,11 @@ export class RelayConnection implements WispServerHost {
       this.cutOff('unread-overrun', `more than ${MAX_UNSENT} bytes of answers unread`, 'not reading');
     }
   }
+
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.transport?.uncork();
+  };
 
   /**
    * Ends a client that broke a bound, once: every stream is reset now (what they buffered is freed),

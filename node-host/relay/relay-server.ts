@@ -282,11 +282,11 @@ export class RelayServer {
     // Read before the upgrade and passed on as a value: a closure that mentions `req` would keep the
     // whole request (headers, raw strings, parser state: ~1.2 KiB) alive for the client's lifetime.
     const info: ClientInfo = { ip, port: req.socket.remotePort ?? 0, version, preauthorized: tokenOk };
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.accepted(ws, info));
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.accepted(ws, info, socket));
   }
 
-  private accepted(ws: WebSocket, info: ClientInfo): void {
-    const conn = new RelayConnection(ws, info, this.ctx);
+  private accepted(ws: WebSocket, info: ClientInfo, socket: Duplex): void {
+    const conn = new RelayConnection(ws, info, this.ctx, socket);
     this.connections.add(conn);
     this.sockets.add(ws);
     this.metrics.connectionsTotal++;

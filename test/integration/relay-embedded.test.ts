@@ -2,7 +2,7 @@
 // CLI's checks on its options (a bad value throws a RelayOptionError with a stable code).
 
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { encodeConnect, encodeData } from '../../core/wisp/wisp-codec';
@@ -74,5 +74,53 @@ describe("createRelay() on an embedder's http.Server", () => {
       return;
     }
     throw new Error('createRelay accepted rate -1');
+  });
+});
+
+describe('the relay answers a batch of requests in one write', () => {
+  it('200 CONNECTs read together get their 200 refusals in a few writes, not one each', async () => {
+    const relay = createRelay({ allowLoopback: true, ports: [1], log: () => {} });
+    let reads = 0;
+    let writes = 0;
+    const server = http.createServer();
+    server.on('upgrade', (req, socket: Socket, head) => {
+      // Counted where Node hands the relay's bytes to the kernel: one call per write or writev.
+      const write = socket._write.bind(socket);
+      const writev = socket._writev!.bind(socket);
+      socket._write = (...a: Parameters<Socket['_write']>) => {
+        writes++;
+        write(...a);
+      };
+      socket._writev = (...a: Parameters<NonNullable<Socket['_writev']>>) => {
+        writes++;
+        writev(...a);
+      };
+      socket.on('data', () => reads++);
+      relay.handleUpgrade(req, socket, head);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const client = await RawWispClient.open(`ws://127.0.0.1:${(server.address() as AddressInfo).port}/wisp/`);
+      await client.waitFor((p) => p.type === 'continue' && p.streamId === 0, 'the first CONTINUE');
+      const before = { reads, writes };
+      // One TCP write from the client (its socket corked), so the relay reads the batch at once.
+      const raw = (client.ws as unknown as { _socket: Socket })._socket;
+      raw.cork();
+      for (let id = 1; id <= 200; id++) client.send(encodeConnect(id, 1, 2, '127.0.0.1')); // port 2: outside --ports
+      raw.uncork();
+      for (let id = 1; id <= 200; id++) {
+        const close = await client.waitFor((p) => p.type === 'close' && p.streamId === id, `the refusal of stream ${id}`);
+        expect(close).toMatchObject({ reason: 0x48 });
+      }
+      const batch = { reads: reads - before.reads, writes: writes - before.writes };
+      console.log(`relay-embedded: 200 refusals after ${batch.reads} reads went out in ${batch.writes} writes`);
+      // One write per turn of the relay's event loop that answered: at most one per read.
+      expect(batch.writes, JSON.stringify(batch)).toBeLessThanOrEqual(batch.reads + 1);
+      expect(batch.writes, JSON.stringify(batch)).toBeLessThan(20);
+      client.close();
+    } finally {
+      await relay.close(500);
+      await new Promise<void>((r) => server.close(() => r()));
+    }
   });
 });
