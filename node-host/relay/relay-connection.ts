@@ -179,12 +179,12 @@ export class RelayConnection implements WispServerHost {
   /** Listener id → the port listened on (publish extension); null while binding. */
   private readonly published = new Map<number, Published | null>();
 
-  /** The client's socket is corked until the end of this tick (see send()). */
+  /** The client's socket is corked until the end of this turn (see the 'message' listener). */
   private corked = false;
 
   /**
-   * `transport`, when given, is the socket under the WebSocket: what the relay sends in one turn of
-   * the event loop goes out in one write.
+   * `transport`, when given, is the socket under the WebSocket: the answers to the messages of one
+   * read go out in one write.
    */
   constructor(
     private readonly ws: ClientSocket,
@@ -220,6 +220,14 @@ export class RelayConnection implements WispServerHost {
     );
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (!isBinary) return; // Wisp is binary; a text frame carries nothing we can use
+      if (this.transport && !this.corked) {
+        // The answers to what one read from the client holds (a batch of CONNECTs can hold hundreds)
+        // go out in one write at the end of the turn: one write each made a CONNECT flood's refusals
+        // the largest cost of that abuse. Data from destinations is not held back.
+        this.corked = true;
+        this.transport.cork();
+        process.nextTick(this.uncork);
+      }
       this.session.receive(new Uint8Array(data.buffer, data.byteOffset, data.length), performance.now());
       this.schedule();
     });
@@ -280,13 +288,6 @@ export class RelayConnection implements WispServerHost {
     if (this.closed || this.overrun || this.ws.readyState !== this.ws.OPEN) return;
     const cost = message.length + MESSAGE_OVERHEAD;
     this.unsentBytes += cost;
-    if (this.transport && !this.corked) {
-      // Answers to one read from the client (a batch of CONNECTs can hold hundreds) each made a
-      // write of their own: a CONNECT flood's refusals were the relay's largest cost of that abuse.
-      this.corked = true;
-      this.transport.cork();
-      process.nextTick(this.uncork);
-    }
     this.ws.send(message, { binary: true }, () => {
       this.unsentBytes -= cost;
       if (this.unsentBytes >= LOW_WATER) return;
