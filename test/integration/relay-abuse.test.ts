@@ -25,7 +25,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { availableParallelism, loadavg, setPriority, tmpdir } from 'node:os';
+import { loadavg, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -193,16 +193,23 @@ async function endlessSource(): Promise<{ port: number; written: () => number; c
 }
 
 /**
- * A relay serves from a machine of its own; its clients and their destinations run elsewhere. On a
- * machine with two or more CPUs and taskset, the relay gets the last CPU to itself and this process
- * (the measured client and its source) and the abusers' process share the others. Without that, the
- * test measured how the machine's CPUs were shared out between three processes more than what the
- * relay does with its own.
+ * A relay serves from a machine of its own; its clients and their destinations run elsewhere. When
+ * this process may run on two or more CPUs and taskset is there, the relay gets the last of them to
+ * itself and this process (the measured client and its source) and the abusers' process share the
+ * others. Without that, the test measured how the machine's CPUs were shared out between three
+ * processes more than what the relay does with its own. The CPUs are the ones this process was
+ * allowed (a CI container's may not start at 0), and they are given back afterwards.
  */
 const placement = (() => {
-  const last = availableParallelism() - 1;
-  if (last < 1 || spawnSync('taskset', ['-V']).status !== 0) return undefined;
-  return { relay: String(last), others: `0-${last - 1}`, all: `0-${last}` };
+  const r = spawnSync('taskset', ['-c', '-p', String(process.pid)], { encoding: 'utf8' });
+  if (r.status !== 0) return undefined;
+  const all = r.stdout.trim().split(': ').pop() ?? ''; // "pid N's current affinity list: 0-3,6"
+  const cpus = all.split(',').flatMap((range) => {
+    const [from, to = from] = range.split('-').map(Number);
+    return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+  });
+  if (cpus.length < 2 || cpus.some((c) => !Number.isInteger(c))) return undefined;
+  return { relay: String(cpus.at(-1)), others: cpus.slice(0, -1).join(','), all };
 })();
 
 /** Sets the CPUs this process's threads (and children started after) may run on. */
@@ -514,7 +521,7 @@ describe.skipIf(bundle === undefined)('a relay under abuse', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'weft-relay-abuse-'));
     if (placement) placeSelf(placement.others);
-    else console.log('relay-abuse: one CPU or no taskset: the relay shares its CPU with the clients');
+    else console.log('relay-abuse: one CPU allowed or no taskset: the relay shares its CPU with the clients');
     good = await endlessSource();
     relay = await startRelay(dir, ['--allow-loopback']);
     writeFileSync(join(dir, 'abusers.mjs'), ABUSERS);
