@@ -48,6 +48,13 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
  * packets; with up to MAX_MESSAGE_BYTES per packet that alone could be a lot, so this is the backstop.
  */
 const MAX_UPLOAD_BUFFERED = 64 * 1024 * 1024;
+/**
+ * Client bytes waiting on one TCP stream. A client whose DATA packets are at most 64 KiB (weft's,
+ * v86's) never has more than twice its credits waiting, even while CONTINUEs cross its DATA: 16 MiB.
+ * Past this bound the packets are large, and each one a client may send within its credits costs the
+ * relay a copy of up to 1 MiB: such a client buffered up to 64 MiB at a stalled destination before.
+ */
+const MAX_STREAM_UPLOAD_BUFFERED = 2 * BUFFER_PACKETS * 64 * 1024 + 4 * 1024 * 1024;
 /** No UDP datagram carries more (65,535 less the IPv4 and UDP headers). */
 const MAX_UDP_PAYLOAD = 65_507;
 /** Datagrams a UDP stream keeps while its name resolves. */
@@ -581,6 +588,10 @@ export class RelayConnection implements WispServerHost {
       this.uploadBuffered += payload.length;
       if (this.uploadBuffered > MAX_UPLOAD_BUFFERED) {
         this.cutOff('upload-overrun', `more than ${MAX_UPLOAD_BUFFERED} bytes waiting for destinations`, 'too much data in flight');
+        return;
+      }
+      if (s.unflushed > MAX_STREAM_UPLOAD_BUFFERED) {
+        this.cutOff('upload-overrun', `more than ${MAX_STREAM_UPLOAD_BUFFERED} bytes waiting for one destination`, 'too much data in flight');
         return;
       }
     }

@@ -468,6 +468,26 @@ describe('hostile clients', () => {
     good.close();
   });
 
+  it('closes a client whose 1 MB packets, within its credits, pile up at one stalled destination (1008), having taken < 32 MiB', async () => {
+    const bad = await RawWispClient.open(relay.wisp);
+    await bad.waitFor((p) => p.type === 'continue' && p.streamId === 0, 'initial CONTINUE');
+    bad.send(encodeConnect(1, 1, stall.port, '127.0.0.1'));
+    // 128 credits of up to 1 MiB each: 128 MB allowed by the packet count alone.
+    const megabyte = encodeData(1, new Uint8Array(1e6));
+    for (let i = 0; i < 128 && bad.closeCode === undefined; i++) {
+      bad.send(megabyte);
+      while (bad.ws.bufferedAmount > 8e6 && bad.closeCode === undefined) await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(await bad.waitForClose()).toBe(1008);
+    const error = await relay.proc.waitForEvent('client-error', (e) => e.code === 'upload-overrun');
+    expect(String(error.message)).toMatch(/waiting for one destination/);
+    const closed = await relay.proc.waitForEvent('stream-close', (e) => e.client === error.client);
+    // Past 20 MiB waiting on the stream, plus what the sockets took: not the 64 MiB of all streams.
+    expect(closed.bytesUp).toBeGreaterThan(20 * 2 ** 20);
+    expect(closed.bytesUp).toBeLessThan(32 * 2 ** 20);
+    await healthyRoundTrip(relay);
+  });
+
   it('closes a client that sends an oversized message (1009)', async () => {
     const bad = await RawWispClient.open(relay.wisp);
     bad.send(encodeData(1, new Uint8Array(2 * 1024 * 1024)));
