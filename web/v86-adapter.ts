@@ -149,6 +149,8 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
   let unwatch: (() => void) | undefined;
   /** BOUNDARY when the adapter last raised a receive interrupt for frames left in the ne2k ring. */
   let reraisedAt = -1;
+  /** Since when the ne2k ring has held frames with no receive interrupt pending (nudgeNe2k). */
+  let stuckSince: number | undefined;
   let listener: ((frame: Uint8Array) => void) | undefined;
 
   // The network copies what it keeps (ne2k hands out a view into its own memory).
@@ -246,6 +248,7 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
       timer = setTimeout(() => {
         timer = undefined;
         pump();
+        nudgeNe2k();
       }, 1);
     }
   }
@@ -260,6 +263,26 @@ export function attachV86(emulator: V86Emulator, network: NetworkAttachable, opt
     // driver that reads the ring differently cannot be driven into an interrupt storm.
     if (!c.receivePending() && !c.stopped() && c.boundary() !== reraisedAt && c.hasUntakenFrames()) {
       reraisedAt = c.boundary();
+      c.raiseReceive();
+    }
+  }
+
+  /**
+   * The last resort for the ne2k ring: frames wait in it and here, and no receive interrupt is
+   * pending. No arrival can raise one (nothing of ours fits) and afterIsrWrite raises it again only
+   * once BOUNDARY has moved, so after 100 ms of that it is raised anyway: at most ten times a second,
+   * and a ring the guest does not read still drops nothing.
+   */
+  function nudgeNe2k(): void {
+    const c = card();
+    if (detached || c?.kind !== 'ne2k' || head === queue.length || c.stopped() || c.receivePending() || !c.hasUntakenFrames()) {
+      stuckSince = undefined;
+      return;
+    }
+    const now = performance.now();
+    if (stuckSince === undefined) stuckSince = now;
+    else if (now - stuckSince >= 100) {
+      stuckSince = undefined;
       c.raiseReceive();
     }
   }

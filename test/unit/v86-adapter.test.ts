@@ -144,6 +144,39 @@ describe('attachV86 with an ne2k card', () => {
     expect(card.isr & RX).toBe(0);
   });
 
+  it('raises RX after 100 ms for a full ring that no interrupt announces, and not more often', () => {
+    const card = new FakeNe2k();
+    const net = fakeNetwork();
+    const a = attachV86(fakeEmulator(card), net);
+    net.deliver(Array.from({ length: 20 }, (_, i) => frame(i)));
+    expect(a.queued, 'the ring is full, the rest wait').toBeGreaterThan(0);
+    // The driver acknowledges without taking anything (BOUNDARY unchanged): raised again once, and
+    // after the second such acknowledgement nothing raises RX.
+    card.driverReceive(0);
+    expect(card.isr & RX).toBe(RX);
+    card.driverReceive(0);
+    expect(card.isr & RX).toBe(0);
+    vi.advanceTimersByTime(50);
+    expect(card.isr & RX, 'not before 100 ms').toBe(0);
+    vi.advanceTimersByTime(60);
+    expect(card.isr & RX, 'raised after 100 ms').toBe(RX);
+    const interrupts = card.interrupts;
+    // Acknowledged again without progress: the next nudge comes no sooner than 100 ms later.
+    card.driverReceive(0);
+    vi.advanceTimersByTime(90);
+    expect(card.interrupts).toBe(interrupts);
+    vi.advanceTimersByTime(20);
+    expect(card.interrupts).toBe(interrupts + 1);
+    // A driver that reads again empties the ring and the queue.
+    for (let pass = 0; pass < 50 && (card.ring.length > 0 || a.queued > 0); pass++) {
+      card.driverReceive();
+      vi.advanceTimersByTime(2);
+    }
+    expect(a.queued).toBe(0);
+    expect(a.delivered).toBe(20);
+    expect(card.dropped).toBe(0);
+  });
+
   it('drops the oldest queued frame past maxQueuedFrames and counts it', () => {
     const card = new FakeNe2k();
     card.cr = 0x22;
