@@ -132,6 +132,21 @@ function positive(name: string, v: number): number {
   return v;
 }
 
+/**
+ * The upload's file lives in the guest's /tmp, the initramfs in its RAM, which takes at most half of
+ * it: a larger transfer would fail in the guest after the boot, not here.
+ */
+const MAX_TRANSFER_MIB = GUEST_MEMORY_MIB / 2 - 56;
+
+function transferBytes(bytes: number | undefined): number {
+  const mib = positive('MiB (WEFT_QEMU_BENCH_MIB)', (bytes ?? DEFAULT_BYTES) / MIB);
+  if (mib > MAX_TRANSFER_MIB)
+    throw new Error(
+      `qemu bench: MiB (WEFT_QEMU_BENCH_MIB) must be at most ${MAX_TRANSFER_MIB}: the upload's file is kept in the guest's ${GUEST_MEMORY_MIB} MiB of RAM`,
+    );
+  return mib * MIB;
+}
+
 // ---- one boot -------------------------------------------------------------------------------------
 
 interface TransferPlan {
@@ -306,7 +321,7 @@ async function prepare(log: (line: string) => void): Promise<{ image: QemuGuestI
 export async function runQemuBench(o: QemuBenchOptions = {}): Promise<QemuBenchRow[]> {
   const log = o.log ?? ((line: string) => console.log(line));
   const rounds = positive('rounds (WEFT_BENCH_ROUNDS)', o.rounds ?? 5);
-  const bytes = positive('MiB (WEFT_QEMU_BENCH_MIB)', (o.bytes ?? DEFAULT_BYTES) / MIB) * MIB;
+  const bytes = transferBytes(o.bytes);
   const perBoot = positive('transfers per boot (WEFT_QEMU_BENCH_PER_BOOT)', o.perBoot ?? 1);
   const started = performance.now();
   const { image, accel } = await prepare(log);
@@ -462,10 +477,17 @@ export function formatQemuTable(
         (x >= TARGET_RATIO ? met : missed).push(`${what} vs ${p.peer} ${x.toFixed(2)}`);
       }
     }
+    // Only what was measured counts: no figures (every boot failed) is no verdict, and a peer left
+    // out of the run (WEFT_QEMU_BENCH_STACKS) is said to be.
+    const compared = new Set(rows.filter((r) => !r.peer.startsWith('weft') && (r.download || r.upload)).map((r) => r.peer));
+    const notRun = (['user', 'passt'] as const).filter((peer) => !compared.has(peer));
+    const notRunText = notRun.length > 0 ? ` (not compared with ${notRun.join(' or ')})` : '';
     verdicts.push(
-      missed.length === 0
-        ? `${w.peer}: met (${met.join(', ')})`
-        : `${w.peer}: missed (${missed.join(', ')})${met.length > 0 ? `; met: ${met.join(', ')}` : ''}`,
+      missed.length > 0
+        ? `${w.peer}: missed (${missed.join(', ')})${met.length > 0 ? `; met: ${met.join(', ')}` : ''}${notRunText}`
+        : met.length > 0
+          ? `${w.peer}: met (${met.join(', ')})${notRunText}`
+          : `${w.peer}: no figures to compare`,
     );
   }
   out.push(...table(['ratio (weft / peer, medians)', 'download', 'upload', 'stack CPU ↓ / ↑', 'stack+QEMU CPU ↓ / ↑'], ratioCells));
@@ -485,7 +507,7 @@ export function formatQemuTable(
  */
 export async function runQemuProfile(o: { bytes?: number; log?: (line: string) => void } = {}): Promise<ProfileSummary> {
   const log = o.log ?? ((line: string) => console.log(line));
-  const bytes = positive('MiB (WEFT_QEMU_BENCH_MIB)', (o.bytes ?? DEFAULT_BYTES) / MIB) * MIB;
+  const bytes = transferBytes(o.bytes);
   const { image, accel } = await prepare(log);
   const dir = mkdtempSync(join(tmpdir(), 'weft-qemu-profile-'));
   const unregisterDir = cleanupOnExit(() => rmSync(dir, { recursive: true, force: true }));
