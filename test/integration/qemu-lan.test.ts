@@ -124,22 +124,29 @@ wait_pid $wait_for_b 900
 result released by=$(cat /tmp/b-done)
 `;
 
-/** Two guests over dgram: each resolves and pings the other; C waits for D to be done with it. */
+/**
+ * Two guests over dgram: each resolves and pings the other, and each stays up until the other has
+ * said it is done with it (a guest whose pings answer at once finishes in well under a second).
+ */
 const DGRAM_C = `
 listen 9001 /tmp/d-done; wait_for_d=$listener
 named_lease guest-c
 resolve dns-d guest-d.weft.internal
 ping_check ping-d guest-d.weft.internal
+tell guest-d.weft.internal 9002
 wait_pid $wait_for_d 900
 result released by=$(cat /tmp/d-done)
 `;
 
 const DGRAM_D = `
+listen 9002 /tmp/c-done; wait_for_c=$listener
 named_lease guest-d
 resolve dns-c guest-c.weft.internal
 ping_check ping-c guest-c.weft.internal
 host_get host
 tell guest-c.weft.internal 9001
+wait_pid $wait_for_c 900
+result released by=$(cat /tmp/c-done)
 `;
 
 // ── the host's side ──────────────────────────────────────────────────────────────────────────────
@@ -252,6 +259,7 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
       expect(resultOf(runD, 'ping-c')).toEqual({ rc: '0', replies: '3' });
       expect(resultOf(runD, 'host')).toEqual(helloOk);
       expect(resultOf(runC, 'released').by).toBe('done');
+      expect(resultOf(runD, 'released').by).toBe('done');
       const stopped = await stopWeft(weft);
       expect(stopped.linkStats).toMatchObject({ macsLearned: 2 });
     },
