@@ -134,7 +134,8 @@ function positive(name: string, v: number): number {
 
 /**
  * The upload's file lives in the guest's /tmp, the initramfs in its RAM, which takes at most half of
- * it: a larger transfer would fail in the guest after the boot, not here.
+ * it: a larger transfer would fail in the guest after the boot, not here. The initramfs itself and the
+ * warm-up's file share that half, so 56 MiB are left for them (200 MiB works; 256 failed).
  */
 const MAX_TRANSFER_MIB = GUEST_MEMORY_MIB / 2 - 56;
 
@@ -456,10 +457,16 @@ export function formatQemuTable(
   const fmt = (x: number | undefined) => (x === undefined ? '—' : x.toFixed(2));
   const ratioCells: string[][] = [];
   const verdicts: string[] = [];
+  const peers = rows.filter((r) => !r.peer.startsWith('weft'));
+  // Only what was measured counts: no figures (every boot failed) is no verdict, and a peer left
+  // out of the run (WEFT_QEMU_BENCH_STACKS) is said to be.
+  const compared = new Set(peers.filter((r) => r.download || r.upload).map((r) => r.peer));
+  const notRun = (['user', 'passt'] as const).filter((peer) => !compared.has(peer));
+  const notRunText = notRun.length > 0 ? ` (not compared with ${notRun.join(' or ')})` : '';
   for (const w of rows.filter((r) => r.peer.startsWith('weft'))) {
     const met: string[] = [];
     const missed: string[] = [];
-    for (const p of rows.filter((r) => !r.peer.startsWith('weft'))) {
+    for (const p of peers) {
       const down = ratio(w.download, p.download);
       const up = ratio(w.upload, p.upload);
       ratioCells.push([
@@ -477,11 +484,6 @@ export function formatQemuTable(
         (x >= TARGET_RATIO ? met : missed).push(`${what} vs ${p.peer} ${x.toFixed(2)}`);
       }
     }
-    // Only what was measured counts: no figures (every boot failed) is no verdict, and a peer left
-    // out of the run (WEFT_QEMU_BENCH_STACKS) is said to be.
-    const compared = new Set(rows.filter((r) => !r.peer.startsWith('weft') && (r.download || r.upload)).map((r) => r.peer));
-    const notRun = (['user', 'passt'] as const).filter((peer) => !compared.has(peer));
-    const notRunText = notRun.length > 0 ? ` (not compared with ${notRun.join(' or ')})` : '';
     verdicts.push(
       missed.length > 0
         ? `${w.peer}: missed (${missed.join(', ')})${met.length > 0 ? `; met: ${met.join(', ')}` : ''}${notRunText}`

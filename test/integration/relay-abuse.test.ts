@@ -686,7 +686,7 @@ describe.skipIf(bundle === undefined)('a relay under abuse', () => {
     for (const c of s.big.closes) expect(c).toMatchObject({ code: 1008, reason: 'too much data in flight' });
     const bigTook = relay
       .events('stream-close')
-      .filter((e) => String(e.client).startsWith('127.0.0.5'))
+      .filter((e) => String(e.client).startsWith('127.0.0.5:'))
       .map((e) => e.bytesUp as number);
     expect(bigTook.length).toBeGreaterThanOrEqual(s.big.closes.length);
     for (const b of bigTook) expect(b).toBeLessThan(32 * 2 ** 20);
