@@ -1,6 +1,8 @@
 // Frames to one QEMU `-netdev stream` peer, each as a 4-byte big-endian length and the frame. The
-// frames of one burst are packed into one buffer and go out in one write: a write per frame cost a
-// system call each, most of weft's time on this link. The peer's backlog is bounded: a slow peer
+// frames of one burst are packed into buffers and go out together at the end of the turn, in one
+// writev: a write per frame cost a system call each, most of weft's time on this link, and frames
+// written a few at a time reach the guest a few at a time — a TCG guest then takes an interrupt and
+// sends an ACK per few frames, which at MTU 65520 cost it a fifth of its download speed. The peer's backlog is bounded: a slow peer
 // loses its own frames, and nothing else waits for it.
 
 import type net from 'node:net';
@@ -28,6 +30,9 @@ export class StreamFrameWriter {
   /** Arenas left behind with every frame in them written: reusable once those writes finish. */
   private readonly retired = new Set<Buffer>();
   private readonly spare: Buffer[] = [];
+  /** This burst's frames in arenas left behind, waiting for the flush: [arena, bytes to write]. */
+  private readonly ready: Array<[Buffer, Buffer]> = [];
+  private readyBytes = 0;
 
   constructor(private readonly socket: net.Socket) {}
 
@@ -49,7 +54,7 @@ export class StreamFrameWriter {
 
   /** Queues one frame (copied unless built in place). False when the peer's backlog is full: the frame is dropped. */
   write(frame: Uint8Array): boolean {
-    if (this.socket.writableLength + this.fill - this.sent > MAX_PENDING_BYTES) return false;
+    if (this.socket.writableLength + this.readyBytes + this.fill - this.sent > MAX_PENDING_BYTES) return false;
     const need = LENGTH_BYTES + frame.length;
     if (frame.buffer === this.arena.buffer && frame.byteOffset === this.arena.byteOffset + this.fill + LENGTH_BYTES) {
       // Built in place and next in line: only its length is missing.
@@ -77,14 +82,19 @@ export class StreamFrameWriter {
   private readonly flushNow = () => this.flush();
 
   /**
-   * Writes what is ready and moves to another arena: the old one's bytes may still be queued in the
-   * socket, or handed out for a frame not sent yet (it waits for ARP, or is never sent). An arena
-   * whose frames were all written is used again once the socket is done with it: at a large MTU a
-   * fresh 256 KiB buffer per four frames made most of weft's garbage-collection work.
+   * Moves to another arena; what the old one holds ready goes out with the rest of the burst. The
+   * old one's bytes may also be queued in the socket, or handed out for a frame not sent yet (it
+   * waits for ARP, or is never sent). An arena whose frames were all written is used again once the
+   * socket is done with it: at a large MTU a fresh 256 KiB buffer per four frames made most of
+   * weft's garbage-collection work.
    */
   private nextArena(need: number): void {
-    this.flush();
     const old = this.arena;
+    if (this.fill > this.sent) {
+      this.ready.push([old, old.subarray(this.sent, this.fill)]);
+      this.readyBytes += this.fill - this.sent;
+      this.unwritten.set(old, (this.unwritten.get(old) ?? 0) + 1);
+    }
     if (this.reserved === this.fill && old.length === ARENA_BYTES) {
       if (this.unwritten.has(old)) this.retired.add(old);
       else this.keep(old);
@@ -106,15 +116,28 @@ export class StreamFrameWriter {
 
   private flush(): void {
     this.flushQueued = false;
-    if (this.fill === this.sent) return;
+    const ready = this.ready;
+    if (this.fill === this.sent && ready.length === 0) return;
     if (this.socket.destroyed) {
+      for (const [arena] of ready) this.written(arena);
+      ready.length = 0;
+      this.readyBytes = 0;
       this.sent = this.fill;
       return;
     }
-    const arena = this.arena;
-    this.unwritten.set(arena, (this.unwritten.get(arena) ?? 0) + 1);
-    this.socket.write(arena.subarray(this.sent, this.fill), () => this.written(arena));
-    this.sent = this.fill;
+    // Corked, the burst's pieces leave in one writev.
+    const corked = ready.length > 0;
+    if (corked) this.socket.cork();
+    for (const [arena, bytes] of ready) this.socket.write(bytes, () => this.written(arena));
+    ready.length = 0;
+    this.readyBytes = 0;
+    if (this.fill > this.sent) {
+      const arena = this.arena;
+      this.unwritten.set(arena, (this.unwritten.get(arena) ?? 0) + 1);
+      this.socket.write(arena.subarray(this.sent, this.fill), () => this.written(arena));
+      this.sent = this.fill;
+    }
+    if (corked) this.socket.uncork();
     // Written at once and nothing handed out: no byte of the arena is held, start again from its beginning.
     if (this.socket.writableLength === 0 && this.reserved === this.fill) this.sent = this.fill = this.reserved = 0;
   }

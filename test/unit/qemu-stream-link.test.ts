@@ -362,6 +362,56 @@ describe('QemuStreamLink writes', () => {
   });
 });
 
+describe('QemuStreamLink bursts larger than its write buffer', () => {
+  it('sends them in one corked write (one writev), each frame intact and in order', async () => {
+    const { QemuStreamLink, StreamFrameDecoder } = await import('../../node-host/links/qemu-stream-link');
+    const dir = mkdtempSync(join(tmpdir(), 'weft-stream-'));
+    const path = join(dir, 'link.sock');
+    const link = await QemuStreamLink.listen({ kind: 'unix', path });
+    const events: string[] = [];
+    const proto = net.Socket.prototype;
+    const { write, cork, uncork } = proto;
+    try {
+      const client = net.connect(path);
+      await new Promise((r) => client.once('connect', r));
+      await new Promise((r) => setTimeout(r, 50)); // the link accepts it
+      const received: Buffer[] = [];
+      const decoder = new StreamFrameDecoder();
+      client.on('data', (chunk: Buffer) => decoder.push(chunk, (f) => received.push(Buffer.from(f))));
+      proto.write = function (this: net.Socket, ...args: Parameters<typeof write>) {
+        if (this !== client) events.push(`write ${(args[0] as Uint8Array).length}`);
+        return write.apply(this, args);
+      } as typeof write;
+      proto.cork = function (this: net.Socket) {
+        if (this !== client) events.push('cork');
+        return cork.apply(this);
+      };
+      proto.uncork = function (this: net.Socket) {
+        if (this !== client) events.push('uncork');
+        return uncork.apply(this);
+      };
+      // 20 frames of 60 000 bytes: 1.2 MB, several of the link's 256 KiB buffers.
+      const frames = Array.from({ length: 20 }, (_, i) => Buffer.alloc(60_000, i + 1));
+      for (const f of frames) link.send(f);
+      const total = frames.reduce((n, f) => n + 4 + f.length, 0);
+      for (let i = 0; i < 100 && received.length < frames.length; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(events[0]).toBe('cork');
+      expect(events.at(-1)).toBe('uncork');
+      const written = events.slice(1, -1);
+      expect(written.length).toBeGreaterThan(1);
+      expect(written.every((e) => e.startsWith('write '))).toBe(true);
+      expect(written.reduce((n, e) => n + Number(e.slice(6)), 0)).toBe(total);
+      expect(received.length).toBe(frames.length);
+      expect(received.every((f, i) => f.equals(frames[i]))).toBe(true);
+      client.destroy();
+    } finally {
+      Object.assign(proto, { write, cork, uncork });
+      await link.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 /** A frame of `length` bytes whose content says which it is. */
 function fill(frame: Uint8Array, tag: number): Uint8Array {
   for (let i = 0; i < frame.length; i++) frame[i] = (tag * 31 + i) & 0xff;
