@@ -87,6 +87,11 @@ export interface TcpConfig {
   receiveBufferBytes: number;
   /** Upstream → guest bytes held per connection before the upstream is paused. */
   sendBufferBytes: number;
+  /**
+   * The most that pause point grows to for a guest offering a large window: sendBufferBytes beyond
+   * its largest window, up to this. Default: no growth (a tab's memory is tighter than a host's).
+   */
+  sendBufferMaxBytes?: number;
   /** An upstream connect that has not succeeded by then fails (the guest gets RST). */
   connectTimeoutMs: number;
   initialRtoMs: number;

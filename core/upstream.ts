@@ -78,6 +78,13 @@ export interface TcpStreamHandlers {
    * you keep.
    */
   onData(data: Uint8Array, more?: boolean): void;
+  /**
+   * Optional: where the stream may read its next bytes in place — free room at the end of the
+   * connection's send buffer, or undefined (read into your own buffer). Passed to onData as a view
+   * from its start, the bytes are taken where they lie instead of copied. Ask again after each
+   * onData: the room is valid until the next one.
+   */
+  readRoom?(): Uint8Array | undefined;
   /** The far end sent FIN (half-close): no more onData. */
   onEnd(): void;
   /** The stream can take more writes after write() returned false. */

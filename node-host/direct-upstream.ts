@@ -88,9 +88,10 @@ export class DirectUpstream implements Upstream {
   private readonly tcpSockets = new Set<net.Socket>();
   private readonly udpSockets = new Set<dgram.Socket>();
   /**
-   * Every outbound socket reads into this one buffer (net.connect's onread), and the stack copies
-   * what it keeps before the callback returns: a fresh 64 KiB Buffer per read was a quarter of
-   * weft's CPU in a QEMU download, most of it garbage collection beside the main thread.
+   * Outbound sockets read into room the stack lends them (TcpStreamHandlers.readRoom) or, without
+   * it, into this one buffer (net.connect's onread), and the stack copies what it keeps before the
+   * callback returns: a fresh 64 KiB Buffer per read was a quarter of weft's CPU in a QEMU
+   * download, most of it garbage collection beside the main thread.
    */
   private readonly readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
 
@@ -150,7 +151,9 @@ export class DirectUpstream implements Upstream {
       allowHalfOpen: true,
       writableHighWaterMark: WRITE_HIGH_WATER_MARK,
       onread: {
-        buffer: this.readBuffer,
+        // Called after each read for the next one's buffer: room in the connection's send buffer
+        // when it has some, so the bytes are not copied again, else the shared one.
+        buffer: () => stream?.readRoom() ?? this.readBuffer,
         callback: (n: number, buf: Uint8Array) => {
           stream?.received(buf.subarray(0, n));
           return true; // false would pause the socket; the stack pauses it through pause()
@@ -343,6 +346,11 @@ export class DirectTcpStream implements TcpStream {
 
   pause(): void {
     if (!this.done) this.socket.pause();
+  }
+
+  /** Room the stack lends for the next read, if any (see TcpStreamHandlers.readRoom). */
+  readRoom(): Uint8Array | undefined {
+    return this.done ? undefined : this.handlers.readRoom?.();
   }
 
   resume(): void {

@@ -32,6 +32,8 @@ const EXIT_GRACE_MS = 500;
 const GATEWAY = parseIpv4('10.0.2.2');
 /** Upstream → guest bytes held per TCP connection (see runStack below). */
 const VM_SEND_BUFFER_BYTES = 1024 * 1024;
+/** How far that grows past the guest's largest window (a TCG guest at MTU 65520 offers about 1.8 MB). */
+const VM_SEND_BUFFER_MAX_BYTES = 4 * 1024 * 1024;
 
 /** The links of one flag: one, or one per peer of a --dgram with several. */
 async function openLinks(choice: LinkChoice, opts: VmOptions): Promise<FrameLink[]> {
@@ -111,8 +113,9 @@ export async function runVm(opts: VmOptions, log: EventLog): Promise<number> {
     // An emulated guest answers slowly (its ACKs wait for its CPU), so a download needs more bytes
     // in flight than the stack's 256 KiB default: at MTU 1500 that capped a TCG QEMU guest near
     // 90 MB/s, and 1 MiB gave 110. The bound is per connection, and only a guest slower than its
-    // upstream fills it.
-    tcp: { sendBufferBytes: VM_SEND_BUFFER_BYTES },
+    // upstream fills it. It grows with the guest's window, so that a 1 MiB burst in flight does not
+    // leave the upstream paused and the guest idle until the burst is acknowledged.
+    tcp: { sendBufferBytes: VM_SEND_BUFFER_BYTES, sendBufferMaxBytes: VM_SEND_BUFFER_MAX_BYTES },
     upstream,
     dns: { forwarder: dnsForwarder, records: new Map(opts.dnsRecords.map((r) => [r.name, r.ip])) },
     capture: pcap ? (frame, _direction, timeMs) => pcap.write(frame, timeMs) : undefined,

@@ -1,6 +1,7 @@
 // Bytes from the upstream waiting to reach the guest: sent-but-unacknowledged plus not-yet-sent.
 // A growable ring, so appends and acknowledgements are O(bytes) with no per-chunk bookkeeping, and
-// a segment can be copied out from any offset. It grows in powers of two up to a hard cap.
+// a segment can be copied out from any offset. It grows in powers of two up to a hard cap. A reader
+// may fill its free tail in place (tailRoom), so bytes from a host socket are copied only once.
 
 export class SendBuffer {
   private buf: Uint8Array;
@@ -22,22 +23,56 @@ export class SendBuffer {
     return this.buf.length;
   }
 
-  /** Appends a copy of `data`; false (nothing appended) if that would pass the hard cap. */
+  /**
+   * Appends `data`: a copy, unless `data` is room that tailRoom() handed out, at its start, still
+   * at the end of the bytes — then it is taken where it lies. False (nothing appended) if that
+   * would pass the hard cap.
+   */
   append(data: Uint8Array): boolean {
-    const need = this.len + data.length;
-    if (need > this.buf.length) {
-      if (need > this.maxCapacity) return false;
-      let cap = this.buf.length;
-      while (cap < need) cap *= 2;
-      this.grow(Math.min(cap, this.maxCapacity));
+    const cap = this.buf.length;
+    if (data.buffer === this.buf.buffer && data.byteOffset === this.buf.byteOffset + ((this.start + this.len) % cap) && this.len + data.length <= cap) {
+      this.len += data.length;
+      return true;
     }
+    const need = this.len + data.length;
+    if (need > cap) {
+      if (need > this.maxCapacity) return false;
+      let next = cap;
+      while (next < need) next *= 2;
+      this.grow(Math.min(next, this.maxCapacity));
+    }
+    this.put(data);
+    return true;
+  }
+
+  /**
+   * The free room right after the last byte, up to `max` bytes (growing the buffer toward that
+   * within its cap), for a reader to fill in place and pass to append(); undefined when less than
+   * `min` bytes lie there in one piece. It stays valid until the next append. Reading a host
+   * socket straight into it saves a copy of every byte a download carries.
+   */
+  tailRoom(min: number, max: number): Uint8Array | undefined {
+    if (this.buf.length - this.len < max && this.buf.length < this.maxCapacity) {
+      let next = this.buf.length;
+      while (next - this.len < max) next *= 2;
+      this.grow(Math.min(next, this.maxCapacity));
+    }
+    const cap = this.buf.length;
+    const end = this.start + this.len;
+    // Bytes in one piece [start, end): room runs to the end of the array. Wrapped: up to start.
+    const from = end < cap ? end : end - cap;
+    const room = end < cap ? cap - end : this.start - from;
+    if (room < min) return undefined;
+    return this.buf.subarray(from, from + Math.min(room, max));
+  }
+
+  private put(data: Uint8Array): void {
     const cap = this.buf.length;
     const end = (this.start + this.len) % cap;
     const first = Math.min(data.length, cap - end);
     this.buf.set(data.subarray(0, first), end);
     if (first < data.length) this.buf.set(data.subarray(first), 0);
     this.len += data.length;
-    return true;
   }
 
   /** Copies `len` bytes starting `offset` bytes from the front into `out` at `outOffset`. */

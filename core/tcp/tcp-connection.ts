@@ -13,7 +13,7 @@ import { ACK, FIN, PSH, RST, SYN, type TcpRepr, type TcpSegment } from '../wire/
 import { negotiate } from './tcp-negotiation';
 import { TcpReceiver } from './tcp-receiver';
 import { TcpSegmentWriter } from './tcp-segment-writer';
-import { TcpSender } from './tcp-sender';
+import { SEND_BUFFER_SLACK_BYTES, TcpSender } from './tcp-sender';
 import { TcpTimers } from './tcp-timers';
 import { UpstreamPipe } from './upstream-pipe';
 import { seqAdd, seqDiff, type SeqNum } from './seq';
@@ -94,6 +94,8 @@ export const MAX_SYN_RETRIES = 5;
 export const CHALLENGE_ACKS_PER_SECOND = 100;
 /** How long a closing connection waits for a blocked upstream to take the guest's last bytes. */
 const UPSTREAM_DRAIN_MS = 60_000;
+/** Less room than this at the send buffer's end (it is about to wrap) and a read goes to the stream's own buffer. */
+const MIN_READ_ROOM = 64 * 1024;
 
 export class TcpConnection implements TcpFlow {
   state: TcpState;
@@ -107,7 +109,6 @@ export class TcpConnection implements TcpFlow {
   private readonly receiver: TcpReceiver;
   private readonly writer: TcpSegmentWriter;
   /** The sender's buffer bound, settled with the segment size at negotiation. */
-  private readonly sendBufferBytes: number;
 
   private synAckRetries = 0;
   private lastGuestActivity: Instant;
@@ -172,7 +173,6 @@ export class TcpConnection implements TcpFlow {
     this.irs = syn.seq;
     const n = negotiate(host.config, host.linkMss, host.segmentOffload, syn);
     this.receiver = new TcpReceiver(syn.seq, n.receiver, this.timers);
-    this.sendBufferBytes = n.sender.sendBufferBytes;
     this.sender = new TcpSender(
       iss,
       n.sender,
@@ -197,6 +197,7 @@ export class TcpConnection implements TcpFlow {
     return {
       onConnect: () => this.upstreamEvent(() => this.onUpstreamConnect()),
       onData: (data, more) => this.upstreamEvent(() => this.onUpstreamData(data, more === true)),
+      readRoom: () => this.readRoom(),
       onEnd: () => this.upstreamEvent(() => this.onUpstreamEnd()),
       onDrain: () => this.upstreamEvent(() => this.onUpstreamDrain()),
       onClose: (error) => this.upstreamEvent(() => this.onUpstreamClose(error)),
@@ -396,6 +397,12 @@ export class TcpConnection implements TcpFlow {
     if (!this.halfOpen) this.sender.output(this.host.now(), more);
   }
 
+  /** Room for the stream's next read in the send buffer itself, once data goes straight to it. */
+  private readRoom(): Uint8Array | undefined {
+    if (this.state === 'closed' || this.state === 'time-wait' || this.state === 'syn-sent') return undefined;
+    return this.sender.buffer.tailRoom(MIN_READ_ROOM, SEND_BUFFER_SLACK_BYTES);
+  }
+
   private onUpstreamEnd(): void {
     this.upstreamEnded = true;
     if (!this.halfOpen) this.closeSend();
@@ -502,7 +509,7 @@ export class TcpConnection implements TcpFlow {
   }
 
   private resumeUpstreamIfRoom(): void {
-    if (this.sender.buffered < this.sendBufferBytes / 2) this.pipe.resume();
+    if (this.sender.roomToResume) this.pipe.resume();
   }
 
   // ── timers ───────────────────────────────────────────────────────────────

@@ -49,8 +49,13 @@ export interface SenderConfig {
   initialRtoMs: number;
   minRtoMs: number;
   maxRtoMs: number;
-  /** The upstream is paused once this many bytes wait in the send buffer. */
+  /** The upstream is paused once this many bytes wait in the send buffer (see sendBufferMaxBytes). */
   sendBufferBytes: number;
+  /**
+   * How far the pause point may grow with the guest's window: to sendBufferBytes beyond the
+   * largest window it has offered, at most this (default: sendBufferBytes, no growth). See limit.
+   */
+  sendBufferMaxBytes?: number;
   /** Consecutive RTO expiries before the connection is given up. */
   maxRetransmits: number;
   sackPermitted: boolean;
@@ -93,6 +98,8 @@ export class TcpSender {
   finSeq: SeqNum | undefined;
 
   cwnd: number;
+  /** The most the send buffer's limit can grow to (sendBufferMaxBytes, at least sendBufferBytes). */
+  private readonly maxBufferBytes: number;
   /** RFC 6928's initial window: also the least a loss leaves ssthresh at (see reducedSsthresh). */
   private readonly initialWindow: number;
   ssthresh = MAX_CWND;
@@ -139,7 +146,8 @@ export class TcpSender {
     // The SYN occupies iss; data starts after it. The connection acknowledges the SYN itself.
     this.sndUna = this.sndMax = seqAdd(iss, 1);
     this.probe = new LossProbe(timers);
-    this.buffer = new SendBuffer(Math.min(16 * 1024, cfg.sendBufferBytes), cfg.sendBufferBytes + SEND_BUFFER_SLACK_BYTES);
+    this.maxBufferBytes = Math.max(cfg.sendBufferBytes, cfg.sendBufferMaxBytes ?? 0);
+    this.buffer = new SendBuffer(Math.min(16 * 1024, cfg.sendBufferBytes), this.maxBufferBytes + SEND_BUFFER_SLACK_BYTES);
     this.initialWindow = this.cwnd = Math.min(10 * cfg.mss, Math.max(2 * cfg.mss, 14600)); // RFC 6928
     this.rto = cfg.initialRtoMs;
     this.rack = new Rack(this.sndUna);
@@ -190,9 +198,25 @@ export class TcpSender {
     return this.buffer.length;
   }
 
+  /**
+   * Bytes the buffer holds before the upstream is paused: sendBufferBytes ready to send beyond the
+   * largest window the guest has offered, within sendBufferMaxBytes. With a fixed pause point below
+   * the guest's window, everything buffered was soon in flight: the upstream was paused until the
+   * guest acknowledged half of it, and the guest then sat idle while it was read again. (Linux
+   * grows a socket's send buffer with its congestion window for the same reason.)
+   */
+  get limit(): number {
+    return Math.min(this.maxBufferBytes, this.cfg.sendBufferBytes + this.maxSndWnd);
+  }
+
   /** True when the upstream should be paused. */
   get full(): boolean {
-    return this.buffer.length >= this.cfg.sendBufferBytes;
+    return this.buffer.length >= this.limit;
+  }
+
+  /** True when a paused upstream may go on: half of sendBufferBytes is free below the limit. */
+  get roomToResume(): boolean {
+    return this.buffer.length < this.limit - this.cfg.sendBufferBytes / 2;
   }
 
   get finSent(): boolean {

@@ -180,6 +180,40 @@ describe('DirectUpstream', () => {
     expect(reads.at(-1)).toEqual([-1, undefined]);
   });
 
+  it('reads into the room the stack lends (readRoom), and into its own buffer when none is lent', async () => {
+    upstream = makeUpstream();
+    const probe = new TcpProbe();
+    const lent = new Uint8Array(1 << 20);
+    let at = 0;
+    let lend = true;
+    let inPlace = 0;
+    let elsewhere = 0;
+    const stream = upstream.openTcp(gw(echo.port), meta('tcp', gw(echo.port)), {
+      onConnect: () => probe.onConnect(),
+      onData: (data) => {
+        if (data.length === 0) return;
+        if (data.buffer === lent.buffer && data.byteOffset === at) {
+          inPlace++;
+          at += data.length;
+        } else elsewhere++;
+        probe.onData(data);
+        lend = !lend; // every other read in place
+      },
+      readRoom: () => (lend && at + 65536 <= lent.length ? lent.subarray(at, at + 65536) : undefined),
+      onEnd: () => probe.onEnd(),
+      onDrain: () => probe.onDrain(),
+      onClose: (e) => probe.onClose(e),
+    });
+    await probe.connected;
+    const payload = deterministicBytes(400_000);
+    stream.write(payload);
+    stream.end();
+    await probe.closed;
+    expect(probe.received.equals(payload)).toBe(true);
+    expect(inPlace).toBeGreaterThan(0);
+    expect(elsewhere).toBeGreaterThan(0);
+  });
+
   it('takes written chunks as they are (views into larger buffers too) and delivers each in order', async () => {
     upstream = makeUpstream();
     const probe = new TcpProbe();

@@ -261,3 +261,44 @@ describe('undo of a needless reduction', () => {
     expect(t.s.spuriousUndone).toBe(0);
   });
 });
+
+describe('the send buffer limit (when the upstream is paused)', () => {
+  /** A sender whose guest has offered a window of `window` bytes. */
+  function offered(window: number, cfg: Partial<SenderConfig>) {
+    const t = sender(cfg);
+    t.s.initWindow(window, toSeq(0), toSeq(UNA));
+    return t;
+  }
+
+  it('is sendBufferBytes without sendBufferMaxBytes, whatever the window', () => {
+    const t = offered(2_000_000, { sendBufferBytes: 100_000 });
+    expect(t.s.limit).toBe(100_000);
+    t.s.write(new Uint8Array(99_999));
+    expect(t.s.full).toBe(false);
+    t.s.write(new Uint8Array(1));
+    expect(t.s.full).toBe(true);
+  });
+
+  it('grows to sendBufferBytes beyond the largest window offered, up to sendBufferMaxBytes', () => {
+    const small = offered(50_000, { sendBufferBytes: 100_000, sendBufferMaxBytes: 400_000 });
+    expect(small.s.limit).toBe(150_000);
+    const large = offered(2_000_000, { sendBufferBytes: 100_000, sendBufferMaxBytes: 400_000 });
+    expect(large.s.limit).toBe(400_000);
+    // A window that shrinks again leaves it where the largest one put it.
+    const t = offered(200_000, { sendBufferBytes: 100_000, sendBufferMaxBytes: 400_000 });
+    t.s.onAck({ seq: toSeq(0), ack: toSeq(UNA), window: 10_000, dupCandidate: false }, t.now);
+    expect(t.s.limit).toBe(300_000);
+  });
+
+  it('lets the upstream go on once half of sendBufferBytes is free below the limit', () => {
+    const t = offered(20_000, { sendBufferBytes: 10_000, sendBufferMaxBytes: 40_000 });
+    const ack = (n: number) => t.s.onAck({ seq: toSeq(0), ack: toSeq(UNA + n), window: 20_000, dupCandidate: false }, t.now);
+    t.s.write(new Uint8Array(30_000));
+    t.s.output(t.now);
+    expect(t.s.full).toBe(true);
+    ack(4_000);
+    expect(t.s.roomToResume).toBe(false); // 26 000 held, the limit 30 000
+    ack(6_000);
+    expect(t.s.roomToResume).toBe(true);
+  });
+});
