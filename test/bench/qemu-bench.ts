@@ -167,6 +167,9 @@ interface Transfer extends TransferPlan {
   stackReads: number;
   stackWrites: number;
   qemuCpu: number;
+  /** The guest's virtio interrupts and TCP segments sent during the transfer (NaN if unread). */
+  guestInterrupts: number;
+  guestSegments: number;
   /** The host-side window, CLOCK_MONOTONIC µs (for a profile). */
   fromUs: number;
   toUs: number;
@@ -198,15 +201,18 @@ GW=$(ip route show default | awk '{ print $3; exit }')
 echo "WEFT-RESULT link mtu=$(cat /sys/class/net/eth0/mtu) gw=$GW"
 for n in ${sizes.join(' ')}; do dd if=/dev/zero of=/tmp/upload-$n bs=65536 count=$((n / 65536)) 2>/dev/null || exit 1; done
 stamp() { read -r up _ < /proc/uptime; T=\${up%.*}\${up#*.}; }
+# The guest's virtio interrupts and TCP segments sent so far (its ACKs, in a download): a TCG guest
+# pays for each, so a stack that hands it frames a few at a time slows it down.
+counters() { I=$(awk '/virtio/ { n += $2 } END { print n + 0 }' /proc/interrupts); S=$(awk '/^Tcp:/ && ++k == 2 { print $12 }' /proc/net/snmp); }
 download() { # NAME BYTES
-  stamp; t0=$T
+  counters; i0=$I; s0=$S; stamp; t0=$T
   wget -q -O /dev/null "http://$GW:${httpPort}/bytes/$2"; rc=$?
-  stamp; echo "WEFT-RESULT $1 rc=$rc cs=$((T - t0))"
+  stamp; counters; echo "WEFT-RESULT $1 rc=$rc cs=$((T - t0)) irq=$((I - i0)) segs=$((S - s0))"
 }
 upload() { # NAME BYTES: nc half-closes at the end of the file and ends at the sink's FIN
-  stamp; t0=$T
+  counters; i0=$I; s0=$S; stamp; t0=$T
   nc "$GW" ${sinkPort} < /tmp/upload-$2 > /dev/null; rc=$?
-  stamp; echo "WEFT-RESULT $1 rc=$rc cs=$((T - t0))"
+  stamp; counters; echo "WEFT-RESULT $1 rc=$rc cs=$((T - t0)) irq=$((I - i0)) segs=$((S - s0))"
 }
 ${lines.join('\n')}
 `;
@@ -284,6 +290,8 @@ async function bootAndTransfer(o: {
         ...(hostSeconds === undefined ? {} : { hostSeconds }),
         stackCpu,
         qemuCpu,
+        guestInterrupts: Number(marker.fields.irq ?? NaN),
+        guestSegments: Number(marker.fields.segs ?? NaN),
         fromUs: start.cpu.atUs,
         toUs: end.atUs,
         stackReads: end.stackSyscalls.reads - start.cpu.stackSyscalls.reads,
@@ -360,7 +368,8 @@ export async function runQemuBench(o: QemuBenchOptions = {}): Promise<QemuBenchR
           const parts = measured.map((t) => {
             const host = t.hostSeconds === undefined ? '' : `, sink ${(t.bytes / 1e6 / t.hostSeconds).toFixed(1)} MB/s first→last byte`;
             const stack = Number.isFinite(t.stackCpu) ? `stack ${t.stackCpu.toFixed(2)} + ` : '';
-            return `${t.direction} ${t.mbPerSecond.toFixed(1)} MB/s (${stack}QEMU ${t.qemuCpu.toFixed(2)} CPU s${host})`;
+            const guest = Number.isFinite(t.guestInterrupts) ? `, guest ${t.guestInterrupts} interrupts, ${t.guestSegments} segments sent` : '';
+            return `${t.direction} ${t.mbPerSecond.toFixed(1)} MB/s (${stack}QEMU ${t.qemuCpu.toFixed(2)} CPU s${host}${guest})`;
           });
           log(`  ${label}: ${parts.join('; ')}; boot ${((boot.run.bootMs ?? NaN) / 1000).toFixed(1)} s, MTU ${boot.mtu ?? '?'}`);
         } catch (e) {
