@@ -46,17 +46,13 @@ export class SendBuffer {
   }
 
   /**
-   * The free room right after the last byte, up to `max` bytes (growing the buffer toward that
-   * within its cap), for a reader to fill in place and pass to append(); undefined when less than
-   * `min` bytes lie there in one piece. It stays valid until the next append. Reading a host
-   * socket straight into it saves a copy of every byte a download carries.
+   * The free room right after the last byte, up to `max` bytes, for a reader to fill in place and
+   * pass to append(); undefined when less than `min` bytes lie there in one piece. It stays valid
+   * until the next append. Reading a host socket straight into it saves a copy of every byte a
+   * download carries. It does not grow the buffer: appends do, as far as the bytes need (growing it
+   * ahead for every first read held 256 KiB or more per connection, however little it carried).
    */
   tailRoom(min: number, max: number): Uint8Array | undefined {
-    if (this.buf.length - this.len < max && this.buf.length < this.maxCapacity) {
-      let next = this.buf.length;
-      while (next - this.len < max) next *= 2;
-      this.grow(Math.min(next, this.maxCapacity));
-    }
     const cap = this.buf.length;
     const end = this.start + this.len;
     // Bytes in one piece [start, end): room runs to the end of the array. Wrapped: up to start.

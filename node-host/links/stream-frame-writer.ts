@@ -1,9 +1,9 @@
 // Frames to one QEMU `-netdev stream` peer, each as a 4-byte big-endian length and the frame. The
-// frames of one burst are packed into buffers and go out together at the end of the turn, in one
-// writev: a write per frame cost a system call each, most of weft's time on this link, and frames
+// frames of one burst are packed into buffers and leave together at the end of the turn, in one
+// writev. A write per frame cost a system call each, most of weft's time on this link; and frames
 // written a few at a time reach the guest a few at a time — a TCG guest then takes an interrupt and
-// sends an ACK per few frames, which at MTU 65520 cost it a fifth of its download speed. The peer's backlog is bounded: a slow peer
-// loses its own frames, and nothing else waits for it.
+// sends an ACK per few frames, which slowed its downloads at MTU 65520. The peer's backlog is
+// bounded: a slow peer loses its own frames, and nothing else waits for it.
 
 import type net from 'node:net';
 

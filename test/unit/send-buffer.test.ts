@@ -42,13 +42,12 @@ describe('SendBuffer', () => {
     expect(next.byteOffset).toBe(room.byteOffset + 300);
   });
 
-  it('grows toward the room asked for, within its cap', () => {
+  it('does not grow for the room: a small buffer lends none, one that grew for its bytes does', () => {
     const b = new SendBuffer(16, 4096);
-    const room = b.tailRoom(64, 1000) as Uint8Array;
-    expect(b.capacity).toBe(1024);
-    expect(room.length).toBe(1000);
-    const capped = new SendBuffer(16, 256);
-    expect(capped.tailRoom(64, 1000)?.length).toBe(256);
+    expect(b.tailRoom(64, 1000)).toBeUndefined();
+    expect(b.capacity).toBe(16);
+    b.append(bytes(600, 1)); // grows to 1024 for its bytes
+    expect(b.tailRoom(64, 1000)?.length).toBe(424);
   });
 
   it('offers no room shorter than asked for: the end is about to wrap', () => {
