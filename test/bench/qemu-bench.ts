@@ -490,7 +490,9 @@ export function formatQemuTable(
         ['upload', up],
       ] as const) {
         if (x === undefined) continue;
-        (x >= TARGET_RATIO ? met : missed).push(`${what} vs ${p.peer} ${x.toFixed(2)}`);
+        // A miss that two decimals would round up to the target shows a third (0.998, not 1.00).
+        const shown = x < TARGET_RATIO && x.toFixed(2) === TARGET_RATIO.toFixed(2) ? x.toFixed(3) : x.toFixed(2);
+        (x >= TARGET_RATIO ? met : missed).push(`${what} vs ${p.peer} ${shown}`);
       }
     }
     verdicts.push(
