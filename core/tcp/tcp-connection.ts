@@ -108,7 +108,6 @@ export class TcpConnection implements TcpFlow {
   private readonly sender: TcpSender;
   private readonly receiver: TcpReceiver;
   private readonly writer: TcpSegmentWriter;
-  /** The sender's buffer bound, settled with the segment size at negotiation. */
 
   private synAckRetries = 0;
   private lastGuestActivity: Instant;

@@ -88,7 +88,7 @@ export function negotiate(cfg: TcpConfig, linkMss: number, segmentOffload: boole
       minRtoMs: cfg.minRtoMs,
       maxRtoMs: cfg.maxRtoMs,
       sendBufferBytes,
-      sendBufferMaxBytes: Math.max(sendBufferBytes, cfg.sendBufferMaxBytes ?? 0),
+      sendBufferMaxBytes: cfg.sendBufferMaxBytes,
       maxRetransmits: cfg.maxRetransmits,
       sackPermitted: sackOk,
     },

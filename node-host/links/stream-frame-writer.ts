@@ -93,7 +93,7 @@ export class StreamFrameWriter {
     if (this.fill > this.sent) {
       this.ready.push([old, old.subarray(this.sent, this.fill)]);
       this.readyBytes += this.fill - this.sent;
-      this.unwritten.set(old, (this.unwritten.get(old) ?? 0) + 1);
+      this.holdFor(old);
     }
     if (this.reserved === this.fill && old.length === ARENA_BYTES) {
       if (this.unwritten.has(old)) this.retired.add(old);
@@ -105,6 +105,11 @@ export class StreamFrameWriter {
 
   private keep(arena: Buffer): void {
     if (this.spare.length < SPARE_ARENAS) this.spare.push(arena);
+  }
+
+  /** One more write of `arena` that the socket has not finished: it is not reused until written(). */
+  private holdFor(arena: Buffer): void {
+    this.unwritten.set(arena, (this.unwritten.get(arena) ?? 0) + 1);
   }
 
   private written(arena: Buffer): void {
@@ -133,7 +138,7 @@ export class StreamFrameWriter {
     this.readyBytes = 0;
     if (this.fill > this.sent) {
       const arena = this.arena;
-      this.unwritten.set(arena, (this.unwritten.get(arena) ?? 0) + 1);
+      this.holdFor(arena);
       this.socket.write(arena.subarray(this.sent, this.fill), () => this.written(arena));
       this.sent = this.fill;
     }
