@@ -204,15 +204,15 @@ stamp() { read -r up _ < /proc/uptime; T=\${up%.*}\${up#*.}; }
 # The guest's virtio interrupts and TCP segments sent so far (its ACKs, in a download): a TCG guest
 # pays for each, so a stack that hands it frames a few at a time slows it down.
 counters() { I=$(awk '/virtio/ { n += $2 } END { print n + 0 }' /proc/interrupts); S=$(awk '/^Tcp:/ && ++k == 2 { print $12 }' /proc/net/snmp); }
+begin() { counters; i0=$I; s0=$S; stamp; t0=$T; }
+result() { # NAME RC
+  stamp; counters; echo "WEFT-RESULT $1 rc=$2 cs=$((T - t0)) irq=$((I - i0)) segs=$((S - s0))"
+}
 download() { # NAME BYTES
-  counters; i0=$I; s0=$S; stamp; t0=$T
-  wget -q -O /dev/null "http://$GW:${httpPort}/bytes/$2"; rc=$?
-  stamp; counters; echo "WEFT-RESULT $1 rc=$rc cs=$((T - t0)) irq=$((I - i0)) segs=$((S - s0))"
+  begin; wget -q -O /dev/null "http://$GW:${httpPort}/bytes/$2"; result "$1" $?
 }
 upload() { # NAME BYTES: nc half-closes at the end of the file and ends at the sink's FIN
-  counters; i0=$I; s0=$S; stamp; t0=$T
-  nc "$GW" ${sinkPort} < /tmp/upload-$2 > /dev/null; rc=$?
-  stamp; counters; echo "WEFT-RESULT $1 rc=$rc cs=$((T - t0)) irq=$((I - i0)) segs=$((S - s0))"
+  begin; nc "$GW" ${sinkPort} < /tmp/upload-$2 > /dev/null; result "$1" $?
 }
 ${lines.join('\n')}
 `;
