@@ -78,6 +78,18 @@ class TcpProbe implements TcpStreamHandlers {
     this.closeError = error;
     this.resolveClose(error);
   }
+
+  /** Handlers that record into this probe, with some of them replaced (they may call the probe's own). */
+  with(overrides: Partial<TcpStreamHandlers>): TcpStreamHandlers {
+    return {
+      onConnect: () => this.onConnect(),
+      onData: (data) => this.onData(data),
+      onEnd: () => this.onEnd(),
+      onDrain: () => this.onDrain(),
+      onClose: (e) => this.onClose(e),
+      ...overrides,
+    };
+  }
 }
 
 async function waitFor(cond: () => boolean, timeoutMs = 5_000): Promise<void> {
@@ -150,20 +162,20 @@ describe('DirectUpstream', () => {
     upstream = makeUpstream();
     const probe = new TcpProbe();
     const reads: Array<[number, boolean | undefined]> = [];
-    const stream = upstream.openTcp(gw(echo.port), meta('tcp', gw(echo.port)), {
-      ...probe,
-      onConnect: () => probe.onConnect(),
-      onData: (data, more) => {
-        reads.push([data.length, more]);
-        probe.onData(data);
-      },
-      onEnd: () => {
-        reads.push([-1, undefined]);
-        probe.onEnd();
-      },
-      onDrain: () => probe.onDrain(),
-      onClose: (e) => probe.onClose(e),
-    });
+    const stream = upstream.openTcp(
+      gw(echo.port),
+      meta('tcp', gw(echo.port)),
+      probe.with({
+        onData: (data, more) => {
+          reads.push([data.length, more]);
+          probe.onData(data);
+        },
+        onEnd: () => {
+          reads.push([-1, undefined]);
+          probe.onEnd();
+        },
+      }),
+    );
     await probe.connected;
     const payload = deterministicBytes(1_000_000);
     stream.write(payload);
@@ -188,22 +200,22 @@ describe('DirectUpstream', () => {
     let lend = true;
     let inPlace = 0;
     let elsewhere = 0;
-    const stream = upstream.openTcp(gw(echo.port), meta('tcp', gw(echo.port)), {
-      onConnect: () => probe.onConnect(),
-      onData: (data) => {
-        if (data.length === 0) return;
-        if (data.buffer === lent.buffer && data.byteOffset === at) {
-          inPlace++;
-          at += data.length;
-        } else elsewhere++;
-        probe.onData(data);
-        lend = !lend; // every other read in place
-      },
-      readRoom: () => (lend && at + 65536 <= lent.length ? lent.subarray(at, at + 65536) : undefined),
-      onEnd: () => probe.onEnd(),
-      onDrain: () => probe.onDrain(),
-      onClose: (e) => probe.onClose(e),
-    });
+    const stream = upstream.openTcp(
+      gw(echo.port),
+      meta('tcp', gw(echo.port)),
+      probe.with({
+        onData: (data) => {
+          if (data.length === 0) return;
+          if (data.buffer === lent.buffer && data.byteOffset === at) {
+            inPlace++;
+            at += data.length;
+          } else elsewhere++;
+          probe.onData(data);
+          lend = !lend; // every other read in place
+        },
+        readRoom: () => (lend && at + 65536 <= lent.length ? lent.subarray(at, at + 65536) : undefined),
+      }),
+    );
     await probe.connected;
     const payload = deterministicBytes(400_000);
     stream.write(payload);

@@ -7,7 +7,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { QemuStreamLink } from '../../node-host/links/qemu-stream-link';
+import { QemuStreamLink, StreamFrameDecoder } from '../../node-host/links/qemu-stream-link';
 import { spawnWeft, type WeftProcess } from '../harness/weft-process';
 
 const GUEST_MAC = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
@@ -327,87 +327,85 @@ describe('weft vm --qemu (QEMU stream framing)', () => {
   });
 });
 
+/**
+ * A QemuStreamLink on a unix socket with one client connected. `received` collects the frames the
+ * client decodes; `calls` the link side's socket calls from then on (`write N` with its length,
+ * `cork`, `uncork`). close() puts net.Socket's methods back and removes everything.
+ */
+async function linkWithClient() {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-stream-'));
+  const path = join(dir, 'link.sock');
+  const link = await QemuStreamLink.listen({ kind: 'unix', path });
+  const proto = net.Socket.prototype;
+  const { write, cork, uncork } = proto;
+  const client = net.connect(path);
+  await new Promise((r) => client.once('connect', r));
+  await new Promise((r) => setTimeout(r, 50)); // the link accepts it
+  const received: Buffer[] = [];
+  const decoder = new StreamFrameDecoder();
+  client.on('data', (chunk: Buffer) => decoder.push(chunk, (f) => received.push(Buffer.from(f))));
+  const calls: string[] = [];
+  proto.write = function (this: net.Socket, ...args: Parameters<typeof write>) {
+    if (this !== client) calls.push(`write ${(args[0] as Uint8Array).length}`);
+    return write.apply(this, args);
+  } as typeof write;
+  proto.cork = function (this: net.Socket) {
+    if (this !== client) calls.push('cork');
+    return cork.apply(this);
+  };
+  proto.uncork = function (this: net.Socket) {
+    if (this !== client) calls.push('uncork');
+    return uncork.apply(this);
+  };
+  return {
+    link,
+    received,
+    calls,
+    async close() {
+      Object.assign(proto, { write, cork, uncork });
+      client.destroy();
+      await link.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The bytes a burst of frames takes on the stream: each with its 4-byte length. */
+const framedLength = (frames: Buffer[]) => frames.reduce((n, f) => n + 4 + f.length, 0);
+
 describe('QemuStreamLink writes', () => {
   it('sends the frames of one burst in one write, each intact and in order, and later bursts reuse the buffer', async () => {
-    const { QemuStreamLink, StreamFrameDecoder } = await import('../../node-host/links/qemu-stream-link');
-    const dir = mkdtempSync(join(tmpdir(), 'weft-stream-'));
-    const path = join(dir, 'link.sock');
-    const link = await QemuStreamLink.listen({ kind: 'unix', path });
-    const writes: number[] = [];
-    const write = net.Socket.prototype.write;
+    const { link, received, calls, close } = await linkWithClient();
     try {
-      const client = net.connect(path);
-      await new Promise((r) => client.once('connect', r));
-      await new Promise((r) => setTimeout(r, 50)); // the link accepts it
-      const received: Buffer[] = [];
-      const decoder = new StreamFrameDecoder();
-      client.on('data', (chunk: Buffer) => decoder.push(chunk, (f) => received.push(Buffer.from(f))));
-      net.Socket.prototype.write = function (this: net.Socket, ...args: Parameters<typeof write>) {
-        if (this !== client) writes.push((args[0] as Uint8Array).length);
-        return write.apply(this, args);
-      } as typeof write;
       const frames = Array.from({ length: 40 }, (_, i) => Buffer.alloc(60 + i * 37, i));
       for (const f of frames) link.send(f);
       await new Promise((r) => setTimeout(r, 50));
       for (const f of frames.slice(0, 3)) link.send(f);
       await new Promise((r) => setTimeout(r, 50));
-      expect(writes).toEqual([frames.reduce((n, f) => n + 4 + f.length, 0), frames.slice(0, 3).reduce((n, f) => n + 4 + f.length, 0)]);
+      expect(calls).toEqual([`write ${framedLength(frames)}`, `write ${framedLength(frames.slice(0, 3))}`]);
       expect(received.map((f) => f.toString('hex'))).toEqual([...frames, ...frames.slice(0, 3)].map((f) => f.toString('hex')));
-      client.destroy();
     } finally {
-      net.Socket.prototype.write = write;
-      await link.close();
-      rmSync(dir, { recursive: true, force: true });
+      await close();
     }
   });
-});
 
-describe('QemuStreamLink bursts larger than its write buffer', () => {
-  it('sends them in one corked write (one writev), each frame intact and in order', async () => {
-    const { QemuStreamLink, StreamFrameDecoder } = await import('../../node-host/links/qemu-stream-link');
-    const dir = mkdtempSync(join(tmpdir(), 'weft-stream-'));
-    const path = join(dir, 'link.sock');
-    const link = await QemuStreamLink.listen({ kind: 'unix', path });
-    const events: string[] = [];
-    const proto = net.Socket.prototype;
-    const { write, cork, uncork } = proto;
+  it('sends a burst larger than its write buffer in one corked write (one writev), each frame intact and in order', async () => {
+    const { link, received, calls, close } = await linkWithClient();
     try {
-      const client = net.connect(path);
-      await new Promise((r) => client.once('connect', r));
-      await new Promise((r) => setTimeout(r, 50)); // the link accepts it
-      const received: Buffer[] = [];
-      const decoder = new StreamFrameDecoder();
-      client.on('data', (chunk: Buffer) => decoder.push(chunk, (f) => received.push(Buffer.from(f))));
-      proto.write = function (this: net.Socket, ...args: Parameters<typeof write>) {
-        if (this !== client) events.push(`write ${(args[0] as Uint8Array).length}`);
-        return write.apply(this, args);
-      } as typeof write;
-      proto.cork = function (this: net.Socket) {
-        if (this !== client) events.push('cork');
-        return cork.apply(this);
-      };
-      proto.uncork = function (this: net.Socket) {
-        if (this !== client) events.push('uncork');
-        return uncork.apply(this);
-      };
       // 20 frames of 60 000 bytes: 1.2 MB, several of the link's 256 KiB buffers.
       const frames = Array.from({ length: 20 }, (_, i) => Buffer.alloc(60_000, i + 1));
       for (const f of frames) link.send(f);
-      const total = frames.reduce((n, f) => n + 4 + f.length, 0);
       for (let i = 0; i < 100 && received.length < frames.length; i++) await new Promise((r) => setTimeout(r, 20));
-      expect(events[0]).toBe('cork');
-      expect(events.at(-1)).toBe('uncork');
-      const written = events.slice(1, -1);
+      expect(calls[0]).toBe('cork');
+      expect(calls.at(-1)).toBe('uncork');
+      const written = calls.slice(1, -1);
       expect(written.length).toBeGreaterThan(1);
       expect(written.every((e) => e.startsWith('write '))).toBe(true);
-      expect(written.reduce((n, e) => n + Number(e.slice(6)), 0)).toBe(total);
+      expect(written.reduce((n, e) => n + Number(e.slice(6)), 0)).toBe(framedLength(frames));
       expect(received.length).toBe(frames.length);
       expect(received.every((f, i) => f.equals(frames[i]))).toBe(true);
-      client.destroy();
     } finally {
-      Object.assign(proto, { write, cork, uncork });
-      await link.close();
-      rmSync(dir, { recursive: true, force: true });
+      await close();
     }
   });
 });
