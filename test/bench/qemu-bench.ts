@@ -117,8 +117,16 @@ export interface QemuBenchRow {
   stackCpu: { download?: Spread; upload?: Spread };
   /** CPU s of the stack and QEMU together per transfer (for `user`: QEMU alone). */
   totalCpu: { download?: Spread; upload?: Spread };
+  /** What each transfer cost the guest: virtio interrupts, TCP segments sent, ms idle. */
+  guest: { download: GuestCost; upload: GuestCost };
   /** Why this stack's remaining rounds were skipped, if one failed. */
   failure?: string;
+}
+
+export interface GuestCost {
+  interrupts?: Spread;
+  segments?: Spread;
+  idleMs?: Spread;
 }
 
 /** Why the suite cannot run here, or undefined. passt is optional (its rows then say why not). */
@@ -170,6 +178,8 @@ interface Transfer extends TransferPlan {
   /** The guest's virtio interrupts and TCP segments sent during the transfer (NaN if unread). */
   guestInterrupts: number;
   guestSegments: number;
+  /** Centiseconds the guest's CPU was idle during the transfer (/proc/stat): time it waited for the stack. */
+  guestIdle: number;
   /** The host-side window, CLOCK_MONOTONIC µs (for a profile). */
   fromUs: number;
   toUs: number;
@@ -202,11 +212,12 @@ echo "WEFT-RESULT link mtu=$(cat /sys/class/net/eth0/mtu) gw=$GW"
 for n in ${sizes.join(' ')}; do dd if=/dev/zero of=/tmp/upload-$n bs=65536 count=$((n / 65536)) 2>/dev/null || exit 1; done
 stamp() { read -r up _ < /proc/uptime; T=\${up%.*}\${up#*.}; }
 # The guest's virtio interrupts and TCP segments sent so far (its ACKs, in a download): a TCG guest
-# pays for each, so a stack that hands it frames a few at a time slows it down.
-counters() { I=$(awk '/virtio/ { n += $2 } END { print n + 0 }' /proc/interrupts); S=$(awk '/^Tcp:/ && ++k == 2 { print $12 }' /proc/net/snmp); }
-begin() { counters; i0=$I; s0=$S; stamp; t0=$T; }
+# pays for each, so a stack that hands it frames a few at a time slows it down. And its idle time
+# (/proc/stat, centiseconds): how long it waited for the stack.
+counters() { I=$(awk '/virtio/ { n += $2 } END { print n + 0 }' /proc/interrupts); S=$(awk '/^Tcp:/ && ++k == 2 { print $12 }' /proc/net/snmp); read -r _ _ _ _ D _ < /proc/stat; }
+begin() { counters; i0=$I; s0=$S; d0=$D; stamp; t0=$T; }
 result() { # NAME RC
-  stamp; counters; echo "WEFT-RESULT $1 rc=$2 cs=$((T - t0)) irq=$((I - i0)) segs=$((S - s0))"
+  stamp; counters; echo "WEFT-RESULT $1 rc=$2 cs=$((T - t0)) irq=$((I - i0)) segs=$((S - s0)) idle=$((D - d0))"
 }
 download() { # NAME BYTES
   begin; wget -q -O /dev/null "http://$GW:${httpPort}/bytes/$2"; result "$1" $?
@@ -292,6 +303,7 @@ async function bootAndTransfer(o: {
         qemuCpu,
         guestInterrupts: Number(marker.fields.irq ?? NaN),
         guestSegments: Number(marker.fields.segs ?? NaN),
+        guestIdle: Number(marker.fields.idle ?? NaN),
         fromUs: start.cpu.atUs,
         toUs: end.atUs,
         stackReads: end.stackSyscalls.reads - start.cpu.stackSyscalls.reads,
@@ -368,7 +380,9 @@ export async function runQemuBench(o: QemuBenchOptions = {}): Promise<QemuBenchR
           const parts = measured.map((t) => {
             const host = t.hostSeconds === undefined ? '' : `, sink ${(t.bytes / 1e6 / t.hostSeconds).toFixed(1)} MB/s first→last byte`;
             const stack = Number.isFinite(t.stackCpu) ? `stack ${t.stackCpu.toFixed(2)} + ` : '';
-            const guest = Number.isFinite(t.guestInterrupts) ? `, guest ${t.guestInterrupts} interrupts, ${t.guestSegments} segments sent` : '';
+            const guest = Number.isFinite(t.guestInterrupts)
+              ? `, guest ${t.guestInterrupts} interrupts, ${t.guestSegments} segments sent, idle ${t.guestIdle * 10} ms`
+              : '';
             return `${t.direction} ${t.mbPerSecond.toFixed(1)} MB/s (${stack}QEMU ${t.qemuCpu.toFixed(2)} CPU s${host}${guest})`;
           });
           log(`  ${label}: ${parts.join('; ')}; boot ${((boot.run.bootMs ?? NaN) / 1000).toFixed(1)} s, MTU ${boot.mtu ?? '?'}`);
@@ -389,6 +403,11 @@ export async function runQemuBench(o: QemuBenchOptions = {}): Promise<QemuBenchR
   const result: QemuBenchRow[] = peers.map((p) => {
     const r = rows.get(p.name)!;
     const of = (direction: 'download' | 'upload', pick: (t: Transfer) => number) => spread(r.transfers.filter((t) => t.direction === direction).map(pick));
+    const guestCost = (direction: 'download' | 'upload'): GuestCost => ({
+      interrupts: of(direction, (t) => t.guestInterrupts),
+      segments: of(direction, (t) => t.guestSegments),
+      idleMs: of(direction, (t) => t.guestIdle * 10),
+    });
     const total = (t: Transfer) => (Number.isFinite(t.stackCpu) ? t.stackCpu : 0) + t.qemuCpu;
     const otherMtus = [...r.mtus].filter((m) => m !== String(MTU));
     const download = of('download', (t) => t.mbPerSecond);
@@ -400,6 +419,7 @@ export async function runQemuBench(o: QemuBenchOptions = {}): Promise<QemuBenchR
       ...(upload ? { upload } : {}),
       stackCpu: p.pid === undefined ? {} : { download: of('download', (t) => t.stackCpu), upload: of('upload', (t) => t.stackCpu) },
       totalCpu: { download: of('download', total), upload: of('upload', total) },
+      guest: { download: guestCost('download'), upload: guestCost('upload') },
       ...(r.failure ? { failure: r.failure } : otherMtus.length > 0 ? { failure: `the guest's eth0 had MTU ${otherMtus.join(', ')}, not ${MTU}` } : {}),
     };
   });
@@ -503,6 +523,15 @@ export function formatQemuTable(
           : `${w.peer}: no figures to compare`,
     );
   }
+  // Under TCG the guest's CPU is what bounds a download: these show what each stack costs it.
+  const cost = (c: GuestCost) => [c.interrupts, c.segments, c.idleMs].map((x) => (x ? x.median.toFixed(0) : '—')).join(' / ');
+  out.push(
+    ...table(
+      ['the guest per transfer (medians)', 'download: interrupts / segments sent / idle ms', 'upload: same'],
+      rows.map((r) => [r.label, cost(r.guest.download), cost(r.guest.upload)]),
+    ),
+    '',
+  );
   out.push(...table(['ratio (weft / peer, medians)', 'download', 'upload', 'stack CPU ↓ / ↑', 'stack+QEMU CPU ↓ / ↑'], ratioCells));
   out.push(`\ntarget ≥ ${TARGET_RATIO.toFixed(1)}× -netdev user and passt both ways (MB/s): ${verdicts.join('; ')}`);
   for (const s of run.skipped) out.push(`skipped: ${s}`);
