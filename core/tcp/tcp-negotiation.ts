@@ -24,6 +24,16 @@ export interface TcpNegotiated {
 /** IPv4's 65,535 bytes less the IP header and the largest TCP header (60). */
 const MAX_OFFLOAD_PAYLOAD = 65535 - 20 - 60;
 
+/**
+ * The largest frame a data segment towards the guest makes: 64 KiB less the 12-byte virtio-net
+ * header. A Linux virtio-net guest receives into 4 KiB buffers, so such a frame fills 16 of them;
+ * one byte more takes a 17th, and that cost a TCG guest about a tenth of its download speed at MTU
+ * 65520 (a frame 10 bytes shorter went 12% faster side by side). Only MTUs above 65510 are affected.
+ */
+export const MAX_DATA_FRAME = 65536 - 12;
+/** Ethernet, IPv4 and TCP headers without options: what a data frame holds besides payload and options. */
+const FRAME_HEADERS = 14 + 20 + 20;
+
 /** The send buffer holds at least this many segments of the largest size, up to MAX_SEND_BUFFER. */
 const MIN_SEGMENTS_BUFFERED = 16;
 const MAX_SEND_BUFFER = 1024 * 1024;
@@ -63,7 +73,7 @@ export function negotiate(cfg: TcpConfig, linkMss: number, segmentOffload: boole
   const rcvBuffer = scaling ? cfg.receiveBufferBytes : Math.min(cfg.receiveBufferBytes, 0xffff);
   const optionBytes = tsOk ? 12 : 0;
   const guestMss = o.mss ?? 536; // RFC 9293 default when the SYN carries none
-  const sendMss = Math.max(64, Math.min(guestMss, linkMss) - optionBytes);
+  const sendMss = Math.max(64, Math.min(guestMss, linkMss, MAX_DATA_FRAME - FRAME_HEADERS) - optionBytes);
   const maxSegment = segmentOffload ? offloadSegment(sendMss) : sendMss;
   // Room for at least MIN_SEGMENTS_BUFFERED segments: with 64 KiB segments (a 65520 MTU, or
   // offload) the configured 256 KiB would be 4 in flight, and ACK clocking stalls on each ACK.

@@ -10,18 +10,22 @@ import { ACK, emitTcp, FIN, parseTcp, PSH, RST, SYN, tcpHeaderLength, type TcpOp
 import { FakeUpstream } from '../support/fake-upstream';
 import { GUEST_IP, ipv4Frame, seededRandom } from '../support/frames';
 import { instant } from '../../core/clock';
+import { MAX_DATA_FRAME } from '../../core/tcp/tcp-negotiation';
 
 const DST = parseIpv4('93.184.216.34');
 
-function setup(tcp = {}) {
+function setup(tcp = {}, network = {}) {
   let now = 5_000;
   const out: TcpSegment[] = [];
+  /** The length of each frame in `out`, in the same order. */
+  const frameLengths: number[] = [];
   const upstream = new FakeUpstream();
   const stack = new Stack({
     clock: { now: () => instant(now) },
     random: seededRandom(7).fill,
     upstream,
     tcp,
+    network,
     output: (f) => {
       const eth = parseEthernet(f);
       if (isDrop(eth)) throw new Error(eth);
@@ -30,6 +34,7 @@ function setup(tcp = {}) {
       const seg = parseTcp(ip.payload);
       if (isDrop(seg)) throw new Error(seg);
       out.push({ ...seg, payload: seg.payload.slice() });
+      frameLengths.push(f.length);
     },
   });
   let guestSeq = 1000;
@@ -62,7 +67,7 @@ function setup(tcp = {}) {
     send(ACK, { ack: (synAck.seq + 1) >>> 0 });
     return (synAck.seq + 1) >>> 0;
   };
-  return { stack, out, upstream, send, advance, handshake, setGuestSeq: (s: number) => (guestSeq = s) };
+  return { stack, out, frameLengths, upstream, send, advance, handshake, setGuestSeq: (s: number) => (guestSeq = s) };
 }
 
 describe('TCP connect semantics', () => {
@@ -211,5 +216,47 @@ describe('TCP data transfer', () => {
     t.out.length = 0;
     t.upstream.tcp[0].fail('reset');
     expect(t.out.map((s) => s.flags)).toEqual([RST | ACK]);
+  });
+});
+
+describe('TCP segment size towards the guest', () => {
+  /** Handshake with timestamps and a large window, then `bytes` from the upstream: the data frames' lengths and payloads. */
+  function transfer(mtu: number, bytes: number) {
+    const t = setup({}, { mtu });
+    const ts = { value: 1, echo: 0 };
+    t.send(SYN, { options: { mss: mtu - 40, windowScale: 7, sackPermitted: true, timestamp: ts } });
+    t.upstream.tcp[0].connect();
+    const synAck = t.out.shift() as TcpSegment;
+    t.frameLengths.shift();
+    t.setGuestSeq(1001);
+    t.send(ACK, { ack: (synAck.seq + 1) >>> 0, options: { timestamp: { value: 2, echo: synAck.options.timestamp?.value ?? 0 } } });
+    t.upstream.tcp[0].send(new Uint8Array(bytes));
+    const data: { payload: number; frame: number }[] = [];
+    // The guest acknowledges each flight (the initial window is two segments this large).
+    for (let round = 0; round < 20 && data.reduce((n, d) => n + d.payload, 0) < bytes; round++) {
+      const sent = t.out.splice(0);
+      const lengths = t.frameLengths.splice(0);
+      sent.forEach((seg, i) => {
+        if (seg.payload.length > 0) data.push({ payload: seg.payload.length, frame: lengths[i] });
+      });
+      const last = sent[sent.length - 1];
+      if (!last) break;
+      t.send(ACK, { ack: (last.seq + last.payload.length) >>> 0, options: { timestamp: { value: 3 + round, echo: last.options.timestamp?.value ?? 0 } } });
+    }
+    expect(data.reduce((n, d) => n + d.payload, 0)).toBe(bytes);
+    return data;
+  }
+
+  it("at MTU 65520, fills 64 KiB less a virtio-net header and no more (16 of a Linux guest's 4 KiB buffers)", () => {
+    const data = transfer(65520, 400_000);
+    expect(MAX_DATA_FRAME).toBe(65524);
+    expect(Math.max(...data.map((d) => d.frame))).toBe(MAX_DATA_FRAME);
+    // Payload 65458 = 65524 less 14 (Ethernet) + 20 (IPv4) + 32 (TCP with timestamps).
+    expect(data.slice(0, -1).every((d) => d.payload === 65458 && d.frame === MAX_DATA_FRAME)).toBe(true);
+  });
+
+  it('below that, segments are as large as the MSS allows', () => {
+    const data = transfer(9000, 100_000);
+    expect(data.slice(0, -1).every((d) => d.payload === 9000 - 40 - 12 && d.frame === 9014)).toBe(true);
   });
 });
