@@ -3,7 +3,9 @@
 // sizes of the two halves that follow from them. Pure: the connection builds its halves from this.
 
 import type { TcpConfig } from '../config';
-import type { TcpOptions, TcpSegment } from '../wire/tcp';
+import { ETHERNET_HEADER_LENGTH } from '../wire/ethernet';
+import { IPV4_HEADER_LENGTH } from '../wire/ipv4';
+import { TCP_HEADER_MIN, type TcpOptions, type TcpSegment } from '../wire/tcp';
 import type { ReceiverConfig } from './tcp-receiver';
 import type { SenderConfig } from './tcp-sender';
 
@@ -32,7 +34,7 @@ const MAX_OFFLOAD_PAYLOAD = 65535 - 20 - 60;
  */
 export const MAX_DATA_FRAME = 65536 - 12;
 /** Ethernet, IPv4 and TCP headers without options: what a data frame holds besides payload and options. */
-const FRAME_HEADERS = 14 + 20 + 20;
+const FRAME_HEADERS = ETHERNET_HEADER_LENGTH + IPV4_HEADER_LENGTH + TCP_HEADER_MIN;
 
 /** The send buffer holds at least this many segments of the largest size, up to MAX_SEND_BUFFER. */
 const MIN_SEGMENTS_BUFFERED = 16;

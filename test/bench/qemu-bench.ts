@@ -178,8 +178,8 @@ interface Transfer extends TransferPlan {
   /** The guest's virtio interrupts and TCP segments sent during the transfer (NaN if unread). */
   guestInterrupts: number;
   guestSegments: number;
-  /** Centiseconds the guest's CPU was idle during the transfer (/proc/stat): time it waited for the stack. */
-  guestIdle: number;
+  /** Milliseconds the guest's CPU was idle during the transfer (/proc/stat): time it waited for the stack. */
+  guestIdleMs: number;
   /** The host-side window, CLOCK_MONOTONIC µs (for a profile). */
   fromUs: number;
   toUs: number;
@@ -303,7 +303,7 @@ async function bootAndTransfer(o: {
         qemuCpu,
         guestInterrupts: Number(marker.fields.irq ?? NaN),
         guestSegments: Number(marker.fields.segs ?? NaN),
-        guestIdle: Number(marker.fields.idle ?? NaN),
+        guestIdleMs: Number(marker.fields.idle ?? NaN) * 10, // centiseconds
         fromUs: start.cpu.atUs,
         toUs: end.atUs,
         stackReads: end.stackSyscalls.reads - start.cpu.stackSyscalls.reads,
@@ -381,7 +381,7 @@ export async function runQemuBench(o: QemuBenchOptions = {}): Promise<QemuBenchR
             const host = t.hostSeconds === undefined ? '' : `, sink ${(t.bytes / 1e6 / t.hostSeconds).toFixed(1)} MB/s first→last byte`;
             const stack = Number.isFinite(t.stackCpu) ? `stack ${t.stackCpu.toFixed(2)} + ` : '';
             const guest = Number.isFinite(t.guestInterrupts)
-              ? `, guest ${t.guestInterrupts} interrupts, ${t.guestSegments} segments sent, idle ${t.guestIdle * 10} ms`
+              ? `, guest ${t.guestInterrupts} interrupts, ${t.guestSegments} segments sent, idle ${t.guestIdleMs} ms`
               : '';
             return `${t.direction} ${t.mbPerSecond.toFixed(1)} MB/s (${stack}QEMU ${t.qemuCpu.toFixed(2)} CPU s${host}${guest})`;
           });
@@ -406,7 +406,7 @@ export async function runQemuBench(o: QemuBenchOptions = {}): Promise<QemuBenchR
     const guestCost = (direction: 'download' | 'upload'): GuestCost => ({
       interrupts: of(direction, (t) => t.guestInterrupts),
       segments: of(direction, (t) => t.guestSegments),
-      idleMs: of(direction, (t) => t.guestIdle * 10),
+      idleMs: of(direction, (t) => t.guestIdleMs),
     });
     const total = (t: Transfer) => (Number.isFinite(t.stackCpu) ? t.stackCpu : 0) + t.qemuCpu;
     const otherMtus = [...r.mtus].filter((m) => m !== String(MTU));

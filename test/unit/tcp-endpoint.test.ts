@@ -63,6 +63,7 @@ function setup(tcp = {}, network = {}) {
     send(SYN, { options });
     upstream.tcp[0].connect();
     const synAck = out.shift() as TcpSegment;
+    frameLengths.shift();
     guestSeq = 1001;
     send(ACK, { ack: (synAck.seq + 1) >>> 0 });
     return (synAck.seq + 1) >>> 0;
@@ -223,13 +224,7 @@ describe('TCP segment size towards the guest', () => {
   /** Handshake with timestamps and a large window, then `bytes` from the upstream: the data frames' lengths and payloads. */
   function transfer(mtu: number, bytes: number) {
     const t = setup({}, { mtu });
-    const ts = { value: 1, echo: 0 };
-    t.send(SYN, { options: { mss: mtu - 40, windowScale: 7, sackPermitted: true, timestamp: ts } });
-    t.upstream.tcp[0].connect();
-    const synAck = t.out.shift() as TcpSegment;
-    t.frameLengths.shift();
-    t.setGuestSeq(1001);
-    t.send(ACK, { ack: (synAck.seq + 1) >>> 0, options: { timestamp: { value: 2, echo: synAck.options.timestamp?.value ?? 0 } } });
+    t.handshake({ mss: mtu - 40, windowScale: 7, sackPermitted: true, timestamp: { value: 1, echo: 0 } });
     t.upstream.tcp[0].send(new Uint8Array(bytes));
     const data: { payload: number; frame: number }[] = [];
     // The guest acknowledges each flight (the initial window is two segments this large).
