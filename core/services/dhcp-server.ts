@@ -118,7 +118,7 @@ export class DhcpServer {
   }
 
   private discover(msg: DhcpMessage, mac: MacAddress, now: number): DhcpReply | DropReason {
-    const key = clientKey(msg, mac);
+    const key = this.keyFor(msg, mac, now);
     const own = this.byKey.get(key);
     let ip: Ipv4Address | undefined;
     if (own && this.usable(own.ip, key, now)) ip = own.ip;
@@ -134,7 +134,7 @@ export class DhcpServer {
   }
 
   private request(msg: DhcpMessage, mac: MacAddress, now: number): DhcpReply | DropReason | null {
-    const key = clientKey(msg, mac);
+    const key = this.keyFor(msg, mac, now);
     let ip: Ipv4Address;
     if (msg.serverId !== undefined) {
       // SELECTING: the client picked a server. If not us, our offer is void.
@@ -166,7 +166,7 @@ export class DhcpServer {
     if (msg.serverId !== undefined && msg.serverId !== this.config.gateway) return null;
     const ip = msg.requestedIp;
     if (ip === undefined || !this.inPool(ip)) return null;
-    const key = clientKey(msg, mac);
+    const key = this.keyFor(msg, mac, now);
     const holder = this.byIp.get(ip);
     // Only the client holding the address (or nobody) may take it out of the pool; otherwise one
     // guest could evict another's live lease.
@@ -179,7 +179,7 @@ export class DhcpServer {
   private release(msg: DhcpMessage, mac: MacAddress, now: number): null {
     if (msg.serverId !== undefined && msg.serverId !== this.config.gateway) return null;
     const entry = this.byIp.get(msg.ciaddr);
-    if (entry && entry.key === clientKey(msg, mac)) {
+    if (entry && entry.key === this.keyFor(msg, mac, now)) {
       // Keep the entry so the same client gets this address back while nobody else needs it.
       entry.state = 'free';
       entry.expiresAt = now;
@@ -190,6 +190,22 @@ export class DhcpServer {
   private inform(msg: DhcpMessage, mac: MacAddress): DhcpReply | DropReason {
     if (msg.ciaddr === IPV4_ANY) return 'dhcp-inform-no-ciaddr';
     return this.reply(msg, mac, T.ACK, IPV4_ANY);
+  }
+
+  /**
+   * The key of this client's lease. A client identifier names a lease and may move to a new MAC
+   * (RFC 2131 §4.2), but not away from a live lease on another MAC: else one guest on a LAN could
+   * take another's address, and the traffic weft sends to it, by sending that guest's identifier,
+   * and two VMs cloned from one image (one DUID) would share an address. Such a client is keyed by
+   * its identifier and its MAC together, and keeps that lease.
+   */
+  private keyFor(msg: DhcpMessage, mac: MacAddress, now: number): string {
+    const key = clientKey(msg, mac);
+    if (!msg.clientId) return key;
+    const ownMac = `${key}@${mac.toString(16)}`;
+    if (this.byKey.has(ownMac)) return ownMac;
+    const holder = this.byKey.get(key);
+    return holder && holder.mac !== mac && holder.state !== 'free' && holder.expiresAt > now ? ownMac : key;
   }
 
   /** True if `ip` may be given to client `key`: in the pool, not declined, not held by another. */

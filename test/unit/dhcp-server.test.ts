@@ -145,11 +145,31 @@ describe('DhcpServer', () => {
     const { server } = setup();
     const id = [1, 2, 3, 4, 5, 6, 7];
     expect(dora(server, { mac: MAC_A, clientId: id }).msg.yiaddr).toBe(ip('10.0.2.15'));
-    // Same client id behind a new MAC (a re-created VM NIC): same address.
-    expect(dora(server, { mac: MAC_B, clientId: id }).msg.yiaddr).toBe(ip('10.0.2.15'));
+    expect(server.handle(client({ type: T.RELEASE, mac: MAC_A, clientId: id, ciaddr: ip('10.0.2.15') }), 10)).toBeNull();
+    // Same client id behind a new MAC (a re-created VM NIC) once the old lease has ended: same address.
+    expect(dora(server, { mac: MAC_B, clientId: id }, 20).msg.yiaddr).toBe(ip('10.0.2.15'));
     // Same MAC, another client id (a second OS on the same NIC): another address.
-    expect(dora(server, { mac: MAC_B, clientId: [0, 9, 9] }).msg.yiaddr).toBe(ip('10.0.2.16'));
+    expect(dora(server, { mac: MAC_B, clientId: [0, 9, 9] }, 30).msg.yiaddr).toBe(ip('10.0.2.16'));
     expect(server.leases().find((l) => l.ip === ip('10.0.2.15'))).toMatchObject({ mac: MAC_B, clientId: Uint8Array.from(id) });
+  });
+
+  it('does not let another MAC take a live lease by sending its client identifier', () => {
+    const { server } = setup();
+    const id = [1, 2, 3, 4, 5, 6, 7];
+    expect(dora(server, { mac: MAC_A, clientId: id }).msg.yiaddr).toBe(ip('10.0.2.15'));
+    // A second guest sends A's identifier (forged, or a clone of A's image with the same DUID).
+    expect(reply(server.handle(client({ type: T.REQUEST, mac: MAC_B, clientId: id, requestedIp: ip('10.0.2.15') }), 1)).msg.messageType).toBe(T.NAK);
+    expect(server.handle(client({ type: T.RELEASE, mac: MAC_B, clientId: id, ciaddr: ip('10.0.2.15') }), 1)).toBeNull();
+    expect(server.handle(client({ type: T.DECLINE, mac: MAC_B, clientId: id, requestedIp: ip('10.0.2.15') }), 1)).toBeNull();
+    expect(server.holderOf(ip('10.0.2.15'), 2)).toBe(MAC_A);
+    // It gets an address of its own, and keeps it after A's lease has ended.
+    expect(dora(server, { mac: MAC_B, clientId: id }, 2).msg.yiaddr).toBe(ip('10.0.2.16'));
+    expect(server.holderOf(ip('10.0.2.15'), 3)).toBe(MAC_A);
+    const afterA = (DEFAULT_NETWORK.leaseTimeSeconds + 1) * 1000;
+    const renew = reply(server.handle(client({ type: T.REQUEST, mac: MAC_B, clientId: id, ciaddr: ip('10.0.2.16') }), afterA));
+    expect(renew.msg).toMatchObject({ messageType: T.ACK, yiaddr: ip('10.0.2.16') });
+    // A comes back: its address is still free for it.
+    expect(dora(server, { mac: MAC_A, clientId: id }, afterA + 1).msg.yiaddr).toBe(ip('10.0.2.15'));
   });
 
   it('handles INIT-REBOOT: ACK for its own or a free address, broadcast NAK otherwise', () => {
