@@ -92,6 +92,12 @@ export interface TcpConfig {
    * its largest window, up to this. Default: no growth (a tab's memory is tighter than a host's).
    */
   sendBufferMaxBytes?: number;
+  /**
+   * Upstream → guest bytes held by all connections together. Past it, a connection holding more
+   * than 64 KiB pauses its upstream until the guests have acknowledged enough (so a guest that
+   * opens many connections and reads none cannot make weft hold each one's limit).
+   */
+  sendBufferTotalBytes: number;
   /** An upstream connect that has not succeeded by then fails (the guest gets RST). */
   connectTimeoutMs: number;
   initialRtoMs: number;
@@ -115,6 +121,7 @@ export interface TcpConfig {
 export const DEFAULT_TCP: TcpConfig = {
   receiveBufferBytes: 256 * 1024,
   sendBufferBytes: 256 * 1024,
+  sendBufferTotalBytes: 64 * 1024 * 1024,
   connectTimeoutMs: 20_000,
   initialRtoMs: 1000,
   minRtoMs: 200,

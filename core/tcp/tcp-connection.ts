@@ -14,6 +14,7 @@ import { negotiate } from './tcp-negotiation';
 import { TcpReceiver } from './tcp-receiver';
 import { TcpSegmentWriter } from './tcp-segment-writer';
 import { SEND_BUFFER_SLACK_BYTES, TcpSender } from './tcp-sender';
+import type { SendBudget } from './send-budget';
 import { TcpTimers } from './tcp-timers';
 import { UpstreamPipe } from './upstream-pipe';
 import { seqAdd, seqDiff, type SeqNum } from './seq';
@@ -72,6 +73,8 @@ export interface TcpConnectionHost {
   /** The link does TCP segmentation offload: data segments may carry up to ~64 KiB (read at the handshake). */
   segmentOffload: boolean;
   readonly upstream: Upstream;
+  /** The stack's bound on the bytes all connections hold from their upstreams. */
+  readonly sendBudget?: SendBudget;
   now(): Instant;
   /**
    * Sends a segment to the guest from `local`. `payloadLength` bytes are written by `copyPayload`
@@ -180,6 +183,7 @@ export class TcpConnection implements TcpFlow {
         sendProbe: () => this.sendControl(seqAdd(this.sender.sndUna, -1), ACK),
       },
       this.timers,
+      host.sendBudget,
     );
     const output = {
       srcPort: target.port,
@@ -391,7 +395,7 @@ export class TcpConnection implements TcpFlow {
     }
     this.bytesToGuest += data.length;
     if (data.length > 0 && !this.sender.write(data)) return this.abort('send-buffer-overflow', true);
-    if (this.sender.full) this.pipe.pause();
+    if (this.sender.full) this.pauseUpstream();
     // With more to come at once, a short last segment waits for it (one full segment, not two).
     if (!this.halfOpen) this.sender.output(this.host.now(), more);
   }
@@ -507,9 +511,21 @@ export class TcpConnection implements TcpFlow {
     if (this.receiver.finReceived) this.pipe.endIfFlushed();
   }
 
+  private pauseUpstream(): void {
+    this.pipe.pause();
+    if (this.sender.waitsForBudget) this.host.sendBudget?.wait(this.wakeFromBudget);
+  }
+
   private resumeUpstreamIfRoom(): void {
     if (this.sender.roomToResume) this.pipe.resume();
   }
+
+  /** The stack's budget has room again: go on if this buffer has room, else its own ACKs will resume it. */
+  private readonly wakeFromBudget = () => {
+    if (this.state === 'closed') return;
+    if (this.sender.waitsForBudget) this.host.sendBudget?.wait(this.wakeFromBudget);
+    else this.resumeUpstreamIfRoom();
+  };
 
   // ── timers ───────────────────────────────────────────────────────────────
 
@@ -608,6 +624,8 @@ export class TcpConnection implements TcpFlow {
     }
     this.setState('closed');
     this.closeReason = reason;
+    this.sender.dispose();
+    this.host.sendBudget?.forget(this.wakeFromBudget);
     this.timers.clearAllBut();
     if (this.pipe.draining) {
       this.closeWhenDrained = reason;

@@ -3,6 +3,7 @@
 // connections, half-open connections (a SYN flood evicts the oldest half-open, so new legitimate
 // connections still open), and TIME_WAIT entries.
 
+import { SendBudget } from './send-budget';
 import type { TcpConfig } from '../config';
 import type { TimerQueue } from '../timer-queue';
 import type { FlowEndpoint, TcpCloseReason, TcpStream, TcpStreamHandlers, Upstream } from '../upstream';
@@ -75,6 +76,7 @@ export class TcpFlowTable {
       linkMss: linkMtu - 40,
       segmentOffload: host.segmentOffload === true,
       upstream: upstream as Upstream,
+      sendBudget: new SendBudget(config.sendBufferTotalBytes),
       now: host.now,
       send: (conn, repr, len, copy) => host.send(conn.target.ip, conn.guest.ip, repr, len, copy),
       reschedule: (conn) => timers.schedule(conn, conn.nextDeadline()),

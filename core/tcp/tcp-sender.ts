@@ -17,6 +17,7 @@
 // timers (retransmit, reorder, loss-probe, persist) are slots of the connection's ./tcp-timers.ts.
 
 import { SendBuffer } from './send-buffer';
+import type { SendBudget } from './send-budget';
 import { LossProbe } from './loss-probe';
 import { LossFraction } from './loss-fraction';
 import { ReductionUndo } from './reduction-undo';
@@ -142,6 +143,8 @@ export class TcpSender {
     private readonly out: TcpSenderHost,
     /** The connection's timers; the sender runs 'retransmit', 'reorder', 'persist' and, through its LossProbe, 'loss-probe'. */
     private readonly timers: TcpTimers,
+    /** The stack's bound on what all its connections hold (none: only this connection's own limit). */
+    private budget?: SendBudget,
   ) {
     // The SYN occupies iss; data starts after it. The connection acknowledges the SYN itself.
     this.sndUna = this.sndMax = seqAdd(iss, 1);
@@ -209,14 +212,28 @@ export class TcpSender {
     return Math.min(this.maxBufferBytes, this.cfg.sendBufferBytes + this.maxSndWnd);
   }
 
-  /** True when the upstream should be paused. */
+  /** True when the upstream should be paused: this buffer is at its limit, or the stack's budget is spent. */
   get full(): boolean {
-    return this.buffer.length >= this.limit;
+    return this.buffer.length >= this.limit || (this.budget?.overFor(this.buffer.length) ?? false);
   }
 
-  /** True when a paused upstream may go on: half of sendBufferBytes is free below the limit. */
+  /**
+   * True when a paused upstream may go on: half of sendBufferBytes is free below the limit, and
+   * the stack's budget has room.
+   */
   get roomToResume(): boolean {
-    return this.buffer.length < this.limit - this.cfg.sendBufferBytes / 2;
+    return this.buffer.length < this.limit - this.cfg.sendBufferBytes / 2 && !this.waitsForBudget;
+  }
+
+  /** Only the stack's budget keeps this upstream paused: its own ACKs may not resume it, the budget will. */
+  get waitsForBudget(): boolean {
+    return this.budget !== undefined && !this.budget.roomFor(this.buffer.length);
+  }
+
+  /** The connection closed: what it held leaves the stack's budget. */
+  dispose(): void {
+    this.budget?.release(this.buffer.length);
+    this.budget = undefined;
   }
 
   get finSent(): boolean {
@@ -234,8 +251,9 @@ export class TcpSender {
 
   /** Queues upstream bytes; false if the hard cap would be passed (the upstream ignored pause). */
   write(data: Uint8Array): boolean {
-    if (this.finQueued) return false;
-    return this.buffer.append(data);
+    if (this.finQueued || !this.buffer.append(data)) return false;
+    this.budget?.add(data.length);
+    return true;
   }
 
   /** The upstream ended: a FIN follows the queued data. */
@@ -332,7 +350,9 @@ export class TcpSender {
   }
 
   private onNewAck(ack: SeqNum, acked: number, now: Instant, tsEcr: number | undefined): void {
-    this.buffer.consume(Math.min(acked, this.buffer.length));
+    const consumed = Math.min(acked, this.buffer.length);
+    this.buffer.consume(consumed);
+    this.budget?.release(consumed);
     this.sndUna = ack;
     this.retransmits = 0;
 

@@ -1,9 +1,10 @@
 // Builders for hand-made frames, for unit tests only (integration tests use real guests).
 import { emitArp, type ArpPacket } from '../../core/wire/arp';
-import { emitEthernetHeader, ETHERNET_HEADER_LENGTH, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from '../../core/wire/ethernet';
+import { emitEthernetHeader, ETHERNET_HEADER_LENGTH, ETHERTYPE_ARP, ETHERTYPE_IPV4, parseEthernet } from '../../core/wire/ethernet';
 import { emitIcmp, ICMP_ECHO_REQUEST } from '../../core/wire/icmpv4';
-import { emitIpv4Header, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LENGTH, type Ipv4HeaderRepr } from '../../core/wire/ipv4';
-import { emitTcpHeader, tcpHeaderLength } from '../../core/wire/tcp';
+import { emitIpv4Header, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LENGTH, parseIpv4Packet, type Ipv4HeaderRepr } from '../../core/wire/ipv4';
+import { isDrop } from '../../core/wire/parse-result';
+import { emitTcpHeader, parseTcp, tcpHeaderLength, type TcpSegment } from '../../core/wire/tcp';
 import { emitUdp } from '../../core/wire/udp';
 import { BROADCAST_MAC, IPV4_ANY, IPV4_BROADCAST, parseIpv4, parseMac, type Ipv4Address } from '../../core/wire/address';
 
@@ -116,4 +117,15 @@ export function tcpToGuestFrame(payload: Uint8Array, opts: { seq?: number; flags
   f.set(payload, tcpAt + tcpHeaderLength(repr.options));
   emitTcpHeader(repr, payload.length, f, tcpAt, GATEWAY_IP, GUEST_IP, opts.partial === true);
   return f;
+}
+
+/** The TCP segment a frame from the stack carries (its payload copied), undefined for anything else; malformed frames throw. */
+export function tcpSegmentOf(frame: Uint8Array): TcpSegment | undefined {
+  const eth = parseEthernet(frame);
+  if (isDrop(eth)) throw new Error(eth);
+  const ip = parseIpv4Packet(eth.payload);
+  if (isDrop(ip) || ip.protocol !== IPPROTO_TCP) return undefined;
+  const seg = parseTcp(ip.payload);
+  if (isDrop(seg)) throw new Error(seg);
+  return { ...seg, payload: seg.payload.slice() };
 }

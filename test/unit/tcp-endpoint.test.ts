@@ -3,12 +3,10 @@
 import { describe, expect, it } from 'vitest';
 import { Stack } from '../../core/stack';
 import { parseIpv4 } from '../../core/wire/address';
-import { parseEthernet } from '../../core/wire/ethernet';
-import { IPPROTO_TCP, parseIpv4Packet } from '../../core/wire/ipv4';
-import { isDrop } from '../../core/wire/parse-result';
-import { ACK, emitTcp, FIN, parseTcp, PSH, RST, SYN, tcpHeaderLength, type TcpOptions, type TcpSegment } from '../../core/wire/tcp';
+import { IPPROTO_TCP } from '../../core/wire/ipv4';
+import { ACK, emitTcp, FIN, PSH, RST, SYN, tcpHeaderLength, type TcpOptions, type TcpSegment } from '../../core/wire/tcp';
 import { FakeUpstream } from '../support/fake-upstream';
-import { GUEST_IP, ipv4Frame, seededRandom } from '../support/frames';
+import { GUEST_IP, ipv4Frame, seededRandom, tcpSegmentOf } from '../support/frames';
 import { instant } from '../../core/clock';
 import { MAX_DATA_FRAME } from '../../core/tcp/tcp-negotiation';
 
@@ -27,13 +25,9 @@ function setup(tcp = {}, network = {}) {
     tcp,
     network,
     output: (f) => {
-      const eth = parseEthernet(f);
-      if (isDrop(eth)) throw new Error(eth);
-      const ip = parseIpv4Packet(eth.payload);
-      if (isDrop(ip) || ip.protocol !== IPPROTO_TCP) return;
-      const seg = parseTcp(ip.payload);
-      if (isDrop(seg)) throw new Error(seg);
-      out.push({ ...seg, payload: seg.payload.slice() });
+      const seg = tcpSegmentOf(f);
+      if (!seg) return;
+      out.push(seg);
       frameLengths.push(f.length);
     },
   });
