@@ -1,5 +1,5 @@
-// `weft vm --forward [udp:]HOSTPORT:GUESTPORT`: a host listener whose traffic the stack carries to a
-// port on the guest.
+// `weft vm --forward [udp:]HOSTPORT:[GUESTIP:]GUESTPORT`: a host listener whose traffic the stack carries
+// to a port on the guest (the one at GUESTIP, else the one that leased last).
 // TCP: each accepted socket stays paused until the guest accepts the forwarded connection (the
 // stack resumes it), and is reset if the guest refuses or never answers (a `forward-refused` line
 // with the stack's reason: guest-refused, guest-unreachable) or resets it later (`forward-close`,
@@ -12,6 +12,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Stack } from '../core/stack';
 import type { GuestUdpSocket } from '../core/udp/guest-udp-ports';
+import { formatIpv4 } from '../core/wire/address';
 import { DirectTcpStream } from './direct-upstream';
 import type { PortForward } from './vm-options';
 
@@ -42,7 +43,12 @@ export class PortForwarder {
     for (const f of this.forwards) {
       if (f.protocol === 'udp') await this.startUdp(f);
       else await this.startTcp(f);
-      this.log('forward', { protocol: f.protocol, listen: `${f.host}:${f.hostPort}`, guestPort: f.guestPort });
+      this.log('forward', {
+        protocol: f.protocol,
+        listen: `${f.host}:${f.hostPort}`,
+        ...(f.guestIp === undefined ? {} : { guestIp: formatIpv4(f.guestIp) }),
+        guestPort: f.guestPort,
+      });
     }
   }
 
@@ -68,7 +74,7 @@ export class PortForwarder {
   }
 
   private accept(socket: net.Socket, f: PortForward): void {
-    const flow = `forward ${socket.remoteAddress}:${socket.remotePort} → guest:${f.guestPort}`;
+    const flow = `forward ${socket.remoteAddress}:${socket.remotePort} → ${guestOf(f)}:${f.guestPort}`;
     const log = (e: object) => {
       // The stream's own line, under this forward's event name: refused when the guest never took
       // the connection (the reason says how), closed otherwise.
@@ -76,7 +82,7 @@ export class PortForwarder {
       const refused = fields.reason === 'guest-refused' || fields.reason === 'guest-unreachable';
       this.log(refused ? 'forward-refused' : 'forward-close', fields);
     };
-    const opened = this.stack.connectToGuest(f.guestPort, (handlers) => new DirectTcpStream(socket, flow, handlers, this.sockets, log));
+    const opened = this.stack.connectToGuest(f.guestPort, (handlers) => new DirectTcpStream(socket, flow, handlers, this.sockets, log), f.guestIp);
     if (!opened) {
       this.log('forward-refused', { flow, reason: 'no free port or connection table full' });
       socket.destroy();
@@ -93,16 +99,20 @@ export class PortForwarder {
       peer.timer.refresh();
     } else {
       if (this.udpPeers.size >= MAX_UDP_PEERS) this.forget(this.udpPeers.keys().next().value as string);
-      const guest = this.stack.openGuestUdp(f.guestPort, {
-        onDatagram: (payload) => {
-          const p = this.udpPeers.get(key);
-          if (!p) return;
-          p.timer.refresh();
-          socket.send(payload, rinfo.port, rinfo.address);
+      const guest = this.stack.openGuestUdp(
+        f.guestPort,
+        {
+          onDatagram: (payload) => {
+            const p = this.udpPeers.get(key);
+            if (!p) return;
+            p.timer.refresh();
+            socket.send(payload, rinfo.port, rinfo.address);
+          },
         },
-      });
+        f.guestIp,
+      );
       if (!guest) {
-        this.log('forward-refused', { protocol: 'udp', flow: `${rinfo.address}:${rinfo.port} → guest:${f.guestPort}`, reason: 'no free gateway port' });
+        this.log('forward-refused', { protocol: 'udp', flow: `${rinfo.address}:${rinfo.port} → ${guestOf(f)}:${f.guestPort}`, reason: 'no free gateway port' });
         return;
       }
       peer = { socket: guest, timer: setTimeout(() => this.forget(key), UDP_IDLE_MS).unref() };
@@ -133,4 +143,9 @@ function cannotListen(f: PortForward, e: NodeJS.ErrnoException): Error {
   return new Error(
     `--forward ${prefix}${f.hostPort}:${f.guestPort}: cannot listen on ${f.host}:${f.hostPort}${f.protocol === 'udp' ? '/udp' : ''} (${e.code ?? e.message})`,
   );
+}
+
+/** How a forward's flows name their guest: its address when the forward names one, else "guest" (the last lease). */
+function guestOf(f: PortForward): string {
+  return f.guestIp === undefined ? 'guest' : formatIpv4(f.guestIp);
 }

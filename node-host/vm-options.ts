@@ -1,6 +1,8 @@
 // The command line of `weft vm`: its flags, their help text, and parsing into a checked value.
 
 import { parseArgs } from 'node:util';
+import { DEFAULT_NETWORK } from '../core/config';
+import { formatIpv4, ipv4Network, ipv4SubnetBroadcast, parseIpv4, prefixMask, type Ipv4Address } from '../core/wire/address';
 import { UsageError } from './cli-errors';
 import { badValue, parseArgsError, parseInteger } from './cli-values';
 import { parseDnsRecordFlag, parseDnsServerFlag, type DnsRecordFlag } from './dns-config';
@@ -42,6 +44,8 @@ export interface PortForward {
   host: string;
   hostPort: number;
   guestPort: number;
+  /** The guest to reach (undefined: the one that leased last). */
+  guestIp?: Ipv4Address;
 }
 
 export const VM_HELP = `Usage: weft vm <link> [options]
@@ -99,6 +103,7 @@ Options:
                           Forward TCP: connections to 127.0.0.1:HOSTPORT on this host reach GUESTPORT on the
                           guest (its leased address), arriving from 10.0.2.2. Repeatable. [ADDR:]HOSTPORT:GUESTPORT
                           listens on ADDR instead (e.g. 0.0.0.0 — mind who can then reach the guest).
+                          HOSTPORT:GUESTIP:GUESTPORT picks the guest on a LAN (default: the one that leased last).
                           udp:[ADDR:]HOSTPORT:GUESTPORT forwards UDP: each host peer gets a port of 10.0.2.2
                           of its own, and the guest's answers to it go back to that peer (idle 60 s: forgotten).
   --publish [RELAYPORT:]GUESTPORT
@@ -248,14 +253,42 @@ function parseDnsSearch(value: string): string[] {
 export function parseForward(value: string): PortForward {
   const udp = value.startsWith('udp:');
   const rest = value.replace(/^(tcp|udp):/, '');
-  const m = /^(?:(\[[^\]]+\]|[^:]+):)?(\d+):(\d+)$/.exec(rest);
-  if (!m) return badValue('--forward', value, '[udp:]HOSTPORT:GUESTPORT or [udp:]ADDR:HOSTPORT:GUESTPORT, e.g. 8080:80 or udp:5353:53');
-  return {
+  // ADDR:HOSTPORT:GUESTPORT and HOSTPORT:GUESTIP:GUESTPORT both have three parts: the middle one is
+  // a port in the first, a dotted address in the second.
+  const m = /^(?:(\[[^\]]+\]|[^:]+):)?(\d+):(?:(\d+\.\d+\.\d+\.\d+):)?(\d+)$/.exec(rest);
+  if (!m) {
+    return badValue('--forward', value, '[udp:][ADDR:]HOSTPORT:[GUESTIP:]GUESTPORT, e.g. 8080:80, 0.0.0.0:8080:80, 8080:10.0.2.16:80 or udp:5353:53');
+  }
+  const forward: PortForward = {
     protocol: udp ? 'udp' : 'tcp',
     host: m[1] ? m[1].replace(/^\[|\]$/g, '') : '127.0.0.1',
     hostPort: parsePort('--forward', m[2]),
-    guestPort: parsePort('--forward', m[3]),
+    guestPort: parsePort('--forward', m[4]),
   };
+  if (m[3] !== undefined) forward.guestIp = parseGuestIp(value, m[3]);
+  return forward;
+}
+
+/** A guest's address on weft's network: not the network's own, its broadcast, or weft's (gateway, DNS). */
+function parseGuestIp(value: string, text: string): Ipv4Address {
+  let ip: Ipv4Address;
+  try {
+    ip = parseIpv4(text);
+  } catch {
+    return badValue('--forward', value, `a guest address such as 10.0.2.15, not ${text}`);
+  }
+  const n = DEFAULT_NETWORK;
+  const mask = prefixMask(n.prefixLength);
+  const where = `${formatIpv4(n.network)}/${n.prefixLength}`;
+  if (ipv4Network(ip, mask) !== n.network) return badValue('--forward', value, `a guest address in ${where}`);
+  if (ip === n.network || ip === ipv4SubnetBroadcast(n.network, mask) || ip === n.gateway || ip === n.dns) {
+    return badValue(
+      '--forward',
+      value,
+      `a guest's address in ${where}, not the network's, its broadcast or weft's own (${formatIpv4(n.gateway)}, ${formatIpv4(n.dns)})`,
+    );
+  }
+  return ip;
 }
 
 export function parseStreamEndpoint(value: string): StreamEndpoint {

@@ -8,7 +8,8 @@ import type { TcpConfig } from '../config';
 import type { TimerQueue } from '../timer-queue';
 import type { FlowEndpoint, TcpCloseReason, TcpStream, TcpStreamHandlers, Upstream } from '../upstream';
 import type { Ipv4Address } from '../wire/address';
-import { ACK, FIN, RST, SYN, type TcpRepr, type TcpSegment } from '../wire/tcp';
+import { IPV4_HEADER_LENGTH } from '../wire/ipv4';
+import { ACK, FIN, RST, SYN, TCP_HEADER_MIN, type TcpRepr, type TcpSegment } from '../wire/tcp';
 import type { DropReason } from '../wire/parse-result';
 import { IsnGenerator } from './isn';
 import { seqAdd } from './seq';
@@ -73,7 +74,7 @@ export class TcpFlowTable {
     this.isn = new IsnGenerator(secret);
     this.connectionHost = {
       config,
-      linkMss: linkMtu - 40,
+      linkMss: linkMtu - IPV4_HEADER_LENGTH - TCP_HEADER_MIN,
       segmentOffload: host.segmentOffload === true,
       upstream: upstream as Upstream,
       sendBudget: new SendBudget(config.sendBufferTotalBytes),

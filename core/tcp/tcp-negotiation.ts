@@ -5,7 +5,7 @@
 import type { TcpConfig } from '../config';
 import { ETHERNET_HEADER_LENGTH } from '../wire/ethernet';
 import { IPV4_HEADER_LENGTH } from '../wire/ipv4';
-import { TCP_HEADER_MIN, type TcpOptions, type TcpSegment } from '../wire/tcp';
+import { TCP_HEADER_MIN, TCP_OPTIONS_MAX, type TcpOptions, type TcpSegment } from '../wire/tcp';
 import type { ReceiverConfig } from './tcp-receiver';
 import type { SenderConfig } from './tcp-sender';
 
@@ -23,8 +23,8 @@ export interface TcpNegotiated {
   readonly sender: SenderConfig;
 }
 
-/** IPv4's 65,535 bytes less the IP header and the largest TCP header (60). */
-const MAX_OFFLOAD_PAYLOAD = 65535 - 20 - 60;
+/** IPv4's 65,535 bytes less the IP header and the largest TCP header. */
+const MAX_OFFLOAD_PAYLOAD = 0xffff - IPV4_HEADER_LENGTH - TCP_HEADER_MIN - TCP_OPTIONS_MAX;
 
 /**
  * The largest frame a data segment towards the guest makes: 64 KiB less the 12-byte virtio-net

@@ -67,6 +67,8 @@ describe.skipIf(!root.ok)(TITLE, () => {
   let weft: WeftProcess | undefined;
   let http: TestServer | undefined;
   let forwardPort = 0;
+  /** A forward that names its guest: the attacker, who leases first (10.0.2.15). */
+  let toFirstPort = 0;
   let ipV = '';
   let ipX = '';
   let macV = '';
@@ -77,7 +79,12 @@ describe.skipIf(!root.ok)(TITLE, () => {
     attacker = Netns.create('lanx');
     http = await startHttpTestServer();
     forwardPort = await closedTcpPort();
-    weft = await victim.spawnWeftOnTap(['--allow-host-loopback', '--forward', `${forwardPort}:${SERVER_PORT}`], 'tap0', { alsoOn: [attacker] });
+    toFirstPort = await closedTcpPort();
+    weft = await victim.spawnWeftOnTap(
+      ['--allow-host-loopback', '--forward', `${forwardPort}:${SERVER_PORT}`, '--forward', `${toFirstPort}:10.0.2.15:${SERVER_PORT}`],
+      'tap0',
+      { alsoOn: [attacker] },
+    );
     // The victim leases last: --forward goes to the most recent lease.
     ipX = await leaseWithHostname(attacker, 'attacker');
     ipV = await leaseWithHostname(victim, 'victim');
@@ -116,6 +123,9 @@ describe.skipIf(!root.ok)(TITLE, () => {
   it('before any attack: the forward reaches the victim, and both guests reach weft', async () => {
     expect(ipV).not.toBe(ipX);
     expect(await throughForward(forwardPort)).toBe('victim');
+    // A forward that names a guest's address reaches that guest, not the one that leased last.
+    expect(ipX).toBe('10.0.2.15');
+    expect(await throughForward(toFirstPort)).toBe('attacker');
     await victimReachesWeftAndHost();
   }, 60_000);
 

@@ -3,6 +3,8 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parseForward } from '../../node-host/vm-options';
+import { parseIpv4 } from '../../core/wire/address';
 import { REPO_ROOT, weftBundle } from '../harness/weft-bundle';
 
 function weft(...args: string[]) {
@@ -57,6 +59,8 @@ describe('weft CLI', () => {
     [['vm', '--tap-fd', '3', '--pcap', 'x.pcap', '--pcap-snaplen', '262145'], /bad value for --pcap-snaplen/],
     [['vm', '--tap-fd', '3', '--upstream', 'socks'], /bad value for --upstream/],
     [['vm', '--tap-fd', '3', '--forward', '8080'], /bad value for --forward/],
+    [['vm', '--tap-fd', '3', '--forward', '8080:10.0.3.5:80'], /bad value for --forward: "8080:10.0.3.5:80" \(expected a guest address in 10.0.2.0\/24\)/],
+    [['vm', '--tap-fd', '3', '--forward', '8080:10.0.2.2:80'], /not the network's, its broadcast or weft's own \(10.0.2.2, 10.0.2.3\)/],
     [['vm', '--tap-fd', '3', '--upstream', 'wisp://127.0.0.1:8080/wisp'], /bad value for --upstream/],
     [['frobnicate'], /unknown command "frobnicate"/],
   ])('exits 2 for %j', (args, message) => {
@@ -69,5 +73,17 @@ describe('weft CLI', () => {
     const r = weft('vm', '--tap-fd', '0');
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('is not a character device');
+  });
+});
+
+describe('weft vm --forward', () => {
+  it.each([
+    ['8080:80', { protocol: 'tcp', host: '127.0.0.1', hostPort: 8080, guestPort: 80 }],
+    ['0.0.0.0:8080:80', { protocol: 'tcp', host: '0.0.0.0', hostPort: 8080, guestPort: 80 }],
+    ['8080:10.0.2.16:80', { protocol: 'tcp', host: '127.0.0.1', hostPort: 8080, guestPort: 80, guestIp: parseIpv4('10.0.2.16') }],
+    ['[::1]:8080:10.0.2.16:80', { protocol: 'tcp', host: '::1', hostPort: 8080, guestPort: 80, guestIp: parseIpv4('10.0.2.16') }],
+    ['udp:5353:10.0.2.17:53', { protocol: 'udp', host: '127.0.0.1', hostPort: 5353, guestPort: 53, guestIp: parseIpv4('10.0.2.17') }],
+  ])('reads %s', (text, forward) => {
+    expect(parseForward(text)).toEqual(forward);
   });
 });
