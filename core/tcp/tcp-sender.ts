@@ -225,7 +225,7 @@ export class TcpSender {
     return this.buffer.length < this.limit - this.cfg.sendBufferBytes / 2 && !this.waitsForBudget;
   }
 
-  /** Only the stack's budget keeps this upstream paused: its own ACKs may not resume it, the budget will. */
+  /** The stack's budget holds this upstream back: its own ACKs may never come, so the budget wakes it. */
   get waitsForBudget(): boolean {
     return this.budget !== undefined && !this.budget.roomFor(this.buffer.length);
   }
