@@ -214,6 +214,14 @@ export class Stack {
   }
 
   /**
+   * The MAC holding a live DHCP lease on `ip`, if any: for a LAN's switch (LearningSwitch.guardLeases),
+   * so that no guest speaks for another's address to the rest of the LAN.
+   */
+  leaseHolderOf(ip: Ipv4Address): MacAddress | undefined {
+    return this.dhcp.holderOf(ip, this.clock.now());
+  }
+
+  /**
    * Port forwarding: opens a TCP connection from the gateway address to `guestPort` on the guest
    * (default: the most recently leased address, else the first lease address). `attach` receives
    * the connection's handlers and returns the stream for the far side (e.g. an accepted host

@@ -43,6 +43,7 @@ export function runStack(link: FrameLink, options: NodeStackOptions): RunningSta
     ...(link.allocFrame ? { allocFrame: link.allocFrame.bind(link) } : {}),
   });
   timer = new StackTimer(stack, options.clock ?? nodeClock);
+  link.guardLeases?.((ip) => stack.leaseHolderOf(ip));
   link.onFrame((frame, checksumTrusted) => stack.input(frame, checksumTrusted));
   link.onBatchEnd(() => {
     stack.flush();

@@ -123,6 +123,7 @@ export class LanHost {
     // The stack's frames go into the switch at its router port; what the switch hands the router goes into the stack.
     const host = new StackHost(settings, (frame) => router?.input(frame), this.broadcast);
     router = sw.addRouterPort([DEFAULT_NETWORK.gatewayMac], (frame) => host.stack.input(frame));
+    sw.guardLeases((ip) => host.stack.leaseHolderOf(ip));
     this.sw = sw;
     this.router = router;
     this.host = host;

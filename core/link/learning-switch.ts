@@ -7,7 +7,9 @@
 // MACs are fixed to the router port: a guest that sends with one of them is dropped, so it cannot
 // draw weft's traffic to itself. Nor may a guest speak for the router's IP addresses (an ARP
 // announcing one, an IPv4 packet from one): the other guests would take its word for the gateway
-// or the DNS server, so such frames are dropped before they reach anyone.
+// or the DNS server, so such frames are dropped before they reach anyone. Given the router's leases
+// (guardLeases), a guest speaking for an address leased to another MAC reaches only the router (which
+// counts and drops it), never the other guests, who would take its word for that guest's address.
 
 import type { Instant } from '../clock';
 import { isGroupMac, readIpv4, readMac, type Ipv4Address, type MacAddress } from '../wire/address';
@@ -24,6 +26,7 @@ export type SwitchDropReason =
   | 'switch-bad-source'
   | 'switch-spoofed-router-mac'
   | 'switch-spoofed-router-ip'
+  | 'switch-lease-conflict'
   | 'switch-same-port'
   | 'switch-port-removed';
 
@@ -81,6 +84,8 @@ export class LearningSwitch {
   /** The router's IPv4 addresses: no other port may send from them. */
   private routerIps: readonly Ipv4Address[] = [];
   private routerPort: Port | undefined;
+  /** The MAC holding a live lease on an address, if any (see guardLeases). */
+  private leaseHolder: ((ip: Ipv4Address) => MacAddress | undefined) | undefined;
   private readonly maxPerPort: number;
   private evicted = 0;
 
@@ -107,6 +112,15 @@ export class LearningSwitch {
       counters: () => ({ ...port.stats, drops: { ...port.stats.drops } }),
       remove: () => this.remove(port),
     };
+  }
+
+  /**
+   * From now on, an ARP or IPv4 frame from a guest whose sender or source address is leased (live)
+   * to another MAC goes to the router alone: the router counts and drops it, and no other guest
+   * hears it (one guest cannot pose as another to the rest of the LAN).
+   */
+  guardLeases(holder: (ip: Ipv4Address) => MacAddress | undefined): void {
+    this.leaseHolder = holder;
   }
 
   /** The router's port: `macs` (weft's own) are always behind it, and only it sends from `ips`. */
@@ -145,22 +159,39 @@ export class LearningSwitch {
     if (from !== this.routerPort && this.claimsRouterIp(frame)) return this.drop(from, 'switch-spoofed-router-ip');
     const now = this.opts.now();
     if (!owner) this.learn(src, from, now);
-    if (isGroupMac(dst)) return this.flood(from, frame);
-    const to = this.fixed.get(dst) ?? this.lookup(dst, now);
-    if (!to) return this.flood(from, frame);
+    const to = isGroupMac(dst) ? undefined : (this.fixed.get(dst) ?? this.lookup(dst, now));
     if (to === from) return this.drop(from, 'switch-same-port');
+    if (from !== this.routerPort && this.claimsLeaseOfAnother(frame, src)) {
+      // Only the router hears it: it counts the attempt (arp-lease-conflict, ipv4-lease-conflict).
+      if (to !== this.routerPort) this.drop(from, 'switch-lease-conflict');
+      if (this.routerPort && (to === undefined || to === this.routerPort)) this.send(this.routerPort, frame);
+      return;
+    }
+    if (!to) return this.flood(from, frame);
     this.send(to, frame);
+  }
+
+  /** An ARP whose sender, or an IPv4 packet whose source, is an address leased to a MAC other than `src`. */
+  private claimsLeaseOfAnother(frame: Uint8Array, src: MacAddress): boolean {
+    if (!this.leaseHolder) return false;
+    const ip = this.senderIp(frame);
+    if (ip === undefined) return false;
+    const holder = this.leaseHolder(ip);
+    return holder !== undefined && holder !== src;
+  }
+
+  /** The sender of an ARP or the source of an IPv4 packet; undefined for other frames. */
+  private senderIp(frame: Uint8Array): Ipv4Address | undefined {
+    const type = (frame[12] << 8) | frame[13];
+    const off = type === ETHERTYPE_IPV4 ? IPV4_SOURCE : type === ETHERTYPE_ARP ? ARP_SENDER_IP : -1;
+    return off >= 0 && frame.length >= off + 4 ? readIpv4(frame, off) : undefined;
   }
 
   /** An ARP whose sender, or an IPv4 packet whose source, is one of the router's addresses. */
   private claimsRouterIp(frame: Uint8Array): boolean {
     if (this.routerIps.length === 0) return false;
-    const type = (frame[12] << 8) | frame[13];
-    let off: number;
-    if (type === ETHERTYPE_IPV4) off = IPV4_SOURCE;
-    else if (type === ETHERTYPE_ARP) off = ARP_SENDER_IP;
-    else return false;
-    return frame.length >= off + 4 && this.routerIps.includes(readIpv4(frame, off));
+    const ip = this.senderIp(frame);
+    return ip !== undefined && this.routerIps.includes(ip);
   }
 
   private learn(mac: MacAddress, port: Port, now: Instant): void {

@@ -1,6 +1,8 @@
 // The one thing every transport gives `weft vm`: Ethernet frames in and out, and a way to stop.
 // A link owns its sockets and fds; close() releases every one of them, whatever state it is in.
 
+import type { Ipv4Address, MacAddress } from '../../core/wire/address';
+
 export interface FrameLinkEvents {
   /** A one-line, structured note for the log (a client connected, a frame was malformed, …). */
   log: (event: string, fields: Record<string, unknown>) => void;
@@ -37,6 +39,11 @@ export interface FrameLink {
   drops(): Record<string, number>;
   /** Numbers for the stopped line beyond drops, where the link has any (a LAN's switch table). */
   stats?(): Record<string, number>;
+  /**
+   * For a link that is a LAN of several guests: the stack's DHCP leases, so that a guest speaking
+   * for another's leased address reaches only the stack, not the other guests.
+   */
+  guardLeases?(holder: (ip: Ipv4Address) => MacAddress | undefined): void;
   /** Closes every socket and fd the link holds; resolves when they are closed. Idempotent. */
   close(): Promise<void>;
 }

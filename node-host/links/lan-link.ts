@@ -4,6 +4,7 @@
 // To the stack it is one FrameLink.
 
 import type { LearningSwitch, SwitchPort } from '../../core/link/learning-switch';
+import type { Ipv4Address, MacAddress } from '../../core/wire/address';
 import { FrameLinkBase, type FrameLink } from './frame-link';
 import { lanSwitch, switchStats, type RouterAddresses } from './lan-switch';
 
@@ -37,6 +38,10 @@ export class LanLink extends FrameLinkBase implements FrameLink {
 
   send(frame: Uint8Array): void {
     this.router.input(frame);
+  }
+
+  guardLeases(holder: (ip: Ipv4Address) => MacAddress | undefined): void {
+    this.sw.guardLeases(holder);
   }
 
   override drops(): Record<string, number> {

@@ -11,6 +11,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import type { LearningSwitch, SwitchPort } from '../../core/link/learning-switch';
+import type { Ipv4Address, MacAddress } from '../../core/wire/address';
 import { FrameLinkBase, type FrameLink } from './frame-link';
 import { DEFAULT_ROUTER, lanSwitch, switchStats, type RouterAddresses } from './lan-switch';
 import { LinkError } from './link-error';
@@ -241,6 +242,11 @@ export class QemuStreamLink extends FrameLinkBase implements FrameLink {
   /** A lone client's frames are built in its write buffer (see StreamFrameWriter.alloc). */
   allocFrame(length: number, zeroBytes?: number): Uint8Array {
     return this.clients.length === 1 ? this.clients[0].writer.alloc(length, zeroBytes) : this.frames.alloc(length);
+  }
+
+  /** Several QEMUs on the socket share a switch: it gets the stack's leases (see FrameLink). */
+  guardLeases(holder: (ip: Ipv4Address) => MacAddress | undefined): void {
+    this.sw.guardLeases(holder);
   }
 
   send(frame: Uint8Array): void {

@@ -84,6 +84,7 @@ export class LanRoom {
       output: (frame) => router?.input(frame),
     });
     this.router = router = this.sw.addRouterPort([this.stack.config.gatewayMac], (frame) => this.stack.input(frame));
+    this.sw.guardLeases((ip) => this.stack.leaseHolderOf(ip));
     this.timer = timer = new StackTimer(this.stack, monotonicClock);
     this.stack.on('lease', (e) => {
       host.log('lan-lease', { room: name, mac: formatMac(e.mac), ip: formatIpv4(e.ip), ...(e.hostname ? { hostname: e.hostname } : {}) });

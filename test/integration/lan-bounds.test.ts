@@ -5,7 +5,8 @@
 // - claims the victim's leased address (the address on its interface, gratuitous ARP, an ARP reply
 //   to weft, pings sent from it) — weft keeps sending the victim's traffic to the victim (a
 //   --forward into the victim reaches the victim's server, not the attacker's) and counts the
-//   attempts (arp-lease-conflict, ipv4-lease-conflict);
+//   attempts (arp-lease-conflict, ipv4-lease-conflict); the switch passes such claims to weft
+//   alone, never to the other guests (switch-lease-conflict);
 // - claims weft's addresses, 10.0.2.2 and 10.0.2.3 (on its interface, gratuitous ARP, an ARP reply
 //   unicast to the victim) — the switch drops those frames (switch-spoofed-router-ip), so the
 //   victim's ARP cache keeps weft's MAC and it still reaches weft and this host;
@@ -198,5 +199,8 @@ describe.skipIf(!root.ok)(TITLE, () => {
     // The claims of 10.0.2.2 and 10.0.2.3 never left the switch (port 1: the attacker's).
     expect(linkDrops['port1-switch-spoofed-router-ip']).toBeGreaterThanOrEqual(4);
     expect(linkDrops['port0-switch-spoofed-router-ip'] ?? 0).toBe(0);
+    // The announcement of the victim's address reached weft (counted above) but no other guest.
+    expect(linkDrops['port1-switch-lease-conflict']).toBeGreaterThanOrEqual(1);
+    expect(linkDrops['port0-switch-lease-conflict'] ?? 0).toBe(0);
   }, 30_000);
 });

@@ -118,6 +118,27 @@ describe('LearningSwitch', () => {
     expect(l.got).toEqual({ router: [4], a: [5, 6], b: [4, 5], c: [4, 5] });
   });
 
+  it("keeps a guest's claim on another's leased address from the other guests: only the router hears it", () => {
+    const l = lan();
+    const ipA = parseIpv4('10.0.2.15');
+    const ipC = parseIpv4('10.0.2.17');
+    l.sw.guardLeases((ip) => (ip === ipA ? A : undefined));
+    l.b.input(frame(BROADCAST_MAC, B, 0)); // B is known
+    l.c.input(frame(BROADCAST_MAC, C, 0)); // C is known
+    l.got.a.length = l.got.b.length = l.got.c.length = l.got.router.length = 0;
+    l.c.input(claim('arp', BROADCAST_MAC, C, ipA, 1)); // a gratuitous ARP for A's address
+    l.c.input(claim('arp', B, C, ipA, 2)); // an ARP reply to B: "A's address is at C"
+    l.c.input(claim('ipv4', B, C, ipA, 3)); // a packet to B from A's address
+    l.c.input(claim('ipv4', ROUTER, C, ipA, 4)); // to the router: it counts and drops it itself
+    expect(l.got).toEqual({ router: [1, 4], a: [], b: [], c: [] });
+    expect(l.c.counters().drops).toEqual({ 'switch-lease-conflict': 3 });
+    // A speaks for its own address; C for its own, which nobody leased, and for none at all (a probe).
+    l.a.input(claim('arp', BROADCAST_MAC, A, ipA, 5));
+    l.c.input(claim('arp', B, C, ipC, 6));
+    l.c.input(claim('arp', BROADCAST_MAC, C, parseIpv4('0.0.0.0'), 7));
+    expect(l.got).toEqual({ router: [1, 4, 5, 7], a: [7], b: [5, 6, 7], c: [5] });
+  });
+
   it("holds at most maxMacsPerPort per port: a MAC flood from one guest evicts only that guest's own MACs", () => {
     const l = lan({ maxMacs: 64, maxMacsPerPort: 8 });
     l.b.input(frame(BROADCAST_MAC, B, 1));
