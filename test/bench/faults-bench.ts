@@ -14,6 +14,7 @@ import { GATEWAY, guestDownload, guestUpload, startFaultyLink, type GuestTransfe
 import { missingCommands, shq } from '../harness/guest-tools';
 import type { WeftProcess } from '../harness/weft-process';
 import { deterministicBytes, startHttpTestServer } from '../support/test-servers';
+import { median } from './sample-stats';
 
 export interface FaultsCell {
   /** Short name, as WEFT_FAULTS_CELLS lists it. */
@@ -84,10 +85,7 @@ export function faultsBenchUnavailable(): string | undefined {
 
 function spread(mbps: number[]): Spread | undefined {
   if (mbps.length === 0) return undefined;
-  const sorted = [...mbps].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  const median = sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-  return { median, min: sorted[0], max: sorted[sorted.length - 1], each: mbps };
+  return { median: median(mbps), min: Math.min(...mbps), max: Math.max(...mbps), each: mbps };
 }
 
 /**

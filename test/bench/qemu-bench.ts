@@ -50,7 +50,8 @@ import { REPO_ROOT } from '../harness/weft-bundle';
 import type { WeftProcess } from '../harness/weft-process';
 import { readCpuProfile, summariseProfile, type ProfileEntry, type ProfileSummary } from './cpu-profile';
 import { cpuSecondsOf, syscallCountsOf } from './proc-stats';
-import { median, ratioOfMediansInterval } from './ratio-interval';
+import { ratioOfMediansInterval, type RatioInterval } from './ratio-interval';
+import { median } from './sample-stats';
 import {
   EventQueue,
   MTU,
@@ -484,10 +485,7 @@ export function formatQemuTable(
   const fmt = (x: number | undefined) => (x === undefined ? '—' : x.toFixed(2));
   const interval = (a: Spread | undefined, b: Spread | undefined) => (a && b ? ratioOfMediansInterval(a.each, b.each) : undefined);
   // The ratio with its 95% interval: a guest under TCG spreads widely from transfer to transfer.
-  const withInterval = (a: Spread | undefined, b: Spread | undefined) => {
-    const i = interval(a, b);
-    return i ? `${fmt(ratio(a, b))} (${fmt(i.low)}–${fmt(i.high)})` : fmt(ratio(a, b));
-  };
+  const withInterval = (x: number | undefined, i: RatioInterval | undefined) => (i ? `${fmt(x)} (${fmt(i.low)}–${fmt(i.high)})` : fmt(x));
   const ratioCells: string[][] = [];
   const verdicts: string[] = [];
   const peers = rows.filter((r) => !r.peer.startsWith('weft'));
@@ -502,16 +500,18 @@ export function formatQemuTable(
     for (const p of peers) {
       const down = ratio(w.download, p.download);
       const up = ratio(w.upload, p.upload);
+      const downInterval = interval(w.download, p.download);
+      const upInterval = interval(w.upload, p.upload);
       ratioCells.push([
         `${w.peer} / ${p.peer}`,
-        withInterval(w.download, p.download),
-        withInterval(w.upload, p.upload),
+        withInterval(down, downInterval),
+        withInterval(up, upInterval),
         p.peer === 'user' ? '—' : `${fmt(ratio(w.stackCpu.download, p.stackCpu.download))} / ${fmt(ratio(w.stackCpu.upload, p.stackCpu.upload))}`,
         `${fmt(ratio(w.totalCpu.download, p.totalCpu.download))} / ${fmt(ratio(w.totalCpu.upload, p.totalCpu.upload))}`,
       ]);
       for (const [what, x, i] of [
-        ['download', down, interval(w.download, p.download)],
-        ['upload', up, interval(w.upload, p.upload)],
+        ['download', down, downInterval],
+        ['upload', up, upInterval],
       ] as const) {
         if (x === undefined) continue;
         // A miss that two decimals would round up to the target shows a third (0.998, not 1.00).

@@ -4,18 +4,14 @@
 // that ratio would fall in across runs like this one. The generator is seeded, so one set of
 // figures always prints the same interval.
 
+import { median } from './sample-stats';
+
 /** Resamples drawn: enough for steady 2.5th and 97.5th percentiles. */
 const RESAMPLES = 2000;
 
 export interface RatioInterval {
   low: number;
   high: number;
-}
-
-export function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 /**

@@ -28,6 +28,7 @@ import { Netns, UDHCPC_SCRIPT } from '../harness/netns';
 import { REPO_ROOT, weftBundle } from '../harness/weft-bundle';
 import type { TcpStream } from '../../core/upstream';
 import { WatchedChild } from './watched-child';
+import { median } from './sample-stats';
 
 export const RELAY_BENCH_ROUNDS = Math.max(1, Number(process.env.WEFT_RELAY_BENCH_ROUNDS ?? 3));
 /** Measuring window per throughput cell, after the warm-up. */
@@ -292,12 +293,6 @@ interface Cell {
   dir: Direction;
   weft: number[];
   js: number[];
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 const f2 = (x: number) => x.toFixed(2);

@@ -30,6 +30,7 @@ import { createInterface } from 'node:readline';
 import { REPO_ROOT, weftBundle } from '../harness/weft-bundle';
 import { cpuSecondsOf } from './proc-stats';
 import type { OpenCommand, OpenedEvent, ReportEvent } from './relay-load-generator';
+import { median } from './sample-stats';
 
 const env = process.env;
 const ROUNDS = Math.max(1, Number(env.WEFT_BENCH_ROUNDS ?? 3));
@@ -526,12 +527,6 @@ async function idleCell(workers: number, gcPreload: string, generatorFile: strin
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 const num = (digits: number) => (x: number) => x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
