@@ -156,12 +156,14 @@ export class LearningSwitch {
     if (isGroupMac(src)) return this.drop(from, 'switch-bad-source');
     const owner = this.fixed.get(src);
     if (owner && owner !== from) return this.drop(from, 'switch-spoofed-router-mac');
-    if (from !== this.routerPort && this.claimsRouterIp(frame)) return this.drop(from, 'switch-spoofed-router-ip');
+    // The address a guest's ARP or IPv4 frame speaks for (the router's own frames are not checked).
+    const sender = from === this.routerPort ? undefined : senderIp(frame);
+    if (sender !== undefined && this.routerIps.includes(sender)) return this.drop(from, 'switch-spoofed-router-ip');
     const now = this.opts.now();
     if (!owner) this.learn(src, from, now);
     const to = isGroupMac(dst) ? undefined : (this.fixed.get(dst) ?? this.lookup(dst, now));
     if (to === from) return this.drop(from, 'switch-same-port');
-    if (from !== this.routerPort && this.claimsLeaseOfAnother(frame, src)) {
+    if (sender !== undefined && this.leasedToAnother(sender, src)) {
       // Only the router hears it: it counts the attempt (arp-lease-conflict, ipv4-lease-conflict).
       if (to !== this.routerPort) this.drop(from, 'switch-lease-conflict');
       if (this.routerPort && (to === undefined || to === this.routerPort)) this.send(this.routerPort, frame);
@@ -171,27 +173,10 @@ export class LearningSwitch {
     this.send(to, frame);
   }
 
-  /** An ARP whose sender, or an IPv4 packet whose source, is an address leased to a MAC other than `src`. */
-  private claimsLeaseOfAnother(frame: Uint8Array, src: MacAddress): boolean {
-    if (!this.leaseHolder) return false;
-    const ip = this.senderIp(frame);
-    if (ip === undefined) return false;
-    const holder = this.leaseHolder(ip);
+  /** `ip` is leased (live) to a MAC other than `src` (see guardLeases). */
+  private leasedToAnother(ip: Ipv4Address, src: MacAddress): boolean {
+    const holder = this.leaseHolder?.(ip);
     return holder !== undefined && holder !== src;
-  }
-
-  /** The sender of an ARP or the source of an IPv4 packet; undefined for other frames. */
-  private senderIp(frame: Uint8Array): Ipv4Address | undefined {
-    const type = (frame[12] << 8) | frame[13];
-    const off = type === ETHERTYPE_IPV4 ? IPV4_SOURCE : type === ETHERTYPE_ARP ? ARP_SENDER_IP : -1;
-    return off >= 0 && frame.length >= off + 4 ? readIpv4(frame, off) : undefined;
-  }
-
-  /** An ARP whose sender, or an IPv4 packet whose source, is one of the router's addresses. */
-  private claimsRouterIp(frame: Uint8Array): boolean {
-    if (this.routerIps.length === 0) return false;
-    const ip = this.senderIp(frame);
-    return ip !== undefined && this.routerIps.includes(ip);
   }
 
   private learn(mac: MacAddress, port: Port, now: Instant): void {
@@ -252,4 +237,11 @@ export class LearningSwitch {
   private drop(from: Port, reason: SwitchDropReason): void {
     from.stats.drops[reason] = (from.stats.drops[reason] ?? 0) + 1;
   }
+}
+
+/** The sender of an ARP or the source of an IPv4 packet; undefined for other frames. */
+function senderIp(frame: Uint8Array): Ipv4Address | undefined {
+  const type = (frame[12] << 8) | frame[13];
+  const off = type === ETHERTYPE_IPV4 ? IPV4_SOURCE : type === ETHERTYPE_ARP ? ARP_SENDER_IP : -1;
+  return off >= 0 && frame.length >= off + 4 ? readIpv4(frame, off) : undefined;
 }
