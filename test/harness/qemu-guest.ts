@@ -175,11 +175,21 @@ export async function chooseAccel(image: QemuGuestImage): Promise<AccelChoice> {
           accel: 'tcg',
           reason:
             `a KVM probe boot ${run.timedOut ? `printed ${run.markers.length} markers and did not finish within ${KVM_PROBE_TIMEOUT_MS / 1000} s` : `exited with ${run.code ?? run.signal} after ${seconds} s`}` +
-            (run.stderr.trim() ? ` (QEMU: ${run.stderr.trim().split('\n').slice(-1)[0]})` : ''),
+            (run.stderr.trim() ? ` (QEMU: ${run.stderr.trim().split('\n').slice(-1)[0]})` : '') +
+            pvmHint(),
         };
   const cache: AccelCache = { ...choice, key, probedAt: new Date().toISOString() };
   writeFileSync(cachePath, `${JSON.stringify(cache, null, 2)}\n`);
   return choice;
+}
+
+/**
+ * Some nested hosts (Firecracker-style sandboxes among them) offer /dev/kvm through PVM, which runs
+ * only guest kernels built for it: a stock Debian kernel stops at `-cpu host`'s MSRs or never leaves
+ * its decompressor. Saying so spares the reader a hunt for a QEMU option that does not exist.
+ */
+function pvmHint(): string {
+  return existsSync('/sys/module/kvm_pvm') ? '; this /dev/kvm is PVM (module kvm_pvm), which boots only guest kernels built for PVM' : '';
 }
 
 // ---------------------------------------------------------------------------------------------
