@@ -59,6 +59,8 @@ export interface LearningSwitchOptions {
   /** A MAC not seen for this long is unknown again (flooded to), as a port may have moved. */
   agingMs: number;
   now: () => Instant;
+  /** Told of each dropped frame as it is dropped, for live counters (a port's counters() has the totals). */
+  onDrop?: (port: string, reason: SwitchDropReason) => void;
 }
 
 interface Port {
@@ -236,6 +238,7 @@ export class LearningSwitch {
 
   private drop(from: Port, reason: SwitchDropReason): void {
     from.stats.drops[reason] = (from.stats.drops[reason] ?? 0) + 1;
+    this.opts.onDrop?.(from.name, reason);
   }
 }
 

@@ -261,12 +261,9 @@ export class LanMember {
     clearTimeout(this.joinTimer);
     this.queue = [];
     if (this.port) {
-      // What the switch dropped of this member's frames (a spoofed router MAC, a frame to itself), now that it is final.
-      for (const [reason, n] of Object.entries(this.port.counters().drops)) {
-        if (!n) continue;
-        this.host.relay.metrics.lanDropped(reason, n);
-        this.stats.dropped.set(reason, n);
-      }
+      // What the switch dropped of this member's frames (a spoofed router MAC, a frame to itself), for
+      // the leave log; /metrics counted each as it happened (LanRoomHost.onSwitchDrop).
+      for (const [reason, n] of Object.entries(this.port.counters().drops)) if (n) this.stats.dropped.set(reason, n);
       this.room?.leave(this.port);
     }
     this.host.left(this);

@@ -11,7 +11,7 @@
 
 import { randomFillSync } from 'node:crypto';
 import { resolveNetworkConfig } from '../../core/config';
-import { LearningSwitch, type SwitchPort } from '../../core/link/learning-switch';
+import { LearningSwitch, type SwitchDropReason, type SwitchPort } from '../../core/link/learning-switch';
 import { UpstreamDnsForwarder } from '../../core/services/dns-upstream-forwarder';
 import { Stack } from '../../core/stack';
 import type { LeaseEvent } from '../../core/stack-events';
@@ -44,6 +44,8 @@ export interface LanRoomHost {
   gatewayIsHost: boolean;
   /** The room's DHCP leased an address (the members are told who has it). */
   onLease(lease: LeaseEvent): void;
+  /** The room's switch dropped a member's frame (a spoofed router address, another's lease, …). */
+  onSwitchDrop(reason: SwitchDropReason): void;
 }
 
 export class LanRoom {
@@ -69,7 +71,12 @@ export class LanRoom {
       gateway: network.gateway,
       allowHostLoopback: host.gatewayIsHost,
     });
-    this.sw = new LearningSwitch({ maxMacs: SWITCH_MACS, agingMs: SWITCH_AGING_MS, now: () => monotonicClock.now() });
+    this.sw = new LearningSwitch({
+      maxMacs: SWITCH_MACS,
+      agingMs: SWITCH_AGING_MS,
+      now: () => monotonicClock.now(),
+      onDrop: (_port, reason) => host.onSwitchDrop(reason),
+    });
     let timer: StackTimer | undefined;
     let router: SwitchPort | undefined;
     this.stack = new Stack({

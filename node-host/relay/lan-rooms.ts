@@ -120,6 +120,8 @@ export class LanRooms implements LanMemberHost {
         onLease: (lease) => {
           for (const m of this.members) if (m.room === joined) m.leased(lease);
         },
+        // Counted as they happen, so /metrics shows a spoofing member while it is still there.
+        onSwitchDrop: (reason) => this.host.metrics.lanDropped(reason),
       });
       this.rooms.set(name, joined);
       created = true;

@@ -14,7 +14,7 @@ import { startRelay, type RunningRelay } from './relay-support';
 import { spawnWeft } from '../harness/weft-process';
 import { missingCommands } from '../harness/guest-tools';
 import { startNginxSite, type NginxSite } from '../harness/nginx-site';
-import { formatIpv4 } from '../../core/wire/address';
+import { formatIpv4, writeMac } from '../../core/wire/address';
 import { GATEWAY_MAC } from '../support/frames';
 
 const TOKEN = 'lan-test-token';
@@ -145,6 +145,20 @@ describe('weft relay --lan: one room', () => {
     expect(sample(m, 'weft_relay_lan_members')).toBe(3);
     expect(sample(m, 'weft_relay_streams_total', 'type="udp"')).toBeGreaterThanOrEqual(1);
     expect(sample(m, 'weft_relay_lan_frames_total', 'direction="in"')).toBeGreaterThan(10);
+
+    // A member posing as the router (its MAC as the source): the switch drops the frames, and
+    // /metrics counts them while that member is still in the room, not only once it leaves.
+    const spoofed = ga.udpFrame(GATEWAY, echoPort, 41001, Buffer.from('not the router'));
+    writeMac(spoofed, 6, GATEWAY_MAC);
+    const spoofBefore = sample(m, 'weft_relay_lan_frames_dropped_total', 'reason="switch-spoofed-router-mac"');
+    a.send(spoofed, spoofed, spoofed);
+    let spoofDrops = 0;
+    for (let i = 0; i < 50 && spoofDrops < 3; i++) {
+      await new Promise((r) => setTimeout(r, 40));
+      spoofDrops = sample(await metrics(relay), 'weft_relay_lan_frames_dropped_total', 'reason="switch-spoofed-router-mac"') - spoofBefore;
+    }
+    expect(spoofDrops).toBe(3);
+    expect(sample(await metrics(relay), 'weft_relay_lan_members')).toBe(3);
   });
 
   it('refuses a wrong key (4403, and past five a second, unchecked: 4429), a full room (4409) and a bad join (4400)', async () => {

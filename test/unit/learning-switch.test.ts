@@ -37,13 +37,15 @@ function lan(opts: { maxMacs?: number; maxMacsPerPort?: number; agingMs?: number
     maxMacsPerPort: opts.maxMacsPerPort,
     agingMs: opts.agingMs ?? 300_000,
     now: () => instant(now),
+    onDrop: (port, reason) => dropped.push(`${port}:${reason}`),
   });
+  const dropped: string[] = [];
   const got: Record<string, number[]> = { router: [], a: [], b: [], c: [] };
   const router = sw.addRouterPort([ROUTER], (f) => got.router.push(f[14]), [GATEWAY_IP, DNS_IP]);
   const a = sw.addPort('a', (f) => got.a.push(f[14]));
   const b = sw.addPort('b', (f) => got.b.push(f[14]));
   const c = sw.addPort('c', (f) => got.c.push(f[14]));
-  return { sw, got, router, a, b, c, advance: (ms: number) => (now += ms) };
+  return { sw, got, dropped, router, a, b, c, advance: (ms: number) => (now += ms) };
 }
 
 describe('LearningSwitch', () => {
@@ -73,6 +75,8 @@ describe('LearningSwitch', () => {
     l.b.input(frame(A, ROUTER, 3));
     expect(l.got).toEqual({ router: [1], a: [], b: [], c: [] });
     expect(l.b.counters().drops).toEqual({ 'switch-spoofed-router-mac': 2 });
+    // Each drop is also told as it happens (a relay's /metrics counts it live).
+    expect(l.dropped).toEqual(['b:switch-spoofed-router-mac', 'b:switch-spoofed-router-mac']);
     // The router's own frames still go where they should.
     l.router.input(frame(A, ROUTER, 4));
     expect(l.got.a).toEqual([4]);
