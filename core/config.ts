@@ -81,6 +81,23 @@ export function resolveNetworkConfig(partial: Partial<NetworkConfig> = {}): Netw
   return cfg;
 }
 
+/** Why an address cannot be a guest's on a network (see guestAddressProblem). */
+export type GuestAddressProblem = 'outside-network' | 'network-address' | 'broadcast' | 'weft-address';
+
+/**
+ * Why `ip` cannot be a guest's address on `cfg`'s network — outside it, the network's own address,
+ * its broadcast, or one weft answers for (gateway, DNS) — or undefined when it can. The one rule the
+ * stack (which sources to learn), DHCP (what to lease) and the CLI (a forward's guest) share.
+ */
+export function guestAddressProblem(cfg: NetworkConfig, ip: Ipv4Address): GuestAddressProblem | undefined {
+  const mask = prefixMask(cfg.prefixLength);
+  if (ipv4Network(ip, mask) !== cfg.network) return 'outside-network';
+  if (ip === cfg.network) return 'network-address';
+  if (ip === ipv4SubnetBroadcast(cfg.network, mask)) return 'broadcast';
+  if (ip === cfg.gateway || ip === cfg.dns) return 'weft-address';
+  return undefined;
+}
+
 /** TCP endpoint tuning; every per-connection buffer is bounded by these. */
 export interface TcpConfig {
   /** Guest → upstream bytes held per connection (bounds the window weft advertises). */

@@ -9,7 +9,7 @@
 // output path beside IPv4's, on the same port; a second link would be a second EthernetPort.
 
 import { instant, type Clock, type Instant } from './clock';
-import { DEFAULT_LIMITS, DEFAULT_TCP, DEFAULT_UDP, resolveNetworkConfig, type NetworkConfig, type StackLimits } from './config';
+import { DEFAULT_LIMITS, DEFAULT_TCP, DEFAULT_UDP, guestAddressProblem, resolveNetworkConfig, type NetworkConfig, type StackLimits } from './config';
 import { TypedEvents } from './events';
 import { Ipv4Output } from './ip/ipv4-output';
 import { Ipv4Reassembler } from './ip/ipv4-reassembly';
@@ -376,7 +376,7 @@ export class Stack {
 
   /** Guest flows must come from a guest address on our link, never from ours or a broadcast. */
   private isGuestSource(ip: Ipv4Address): boolean {
-    return this.inSubnet(ip) && !this.ownsAddress(ip) && ip !== this.subnetBroadcast && ip !== this.config.network;
+    return guestAddressProblem(this.config, ip) === undefined;
   }
 
   /**

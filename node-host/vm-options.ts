@@ -1,8 +1,8 @@
 // The command line of `weft vm`: its flags, their help text, and parsing into a checked value.
 
 import { parseArgs } from 'node:util';
-import { DEFAULT_NETWORK } from '../core/config';
-import { formatIpv4, ipv4Network, ipv4SubnetBroadcast, parseIpv4, prefixMask, type Ipv4Address } from '../core/wire/address';
+import { DEFAULT_NETWORK, guestAddressProblem } from '../core/config';
+import { formatIpv4, parseIpv4, type Ipv4Address } from '../core/wire/address';
 import { UsageError } from './cli-errors';
 import { badValue, parseArgsError, parseInteger } from './cli-values';
 import { parseDnsRecordFlag, parseDnsServerFlag, type DnsRecordFlag } from './dns-config';
@@ -278,10 +278,10 @@ function parseGuestIp(value: string, text: string): Ipv4Address {
     return badValue('--forward', value, `a guest address such as 10.0.2.15, not ${text}`);
   }
   const n = DEFAULT_NETWORK;
-  const mask = prefixMask(n.prefixLength);
   const where = `${formatIpv4(n.network)}/${n.prefixLength}`;
-  if (ipv4Network(ip, mask) !== n.network) return badValue('--forward', value, `a guest address in ${where}`);
-  if (ip === n.network || ip === ipv4SubnetBroadcast(n.network, mask) || ip === n.gateway || ip === n.dns) {
+  const problem = guestAddressProblem(n, ip);
+  if (problem === 'outside-network') return badValue('--forward', value, `a guest address in ${where}`);
+  if (problem) {
     return badValue(
       '--forward',
       value,

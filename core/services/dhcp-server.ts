@@ -2,14 +2,13 @@
 // authoritative: a client asking for an address it cannot have gets a NAK at once rather than
 // silence, which is what lets a guest moved from another network recover quickly.
 
-import type { NetworkConfig } from '../config';
+import { guestAddressProblem, type NetworkConfig } from '../config';
 import {
   BROADCAST_MAC,
   IPV4_ANY,
   IPV4_BROADCAST,
   ipv4Add,
   ipv4Diff,
-  ipv4Network,
   ipv4SubnetBroadcast,
   prefixMask,
   type Ipv4Address,
@@ -222,7 +221,7 @@ export class DhcpServer {
     const index = ipv4Diff(ip, c.firstLease);
     if (index < 0 || index >= c.leaseCount) return false;
     // The pool may overlap addresses weft itself owns; those are never leased.
-    return ip !== c.gateway && ip !== c.dns && ipv4Network(ip, this.mask) === c.network && ip !== c.network && ip !== this.broadcastAddress;
+    return guestAddressProblem(c, ip) === undefined;
   }
 
   /** The lowest never-used pool address, else the one whose lease ended longest ago. */
