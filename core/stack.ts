@@ -18,7 +18,7 @@ import { DhcpServer } from './services/dhcp-server';
 import { DnsServer, weftLocalRecords } from './services/dns-server';
 import { IcmpResponder } from './services/icmp-responder';
 import { LocalServicesUpstream } from './services/local-services';
-import type { FlowEvent, StackCounters, StackEvents } from './stack-events';
+import type { FlowEvent, LeaseEvent, StackCounters, StackEvents } from './stack-events';
 import type { StackOptions } from './stack-options';
 import { TcpFlowTable } from './tcp/tcp-flow-table';
 import { TimerQueue } from './timer-queue';
@@ -211,6 +211,18 @@ export class Stack {
   /** Open flows, for the demo's flow table and for diagnostics. */
   flows(): FlowEvent[] {
     return [...this.tcp.flows(), ...this.udp.flowList()];
+  }
+
+  /**
+   * The live DHCP leases, as the 'lease' events that announced them (with the latest hostname):
+   * for whoever starts listening late, such as a tab joining a LAN that others opened.
+   */
+  leases(): LeaseEvent[] {
+    const now = this.clock.now();
+    return this.dhcp
+      .leases()
+      .filter((l) => l.expiresAt > now)
+      .map(({ mac, ip, hostname, expiresAt }) => (hostname === undefined ? { mac, ip, expiresAt } : { mac, ip, hostname, expiresAt }));
   }
 
   /**

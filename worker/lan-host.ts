@@ -77,6 +77,8 @@ export class LanHost {
       if (lock && locks) locks.request(lock, () => this.leave(tab)).catch(() => undefined);
       framePort.addEventListener('close', () => void this.leave(tab));
       if (host.relayState !== 'none') channel.event({ type: 'relay', state: host.relayState, ...(settings.relayUrl ? { url: settings.relayUrl } : {}) });
+      // The leases the other tabs' guests hold: a late tab hears them as the first tabs did.
+      for (const e of host.leaseEvents()) channel.event(e);
       return { ok: true, relay: host.relayState };
     });
   }

@@ -10,6 +10,7 @@ import { UpstreamDnsForwarder } from '../core/services/dns-upstream-forwarder';
 import type { DnsForwarder } from '../core/services/dns-server';
 import { Stack } from '../core/stack';
 import type { StackOptions } from '../core/stack-options';
+import type { LeaseEvent } from '../core/stack-events';
 import { formatIpv4, formatMac, parseIpv4 } from '../core/wire/address';
 import { RELAY_RESOLVER, WispUpstream, type WispUpstreamState } from '../core/wisp/wisp-upstream';
 import { monotonicClock, StackTimer } from '../platform/stack-timer';
@@ -108,11 +109,16 @@ export class StackHost {
     }
     const stack = this.stack;
     this.timer = new StackTimer(stack, clock, this.measured);
-    stack.on('lease', (e) => this.emit({ type: 'lease', mac: formatMac(e.mac), ip: formatIpv4(e.ip), ...(e.hostname ? { hostname: e.hostname } : {}) }));
+    stack.on('lease', (e) => this.emit(leaseEvent(e)));
     stack.on('flow-open', (e) => this.emit({ type: 'flow-open', flow: summarizeFlow(e, formatIpv4) }));
     stack.on('flow-close', (e) => this.emit({ type: 'flow-close', flow: summarizeFlow(e, formatIpv4) }));
     stack.on('drop', (e) => this.countDrop(e.reason, e.count));
     this.rearm();
+  }
+
+  /** The live leases as 'lease' events, for a tab that joins after they were announced. */
+  leaseEvents(): NetworkEvent[] {
+    return this.stack.leases().map(leaseEvent);
   }
 
   /** Runs `fn` and adds its wall time to the busy time (the worker's own work, not its idle waits). */
@@ -219,4 +225,8 @@ function settingsToNetwork(s: NetworkSettings): NonNullable<StackOptions['networ
     ...(n.firstLease ? { firstLease: parseIpv4(n.firstLease) } : {}),
     ...(s.mtu !== undefined ? { mtu: s.mtu } : {}),
   };
+}
+
+function leaseEvent(e: LeaseEvent): NetworkEvent {
+  return { type: 'lease', mac: formatMac(e.mac), ip: formatIpv4(e.ip), ...(e.hostname ? { hostname: e.hostname } : {}) };
 }

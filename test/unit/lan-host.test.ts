@@ -85,7 +85,7 @@ describe('a LAN shared by tabs (LanHost)', () => {
     expect(b.frames.some((f) => f[14] === 0x77)).toBe(false);
   });
 
-  it('reports events to every tab: a lease taken from one tab reaches both', async () => {
+  it('reports events to every tab: a lease taken from one tab reaches both, and a tab that joins later', async () => {
     const lan = new LanHost();
     const a = await join(lan);
     const b = await join(lan);
@@ -93,6 +93,13 @@ describe('a LAN shared by tabs (LanHost)', () => {
     await until(() => expect(a.frames.length).toBeGreaterThan(0)); // the OFFER
     a.channel.push(dhcpFrame(3, GUEST_MAC, 0x1234, [50, 4, 10, 0, 2, 15, 54, 4, 10, 0, 2, 2]));
     for (const t of [a, b]) await until(() => expect(t.events).toContainEqual({ type: 'lease', mac: '52:54:00:12:34:56', ip: '10.0.2.15' }));
+
+    // A tab that joins later hears the leases already held, once, as the first tabs did.
+    const c = await join(lan);
+    await until(() => expect(c.events).toContainEqual({ type: 'lease', mac: '52:54:00:12:34:56', ip: '10.0.2.15' }));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(c.events.filter((e) => e.type === 'lease')).toHaveLength(1);
+    expect(a.events.filter((e) => e.type === 'lease')).toHaveLength(1);
   });
 
   it('refuses a tab whose settings differ (ERR_WEFT_LAN_MISMATCH), naming the setting but not its value', async () => {

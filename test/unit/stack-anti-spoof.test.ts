@@ -149,3 +149,16 @@ describe("Stack on a LAN: weft's own addresses are never learned from a guest", 
     expect(lan.stack.counters().arpCacheEntries).toBe(0);
   });
 });
+
+describe('Stack.leases and leaseHolderOf: the live leases, for a switch and for late listeners', () => {
+  it('lists a bound lease and its holder while it lasts, and neither once it has ended', () => {
+    const lan = makeStack();
+    expect(lan.stack.leases()).toEqual([]);
+    lease(lan);
+    expect(lan.stack.leases()).toMatchObject([{ mac: GUEST_MAC, ip: GUEST_IP }]);
+    expect(lan.stack.leaseHolderOf(GUEST_IP)).toBe(GUEST_MAC);
+    lan.advance(LEASE_MS + 1);
+    expect(lan.stack.leases()).toEqual([]);
+    expect(lan.stack.leaseHolderOf(GUEST_IP)).toBeUndefined();
+  });
+});
