@@ -187,6 +187,11 @@ export interface NetworkStats extends StackCounters {
   ringDrops: { toWorker: number; toPage: number };
   /** The LAN the page's guests are on (see WeftNetwork.attach and NetworkSettings.lan). */
   lan: LanStats;
+  /**
+   * How the worker sums checksums: 'simd' with WebAssembly SIMD, 'scalar' where the browser has no
+   * WebAssembly SIMD or the worker's Content Security Policy forbids compiling WebAssembly.
+   */
+  checksum: 'simd' | 'scalar';
 }
 
 /** The switched LAN of a network: the page's ports, and for a LAN shared by tabs its name and tabs. */

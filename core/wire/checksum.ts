@@ -1,9 +1,24 @@
 // The Internet checksum (RFC 1071) — the one routine every protocol here uses. It is hot: summing
 // 16-bit words into a 32-bit accumulator and folding once at the end keeps it to one pass with no
 // allocation. Callers may chain partial sums (pseudo-header, then the segment) through `initial`.
+// Long ranges go to WebAssembly SIMD where the runtime has it (./checksum-simd.ts).
+
+import { simdSumPrefix } from './checksum-simd';
+
+/** Ranges at least this long are summed with SIMD (from 64 bytes it is about twice as fast here; below, the call costs more than it saves). */
+export const SIMD_MIN_BYTES = 64;
 
 /** One's-complement sum of `len` bytes at `off`, added to `initial`; not folded, not inverted. */
 export function sumBytes(buf: Uint8Array, off: number, len: number, initial = 0): number {
+  if (len >= SIMD_MIN_BYTES) {
+    const prefix = simdSumPrefix(buf, off, len);
+    if (prefix >= 0) return sumTail(buf, off + (len & ~15), off + len, initial + prefix);
+  }
+  return sumBytesScalar(buf, off, len, initial);
+}
+
+/** sumBytes without SIMD: where the runtime has none, for short ranges, and to test the SIMD sum against. */
+export function sumBytesScalar(buf: Uint8Array, off: number, len: number, initial = 0): number {
   // Long, even-aligned ranges are summed as whole 32-bit words: 2^16 ≡ 1 (mod 0xffff), so the plain
   // sum of the words is congruent to the one's-complement sum of their 16-bit halves, and a double
   // holds it exactly (up to 2^20 words per run, then it is reduced). One add per word instead of
@@ -43,7 +58,7 @@ export function sumBytes(buf: Uint8Array, off: number, len: number, initial = 0)
     // An odd start (frames packed back to back in a link's buffer): summed from the next byte with
     // the first one as a low byte, which is the sum of the range shifted by one byte — the
     // byte-swapped sum (RFC 1071 §2B).
-    let t = sumBytes(buf, off + 1, len - 1, buf[off]);
+    let t = sumBytesScalar(buf, off + 1, len - 1, buf[off]);
     while (t > 0xffff) t = (t & 0xffff) + (t >>> 16);
     return initial + (((t & 0xff) << 8) | (t >>> 8));
   }

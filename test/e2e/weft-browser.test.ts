@@ -198,6 +198,8 @@ describe.skipIf(missing !== undefined)(SUITE, () => {
     expect(after).toMatchObject({ attachmentPacing: 'virtio-queue', attachmentQueued: 0 });
     // This page is not cross-origin isolated: frames cross as transferred batches.
     expect(after.stats.framePath).toBe('transfer');
+    // Chromium's worker has WebAssembly SIMD: checksums run there.
+    expect(after.stats.checksum).toBe('simd');
     // The guest's driver took the offload: the data went in segments far larger than the MTU.
     expect(after.stats.segmentationOffload).toBe(true);
     expect(meanFrameBytes(before, after), 'mean frame to the guest (bytes)').toBeGreaterThan(8000);
