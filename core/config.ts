@@ -115,6 +115,13 @@ export interface TcpConfig {
    * opens many connections and reads none cannot make weft hold each one's limit).
    */
   sendBufferTotalBytes: number;
+  /**
+   * Guest → upstream bytes held by all connections together (what upstreams have not taken yet).
+   * Past it, a connection holding more than 64 KiB stops opening its window and drops what the
+   * guest sends beyond (the guest sends it again), so a guest writing to many servers that do not
+   * read cannot make weft hold each connection's receive buffer.
+   */
+  receiveBufferTotalBytes: number;
   /** An upstream connect that has not succeeded by then fails (the guest gets RST). */
   connectTimeoutMs: number;
   initialRtoMs: number;
@@ -139,6 +146,7 @@ export const DEFAULT_TCP: TcpConfig = {
   receiveBufferBytes: 256 * 1024,
   sendBufferBytes: 256 * 1024,
   sendBufferTotalBytes: 64 * 1024 * 1024,
+  receiveBufferTotalBytes: 64 * 1024 * 1024,
   connectTimeoutMs: 20_000,
   initialRtoMs: 1000,
   minRtoMs: 200,

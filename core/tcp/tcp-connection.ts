@@ -7,6 +7,7 @@
 // All its timers are slots of one TcpTimers (./tcp-timers.ts).
 
 import type { TcpConfig } from '../config';
+import type { DropReason } from '../wire/parse-result';
 import type { TimerOwner } from '../timer-queue';
 import type { FlowEndpoint, FlowMeta, TcpCloseReason, TcpStreamHandlers, Upstream, UpstreamError, UpstreamErrorKind } from '../upstream';
 import { ACK, FIN, PSH, RST, SYN, type TcpRepr, type TcpSegment } from '../wire/tcp';
@@ -14,7 +15,7 @@ import { negotiate } from './tcp-negotiation';
 import { TcpReceiver } from './tcp-receiver';
 import { TcpSegmentWriter } from './tcp-segment-writer';
 import { SEND_BUFFER_SLACK_BYTES, TcpSender } from './tcp-sender';
-import type { SendBudget } from './send-budget';
+import type { ByteBudget } from './byte-budget';
 import { TcpTimers } from './tcp-timers';
 import { UpstreamPipe } from './upstream-pipe';
 import { seqAdd, seqDiff, type SeqNum } from './seq';
@@ -74,7 +75,11 @@ export interface TcpConnectionHost {
   segmentOffload: boolean;
   readonly upstream: Upstream;
   /** The stack's bound on the bytes all connections hold from their upstreams. */
-  readonly sendBudget?: SendBudget;
+  readonly sendBudget?: ByteBudget;
+  /** The stack's bound on the bytes all connections hold from their guests for upstreams that have not taken them. */
+  readonly receiveBudget?: ByteBudget;
+  /** Counts a segment (or its text) dropped. */
+  drop?(reason: DropReason): void;
   now(): Instant;
   /**
    * Sends a segment to the guest from `local`. `payloadLength` bytes are written by `copyPayload`
@@ -116,6 +121,8 @@ export class TcpConnection implements TcpFlow {
   private lastGuestActivity: Instant;
   private keepaliveProbesSent = 0;
   private closeWhenDrained: TcpCloseReason | undefined;
+  /** What this connection counts in the stack's receive budget: its backlog and out-of-order bytes. */
+  private receiveHeld = 0;
 
   bytesFromGuest = 0;
   bytesToGuest = 0;
@@ -192,7 +199,7 @@ export class TcpConnection implements TcpFlow {
       now: () => host.now(),
       send: (repr: TcpRepr, len: number, copy?: (out: Uint8Array, offset: number) => void) => host.send(this, repr, len, copy),
     };
-    this.writer = new TcpSegmentWriter(output, n, tsOffset, this.receiver, () => this.pipe.backlogBytes);
+    this.writer = new TcpSegmentWriter(output, n, tsOffset, this.receiver, () => this.windowHeld());
   }
 
   /** The stream's events, for the upstream this connection opens (or took over from an active open). */
@@ -338,9 +345,16 @@ export class TcpConnection implements TcpFlow {
       else if (this.state === 'last-ack') return this.finish('closed');
     }
 
-    if (this.state === 'established' || this.state === 'fin-wait-1' || this.state === 'fin-wait-2') {
+    if (seg.payload.length > 0 && this.host.receiveBudget?.overFor(this.receiveHeld)) {
+      // The stack holds its budget of guests' bytes and this connection more than its share: the
+      // text (and a FIN behind it) is dropped, as a full host drops it; the duplicate ACK says what
+      // we have, and the guest sends it again once the upstream has taken some.
+      this.host.drop?.('tcp-receive-budget');
+      this.receiver.ackNow = true;
+    } else if (this.state === 'established' || this.state === 'fin-wait-1' || this.state === 'fin-wait-2') {
       const delivered = this.receiver.accept(seg.seq, seg.payload, (flags & FIN) !== 0, now);
       for (const chunk of delivered) this.deliverUpstream(chunk);
+      this.countReceiveHeld();
       if ((this.state as TcpState) === 'closed') return;
       if (this.receiver.finReceived) this.onGuestFin(now);
     } else if (seg.payload.length > 0 || flags & FIN) {
@@ -413,6 +427,7 @@ export class TcpConnection implements TcpFlow {
 
   private onUpstreamDrain(): void {
     this.pipe.drain();
+    this.countReceiveHeld();
     this.endUpstreamIfFlushed();
     if (this.closeWhenDrained && this.pipe.flushed) return this.finish(this.closeWhenDrained);
     // The guest may be stalled on a closed window: tell it the window opened — unless it has sent
@@ -420,7 +435,7 @@ export class TcpConnection implements TcpFlow {
     if (
       this.state !== 'closed' &&
       !this.receiver.finReceived &&
-      this.receiver.windowGain(this.pipe.backlogBytes) >= Math.max(2 * this.sender.mss, this.host.config.receiveBufferBytes / 4)
+      this.receiver.windowGain(this.windowHeld()) >= Math.max(2 * this.sender.mss, this.host.config.receiveBufferBytes / 4)
     ) {
       this.sendAck();
     }
@@ -501,6 +516,25 @@ export class TcpConnection implements TcpFlow {
   }
 
   // ── the upstream direction ──────────────────────────────────────────────
+
+  /**
+   * The held bytes the advertised window counts: the backlog — or the whole buffer while the stack's
+   * receive budget is spent and this connection holds more than its share, so its window stops
+   * opening (it never shrinks: what was offered stays offered).
+   */
+  private windowHeld(): number {
+    return this.host.receiveBudget?.overFor(this.receiveHeld) ? this.host.config.receiveBufferBytes : this.pipe.backlogBytes;
+  }
+
+  /** Brings this connection's part of the receive budget up to date (after data came, or the upstream took some). */
+  private countReceiveHeld(): void {
+    const held = this.state === 'closed' && !this.closeWhenDrained ? 0 : this.pipe.backlogBytes + this.receiver.oooBytes;
+    const budget = this.host.receiveBudget;
+    if (!budget || held === this.receiveHeld) return;
+    if (held > this.receiveHeld) budget.add(held - this.receiveHeld);
+    else budget.release(this.receiveHeld - held);
+    this.receiveHeld = held;
+  }
 
   private deliverUpstream(chunk: Uint8Array): void {
     this.bytesFromGuest += chunk.length;
@@ -617,6 +651,7 @@ export class TcpConnection implements TcpFlow {
     if (this.state === 'closed') {
       if (this.closeWhenDrained) {
         this.closeWhenDrained = undefined;
+        this.countReceiveHeld();
         this.timers.clear('drain');
         this.host.closed(this, reason);
       }
@@ -633,6 +668,7 @@ export class TcpConnection implements TcpFlow {
       this.host.reschedule(this);
       return;
     }
+    this.countReceiveHeld();
     this.host.closed(this, reason);
   }
 

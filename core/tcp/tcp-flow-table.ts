@@ -3,7 +3,7 @@
 // connections, half-open connections (a SYN flood evicts the oldest half-open, so new legitimate
 // connections still open), and TIME_WAIT entries.
 
-import { SendBudget } from './send-budget';
+import { ByteBudget } from './byte-budget';
 import type { TcpConfig } from '../config';
 import type { TimerQueue } from '../timer-queue';
 import type { FlowEndpoint, TcpCloseReason, TcpStream, TcpStreamHandlers, Upstream } from '../upstream';
@@ -77,7 +77,9 @@ export class TcpFlowTable {
       linkMss: linkMtu - IPV4_HEADER_LENGTH - TCP_HEADER_MIN,
       segmentOffload: host.segmentOffload === true,
       upstream: upstream as Upstream,
-      sendBudget: new SendBudget(config.sendBufferTotalBytes),
+      sendBudget: new ByteBudget(config.sendBufferTotalBytes),
+      receiveBudget: new ByteBudget(config.receiveBufferTotalBytes),
+      drop: (reason) => host.drop(reason),
       now: host.now,
       send: (conn, repr, len, copy) => host.send(conn.target.ip, conn.guest.ip, repr, len, copy),
       reschedule: (conn) => timers.schedule(conn, conn.nextDeadline()),

@@ -17,7 +17,7 @@
 // timers (retransmit, reorder, loss-probe, persist) are slots of the connection's ./tcp-timers.ts.
 
 import { SendBuffer } from './send-buffer';
-import type { SendBudget } from './send-budget';
+import type { ByteBudget } from './byte-budget';
 import { LossProbe } from './loss-probe';
 import { LossFraction } from './loss-fraction';
 import { ReductionUndo } from './reduction-undo';
@@ -144,7 +144,7 @@ export class TcpSender {
     /** The connection's timers; the sender runs 'retransmit', 'reorder', 'persist' and, through its LossProbe, 'loss-probe'. */
     private readonly timers: TcpTimers,
     /** The stack's bound on what all its connections hold (none: only this connection's own limit). */
-    private budget?: SendBudget,
+    private budget?: ByteBudget,
   ) {
     // The SYN occupies iss; data starts after it. The connection acknowledges the SYN itself.
     this.sndUna = this.sndMax = seqAdd(iss, 1);

@@ -59,6 +59,7 @@ export const DROP_REASONS = [
   'tcp-no-upstream',
   'tcp-option-overrun',
   'tcp-port-zero',
+  'tcp-receive-budget',
   'tcp-syn-fin',
   'tcp-to-broadcast',
   'tcp-too-many-connections',

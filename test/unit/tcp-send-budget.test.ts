@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { instant } from '../../core/clock';
 import { Stack } from '../../core/stack';
-import { SEND_BUDGET_MIN_SHARE, SendBudget } from '../../core/tcp/send-budget';
+import { BUDGET_MIN_SHARE, ByteBudget } from '../../core/tcp/byte-budget';
 import { parseIpv4 } from '../../core/wire/address';
 import { IPPROTO_TCP } from '../../core/wire/ipv4';
 import { ACK, emitTcp, RST, SYN, tcpHeaderLength, type TcpSegment } from '../../core/wire/tcp';
@@ -90,7 +90,7 @@ describe('the stack-wide send budget', () => {
     expect(t.pour(late.stream)).toBe(1);
     const delivered = t.segments.filter((s) => s.dstPort === 41000).reduce((n, s) => n + s.payload.length, 0);
     expect(delivered).toBeGreaterThan(0);
-    expect(delivered).toBeLessThanOrEqual(SEND_BUDGET_MIN_SHARE);
+    expect(delivered).toBeLessThanOrEqual(BUDGET_MIN_SHARE);
   });
 
   it('resumes the connections it paused once the guest has taken enough', () => {
@@ -122,12 +122,12 @@ describe('the stack-wide send budget', () => {
   });
 });
 
-describe('SendBudget', () => {
+describe('ByteBudget', () => {
   it('pauses only holders past the small share once spent, and wakes waiters below seven eighths', () => {
-    const b = new SendBudget(1000 * KiB);
+    const b = new ByteBudget(1000 * KiB);
     b.add(1000 * KiB);
-    expect(b.overFor(SEND_BUDGET_MIN_SHARE - 1)).toBe(false);
-    expect(b.overFor(SEND_BUDGET_MIN_SHARE)).toBe(true);
+    expect(b.overFor(BUDGET_MIN_SHARE - 1)).toBe(false);
+    expect(b.overFor(BUDGET_MIN_SHARE)).toBe(true);
     let woken = 0;
     b.wait(() => woken++);
     b.release(100 * KiB);

@@ -1,14 +1,16 @@
-// One bound for the bytes all of a stack's connections hold from their upstreams for the guest.
-// Each connection's send buffer has its own limit, but a guest that opens many connections to fast
-// servers and acknowledges nothing would otherwise make weft hold that limit times the connection
-// count (up to 8,192 × 4 MiB in `weft vm`). Past the budget, a connection holding more than a small
-// share pauses its upstream until the guest has taken enough, so new and quiet connections still
-// move while the greedy ones wait (Linux's tcp_mem pressure does the same for a host's sockets).
+// One bound for the bytes all of a stack's connections hold in one direction. Each connection has
+// its own limit, but a guest with many connections could otherwise make weft hold that limit times
+// the connection count (8,192 in `weft vm`). Two budgets use this: what upstreams sent for guests
+// that acknowledge nothing (past it, a connection holding more than a small share pauses its
+// upstream), and what guests sent for upstreams that do not read (past it, such a connection's
+// window stops opening and what comes beyond is dropped, for the guest to send again). New and
+// quiet connections still move while the greedy ones wait (Linux's tcp_mem pressure does the same
+// for a host's sockets).
 
 /** What every connection may hold whatever the others hold: one large segment, so none stalls. */
-export const SEND_BUDGET_MIN_SHARE = 64 * 1024;
+export const BUDGET_MIN_SHARE = 64 * 1024;
 
-export class SendBudget {
+export class ByteBudget {
   private held = 0;
   /** Connections paused by the budget, woken once it has room again. */
   private readonly waiting = new Set<() => void>();
@@ -22,12 +24,12 @@ export class SendBudget {
 
   /** True when a connection holding `bytes` must not read more: the stack is over its budget. */
   overFor(bytes: number): boolean {
-    return bytes >= SEND_BUDGET_MIN_SHARE && this.held >= this.limitBytes;
+    return bytes >= BUDGET_MIN_SHARE && this.held >= this.limitBytes;
   }
 
   /** True when a connection holding `bytes` may read again: below seven eighths of the budget, so reads do not flap at the edge. */
   roomFor(bytes: number): boolean {
-    return bytes < SEND_BUDGET_MIN_SHARE / 2 || this.held < this.limitBytes - this.limitBytes / 8;
+    return bytes < BUDGET_MIN_SHARE / 2 || this.held < this.limitBytes - this.limitBytes / 8;
   }
 
   add(bytes: number): void {
@@ -36,7 +38,7 @@ export class SendBudget {
 
   release(bytes: number): void {
     this.held -= bytes;
-    if (this.waiting.size > 0 && this.roomFor(SEND_BUDGET_MIN_SHARE)) this.wake();
+    if (this.waiting.size > 0 && this.roomFor(BUDGET_MIN_SHARE)) this.wake();
   }
 
   /** Calls `wake` once the budget has room again (a paused connection that its own ACKs would not resume). */
