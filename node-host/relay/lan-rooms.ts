@@ -41,6 +41,8 @@ export interface LanRoomsHost extends LanRelayParts {
   onCount(): void;
   /** Told the number of rooms after each change (a worker tells its primary). */
   onRooms?(rooms: number): void;
+  /** Told the number of rooms a client address is in after each change (a worker tells its primary). */
+  onIpRooms?(ip: string, rooms: number): void;
 }
 
 export class LanRooms implements LanMemberHost {
@@ -53,6 +55,8 @@ export class LanRooms implements LanMemberHost {
   private readonly wss: WebSocketServer;
   /** Rooms the other workers hold (--workers: the primary passes the sum round). */
   roomsElsewhere = 0;
+  /** Client IP → rooms it is in on the other workers (--workers: the primary passes them round; absent = none). */
+  readonly ipRoomsElsewhere = new Map<string, number>();
 
   constructor(private readonly host: LanRoomsHost) {
     this.wss = new WebSocketServer({
@@ -107,7 +111,7 @@ export class LanRooms implements LanMemberHost {
     } else if (this.rooms.size + this.roomsElsewhere >= o.maxRooms) {
       return { code: ROOM_CLOSE.TOO_MANY, cause: 'max-rooms', message: `this relay holds ${o.maxRooms} rooms (--lan-max-rooms)` };
     }
-    if (!ipRooms?.has(name) && (ipRooms?.size ?? 0) >= o.maxRoomsPerIp) {
+    if (!ipRooms?.has(name) && (ipRooms?.size ?? 0) + (this.ipRoomsElsewhere.get(ip) ?? 0) >= o.maxRoomsPerIp) {
       return { code: ROOM_CLOSE.TOO_MANY, cause: 'rooms-per-ip', message: `this address is in ${o.maxRoomsPerIp} rooms (--lan-max-rooms-per-ip)` };
     }
     let created = false;
@@ -129,8 +133,10 @@ export class LanRooms implements LanMemberHost {
       this.host.log('lan-room-open', { room: name, client: member.name });
     }
     const counts = ipRooms ?? new Map<string, number>();
+    const newRoomForIp = !counts.has(name);
     counts.set(name, (counts.get(name) ?? 0) + 1);
     this.byIp.set(ip, counts);
+    if (newRoomForIp) this.host.onIpRooms?.(ip, counts.size);
     const port = joined.join(member.name, (frame) => member.deliver(frame));
     this.updateCounts();
     return { room: joined, port, created };
@@ -145,7 +151,7 @@ export class LanRooms implements LanMemberHost {
       const counts = this.byIp.get(ip);
       const n = (counts?.get(name) ?? 1) - 1;
       if (n > 0) counts?.set(name, n);
-      else counts?.delete(name);
+      else if (counts?.delete(name)) this.host.onIpRooms?.(ip, counts.size);
       if (counts?.size === 0) this.byIp.delete(ip);
       if (room.members === 0 && this.rooms.get(name) === room) {
         this.rooms.delete(name);

@@ -124,12 +124,17 @@ async function runWorker(options: RelayOptions, index: number, baseLog: EventLog
     demoRoot: options.demo ? defaultDemoRoot() : undefined,
     onClientCount: (n) => send({ type: 'clients', n }),
     onRoomCount: (n) => send({ type: 'lan-rooms', n }),
+    onIpRoomCount: (ip, n) => send({ type: 'lan-ip-rooms', ip, n }),
   });
   const accept = server.serveHandedOver();
   process.on('message', (m: ToWorker, handle?: net.Socket) => {
     if (m.type === 'connection' && handle) accept(handle, Buffer.from(m.head, 'latin1'));
     else if (m.type === 'metrics') send({ type: 'metrics', id: m.id, text: server.metrics.render() });
     else if (m.type === 'lan-rooms-elsewhere' && server.lan) server.lan.roomsElsewhere = m.n;
+    else if (m.type === 'lan-ip-rooms-elsewhere' && server.lan) {
+      if (m.n > 0) server.lan.ipRoomsElsewhere.set(m.ip, m.n);
+      else server.lan.ipRoomsElsewhere.delete(m.ip);
+    }
   });
   const stopIdleGc = collectAfterStreamBursts(server.metrics, log);
   send({ type: 'ready' });

@@ -38,9 +38,18 @@ const MAX_RESTART_DELAY_MS = 10_000;
 const HEALTHY_AFTER_MS = 30_000;
 
 /** Primary → worker. */
-export type ToWorker = { type: 'connection'; head: string } | { type: 'metrics'; id: number } | { type: 'lan-rooms-elsewhere'; n: number };
+export type ToWorker =
+  | { type: 'connection'; head: string }
+  | { type: 'metrics'; id: number }
+  | { type: 'lan-rooms-elsewhere'; n: number }
+  | { type: 'lan-ip-rooms-elsewhere'; ip: string; n: number };
 /** Worker → primary. */
-export type FromWorker = { type: 'ready' } | { type: 'clients'; n: number } | { type: 'lan-rooms'; n: number } | { type: 'metrics'; id: number; text: string };
+export type FromWorker =
+  | { type: 'ready' }
+  | { type: 'clients'; n: number }
+  | { type: 'lan-rooms'; n: number }
+  | { type: 'lan-ip-rooms'; ip: string; n: number }
+  | { type: 'metrics'; id: number; text: string };
 
 interface Worker {
   index: number;
@@ -49,6 +58,8 @@ interface Worker {
   clients: number;
   /** LAN rooms the worker holds (--lan). */
   rooms: number;
+  /** Client IP → LAN rooms it is in on this worker (absent: none). */
+  ipRooms: Map<string, number>;
   startedAt: number;
 }
 
@@ -135,7 +146,7 @@ export class RelayPrimary {
       execArgv: process.execArgv,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
-    const worker: Worker = { index, child, ready: false, clients: 0, rooms: 0, startedAt: Date.now() };
+    const worker: Worker = { index, child, ready: false, clients: 0, rooms: 0, ipRooms: new Map(), startedAt: Date.now() };
     this.workers[index] = worker;
     this.deps.log('worker-started', { worker: index, pid: child.pid });
     child.on('message', (m: FromWorker) => this.onMessage(worker, m));
@@ -145,8 +156,11 @@ export class RelayPrimary {
       worker.ready = false;
       worker.clients = 0;
       worker.rooms = 0;
+      const ips = [...worker.ipRooms.keys()];
+      worker.ipRooms.clear();
       if (this.workers[index] === worker) this.workers[index] = undefined;
       this.shareRooms();
+      for (const ip of ips) this.shareIpRooms(ip);
       if (this.stopping) return;
       const lived = Date.now() - worker.startedAt;
       if (lived >= HEALTHY_AFTER_MS) this.restartDelay[index] = RESTART_DELAY_MS;
@@ -164,6 +178,8 @@ export class RelayPrimary {
   private onMessage(worker: Worker, m: FromWorker): void {
     if (m.type === 'ready') {
       worker.ready = true;
+      // A worker (re)started knows nothing of the addresses' rooms on the others.
+      for (const ip of new Set(this.workers.flatMap((w) => (w && w !== worker ? [...w.ipRooms.keys()] : [])))) this.shareIpRooms(ip, worker);
       if (this.readyWaiter && this.workers.every((w) => w?.ready)) {
         this.readyWaiter();
         this.readyWaiter = undefined;
@@ -173,6 +189,10 @@ export class RelayPrimary {
     } else if (m.type === 'lan-rooms') {
       worker.rooms = m.n;
       this.shareRooms();
+    } else if (m.type === 'lan-ip-rooms') {
+      if (m.n > 0) worker.ipRooms.set(m.ip, m.n);
+      else worker.ipRooms.delete(m.ip);
+      this.shareIpRooms(m.ip);
     } else if (m.type === 'metrics') {
       this.metricsWaiters.get(m.id)?.(worker.index, m.text);
     }
@@ -186,6 +206,23 @@ export class RelayPrimary {
       if (!w?.child.connected) continue;
       try {
         w.child.send({ type: 'lan-rooms-elsewhere', n: total - w.rooms } satisfies ToWorker);
+      } catch {
+        // a worker going away; it is told again when it is back
+      }
+    }
+  }
+
+  /**
+   * Tells each worker (or just `only`) how many LAN rooms `ip` is in on the others, for
+   * --lan-max-rooms-per-ip over the whole relay (a room lives on the worker its name hashes to).
+   */
+  private shareIpRooms(ip: string, only?: Worker): void {
+    if (!this.options.lan) return;
+    const total = this.workers.reduce((n, w) => n + (w?.ipRooms.get(ip) ?? 0), 0);
+    for (const w of only ? [only] : this.workers) {
+      if (!w?.child.connected) continue;
+      try {
+        w.child.send({ type: 'lan-ip-rooms-elsewhere', ip, n: total - (w.ipRooms.get(ip) ?? 0) } satisfies ToWorker);
       } catch {
         // a worker going away; it is told again when it is back
       }

@@ -55,6 +55,8 @@ export interface RelayServerHost {
   onClientCount?: (clients: number) => void;
   /** Told the number of LAN rooms after each change (a worker tells its primary). */
   onRoomCount?: (rooms: number) => void;
+  /** Told the number of LAN rooms a client address is in after each change (a worker tells its primary). */
+  onIpRoomCount?: (ip: string, rooms: number) => void;
 }
 
 /**
@@ -120,6 +122,7 @@ export class RelayServer {
         gatewayIsHost: options.policy.allowLoopback,
         onCount: () => this.countChanged(),
         onRooms: deps.onRoomCount,
+        onIpRooms: deps.onIpRoomCount,
       });
     }
     this.wss = new WebSocketServer({

@@ -368,6 +368,37 @@ describe('weft relay --lan --workers 2', () => {
       await relay.stop();
     }
   });
+
+  it('counts --lan-max-rooms-per-ip over both workers: an address in two rooms is refused a third on either worker', async () => {
+    const relay = await startRelay(['--token', TOKEN, '--lan', '--workers', '2', '--lan-max-rooms-per-ip', '2']);
+    try {
+      const from = { localAddress: '127.0.0.77' };
+      for (const name of ['ip-a', 'ip-b']) {
+        await join(relay, name, KEY, from);
+        await new Promise((r) => setTimeout(r, 100)); // the primary passes the counts round
+      }
+      // Rooms live on the worker their names hash to: these land on both.
+      for (const name of ['ip-c', 'ip-d', 'ip-e', 'ip-f', 'ip-g', 'ip-h', 'ip-i', 'ip-j']) {
+        const over = await open(relay, name, KEY, from);
+        expect((await over.closed()).code, name).toBe(ROOM_CLOSE.TOO_MANY);
+      }
+      // Another address is not affected.
+      await join(relay, 'ip-c', KEY, { localAddress: '127.0.0.78' });
+      const m = await metrics(relay);
+      const refusedBy = [0, 1].map((w) =>
+        m
+          .split('\n')
+          .filter((l) => l.startsWith('weft_relay_lan_refused_joins_total{') && l.includes('cause="rooms-per-ip"') && l.includes(`worker="${w}"`))
+          .reduce((n, l) => n + Number(l.split(' ').pop()), 0),
+      );
+      console.log(`[relay-lan] --workers 2: rooms-per-ip refusals per worker ${refusedBy.join(', ')}`);
+      expect(refusedBy[0] + refusedBy[1]).toBe(8);
+      expect(Math.min(...refusedBy)).toBeGreaterThan(0);
+    } finally {
+      for (const m of members.splice(0)) m.terminate();
+      await relay.stop();
+    }
+  });
 });
 
 const nginxMissing = missingCommands(['nginx', 'openssl']);
