@@ -13,7 +13,7 @@ import { monotonicClock } from '../platform/stack-timer';
 import { DedicatedSession } from './dedicated-session';
 import { DropReports } from './drop-reports';
 import { PageFrames } from './page-frames';
-import { simdChecksumAvailable } from '../core/wire/checksum-simd';
+import { checksumPath } from '../core/wire/checksum-simd';
 import { PcapCapture } from './pcap-capture';
 import { RoomLink, roomUrl } from './room-link';
 import type {
@@ -143,7 +143,7 @@ export class RoomSession implements WeftWorkerApi {
       relay: this.relay,
       workerBusyMs: this.busyMs,
       segmentationOffload: false,
-      checksum: simdChecksumAvailable() ? 'simd' : 'scalar',
+      checksum: checksumPath(),
       framesToPage: frames?.framesToPage ?? 0,
       framesFromPage: frames?.framesFromPage ?? 0,
       framePath: frames?.path ?? 'transfer',

@@ -11,7 +11,7 @@ import type { DnsForwarder } from '../core/services/dns-server';
 import { Stack } from '../core/stack';
 import type { StackOptions } from '../core/stack-options';
 import type { LeaseEvent } from '../core/stack-events';
-import { simdChecksumAvailable } from '../core/wire/checksum-simd';
+import { checksumPath } from '../core/wire/checksum-simd';
 import { formatIpv4, formatMac, parseIpv4 } from '../core/wire/address';
 import { RELAY_RESOLVER, WispUpstream, type WispUpstreamState } from '../core/wisp/wisp-upstream';
 import { monotonicClock, StackTimer } from '../platform/stack-timer';
@@ -170,7 +170,7 @@ export class StackHost {
       relay: this.relay,
       workerBusyMs: this.busyMs,
       segmentationOffload: this.segmentationOffload,
-      checksum: simdChecksumAvailable() ? 'simd' : 'scalar',
+      checksum: checksumPath(),
     };
   }
 

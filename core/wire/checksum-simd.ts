@@ -39,6 +39,11 @@ export function simdChecksumAvailable(): boolean {
   return summer !== null;
 }
 
+/** How checksums are summed here, as a worker's stats say it. */
+export function checksumPath(): 'simd' | 'scalar' {
+  return simdChecksumAvailable() ? 'simd' : 'scalar';
+}
+
 /**
  * The one's-complement sum of the 16-bit words of [off, off + (len & ~15)), paired from `off` and
  * read big-endian as the Internet checksum reads them, folded to 16 bits; or -1 when SIMD is not

@@ -202,14 +202,7 @@ export class RelayPrimary {
   private shareRooms(): void {
     if (!this.options.lan) return;
     const total = this.workers.reduce((n, w) => n + (w?.rooms ?? 0), 0);
-    for (const w of this.workers) {
-      if (!w?.child.connected) continue;
-      try {
-        w.child.send({ type: 'lan-rooms-elsewhere', n: total - w.rooms } satisfies ToWorker);
-      } catch {
-        // a worker going away; it is told again when it is back
-      }
-    }
+    for (const w of this.workers) if (w) tell(w, { type: 'lan-rooms-elsewhere', n: total - w.rooms });
   }
 
   /**
@@ -219,14 +212,7 @@ export class RelayPrimary {
   private shareIpRooms(ip: string, only?: Worker): void {
     if (!this.options.lan) return;
     const total = this.workers.reduce((n, w) => n + (w?.ipRooms.get(ip) ?? 0), 0);
-    for (const w of only ? [only] : this.workers) {
-      if (!w?.child.connected) continue;
-      try {
-        w.child.send({ type: 'lan-ip-rooms-elsewhere', ip, n: total - (w.ipRooms.get(ip) ?? 0) } satisfies ToWorker);
-      } catch {
-        // a worker going away; it is told again when it is back
-      }
-    }
+    for (const w of only ? [only] : this.workers) if (w) tell(w, { type: 'lan-ip-rooms-elsewhere', ip, n: total - (w.ipRooms.get(ip) ?? 0) });
   }
 
   private onConnection(socket: net.Socket): void {
@@ -342,13 +328,8 @@ export class RelayPrimary {
         }
       });
       if (live.length === 0) resolve();
-      for (const w of live) {
-        try {
-          w.child.send({ type: 'metrics', id } satisfies ToWorker);
-        } catch {
-          // counted as missing below
-        }
-      }
+      // One that does not get it is counted as missing below.
+      for (const w of live) tell(w, { type: 'metrics', id });
     });
     this.metricsWaiters.delete(id);
     const own = [
@@ -393,4 +374,14 @@ function stopReading(socket: net.Socket): void {
 function answer(socket: net.Socket, status: number, reason: string, body: string, type = 'text/plain'): void {
   socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
   setTimeout(() => socket.destroy(), 1000).unref();
+}
+
+/** Sends a worker a message if its IPC channel is up; one going away misses it (a restarted worker is told its counts again). */
+function tell(w: Worker, m: ToWorker): void {
+  if (!w.child.connected) return;
+  try {
+    w.child.send(m);
+  } catch {
+    // the worker is going away
+  }
 }
