@@ -31,6 +31,8 @@ export interface StackEvents {
 export interface StackCounters {
   framesIn: number;
   framesOut: number;
+  /** Of framesOut, those sent in two parts, the TCP payload not copied (StackOptions.outputGathered). */
+  framesGathered: number;
   bytesIn: number;
   bytesOut: number;
   /** Frames (or fragments) dropped, keyed by reason. */

@@ -43,6 +43,15 @@ export interface StackOptions {
    */
   output: (frame: Uint8Array) => void;
   /**
+   * Takes a frame in two parts, `head` (from allocFrame, with every header) and `payload` after
+   * it — a link that writes with writev sends both without joining them. Given this, the stack
+   * sends long TCP payloads to a guest from its send buffers, not copied into frames. `payload`
+   * is a view of those buffers, unchanged only until the guest acknowledges it (then its room is
+   * refilled): send it, or copy it, in order with the frames before it. Not used while `capture`
+   * is set.
+   */
+  outputGathered?: (head: Uint8Array, payload: Uint8Array) => void;
+  /**
    * Where output frames are built (default: weft's own blocks). A link that writes frames out in
    * batches can hand out zero-filled room in its own write buffer, so a frame handed to output()
    * is already in place and needs no copy. Frames are not always sent in the order they were

@@ -73,6 +73,7 @@ export class Stack {
     this.port = new EthernetPort({
       mac: this.config.gatewayMac,
       output: opts.output,
+      ...(opts.outputGathered ? { outputGathered: opts.outputGathered } : {}),
       capture: opts.capture,
       clock,
       ...(opts.allocFrame ? { allocFrame: opts.allocFrame } : {}),
@@ -113,7 +114,7 @@ export class Stack {
       segmentOffload: opts.segmentationOffload === true,
       now,
       random: opts.random,
-      send: (src, dst, repr, len, copy) => this.ipv4.sendTcp(src, dst, repr, len, copy),
+      send: (src, dst, repr, len, payload) => this.ipv4.sendTcp(src, dst, repr, len, payload),
       drop: countDrop,
       flowOpened,
       flowClosed,

@@ -17,7 +17,10 @@ export const nodeRandom = (out: Uint8Array): void => {
 
 export { StackTimer };
 
-export type NodeStackOptions = Omit<StackOptions, 'clock' | 'random' | 'output' | 'allocFrame' | 'wake' | 'batchAcks' | 'segmentationOffload'> &
+export type NodeStackOptions = Omit<
+  StackOptions,
+  'clock' | 'random' | 'output' | 'outputGathered' | 'allocFrame' | 'wake' | 'batchAcks' | 'segmentationOffload'
+> &
   Partial<Pick<StackOptions, 'clock' | 'random'>>;
 
 export interface RunningStack {
@@ -41,6 +44,7 @@ export function runStack(link: FrameLink, options: NodeStackOptions): RunningSta
     wake: () => timer?.rearm(),
     output: (frame) => link.send(frame),
     ...(link.allocFrame ? { allocFrame: link.allocFrame.bind(link) } : {}),
+    ...(link.sendGathered ? { outputGathered: link.sendGathered.bind(link) } : {}),
   });
   timer = new StackTimer(stack, options.clock ?? nodeClock);
   link.guardLeases?.((ip) => stack.leaseHolderOf(ip));

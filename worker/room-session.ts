@@ -123,6 +123,7 @@ export class RoomSession implements WeftWorkerApi {
       // As a stack's: "in" is what the guests sent (here: on to the room), "out" what reached them.
       framesIn: c.framesOut,
       framesOut: c.framesIn,
+      framesGathered: 0,
       bytesIn: c.bytesOut,
       bytesOut: c.bytesIn,
       drops: { ...this.drops } as StackCounters['drops'],

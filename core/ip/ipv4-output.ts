@@ -14,11 +14,16 @@ import { ARP_PACKET_LENGTH, ARP_REPLY, ARP_REQUEST, emitArp, type ArpPacket } fr
 import { ETHERNET_HEADER_LENGTH, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from '../wire/ethernet';
 import { emitIpv4Header, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LENGTH } from '../wire/ipv4';
 import type { DropReason } from '../wire/parse-result';
-import { emitTcpHeader, tcpHeaderLength, type TcpRepr } from '../wire/tcp';
+import { emitTcpHeader, type SegmentPayload, tcpHeaderLength, type TcpRepr } from '../wire/tcp';
 import { emitUdp, UDP_HEADER_LENGTH } from '../wire/udp';
 import { NeighborCache } from './neighbor-cache';
 
 const MAX_PAYLOAD = 65535 - IPV4_HEADER_LENGTH;
+/**
+ * Payloads from this size on go out from where the sender keeps them, where the link can send a
+ * frame in two parts: below it, a copy costs less than the link's extra piece.
+ */
+const GATHER_MIN_PAYLOAD = 1024;
 
 export interface Ipv4OutputOptions {
   /** Link MTU (IP packet size). */
@@ -98,8 +103,7 @@ export class Ipv4Output {
     unsegmented = false,
     filledFrom?: number,
   ): void {
-    const id = this.nextId;
-    this.nextId = (this.nextId + 1) & 0xffff;
+    const id = this.takeId();
     const mtuPayload = this.mtu - IPV4_HEADER_LENGTH;
     if (payloadLength <= mtuPayload || (unsegmented && payloadLength <= MAX_PAYLOAD)) {
       const frame = this.port.alloc(IPV4_HEADER_LENGTH + payloadLength, filledFrom === undefined ? undefined : IPV4_HEADER_LENGTH + filledFrom);
@@ -124,27 +128,54 @@ export class Ipv4Output {
     }
   }
 
-  sendTcp(src: Ipv4Address, dst: Ipv4Address, repr: TcpRepr, payloadLength: number, copy?: (out: Uint8Array, off: number) => void): void {
+  sendTcp(src: Ipv4Address, dst: Ipv4Address, repr: TcpRepr, payloadLength: number, payload?: SegmentPayload): void {
     const headerLength = tcpHeaderLength(repr.options);
     // Only a connection opened while segmentation offload was on sends segments longer than the
     // MTU (negotiate()). Such a segment goes out whole, with a partial checksum as from a NIC
     // driver — even after offload was turned off, since the link splits what it cannot take — and
     // summing 64 KiB here would be wasted.
     const partial = IPV4_HEADER_LENGTH + headerLength + payloadLength > this.mtu;
+    if (payload && payloadLength >= GATHER_MIN_PAYLOAD && this.port.gathers && this.sendTcpGathered(src, dst, repr, payload, partial)) return;
     this.send(
       src,
       dst,
       IPPROTO_TCP,
       headerLength + payloadLength,
       (buf, off) => {
-        if (copy) copy(buf, off + headerLength);
+        payload?.copyTo(buf, off + headerLength);
         return emitTcpHeader(repr, payloadLength, buf, off, src, dst, partial);
       },
       undefined,
       partial,
       // The header is written field by field over zeros (its options may leave gaps); the payload is copied whole.
-      copy ? headerLength : undefined,
+      payload ? headerLength : undefined,
     );
+  }
+
+  /**
+   * A segment as two parts, its headers and its payload where the sender keeps it: at a 64 KiB
+   * MTU the copy into each frame was the largest cost left on a download after the link's write.
+   * False (nothing sent) when the payload is not in one piece or the guest's MAC is not known yet;
+   * the caller then builds the whole frame.
+   */
+  private sendTcpGathered(src: Ipv4Address, dst: Ipv4Address, repr: TcpRepr, payload: SegmentPayload, partial: boolean): boolean {
+    const bytes = payload.view();
+    if (bytes === undefined) return false;
+    const dstMac = this.neighbors.lookup(dst, this.clock.now());
+    if (dstMac === undefined) return false;
+    const headerLength = tcpHeaderLength(repr.options);
+    const head = this.port.allocHead(IPV4_HEADER_LENGTH + headerLength);
+    const off = ETHERNET_HEADER_LENGTH;
+    emitIpv4Header({ src, dst, protocol: IPPROTO_TCP, payloadLength: headerLength + bytes.length, id: this.takeId() }, head, off);
+    emitTcpHeader(repr, bytes.length, head, off + IPV4_HEADER_LENGTH, src, dst, partial, bytes);
+    this.port.sendGathered(head, bytes, dstMac, ETHERTYPE_IPV4);
+    return true;
+  }
+
+  private takeId(): number {
+    const id = this.nextId;
+    this.nextId = (this.nextId + 1) & 0xffff;
+    return id;
   }
 
   sendUdp(from: FlowEndpoint, to: FlowEndpoint, payload: Uint8Array): void {

@@ -16,6 +16,8 @@ export interface EthernetPortOptions {
   mac: MacAddress;
   /** Takes each frame sent, synchronously; the port never touches it again. */
   output: (frame: Uint8Array) => void;
+  /** Takes a frame in two parts, where the link can send it so (StackOptions.outputGathered). */
+  outputGathered?: (head: Uint8Array, payload: Uint8Array) => void;
   /** Sees every frame in both directions (for pcap). */
   capture?: (frame: Uint8Array, direction: 'in' | 'out', timeMs: number) => void;
   clock: Clock;
@@ -26,6 +28,8 @@ export interface EthernetPortOptions {
 export interface EthernetPortCounters {
   framesIn: number;
   framesOut: number;
+  /** Of framesOut, those the link took in two parts, the payload not copied (sendGathered). */
+  framesGathered: number;
   bytesIn: number;
   bytesOut: number;
 }
@@ -33,14 +37,17 @@ export interface EthernetPortCounters {
 export class EthernetPort {
   readonly mac: MacAddress;
   private readonly output: (frame: Uint8Array) => void;
+  private readonly outputGathered?: (head: Uint8Array, payload: Uint8Array) => void;
   private readonly capture?: EthernetPortOptions['capture'];
   private readonly clock: Clock;
   private readonly allocFrame: (length: number, zeroBytes?: number) => Uint8Array;
-  private readonly stats: EthernetPortCounters = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0 };
+  private readonly stats: EthernetPortCounters = { framesIn: 0, framesOut: 0, framesGathered: 0, bytesIn: 0, bytesOut: 0 };
 
   constructor(opts: EthernetPortOptions) {
     this.mac = opts.mac;
     this.output = opts.output;
+    // A capture sees whole frames: with one, every frame is built whole.
+    if (!opts.capture) this.outputGathered = opts.outputGathered;
     this.capture = opts.capture;
     this.clock = opts.clock;
     if (opts.allocFrame) {
@@ -49,6 +56,11 @@ export class EthernetPort {
       const frames = new FrameAllocator();
       this.allocFrame = (length) => frames.alloc(length);
     }
+  }
+
+  /** Whether sendGathered() may be used: the link takes frames in two parts and nothing captures them. */
+  get gathers(): boolean {
+    return this.outputGathered !== undefined;
   }
 
   counters(): EthernetPortCounters {
@@ -73,6 +85,11 @@ export class EthernetPort {
     return this.allocFrame(length, ETHERNET_HEADER_LENGTH + filledFrom);
   }
 
+  /** Room for the headers of a frame for sendGathered(): `headersLength` bytes after the Ethernet header, unpadded. */
+  allocHead(headersLength: number): Uint8Array {
+    return this.allocFrame(ETHERNET_HEADER_LENGTH + headersLength);
+  }
+
   /** Writes the Ethernet header into a frame from alloc() and sends it. */
   send(frame: Uint8Array, dstMac: MacAddress, ethertype: number): void {
     emitEthernetHeader(frame, 0, dstMac, this.mac, ethertype);
@@ -81,5 +98,19 @@ export class EthernetPort {
     // Read here, not passed in: frames also leave from upstream callbacks, outside input()/poll().
     if (this.capture) this.capture(frame, 'out', this.clock.now());
     this.output(frame);
+  }
+
+  /**
+   * Sends a frame in two parts: `head` from allocHead() (the Ethernet header is written into it) and
+   * `payload` after it, of which the link takes a view, not a copy. Only when `gathers`; the
+   * payload must be long enough to need no padding.
+   */
+  sendGathered(head: Uint8Array, payload: Uint8Array, dstMac: MacAddress, ethertype: number): void {
+    if (!this.outputGathered) throw new Error('sendGathered on a port whose link takes whole frames');
+    emitEthernetHeader(head, 0, dstMac, this.mac, ethertype);
+    this.stats.framesOut++;
+    this.stats.framesGathered++;
+    this.stats.bytesOut += head.length + payload.length;
+    this.outputGathered(head, payload);
   }
 }

@@ -3,6 +3,8 @@
 // a segment can be copied out from any offset. It grows in powers of two up to a hard cap. A reader
 // may fill its free tail in place (tailRoom), so bytes from a host socket are copied only once.
 
+import type { SegmentPayload } from '../wire/tcp';
+
 export class SendBuffer {
   private buf: Uint8Array;
   private start = 0;
@@ -80,6 +82,22 @@ export class SendBuffer {
     if (first < len) out.set(this.buf.subarray(0, len - first), outOffset + first);
   }
 
+  /**
+   * The `len` bytes starting `offset` bytes from the front, where they lie, if they are in one
+   * piece (undefined where the ring wraps between them). They stay unchanged until acknowledged
+   * bytes are consumed and their room refilled; a ring that grows leaves them in the old array.
+   */
+  view(offset: number, len: number): Uint8Array | undefined {
+    const cap = this.buf.length;
+    const from = (this.start + offset) % cap;
+    return from + len <= cap ? this.buf.subarray(from, from + len) : undefined;
+  }
+
+  /** A segment's payload: `len` bytes from `offset`. */
+  range(offset: number, len: number): SegmentPayload {
+    return new SendBufferRange(this, offset, len);
+  }
+
   /** Discards `n` bytes from the front (they were acknowledged). */
   consume(n: number): void {
     const k = Math.min(n, this.len);
@@ -93,5 +111,21 @@ export class SendBuffer {
     this.copy(0, this.len, next, 0);
     this.buf = next;
     this.start = 0;
+  }
+}
+
+class SendBufferRange implements SegmentPayload {
+  constructor(
+    private readonly buffer: SendBuffer,
+    private readonly offset: number,
+    private readonly len: number,
+  ) {}
+
+  copyTo(out: Uint8Array, offset: number): void {
+    this.buffer.copy(this.offset, this.len, out, offset);
+  }
+
+  view(): Uint8Array | undefined {
+    return this.buffer.view(this.offset, this.len);
   }
 }

@@ -10,7 +10,7 @@ import type { TcpConfig } from '../config';
 import type { DropReason } from '../wire/parse-result';
 import type { TimerOwner } from '../timer-queue';
 import type { FlowEndpoint, FlowMeta, TcpCloseReason, TcpStreamHandlers, Upstream, UpstreamError, UpstreamErrorKind } from '../upstream';
-import { ACK, FIN, PSH, RST, SYN, type TcpRepr, type TcpSegment } from '../wire/tcp';
+import { ACK, FIN, PSH, RST, SYN, type SegmentPayload, type TcpRepr, type TcpSegment } from '../wire/tcp';
 import { negotiate } from './tcp-negotiation';
 import { TcpReceiver } from './tcp-receiver';
 import { TcpSegmentWriter } from './tcp-segment-writer';
@@ -82,10 +82,10 @@ export interface TcpConnectionHost {
   drop?(reason: DropReason): void;
   now(): Instant;
   /**
-   * Sends a segment to the guest from `local`. `payloadLength` bytes are written by `copyPayload`
-   * at the given offset of the frame buffer.
+   * Sends a segment to the guest from `local`, with `payloadLength` bytes of `payload` (copied
+   * into the frame, or sent from where they lie).
    */
-  send(flow: TcpFlow, repr: TcpRepr, payloadLength: number, copyPayload?: (out: Uint8Array, offset: number) => void): void;
+  send(flow: TcpFlow, repr: TcpRepr, payloadLength: number, payload?: SegmentPayload): void;
   /** Timers changed: the flow's deadline must be (re)scheduled. */
   reschedule(flow: TcpFlow): void;
   stateChanged(flow: TcpFlow, from: TcpState): void;
@@ -197,7 +197,7 @@ export class TcpConnection implements TcpFlow {
       dstPort: guest.port,
       linkMss: host.linkMss,
       now: () => host.now(),
-      send: (repr: TcpRepr, len: number, copy?: (out: Uint8Array, offset: number) => void) => host.send(this, repr, len, copy),
+      send: (repr: TcpRepr, len: number, payload?: SegmentPayload) => host.send(this, repr, len, payload),
     };
     this.writer = new TcpSegmentWriter(output, n, tsOffset, this.receiver, () => this.windowHeld());
   }
@@ -473,10 +473,10 @@ export class TcpConnection implements TcpFlow {
   private sendData(seq: SeqNum, len: number, fin: boolean): void {
     const offset = seqDiff(seq, this.sender.sndUna);
     const buffer = this.sender.buffer;
-    const copy = len > 0 ? (out: Uint8Array, off: number) => buffer.copy(offset, len, out, off) : undefined;
+    const payload = len > 0 ? buffer.range(offset, len) : undefined;
     // PSH marks the end of what we have, as Linux does; on every segment it costs the guest wake-ups.
     const push = len > 0 && offset + len >= buffer.length;
-    this.sendSegment(seq, ACK | (push ? PSH : 0) | (fin ? FIN : 0), len, copy);
+    this.sendSegment(seq, ACK | (push ? PSH : 0) | (fin ? FIN : 0), len, payload);
   }
 
   /**
@@ -500,8 +500,8 @@ export class TcpConnection implements TcpFlow {
     this.sendSegment(seq, ACK, 0);
   }
 
-  private sendSegment(seq: SeqNum, flags: number, len: number, copy?: (out: Uint8Array, off: number) => void): void {
-    this.writer.segment(seq, flags, len, copy);
+  private sendSegment(seq: SeqNum, flags: number, len: number, payload?: SegmentPayload): void {
+    this.writer.segment(seq, flags, len, payload);
     this.ackDeferred = false;
   }
 

@@ -9,7 +9,7 @@ import type { TimerQueue } from '../timer-queue';
 import type { FlowEndpoint, TcpCloseReason, TcpStream, TcpStreamHandlers, Upstream } from '../upstream';
 import type { Ipv4Address } from '../wire/address';
 import { IPV4_HEADER_LENGTH } from '../wire/ipv4';
-import { ACK, FIN, RST, SYN, TCP_HEADER_MIN, type TcpRepr, type TcpSegment } from '../wire/tcp';
+import { ACK, FIN, RST, SYN, TCP_HEADER_MIN, type SegmentPayload, type TcpRepr, type TcpSegment } from '../wire/tcp';
 import type { DropReason } from '../wire/parse-result';
 import { IsnGenerator } from './isn';
 import { seqAdd } from './seq';
@@ -43,7 +43,7 @@ export interface TcpFlowTableHost {
   now(): Instant;
   random(out: Uint8Array): void;
   /** Sends a TCP segment from `src` to `dst` (the guest). */
-  send(src: Ipv4Address, dst: Ipv4Address, repr: TcpRepr, payloadLength: number, copyPayload?: (out: Uint8Array, off: number) => void): void;
+  send(src: Ipv4Address, dst: Ipv4Address, repr: TcpRepr, payloadLength: number, payload?: SegmentPayload): void;
   drop(reason: DropReason): void;
   flowOpened(e: TcpFlowEvent): void;
   flowClosed(e: TcpFlowEvent): void;
@@ -81,7 +81,7 @@ export class TcpFlowTable {
       receiveBudget: new ByteBudget(config.receiveBufferTotalBytes),
       drop: (reason) => host.drop(reason),
       now: host.now,
-      send: (conn, repr, len, copy) => host.send(conn.target.ip, conn.guest.ip, repr, len, copy),
+      send: (conn, repr, len, payload) => host.send(conn.target.ip, conn.guest.ip, repr, len, payload),
       reschedule: (conn) => timers.schedule(conn, conn.nextDeadline()),
       stateChanged: (conn, from) => this.onStateChanged(conn, from),
       deferAck: (conn) => {

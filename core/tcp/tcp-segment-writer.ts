@@ -3,13 +3,11 @@
 // timestamp state they depend on (TS.Recent, Last.ACK.sent) — which is also what PAWS checks the
 // guest's segments against.
 
-import { ACK, SYN, type TcpOptions, type TcpRepr, type TcpSegment } from '../wire/tcp';
+import { ACK, SYN, type SegmentPayload, type TcpOptions, type TcpRepr, type TcpSegment } from '../wire/tcp';
 import { seqLe, stampLt, type SeqNum } from './seq';
 import type { TcpNegotiated } from './tcp-negotiation';
 import type { TcpReceiver } from './tcp-receiver';
 import type { Instant } from '../clock';
-
-export type CopyPayload = (out: Uint8Array, offset: number) => void;
 
 /** What the writer needs from its connection: the ports, the clock, and where the segments go. */
 export interface TcpSegmentWriterHost {
@@ -18,7 +16,7 @@ export interface TcpSegmentWriterHost {
   /** Our MSS towards the guest, announced in the SYN-ACK. */
   readonly linkMss: number;
   now(): Instant;
-  send(repr: TcpRepr, payloadLength: number, copyPayload?: CopyPayload): void;
+  send(repr: TcpRepr, payloadLength: number, payload?: SegmentPayload): void;
 }
 
 export class TcpSegmentWriter {
@@ -79,7 +77,7 @@ export class TcpSegmentWriter {
   }
 
   /** A segment carrying the current ACK and window. */
-  segment(seq: SeqNum, flags: number, len: number, copy?: CopyPayload): void {
+  segment(seq: SeqNum, flags: number, len: number, payload?: SegmentPayload): void {
     this.out.send(
       {
         srcPort: this.out.srcPort,
@@ -91,7 +89,7 @@ export class TcpSegmentWriter {
         options: this.options(false),
       },
       len,
-      copy,
+      payload,
     );
     this.receiver.ackSent();
     this.lastAckSent = this.receiver.rcvNxt;

@@ -70,6 +70,17 @@ export interface TcpSegment {
   payload: Uint8Array;
 }
 
+/**
+ * The payload of a segment being sent, from wherever the sender keeps it: copied into the frame,
+ * or — where it lies in one piece and the link can send a frame in two parts — sent from there.
+ */
+export interface SegmentPayload {
+  /** Writes the payload into `out` at `offset`. */
+  copyTo(out: Uint8Array, offset: number): void;
+  /** The payload's bytes in one piece, unchanged until the frame has left; undefined if not in one piece. */
+  view(): Uint8Array | undefined;
+}
+
 /** What to emit. Missing fields default to 0 / no options / empty payload. */
 export interface TcpRepr {
   srcPort: number;
@@ -259,6 +270,8 @@ export function emitTcp(repr: TcpRepr, out: Uint8Array, offset: number, srcIp: I
  * Writes a TCP header in front of `payloadLength` bytes already in place after it (no copy), and
  * the checksum. `partialChecksum`: write only the folded pseudo-header sum, uncomplemented — a
  * segment for a link with checksum offload, where the receiving kernel takes it as verified.
+ * `payloadElsewhere`: the payload is not after the header but in these bytes (a frame the link
+ * sends in two parts); the checksum covers them where they lie.
  */
 export function emitTcpHeader(
   repr: TcpRepr,
@@ -268,11 +281,16 @@ export function emitTcpHeader(
   srcIp: Ipv4Address,
   dstIp: Ipv4Address,
   partialChecksum = false,
+  payloadElsewhere?: Uint8Array,
 ): number {
   const options = repr.options ?? {};
   const headerLength = tcpHeaderLength(options);
   const total = headerLength + payloadLength;
-  if (offset < 0 || offset + total > out.length) throw new RangeError(`TCP segment of ${total} bytes does not fit at offset ${offset}`);
+  const inPlace = payloadElsewhere === undefined ? total : headerLength;
+  if (offset < 0 || offset + inPlace > out.length) throw new RangeError(`TCP segment of ${total} bytes does not fit at offset ${offset}`);
+  if (payloadElsewhere !== undefined && payloadElsewhere.length !== payloadLength) {
+    throw new RangeError(`TCP payload of ${payloadElsewhere.length} bytes where ${payloadLength} were announced`);
+  }
   writeU16(out, offset, repr.srcPort);
   writeU16(out, offset + 2, repr.dstPort);
   writeU32(out, offset + 4, repr.seq);
@@ -288,7 +306,10 @@ export function emitTcpHeader(
     while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
     writeU16(out, offset + 16, sum);
   } else {
-    writeU16(out, offset + 16, finishChecksum(sumBytes(out, offset, total, sum)));
+    // The header is a whole number of 32-bit words, so the payload's sum adds on without a byte swap.
+    sum = sumBytes(out, offset, inPlace, sum);
+    if (payloadElsewhere !== undefined) sum = sumBytes(payloadElsewhere, 0, payloadLength, sum);
+    writeU16(out, offset + 16, finishChecksum(sum));
   }
   return total;
 }

@@ -27,6 +27,11 @@ export interface FrameLink {
    * order, needs no copy.
    */
   allocFrame?(length: number, zeroBytes?: number): Uint8Array;
+  /**
+   * Sends one frame in two parts, `head` from allocFrame() and `payload` after it, without
+   * joining them (see StackOptions.outputGathered). Never throws, as send().
+   */
+  sendGathered?(head: Uint8Array, payload: Uint8Array): void;
   /** TCP segments may be up to 64 KiB: the link segments them or the guest takes them whole. */
   readonly segmentationOffload?: boolean;
   /**

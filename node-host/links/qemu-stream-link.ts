@@ -256,6 +256,23 @@ export class QemuStreamLink extends FrameLinkBase implements FrameLink {
     else this.router.input(frame);
   }
 
+  /** A lone client takes the two parts as they are; for the switch they are joined. */
+  sendGathered(head: Uint8Array, payload: Uint8Array): void {
+    if (this.clients.length !== 1) {
+      const frame = new Uint8Array(head.length + payload.length);
+      frame.set(head);
+      frame.set(payload, head.length);
+      return this.send(frame);
+    }
+    const client = this.clients[0];
+    if (client.socket.destroyed) return this.drop('no-client');
+    if (!client.writer.writeGathered(head, payload)) {
+      client.backlogDrops++;
+      return this.drop('stream-backlog');
+    }
+    client.framesOut++;
+  }
+
   private deliver(client: Client, frame: Uint8Array): void {
     if (client.socket.destroyed) return this.drop('no-client');
     if (!client.writer.write(frame)) {

@@ -3,7 +3,9 @@
 // writev. A write per frame cost a system call each, most of weft's time on this link; and frames
 // written a few at a time reach the guest a few at a time — a TCG guest then takes an interrupt and
 // sends an ACK per few frames, which slowed its downloads at MTU 65520. The peer's backlog is
-// bounded: a slow peer loses its own frames, and nothing else waits for it.
+// bounded: a slow peer loses its own frames, and nothing else waits for it. A frame may come in
+// two parts (writeGathered): its head is packed here and its payload, a view of a TCP send buffer,
+// joins the same writev where it lies.
 
 import type net from 'node:net';
 
@@ -30,8 +32,11 @@ export class StreamFrameWriter {
   /** Arenas left behind with every frame in them written: reusable once those writes finish. */
   private readonly retired = new Set<Buffer>();
   private readonly spare: Buffer[] = [];
-  /** This burst's frames in arenas left behind, waiting for the flush: [arena, bytes to write]. */
-  private readonly ready: Array<[Buffer, Buffer]> = [];
+  /**
+   * This burst's pieces before the current arena's [sent, fill), waiting for the flush: [arena,
+   * bytes to write], or [undefined, a payload] written from where the stack keeps it.
+   */
+  private readonly ready: Array<[Buffer | undefined, Buffer]> = [];
   private readyBytes = 0;
 
   constructor(private readonly socket: net.Socket) {}
@@ -54,21 +59,53 @@ export class StreamFrameWriter {
 
   /** Queues one frame (copied unless built in place). False when the peer's backlog is full: the frame is dropped. */
   write(frame: Uint8Array): boolean {
-    if (this.socket.writableLength + this.readyBytes + this.fill - this.sent > MAX_PENDING_BYTES) return false;
-    const need = LENGTH_BYTES + frame.length;
-    if (frame.buffer === this.arena.buffer && frame.byteOffset === this.arena.byteOffset + this.fill + LENGTH_BYTES) {
+    if (this.backlogFull()) return false;
+    this.place(frame, frame.length);
+    this.queueFlush();
+    return true;
+  }
+
+  /**
+   * Queues one frame in two parts: `head` as write() takes a frame, and `payload` written after
+   * it from where it lies, in the same writev — it must stay unchanged until the flush has handed
+   * it to the socket, and the socket until written. False when the backlog is full, as write().
+   */
+  writeGathered(head: Uint8Array, payload: Uint8Array): boolean {
+    if (this.backlogFull()) return false;
+    this.place(head, head.length + payload.length);
+    // The head ends what this arena has ready; the payload follows it as a piece of its own.
+    this.ready.push([this.arena, this.arena.subarray(this.sent, this.fill)]);
+    this.holdFor(this.arena);
+    this.ready.push([undefined, Buffer.from(payload.buffer, payload.byteOffset, payload.length)]);
+    this.readyBytes += this.fill - this.sent + payload.length;
+    this.sent = this.fill;
+    this.queueFlush();
+    return true;
+  }
+
+  private backlogFull(): boolean {
+    return this.socket.writableLength + this.readyBytes + this.fill - this.sent > MAX_PENDING_BYTES;
+  }
+
+  /** Puts `bytes` in the arena after what is ready, behind the length of a frame of `frameLength` bytes. */
+  private place(bytes: Uint8Array, frameLength: number): void {
+    const need = LENGTH_BYTES + bytes.length;
+    if (bytes.buffer === this.arena.buffer && bytes.byteOffset === this.arena.byteOffset + this.fill + LENGTH_BYTES) {
       // Built in place and next in line: only its length is missing.
-      this.arena.writeUInt32BE(frame.length, this.fill);
+      this.arena.writeUInt32BE(frameLength, this.fill);
       this.fill += need;
     } else {
       // From elsewhere, or out of order (it waited for ARP, or a frame before it was never sent):
       // copied behind what is ready — into a fresh arena when room handed out lies in the way.
       if (this.reserved > this.fill || this.fill + need > this.arena.length) this.nextArena(need);
-      this.arena.writeUInt32BE(frame.length, this.fill);
-      this.arena.set(frame, this.fill + LENGTH_BYTES);
+      this.arena.writeUInt32BE(frameLength, this.fill);
+      this.arena.set(bytes, this.fill + LENGTH_BYTES);
       this.fill += need;
       this.reserved = this.fill;
     }
+  }
+
+  private queueFlush(): void {
     if (!this.flushQueued) {
       this.flushQueued = true;
       // Once this turn's I/O callbacks are done (setImmediate), not after each one (a microtask):
@@ -76,7 +113,6 @@ export class StreamFrameWriter {
       // 32 reads per turn — one write per segment woke QEMU per frame.
       setImmediate(this.flushNow);
     }
-    return true;
   }
 
   private readonly flushNow = () => this.flush();
@@ -124,7 +160,7 @@ export class StreamFrameWriter {
     const ready = this.ready;
     if (this.fill === this.sent && ready.length === 0) return;
     if (this.socket.destroyed) {
-      for (const [arena] of ready) this.written(arena);
+      for (const [arena] of ready) if (arena) this.written(arena);
       ready.length = 0;
       this.readyBytes = 0;
       this.sent = this.fill;
@@ -133,7 +169,7 @@ export class StreamFrameWriter {
     // Corked, the burst's pieces leave in one writev.
     const corked = ready.length > 0;
     if (corked) this.socket.cork();
-    for (const [arena, bytes] of ready) this.socket.write(bytes, () => this.written(arena));
+    for (const [arena, bytes] of ready) this.socket.write(bytes, arena ? () => this.written(arena) : undefined);
     ready.length = 0;
     this.readyBytes = 0;
     if (this.fill > this.sent) {

@@ -549,4 +549,41 @@ describe('QemuStreamLink frames built in its write buffer', () => {
     expect(got[1].equals(fill(new Uint8Array(128), 1))).toBe(true);
     expect(got[2].equals(fill(new Uint8Array(70), 3))).toBe(true);
   });
+
+  // sendGathered: the stack's long TCP payloads, sent from its send buffer after a head built here.
+  it('sends a frame in two parts as one frame, in order with whole frames, across buffers and a paused peer', async () => {
+    client.pause();
+    const expected: Uint8Array[] = [];
+    for (let round = 0; round < 8; round++) {
+      for (let i = 0; i < 6; i++) {
+        const tag = round * 6 + i;
+        if (i % 3 === 2) {
+          const whole = fill(link.allocFrame(700 + tag), tag);
+          link.send(whole);
+          expected.push(new Uint8Array(whole)); // a copy: the link's buffer is reused
+        } else {
+          const head = fill(link.allocFrame(54 + (tag % 3) * 4), tag);
+          const payload = fill(new Uint8Array(30_000 + tag * 11).subarray(tag % 2), tag + 100); // odd offsets too
+          link.sendGathered(head, payload);
+          const joined = new Uint8Array(head.length + payload.length);
+          joined.set(head);
+          joined.set(payload, head.length);
+          expected.push(joined);
+        }
+      }
+      await new Promise((r) => setImmediate(r));
+    }
+    // A head that waited (as for ARP) behind later frames is copied, and its payload still follows it.
+    const late = fill(link.allocFrame(66), 200);
+    link.send(fill(link.allocFrame(80), 201));
+    expected.push(fill(new Uint8Array(80), 201));
+    const latePayload = fill(new Uint8Array(5000), 202);
+    link.sendGathered(late, latePayload);
+    expected.push(Buffer.concat([late, latePayload]));
+    client.resume();
+    const got = await rx.waitFrames(expected.length);
+    expect(got.length).toBe(expected.length);
+    for (const [k, frame] of expected.entries()) expect(got[k].equals(frame), `frame ${k}`).toBe(true);
+    expect(link.drops()).toEqual({});
+  });
 });
