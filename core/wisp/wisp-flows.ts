@@ -9,7 +9,11 @@
 // Wisp has no flow control towards the client either: while the stack has paused a stream, its
 // data waits in the stream up to maxPausedBytes, and past that the stream is reset rather than grow.
 // With weft's flow control extension the server is asked to stop reading that stream's destination
-// (PAUSE), so only what was already on its way arrives; the bound is then 4x higher.
+// (PAUSE), so only what was already on its way arrives; the bound is then FLOW_CONTROLLED_BOUND x
+// higher. What is on its way is not only what the buffers between hold (the relay's queue, both
+// kernels' socket buffers: ~14 MiB on loopback): until the PAUSE reaches the server it keeps
+// reading, and weft keeps draining — at 500 MB/s a 40 ms delay on a loaded machine is 20 MiB more.
+// A 16 MiB bound reset a healthy 256 MiB download now and then under a loaded test suite.
 
 import { CloseReason, closeReasonName } from './wisp-codec';
 import {
@@ -24,6 +28,13 @@ import {
 } from '../upstream';
 import { formatIpv4 } from '../wire/address';
 import type { Scheduler, TimerHandle } from '../scheduler';
+
+/**
+ * With flow control, a paused stream holds up to this many times maxPausedBytes before it is reset:
+ * with the default 4 MiB, 32 MiB, where the upstream also stops reading the WebSocket
+ * (PAUSE_READING_AT_FLOW_CONTROL), so one stream alone is reset, not every stream stalled.
+ */
+export const FLOW_CONTROLLED_BOUND = 8;
 
 export type AttachFailure = { kind: UpstreamErrorKind; message: string };
 
@@ -212,7 +223,7 @@ export class WispTcpStream implements TcpStream {
     this.held.push(p);
     this.heldBytes += p.length;
     this.up.held(p.length);
-    const bound = this.flowControlled ? 4 * this.maxPausedBytes : this.maxPausedBytes;
+    const bound = this.flowControlled ? FLOW_CONTROLLED_BOUND * this.maxPausedBytes : this.maxPausedBytes;
     if (this.heldBytes > bound) {
       this.fail('reset', `more than ${bound} bytes arrived while the guest was not reading`, CloseReason.CLIENT_ERROR);
     }

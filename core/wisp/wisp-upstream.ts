@@ -123,7 +123,9 @@ export interface WispUpstreamOptions {
   connectTimeoutMs?: number;
   /**
    * Data held for one paused stream before it is reset (default 4 MiB). With a transport that can
-   * pause, reading stops long before that; the bound is for transports that cannot.
+   * pause, reading stops long before that; the bound is for transports that cannot. With weft's
+   * flow control (a weft relay), the server stops reading the stream's destination, and the bound
+   * is 8 times this: what arrives after the PAUSE was on its way.
    */
   maxPausedBytes?: number;
   /** Reconnect delays: the first, doubling up to the last (defaults 250 ms and 10 s). */

@@ -100,7 +100,8 @@ export function describeGuestTraffic(TITLE: string, label: string, o: GuestTraff
 
       upstream = await o.upstream();
       ns = Netns.create(label);
-      weft = await ns.spawnWeftOnTap(upstream.weftArgs, 'tap0', { vnetHdr: o.vnetHdr === true });
+      // Flow closes are logged so that a failed transfer can say how weft ended it.
+      weft = await ns.spawnWeftOnTap([...upstream.weftArgs, '--log-flows'], 'tap0', { vnetHdr: o.vnetHdr === true });
       const dhcp = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5'], 40_000);
       if (dhcp.code !== 0) throw new Error(`udhcpc failed: ${describeExec(dhcp)}`);
       baselineFds = openFdCount(weft.pid!);
@@ -174,7 +175,7 @@ export function describeGuestTraffic(TITLE: string, label: string, o: GuestTraff
           `curl -sS --fail --max-time ${Math.ceil(BIG_TIMEOUT_MS / 1000)} ${shq(url(httpServer.port, `/bytes/${BIG}`))} | sha256sum`,
           BIG_TIMEOUT_MS + 5_000,
         );
-        expect(r.code, describeExec(r)).toBe(0);
+        expect(r.code, `${describeExec(r)}\n${abnormalEnds(weft)}`).toBe(0);
         expect(r.stdout.split(' ')[0]).toBe(expected);
       },
       BIG_TIMEOUT_MS + 10_000,
@@ -188,7 +189,7 @@ export function describeGuestTraffic(TITLE: string, label: string, o: GuestTraff
           `${shq(scripts.python)} ${shq(scripts.stream)} ${BIG} | curl -sS --fail --max-time ${Math.ceil(BIG_TIMEOUT_MS / 1000)} -T - ${shq(url(httpServer.port, '/upload'))}`,
           BIG_TIMEOUT_MS + 5_000,
         );
-        expect(r.code, describeExec(r)).toBe(0);
+        expect(r.code, `${describeExec(r)}\n${abnormalEnds(weft)}`).toBe(0);
         // The generator prints the guest-side sha256 on stderr.
         const guestSha = /^[0-9a-f]{64}$/m.exec(r.stderr)?.[0];
         expect(guestSha, r.stderr).toBe(expectedSha256(BIG));
@@ -244,4 +245,13 @@ export function describeGuestTraffic(TITLE: string, label: string, o: GuestTraff
       expect(scan.weftFins, describeScan(scan)).toBeGreaterThanOrEqual(PARALLEL + 5);
     }, 120_000);
   });
+}
+
+/** weft's last TCP flows that did not close cleanly, and its warnings: why a transfer broke. */
+function abnormalEnds(weft: WeftProcess): string {
+  const ends = weft.events.filter((e) => (e.event === 'flow-close' && e.protocol === 'tcp' && e.reason !== 'closed') || e.event === 'warning');
+  return `weft's abnormal flow ends and warnings (last 10 of ${ends.length}): ${ends
+    .slice(-10)
+    .map((e) => JSON.stringify(e))
+    .join('\n')}`;
 }

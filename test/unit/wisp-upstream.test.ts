@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { CloseReason } from '../../core/wisp/wisp-codec';
 import { WispServerSession, type WispStreamRequest } from '../../core/wisp/wisp-server';
+import { FLOW_CONTROLLED_BOUND } from '../../core/wisp/wisp-flows';
 import type { UpstreamError, FlowMeta, TcpStreamHandlers } from '../../core/upstream';
 import { parseIpv4 } from '../../core/wire/address';
 import { upstreamErrorKind, WispUpstream, type WispTransport } from '../../node-host/wisp-upstream';
@@ -11,7 +12,8 @@ const META: FlowMeta = { protocol: 'tcp', guest: { ip: parseIpv4('10.0.2.15'), p
 const tick = () => new Promise((r) => setTimeout(r, 5));
 
 /** An in-memory Wisp server: `decide` answers each CONNECT; TCP data is echoed. */
-function fakeServer(decide: (r: WispStreamRequest) => 'connect' | number | 'hold', opts: { rejectV2?: boolean } = {}) {
+/** `pauses`: the server offers weft's flow control and records each PAUSE/RESUME — and keeps echoing regardless. */
+function fakeServer(decide: (r: WispStreamRequest) => 'connect' | number | 'hold', opts: { rejectV2?: boolean; pauses?: boolean[] } = {}) {
   const protocolsSeen: string[][] = [];
   const sessions: WispServerSession[] = [];
   const connect = (_url: string, protocols: string[]): WispTransport => {
@@ -38,6 +40,7 @@ function fakeServer(decide: (r: WispStreamRequest) => 'connect' | number | 'hold
         maxStreams: 100,
         handshakeTimeoutMs: 1000,
         idleTimeoutMs: 0,
+        flowControl: opts.pauses !== undefined,
       },
       {
         send: (m) => queueMicrotask(() => t.onmessage(m)),
@@ -56,6 +59,7 @@ function fakeServer(decide: (r: WispStreamRequest) => 'connect' | number | 'hold
         streamEnd: () => {},
         streamClosed: () => {},
         terminate: () => {},
+        ...(opts.pauses ? { streamPaused: (_id: number, paused: boolean) => opts.pauses?.push(paused) } : {}),
       },
     );
     sessions.push(session);
@@ -151,6 +155,31 @@ describe('WispUpstream', () => {
     await tick();
     expect(r.events).toEqual(['connect', 'data abc', 'close reset']);
     expect(server.sessions[0].openStreams).toBe(0); // the upstream closed the stream on the server too
+    up.close();
+  });
+
+  // With flow control, what arrives after a PAUSE is what was on its way; under load that can be far
+  // more than the buffers hold, and a healthy download must not be reset for it.
+  it(`with flow control, holds up to ${FLOW_CONTROLLED_BOUND}x the bound for a paused stream before resetting it`, async () => {
+    const pauses: boolean[] = [];
+    const server = fakeServer(() => 'connect', { pauses });
+    const up = new WispUpstream({ url: 'ws://relay.test/', connect: server.connect, maxPausedBytes: 10 });
+    const r = recorder();
+    const s = up.openTcp({ ip: parseIpv4('1.2.3.4'), port: 80 }, META, r.handlers);
+    await tick();
+    s.pause();
+    await tick();
+    expect(pauses).toEqual([true]); // the server was asked to stop reading
+    const held = 'x'.repeat(10 * FLOW_CONTROLLED_BOUND - 5);
+    s.write(Buffer.from(held)); // echoed although paused: what was on its way
+    await tick();
+    expect(r.events).toEqual(['connect']);
+    s.resume();
+    expect(r.events).toEqual(['connect', `data ${held}`]);
+    s.pause();
+    s.write(Buffer.from('y'.repeat(10 * FLOW_CONTROLLED_BOUND + 1)));
+    await tick();
+    expect(r.events.at(-1)).toBe('close reset');
     up.close();
   });
 
