@@ -7,7 +7,9 @@
 // attached). libuv returns to the event loop after every short read, i.e. after every frame, so
 // after the first frame we drain the queue ourselves with non-blocking reads into one reused
 // buffer: a burst becomes one batch (one coalesced ACK) and costs no allocation per frame.
-// Writing: fs.writeSync per frame; the socket's own writev could merge frames.
+// Writing: fs.writeSync per frame; the socket's own writev could merge frames. A long TCP payload
+// comes in two parts (sendGathered): the headers and the payload where the stack keeps it, written
+// with one writev (one frame), so it is never copied into a frame.
 //
 // With `--tap-vnet-hdr` the launcher opened the TAP with IFF_VNET_HDR and turned on checksum and
 // TCP segmentation offload (TUNSETOFFLOAD TUN_F_CSUM|TUN_F_TSO4), as QEMU's `vnet_hdr=on` does.
@@ -117,10 +119,7 @@ export class TapFdLink extends FrameLinkBase implements FrameLink {
   }
 
   send(frame: Uint8Array): void {
-    if (this.closed) {
-      this.drop('link-closed');
-      return;
-    }
+    if (this.closed) return this.drop('link-closed');
     try {
       if (this.segmentationOffload) {
         this.fillVnetHdr(frame);
@@ -130,12 +129,31 @@ export class TapFdLink extends FrameLinkBase implements FrameLink {
         fs.writeSync(this.fd, frame);
       }
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code ?? 'unknown';
-      this.drop(WRITE_DROP_REASONS[code] ?? 'tap-write-error');
-      if (!this.writeErrorsLogged.has(code)) {
-        this.writeErrorsLogged.add(code);
-        this.log('link-write-error', { link: 'tap-fd', code, message: (e as Error).message });
+      this.writeFailed(e);
+    }
+  }
+
+  /** One frame from two parts, in one writev: done before this returns, so the payload is free again. */
+  sendGathered(head: Uint8Array, payload: Uint8Array): void {
+    if (this.closed) return this.drop('link-closed');
+    try {
+      if (this.segmentationOffload) {
+        this.fillVnetHdr(head); // it reads only headers, and all of them are in the head
+        fs.writevSync(this.fd, [this.vnetHdr, head, payload]);
+      } else {
+        fs.writevSync(this.fd, [head, payload]);
       }
+    } catch (e) {
+      this.writeFailed(e);
+    }
+  }
+
+  private writeFailed(e: unknown): void {
+    const code = (e as NodeJS.ErrnoException).code ?? 'unknown';
+    this.drop(WRITE_DROP_REASONS[code] ?? 'tap-write-error');
+    if (!this.writeErrorsLogged.has(code)) {
+      this.writeErrorsLogged.add(code);
+      this.log('link-write-error', { link: 'tap-fd', code, message: (e as Error).message });
     }
   }
 

@@ -61,6 +61,12 @@ export interface GuestTrafficOptions {
   vnetHdr?: boolean;
   /** Wait for weft's fds to return to the baseline (up to a minute: UDP flows idle out). Default true. */
   checkFds?: boolean;
+  /**
+   * weft writes a pcap, scanned at the end for bytes past its FIN. Default true. Off, long TCP
+   * payloads go to the TAP in two parts, from where the stack keeps them (a capture takes whole
+   * frames), and the stopped line must count them.
+   */
+  capture?: boolean;
 }
 
 export function describeGuestTraffic(TITLE: string, label: string, o: GuestTrafficOptions): void {
@@ -101,7 +107,7 @@ export function describeGuestTraffic(TITLE: string, label: string, o: GuestTraff
       upstream = await o.upstream();
       ns = Netns.create(label);
       // Flow closes are logged so that a failed transfer can say how weft ended it.
-      weft = await ns.spawnWeftOnTap([...upstream.weftArgs, '--log-flows'], 'tap0', { vnetHdr: o.vnetHdr === true });
+      weft = await ns.spawnWeftOnTap([...upstream.weftArgs, '--log-flows'], 'tap0', { vnetHdr: o.vnetHdr === true, capture: o.capture !== false });
       const dhcp = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5'], 40_000);
       if (dhcp.code !== 0) throw new Error(`udhcpc failed: ${describeExec(dhcp)}`);
       baselineFds = openFdCount(weft.pid!);
@@ -232,18 +238,27 @@ export function describeGuestTraffic(TITLE: string, label: string, o: GuestTraff
       const exit = await weft.waitForExit(5_000);
       expect(exit.code, weft.stderr.slice(-4000)).toBe(0);
       expect(weft.events.filter((e) => e.event === 'warning' || e.event === 'error')).toEqual([]);
+      if (o.capture === false) {
+        const counters = weft.events.find((e) => e.event === 'stopped')?.counters as { framesGathered: number };
+        // The big download alone is thousands of segments sent from the send buffers.
+        expect(counters.framesGathered).toBeGreaterThan(1000);
+      }
     });
 
-    it('sent nothing past its FIN on any connection (its pcap, scanned)', async () => {
-      expect(weft.exit, 'weft has stopped').toBeDefined();
-      const start = performance.now();
-      const scan = await assertCleanCapture(weft);
-      console.log(`weft's capture: ${describeScan(scan)}; scanned in ${((performance.now() - start) / 1000).toFixed(1)} s`);
-      // The page, two half-closes, the download, the upload and the parallel echoes: each ends with
-      // weft's FIN, so the scan has judged each of them.
-      expect(scan.connections, describeScan(scan)).toBeGreaterThanOrEqual(PARALLEL + 5);
-      expect(scan.weftFins, describeScan(scan)).toBeGreaterThanOrEqual(PARALLEL + 5);
-    }, 120_000);
+    it.runIf(o.capture !== false)(
+      'sent nothing past its FIN on any connection (its pcap, scanned)',
+      async () => {
+        expect(weft.exit, 'weft has stopped').toBeDefined();
+        const start = performance.now();
+        const scan = await assertCleanCapture(weft);
+        console.log(`weft's capture: ${describeScan(scan)}; scanned in ${((performance.now() - start) / 1000).toFixed(1)} s`);
+        // The page, two half-closes, the download, the upload and the parallel echoes: each ends with
+        // weft's FIN, so the scan has judged each of them.
+        expect(scan.connections, describeScan(scan)).toBeGreaterThanOrEqual(PARALLEL + 5);
+        expect(scan.weftFins, describeScan(scan)).toBeGreaterThanOrEqual(PARALLEL + 5);
+      },
+      120_000,
+    );
   });
 }
 
