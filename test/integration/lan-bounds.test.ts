@@ -35,7 +35,7 @@ const DOWNLOAD_BYTES = 4 << 20;
 
 /** A server on SERVER_PORT in `ns` that answers every connection with `word`. */
 async function serveWord(ns: Netns, word: string): Promise<void> {
-  ns.track(spawn('ip', ['netns', 'exec', ns.name, 'socat', `TCP-LISTEN:${SERVER_PORT},reuseaddr,fork`, `SYSTEM:echo ${word}`], { stdio: 'ignore' }));
+  ns.track(spawn('ip', ['netns', 'exec', ns.name, 'socat', `TCP-LISTEN:${SERVER_PORT},reuseaddr,fork,backlog=64`, `SYSTEM:echo ${word}`], { stdio: 'ignore' }));
   for (let i = 0; i < 50; i++) {
     if ((await ns.exec(['sh', '-c', `ss -ltn | grep -q ":${SERVER_PORT} "`])).code === 0) return;
     await new Promise((r) => setTimeout(r, 100));

@@ -44,7 +44,7 @@ describe.skipIf(!root.ok)(TITLE, () => {
     ns.track((await import('node:child_process')).spawn('ip', ['netns', 'exec', ns.name, 'python3', '-c', udpEcho], { stdio: 'ignore' }));
     // A guest server that echoes the sha256 of what it received, after the client's FIN.
     const server = ns.track(
-      (await import('node:child_process')).spawn('ip', ['netns', 'exec', ns.name, 'socat', 'TCP-LISTEN:7000,reuseaddr,fork', 'SYSTEM:sha256sum'], {
+      (await import('node:child_process')).spawn('ip', ['netns', 'exec', ns.name, 'socat', 'TCP-LISTEN:7000,reuseaddr,fork,backlog=64', 'SYSTEM:sha256sum'], {
         stdio: 'ignore',
       }),
     );

@@ -48,7 +48,10 @@ describe.skipIf(!root.ok)(TITLE, () => {
     const dhcp = await ns.exec(['busybox', 'udhcpc', '-i', 'tap0', '-s', UDHCPC_SCRIPT, '-q', '-f', '-n', '-t', '5'], 40_000);
     if (dhcp.code !== 0) throw new Error(`udhcpc failed: ${describeExec(dhcp)}`);
     // A guest server that answers with the sha256 of what it received, after the client's FIN.
-    ns.track(spawn('ip', ['netns', 'exec', ns.name, 'socat', 'TCP-LISTEN:7000,reuseaddr,fork', 'SYSTEM:sha256sum'], { stdio: 'ignore' }));
+    // backlog=64: socat's default of 5 overflowed under a loaded suite when the ten connections
+    // below arrived at once; the guest kernel then answered from SYN cookies and reset a
+    // connection whose first ACK it had dropped (a real client would meet the same server so).
+    ns.track(spawn('ip', ['netns', 'exec', ns.name, 'socat', 'TCP-LISTEN:7000,reuseaddr,fork,backlog=64', 'SYSTEM:sha256sum'], { stdio: 'ignore' }));
     const www = await ns.exec(['sh', '-c', 'd=$(mktemp -d) && printf "<h1>served by the guest</h1>\\n" > "$d/index.html" && echo "$d"']);
     ns.track(spawn('ip', ['netns', 'exec', ns.name, 'busybox', 'httpd', '-f', '-p', '8000', '-h', www.stdout.trim()], { stdio: 'ignore' }));
     await waitForListen(ns, 7000);
