@@ -135,7 +135,7 @@ export class Ipv4Output {
     // driver — even after offload was turned off, since the link splits what it cannot take — and
     // summing 64 KiB here would be wasted.
     const partial = IPV4_HEADER_LENGTH + headerLength + payloadLength > this.mtu;
-    if (payload && payloadLength >= GATHER_MIN_PAYLOAD && this.port.gathers && this.sendTcpGathered(src, dst, repr, payload, partial)) return;
+    if (payload && payloadLength >= GATHER_MIN_PAYLOAD && this.port.gathers && this.sendTcpGathered(src, dst, repr, headerLength, payload, partial)) return;
     this.send(
       src,
       dst,
@@ -158,12 +158,11 @@ export class Ipv4Output {
    * False (nothing sent) when the payload is not in one piece or the guest's MAC is not known yet;
    * the caller then builds the whole frame.
    */
-  private sendTcpGathered(src: Ipv4Address, dst: Ipv4Address, repr: TcpRepr, payload: SegmentPayload, partial: boolean): boolean {
+  private sendTcpGathered(src: Ipv4Address, dst: Ipv4Address, repr: TcpRepr, headerLength: number, payload: SegmentPayload, partial: boolean): boolean {
     const bytes = payload.view();
     if (bytes === undefined) return false;
-    const dstMac = this.neighbors.lookup(dst, this.clock.now());
+    const dstMac = this.nextHopMac(dst, this.clock.now());
     if (dstMac === undefined) return false;
-    const headerLength = tcpHeaderLength(repr.options);
     const head = this.port.allocHead(IPV4_HEADER_LENGTH + headerLength);
     const off = ETHERNET_HEADER_LENGTH;
     emitIpv4Header({ src, dst, protocol: IPPROTO_TCP, payloadLength: headerLength + bytes.length, id: this.takeId() }, head, off);
@@ -215,15 +214,18 @@ export class Ipv4Output {
   private sendFrame(frame: Uint8Array, dstIp: Ipv4Address, dstMac: MacAddress | undefined): void {
     // Read here, not passed in: TCP and UDP send from upstream callbacks, outside input()/poll().
     const now = this.clock.now();
-    if (dstMac === undefined) {
-      if (dstIp === IPV4_BROADCAST || dstIp === this.subnetBroadcast) dstMac = BROADCAST_MAC;
-      else dstMac = this.neighbors.lookup(dstIp, now);
-    }
+    dstMac ??= this.nextHopMac(dstIp, now);
     if (dstMac === undefined) {
       if (this.neighbors.enqueue(dstIp, frame, now)) this.sendArpRequest(dstIp);
       return;
     }
     this.port.send(frame, dstMac, ETHERTYPE_IPV4);
+  }
+
+  /** The MAC a datagram to `dstIp` goes to: broadcast, or the neighbour's if ARP has resolved it. */
+  private nextHopMac(dstIp: Ipv4Address, now: number): MacAddress | undefined {
+    if (dstIp === IPV4_BROADCAST || dstIp === this.subnetBroadcast) return BROADCAST_MAC;
+    return this.neighbors.lookup(dstIp, now);
   }
 
   private sendArpRequest(ip: Ipv4Address): void {

@@ -13,7 +13,8 @@
 // higher. What is on its way is not only what the buffers between hold (the relay's queue, both
 // kernels' socket buffers: ~14 MiB on loopback): until the PAUSE reaches the server it keeps
 // reading, and weft keeps draining — at 500 MB/s a 40 ms delay on a loaded machine is 20 MiB more.
-// A 16 MiB bound reset a healthy 256 MiB download now and then under a loaded test suite.
+// That is the likeliest cause of a healthy 256 MiB download through the relay reset once in a
+// loaded test suite under the old 16 MiB bound (it did not recur alone, so it is not proven).
 
 import { CloseReason, closeReasonName } from './wisp-codec';
 import {

@@ -264,18 +264,13 @@ export class QemuStreamLink extends FrameLinkBase implements FrameLink {
       frame.set(payload, head.length);
       return this.send(frame);
     }
-    const client = this.clients[0];
-    if (client.socket.destroyed) return this.drop('no-client');
-    if (!client.writer.writeGathered(head, payload)) {
-      client.backlogDrops++;
-      return this.drop('stream-backlog');
-    }
-    client.framesOut++;
+    this.deliver(this.clients[0], head, payload);
   }
 
-  private deliver(client: Client, frame: Uint8Array): void {
+  /** Queues a frame (`payload`: its second part) for one client, counting what cannot go. */
+  private deliver(client: Client, frame: Uint8Array, payload?: Uint8Array): void {
     if (client.socket.destroyed) return this.drop('no-client');
-    if (!client.writer.write(frame)) {
+    if (!(payload ? client.writer.writeGathered(frame, payload) : client.writer.write(frame))) {
       client.backlogDrops++;
       return this.drop('stream-backlog');
     }
