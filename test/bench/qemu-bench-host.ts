@@ -14,16 +14,47 @@ import { spawnWeft, spawnWrappedWeft, type WeftProcess } from '../harness/weft-p
 import { freeUdpPorts } from '../support/test-servers';
 
 const MIB = 1 << 20;
+export type PeerName = 'weft stream' | 'weft dgram' | 'user' | 'passt';
+
 /**
- * The link MTU of every stack: weft's and slirp's default; passt is told (its default is 65520).
- * WEFT_QEMU_BENCH_MTU sets another for weft and passt (each at its large-frame best: 65493 is the
- * most a dgram link carries); -netdev user has no MTU setting and is left out then.
+ * Each stack's best link MTU, the most it carries: a frame must fit one UDP datagram on a dgram
+ * link (65493), -netdev user has no MTU setting (1500), and passt hands out 65520 unless told.
  */
-export const MTU = Number(process.env.WEFT_QEMU_BENCH_MTU ?? 1500);
+export const BEST_MTU: Readonly<Record<PeerName, number>> = { 'weft stream': 65520, 'weft dgram': 65493, user: 1500, passt: 65520 };
+
+/**
+ * WEFT_QEMU_BENCH_MTU: `best` (the default) runs each stack at its BEST_MTU, as a user would set it
+ * up for speed; a number runs every stack at that MTU, leaving out those that cannot carry it.
+ */
+export function mtuSetting(value = process.env.WEFT_QEMU_BENCH_MTU ?? 'best'): number | 'best' {
+  if (value === 'best') return 'best';
+  const mtu = Number(value);
+  if (!Number.isInteger(mtu) || mtu < 576 || mtu > BEST_MTU['weft stream']) {
+    throw new Error(`WEFT_QEMU_BENCH_MTU must be "best" or a whole number from 576 to ${BEST_MTU['weft stream']}, not "${value}"`);
+  }
+  return mtu;
+}
+
+/** The MTU a stack runs at in this bench, or why it cannot run at the MTU asked for. */
+export function mtuOf(peer: PeerName): { mtu: number } | { skip: string } {
+  const setting = mtuSetting();
+  if (setting === 'best') return { mtu: BEST_MTU[peer] };
+  if (setting > BEST_MTU[peer]) {
+    const why = peer === 'user' ? 'it has no MTU setting (1500)' : `it carries at most MTU ${BEST_MTU[peer]}`;
+    return { skip: `${LABELS[peer]}: ${why}, and this run is at MTU ${setting}` };
+  }
+  return { mtu: peer === 'user' ? BEST_MTU.user : setting };
+}
+
+/** The MTU `peer` runs at; throws for a stack that cannot (mtuOf says why). */
+export function runMtu(peer: PeerName): number {
+  const m = mtuOf(peer);
+  if ('skip' in m) throw new Error(m.skip);
+  return m.mtu;
+}
+
 /** passt drops to this user when started as root; its socket folder must be writable by it. */
 const NOBODY = 65534;
-
-export type PeerName = 'weft stream' | 'weft dgram' | 'user' | 'passt';
 
 /** Why passt cannot run here, or undefined. */
 export function passtMissing(): string | undefined {
@@ -188,6 +219,7 @@ function benchPcap(name: string): string[] {
 }
 
 export async function startWeft(kind: 'stream' | 'dgram', dir: string, nodeFlags: string[] = []): Promise<Peer & { weft: WeftProcess }> {
+  const name: PeerName = kind === 'stream' ? 'weft stream' : 'weft dgram';
   let link: QemuLink;
   let linkArgs: string[];
   if (kind === 'stream') {
@@ -198,7 +230,7 @@ export async function startWeft(kind: 'stream' | 'dgram', dir: string, nodeFlags
     link = { kind, weftPort, qemuPort };
     linkArgs = ['--dgram', `${weftPort}:${qemuPort}`];
   }
-  const args = ['vm', ...linkArgs, '--allow-host-loopback', '--mtu', String(MTU), ...benchPcap(`weft-${kind}`)];
+  const args = ['vm', ...linkArgs, '--allow-host-loopback', '--mtu', String(runMtu(name)), ...benchPcap(`weft-${kind}`)];
   const weft = nodeFlags.length === 0 ? spawnWeft(args) : spawnWrappedWeft(process.execPath, ['--expose-gc', ...nodeFlags, weftBundle(), ...args]);
   const unregister = cleanupOnExit(() => weft.kill('SIGKILL'));
   try {
@@ -208,7 +240,6 @@ export async function startWeft(kind: 'stream' | 'dgram', dir: string, nodeFlags
     unregister();
     throw e;
   }
-  const name: PeerName = kind === 'stream' ? 'weft stream' : 'weft dgram';
   return {
     name,
     label: LABELS[name],
@@ -226,7 +257,7 @@ export async function startWeft(kind: 'stream' | 'dgram', dir: string, nodeFlags
 /**
  * passt on a unix socket in a folder of its own: IPv4 only, the guest leases 10.0.2.15/24 with router 10.0.2.2
  * (passt's defaults would copy this host's address and gateway), and the gateway address maps to the
- * host's loopback (passt's default; --no-map-gw turns it off). MTU 1500 instead of its 65520.
+ * host's loopback (passt's default; --no-map-gw turns it off). The MTU is the bench's (mtuOf).
  */
 export async function startPasst(): Promise<Peer> {
   // As root, passt switches to nobody before it binds the socket: a folder of its own, that it owns.
@@ -243,7 +274,7 @@ export async function startPasst(): Promise<Peer> {
       '--socket',
       path,
       '--mtu',
-      String(MTU),
+      String(runMtu('passt')),
       '--address',
       '10.0.2.15',
       '--netmask',

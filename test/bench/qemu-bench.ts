@@ -7,7 +7,9 @@
 //   passt         Debian's passt, QEMU `-netdev stream` to its unix socket
 //
 // Each round boots the guest once per stack, in turn (A B C D, A B C D, …), so drift in the load of a
-// shared machine falls on all alike. In each boot the guest warms up (a small download and upload),
+// shared machine falls on all alike. The first round (WEFT_QEMU_BENCH_WARMUP_ROUNDS, default 1) is
+// run the same way and not counted: a fresh weft runs its first gigabyte or so through V8's
+// compiler, not at its steady speed. In each boot the guest warms up (a small download and upload),
 // then downloads N MiB from an HTTP server on the host's 127.0.0.1 (busybox wget -O /dev/null) and
 // uploads N MiB to a TCP sink there (busybox nc < a file in the guest's RAM), both through the
 // gateway address the DHCP lease named, which every stack maps to the host's loopback. Transfers are
@@ -21,8 +23,10 @@
 // the stack's own process (weft vm, passt), and of QEMU. With -netdev user the stack runs inside
 // QEMU, so its "stack" CPU is not separable: the fair CPU comparison is the total, stack + QEMU.
 //
-// All four run at MTU 1500 (weft's and slirp's default; passt hands out 65520 unless told, so it
-// gets -m 1500). The table shows medians (min–max) over the rounds and the ratios weft / peer.
+// Each stack runs at its best MTU (WEFT_QEMU_BENCH_MTU=best, the default): 65520 on weft's stream
+// link and passt, 65493 on a dgram link (a frame per UDP datagram), 1500 on -netdev user (it has no
+// setting). WEFT_QEMU_BENCH_MTU=1500 (or another number) runs every stack that can carry it at that
+// MTU instead. The table shows medians (min–max) over the rounds and the ratios weft / peer.
 //
 // WEFT_BENCH_ROUNDS (default 5) and WEFT_QEMU_BENCH_MIB (default 128) set the rounds and the size;
 // WEFT_QEMU_BENCH_PER_BOOT (default 1) runs more measured transfers each way within each boot;
@@ -54,7 +58,6 @@ import { ratioOfMediansInterval, type RatioInterval } from './ratio-interval';
 import { median } from './sample-stats';
 import {
   EventQueue,
-  MTU,
   passtMissing,
   startHostServers,
   startPasst,
@@ -65,6 +68,8 @@ import {
   type HostServers,
   type Peer,
   type PeerName,
+  mtuSetting,
+  mtuOf,
 } from './qemu-bench-host';
 
 export type { PeerName } from './qemu-bench-host';
@@ -93,6 +98,13 @@ const PROFILE_INTERVAL_US = 250;
 export interface QemuBenchOptions {
   /** Boots per stack (default 5). */
   rounds?: number;
+  /**
+   * Boots per stack before those, run the same way and not counted (default 1): a weft process's
+   * JIT takes about a gigabyte of traffic to reach its steady speed (V8 optimises per-frame code
+   * only after thousands of calls, and 64 KiB frames make few), so its first boot measures the
+   * compiler, not the stack.
+   */
+  warmUpRounds?: number;
   /** Bytes each way per measured transfer (default 128 MiB). */
   bytes?: number;
   /** Measured transfers each way within one boot (default 1). */
@@ -343,6 +355,10 @@ export async function runQemuBench(o: QemuBenchOptions = {}): Promise<QemuBenchR
   const rounds = positive('rounds (WEFT_BENCH_ROUNDS)', o.rounds ?? 5);
   const bytes = transferBytes(o.bytes);
   const perBoot = positive('transfers per boot (WEFT_QEMU_BENCH_PER_BOOT)', o.perBoot ?? 1);
+  mtuSetting(); // a bad WEFT_QEMU_BENCH_MTU stops here, before any boot
+  const warmUpRounds = o.warmUpRounds ?? 1;
+  if (!Number.isInteger(warmUpRounds) || warmUpRounds < 0)
+    throw new Error(`qemu bench: warm-up rounds (WEFT_QEMU_BENCH_WARMUP_ROUNDS) must be a whole number, not ${warmUpRounds}`);
   const started = performance.now();
   const { image, accel } = await prepare(log);
 
@@ -354,28 +370,35 @@ export async function runQemuBench(o: QemuBenchOptions = {}): Promise<QemuBenchR
   const skipped: string[] = [];
   try {
     const wanted = (name: PeerName) => !o.stacks || o.stacks.includes(name);
-    if (wanted('weft stream')) peers.push(await startWeft('stream', dir));
-    if (wanted('weft dgram')) peers.push(await startWeft('dgram', dir));
-    if (wanted('user') && MTU !== 1500) skipped.push(`-netdev user: it has no MTU setting (1500), and this run is at MTU ${MTU}`);
-    else if (wanted('user')) peers.push(userPeer());
+    // A stack that cannot carry the MTU asked for is left out, and the table says so.
+    const runs = (name: PeerName) => {
+      if (!wanted(name)) return false;
+      const m = mtuOf(name);
+      if ('skip' in m) skipped.push(m.skip);
+      return !('skip' in m);
+    };
+    if (runs('weft stream')) peers.push(await startWeft('stream', dir));
+    if (runs('weft dgram')) peers.push(await startWeft('dgram', dir));
+    if (runs('user')) peers.push(userPeer());
     const noPasst = passtMissing();
     if (wanted('passt') && noPasst) skipped.push(`passt: ${noPasst}`);
-    else if (wanted('passt')) peers.push(await startPasst());
+    else if (runs('passt')) peers.push(await startPasst());
     for (const p of peers) rows.set(p.name, { transfers: [], mtus: new Set() });
 
     const transfers = plan(bytes, perBoot);
-    for (let round = 1; round <= rounds; round++) {
+    for (let round = 1 - warmUpRounds; round <= rounds; round++) {
+      const counted = round >= 1;
       for (const peer of peers) {
         const row = rows.get(peer.name)!;
         if (row.failure) continue;
-        const label = `${peer.label}, round ${round}`;
+        const label = counted ? `${peer.label}, round ${round}` : `${peer.label}, warm-up ${round + warmUpRounds} (not counted)`;
         try {
           const broken = peer.broken();
           if (broken) throw new Error(broken);
           const boot = await bootAndTransfer({ image, accel, peer, servers, transfers, label });
           if (boot.mtu) row.mtus.add(boot.mtu);
           const measured = boot.transfers.filter((t) => t.measured);
-          row.transfers.push(...measured);
+          if (counted) row.transfers.push(...measured);
           const parts = measured.map((t) => {
             const host = t.hostSeconds === undefined ? '' : `, sink ${(t.bytes / 1e6 / t.hostSeconds).toFixed(1)} MB/s first→last byte`;
             const stack = Number.isFinite(t.stackCpu) ? `stack ${t.stackCpu.toFixed(2)} + ` : '';
@@ -386,7 +409,7 @@ export async function runQemuBench(o: QemuBenchOptions = {}): Promise<QemuBenchR
           });
           log(`  ${label}: ${parts.join('; ')}; boot ${((boot.run.bootMs ?? NaN) / 1000).toFixed(1)} s, MTU ${boot.mtu ?? '?'}`);
         } catch (e) {
-          row.failure = `round ${round}: ${(e as Error).message}`;
+          row.failure = `${counted ? `round ${round}` : 'warm-up'}: ${(e as Error).message}`;
           log(`  ${label}: FAILED (${(e as Error).message.split('\n')[0]}; details below the table)`);
         }
       }
@@ -408,7 +431,9 @@ export async function runQemuBench(o: QemuBenchOptions = {}): Promise<QemuBenchR
       idleMs: of(direction, (t) => t.guestIdleMs),
     });
     const total = (t: Transfer) => (Number.isFinite(t.stackCpu) ? t.stackCpu : 0) + t.qemuCpu;
-    const otherMtus = [...r.mtus].filter((m) => m !== String(MTU));
+    const expected = mtuOf(p.name);
+    const mtu = 'mtu' in expected ? expected.mtu : NaN;
+    const otherMtus = [...r.mtus].filter((m) => m !== String(mtu));
     const download = of('download', (t) => t.mbPerSecond);
     const upload = of('upload', (t) => t.mbPerSecond);
     return {
@@ -419,10 +444,10 @@ export async function runQemuBench(o: QemuBenchOptions = {}): Promise<QemuBenchR
       stackCpu: p.pid === undefined ? {} : { download: of('download', (t) => t.stackCpu), upload: of('upload', (t) => t.stackCpu) },
       totalCpu: { download: of('download', total), upload: of('upload', total) },
       guest: { download: guestCost('download'), upload: guestCost('upload') },
-      ...(r.failure ? { failure: r.failure } : otherMtus.length > 0 ? { failure: `the guest's eth0 had MTU ${otherMtus.join(', ')}, not ${MTU}` } : {}),
+      ...(r.failure ? { failure: r.failure } : otherMtus.length > 0 ? { failure: `the guest's eth0 had MTU ${otherMtus.join(', ')}, not ${mtu}` } : {}),
     };
   });
-  log(formatQemuTable(result, { rounds, bytes, perBoot, accel, skipped, minutes: (performance.now() - started) / 60_000 }));
+  log(formatQemuTable(result, { rounds, warmUpRounds, bytes, perBoot, accel, skipped, minutes: (performance.now() - started) / 60_000 }));
   return result;
 }
 
@@ -456,19 +481,31 @@ function table(header: string[], cells: string[][]): string[] {
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...cells.map(line)];
 }
 
+/** "each stack at its best MTU: …" or "MTU 1500 on every stack". */
+function mtuText(rows: readonly QemuBenchRow[]): string {
+  const setting = mtuSetting();
+  if (setting !== 'best') return `MTU ${setting} on every stack`;
+  const each = rows.map((r) => {
+    const m = mtuOf(r.peer);
+    return `${r.label} ${'mtu' in m ? m.mtu : '?'}`;
+  });
+  return `each stack at its best MTU: ${each.join(', ')}`;
+}
+
 /** The table, the ratios weft / peer, whether the target holds, and what failed. */
 export function formatQemuTable(
   rows: readonly QemuBenchRow[],
-  run: { rounds: number; bytes: number; perBoot: number; accel: AccelChoice; skipped: string[]; minutes: number },
+  run: { rounds: number; warmUpRounds: number; bytes: number; perBoot: number; accel: AccelChoice; skipped: string[]; minutes: number },
 ): string {
   const samples = run.rounds * run.perBoot;
   const out = [
-    `\nqemu — one QEMU guest (${run.accel.accel.toUpperCase()}, 1 vCPU, virtio-net, MTU ${MTU} on every stack) through the user-mode stacks below; ` +
+    `\nqemu — one QEMU guest (${run.accel.accel.toUpperCase()}, 1 vCPU, virtio-net, ${mtuText(rows)}) through the user-mode stacks below; ` +
       `${run.bytes / MIB} MiB each way per transfer (busybox wget -O /dev/null from, and nc < a file in RAM to, 127.0.0.1 on the host via the lease's router), ` +
       `timed by the guest's clock; ${samples === 1 ? 'one transfer' : `median (min–max) of ${samples} transfers`} each way ` +
-      `(${run.rounds} boot${run.rounds === 1 ? '' : 's'} per stack, interleaved${run.perBoot > 1 ? `, ${run.perBoot} transfers each way per boot` : ''}); ` +
+      `(${run.rounds} boot${run.rounds === 1 ? '' : 's'} per stack, interleaved${run.perBoot > 1 ? `, ${run.perBoot} transfers each way per boot` : ''}` +
+      `${run.warmUpRounds > 0 ? `, after ${run.warmUpRounds} warm-up boot${run.warmUpRounds === 1 ? '' : 's'} per stack not counted` : ''}); ` +
       "CPU s per transfer (medians): the stack's own process, and stack + QEMU; for -netdev user the stack is inside QEMU. " +
-      `Settings: weft vm --allow-host-loopback (defaults, MTU ${MTU}); -netdev user: QEMU's defaults; passt: -4, --mtu ${MTU} (its default is 65520).`,
+      `Settings: weft vm --allow-host-loopback --mtu M (otherwise defaults); -netdev user: QEMU's defaults; passt: -4, --mtu M (its default is 65520).`,
     ...table(
       ['stack', 'download MB/s', 'upload MB/s', 'stack CPU s ↓ / ↑', 'stack+QEMU CPU s ↓ / ↑'],
       rows.map((r) => [

@@ -119,6 +119,8 @@ const suites: Record<string, () => Promise<void>> = {
     await runQemuBench({
       bytes,
       rounds: Number(process.env.WEFT_BENCH_ROUNDS ?? 5),
+      // WEFT_QEMU_BENCH_WARMUP_ROUNDS (default 1): boots per stack run first and not counted.
+      warmUpRounds: Number(process.env.WEFT_QEMU_BENCH_WARMUP_ROUNDS ?? 1),
       perBoot: Number(process.env.WEFT_QEMU_BENCH_PER_BOOT ?? 1),
       ...(stacks && stacks.length > 0 ? { stacks } : {}),
     });
