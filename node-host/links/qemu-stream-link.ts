@@ -52,7 +52,8 @@ export class StreamFrameDecoder {
         const len = readU32(chunk, off);
         if (len === 0 || len > MAX_STREAM_FRAME) return badLength(len);
         if (chunk.length - off >= LENGTH_BYTES + len) {
-          onFrame(chunk.subarray(off + LENGTH_BYTES, off + LENGTH_BYTES + len));
+          // A plain Uint8Array view even of a socket's Buffer (see StreamFrameWriter.alloc).
+          onFrame(new Uint8Array(chunk.buffer, chunk.byteOffset + off + LENGTH_BYTES, len));
           off += LENGTH_BYTES + len;
           continue;
         }

@@ -52,7 +52,10 @@ export class StreamFrameWriter {
     if (this.reserved + need > this.arena.length) this.nextArena(need);
     const start = this.reserved + LENGTH_BYTES;
     this.reserved += need;
-    const frame = this.arena.subarray(start, start + length);
+    // A plain Uint8Array, not a Buffer's subarray (itself a Buffer): the stack's header writers
+    // then see one kind of array, and V8 does not throw their optimised code away when the other
+    // kind arrives.
+    const frame = new Uint8Array(this.arena.buffer, this.arena.byteOffset + start, length);
     frame.fill(0, 0, Math.min(zeroBytes, length));
     return frame;
   }
