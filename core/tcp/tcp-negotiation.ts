@@ -5,7 +5,7 @@
 import type { TcpConfig } from '../config';
 import { ETHERNET_HEADER_LENGTH } from '../wire/ethernet';
 import { IPV4_HEADER_LENGTH } from '../wire/ipv4';
-import { TCP_HEADER_MIN, TCP_OPTIONS_MAX, type TcpOptions, type TcpSegment } from '../wire/tcp';
+import { noTcpOptions, TCP_HEADER_MIN, TCP_OPTIONS_MAX, type TcpOptions, type TcpSegment } from '../wire/tcp';
 import type { ReceiverConfig } from './tcp-receiver';
 import type { SenderConfig } from './tcp-sender';
 
@@ -54,7 +54,8 @@ export function plannedShift(cfg: TcpConfig): number {
 
 /** Options for our SYN in an active open: we offer everything; negotiate() keeps what the guest echoes. */
 export function synOffer(cfg: TcpConfig, linkMss: number, tsValue: number): TcpOptions {
-  const options: TcpOptions = { mss: linkMss };
+  const options = noTcpOptions();
+  options.mss = linkMss;
   if (cfg.sack) options.sackPermitted = true;
   if (cfg.windowScaling) options.windowScale = plannedShift(cfg);
   if (cfg.timestamps) options.timestamp = { value: tsValue, echo: 0 };

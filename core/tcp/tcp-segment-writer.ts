@@ -3,7 +3,7 @@
 // timestamp state they depend on (TS.Recent, Last.ACK.sent) — which is also what PAWS checks the
 // guest's segments against.
 
-import { ACK, SYN, type SegmentPayload, type TcpOptions, type TcpRepr, type TcpSegment } from '../wire/tcp';
+import { ACK, noTcpOptions, SYN, type SegmentPayload, type TcpOptions, type TcpRepr, type TcpSegment } from '../wire/tcp';
 import { seqLe, stampLt, type SeqNum } from './seq';
 import type { TcpNegotiated } from './tcp-negotiation';
 import type { TcpReceiver } from './tcp-receiver';
@@ -97,7 +97,7 @@ export class TcpSegmentWriter {
 
   private options(syn: boolean): TcpOptions {
     const n = this.negotiated;
-    const o: TcpOptions = {};
+    const o = noTcpOptions();
     if (syn) {
       o.mss = this.out.linkMss;
       if (n.sackOk) o.sackPermitted = true;

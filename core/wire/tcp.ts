@@ -54,6 +54,19 @@ export interface TcpOptions<S extends number = number> {
   timestamp?: TcpTimestamp;
 }
 
+/**
+ * Options with every field present, in one order, for a segment to fill in: every segment's options
+ * then share one hidden class, and V8 keeps the header code that reads them monomorphic. Built up
+ * field by field, each mix of options (SYN, data, data with SACK, parsed) was a shape of its own,
+ * and that code was deoptimised and recompiled as each new one arrived.
+ */
+export function noTcpOptions<S extends number = number>(): TcpOptions<S> {
+  return { mss: undefined, windowScale: undefined, sackPermitted: undefined, sack: undefined, timestamp: undefined };
+}
+
+/** Options for a segment that has none (not to be changed). */
+const NO_OPTIONS: TcpOptions = noTcpOptions();
+
 export interface TcpSegment {
   srcPort: number;
   dstPort: number;
@@ -122,7 +135,7 @@ export function parseTcp(segment: Uint8Array): Parsed<TcpSegment> {
 // option should cost it that option, not the whole segment. Only a length that breaks the walk
 // itself (too short to advance, or past the header) makes the segment unparseable.
 function parseOptions(b: Uint8Array, start: number, end: number): Parsed<TcpOptions<SeqNum>> {
-  const opts: TcpOptions<SeqNum> = {};
+  const opts = noTcpOptions<SeqNum>();
   let i = start;
   while (i < end) {
     const kind = b[i];
@@ -196,7 +209,7 @@ function optionsLength(o: TcpOptions): number {
 }
 
 /** Bytes of TCP header (20 plus options) that emitTcp writes for these options. */
-export function tcpHeaderLength(options: TcpOptions = {}): number {
+export function tcpHeaderLength(options: TcpOptions = NO_OPTIONS): number {
   return TCP_HEADER_MIN + optionsLength(options);
 }
 
@@ -283,7 +296,7 @@ export function emitTcpHeader(
   partialChecksum = false,
   payloadElsewhere?: Uint8Array,
 ): number {
-  const options = repr.options ?? {};
+  const options = repr.options ?? NO_OPTIONS;
   const headerLength = tcpHeaderLength(options);
   const total = headerLength + payloadLength;
   const inPlace = payloadElsewhere === undefined ? total : headerLength;
