@@ -7,6 +7,15 @@ export function copyBytes(view: Uint8Array, start = 0, end = view.length): Uint8
   return Uint8Array.prototype.slice.call(view, start, end);
 }
 
+/**
+ * A plain Uint8Array over `length` bytes of `view` from `start`, sharing its memory (no copy). Not
+ * `view.subarray()`: on a Node Buffer that returns a Buffer, and the stack's header code, seeing
+ * both kinds of array, is deoptimised by V8 at each switch; links hand the stack these instead.
+ */
+export function bytesView(view: Uint8Array, start: number, length: number): Uint8Array {
+  return new Uint8Array(view.buffer, view.byteOffset + start, length);
+}
+
 /** Big-endian (network order) integer access; every codec reads its fields through these. */
 export function readU16(b: Uint8Array, off: number): number {
   return (b[off] << 8) | b[off + 1];

@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import type { LearningSwitch, SwitchPort } from '../../core/link/learning-switch';
 import type { Ipv4Address, MacAddress } from '../../core/wire/address';
+import { bytesView, readU32 } from '../../core/wire/bytes';
 import { FrameLinkBase, type FrameLink } from './frame-link';
 import { DEFAULT_ROUTER, lanSwitch, switchStats, type RouterAddresses } from './lan-switch';
 import { LinkError } from './link-error';
@@ -52,8 +53,7 @@ export class StreamFrameDecoder {
         const len = readU32(chunk, off);
         if (len === 0 || len > MAX_STREAM_FRAME) return badLength(len);
         if (chunk.length - off >= LENGTH_BYTES + len) {
-          // A plain Uint8Array view even of a socket's Buffer (see StreamFrameWriter.alloc).
-          onFrame(new Uint8Array(chunk.buffer, chunk.byteOffset + off + LENGTH_BYTES, len));
+          onFrame(bytesView(chunk, off + LENGTH_BYTES, len));
           off += LENGTH_BYTES + len;
           continue;
         }
@@ -76,10 +76,6 @@ export class StreamFrameDecoder {
     }
     return undefined;
   }
-}
-
-function readU32(b: Uint8Array, off: number): number {
-  return ((b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3]) >>> 0;
 }
 
 function badLength(len: number): string {

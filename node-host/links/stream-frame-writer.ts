@@ -8,6 +8,7 @@
 // joins the same writev where it lies.
 
 import type net from 'node:net';
+import { bytesView } from '../../core/wire/bytes';
 
 export const LENGTH_BYTES = 4;
 /** Bytes queued towards a slow peer before further frames are dropped. */
@@ -52,10 +53,7 @@ export class StreamFrameWriter {
     if (this.reserved + need > this.arena.length) this.nextArena(need);
     const start = this.reserved + LENGTH_BYTES;
     this.reserved += need;
-    // A plain Uint8Array, not a Buffer's subarray (itself a Buffer): the stack's header writers
-    // then see one kind of array, and V8 does not throw their optimised code away when the other
-    // kind arrives.
-    const frame = new Uint8Array(this.arena.buffer, this.arena.byteOffset + start, length);
+    const frame = bytesView(this.arena, start, length);
     frame.fill(0, 0, Math.min(zeroBytes, length));
     return frame;
   }

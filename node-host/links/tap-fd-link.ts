@@ -21,6 +21,7 @@
 
 import fs from 'node:fs';
 import type net from 'node:net';
+import { bytesView } from '../../core/wire/bytes';
 import { tcpGsoFields } from '../../core/wire/tcp-segmentation';
 import { FrameLinkBase, type FrameLink } from './frame-link';
 import { watchFd } from './fd-socket';
@@ -111,13 +112,11 @@ export class TapFdLink extends FrameLinkBase implements FrameLink {
   }
 
   private deliver(buf: Uint8Array, n: number): void {
-    // Plain Uint8Array views, not a Buffer's subarrays (themselves Buffers): the stack then sees
-    // one kind of array from every link, and V8 keeps its optimised code (see StreamFrameWriter.alloc).
-    if (!this.segmentationOffload) return this.frameListener(new Uint8Array(buf.buffer, buf.byteOffset, n));
+    if (!this.segmentationOffload) return this.frameListener(bytesView(buf, 0, n));
     if (n <= VNET_HDR_LENGTH) return this.drop('vnet-hdr-truncated');
     // NEEDS_CSUM: built by the guest's kernel with a partial checksum; DATA_VALID: already checked.
     const trusted = (buf[0] & (VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID)) !== 0;
-    this.frameListener(new Uint8Array(buf.buffer, buf.byteOffset + VNET_HDR_LENGTH, n - VNET_HDR_LENGTH), trusted);
+    this.frameListener(bytesView(buf, VNET_HDR_LENGTH, n - VNET_HDR_LENGTH), trusted);
   }
 
   send(frame: Uint8Array): void {

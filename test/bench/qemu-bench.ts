@@ -70,6 +70,7 @@ import {
   type PeerName,
   mtuSetting,
   mtuOf,
+  runMtu,
 } from './qemu-bench-host';
 
 export type { PeerName } from './qemu-bench-host';
@@ -374,8 +375,9 @@ export async function runQemuBench(o: QemuBenchOptions = {}): Promise<QemuBenchR
     const runs = (name: PeerName) => {
       if (!wanted(name)) return false;
       const m = mtuOf(name);
-      if ('skip' in m) skipped.push(m.skip);
-      return !('skip' in m);
+      if ('mtu' in m) return true;
+      skipped.push(m.skip);
+      return false;
     };
     if (runs('weft stream')) peers.push(await startWeft('stream', dir));
     if (runs('weft dgram')) peers.push(await startWeft('dgram', dir));
@@ -431,8 +433,7 @@ export async function runQemuBench(o: QemuBenchOptions = {}): Promise<QemuBenchR
       idleMs: of(direction, (t) => t.guestIdleMs),
     });
     const total = (t: Transfer) => (Number.isFinite(t.stackCpu) ? t.stackCpu : 0) + t.qemuCpu;
-    const expected = mtuOf(p.name);
-    const mtu = 'mtu' in expected ? expected.mtu : NaN;
+    const mtu = runMtu(p.name);
     const otherMtus = [...r.mtus].filter((m) => m !== String(mtu));
     const download = of('download', (t) => t.mbPerSecond);
     const upload = of('upload', (t) => t.mbPerSecond);
@@ -485,10 +486,7 @@ function table(header: string[], cells: string[][]): string[] {
 function mtuText(rows: readonly QemuBenchRow[]): string {
   const setting = mtuSetting();
   if (setting !== 'best') return `MTU ${setting} on every stack`;
-  const each = rows.map((r) => {
-    const m = mtuOf(r.peer);
-    return `${r.label} ${'mtu' in m ? m.mtu : '?'}`;
-  });
+  const each = rows.map((r) => `${r.label} ${runMtu(r.peer)}`);
   return `each stack at its best MTU: ${each.join(', ')}`;
 }
 
