@@ -1,8 +1,8 @@
 // The receiving half of a guest connection: bytes from the guest on their way upstream. It decides
 // which segments are acceptable, reassembles out-of-order data (bounded by the window), produces
 // SACK blocks (RFC 2018: the most recent first), computes the advertised window with receiver-side
-// silly-window avoidance and never shrinks it, and runs the delayed-ACK policy (the connection's
-// 'delayed-ack' timer).
+// silly-window avoidance and never shrinks it, reports duplicate data in a D-SACK block (RFC 2883),
+// and runs the delayed-ACK policy (the connection's 'delayed-ack' timer).
 
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt, seqMax, type SeqNum } from './seq';
 import type { TcpTimers } from './tcp-timers';
@@ -33,6 +33,8 @@ export class TcpReceiver {
   private readonly ooo: OooSegment[] = [];
   oooBytes = 0;
   private recentSack: Array<[SeqNum, SeqNum]> = [];
+  /** Duplicate data to report once, as the first SACK block of the next segment (RFC 2883). */
+  private dsack: [SeqNum, SeqNum] | undefined;
   private pendingFin: SeqNum | undefined;
   finReceived = false;
 
@@ -81,6 +83,7 @@ export class TcpReceiver {
     // Trim what we already have and what lies beyond the window.
     if (seqLt(start, this.rcvNxt)) {
       const skip = Math.min(data.length, seqDiff(this.rcvNxt, start));
+      if (skip > 0) this.noteDuplicate(start, seqAdd(start, skip));
       data = data.subarray(skip);
       start = seqAdd(start, skip);
     }
@@ -147,7 +150,10 @@ export class TcpReceiver {
       cursor = seqMax(cursor, seqAdd(s.seq, s.data.length));
     }
     if (seqLt(cursor, end)) pieces.push({ seq: cursor, data: copyBytes(data, seqDiff(cursor, start)) });
-    if (pieces.length === 0) return;
+    if (pieces.length === 0) {
+      this.noteDuplicate(start, end); // all of it is held already
+      return;
+    }
     if (this.ooo.length + pieces.length > MAX_OOO_SEGMENTS) {
       this.oooDropped++;
       return;
@@ -188,19 +194,40 @@ export class TcpReceiver {
   }
 
   /**
+   * Data the guest sent again that we already had (below RCV.NXT, or held out of order). A Linux
+   * guest that sees it reported undoes the window cut its retransmission caused (a loss probe or a
+   * timeout that fired early), as it would with timestamps; without the report it keeps the cut.
+   */
+  noteDuplicate(start: SeqNum, end: SeqNum): void {
+    this.dsack = [start, end];
+    this.ackNow = true;
+  }
+
+  /**
    * SACK blocks to send, most recent first, each widened to its current contiguous range. A FIN
    * held out of order is SACKed like data, as Linux does: a sender's loss probe is often the last
    * data with the FIN, and Linux counts the probe delivered only when its SACK covers the FIN too.
    */
   sackBlocks(max: number): Array<[SeqNum, SeqNum]> {
     const fin = this.pendingFin !== undefined && !this.finReceived && seqGt(this.pendingFin, this.rcvNxt) ? this.pendingFin : undefined;
-    if (this.ooo.length === 0 && fin === undefined) return [];
+    const dsack = this.dsack;
+    if (this.ooo.length === 0 && fin === undefined) return dsack && max > 0 ? [dsack] : [];
     const finEnd = fin === undefined ? undefined : seqAdd(fin, 1);
     const out: Array<[SeqNum, SeqNum]> = [];
-    for (const [l] of this.recentSack) {
+    let recent = this.recentSack;
+    if (dsack && max > 0) {
+      out.push(dsack);
+      // A duplicate of held data: the block holding it comes next, so the guest can tell it apart.
+      const holder = recent.find(([l]) => {
+        const b = this.rangeContaining(l);
+        return seqLe(b[0], dsack[0]) && seqLe(dsack[1], b[1]);
+      });
+      if (holder) recent = [holder, ...recent.filter((b) => b !== holder)];
+    }
+    for (const [l] of recent) {
       const b = this.rangeContaining(l);
       if (b[1] === fin) b[1] = finEnd as SeqNum;
-      if (out.some(([a, c]) => a === b[0] && c === b[1])) continue;
+      if (out.some(([a, c], k) => (k > 0 || !dsack) && a === b[0] && c === b[1])) continue;
       out.push(b);
       if (out.length >= max) break;
     }
@@ -236,6 +263,7 @@ export class TcpReceiver {
   /** Any segment we send carries the ACK: pending ACK state is satisfied. */
   ackSent(): void {
     this.ackNow = false;
+    this.dsack = undefined;
     this.unackedSegments = 0;
     this.timers.clear('delayed-ack');
   }

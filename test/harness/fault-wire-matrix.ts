@@ -2,7 +2,8 @@
 // namespace) behind the fault wire (fault-wire.ts) downloads with curl from the host's test server
 // and uploads a deterministic stream with curl -T, once per fault. Both sha256 must match; the
 // wire's counters must show that the fault really hit both directions, at about the configured
-// rate; weft must drop the corrupted frames by checksum, close every guest connection by itself
+// rate; under duplication the guest's kernel must count the D-SACKs weft sent for the copies it
+// got (RFC 2883); weft must drop the corrupted frames by checksum, close every guest connection by itself
 // (none left for SIGTERM) and exit cleanly; the upstream (e.g. a relay) gets its own checks. The
 // throughput under each fault is printed as a table.
 //
@@ -151,6 +152,17 @@ function formatTable(rows: Row[]): string {
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...cells.map(line)].join('\n');
 }
 
+/** One of the guest kernel's TcpExt counters (/proc/net/netstat in its namespace). */
+async function guestTcpExt(ns: Netns, name: string): Promise<number> {
+  const r = await ns.exec(['cat', '/proc/net/netstat']);
+  const lines = r.stdout.split('\n').filter((l) => l.startsWith('TcpExt:'));
+  const names = (lines[0] ?? '').split(/\s+/);
+  const values = (lines[1] ?? '').split(/\s+/);
+  const i = names.indexOf(name);
+  if (i < 1) throw new Error(`the guest's /proc/net/netstat has no TcpExt ${name}: ${r.stdout.slice(0, 300)} ${r.stderr}`);
+  return Number(values[i]);
+}
+
 /** Fails unless `count` is within 5 standard deviations of trials × p (and, for p > 0, above 0). */
 function expectRate(dir: string, stats: DirectionStats, check: NonNullable<Fault['injected']>): void {
   const { count, trials, p, what } = check(stats);
@@ -218,6 +230,7 @@ export function describeFaultMatrix(o: FaultMatrixOptions): void {
           const down = await guestDownload(guestNs!, server(), bytes, timeoutMs);
           expect(down.problem, 'download').toBeUndefined();
 
+          const dsacksBefore = await guestTcpExt(guestNs!, 'TCPDSACKRecv');
           connections++;
           const up = await guestUpload(guestNs!, server(), bytes, `${shq(scripts.python)} ${shq(scripts.stream)} ${bytes}`, timeoutMs);
           expect(up.problem, 'upload').toBeUndefined();
@@ -235,6 +248,12 @@ export function describeFaultMatrix(o: FaultMatrixOptions): void {
           if (fault.config.reorder) {
             expect(stats.toWeft.reordered, `to weft: ${JSON.stringify(stats.toWeft)}`).toBeGreaterThan(0);
             expect(stats.toGuest.reordered, `to guest: ${JSON.stringify(stats.toGuest)}`).toBeGreaterThan(0);
+          }
+          if (fault.config.duplicate) {
+            // The upload's copies reached weft after the originals: each ACK that answered one
+            // carried a D-SACK, and the guest's TCP read it as one.
+            const dsacks = (await guestTcpExt(guestNs!, 'TCPDSACKRecv')) - dsacksBefore;
+            expect(dsacks, `D-SACKs the guest counted for ${stats.toWeft.duplicated} frames duplicated to weft`).toBeGreaterThan(0);
           }
           expect(weft.exit, 'weft is still running').toBeUndefined();
           expect(
