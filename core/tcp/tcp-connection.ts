@@ -18,7 +18,7 @@ import { SEND_BUFFER_SLACK_BYTES, TcpSender } from './tcp-sender';
 import type { ByteBudget } from './byte-budget';
 import { TcpTimers } from './tcp-timers';
 import { UpstreamPipe } from './upstream-pipe';
-import { seqAdd, seqDiff, seqLe, type SeqNum } from './seq';
+import { seqAdd, seqDiff, type SeqNum } from './seq';
 import { after, type Instant } from '../clock';
 
 export type TcpState =
@@ -292,8 +292,7 @@ export class TcpConnection implements TcpFlow {
       if (this.state === 'syn-received' && flags & SYN && seg.seq === this.irs) {
         this.sendSynAck(); // the guest never got our SYN-ACK
       } else if (!(flags & RST)) {
-        const end = seqAdd(seg.seq, seg.payload.length);
-        if (seg.payload.length > 0 && seqLe(end, this.receiver.rcvNxt)) this.receiver.noteDuplicate(seg.seq, end); // D-SACK (RFC 2883)
+        this.receiver.rejected(seg.seq, seg.payload.length); // old text: reported by D-SACK
         this.sendAck();
       }
       return;

@@ -198,36 +198,45 @@ export class TcpReceiver {
    * guest that sees it reported undoes the window cut its retransmission caused (a loss probe or a
    * timeout that fired early), as it would with timestamps; without the report it keeps the cut.
    */
-  noteDuplicate(start: SeqNum, end: SeqNum): void {
+  private noteDuplicate(start: SeqNum, end: SeqNum): void {
     this.dsack = [start, end];
     this.ackNow = true;
   }
 
+  /** A segment that failed acceptable(): text wholly below RCV.NXT is a duplicate to report. */
+  rejected(seq: SeqNum, len: number): void {
+    const end = seqAdd(seq, len);
+    if (len > 0 && seqLe(end, this.rcvNxt)) this.noteDuplicate(seq, end);
+  }
+
   /**
-   * SACK blocks to send, most recent first, each widened to its current contiguous range. A FIN
+   * SACK blocks to send: a D-SACK block first when there is a duplicate to report, then the held
+   * ranges, most recent first, each widened to its current contiguous range. A FIN
    * held out of order is SACKed like data, as Linux does: a sender's loss probe is often the last
    * data with the FIN, and Linux counts the probe delivered only when its SACK covers the FIN too.
    */
   sackBlocks(max: number): Array<[SeqNum, SeqNum]> {
+    const dsack = max > 0 ? this.dsack : undefined;
+    if (!dsack) return this.rangeBlocks(max, this.recentSack);
+    // A duplicate of held data: the block holding it comes next, so the guest can tell it apart.
+    const holder = this.recentSack.find(([l]) => {
+      const b = this.rangeContaining(l);
+      return seqLe(b[0], dsack[0]) && seqLe(dsack[1], b[1]);
+    });
+    const recent = holder ? [holder, ...this.recentSack.filter((b) => b !== holder)] : this.recentSack;
+    return [dsack, ...this.rangeBlocks(max - 1, recent)];
+  }
+
+  /** Up to `max` blocks of held data (and a FIN held above a hole), in the order of `recent`. */
+  private rangeBlocks(max: number, recent: ReadonlyArray<[SeqNum, SeqNum]>): Array<[SeqNum, SeqNum]> {
     const fin = this.pendingFin !== undefined && !this.finReceived && seqGt(this.pendingFin, this.rcvNxt) ? this.pendingFin : undefined;
-    const dsack = this.dsack;
-    if (this.ooo.length === 0 && fin === undefined) return dsack && max > 0 ? [dsack] : [];
+    if (max <= 0 || (this.ooo.length === 0 && fin === undefined)) return [];
     const finEnd = fin === undefined ? undefined : seqAdd(fin, 1);
     const out: Array<[SeqNum, SeqNum]> = [];
-    let recent = this.recentSack;
-    if (dsack && max > 0) {
-      out.push(dsack);
-      // A duplicate of held data: the block holding it comes next, so the guest can tell it apart.
-      const holder = recent.find(([l]) => {
-        const b = this.rangeContaining(l);
-        return seqLe(b[0], dsack[0]) && seqLe(dsack[1], b[1]);
-      });
-      if (holder) recent = [holder, ...recent.filter((b) => b !== holder)];
-    }
     for (const [l] of recent) {
       const b = this.rangeContaining(l);
       if (b[1] === fin) b[1] = finEnd as SeqNum;
-      if (out.some(([a, c], k) => (k > 0 || !dsack) && a === b[0] && c === b[1])) continue;
+      if (out.some(([a, c]) => a === b[0] && c === b[1])) continue;
       out.push(b);
       if (out.length >= max) break;
     }
